@@ -1,0 +1,117 @@
+"""Time as a collaborator, and the parsing of durations and instants.
+
+Every decision in alertd takes ``now`` as an argument; only the imperative shell asks a
+:class:`Clock` for it. Tests hand in a :class:`FakeClock` whose ``sleep`` advances time at once,
+so retry and backoff logic runs without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """``"30s"``, ``"5m"``, ``"4h"``, ``"7d"``, ``"2w"`` (or a number of seconds) → seconds."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"a duration cannot be negative: {text!r}")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 4h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration: 90 → ``"90s"``, 3600 → ``"1h"``."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_instant(text: str, now: float) -> int:
+    """An ISO 8601 time (``2025-01-03T04:30:00Z``) or a relative one (``30d`` = 30 days ago)."""
+    text = text.strip()
+    if _DURATION.match(text):
+        return int(now - parse_duration(text))
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use ISO 8601 like 2025-01-03T04:30:00Z, or 30d for 30 days ago)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def to_datetime(instant: float) -> datetime:
+    return datetime.fromtimestamp(instant, tz=UTC)
+
+
+def iso(instant: float | None) -> str | None:
+    """Unix seconds → ``2025-01-03T04:30:00Z`` (``None`` stays ``None``)."""
+    if instant is None:
+        return None
+    return to_datetime(instant).isoformat().replace("+00:00", "Z")
+
+
+class Clock(Protocol):
+    """Wall time for decisions, monotonic time for pacing, and a sleep that tests can skip."""
+
+    def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that only moves when told to; ``sleep`` advances it instantly.
+
+    ``sleeps`` records every requested sleep so tests can assert on backoff schedules.
+    """
+
+    def __init__(self, start: float = 1_735_689_600.0) -> None:
+        self._now = start
+        self._mono = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+        self._mono += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(max(0.0, seconds))
+        await asyncio.sleep(0)
