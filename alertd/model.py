@@ -141,6 +141,24 @@ class UsageResult:
     request_ids: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DataNeed:
+    """What one rule needs fetched for one customer.
+
+    Buckets of ``granularity`` (Stripe's ``value_grouping_window``; evaluators ask for ``hour``
+    or ``day`` and sum days into weeks and months locally, so rules of different windows can
+    share a request) in ``timezone``, over ``[starts_at, ends_at)``, for ``spec`` (the rule's own
+    meter, filters and group-by). The planner merges needs into the fewest :class:`UsageQuery`.
+    """
+
+    customer: str
+    spec: MeterSpec
+    granularity: Granularity
+    timezone: str
+    starts_at: int
+    ends_at: int
+
+
 # --------------------------------------------------------------------------- series
 
 
