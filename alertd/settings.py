@@ -242,7 +242,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     rule_files: list[str] = ["rules/*.yaml"]
     templates_dir: Path | None = None
-    smtp: SmtpSettings = SmtpSettings()  # type: ignore[call-arg]
+    smtp: SmtpSettings = SmtpSettings()
     receivers: list[Receiver] = []
     route: RootRoute = RootRoute()
     customers: CustomerSelection = CustomerSelection()
@@ -308,7 +308,8 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any] | None = None)
         try:
             text = path.read_text()
         except OSError as exc:
-            raise ConfigError([Problem(str(path), 1, 1, f"cannot read config: {exc.strerror}")])
+            problem = Problem(str(path), 1, 1, f"cannot read config: {exc.strerror}")
+            raise ConfigError([problem]) from None
         doc = load_located(text, str(path))
         if doc.data is None:
             doc.data = {}

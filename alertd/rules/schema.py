@@ -34,7 +34,9 @@ def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like America/New_York)")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like America/New_York)"
+        ) from None
     return value
 
 
