@@ -1,0 +1,66 @@
+"""The Prometheus metrics of one alertd process, in a registry of their own.
+
+Names are part of the contract (architecture.md, "Observability"); every stage receives the
+:class:`Metrics` object it reports to through its constructor, so tests can make a fresh one.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from alertd import __version__
+
+
+class Metrics:
+    """All alertd metrics. Also the source layer's request observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.stripe_requests = Counter(
+            "alertd_stripe_requests", "HTTP requests sent to Stripe.", ["endpoint", "code"],
+            registry=r,
+        )
+        self.stripe_request_duration = Histogram(
+            "alertd_stripe_request_duration_seconds", "Duration of Stripe requests.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r,
+        )
+        self.stripe_rate_limited = Counter(
+            "alertd_stripe_rate_limited", "Stripe answers with HTTP 429.", ["budget"], registry=r
+        )
+        self.stripe_refreshed = Gauge(
+            "alertd_stripe_refreshed_timestamp_seconds",
+            "Oldest refreshed_at seen in the last poll (unix seconds).", registry=r,
+        )
+        self.rule_evaluations = Counter(
+            "alertd_rule_evaluations", "Series evaluations by outcome.", ["rule", "outcome"],
+            registry=r,
+        )
+        self.rule_last_evaluation = Gauge(
+            "alertd_rule_last_evaluation_timestamp_seconds", "When a rule was last evaluated.",
+            ["rule"], registry=r,
+        )
+        self.alerts = Gauge("alertd_alerts", "Alert series by state.", ["state"], registry=r)
+        self.notifications = Counter(
+            "alertd_notifications", "Notification delivery attempts by outcome.",
+            ["receiver", "outcome"], registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "alertd_outbox_pending", "Notifications waiting in the outbox.", registry=r
+        )
+        self.build_info = Gauge(
+            "alertd_build_info", "Build information.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+
+    # The source layer's observer protocol.
+    def on_response(self, endpoint: str, code: str, seconds: float) -> None:
+        self.stripe_requests.labels(endpoint=endpoint, code=code).inc()
+        self.stripe_request_duration.observe(seconds)
+
+    def on_rate_limited(self, budget: str) -> None:
+        self.stripe_rate_limited.labels(budget=budget).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

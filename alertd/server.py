@@ -1,0 +1,75 @@
+"""The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``.
+
+``/healthz`` answers 200 while the main loop is alive (it beat within three poll intervals);
+``/readyz`` answers 200 once the first poll finished and the data is not stale, else 503 with
+the reason. The daemon owns a :class:`Health` object and updates it; this module only reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from alertd.clock import Clock
+from alertd.metrics import Metrics
+
+
+@dataclass
+class Health:
+    """Mutable liveness/readiness facts, written by the daemon loop."""
+
+    last_beat: float | None = None
+    beat_tolerance: float = 180.0
+    first_poll_done: bool = False
+    stale_reason: str | None = None
+
+    def alive(self, now: float) -> bool:
+        return self.last_beat is not None and now - self.last_beat <= self.beat_tolerance
+
+    def not_ready_reason(self) -> str | None:
+        if not self.first_poll_done:
+            return "first poll not finished"
+        return self.stale_reason
+
+
+def build_app(metrics: Metrics, health: Health, clock: Clock) -> web.Application:
+    async def metrics_handler(_: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        if health.alive(clock.now()):
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="main loop not beating\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = health.not_ready_reason()
+        if reason is None:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+@asynccontextmanager
+async def serve(listen: str, metrics: Metrics, health: Health, clock: Clock) -> AsyncIterator[str]:
+    """Serve on ``HOST:PORT`` (port 0 picks one) and yield the base URL."""
+    host, port = listen.rsplit(":", 1)
+    runner = web.AppRunner(build_app(metrics, health, clock), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host.strip("[]"), int(port))
+    await site.start()
+    try:
+        bound = runner.addresses[0][1] if runner.addresses else int(port)
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
