@@ -1,0 +1,154 @@
+"""The ``alertd`` command line: parse arguments, dispatch to a command, map errors to exit codes.
+
+Exit codes (contract): 0 done, 1 internal error, 2 invalid usage/config/rules, 3 the data
+source failed. Commands live in :mod:`alertd.commands`; this module only parses and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from alertd import __version__
+from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, AlertdError, ConfigError
+
+EPILOG = """\
+first steps:
+  alertd demo                      see it work: simulator, mail and webhook sinks, the daemon
+  alertd validate -c alertd.yaml   check config, rules and templates (contacts nothing)
+  alertd --dry-run -c alertd.yaml  one pass against Stripe: what would fire and be sent
+  alertd run -c alertd.yaml        the daemon (systemd: see systemd/alertd.service)
+
+The config file defaults to $ALERTD_CONFIG, then /etc/alertd/alertd.yaml, then ./alertd.yaml.
+Exit codes: 0 done, 1 internal error, 2 invalid usage/config/rules, 3 the data source failed.
+"""
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS keeps a subcommand's missing -c from overwriting one given before the command.
+    parser.add_argument(
+        "-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS,
+        help="config file (YAML); default $ALERTD_CONFIG, /etc/alertd/alertd.yaml, ./alertd.yaml",
+    )
+
+
+def _selection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rule", action="append", metavar="NAME", help="only this rule (repeat)")
+    parser.add_argument(
+        "--customer", action="append", metavar="ID", help="only this customer (repeat)"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertd",
+        description="Usage alerts for Stripe usage-based billing: quotas, spend, spikes, stops.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"alertd {__version__}")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="same as 'alertd check --dry-run'"
+    )
+    parser.add_argument("-c", "--config", metavar="CONFIG", default=None, help="config file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon (systemd ExecStart)")
+    _config_arg(run)
+
+    check = commands.add_parser(
+        "check", help="one evaluation pass; --dry-run prints what would be sent and sends nothing"
+    )
+    _config_arg(check)
+    check.add_argument(
+        "--dry-run", action="store_true", default=argparse.SUPPRESS,
+        help="send and record nothing",
+    )
+    check.add_argument("--at", metavar="TIME", help="evaluate as of TIME (ISO 8601 or 30d ago)")
+    _selection_args(check)
+
+    validate = commands.add_parser(
+        "validate", help="check config, rules and templates; errors as FILE:LINE:COL: message"
+    )
+    _config_arg(validate)
+
+    test = commands.add_parser("test", help="run rule unit tests (fixture series → alerts)")
+    test.add_argument("files", nargs="+", metavar="FILE")
+
+    backtest = commands.add_parser("backtest", help="replay history: when rules would have fired")
+    _config_arg(backtest)
+    backtest.add_argument("--since", required=True, metavar="TIME", help="e.g. 30d or ISO 8601")
+    backtest.add_argument("--until", metavar="TIME", help="default: now")
+    _selection_args(backtest)
+
+    render = commands.add_parser("render", help="render a sample notification for a rule")
+    _config_arg(render)
+    render.add_argument("--rule", required=True, metavar="NAME")
+    render.add_argument("--receiver", metavar="NAME")
+
+    _silence_parser(commands)
+
+    simulate = commands.add_parser("simulate", help="run the local Stripe simulator")
+    simulate.add_argument("--port", type=int, default=12111)
+    simulate.add_argument("--customers", type=int, default=50)
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--days", type=int, default=90)
+
+    demo = commands.add_parser(
+        "demo", help="simulator + mail and webhook sinks + the daemon; prints each delivery"
+    )
+    demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
+    return parser
+
+
+def _silence_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    silence = commands.add_parser("silence", help="add, list or expire silences")
+    actions = silence.add_subparsers(dest="silence_command", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="silence alerts matching label matchers")
+    _config_arg(add)
+    add.add_argument("matchers", nargs="+", metavar="MATCHER", help="name=value, name=~regex")
+    add.add_argument("--duration", default="2h", help="how long (default 2h)")
+    add.add_argument("--start", metavar="TIME", help="default: now")
+    add.add_argument("--comment", required=True)
+    add.add_argument("--author", default=None)
+    listing = actions.add_parser("list", help="list silences")
+    _config_arg(listing)
+    listing.add_argument("--all", action="store_true", help="include expired ones")
+    expire = actions.add_parser("expire", help="expire a silence now")
+    _config_arg(expire)
+    expire.add_argument("id")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from alertd import commands
+
+    command = args.command or ("check" if args.dry_run else None)
+    if command is None:
+        build_parser().print_help()
+        return EXIT_CONFIG
+    handler = commands.HANDLERS[command]
+    return handler(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except AlertdError as exc:
+        print(f"alertd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        logging.getLogger("alertd").exception("internal error")
+        return EXIT_INTERNAL

@@ -1,0 +1,94 @@
+"""How findings, notifications and firings are shown: a readable table or stable JSON.
+
+The JSON shapes are part of the contract (architecture.md, "Machine output"); field names here
+never change between versions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from alertd.clock import iso
+from alertd.model import Finding
+
+
+def window_json(finding: Finding) -> dict[str, Any]:
+    return {
+        "starts_at": iso(finding.window.starts_at),
+        "ends_at": iso(finding.window.ends_at),
+        "timezone": finding.window.timezone,
+    }
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """One finding in the contract's ``check`` shape."""
+    entry: dict[str, Any] = {
+        "rule": finding.rule,
+        "customer": finding.customer,
+        "meter": finding.meter,
+        "dimensions": dict(finding.dimensions),
+        "window": window_json(finding),
+        "complete": finding.complete,
+        "value": finding.value,
+    }
+    for name in ("threshold", "baseline", "projected"):
+        value = getattr(finding, name)
+        if value is not None:
+            entry[name] = value
+    entry.update(level=finding.level, state=finding.state, message=finding.message)
+    return entry
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=False, default=str)
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+def series_label(finding: Finding) -> str:
+    return ",".join(f"{k}={v}" for k, v in finding.dimensions) or "-"
+
+
+def bound(finding: Finding) -> str:
+    for name, prefix in (("threshold", ""), ("baseline", "~"), ("projected", "→")):
+        value = getattr(finding, name)
+        if value is not None:
+            return prefix + number(value)
+    return "-"
+
+
+FINDING_COLUMNS = ("RULE", "CUSTOMER", "SERIES", "WINDOW", "VALUE", "BOUND", "LEVEL", "STATE")
+
+
+def finding_row(finding: Finding) -> tuple[str, ...]:
+    start = iso(finding.window.starts_at) or ""
+    window = f"{start[:16].replace('T', ' ')} {finding.window.timezone}"
+    if not finding.complete:
+        window += " (so far)"
+    return (
+        finding.rule,
+        finding.customer,
+        series_label(finding),
+        window,
+        number(finding.value),
+        bound(finding),
+        finding.level or "-",
+        finding.state,
+    )
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain aligned text table."""
+    materialised = [tuple(columns), *(tuple(r) for r in rows)]
+    widths = [max(len(row[i]) for row in materialised) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in materialised]
+    return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""One evaluation pass: customers → needs → plan → fetch → series → findings.
+
+This is the imperative shell around the pure core, shared by ``check``, ``--dry-run``,
+``backtest`` and the daemon. It asks the directory which customers each rule covers, asks each
+evaluator what data it needs, lets the planner fold all needs into the fewest requests, fetches
+them concurrently (the rate budgets inside the source pace them), and hands every series to its
+evaluator. Nothing here decides anything: every decision is a pure function it calls.
+
+A request that fails turns into an ``error`` finding for every (rule, customer) it served, and
+data older than ``stale_after`` into ``nodata`` findings: a failure never becomes a false
+"usage dropped" alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from alertd import evaluate
+from alertd.errors import SourceError
+from alertd.evaluate.series import build_series, is_stale
+from alertd.evaluate.windows import period_containing, period_key
+from alertd.model import (
+    Customer,
+    DataNeed,
+    Finding,
+    Meter,
+    Period,
+    Series,
+    SeriesKey,
+    UsageQuery,
+    UsageResult,
+)
+from alertd.planner import Plan, extract_rows, plan
+from alertd.rules.loader import RuleSet
+from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
+from alertd.settings import CustomerSelection, Settings
+from alertd.source import Source
+from alertd.source.directory import Directory
+
+log = logging.getLogger("alertd.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """Everything one pass learned. ``series`` lets notifications show recent buckets."""
+
+    now: int
+    findings: tuple[Finding, ...]
+    requests: int
+    refreshed_at: int | None
+    customers: Mapping[str, Customer]
+    series: Mapping[SeriesKey, Series] = field(default_factory=dict)
+    failures: tuple[SourceError, ...] = ()
+
+
+def selection_for(rule: Rule, default: CustomerSelection) -> CustomerSelection:
+    """The customer selection a rule covers: its own, else the config's default."""
+    chosen = rule.customers
+    if chosen is None:
+        return default
+    if isinstance(chosen, AllCustomers):
+        return CustomerSelection(all=True, refresh=default.refresh)
+    if isinstance(chosen, CustomerSearch):
+        return CustomerSelection(search=chosen.search, refresh=default.refresh)
+    return CustomerSelection(ids=list(chosen), refresh=default.refresh)
+
+
+class Engine:
+    """Runs evaluation passes for one configuration (a reload builds a new Engine)."""
+
+    def __init__(
+        self, settings: Settings, rules: RuleSet, source: Source, directory: Directory
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.source = source
+        self.directory = directory
+
+    async def customers_by_rule(
+        self, rules: Sequence[Rule], only: set[str] | None = None
+    ) -> dict[str, list[Customer]]:
+        """Each rule's customers, fetched once per distinct selection (the directory caches)."""
+        result: dict[str, list[Customer]] = {}
+        for rule in rules:
+            selection = selection_for(rule, self.settings.customers)
+            customers = await self.directory.customers(selection)
+            result[rule.name] = [c for c in customers if only is None or c.id in only]
+        return result
+
+    async def meters(self) -> dict[str, Meter]:
+        return await self.directory.meters()
+
+    async def run_pass(
+        self,
+        now: int,
+        *,
+        rule_names: Iterable[str] | None = None,
+        customer_ids: Iterable[str] | None = None,
+    ) -> PassResult:
+        rules = self._select_rules(rule_names)
+        only = set(customer_ids) if customer_ids else None
+        by_rule = await self.customers_by_rule(rules, only)
+        customers = {c.id: c for cs in by_rule.values() for c in cs}
+        needs = {
+            (rule.name, customer.id): evaluate.needs(rule, customer.id, now)[0]
+            for rule in rules
+            for customer in by_rule[rule.name]
+        }
+        the_plan = plan(needs.values())
+        outcomes = await self._fetch_all(the_plan.queries)
+        findings, series, refreshed = self._judge(rules, by_rule, needs, the_plan, outcomes, now)
+        failures = tuple(o for o in outcomes if isinstance(o, SourceError))
+        requests = sum(o.requests for o in outcomes if isinstance(o, UsageResult))
+        requests += len(failures)
+        return PassResult(
+            now=now,
+            findings=tuple(findings),
+            requests=requests,
+            refreshed_at=min(refreshed) if refreshed else None,
+            customers=customers,
+            series=series,
+            failures=failures,
+        )
+
+    def _select_rules(self, names: Iterable[str] | None) -> list[Rule]:
+        if names is None:
+            return list(self.rules.rules)
+        wanted = set(names)
+        return [r for r in self.rules.rules if r.name in wanted]
+
+    async def _fetch_all(
+        self, queries: Sequence[UsageQuery]
+    ) -> list[UsageResult | SourceError]:
+        async def one(query: UsageQuery) -> UsageResult | SourceError:
+            try:
+                return await self.source.fetch(query)
+            except SourceError as exc:
+                log.warning(
+                    "usage request failed customer=%s error=%s request_id=%s",
+                    query.customer, exc, exc.request_id,
+                )
+                return exc
+
+        return list(await asyncio.gather(*(one(q) for q in queries)))
+
+    def _judge(
+        self,
+        rules: Sequence[Rule],
+        by_rule: Mapping[str, list[Customer]],
+        needs: Mapping[tuple[str, str], DataNeed],
+        the_plan: Plan,
+        outcomes: Sequence[UsageResult | SourceError],
+        now: int,
+    ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int]]:
+        findings: list[Finding] = []
+        all_series: dict[SeriesKey, Series] = {}
+        refreshed: list[int] = []
+        lag = self.settings.stripe.freshness_lag
+        stale_after = self.settings.stripe.stale_after
+        for rule in rules:
+            for customer in by_rule[rule.name]:
+                need = needs[(rule.name, customer.id)]
+                index, spec = the_plan.serving(need)
+                outcome = outcomes[index]
+                if isinstance(outcome, SourceError):
+                    findings.append(problem_finding(rule, customer.id, now, "error", outcome))
+                    continue
+                if outcome.refreshed_at is not None:
+                    refreshed.append(outcome.refreshed_at)
+                if self._stale(outcome, now, stale_after):
+                    findings.append(problem_finding(rule, customer.id, now, "nodata", outcome))
+                    continue
+                rows = extract_rows(need, spec, outcome.rows)
+                for series in build_series(
+                    rule, need, rows, outcome.refreshed_at, now=now, freshness_lag=lag
+                ):
+                    all_series[series.key] = series
+                    findings.append(evaluate.evaluate(rule, series, customer, now))
+        return findings, all_series, refreshed
+
+    def _stale(self, result: UsageResult, now: int, stale_after: float) -> bool:
+        if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
+            return False  # the GA endpoint reports no freshness at all
+        return is_stale(result.refreshed_at, now, stale_after)
+
+
+def problem_finding(
+    rule: Rule, customer: str, now: int, state: str, cause: SourceError | UsageResult
+) -> Finding:
+    """A ``nodata``/``error`` finding for a whole (rule, customer): never a usage verdict."""
+    window: Period = period_containing(now, rule.window, rule.timezone)
+    if isinstance(cause, SourceError):
+        message = f"could not read usage: {cause}"
+    else:
+        message = "usage data is stale: refreshed_at " + (
+            "missing" if cause.refreshed_at is None else f"{now - cause.refreshed_at}s old"
+        )
+    return Finding(
+        key=SeriesKey(rule.name, customer),
+        meter=rule.meter,
+        dimensions=(),
+        window=window,
+        complete=False,
+        value=None,
+        active=False,
+        level=None,
+        state="error" if state == "error" else "nodata",
+        message=message,
+        period_key=period_key(window, rule.window),
+    )

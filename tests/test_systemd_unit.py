@@ -1,0 +1,53 @@
+"""The shipped unit file: systemd accepts it and rates its exposure at most 2.0.
+
+These run wherever ``systemd-analyze`` is installed (it is on the CI machine image); without
+it they are skipped, because there is nothing to check the unit against.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "alertd.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
+
+
+def unit_copy(tmp_path: Path) -> Path:
+    # verify checks that ExecStart binaries exist; point them at one that does.
+    text = UNIT.read_text().replace("/usr/local/bin/alertd", "/bin/true")
+    target = tmp_path / "alertd.service"
+    target.write_text(text)
+    return target
+
+
+def test_unit_declares_the_contract() -> None:
+    text = UNIT.read_text()
+    for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes",
+                 "StateDirectory=alertd", "ConfigurationDirectory=alertd", "WatchdogSec=",
+                 "LoadCredential=stripe_api_key:", "TimeoutStopSec="):
+        assert line in text
+
+
+@needs_analyze
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    result = subprocess.run([ANALYZE, "verify", str(unit_copy(tmp_path))],  # type: ignore[list-item]
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "alertd.service" not in result.stderr, result.stderr
+
+
+@needs_analyze
+def test_security_exposure_at_most_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", str(unit_copy(tmp_path))],  # type: ignore[list-item]
+        capture_output=True, text=True, timeout=60,
+    )
+    match = re.search(r"Overall exposure level for alertd\.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
