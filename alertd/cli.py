@@ -129,8 +129,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command is None:
         build_parser().print_help()
         return EXIT_CONFIG
-    handler = commands.HANDLERS[command]
-    return handler(args)
+    return commands.handler(command)(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
