@@ -163,8 +163,8 @@ class Engine:
         for rule in rules:
             for customer in by_rule[rule.name]:
                 need = needs[(rule.name, customer.id)]
-                index, spec = the_plan.serving(need)
-                outcome = outcomes[index]
+                _, spec = the_plan.serving(need)
+                outcome = outcomes[the_plan.query_index(need)]
                 if isinstance(outcome, SourceError):
                     findings.append(problem_finding(rule, customer.id, now, "error", outcome))
                     continue

@@ -1,0 +1,250 @@
+"""Rule unit tests (``alertd test FILE…``): fixture usage series in, expected alerts out.
+
+In the spirit of ``promtool test rules``. A test file names rule files, customers and usage
+series as buckets; each test gives an instant and the alerts expected then. Rules are evaluated
+every ``every`` from the earliest fixture bucket up to each instant, through the same
+evaluators and the same alert lifecycle the daemon uses, so ``for``, ``keep_firing_for``, levels
+and once-per-period behave exactly as in production. A fixture bucket becomes visible once it
+has ended by ``refreshed_at`` (the evaluation instant minus ``refreshed_lag``).
+
+The format is documented in ``rules/tests/threshold_test.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from alertd import alerts, evaluate
+from alertd.clock import parse_instant
+from alertd.errors import ConfigError
+from alertd.evaluate.series import build_series
+from alertd.evaluate.windows import next_start
+from alertd.model import (
+    Customer,
+    DataNeed,
+    Dimensions,
+    Finding,
+    Granularity,
+    UsageRow,
+    make_dimensions,
+)
+from alertd.rules.loader import RuleSet, load_rules
+from alertd.rules.schema import Rule
+from alertd.settings import Duration, load_settings
+from alertd.yamlpos import load_located, validation_problems
+
+_REPEAT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*x\s*(\d+)\s*$")
+
+
+def expand_values(items: Sequence[float | str]) -> list[float]:
+    """``[1, "5x3", 2]`` → ``[1, 5, 5, 5, 2]``."""
+    values: list[float] = []
+    for item in items:
+        if isinstance(item, int | float):
+            values.append(float(item))
+            continue
+        match = _REPEAT.match(str(item))
+        if match is None:
+            raise ValueError(f"not a value or AxN repetition: {item!r}")
+        values.extend([float(match.group(1))] * int(match.group(2)))
+    return values
+
+
+def _instant(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    return parse_instant(str(value), now=0)
+
+
+Instant = Annotated[int, BeforeValidator(_instant)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixtureCustomer(_Model):
+    id: str
+    name: str | None = None
+    email: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class FixtureSeries(_Model):
+    customer: str
+    meter: str | None = None
+    dimensions: dict[str, str] = {}
+    granularity: Granularity = "hour"
+    timezone: str = "UTC"
+    start: Instant
+    values: list[float | str]
+
+
+class ExpectedAlert(_Model):
+    rule: str
+    customer: str
+    dimensions: dict[str, str] = {}
+    state: str = "firing"
+    level: str | None = None
+
+
+class Case(_Model):
+    name: str
+    at: Instant
+    expect: list[ExpectedAlert] = []
+
+
+class TestFile(_Model):
+    rule_files: list[str]
+    config: str | None = None
+    freshness_lag: Duration = 0.0
+    refreshed_lag: Duration = 0.0
+    customers: list[FixtureCustomer] = []
+    series: list[FixtureSeries] = []
+    tests: Annotated[list[Case], Field(min_length=1)]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    file: str
+    name: str
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.unexpected
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixture:
+    rules: RuleSet
+    customers: dict[str, Customer]
+    rows: dict[str, list[tuple[UsageRow, str | None]]]
+    start: int
+
+
+def load_test_file(path: Path) -> tuple[TestFile, _Fixture]:
+    doc = load_located(path.read_text(), str(path))
+    try:
+        spec = TestFile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, doc)) from None
+    config = load_settings(path.parent / spec.config if spec.config else None)
+    rules = load_rules([path.parent / f for f in spec.rule_files], config)
+    customers = {c.id: Customer(c.id, c.name, c.email, dict(c.metadata)) for c in spec.customers}
+    rows: dict[str, list[tuple[UsageRow, str | None]]] = {}
+    for series in spec.series:
+        customers.setdefault(series.customer, Customer(series.customer))
+        try:
+            values = expand_values(series.values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        rows.setdefault(series.customer, []).extend(_rows(series, values))
+    start = min((s.start for s in spec.series), default=min(c.at for c in spec.tests))
+    return spec, _Fixture(rules, customers, rows, start)
+
+
+def _rows(series: FixtureSeries, values: list[float]) -> Iterable[tuple[UsageRow, str | None]]:
+    instant = series.start
+    dimensions = make_dimensions(series.dimensions)
+    for value in values:
+        following = next_start(instant, series.granularity, series.timezone)
+        yield UsageRow(instant, following, value, series.meter, dimensions), series.meter
+        instant = following
+
+
+def run_file(path: Path) -> list[CaseResult]:
+    spec, fixture = load_test_file(path)
+    return [_run_case(path, spec, fixture, case) for case in spec.tests]
+
+
+def _run_case(path: Path, spec: TestFile, fixture: _Fixture, case: Case) -> CaseResult:
+    observed: set[tuple[str, str, Dimensions, str, str | None]] = set()
+    for rule in fixture.rules:
+        for customer in fixture.customers.values():
+            observed |= _replay(rule, customer, spec, fixture, case.at)
+    expected = {
+        (e.rule, e.customer, make_dimensions(e.dimensions), e.state, e.level) for e in case.expect
+    }
+    matched = {o for o in observed if _expected_match(o, expected)}
+    missing = [e for e in expected if not any(_same(e, o) for o in observed)]
+    return CaseResult(
+        file=str(path),
+        name=case.name,
+        missing=tuple(sorted(_describe(e) for e in missing)),
+        unexpected=tuple(sorted(_describe(o) for o in observed - matched)),
+    )
+
+
+def _same(expected: tuple[str, str, Dimensions, str, str | None],
+          observed: tuple[str, str, Dimensions, str, str | None]) -> bool:
+    level_ok = expected[4] is None or expected[4] == observed[4]
+    return expected[:4] == observed[:4] and level_ok
+
+
+def _expected_match(observed: tuple[str, str, Dimensions, str, str | None],
+                    expected: set[tuple[str, str, Dimensions, str, str | None]]) -> bool:
+    return any(_same(e, observed) for e in expected)
+
+
+def _describe(alert: tuple[str, str, Dimensions, str, str | None]) -> str:
+    rule, customer, dimensions, state, level = alert
+    series = ",".join(f"{k}={v}" for k, v in dimensions)
+    where = f"{rule} customer={customer}" + (f" {series}" if series else "")
+    return f"{where} state={state}" + (f" level={level}" if level else "")
+
+
+def _replay(
+    rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, until: int
+) -> set[tuple[str, str, Dimensions, str, str | None]]:
+    states: dict[Dimensions, alerts.AlertState] = {}
+    instant = fixture.start
+    while True:
+        now = min(instant, until)
+        for finding in _findings(rule, customer, spec, fixture, now):
+            state, _ = alerts.apply(states.get(finding.key.group), finding, rule, now)
+            states[finding.key.group] = state
+        if now >= until:
+            break
+        instant += int(rule.every)
+    return {
+        (rule.name, customer.id, group, state.status, state.level)
+        for group, state in states.items()
+        if state.status in ("pending", "firing")
+    }
+
+
+def _findings(rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, now: int
+              ) -> list[Finding]:
+    refreshed = now - int(spec.refreshed_lag)
+    need = evaluate.needs(rule, customer.id, now)[0]
+    rows = [row for row, _ in fixture.rows.get(customer.id, ())
+            if row.ends_at <= refreshed and _belongs(row, need)]
+    series = build_series(rule, need, rows, refreshed, now=now, freshness_lag=spec.freshness_lag)
+    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+
+
+def _belongs(row: UsageRow, need: DataNeed) -> bool:
+    if need.spec.meter is not None and row.meter != need.spec.meter:
+        return False
+    dimensions = dict(row.dimensions)
+    return all(dimensions.get(key) in values for key, values in need.spec.dimension_filters)
+
+
+def format_results(results: Sequence[CaseResult]) -> str:
+    lines = []
+    for result in results:
+        lines.append(f"{'PASS' if result.passed else 'FAIL'}  {result.file}: {result.name}")
+        lines.extend(f"      - missing:    {m}" for m in result.missing)
+        lines.extend(f"      + unexpected: {u}" for u in result.unexpected)
+    failed = sum(not r.passed for r in results)
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
