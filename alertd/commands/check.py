@@ -1,0 +1,117 @@
+"""``alertd check`` and ``alertd --dry-run``: one evaluation pass, now or as of ``--at``.
+
+Without ``--dry-run`` the pass is recorded like a daemon poll: alert states and the
+notifications they cause are committed together, then delivered for at most
+``delivery_timeout``; what is still undelivered stays in the outbox for the daemon and is
+listed. With ``--dry-run`` the stored state is only read, and every finding and every
+notification that would be sent (after grouping, dedup and silences) is printed; nothing is
+sent or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from alertd.clock import SystemClock, iso, parse_instant
+from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
+from alertd.engine import Engine, PassResult
+from alertd.errors import EXIT_OK, EXIT_SOURCE
+from alertd.logs import configure
+from alertd.model import Finding
+from alertd.notify.stages import Decision
+from alertd.pipeline_runner import PassOutcome, record_pass
+from alertd.runtime import World, load_world, stripe_stack
+
+#: Up to this many findings the text output lists inactive ones too.
+FULL_LISTING = 50
+
+
+def main(args: argparse.Namespace) -> int:
+    world = load_world(args.config)
+    configure(world.settings.log_level, world.settings.log_format)
+    return asyncio.run(run_check(world, args))
+
+
+async def run_check(world: World, args: argparse.Namespace) -> int:
+    clock = SystemClock()
+    now = parse_instant(args.at, clock.now()) if args.at else int(clock.now())
+    dry_run = bool(getattr(args, "dry_run", False))
+    async with stripe_stack(world.settings, clock=clock) as stack:
+        engine = Engine(world.settings, world.rules, stack.source, stack.directory)
+        result = await engine.run_pass(now, rule_names=args.rule, customer_ids=args.customer)
+        meters = await stack.directory.meters()
+        requests = stack.http.requests
+    outcome = await record_pass(world, result, meters, dry_run=dry_run, clock=clock)
+    if args.format == "json":
+        print(dumps(check_json(result, outcome, requests)))
+    else:
+        print(check_text(result, outcome, requests, dry_run=dry_run))
+    return EXIT_SOURCE if result.failures else EXIT_OK
+
+
+def check_json(result: PassResult, outcome: PassOutcome, requests: int) -> dict[str, Any]:
+    """The contract's ``check --format json`` document."""
+    return {
+        "evaluated_at": iso(result.now),
+        "refreshed_at": iso(result.refreshed_at),
+        "requests": requests,
+        "findings": [finding_json(f) for f in outcome.findings],
+        "notifications": [d.to_json() for d in outcome.decisions],
+    }
+
+
+def check_text(
+    result: PassResult, outcome: PassOutcome, requests: int, *, dry_run: bool
+) -> str:
+    findings = outcome.findings
+    shown = findings if len(findings) <= FULL_LISTING else [
+        f for f in findings if f.state != "inactive"
+    ]
+    lines = [table(FINDING_COLUMNS, (finding_row(f) for f in _ordered(shown)))]
+    if len(shown) < len(findings):
+        lines.append(f"({len(findings) - len(shown)} inactive series not listed; "
+                     "--format json lists every one)")
+    lines.append("")
+    lines.append(_summary(result, findings, requests))
+    lines.extend(_problems(findings))
+    lines.append("")
+    lines.append(_notifications_text(outcome.decisions, dry_run=dry_run))
+    lines.extend(f"undelivered, kept in the outbox: {u}" for u in outcome.undelivered)
+    return "\n".join(lines)
+
+
+_STATE_ORDER = {"firing": 0, "pending": 1, "resolved": 2, "error": 3, "nodata": 4, "inactive": 5}
+
+
+def _ordered(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (_STATE_ORDER.get(f.state, 9), f.rule, f.customer))
+
+
+def _summary(result: PassResult, findings: Sequence[Finding], requests: int) -> str:
+    counts = Counter(f.state for f in findings)
+    states = ", ".join(f"{counts[s]} {s}" for s in _STATE_ORDER if counts[s])
+    refreshed = iso(result.refreshed_at) or "unknown"
+    return (f"evaluated {len(findings)} series at {iso(result.now)} ({states or 'none'}); "
+            f"data refreshed {refreshed}; {requests} Stripe requests")
+
+
+def _problems(findings: Sequence[Finding]) -> list[str]:
+    return [f"{f.state}: {f.rule} customer={f.customer}: {f.message}"
+            for f in findings if f.state in ("error", "nodata")][:20]
+
+
+def _notifications_text(decisions: Sequence[Decision], *, dry_run: bool) -> str:
+    if not decisions:
+        return "no notifications" + (" would be sent" if dry_run else "")
+    verb = "would send" if dry_run else "send"
+    rows = []
+    for decision in decisions:
+        what = verb if decision.suppressed_by is None else f"suppressed ({decision.suppressed_by})"
+        rows.append((decision.receiver, decision.status, str(len(decision.fingerprints)), what,
+                     decision.reason))
+    return table(("RECEIVER", "STATUS", "ALERTS", "OUTCOME", "WHY"), rows)
+

@@ -1,0 +1,74 @@
+"""Wiring: build the long-lived collaborators from settings, as async context managers.
+
+The commands (``check``, ``backtest``, ``run``, ``demo``) all need the same things — a Stripe
+HTTP client with its rate budgets, the usage source the config names, the customer and meter
+directory — built the same way. Tests pass a ``transport`` (``httpx.MockTransport``) or point
+``api_base`` at the simulator; nothing here is patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from alertd.clock import Clock
+from alertd.errors import ConfigError
+from alertd.metrics import Metrics
+from alertd.rules.loader import RuleSet, load_rules
+from alertd.settings import Settings, find_config, load_settings
+from alertd.source import Source, make_source
+from alertd.source.directory import Directory
+from alertd.source.http import StripeHTTP
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """A complete, validated configuration: what a reload swaps in as a whole."""
+
+    settings: Settings
+    rules: RuleSet
+    config_path: Path | None
+
+
+def load_world(config: str | Path | None) -> World:
+    """Settings and every rule, validated; :class:`ConfigError` lists every problem."""
+    path = find_config(str(config) if config is not None else None)
+    settings = load_settings(path)
+    rules = load_rules(settings.rule_paths(), settings)
+    return World(settings, rules, path)
+
+
+@dataclass(frozen=True, slots=True)
+class StripeStack:
+    http: StripeHTTP
+    source: Source
+    directory: Directory
+
+
+NO_KEY = (
+    "no Stripe API key: set STRIPE_API_KEY (or ALERTD_STRIPE__API_KEY), or stripe.api_key_file "
+    "in the config; a restricted key needs read access to Billing meters and Customers"
+)
+
+
+@asynccontextmanager
+async def stripe_stack(
+    settings: Settings,
+    *,
+    clock: Clock,
+    metrics: Metrics | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[StripeStack]:
+    """The HTTP client, usage source and directory for ``settings.stripe``."""
+    api_key = settings.stripe.resolved_api_key()
+    if api_key is None:
+        raise ConfigError(NO_KEY)
+    async with StripeHTTP(
+        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics
+    ) as http:
+        directory = Directory(http, clock=clock, refresh=settings.customers.refresh)
+        yield StripeStack(http, make_source(http, settings.stripe), directory)

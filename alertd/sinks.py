@@ -1,0 +1,160 @@
+"""Local delivery sinks: an SMTP server and a webhook receiver that keep what they get.
+
+``alertd demo`` prints every message they receive; tests and benchmarks read ``received`` to
+check what was delivered. Both are real servers on loopback (aiosmtpd and aiohttp), so alertd
+talks to them exactly as it talks to a mail relay or a webhook endpoint in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from alertd.notify.signature import verify
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message a sink received."""
+
+    channel: str  # "email" | "webhook"
+    target: str  # recipients or URL path
+    subject: str  # email subject, or a one-line summary of the JSON body
+    body: str  # the text part, or the JSON body
+    headers: dict[str, str] = field(default_factory=dict)
+    signature_ok: bool | None = None
+
+
+Listener = Callable[[Delivery], None]
+
+
+class _MailHandler:
+    def __init__(self, sink: MailSink) -> None:
+        self._sink = sink
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        part = message.get_body(preferencelist=("plain", "html"))
+        text = part.get_content() if part is not None else ""
+        self._sink.add(
+            Delivery(
+                channel="email",
+                target=", ".join(envelope.rcpt_tos),
+                subject=str(message.get("Subject", "")),
+                body=text,
+                headers={k: str(v) for k, v in message.items()},
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+class MailSink:
+    """An SMTP server on 127.0.0.1 that accepts every message (no TLS, no auth)."""
+
+    def __init__(self, listener: Listener | None = None) -> None:
+        self.received: list[Delivery] = []
+        self._listener = listener
+        self.port = _free_port()
+        self._controller = Controller(_MailHandler(self), hostname="127.0.0.1", port=self.port)
+
+    def add(self, delivery: Delivery) -> None:
+        self.received.append(delivery)
+        if self._listener is not None:
+            self._listener(delivery)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def mail_sink(listener: Listener | None = None) -> AsyncIterator[MailSink]:
+    sink = MailSink(listener)
+    await asyncio.to_thread(sink.start)
+    try:
+        yield sink
+    finally:
+        await asyncio.to_thread(sink.stop)
+
+
+def summarise(body: Any) -> str:
+    """A one-line summary of an alert webhook body (Alertmanager shape or anything else)."""
+    if isinstance(body, dict) and "alerts" in body:
+        alerts = body.get("alerts") or []
+        names = sorted({str((a.get("labels") or {}).get("alertname", "?")) for a in alerts})
+        return f"{body.get('status', '?')}: {len(alerts)} alert(s) {', '.join(names)}"
+    return json.dumps(body)[:120]
+
+
+class WebhookSink:
+    """An HTTP receiver that accepts every POST; checks ``Alertd-Signature`` with ``secret``."""
+
+    def __init__(self, listener: Listener | None = None, secret: str | None = None) -> None:
+        self.received: list[Delivery] = []
+        self.url = ""
+        self._listener = listener
+        self._secret = secret
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        header = request.headers.get("Alertd-Signature")
+        signature_ok = None
+        if self._secret is not None and header is not None:
+            signature_ok = verify(self._secret, raw, header, now=time.time())
+        delivery = Delivery(
+            channel="webhook",
+            target=request.path,
+            subject=summarise(body),
+            body=raw.decode(errors="replace"),
+            headers=dict(request.headers),
+            signature_ok=signature_ok,
+        )
+        self.received.append(delivery)
+        if self._listener is not None:
+            self._listener(delivery)
+        return web.json_response({"ok": True})
+
+
+@asynccontextmanager
+async def webhook_sink(
+    listener: Listener | None = None, secret: str | None = None
+) -> AsyncIterator[WebhookSink]:
+    sink = WebhookSink(listener, secret)
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", sink.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sink.url = f"http://127.0.0.1:{port}"
+    try:
+        yield sink
+    finally:
+        await runner.cleanup()
