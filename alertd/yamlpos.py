@@ -7,12 +7,14 @@ points at the offending key (unknown or missing keys) or at the value (wrong typ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from alertd.errors import ConfigError, Problem
 
@@ -31,11 +33,16 @@ class Mark:
 
 @dataclass(slots=True)
 class Located:
-    """A loaded document: plain Python data plus a mark for every path in it."""
+    """A loaded document: plain Python data plus a mark for every path in it.
+
+    ``text`` is the source the document was read from (empty when it was built in code); it
+    lets :meth:`problem_inside` point at a character inside a string value.
+    """
 
     file: str
     data: Any
     marks: dict[Path_, Mark]
+    text: str = ""
 
     def problem(self, path: Path_, message: str, *, at_value: bool = False) -> Problem:
         """A problem at ``path``, or at the nearest ancestor that has a mark."""
@@ -47,54 +54,200 @@ class Located:
             return Problem(self.file, mark.value_line, mark.value_col, message)
         return Problem(self.file, mark.key_line, mark.key_col, message)
 
+    def problem_inside(self, path: Path_, offset: int, message: str) -> Problem:
+        """A problem at character ``offset`` (0-based) of the string value at ``path``.
+
+        Exact when that character is on the first line of a plain, single-quoted or
+        double-quoted scalar; otherwise (block scalars, folded lines) the problem points at the
+        value and the message says which character it means.
+        """
+        mark = self.marks.get(tuple(path))
+        value = self._value_at(path)
+        if mark is not None and isinstance(value, str):
+            lines = _LINE_BREAK.split(self.text)
+            if mark.value_line <= len(lines):
+                line = lines[mark.value_line - 1]
+                column = _column_in_scalar(line, mark.value_col - 1, value, offset)
+                if column is not None:
+                    return Problem(self.file, mark.value_line, column + 1, message)
+        located = self.problem(path, message, at_value=True)
+        return replace(located, message=f"{message} (character {offset + 1} of the value)")
+
+    def _value_at(self, path: Path_) -> Any:
+        node = self.data
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
+
+
+# PyYAML's line breaks; str.splitlines() would also split on \v, \f and others YAML keeps.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_HEX_ESCAPE_LENGTH = {"x": 4, "u": 6, "U": 10}
+
+
+def _column_in_scalar(line: str, start: int, value: str, offset: int) -> int | None:
+    """The 0-based column in ``line`` of ``value[offset]``, for a scalar starting at ``start``.
+
+    ``None`` when the character is not on this line or the scalar style is not one whose
+    characters map one to one onto the source (block scalars, escapes we cannot follow).
+    """
+    if start >= len(line):
+        return None
+    quote = line[start]
+    if quote not in "'\"":
+        # A plain scalar: the value is the source text, up to the end of its first line.
+        first_line = line[start : start + offset]
+        return start + offset if value[:offset] == first_line and offset <= len(value) else None
+    pos = start + 1
+    for _ in range(offset):
+        if pos >= len(line) or (line[pos] == quote and not line.startswith("''", pos)):
+            return None
+        pos += _raw_length(line, pos, quote)
+    return pos if pos < len(line) else None
+
+
+def _raw_length(line: str, pos: int, quote: str) -> int:
+    """How many source characters the next value character takes inside a quoted scalar."""
+    if quote == "'":
+        return 2 if line.startswith("''", pos) else 1
+    if line[pos] == "\\" and pos + 1 < len(line):
+        return _HEX_ESCAPE_LENGTH.get(line[pos + 1], 2)
+    return 1
+
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader used only to compose nodes and to construct single scalars."""
 
 
-def _construct(node: yaml.Node, path: Path_, marks: dict[Path_, Mark], file: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            if not isinstance(key, str | int | float | bool) or key is None:
-                raise ConfigError([_at(file, key_node, "mapping keys must be plain scalars")])
-            key = str(key) if not isinstance(key, str) else key
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Builder:
+    """Turns a composed node tree into plain data and marks, collecting every problem.
+
+    Problems here do not stop the build (a duplicate key keeps its first value, an unreadable
+    scalar stays a string), so the caller can still validate the rest of the document.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.marks: dict[Path_, Mark] = {}
+        self.problems: list[Problem] = []
+        # A fresh loader per document: construct_object() caches every node it builds.
+        self._scalars = _Loader("")
+        self._open: set[int] = set()
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        if id(node) in self._open:
+            self._add(node, "recursive alias: this value contains itself")
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return self._sequence(node, path)
+            return self._scalar(node)
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        explicit, merged = self._pairs(node)
+        for key_node, value_node in explicit:
+            key = self._key(key_node)
+            if key is None:
+                continue
             if key in result:
-                raise ConfigError([_at(file, key_node, f"duplicate key {key!r}")])
-            child = (*path, key)
-            marks[child] = Mark(
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-                value_node.start_mark.line + 1,
-                value_node.start_mark.column + 1,
-            )
-            result[key] = _construct(value_node, child, marks, file)
+                self._add(key_node, f"duplicate key {key!r}")
+                continue
+            result[key] = self._child(key_node, value_node, (*path, key))
+        for key_node, value_node in merged:
+            key = self._key(key_node)
+            # Keys written in the mapping win over merged ones (YAML merge key semantics).
+            if key is not None and key not in result:
+                result[key] = self._child(key_node, value_node, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
+
+    def _pairs(self, node: yaml.MappingNode) -> tuple[list[_Pair], list[_Pair]]:
+        """The mapping's own pairs, and the pairs its ``<<`` merge keys bring in."""
+        explicit: list[_Pair] = []
+        merged: list[_Pair] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                explicit.append((key_node, value_node))
+                continue
+            is_list = isinstance(value_node, yaml.SequenceNode)
+            sources = value_node.value if is_list else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode) or id(source) in self._open:
+                    self._add(source, "'<<' merges a mapping or a list of mappings")
+                    continue
+                self._open.add(id(source))
+                own, inherited = self._pairs(source)
+                self._open.discard(id(source))
+                merged.extend(own + inherited)
+        return explicit, merged
+
+    def _child(self, key_node: yaml.Node, value_node: yaml.Node, path: Path_) -> Any:
+        self.marks[path] = Mark(
+            key_node.start_mark.line + 1,
+            key_node.start_mark.column + 1,
+            value_node.start_mark.line + 1,
+            value_node.start_mark.column + 1,
+        )
+        return self.build(value_node, path)
+
+    def _sequence(self, node: yaml.SequenceNode, path: Path_) -> list[Any]:
         items = []
         for index, item in enumerate(node.value):
-            child = (*path, index)
-            line, col = item.start_mark.line + 1, item.start_mark.column + 1
-            marks[child] = Mark(line, col, line, col)
-            items.append(_construct(item, child, marks, file))
+            items.append(self._child(item, item, (*path, index)))
         return items
-    return _scalar(node)
+
+    def _key(self, node: yaml.Node) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self._add(node, "mapping keys must be plain scalars")
+            return None
+        if self._scalar(node) is None:
+            self._add(node, "a mapping key cannot be empty or null")
+            return None
+        # The key as written: YAML 1.1 would read `on:` as True and `0x1F:` as 31.
+        return str(node.value)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._add(node, f"cannot read {node.value!r}: {exc.problem}")
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            # e.g. `2025-13-01` looks like a date to YAML but is not one.
+            self._add(node, f"cannot read {node.value!r}: {exc}")
+        return node.value
+
+    def _add(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(_at(self.file, node, message))
 
 
-_SCALARS = _Loader("")
-
-
-def _scalar(node: yaml.Node) -> Any:
-    return _SCALARS.construct_object(node, deep=True)
+_Pair = tuple[yaml.Node, yaml.Node]
 
 
 def _at(file: str, node: yaml.Node, message: str) -> Problem:
     return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, message)
 
 
-def load_located(text: str, file: str) -> Located:
-    """Parse one YAML document; syntax errors become a located :class:`ConfigError`."""
+def load_located(text: str, file: str, *, collect: list[Problem] | None = None) -> Located:
+    """Parse one YAML document; syntax errors become a located :class:`ConfigError`.
+
+    Problems that leave a usable document (duplicate keys, unreadable scalars such as
+    ``2025-13-01``, non-scalar keys) raise :class:`ConfigError` too, all of them at once,
+    unless ``collect`` is given: then they are appended to it and the document is returned
+    (first value of a duplicated key kept), so the caller can report them with the rest.
+    Merge keys (``<<: *defaults``) are followed; merged values keep the marks of where they
+    were written.
+    """
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -104,49 +257,204 @@ def load_located(text: str, file: str) -> Located:
         raise ConfigError([Problem(file, line, col, f"YAML syntax error: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
-    marks: dict[Path_, Mark] = {(): Mark(1, 1, 1, 1)}
-    data = None if node is None else _construct(node, (), marks, file)
-    return Located(file, data, marks)
+    builder = _Builder(file)
+    builder.marks[()] = Mark(1, 1, 1, 1)
+    if node is not None:
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        builder.marks[()] = Mark(line, col, line, col)
+    data = None if node is None else builder.build(node, ())
+    if builder.problems:
+        if collect is None:
+            raise ConfigError(builder.problems)
+        collect.extend(builder.problems)
+    return Located(file, data, builder.marks, text)
 
 
 _VALUE_ERRORS_AT_KEY = {"extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found"}
+_FROM_DOC: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Error:
+    """One pydantic error with its ``loc`` split into the data path and union branch names."""
+
+    path: Path_
+    kind: str
+    message: str
+    #: The path of the first union the error went through, and the branch it tried there.
+    union: Path_ | None = None
+    branch: str = ""
+    value: Any = None
 
 
 def validation_problems(
-    error: ValidationError, doc: Located, prefix: Path_ = ()
+    error: ValidationError, doc: Located, prefix: Path_ = (), *, data: Any = _FROM_DOC
 ) -> list[Problem]:
     """Every error of a pydantic validation, located in ``doc``.
 
-    ``prefix`` is where the validated object sits in the document (e.g. ``("rules", 3)``).
-    Unknown and missing keys point at the key; wrong types and values point at the value.
+    ``prefix`` is where the validated object sits in the document (e.g. ``("rules", 3)``), and
+    ``data`` what was validated when it is not the document's value there (the rule loader
+    expands ``when:`` first). Unknown and missing keys point at the key; wrong types and values
+    point at the value. A value that fits no member of a union gets one message (``expected a
+    string or a list``), not one per member.
     """
+    root = doc._value_at(prefix) if data is _FROM_DOC else data
+    errors = [_split(item, root) for item in error.errors(include_url=False)]
     problems = []
-    for item in error.errors(include_url=False):
-        loc = tuple(part for part in item["loc"] if not _is_union_branch(part))
-        path = (*prefix, *loc)
-        kind = item["type"]
-        field = ".".join(str(p) for p in loc) or "(document)"
-        message = _message(kind, field, item.get("msg", ""), item.get("input"))
-        if kind == "missing":
-            problems.append(doc.problem(path[:-1], message))
+    for item in _collapse_unions(errors):
+        path = (*prefix, *item.path)
+        if item.kind == "missing":
+            problems.append(doc.problem(path[:-1], item.message))
         else:
-            problems.append(doc.problem(path, message, at_value=kind not in _VALUE_ERRORS_AT_KEY))
+            at_value = item.kind not in _VALUE_ERRORS_AT_KEY
+            problems.append(doc.problem(path, item.message, at_value=at_value))
     return _unique(problems)
 
 
-def _is_union_branch(part: str | int) -> bool:
-    # Pydantic names union/tagged-union branches in loc (e.g. "threshold", "function-after[...]").
-    return isinstance(part, str) and ("[" in part or part in _UNION_TAGS)
+def _split(item: ErrorDetails, root: Any) -> _Error:
+    """Tell data keys from union branch names in ``loc`` by walking the validated data.
+
+    Pydantic puts the name of a union member (``str``, ``list[str]``, ``AllCustomers``, a
+    discriminator tag such as ``threshold``) in ``loc``. Such a part is not a key of the data
+    at that point, and looks like a type name or is the value of the discriminator; other
+    parts missing from the data (values that came from the environment) stay in the path.
+    """
+    loc = item["loc"]
+    path: list[str | int] = []
+    union: Path_ | None = None
+    branch = ""
+    node = root
+    for index, part in enumerate(loc):
+        is_last_missing = index == len(loc) - 1 and item["type"] == "missing"
+        if _has(node, part) or is_last_missing or not _is_branch_name(part, node):
+            path.append(part)
+            node = _get(node, part)
+        elif union is None:
+            union, branch = tuple(path), str(part)
+    tag_error = _tag_error(item, tuple(path))
+    if tag_error is not None:
+        return tag_error
+    field = ".".join(str(p) for p in path) or "(document)"
+    message = _message(item["type"], field, item.get("msg", ""), item.get("ctx"))
+    if item["type"] in _TYPE_NAMES:
+        message += f", got {_describe(item.get('input'))}"
+    return _Error(tuple(path), item["type"], message, union, branch, item.get("input"))
 
 
-_UNION_TAGS = {"threshold", "change", "anomaly", "forecast", "absence", "str", "list[str]"}
+_TYPE_WORDS = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "none"})
 
 
-def _message(kind: str, field: str, msg: str, value: Any) -> str:
+def _is_branch_name(part: str | int, node: Any) -> bool:
+    if not isinstance(part, str):
+        return False
+    if "[" in part or "-" in part or part.lstrip("_")[:1].isupper() or part in _TYPE_WORDS:
+        return True
+    return isinstance(node, dict) and part in node.values()
+
+
+def _tag_error(item: ErrorDetails, path: Path_) -> _Error | None:
+    """A discriminated union's tag (``condition.type``) missing or unknown, said of the tag."""
+    ctx = item.get("ctx") or {}
+    key = str(ctx.get("discriminator", "")).strip("'")
+    if not key.isidentifier():
+        return None
+    if item["type"] == "union_tag_not_found":
+        return _Error((*path, key), "missing", f"missing required key {key!r}")
+    if item["type"] == "union_tag_invalid":
+        field = ".".join(str(p) for p in (*path, key))
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        message = f"{field}: unknown {key} {ctx.get('tag')!r} (expected one of {expected})"
+        return _Error((*path, key), "value_error", message)
+    return None
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _get(node: Any, part: str | int) -> Any:
+    return node[part] if _has(node, part) else None
+
+
+def _collapse_unions(errors: list[_Error]) -> list[_Error]:
+    """Errors outside unions as they are; per union, only what helps the user."""
+    result = [e for e in errors if e.union is None]
+    unions: dict[Path_, dict[str, list[_Error]]] = {}
+    for item in errors:
+        if item.union is not None:
+            unions.setdefault(item.union, {}).setdefault(item.branch, []).append(item)
+    for path, branches in unions.items():
+        result.extend(_union_errors(path, branches))
+    return result
+
+
+def _union_errors(path: Path_, branches: dict[str, list[_Error]]) -> list[_Error]:
+    # Members the value is not even the right type for say nothing useful when another member
+    # got further (a mapping given where a list or a mapping is accepted).
+    deeper = {
+        name: errs for name, errs in branches.items()
+        if not all(_is_type_mismatch(e, path) for e in errs)
+    }
+    field = ".".join(str(p) for p in path) or "(document)"
+    if len(deeper) == 1:
+        return next(iter(deeper.values()))
+    if not deeper:
+        kinds = [_TYPE_NAMES.get(e.kind, e.kind) for errs in branches.values() for e in errs]
+        expected = " or ".join(dict.fromkeys(kinds))
+        got = _describe(next(iter(branches.values()))[0].value)
+        return [_Error(path, "type_error", f"{field}: expected {expected}, got {got}")]
+    common = set.intersection(*({(e.path, e.kind, e.message) for e in errs}
+                                for errs in deeper.values()))
+    if common:
+        return [_Error(p, kind, message) for p, kind, message in sorted(common, key=str)]
+    tried = "; ".join(errs[0].message for errs in deeper.values())
+    return [_Error(path, "union_error", f"{field}: matches none of its accepted forms ({tried})")]
+
+
+def _is_type_mismatch(item: _Error, union: Path_) -> bool:
+    return item.path == union and (
+        item.kind.endswith(("_type", "_parsing")) or item.kind == "literal_error"
+    )
+
+
+_TYPE_NAMES = {
+    "list_type": "a list",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _message(kind: str, field: str, msg: str, ctx: dict[str, Any] | None) -> str:
+    key = field.rsplit(".", 1)[-1]
     if kind == "extra_forbidden":
-        return f"unknown key {field.rsplit('.', 1)[-1]!r}"
+        return f"unknown key {key!r}"
     if kind == "missing":
-        return f"missing required key {field.rsplit('.', 1)[-1]!r}"
+        return f"missing required key {key!r}"
+    if kind == "too_long" and ctx:
+        return f"{field}: at most {ctx['max_length']} items, got {ctx['actual_length']}"
+    if kind == "too_short" and ctx:
+        return f"{field}: at least {ctx['min_length']} items, got {ctx['actual_length']}"
+    if kind in _TYPE_NAMES:
+        return f"{field}: expected {_TYPE_NAMES[kind]}"
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{field}: {msg}"
 

@@ -1,0 +1,222 @@
+"""Checks a schema cannot express: Stripe's request limits, the data source, condition sanity.
+
+Pure functions of a validated :class:`~alertd.rules.schema.Rule` (and the configured source).
+The loader runs them at load time, so ``alertd validate`` refuses a rule that could only fail
+at run time: a request Stripe would reject, a source that cannot serve the rule, or a
+condition that could never fire. Each :class:`RuleIssue` names the path inside the rule it is
+about; the loader turns that into ``FILE:LINE:COL``.
+
+Judgement calls, so users can predict them:
+
+* Limits count keys per meter spec (one spec per rule): a filter with a list of values
+  (``model: [gpt-4, gpt-4o]``) is one dimension filter.
+* ``absence``: a silence shorter than one bucket cannot be observed. Buckets are an hour for
+  ``window: hour`` and a day otherwise (longer windows are summed from days), so
+  ``duration`` must be at least ``1h`` or ``1d`` respectively.
+* ``forecast``: ``min_elapsed`` must be shorter than the window's shortest period (a day, a
+  week, 28 days), else the forecast could never be made; its default (``3d``) therefore needs
+  ``window: week`` or ``month``, or an explicit ``min_elapsed``.
+* ``anomaly``: ``min_history`` cannot exceed ``history``.
+* ``for`` and ``keep_firing_for`` are already non-negative by the schema's duration type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from alertd.clock import format_duration
+from alertd.model import Granularity
+from alertd.rules.schema import (
+    AbsenceCondition,
+    AnomalyCondition,
+    ForecastCondition,
+    Rule,
+    ThresholdCondition,
+    ValueFrom,
+)
+from alertd.settings import StripeSettings
+
+#: Stripe's limits for one ``meters[i]`` entry of a Meter Usage Analytics request.
+MAX_GROUP_BY = 2
+MAX_DIMENSION_FILTERS = 10
+MAX_TENANT_FILTERS = 3
+
+HOUR = 3600.0
+DAY = 86400.0
+#: The shortest period of each window (a day can be 23 hours, but forecasts count elapsed
+#: time from the period start, so the nominal length is the right bound).
+SHORTEST_PERIOD: dict[Granularity, float] = {
+    "hour": HOUR,
+    "day": DAY,
+    "week": 7 * DAY,
+    "month": 28 * DAY,
+}
+
+_USE_METER_USAGE = "or set stripe.source: meter_usage (the Meter Usage Analytics API)"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIssue:
+    """A problem with one rule, at ``path`` inside it (e.g. ``("condition", "duration")``).
+
+    ``at_value`` says whether it points at the value (wrong value) or at the key.
+    """
+
+    path: tuple[str | int, ...]
+    message: str
+    at_value: bool = True
+
+
+def group_by_issue(keys: Sequence[object]) -> RuleIssue | None:
+    """Too many ``group_by`` keys for one request (checked on the raw rule: the schema caps
+    the list too, with a message that does not say why)."""
+    if len(keys) <= MAX_GROUP_BY:
+        return None
+    return RuleIssue(
+        ("group_by",),
+        f"group_by: at most {MAX_GROUP_BY} keys, got {len(keys)} (Stripe's limit of "
+        "dimension_group_by_keys in one request)",
+    )
+
+
+def rule_issues(rule: Rule, stripe: StripeSettings) -> list[RuleIssue]:
+    """Every problem of ``rule`` that pydantic does not see, in a stable order."""
+    issues = [*request_limit_issues(rule), *condition_issues(rule)]
+    if stripe.source == "event_summaries":
+        issues += event_summaries_issues(rule)
+    return issues
+
+
+def request_limit_issues(rule: Rule) -> list[RuleIssue]:
+    """Stripe's per-request limits for the rule's meter spec."""
+    issues = []
+    if len(rule.filters) > MAX_DIMENSION_FILTERS:
+        issues.append(RuleIssue(
+            ("filters",),
+            f"filters: at most {MAX_DIMENSION_FILTERS} dimension filters, got "
+            f"{len(rule.filters)} (Stripe's limit of dimension_filters in one request)",
+        ))
+    if len(rule.tenant_filters) > MAX_TENANT_FILTERS:
+        issues.append(RuleIssue(
+            ("tenant_filters",),
+            f"tenant_filters: at most {MAX_TENANT_FILTERS} tenant filters, got "
+            f"{len(rule.tenant_filters)} (Stripe's limit of tenant_filters in one request)",
+        ))
+    return issues
+
+
+def event_summaries_issues(rule: Rule) -> list[RuleIssue]:
+    """What the GA meter event summaries endpoint cannot serve.
+
+    It reads one meter at a time, in hour or UTC-day buckets, without dimension or tenant
+    filters and without grouping.
+    """
+    issues = []
+    if rule.meter is None:
+        issues.append(RuleIssue(
+            ("meter",),
+            "meter: required with stripe.source: event_summaries (event summaries are read "
+            f"one meter at a time); name the meter, {_USE_METER_USAGE} to sum all meters",
+            at_value=False,
+        ))
+    for field, what in (
+        ("filters", "filter by dimension"),
+        ("tenant_filters", "filter by tenant"),
+        ("group_by", "group by dimension"),
+    ):
+        if getattr(rule, field):
+            issues.append(RuleIssue(
+                (field,),
+                f"{field}: stripe.source: event_summaries cannot {what} (Stripe offers that "
+                f"on meter event summaries only in a private preview); remove {field}, "
+                f"{_USE_METER_USAGE}",
+            ))
+    if rule.window in ("week", "month"):
+        issues.append(RuleIssue(
+            ("window",),
+            f"window: {rule.window!r} needs stripe.source: meter_usage (event summaries come "
+            "in hour or day buckets only); use window: day or hour",
+        ))
+    if rule.timezone != "UTC":
+        issues.append(RuleIssue(
+            ("timezone",),
+            f"timezone: {rule.timezone!r} needs stripe.source: meter_usage (event summaries "
+            "only have UTC day boundaries); use timezone: UTC",
+        ))
+    return issues
+
+
+def condition_issues(rule: Rule) -> list[RuleIssue]:
+    """Conditions that could never fire, or could not be evaluated, with this rule's window."""
+    condition = rule.condition
+    if isinstance(condition, AnomalyCondition):
+        return _anomaly_issues(rule, condition)
+    if isinstance(condition, ForecastCondition):
+        return _forecast_issues(rule, condition)
+    if isinstance(condition, AbsenceCondition):
+        return _absence_issues(rule, condition)
+    if isinstance(condition, ThresholdCondition):
+        return _value_from_issues(condition.value_from)
+    return []
+
+
+def _anomaly_issues(rule: Rule, condition: AnomalyCondition) -> list[RuleIssue]:
+    issues = []
+    if rule.window not in ("hour", "day"):
+        issues.append(RuleIssue(
+            ("window",),
+            f"window: an anomaly condition needs window: hour or day, not {rule.window!r} (its "
+            "baseline needs many periods of history); for weeks or months use a change "
+            "condition",
+        ))
+    if condition.min_history > condition.history:
+        issues.append(RuleIssue(
+            ("condition", "min_history"),
+            f"condition.min_history: {format_duration(condition.min_history)} is longer than "
+            f"history ({format_duration(condition.history)}), so the rule could never fire",
+        ))
+    return issues
+
+
+def _forecast_issues(rule: Rule, condition: ForecastCondition) -> list[RuleIssue]:
+    issues = _value_from_issues(condition.value_from)
+    if rule.window == "hour":
+        issues.append(RuleIssue(
+            ("window",),
+            "window: a forecast condition needs window: day, week or month (it projects "
+            "period-to-date usage to the end of the period)",
+        ))
+        return issues
+    shortest = SHORTEST_PERIOD[rule.window]
+    if condition.min_elapsed >= shortest:
+        issues.append(RuleIssue(
+            ("condition", "min_elapsed"),
+            f"condition.min_elapsed: {format_duration(condition.min_elapsed)} is not shorter "
+            f"than a {rule.window}, so this forecast could never be made; set min_elapsed "
+            f"below {format_duration(shortest)}",
+        ))
+    return issues
+
+
+def _absence_issues(rule: Rule, condition: AbsenceCondition) -> list[RuleIssue]:
+    bucket, unit = (HOUR, "hour") if rule.window == "hour" else (DAY, "day")
+    if condition.duration >= bucket:
+        return []
+    return [RuleIssue(
+        ("condition", "duration"),
+        f"condition.duration: at least {format_duration(bucket)} with window: {rule.window} "
+        f"(usage is counted in {unit} buckets, so a shorter silence cannot be seen), "
+        f"got {format_duration(condition.duration)}"
+        + ("; use window: hour for shorter silences" if unit == "day" else ""),
+    )]
+
+
+def _value_from_issues(value_from: ValueFrom | None) -> list[RuleIssue]:
+    if value_from is None or value_from.metadata.strip():
+        return []
+    return [RuleIssue(
+        ("condition", "value_from", "metadata"),
+        "condition.value_from.metadata: name the Stripe customer metadata key that holds "
+        "the quota (e.g. monthly_quota)",
+    )]

@@ -1,0 +1,132 @@
+"""``alertd validate``: the whole configuration checked offline, every problem at once.
+
+Settings, then every rule file the ``rule_files`` globs match, then the notification templates
+(the files in ``templates_dir`` and the templates written inline in receivers). Nothing is
+contacted: no Stripe, no SMTP, no webhook. When the settings themselves are invalid, the rule
+files are still checked with what can be read of the config, so one run shows everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from alertd.errors import ConfigError, Problem
+from alertd.notify.templates import check_templates, source_problems
+from alertd.rules.loader import check_rules
+from alertd.settings import Settings, load_settings
+from alertd.yamlpos import Located, Path_, load_located
+
+
+def validate_config(config_path: Path | None) -> list[Problem]:
+    """Every problem of the config, its rule files and templates, sorted by file and position.
+
+    An empty list means ``alertd run`` would accept this configuration (apart from needing at
+    least one rule, and from what only Stripe can tell: keys, meters, customers).
+    """
+    doc = _config_doc(config_path)
+    problems: list[Problem] = []
+    receivers: list[str] | None = None  # None: the names in the settings
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        problems += exc.problems
+        fallback = _fallback_settings(doc, config_path) if doc is not None else None
+        if doc is None or fallback is None:
+            return _sorted(problems)
+        settings, receivers = fallback, _receiver_names(doc)
+    doc = doc or Located("<defaults>", {}, {})
+    _, rule_problems = check_rules(settings.rule_paths(), settings, known_receivers=receivers)
+    problems += rule_problems
+    problems += _template_dir_problems(settings, doc)
+    problems += _inline_template_problems(settings, doc)
+    return _sorted(problems)
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    unique = dict.fromkeys(problems)
+    return sorted(unique, key=lambda p: (p.file, p.line, p.col, p.message))
+
+
+def _config_doc(config_path: Path | None) -> Located | None:
+    """The config with positions, for pointing into it; ``None`` when it cannot be read or
+    parsed (the settings loader reports why, and rule files are then not checked: where they
+    are is unknown)."""
+    if config_path is None:
+        return Located("<defaults>", {}, {})
+    try:
+        return load_located(config_path.read_text(), str(config_path), collect=[])
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return None
+
+
+def _fallback_settings(doc: Located, config_path: Path | None) -> Settings | None:
+    """Settings holding only what rule checking needs, when the full settings are invalid."""
+    raw = doc.data if isinstance(doc.data, dict) else {}
+    partial: dict[str, Any] = {
+        "base_dir": config_path.parent if config_path is not None else Path("."),
+    }
+    for key in ("rule_files", "templates_dir"):
+        if key in raw:
+            partial[key] = raw[key]
+    stripe = raw.get("stripe")
+    if isinstance(stripe, dict) and "source" in stripe:
+        partial["stripe"] = {"source": stripe["source"]}
+    try:
+        return Settings(**partial)
+    except ValidationError:
+        return None
+
+
+def _receiver_names(doc: Located) -> list[str]:
+    receivers = doc.data.get("receivers") if isinstance(doc.data, dict) else None
+    if not isinstance(receivers, list):
+        return []
+    return [r["name"] for r in receivers if isinstance(r, dict) and isinstance(r.get("name"), str)]
+
+
+def _template_dir_problems(settings: Settings, doc: Located) -> list[Problem]:
+    """The notification templates, checked by the module that renders them (same filters,
+    same context names, trial renders on sample notifications)."""
+    if settings.templates_dir is None:
+        return []
+    folder = settings.templates_dir
+    if not folder.is_absolute():
+        folder = settings.base_dir / folder
+    if not folder.is_dir():
+        message = f"templates_dir: {str(folder)!r} is not a folder"
+        return [doc.problem(("templates_dir",), message, at_value=True)]
+    return [_parse_problem(line) for line in check_templates(folder)]
+
+
+_PROBLEM = re.compile(r"^(?P<file>.*):(?P<line>\d+):(?P<col>\d+): (?P<message>.*)$", re.DOTALL)
+
+
+def _parse_problem(text: str) -> Problem:
+    """``check_templates`` reports ``FILE:LINE:COL: message`` strings; back into a Problem."""
+    match = _PROBLEM.match(text)
+    if match is None:
+        return Problem("<templates>", 1, 1, text)
+    return Problem(match["file"], int(match["line"]), int(match["col"]), match["message"])
+
+
+def _inline_template_problems(settings: Settings, doc: Located) -> list[Problem]:
+    """Email subjects and webhook bodies written in the config are templates too."""
+    problems = []
+    for path, source in _inline_templates(settings):
+        mark = doc.marks.get(path)
+        line, col = (mark.value_line, mark.value_col) if mark else (1, 1)
+        problems += source_problems(source, file=doc.file, line=line, col=col)
+    return problems
+
+
+def _inline_templates(settings: Settings) -> Iterator[tuple[Path_, str]]:
+    for index, receiver in enumerate(settings.receivers):
+        if receiver.email is not None and receiver.email.subject is not None:
+            yield ("receivers", index, "email", "subject"), receiver.email.subject
+        if receiver.webhook is not None and receiver.webhook.body is not None:
+            yield ("receivers", index, "webhook", "body"), receiver.webhook.body
