@@ -1,0 +1,84 @@
+"""``alertd render --rule NAME [--receiver NAME]``: preview the notification a rule would send.
+
+Builds a realistic sample (an invented customer whose figures cross the rule's condition) and
+renders it exactly as the receiver's notifier would: the email's subject, text and HTML, or the
+webhook's JSON body and headers. Nothing is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from alertd.errors import ConfigError
+from alertd.model import Notification
+from alertd.notify.email import EmailNotifier
+from alertd.notify.sample import sample_notification
+from alertd.notify.templates import Templates
+from alertd.notify.webhook import WebhookNotifier
+from alertd.runtime import load_world
+from alertd.settings import Receiver, Settings
+
+
+def main(args: argparse.Namespace) -> int:
+    world = load_world(args.config)
+    try:
+        rule = world.rules.by_name(args.rule)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0]) if exc.args else f"no rule {args.rule!r}") from None
+    receivers = _receivers(world.settings, rule.receivers, args.receiver)
+    templates = Templates(_templates_dir(world.settings))
+    now = int(time.time())
+    for receiver in receivers:
+        notification = sample_notification(rule, receiver.name, now=now)
+        print(f"=== receiver {receiver.name} ===")
+        print(asyncio.run(_render(receiver, world.settings, templates, notification)))
+    return 0
+
+
+def _templates_dir(settings: Settings) -> Path | None:
+    path = settings.templates_dir
+    if path is not None and not path.is_absolute():
+        path = settings.base_dir / path
+    return path
+
+
+def _receivers(settings: Settings, own: list[str] | None, wanted: str | None) -> list[Receiver]:
+    if wanted is not None:
+        receiver = settings.receiver(wanted)
+        if receiver is None:
+            known = ", ".join(r.name for r in settings.receivers) or "none configured"
+            raise ConfigError(f"no receiver {wanted!r} (known: {known})")
+        return [receiver]
+    names = own or ([settings.route.receiver] if settings.route.receiver else [])
+    found = [r for r in (settings.receiver(n) for n in names) if r is not None]
+    if not found:
+        raise ConfigError("no receiver to render for: configure receivers or pass --receiver")
+    return found
+
+
+async def _render(
+    receiver: Receiver, settings: Settings, templates: Templates, notification: Notification
+) -> str:
+    if receiver.email is not None:
+        rendered = EmailNotifier(receiver, settings.smtp, templates).render(notification)
+        return "\n".join([f"Subject: {rendered.subject}", "", "--- text ---", rendered.text,
+                          "--- html ---", rendered.html])
+    async with WebhookNotifier(receiver, templates) as notifier:
+        return _webhook_text(receiver, notifier, notification)
+
+
+def _webhook_text(
+    receiver: Receiver, notifier: WebhookNotifier, notification: Notification
+) -> str:
+    parts = []
+    for payload, body in notifier.requests(notification):
+        headers = notifier.headers(payload)
+        parts.append(f"POST {receiver.webhook.url if receiver.webhook else ''}")
+        parts.extend(f"{k}: {v}" for k, v in headers.items())
+        parts.append("")
+        parts.append(json.dumps(json.loads(body), indent=2))
+    return "\n".join(parts)

@@ -1,0 +1,152 @@
+"""``change`` conditions: the last complete period against an earlier one, by percent.
+
+The judged period is the last one that has ended (the running one is never complete), and it
+is judged only once its data is complete; until then the finding is ``nodata``. It is compared
+with the period before it (``compare_to: previous``) or with the period that contained the
+same local time seven days earlier (``last_week``: Monday against last Monday, so weekends are
+compared with weekends; for weekly and monthly windows that is simply the previous period).
+
+``min_volume`` guards both sides: a change is judged only when the judged period and the
+compared one each reach it, so "2 → 4 calls" is no 100 % alarm. A drop to almost nothing
+therefore is no ``change`` either; ``absence`` and ``anomaly`` rules catch those.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from alertd.evaluate import windows
+from alertd.evaluate.series import (
+    data_need,
+    describe_period,
+    find_bucket,
+    finding,
+    no_complete_data,
+    number,
+    window_buckets,
+)
+from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
+from alertd.rules.schema import ChangeCondition, Rule
+
+
+def week_earlier(period: Period, granularity: Granularity) -> Period:
+    """The period of ``granularity`` containing the same local wall time 7 days before
+    ``period`` starts (DST-safe: a 09:00 hour maps to last week's 09:00 hour)."""
+    local = datetime.fromtimestamp(period.starts_at, windows.zone(period.timezone))
+    earlier = int((local - timedelta(days=7)).timestamp())
+    return windows.period_containing(earlier, granularity, period.timezone)
+
+
+def judged_period(rule: Rule, now: int) -> Period:
+    """The last period that has ended by ``now``."""
+    current = windows.period_containing(now, rule.window, rule.timezone)
+    return windows.shift(current, rule.window, -1)
+
+
+def compared_period(rule: Rule, judged: Period) -> Period:
+    if _condition(rule).compare_to == "last_week":
+        return week_earlier(judged, rule.window)
+    return windows.shift(judged, rule.window, -1)
+
+
+def change_percent(current: float, compared: float) -> float:
+    """``(current - compared) / compared`` in percent; from zero, any rise is infinite."""
+    if compared == 0:
+        return 0.0 if current == 0 else float("inf")
+    return (current - compared) / compared * 100
+
+
+def _condition(rule: Rule) -> ChangeCondition:
+    if not isinstance(rule.condition, ChangeCondition):
+        raise TypeError(f"rule {rule.name} has no change condition")
+    return rule.condition
+
+
+class ChangeEvaluator:
+    """The :class:`~alertd.evaluate.base.Evaluator` of ``change`` conditions."""
+
+    def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
+        compared = compared_period(rule, judged_period(rule, now))
+        return (data_need(rule, customer, now, compared.starts_at),)
+
+    def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
+        judged = judged_period(rule, now)
+        compared = compared_period(rule, judged)
+        buckets = window_buckets(series, rule.window, rule.timezone)
+        current = _if_complete(find_bucket(buckets, judged))
+        if current is None:
+            what = windows.period_key(judged, rule.window)
+            return no_complete_data(rule, series, judged, what)
+        earlier = _if_complete(find_bucket(buckets, compared))
+        if earlier is None:
+            what = windows.period_key(compared, rule.window)
+            return no_complete_data(rule, series, judged, what)
+        return _verdict(rule, series, judged, current, earlier, now)
+
+
+def _if_complete(bucket: Bucket | None) -> Bucket | None:
+    return bucket if bucket is not None and bucket.complete else None
+
+
+def is_change(condition: ChangeCondition, current: float, compared: float) -> bool:
+    """Whether ``compared → current`` is a change the condition alerts on."""
+    if min(current, compared) < condition.min_volume:
+        return False
+    percent = change_percent(current, compared)
+    up = percent >= condition.percent
+    down = percent <= -condition.percent
+    if condition.direction == "up":
+        return up
+    if condition.direction == "down":
+        return down
+    return up or down
+
+
+def _verdict(
+    rule: Rule, series: Series, judged: Period, current: Bucket, earlier: Bucket, now: int
+) -> Finding:
+    condition = _condition(rule)
+    percent = change_percent(current.value, earlier.value)
+    active = is_change(condition, current.value, earlier.value)
+    return finding(
+        rule, series, judged,
+        value=current.value,
+        active=active,
+        complete=True,
+        level=rule.severity if active else None,
+        baseline=earlier.value,
+        message=_message(rule, judged, current, earlier, percent, now),
+        details={
+            "change_percent": _rounded(percent),
+            "compare_to": condition.compare_to,
+            "compared_window": {
+                "starts_at": earlier.starts_at, "ends_at": earlier.ends_at,
+                "timezone": rule.timezone,
+            },
+            "direction": condition.direction,
+            "min_volume": condition.min_volume,
+        },
+    )
+
+
+def _rounded(percent: float) -> float | None:
+    """JSON has no infinity: a rise from zero is reported as ``None``."""
+    return None if percent == float("inf") else round(percent, 1)
+
+
+def _message(
+    rule: Rule, judged: Period, current: Bucket, earlier: Bucket, percent: float, now: int
+) -> str:
+    """``2,400 on 2025-01-06 (UTC): +140% vs 1,000 on 2024-12-30 (UTC); alerts at +100%``."""
+    condition = _condition(rule)
+    sign = {"up": "+", "down": "-", "both": "±"}[condition.direction]
+    change = "new usage from zero" if percent == float("inf") else f"{percent:+.0f}%"
+    earlier_period = Period(earlier.starts_at, earlier.ends_at, rule.timezone)
+    guard = f" with at least {number(condition.min_volume)} on both sides" if (
+        condition.min_volume
+    ) else ""
+    return (
+        f"{number(current.value)} {describe_period(judged, rule.window, now)}: {change} vs "
+        f"{number(earlier.value)} {describe_period(earlier_period, rule.window, now)}; "
+        f"alerts at {sign}{number(condition.percent)}%{guard}"
+    )

@@ -1,0 +1,343 @@
+"""Rows → series, with the freshness rule; and the pieces every evaluator shares.
+
+Sits between the source and the evaluators::
+
+    UsageResult.rows --planner.extract_rows--> rows of one DataNeed
+        --build_series--> Series (one per group-by value set) --evaluator--> Finding
+
+A series is zero-filled over its need's range at the need's granularity, because a successful
+response without a row for a bucket means no usage in it. Missing or stale *data* is a
+different thing, decided by :func:`is_stale` and reported as ``nodata``, never as zero.
+
+The freshness rule: a bucket is complete only when its calendar period ended at least
+``freshness_lag`` before ``refreshed_at``, and ``refreshed_at`` is capped at ``now`` (data after
+``--at`` counts as not yet refreshed). A bucket cut short by the end of the range (the running
+hour or day) is never complete, because its period has not ended.
+
+Also here: :func:`window_buckets` (day buckets summed into the rule's weeks and months),
+:func:`data_need` (the one request shape every evaluator asks for) and the small helpers that
+build findings, so every evaluator words them the same way.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from alertd.evaluate import windows
+from alertd.model import (
+    Bucket,
+    DataNeed,
+    Dimensions,
+    Filters,
+    Finding,
+    FindingState,
+    Granularity,
+    MeterSpec,
+    Period,
+    Series,
+    SeriesKey,
+    UsageRow,
+    make_filters,
+)
+from alertd.rules.schema import Rule
+
+#: The nominal length of a bucket, for turning durations into bucket counts.
+NOMINAL_SECONDS: Mapping[Granularity, int] = {
+    "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400,
+}
+
+# --------------------------------------------------------------------------- freshness
+
+
+def is_stale(refreshed_at: int | None, now: int, stale_after: float) -> bool:
+    """Whether data refreshed at ``refreshed_at`` is too old to judge at ``now``.
+
+    ``None`` (a source that should report freshness did not) counts as stale. A caller whose
+    source never reports freshness (event summaries) must not ask.
+    """
+    return refreshed_at is None or now - refreshed_at > stale_after
+
+
+def effective_refreshed_at(refreshed_at: int | None, now: int) -> int:
+    """``refreshed_at`` capped at ``now``; ``None`` (the source reports no freshness at all,
+    which the caller has accepted) is taken as ``now``."""
+    return now if refreshed_at is None else min(refreshed_at, now)
+
+
+# --------------------------------------------------------------------------- needs
+
+
+def granularity_for(rule: Rule) -> Granularity:
+    """``hour`` buckets for hourly rules, else ``day`` buckets summed locally into weeks and
+    months, so rules of different windows share one request."""
+    return "hour" if rule.window == "hour" else "day"
+
+
+def range_end(rule: Rule, now: int) -> int:
+    """The end of every request range: the end of the current period, or ``now`` rounded up
+    to the minute (Stripe wants minute-aligned ranges), whichever is earlier."""
+    return min(windows.next_start(now, rule.window, rule.timezone), windows.ceil_minute(now))
+
+
+def data_need(
+    rule: Rule, customer: str, now: int, starts_at: int, granularity: Granularity | None = None
+) -> DataNeed:
+    """The one :class:`DataNeed` of ``rule`` for ``customer``, from ``starts_at`` to
+    :func:`range_end`, at ``granularity`` (default :func:`granularity_for`).
+
+    Never empty (Stripe refuses an empty range): when ``now`` is the very first instant of a
+    period, the range reaches back one bucket, which the evaluator does not judge.
+    """
+    spec = MeterSpec(
+        rule.meter, make_filters(rule.filters), make_filters(rule.tenant_filters),
+        tuple(rule.group_by),
+    )
+    bucket = granularity or granularity_for(rule)
+    ends_at = range_end(rule, now)
+    if starts_at >= ends_at:
+        starts_at = windows.floor(ends_at - 1, bucket, rule.timezone)
+    return DataNeed(
+        customer=customer,
+        spec=spec,
+        granularity=bucket,
+        timezone=rule.timezone,
+        starts_at=starts_at,
+        ends_at=ends_at,
+    )
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_series(
+    rule: Rule,
+    need: DataNeed,
+    rows: Sequence[UsageRow],
+    refreshed_at: int | None,
+    *,
+    now: int,
+    freshness_lag: float,
+) -> list[Series]:
+    """One zero-filled :class:`Series` per distinct group-by value set in ``rows``.
+
+    ``rows`` already belong to ``need`` (its meter and filters). A rule without ``group_by``
+    always yields exactly one series, even with no rows. Rows outside the range are ignored;
+    a group-by key missing from a row counts as the value ``""``.
+    """
+    slots, starts = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
+    sums: dict[Dimensions, list[float]] = {}
+    if not rule.group_by:
+        sums[()] = [0.0] * len(slots)
+    for row in rows:
+        index = _slot_index(starts, slots, row.starts_at, need)
+        if index is not None:
+            group = _group_of(row, rule.group_by)
+            sums.setdefault(group, [0.0] * len(slots))[index] += row.value
+    capped = None if refreshed_at is None else min(refreshed_at, now)
+    complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
+    return [
+        _series(rule, need, group, slots, values, capped, complete_before)
+        for group, values in sorted(sums.items())
+    ]
+
+
+@lru_cache(maxsize=1024)
+def _slots(
+    starts_at: int, ends_at: int, granularity: Granularity, tz: str
+) -> tuple[tuple[Period, ...], tuple[int, ...]]:
+    """The need's calendar periods and their starts; cached, since one pass builds the same
+    range for many customers."""
+    slots = tuple(windows.periods(starts_at, ends_at, granularity, tz))
+    return slots, tuple(slot.starts_at for slot in slots)
+
+
+def _slot_index(
+    starts: Sequence[int], slots: Sequence[Period], instant: int, need: DataNeed
+) -> int | None:
+    if not need.starts_at <= instant < need.ends_at:
+        return None
+    index = bisect_right(starts, instant) - 1
+    return index if index >= 0 and slots[index].contains(instant) else None
+
+
+def _group_of(row: UsageRow, group_by: Sequence[str]) -> Dimensions:
+    found = dict(row.dimensions)
+    return tuple(sorted((key, found.get(key, "")) for key in group_by))
+
+
+def _series(
+    rule: Rule,
+    need: DataNeed,
+    group: Dimensions,
+    slots: Sequence[Period],
+    values: Sequence[float],
+    refreshed_at: int | None,
+    complete_before: float,
+) -> Series:
+    buckets = tuple(
+        Bucket(
+            starts_at=max(slot.starts_at, need.starts_at),
+            ends_at=min(slot.ends_at, need.ends_at),
+            value=value,
+            # The slot's own end, not the clipped one: a running period is never complete.
+            complete=slot.ends_at <= complete_before and slot.ends_at <= need.ends_at,
+        )
+        for slot, value in zip(slots, values, strict=True)
+    )
+    return Series(
+        key=SeriesKey(rule.name, need.customer, group),
+        meter=rule.meter,
+        dimensions=series_dimensions(need.spec.dimension_filters, group),
+        granularity=need.granularity,
+        timezone=need.timezone,
+        buckets=buckets,
+        refreshed_at=refreshed_at,
+    )
+
+
+def series_dimensions(filters: Filters, group: Dimensions) -> Dimensions:
+    """What a series measures: its fixed dimension filters (one accepting several values
+    reads ``"premium,pro"``) and its group-by values."""
+    fixed = {key: ",".join(values) for key, values in filters}
+    return tuple(sorted({**fixed, **dict(group)}.items()))
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def window_buckets(series: Series, granularity: Granularity, tz: str) -> list[Bucket]:
+    """``series`` summed into calendar periods of ``granularity`` in ``tz``.
+
+    A window bucket spans its whole period and is complete only when every bucket in it is
+    complete and they cover the period from start to end. Periods the series only reaches
+    part of the way into at its start are left out (their sum would be partial).
+    """
+    if not series.buckets:
+        return []
+    first = series.buckets[0].starts_at
+    groups: dict[int, list[Bucket]] = {}
+    for bucket in series.buckets:
+        groups.setdefault(windows.floor(bucket.starts_at, granularity, tz), []).append(bucket)
+    return [
+        _summed(Period(start, windows.next_start(start, granularity, tz), tz), parts)
+        for start, parts in groups.items()
+        if start >= first
+    ]
+
+
+def _summed(period: Period, parts: Sequence[Bucket]) -> Bucket:
+    covered = parts[0].starts_at == period.starts_at and parts[-1].ends_at == period.ends_at
+    return Bucket(
+        starts_at=period.starts_at,
+        ends_at=period.ends_at,
+        value=sum(part.value for part in parts),
+        complete=covered and all(part.complete for part in parts),
+    )
+
+
+def bucket_period(bucket: Bucket, tz: str) -> Period:
+    return Period(bucket.starts_at, bucket.ends_at, tz)
+
+
+def complete_buckets(buckets: Iterable[Bucket]) -> list[Bucket]:
+    return [bucket for bucket in buckets if bucket.complete]
+
+
+def find_bucket(buckets: Sequence[Bucket], period: Period) -> Bucket | None:
+    """The bucket starting where ``period`` starts, if the series reaches it."""
+    for bucket in buckets:
+        if bucket.starts_at == period.starts_at:
+            return bucket
+    return None
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def finding(
+    rule: Rule,
+    series: Series,
+    window: Period,
+    *,
+    message: str,
+    state: FindingState = "inactive",
+    value: float | None = None,
+    active: bool = False,
+    complete: bool = False,
+    level: str | None = None,
+    threshold: float | None = None,
+    baseline: float | None = None,
+    projected: float | None = None,
+    period_key: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Finding:
+    """A :class:`Finding` about ``series`` over ``window``. ``period_key`` defaults to the
+    name of ``window`` in the rule's window granularity."""
+    return Finding(
+        key=series.key,
+        meter=series.meter,
+        dimensions=series.dimensions,
+        window=window,
+        complete=complete,
+        value=value,
+        active=active,
+        level=level,
+        state=state,
+        message=message,
+        threshold=threshold,
+        baseline=baseline,
+        projected=projected,
+        period_key=windows.period_key(window, rule.window) if period_key is None else period_key,
+        details=dict(details or {}),
+    )
+
+
+def no_complete_data(rule: Rule, series: Series, window: Period, what: str) -> Finding:
+    """The ``nodata`` finding for a period that must be judged on complete data but has none."""
+    refreshed = "unknown" if series.refreshed_at is None else local_time(
+        series.refreshed_at, rule.timezone
+    )
+    return finding(
+        rule, series, window, state="nodata",
+        message=f"no complete data for {what} yet (data refreshed {refreshed})",
+    )
+
+
+def number(value: float) -> str:
+    """``42100.0`` → ``42,100``; ``0.25`` → ``0.25``: how usage reads in messages."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def readable_duration(seconds: float) -> str:
+    """``123540`` → ``1d 10h``, ``5400`` → ``1h 30m``: the two largest units, rounded down."""
+    whole = max(int(seconds), 0)
+    parts = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m")]
+    named = [f"{count}{unit}" for count, unit in parts if count]
+    return " ".join(named[:2]) if named else f"{whole}s"
+
+
+def local_time(instant: int, tz: str) -> str:
+    return datetime.fromtimestamp(instant, windows.zone(tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def local_date(instant: int, tz: str) -> str:
+    return datetime.fromtimestamp(instant, windows.zone(tz)).date().isoformat()
+
+
+_CURRENT = {"hour": "this hour", "day": "today", "week": "this week", "month": "this month"}
+_NAMED = {"hour": "in hour", "day": "on", "week": "in week", "month": "in"}
+
+
+def describe_period(period: Period, granularity: Granularity, now: int) -> str:
+    """``today (America/New_York)`` for the running period, ``on 2025-01-03 (UTC)`` else."""
+    if period.contains(now):
+        text = _CURRENT[granularity]
+    else:
+        text = f"{_NAMED[granularity]} {windows.period_key(period, granularity)}"
+    return f"{text} ({period.timezone})"

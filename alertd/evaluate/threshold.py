@@ -1,0 +1,172 @@
+"""``threshold`` conditions: one period's usage against a fixed or per-customer bound.
+
+Upper thresholds (``>``, ``>=``) judge the running period, complete or not: usage only grows,
+so a crossing seen early is a crossing. Lower ones (``<``, ``<=``) judge the last period that
+has ended, and only once its data is complete, so "usage dropped" never fires at 00:05
+because the day has just begun; until then the finding is ``nodata``.
+
+Bounds come from ``value``, from ``value_from`` (a quota in the customer's Stripe metadata,
+scaled by ``percent``), or from ``levels`` (absolute, or percents of the ``value_from`` quota).
+A customer whose quota is missing or not a number gets an ``error`` finding that names the
+customer and the key: reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from alertd.evaluate import windows
+from alertd.evaluate.series import (
+    data_need,
+    describe_period,
+    find_bucket,
+    finding,
+    no_complete_data,
+    number,
+    window_buckets,
+)
+from alertd.model import Bucket, Customer, DataNeed, Finding, Period, Series
+from alertd.rules.schema import UPPER_OPS, Rule, ThresholdCondition, ValueFrom
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
+
+#: ``(level name, bound)`` pairs, least severe first.
+Bounds = tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaProblem:
+    """Why a customer's quota could not be read; becomes an ``error`` finding."""
+
+    message: str
+
+
+def read_quota(value_from: ValueFrom, customer: Customer) -> float | QuotaProblem:
+    """The number in the customer's metadata that ``value_from`` names, times its percent."""
+    raw = customer.metadata.get(value_from.metadata)
+    if raw is None:
+        return QuotaProblem(
+            f"customer {customer.id} has no metadata key {value_from.metadata!r} "
+            f"(value_from needs a number there)"
+        )
+    try:
+        quota = float(raw)
+    except ValueError:
+        quota = math.nan
+    if not math.isfinite(quota):
+        return QuotaProblem(
+            f"customer {customer.id} metadata {value_from.metadata!r} is {raw!r}, not a number"
+        )
+    return quota * value_from.percent / 100
+
+
+def bounds_for(
+    condition: ThresholdCondition, customer: Customer, severity: str
+) -> Bounds | QuotaProblem:
+    """The condition's bounds for ``customer``, least severe first.
+
+    Without ``levels`` there is one bound, named ``severity``. With ``levels`` and
+    ``value_from``, each level is a percent of the quota (quota × percent / 100).
+    """
+    if condition.value_from is None:
+        base = condition.value
+    else:
+        quota = read_quota(condition.value_from, customer)
+        if isinstance(quota, QuotaProblem):
+            return quota
+        base = quota
+    if condition.levels is None:
+        assert base is not None  # the schema demands value or value_from
+        return ((severity, base),)
+    scale = 1.0 if base is None else base / 100
+    return tuple((name, level * scale) for name, level in condition.ordered_levels())
+
+
+def crossed(bounds: Bounds, op: str, value: float) -> tuple[str, float] | None:
+    """The most severe bound ``value`` crosses under ``op``, if any."""
+    hits = [bound for bound in bounds if COMPARE[op](value, bound[1])]
+    return hits[-1] if hits else None
+
+
+class ThresholdEvaluator:
+    """The :class:`~alertd.evaluate.base.Evaluator` of ``threshold`` conditions."""
+
+    def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
+        return (data_need(rule, customer, now, judged_period(rule, now).starts_at),)
+
+    def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
+        condition = _condition(rule)
+        period = judged_period(rule, now)
+        bounds = bounds_for(condition, customer, rule.severity)
+        if isinstance(bounds, QuotaProblem):
+            return finding(rule, series, period, state="error", message=bounds.message)
+        bucket = _judged_bucket(rule, series, period)
+        if bucket is None:
+            return no_complete_data(rule, series, period, windows.period_key(period, rule.window))
+        return _verdict(rule, series, period, bucket, bounds, now)
+
+
+def _condition(rule: Rule) -> ThresholdCondition:
+    if not isinstance(rule.condition, ThresholdCondition):
+        raise TypeError(f"rule {rule.name} has no threshold condition")
+    return rule.condition
+
+
+def judged_period(rule: Rule, now: int) -> Period:
+    """The running period for upper thresholds, the one before it for lower ones."""
+    current = windows.period_containing(now, rule.window, rule.timezone)
+    if _condition(rule).op in UPPER_OPS:
+        return current
+    return windows.shift(current, rule.window, -1)
+
+
+def _judged_bucket(rule: Rule, series: Series, period: Period) -> Bucket | None:
+    """The usage of ``period``; ``None`` when a lower threshold has no complete data for it.
+
+    The running period may have no bucket yet (``now`` at its very first instant): that is
+    zero usage so far, not missing data.
+    """
+    buckets = window_buckets(series, rule.window, rule.timezone)
+    bucket = find_bucket(buckets, period)
+    if _condition(rule).op in UPPER_OPS:
+        return bucket or Bucket(period.starts_at, period.ends_at, 0.0, complete=False)
+    return bucket if bucket is not None and bucket.complete else None
+
+
+def _verdict(
+    rule: Rule, series: Series, period: Period, bucket: Bucket, bounds: Bounds, now: int
+) -> Finding:
+    op = _condition(rule).op
+    hit = crossed(bounds, op, bucket.value)
+    bound = hit[1] if hit else bounds[0][1]
+    return finding(
+        rule, series, period,
+        value=bucket.value,
+        active=hit is not None,
+        complete=bucket.complete,
+        level=hit[0] if hit else None,
+        threshold=bound,
+        message=_message(rule, period, bucket.value, op, hit, bounds, now),
+    )
+
+
+def _message(
+    rule: Rule,
+    period: Period,
+    value: float,
+    op: str,
+    hit: tuple[str, float] | None,
+    bounds: Sequence[tuple[str, float]],
+    now: int,
+) -> str:
+    """``42,100 today (America/New_York) > 40,000 [critical]``."""
+    usage = f"{number(value)} {describe_period(period, rule.window, now)}"
+    if hit is None:
+        return f"{usage}; fires when {op} {number(bounds[0][1])}"
+    named = f" [{hit[0]}]" if len(bounds) > 1 or _condition(rule).levels else ""
+    return f"{usage} {op} {number(hit[1])}{named}"
