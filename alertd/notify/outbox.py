@@ -1,0 +1,344 @@
+"""The outbox worker: delivers what the pipeline committed to the outbox, at least once.
+
+Where it sits: ``pipeline ─► outbox rows (store) ─► Outbox ─► Notifier.send (email | webhook)``.
+
+Contract:
+
+* Every notification is in the store before its first attempt (the pipeline commits it with
+  the state change that caused it), so a crash at any moment loses nothing: the next process
+  picks up the pending rows.
+* A row is marked delivered only after ``send`` returned. A crash in between means the row is
+  sent again after the restart with the SAME id, which receivers see as the
+  ``Idempotency-Key``: at least once, never silently lost.
+* :class:`~alertd.errors.TransientDeliveryError` (and any unexpected error or a send that
+  hangs past ``send_timeout``) is retried with jittered exponential backoff
+  (``initial_backoff`` doubling up to ``max_backoff``) until ``max_age`` after the row was
+  written, then marked ``failed`` and reported. :class:`~alertd.errors.PermanentDeliveryError`
+  is marked ``undeliverable`` with its reason and never retried; so is a row whose receiver is
+  no longer configured.
+* Receivers are independent: each is served by its own task, so one failing or slow receiver
+  never delays or repeats another's deliveries. Within a receiver, groups are delivered
+  concurrently (bounded) and each group's notifications in order, so a firing is never
+  overtaken by its own resolve.
+* Retries live here and only here; notifiers make one attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from alertd.clock import Clock, SystemClock
+from alertd.errors import PermanentDeliveryError, StoreError
+from alertd.metrics import Metrics
+from alertd.model import Notification
+from alertd.notify.base import Notifier
+from alertd.settings import DeliverySettings
+from alertd.store.base import Attempt, OutboxRow, Store
+
+log = logging.getLogger("alertd.outbox")
+
+
+class DeliveryObserver(Protocol):
+    """Told about every attempt's outcome (``delivered``, ``retry``, ``failed``,
+    ``undeliverable``) and the number of pending rows: the metrics hook."""
+
+    def on_delivery(self, receiver: str, outcome: str) -> None: ...
+
+    def on_pending(self, count: int) -> None: ...
+
+
+class MetricsObserver:
+    """Feeds ``alertd_notifications_total{receiver,outcome}`` and ``alertd_outbox_pending``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_delivery(self, receiver: str, outcome: str) -> None:
+        self.metrics.notifications.labels(receiver=receiver, outcome=outcome).inc()
+
+    def on_pending(self, count: int) -> None:
+        self.metrics.outbox_pending.set(count)
+
+
+def backoff(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Seconds before retry number ``attempt`` (1-based): ``initial`` doubling per attempt up
+    to ``maximum``, jittered into its upper half so retries of many rows spread out."""
+    base = min(maximum, initial * 2.0 ** max(attempt - 1, 0))
+    return base / 2 + rng.uniform(0, base / 2)
+
+
+def next_step(
+    row: OutboxRow, error: BaseException | None, now: float, settings: DeliverySettings,
+    rng: random.Random,
+) -> Attempt:
+    """What to record after one attempt at ``row`` that raised ``error`` (``None``: sent)."""
+    attempts = row.attempts + 1
+    if error is None:
+        return Attempt(row.id, "delivered", attempts, now)
+    reason = str(error) or type(error).__name__
+    if isinstance(error, PermanentDeliveryError):
+        return Attempt(row.id, "undeliverable", attempts, now, error=reason)
+    deadline = row.created_at + settings.max_age
+    if now >= deadline:
+        age = now - row.created_at
+        return Attempt(row.id, "failed", attempts, now,
+                       error=f"gave up after {attempts} attempts over {age:.0f}s: {reason}")
+    retry_at = now + backoff(attempts, settings.initial_backoff, settings.max_backoff, rng)
+    return Attempt(row.id, "pending", attempts, now, next_attempt_at=min(retry_at, deadline),
+                   error=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What :meth:`Outbox.run_until_idle` did: outcomes counted, rows that ended without
+    delivery in this run, and rows still pending for the daemon."""
+
+    outcomes: Mapping[str, int] = field(default_factory=dict)
+    gave_up: tuple[tuple[OutboxRow, Attempt], ...] = ()
+    pending: tuple[OutboxRow, ...] = ()
+
+
+_Sink = list[tuple[OutboxRow, Attempt]]
+
+
+class Outbox:
+    """Delivers pending outbox rows through one :class:`Notifier` per receiver name.
+
+    ``notifiers`` must hold every configured receiver: pending rows of any other receiver are
+    marked undeliverable ("not configured any more"). ``concurrency`` bounds the groups one
+    receiver is sent concurrently; ``idle_poll`` is how often an idle receiver looks for rows
+    another process wrote; finished rows are pruned after ``retention`` seconds. ``metrics``
+    is a shortcut for ``observer=MetricsObserver(metrics)``; ``on_delivered`` is called with
+    each notification once it is delivered (``alertd demo`` prints it).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        notifiers: Mapping[str, Notifier],
+        settings: DeliverySettings | None = None,
+        clock: Clock | None = None,
+        *,
+        observer: DeliveryObserver | None = None,
+        metrics: Metrics | None = None,
+        on_delivered: Callable[[Notification], None] | None = None,
+        rng: random.Random | None = None,
+        concurrency: int = 4,
+        send_timeout: float = 120.0,
+        idle_poll: float = 30.0,
+        retention: float = 7 * 86400.0,
+    ) -> None:
+        self.store = store
+        self.notifiers = dict(notifiers)
+        self.settings = settings or DeliverySettings()
+        self.clock = clock or SystemClock()
+        self.observer = observer or (MetricsObserver(metrics) if metrics is not None else None)
+        self.on_delivered = on_delivered
+        self.rng = rng or random.Random()
+        self.concurrency = concurrency
+        self.send_timeout = send_timeout
+        self.idle_poll = idle_poll
+        self.retention = retention
+        self._wakes = {name: asyncio.Event() for name in self.notifiers}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """New rows were committed: deliver now instead of at the next poll."""
+        for event in self._wakes.values():
+            event.set()
+
+    async def deliver_due(self, receiver: str | None = None) -> None:
+        """One round over the rows due now: one receiver, or every receiver concurrently."""
+        names = [receiver] if receiver is not None else list(self.notifiers)
+        await _together([self._round(name, None) for name in names])
+
+    async def run_until_idle(self, timeout: float) -> DeliveryReport:
+        """Delivers until nothing is pending or the next retry falls after ``timeout``
+        seconds (``alertd check``); what is left stays pending for the daemon."""
+        sink: _Sink = []
+        await self.sweep_unconfigured(sink)
+        deadline = self.clock.monotonic() + timeout
+        work = _together([self._drain(name, deadline, sink) for name in self.notifiers])
+        try:
+            await asyncio.wait_for(work, timeout)
+        except TimeoutError:
+            log.warning("deliveries still in progress after %gs; they stay queued", timeout)
+        await self._report_pending()
+        outcomes: dict[str, int] = {}
+        for _, attempt in sink:
+            outcomes[attempt.status] = outcomes.get(attempt.status, 0) + 1
+        gave_up = tuple(item for item in sink if item[1].status in ("failed", "undeliverable"))
+        return DeliveryReport(outcomes, gave_up, tuple(await self.store.outbox("pending")))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The daemon's delivery loop: one task per receiver until ``stop`` is set.
+
+        Attempts in flight when ``stop`` is set are finished (each is bounded by
+        ``send_timeout``); cancel the task to abandon them instead: their rows stay pending
+        and the next start sends them again, under the same id."""
+        await _together([
+            self._housekeeping(stop),
+            *(self._serve(name, stop) for name in self.notifiers),
+        ])
+
+    async def start(self) -> None:
+        """Runs :meth:`run` in the background until :meth:`drain` or :meth:`stop`."""
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.run(self._stop), name="alertd-outbox")
+
+    async def drain(self, timeout: float) -> None:
+        """Stops the background worker, letting attempts in flight finish for up to
+        ``timeout`` seconds; the rest are cancelled and stay pending for the next start."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        await self.drain(grace)
+
+    async def sweep_unconfigured(self, sink: _Sink | None = None) -> None:
+        """Marks pending rows of receivers that are no longer configured undeliverable."""
+        for row in await self.store.outbox("pending"):
+            if row.receiver not in self.notifiers:
+                error = PermanentDeliveryError(
+                    f"receiver {row.receiver!r} is not configured any more",
+                    receiver=row.receiver)
+                await self._record(row, error, sink)
+
+    # ----------------------------------------------------------------- internals
+
+    async def _drain(self, receiver: str, deadline: float, sink: _Sink) -> None:
+        while True:
+            await self._round(receiver, sink)
+            upcoming = await self.store.next_attempt_at(receiver)
+            if upcoming is None:
+                return
+            wait = upcoming - self.clock.now()
+            if wait > deadline - self.clock.monotonic():
+                return
+            if wait > 0:
+                await self.clock.sleep(wait)
+
+    async def _serve(self, receiver: str, stop: asyncio.Event) -> None:
+        wake = self._wakes[receiver]
+        while not stop.is_set():
+            wake.clear()
+            delay = self.idle_poll
+            try:
+                await self._round(receiver, None)
+                await self._report_pending()
+                upcoming = await self.store.next_attempt_at(receiver)
+                if upcoming is not None:
+                    delay = min(delay, upcoming - self.clock.now())
+            except StoreError as exc:
+                log.error("outbox unavailable receiver=%s error=%s", receiver, exc)
+            except Exception:  # the worker must outlive a bug in one round
+                log.exception("outbox round failed receiver=%s", receiver)
+            await sleep_or_event(self.clock, max(delay, 0.0), stop, wake)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sweep_unconfigured()
+                pruned = await self.store.prune_outbox(self.clock.now() - self.retention)
+                if pruned:
+                    log.info("outbox pruned rows=%d", pruned)
+            except StoreError as exc:
+                log.error("outbox housekeeping failed error=%s", exc)
+            await sleep_or_event(self.clock, 3600.0, stop)
+
+    async def _round(self, receiver: str, sink: _Sink | None) -> None:
+        rows = await self.store.due_deliveries(self.clock.now(), receiver)
+        by_group: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            by_group.setdefault(row.group_key, []).append(row)
+        limit = asyncio.Semaphore(self.concurrency)
+        await _together([self._chain(chain, limit, sink) for chain in by_group.values()])
+
+    async def _chain(
+        self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None
+    ) -> None:
+        """One group's due rows in order; stops at a row that must wait for a retry."""
+        async with limit:
+            for row in rows:
+                attempt = await self._attempt(row, sink)
+                if attempt.status == "pending":
+                    return
+
+    async def _attempt(self, row: OutboxRow, sink: _Sink | None) -> Attempt:
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.notifiers[row.receiver].send(row.notification)
+        except TimeoutError:
+            error = TimeoutError(f"no answer within {self.send_timeout:g}s")
+        except Exception as exc:  # a notifier bug must not stop delivery to the others
+            error = exc
+        return await self._record(row, error, sink)
+
+    async def _record(
+        self, row: OutboxRow, error: BaseException | None, sink: _Sink | None
+    ) -> Attempt:
+        attempt = next_step(row, error, self.clock.now(), self.settings, self.rng)
+        await self.store.record_attempt(attempt)
+        outcome = "retry" if attempt.status == "pending" else attempt.status
+        if self.observer is not None:
+            self.observer.on_delivery(row.receiver, outcome)
+        if sink is not None:
+            sink.append((row, attempt))
+        if attempt.status == "delivered" and self.on_delivered is not None:
+            self.on_delivered(row.notification)
+        _log_attempt(row, attempt, self.clock.now())
+        return attempt
+
+    async def _report_pending(self) -> None:
+        if self.observer is not None:
+            self.observer.on_pending(await self.store.pending_count())
+
+
+async def _together(work: Sequence[Awaitable[None]]) -> None:
+    """Runs coroutines concurrently; one failing never stops the others, and each failure is
+    logged (``gather(..., return_exceptions=True)``)."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException):
+            log.error("delivery task failed: %r", result)
+
+
+async def sleep_or_event(clock: Clock, seconds: float, *events: asyncio.Event) -> None:
+    """Sleeps on ``clock`` until ``seconds`` pass or any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(clock.sleep(seconds)),
+               *(asyncio.ensure_future(e.wait()) for e in events)]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _log_attempt(row: OutboxRow, attempt: Attempt, now: float) -> None:
+    if attempt.status == "delivered":
+        log.info("delivered receiver=%s id=%s attempts=%d", row.receiver, row.id,
+                 attempt.attempts)
+    elif attempt.status == "pending":
+        retry_in = (attempt.next_attempt_at or now) - now
+        log.warning("delivery failed, retrying in %.0fs receiver=%s id=%s attempt=%d error=%s",
+                    retry_in, row.receiver, row.id, attempt.attempts, attempt.error)
+    else:
+        log.error("delivery %s receiver=%s id=%s attempts=%d error=%s", attempt.status,
+                  row.receiver, row.id, attempt.attempts, attempt.error)

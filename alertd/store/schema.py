@@ -1,0 +1,137 @@
+"""The SQLite file format of the state store: schema versions, migrations, opening.
+
+``PRAGMA user_version`` counts the :data:`MIGRATIONS` applied and ``PRAGMA application_id``
+marks the file as alertd's. :func:`open_database` applies the missing migrations in one
+transaction; a file from a newer alertd, another application's database or a damaged file
+raise :class:`~alertd.errors.StoreError` saying what to do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from alertd.errors import StoreError
+
+T = TypeVar("T")
+
+APPLICATION_ID = 0x616C7464  # "altd"
+
+#: Statements that bring a file from version ``i`` to ``i + 1`` (``user_version`` is the count
+#: applied). Never edit a released entry: append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: series state, notification log, outbox, silences
+        """CREATE TABLE alert_state (
+            rule TEXT NOT NULL, customer TEXT NOT NULL, grp TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL,
+            PRIMARY KEY (rule, customer, grp))""",
+        """CREATE TABLE notification_log (
+            receiver TEXT NOT NULL, group_key TEXT NOT NULL, firing TEXT NOT NULL,
+            resolved TEXT NOT NULL, sent_at INTEGER NOT NULL, notification_id TEXT NOT NULL,
+            PRIMARY KEY (receiver, group_key))""",
+        """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY, receiver TEXT NOT NULL, group_key TEXT NOT NULL,
+            notification TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'delivered', 'failed', 'undeliverable')),
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+            last_error TEXT, created_at REAL NOT NULL, delivered_at REAL)""",
+        "CREATE INDEX outbox_due ON outbox (status, next_attempt_at)",
+        """CREATE TABLE silences (
+            id TEXT PRIMARY KEY, matchers TEXT NOT NULL, starts_at INTEGER NOT NULL,
+            ends_at INTEGER NOT NULL, comment TEXT NOT NULL, created_by TEXT,
+            created_at INTEGER NOT NULL, expired INTEGER NOT NULL DEFAULT 0)""",
+    ),
+    (  # 2: aggregation groups (group_wait timers survive restarts)
+        """CREATE TABLE alert_groups (
+            receiver TEXT NOT NULL, group_key TEXT NOT NULL, group_labels TEXT NOT NULL,
+            group_wait REAL NOT NULL, group_interval REAL NOT NULL,
+            repeat_interval REAL NOT NULL, send_resolved INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, flushed_at INTEGER,
+            PRIMARY KEY (receiver, group_key))""",
+        """CREATE TABLE group_alerts (
+            receiver TEXT NOT NULL, group_key TEXT NOT NULL, instance TEXT NOT NULL,
+            rank INTEGER NOT NULL, alert TEXT NOT NULL,
+            PRIMARY KEY (receiver, group_key, instance))""",
+        "CREATE INDEX outbox_group_order ON outbox (receiver, group_key, status, created_at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_database(path: Path, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection to ``path`` at :data:`SCHEMA_VERSION`, or :class:`StoreError`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        _check_identity(conn, path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        transaction(conn, lambda c: migrate(c, path))
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise StoreError(
+            f"cannot use the state file {path}: {exc} (check that alertd may write to it and "
+            "its folder, and that no other program holds a lock on it)"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(
+            f"{path} is not a usable alertd state file ({exc}). If it is damaged, move it aside "
+            "and alertd starts a new one (its alert states and undelivered notifications are "
+            "lost), or point state.path elsewhere."
+        ) from None
+    except StoreError:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+    if application_id not in (0, APPLICATION_ID) or (application_id == 0 and tables and
+                                                      version == 0):
+        raise StoreError(
+            f"{path} is a SQLite database of another application, not an alertd state file; "
+            "point state.path at a new file"
+        )
+    _check_version(version, path)
+
+
+def _check_version(version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer alertd (state schema {version}; this alertd knows "
+            f"up to {SCHEMA_VERSION}). Upgrade alertd, or point state.path at a new file."
+        )
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Applies the missing migrations (inside the caller's transaction); the new version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    _check_version(version, path)  # another process may have upgraded the file meanwhile
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            conn.execute(statement)
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    return SCHEMA_VERSION
+
+
+def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Runs ``work`` in one write transaction: all of it commits, or none of it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        if conn.in_transaction:  # some errors (e.g. SQLITE_FULL) already rolled it back
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

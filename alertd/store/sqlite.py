@@ -1,0 +1,371 @@
+"""The SQLite state store: one file (WAL), created and migrated automatically.
+
+Threading: the connection lives in one dedicated worker thread and every call runs there
+(``run_in_executor`` on a single-thread executor, as aiosqlite does). Writes, checkpoints and
+their fsyncs can take milliseconds on real disks; keeping them off the event loop keeps the
+health endpoint and the systemd watchdog responsive, and one owning thread serialises this
+process's transactions without "database is locked" errors between its own tasks. Other processes
+(``alertd silence add`` while the daemon runs) wait on ``busy_timeout``.
+
+Durability: ``synchronous=NORMAL`` in WAL mode survives a killed process (SIGKILL) completely;
+only a power loss may drop the latest commits. That keeps every invariant: an alert state and
+the outbox rows it caused are one transaction, so they vanish together and the next pass
+redoes both; a lost "delivered" mark means a resend with the same idempotency key.
+
+The file format (schema versions, migrations, refusing newer or foreign files) is in
+:mod:`alertd.store.schema`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from alertd.alerts import AlertState
+from alertd.errors import StoreError
+from alertd.model import Alert, Notification, SeriesKey
+from alertd.notify.grouping import Group, GroupEntry, GroupId, SentRecord
+from alertd.silences import Silence
+from alertd.store.base import Attempt, Changes, OutboxRow, OutboxStatus
+from alertd.store.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    open_database,
+    transaction,
+)
+
+T = TypeVar("T")
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+
+_OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in (
+    "id", "receiver", "group_key", "notification", "status", "attempts", "next_attempt_at",
+    "last_error", "created_at", "delivered_at"))
+#: An earlier pending row of the same receiver and group as row ``o``: a group's notifications
+#: are delivered in order, so a row waits while one ahead of it waits for its retry.
+_EARLIER_IN_GROUP = (
+    "SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver "
+    "AND p.group_key = o.group_key AND (p.created_at, p.id) < (o.created_at, o.id)"
+)
+
+
+class SqliteStore:
+    """The :class:`~alertd.store.base.Store` on one SQLite file. Use ``async with``."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertd-store")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> SqliteStore:
+        """Opens (creating or migrating) the file. Idempotent."""
+        if self._conn is None:
+            try:
+                self._conn = await self._in_thread(
+                    lambda: open_database(self.path, self._busy_timeout)
+                )
+            except StoreError:
+                self._executor.shutdown(wait=False)
+                raise
+        return self
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._in_thread(conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SqliteStore:
+        return await self.open()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, work)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        return await self._in_thread(lambda: work(conn))
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        return await self._in_thread(lambda: transaction(conn, work))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"state store {self.path} is not open (use 'async with')")
+        return self._conn
+
+    # ----------------------------------------------------------------- states, groups, log
+
+    async def load_states(self, rules: Iterable[str] | None = None) -> dict[SeriesKey, AlertState]:
+        names = None if rules is None else sorted(set(rules))
+        return await self._read(lambda c: _load_states(c, names))
+
+    async def load_groups(self) -> dict[GroupId, Group]:
+        return await self._read(_load_groups)
+
+    async def load_sent(self) -> dict[GroupId, SentRecord]:
+        return await self._read(_load_sent)
+
+    async def next_group_due(self) -> float | None:
+        def query(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
+                "ELSE flushed_at + group_interval END) FROM alert_groups"
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._read(query)
+
+    async def commit_transitions(self, changes: Changes) -> None:
+        await self._write(lambda c: _apply_changes(c, changes))
+
+    # ----------------------------------------------------------------- outbox
+
+    async def due_deliveries(
+        self, now: float, receiver: str | None = None, limit: int = 200
+    ) -> list[OutboxRow]:
+        where = ("o.status = 'pending' AND o.next_attempt_at <= ? AND NOT EXISTS ("
+                 f"{_EARLIER_IN_GROUP} AND p.next_attempt_at > ?)")
+        params: list[Any] = [now, now]
+        if receiver is not None:
+            where += " AND o.receiver = ?"
+            params.append(receiver)
+        sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE {where} "
+               "ORDER BY o.created_at, o.id LIMIT ?")
+        params.append(limit)
+        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+
+    async def next_attempt_at(self, receiver: str | None = None) -> float | None:
+        sql = ("SELECT MIN(o.next_attempt_at) FROM outbox o WHERE o.status = 'pending' "
+               f"AND NOT EXISTS ({_EARLIER_IN_GROUP})")
+        params: tuple[str, ...] = ()
+        if receiver is not None:
+            sql += " AND o.receiver = ?"
+            params = (receiver,)
+
+        def query(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute(sql, params).fetchone()[0]
+            return None if value is None else float(value)
+
+        return await self._read(query)
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        delivered_at = attempt.at if attempt.status == "delivered" else None
+        await self._write(lambda c: c.execute(
+            "UPDATE outbox SET status = ?, attempts = ?, "
+            "next_attempt_at = COALESCE(?, next_attempt_at), "
+            "last_error = COALESCE(?, last_error), delivered_at = COALESCE(?, delivered_at) "
+            "WHERE id = ?",
+            (attempt.status, attempt.attempts, attempt.next_attempt_at, attempt.error,
+             delivered_at, attempt.id),
+        ))
+
+    async def outbox(self, status: OutboxStatus | None = None) -> list[OutboxRow]:
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            sql += " WHERE o.status = ?"
+            params = (status,)
+        sql += " ORDER BY o.created_at, o.id"
+        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+
+    async def pending_count(self) -> int:
+        return await self._read(lambda c: int(c.execute(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]))
+
+    async def prune_outbox(self, before: float) -> int:
+        return await self._write(lambda c: c.execute(
+            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
+        ).rowcount)
+
+    # ----------------------------------------------------------------- silences
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by, "
+            "created_at, expired) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (silence.id, _json([str(m) for m in silence.matchers]), silence.starts_at,
+             silence.ends_at, silence.comment, silence.created_by, silence.created_at,
+             int(silence.expired)),
+        ))
+
+    async def silences(self, now: int, *, include_expired: bool = False) -> list[Silence]:
+        sql = "SELECT * FROM silences"
+        params: tuple[int, ...] = ()
+        if not include_expired:
+            sql += " WHERE expired = 0 AND ends_at > ?"
+            params = (now,)
+        return await self._read(lambda c: [_silence(r) for r in c.execute(sql, params)])
+
+    async def expire_silence(self, silence_id: str, now: int) -> Silence | None:
+        def expire(conn: sqlite3.Connection) -> Silence | None:
+            conn.execute(
+                "UPDATE silences SET expired = 1, ends_at = MIN(ends_at, ?) WHERE id = ?",
+                (now, silence_id),
+            )
+            row = conn.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            return None if row is None else _silence(row)
+
+        return await self._write(expire)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _json(value: Any) -> str:
+    # default=str: condition details may hold values JSON lacks; they are only shown to people.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _group_text(key: SeriesKey) -> str:
+    return _json([list(pair) for pair in key.group])
+
+
+def _load_states(
+    conn: sqlite3.Connection, rules: list[str] | None
+) -> dict[SeriesKey, AlertState]:
+    if rules is None:
+        rows = list(conn.execute("SELECT rule, customer, grp, state FROM alert_state"))
+    else:
+        rows = []
+        for start in range(0, len(rules), 500):
+            chunk = rules[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(conn.execute(
+                f"SELECT rule, customer, grp, state FROM alert_state WHERE rule IN ({marks})",
+                chunk,
+            ))
+    return {
+        SeriesKey(r["rule"], r["customer"], tuple((k, v) for k, v in json.loads(r["grp"]))):
+            AlertState.from_dict(json.loads(r["state"]))
+        for r in rows
+    }
+
+
+def _load_groups(conn: sqlite3.Connection) -> dict[GroupId, Group]:
+    entries: dict[GroupId, list[GroupEntry]] = {}
+    for row in conn.execute("SELECT * FROM group_alerts ORDER BY instance"):
+        entries.setdefault((row["receiver"], row["group_key"]), []).append(
+            GroupEntry(row["instance"], row["rank"], Alert.from_dict(json.loads(row["alert"])))
+        )
+    groups: dict[GroupId, Group] = {}
+    for row in conn.execute("SELECT * FROM alert_groups"):
+        ident = (row["receiver"], row["group_key"])
+        groups[ident] = Group(
+            receiver=row["receiver"],
+            group_key=row["group_key"],
+            group_labels=json.loads(row["group_labels"]),
+            group_wait=row["group_wait"],
+            group_interval=row["group_interval"],
+            repeat_interval=row["repeat_interval"],
+            send_resolved=bool(row["send_resolved"]),
+            created_at=row["created_at"],
+            flushed_at=row["flushed_at"],
+            entries=tuple(entries.get(ident, ())),
+        )
+    return groups
+
+
+def _load_sent(conn: sqlite3.Connection) -> dict[GroupId, SentRecord]:
+    return {
+        (row["receiver"], row["group_key"]): SentRecord(
+            receiver=row["receiver"],
+            group_key=row["group_key"],
+            firing=json.loads(row["firing"]),
+            resolved=frozenset(json.loads(row["resolved"])),
+            sent_at=row["sent_at"],
+            notification_id=row["notification_id"],
+        )
+        for row in conn.execute("SELECT * FROM notification_log")
+    }
+
+
+def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
+    _write_states(conn, changes.states)
+    for ident in changes.dropped_groups:
+        for table in ("alert_groups", "group_alerts", "notification_log"):
+            conn.execute(f"DELETE FROM {table} WHERE receiver = ? AND group_key = ?", ident)
+    for group in changes.groups:
+        _write_group(conn, group)
+    for record in changes.sent:
+        conn.execute(
+            "INSERT OR REPLACE INTO notification_log VALUES (?, ?, ?, ?, ?, ?)",
+            (record.receiver, record.group_key, _json(dict(record.firing)),
+             _json(sorted(record.resolved)), record.sent_at, record.notification_id),
+        )
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (id, receiver, group_key, notification, status, "
+        "attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+        [(n.id, n.receiver, n.group_key, _json(n.to_dict()), n.created_at, n.created_at)
+         for n in changes.outbox],
+    )
+
+
+def _write_states(
+    conn: sqlite3.Connection, states: Mapping[SeriesKey, AlertState | None]
+) -> None:
+    for key, state in states.items():
+        ident = (key.rule, key.customer, _group_text(key))
+        if state is None:
+            conn.execute(
+                "DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ?", ident
+            )
+            continue
+        updated = max(v for v in (state.last_active_at, state.resolved_at, 0) if v is not None)
+        conn.execute(
+            "INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
+            (*ident, key.fingerprint, _json(state.to_dict()), updated),
+        )
+
+
+def _write_group(conn: sqlite3.Connection, group: Group) -> None:
+    ident = (group.receiver, group.group_key)
+    conn.execute("DELETE FROM group_alerts WHERE receiver = ? AND group_key = ?", ident)
+    conn.execute(
+        "INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*ident, _json(dict(group.group_labels)), group.group_wait, group.group_interval,
+         group.repeat_interval, int(group.send_resolved), group.created_at, group.flushed_at),
+    )
+    conn.executemany(
+        "INSERT INTO group_alerts VALUES (?, ?, ?, ?, ?)",
+        [(*ident, e.instance, e.rank, _json(e.alert.to_dict())) for e in group.entries],
+    )
+
+
+def _outbox_row(row: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        id=row["id"],
+        receiver=row["receiver"],
+        group_key=row["group_key"],
+        notification=Notification.from_dict(json.loads(row["notification"])),
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+def _silence(row: sqlite3.Row) -> Silence:
+    return Silence.from_dict({**dict(row), "matchers": json.loads(row["matchers"])})
