@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from alertd import __version__
-from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, AlertdError, ConfigError
+from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, AlertdError, ConfigError
 
 EPILOG = """\
 first steps:
@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=12111)
     simulate.add_argument("--customers", type=int, default=50)
     simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--days", type=int, default=90)
+    simulate.add_argument("--days", type=int, default=90, help="days of history before now")
+    simulate.add_argument("--incident-rate", type=float, default=1.0,
+                          help="injected incidents per customer per 30 days")
+    simulate.add_argument("--rate", type=int, default=100,
+                          help="analytics requests per second before 429 (0: unlimited)")
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds per response")
 
     demo = commands.add_parser(
         "demo", help="simulator + mail and webhook sinks + the daemon; prints each delivery"
@@ -148,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `alertd render | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return EXIT_OK
     except Exception:
         logging.getLogger("alertd").exception("internal error")
         return EXIT_INTERNAL

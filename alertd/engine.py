@@ -169,7 +169,8 @@ class Engine:
                     findings.append(problem_finding(rule, customer.id, now, "error", outcome))
                     continue
                 if outcome.refreshed_at is not None:
-                    refreshed.append(outcome.refreshed_at)
+                    # As of --at, anything refreshed later is not yet refreshed.
+                    refreshed.append(min(outcome.refreshed_at, now))
                 if self._stale(outcome, now, stale_after):
                     findings.append(problem_finding(rule, customer.id, now, "nodata", outcome))
                     continue

@@ -20,7 +20,7 @@ from alertd.errors import ConfigError
 from alertd.metrics import Metrics
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.settings import Settings, find_config, load_settings
-from alertd.source import Source, make_source
+from alertd.source import Source, build_source
 from alertd.source.directory import Directory
 from alertd.source.http import StripeHTTP
 
@@ -71,4 +71,4 @@ async def stripe_stack(
         settings.stripe, api_key, transport=transport, clock=clock, observer=metrics
     ) as http:
         directory = Directory(http, clock=clock, refresh=settings.customers.refresh)
-        yield StripeStack(http, make_source(http, settings.stripe), directory)
+        yield StripeStack(http, build_source(http, settings.stripe), directory)

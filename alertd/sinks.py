@@ -12,7 +12,6 @@ import email
 import email.policy
 import json
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from alertd.clock import Clock, SystemClock
 from alertd.notify.signature import verify
 
 
@@ -111,11 +111,15 @@ def summarise(body: Any) -> str:
 class WebhookSink:
     """An HTTP receiver that accepts every POST; checks ``Alertd-Signature`` with ``secret``."""
 
-    def __init__(self, listener: Listener | None = None, secret: str | None = None) -> None:
+    def __init__(
+        self, listener: Listener | None = None, secret: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.received: list[Delivery] = []
         self.url = ""
         self._listener = listener
         self._secret = secret
+        self._clock: Clock = clock or SystemClock()
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -126,7 +130,7 @@ class WebhookSink:
         header = request.headers.get("Alertd-Signature")
         signature_ok = None
         if self._secret is not None and header is not None:
-            signature_ok = verify(self._secret, raw, header, now=time.time())
+            signature_ok = verify(self._secret, raw, header, now=self._clock.now())
         delivery = Delivery(
             channel="webhook",
             target=request.path,
@@ -143,9 +147,10 @@ class WebhookSink:
 
 @asynccontextmanager
 async def webhook_sink(
-    listener: Listener | None = None, secret: str | None = None
+    listener: Listener | None = None, secret: str | None = None, clock: Clock | None = None
 ) -> AsyncIterator[WebhookSink]:
-    sink = WebhookSink(listener, secret)
+    """``clock`` is what the signature's timestamp is checked against (the sender's time)."""
+    sink = WebhookSink(listener, secret, clock)
     app = web.Application()
     app.router.add_post("/{tail:.*}", sink.handle)
     runner = web.AppRunner(app, access_log=None)

@@ -13,18 +13,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from alertd.clock import SystemClock, iso, parse_instant
+from alertd.clock import Clock, SystemClock, iso, parse_instant
 from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
 from alertd.engine import Engine, PassResult
 from alertd.errors import EXIT_OK, EXIT_SOURCE
 from alertd.logs import configure
-from alertd.model import Finding
+from alertd.model import Finding, Meter
+from alertd.notify.factory import notifiers
+from alertd.notify.outbox import Outbox
+from alertd.notify.pipeline import Pipeline
+from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision
-from alertd.pipeline_runner import PassOutcome, record_pass
+from alertd.recording import PassOutcome, meta_findings, poll_failed, record_pass
 from alertd.runtime import World, load_world, stripe_stack
+from alertd.store.sqlite import SqliteStore
 
 #: Up to this many findings the text output lists inactive ones too.
 FULL_LISTING = 50
@@ -38,19 +44,52 @@ def main(args: argparse.Namespace) -> int:
 
 async def run_check(world: World, args: argparse.Namespace) -> int:
     clock = SystemClock()
-    now = parse_instant(args.at, clock.now()) if args.at else int(clock.now())
+    # ``alertd --dry-run`` has only the top-level options: default the rest.
+    at, rules, customers = (getattr(args, n, None) for n in ("at", "rule", "customer"))
+    output = getattr(args, "format", "text")
+    now = parse_instant(at, clock.now()) if at else int(clock.now())
     dry_run = bool(getattr(args, "dry_run", False))
     async with stripe_stack(world.settings, clock=clock) as stack:
         engine = Engine(world.settings, world.rules, stack.source, stack.directory)
-        result = await engine.run_pass(now, rule_names=args.rule, customer_ids=args.customer)
+        result = await engine.run_pass(now, rule_names=rules, customer_ids=customers)
         meters = await stack.directory.meters()
         requests = stack.http.requests
-    outcome = await record_pass(world, result, meters, dry_run=dry_run, clock=clock)
-    if args.format == "json":
+    outcome = await record(world, result, meters, dry_run=dry_run, clock=clock)
+    if output == "json":
         print(dumps(check_json(result, outcome, requests)))
     else:
         print(check_text(result, outcome, requests, dry_run=dry_run))
     return EXIT_SOURCE if result.failures else EXIT_OK
+
+
+async def record(
+    world: World, result: PassResult, meters: Mapping[str, Meter], *, dry_run: bool,
+    clock: Clock,
+) -> PassOutcome:
+    """Run the findings through the pipeline; without ``dry_run``, commit and deliver.
+
+    A dry run with no state file yet evaluates against an empty in-memory store, so it
+    creates nothing on disk.
+    """
+    path = world.settings.state_path()
+    store_path = ":memory:" if dry_run and not path.exists() else path
+    extra = meta_findings(result, world.settings, 1 if poll_failed(result) else 0)
+    async with SqliteStore(store_path) as store:
+        pipeline = Pipeline(store, RouteTree.from_settings(world.settings),
+                            world.settings.receivers)
+        outcome = await record_pass(pipeline, world.rules, result, meters, extra=extra,
+                                    dry_run=dry_run, immediate=True)
+        if dry_run:
+            return outcome
+        async with notifiers(world.settings, clock=clock) as built:
+            outbox = Outbox(store, built, world.settings.delivery, clock)
+            report = await outbox.run_until_idle(world.settings.delivery.delivery_timeout)
+    undelivered = tuple(
+        f"{row.receiver} {row.id}: {attempt.error or attempt.status}"
+        for row, attempt in report.gave_up
+    ) + tuple(f"{row.receiver} {row.id}: still pending ({row.last_error or 'not tried'})"
+              for row in report.pending)
+    return replace(outcome, undelivered=undelivered)
 
 
 def check_json(result: PassResult, outcome: PassOutcome, requests: int) -> dict[str, Any]:
@@ -92,7 +131,7 @@ def _ordered(findings: Sequence[Finding]) -> list[Finding]:
 
 
 def _summary(result: PassResult, findings: Sequence[Finding], requests: int) -> str:
-    counts = Counter(f.state for f in findings)
+    counts: Counter[str] = Counter(f.state for f in findings)
     states = ", ".join(f"{counts[s]} {s}" for s in _STATE_ORDER if counts[s])
     refreshed = iso(result.refreshed_at) or "unknown"
     return (f"evaluated {len(findings)} series at {iso(result.now)} ({states or 'none'}); "
