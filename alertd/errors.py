@@ -60,6 +60,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        if not self.file:  # a problem that belongs to no file (a command-line value)
+            return f"alertd: {self.message}"
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
@@ -70,7 +72,7 @@ class ConfigError(AlertdError):
 
     def __init__(self, problems: list[Problem] | str) -> None:
         if isinstance(problems, str):
-            problems = [Problem("<config>", 1, 1, problems)]
+            problems = [Problem("", 0, 0, problems)]
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col))
         super().__init__("\n".join(str(p) for p in self.problems))
 

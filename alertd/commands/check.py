@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import Clock, SystemClock, iso, parse_instant
 from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
 from alertd.engine import Engine, PassResult
@@ -32,6 +33,7 @@ from alertd.recording import PassOutcome, meta_findings, poll_failed, record_pas
 from alertd.runtime import World, load_world, stripe_stack
 from alertd.store.sqlite import SqliteStore
 
+META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 #: Up to this many findings the text output lists inactive ones too.
 FULL_LISTING = 50
 
@@ -92,13 +94,20 @@ async def record(
     return replace(outcome, undelivered=undelivered)
 
 
+def shown_findings(outcome: PassOutcome) -> list[Finding]:
+    """Every evaluated series, and the meta alerts (stale data, source failure) only when
+    they are not quietly inactive."""
+    return [f for f in outcome.findings
+            if not (f.rule in META_RULES and f.state == "inactive")]
+
+
 def check_json(result: PassResult, outcome: PassOutcome, requests: int) -> dict[str, Any]:
     """The contract's ``check --format json`` document."""
     return {
         "evaluated_at": iso(result.now),
         "refreshed_at": iso(result.refreshed_at),
         "requests": requests,
-        "findings": [finding_json(f) for f in outcome.findings],
+        "findings": [finding_json(f) for f in shown_findings(outcome)],
         "notifications": [d.to_json() for d in outcome.decisions],
     }
 
@@ -106,7 +115,7 @@ def check_json(result: PassResult, outcome: PassOutcome, requests: int) -> dict[
 def check_text(
     result: PassResult, outcome: PassOutcome, requests: int, *, dry_run: bool
 ) -> str:
-    findings = outcome.findings
+    findings = shown_findings(outcome)
     shown = findings if len(findings) <= FULL_LISTING else [
         f for f in findings if f.state != "inactive"
     ]
