@@ -76,7 +76,7 @@ def _webhook_text(
 ) -> str:
     parts = []
     for payload, body in notifier.requests(notification):
-        headers = notifier.headers(payload)
+        headers = notifier.signed_headers(payload, body)
         parts.append(f"POST {receiver.webhook.url if receiver.webhook else ''}")
         parts.extend(f"{k}: {v}" for k, v in headers.items())
         parts.append("")

@@ -120,7 +120,7 @@ class WebhookNotifier:
 
     async def send(self, notification: Notification) -> None:
         for payload, body in self.requests(notification):
-            await self._post(body, self.headers(payload))
+            await self._post(body, self.signed_headers(payload, body))
 
     def requests(self, notification: Notification) -> list[tuple[Payload, bytes]]:
         """Each request as (payload, exact body bytes). Failures here are permanent."""
@@ -161,9 +161,14 @@ class WebhookNotifier:
             title=title, external_url=self.templates.external_url,
             routing_key=routing_key.get_secret_value() if routing_key is not None else None)
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> None:
+    def signed_headers(self, payload: Payload, body: bytes) -> dict[str, str]:
+        """:meth:`headers` plus, with a secret, the signature of ``body`` made now."""
+        headers = self.headers(payload)
         if self._secret is not None:
-            headers = {**headers, HEADER: sign(self._secret, body, int(self.clock.now()))}
+            headers[HEADER] = sign(self._secret, body, int(self.clock.now()))
+        return headers
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> None:
         try:
             response = await self.client.post(self.webhook.url, content=body, headers=headers,
                                               timeout=self.webhook.timeout)
