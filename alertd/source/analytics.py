@@ -1,0 +1,348 @@
+"""The Meter Usage Analytics source: ``GET /v1/billing/analytics/meter_usage``.
+
+Where it sits: the engine hands each planned :class:`~alertd.model.UsageQuery` to
+:meth:`MeterUsageSource.fetch`, which encodes it in Stripe's form encoding, sends it through
+:class:`~alertd.source.http.StripeHTTP` on the ``analytics`` budget, and turns whichever
+response shape comes back into one :class:`~alertd.model.UsageResult`.
+
+Pure parts, tested with tables: :func:`uses_array_filters`, :func:`encode_usage_query` (which
+refuses, without sending, a query Stripe would reject: unaligned minutes, too many meters or
+keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
+:class:`~alertd.errors.MalformedResponseError`, never a zero).
+
+``has_more: true`` has no documented paging parameter, so it is read as "ask for less": the
+time range is split at the bucket boundary nearest its middle (in the query's time zone, so
+buckets stay whole) and each half is asked again, recursively. A single bucket that still has
+more rows cannot be split further and raises :class:`~alertd.errors.IncompleteResponseError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any, Literal
+
+from alertd.clock import iso
+from alertd.errors import (
+    ConfigError,
+    IncompleteResponseError,
+    InvalidRequestError,
+)
+from alertd.evaluate.windows import periods
+from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult, UsageRow
+from alertd.planner import MAX_DIMENSION_FILTERS, MAX_GROUP_BY, MAX_METERS, MAX_TENANT_FILTERS
+from alertd.settings import StripeSettings
+from alertd.source.body import BodyReader
+from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
+
+PATH = "/v1/billing/analytics/meter_usage"
+#: The first API version whose filter values are arrays (``…[tier][0]=premium``).
+ARRAY_FILTERS_SINCE = date(2025, 11, 17)
+
+ArrayFilters = Literal["auto", "always", "never"]
+_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:\.[a-z]+)?$")
+
+
+def version_date(api_version: str) -> date:
+    """The date of a Stripe API version such as ``2025-11-17.preview``."""
+    match = _VERSION.match(api_version.strip())
+    if not match:
+        raise ConfigError(
+            f"stripe.api_version: {api_version!r} is not a Stripe API version "
+            "(e.g. 2025-11-17.preview)"
+        )
+    try:
+        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        raise ConfigError(f"stripe.api_version: {api_version!r} is not a valid date") from None
+
+
+def uses_array_filters(api_version: str, setting: ArrayFilters) -> bool:
+    """Whether filter values go in array form: ``always``/``never``, or ``auto`` by version."""
+    if setting == "always":
+        return True
+    if setting == "never":
+        return False
+    return version_date(api_version) >= ARRAY_FILTERS_SINCE
+
+
+# --------------------------------------------------------------------------- request
+
+
+def check_query(query: UsageQuery, *, array_filters: bool) -> None:
+    """Refuse, with :class:`InvalidRequestError`, a query Stripe would reject."""
+    for name, instant in (("starts_at", query.starts_at), ("ends_at", query.ends_at)):
+        if instant % 60:
+            raise InvalidRequestError(
+                f"{name}={instant} ({iso(instant)}) is not on a whole minute; Stripe "
+                "needs minute-aligned ranges",
+                param=name,
+            )
+    if query.starts_at >= query.ends_at:
+        raise InvalidRequestError(
+            f"starts_at ({iso(query.starts_at)}) must be before ends_at ({iso(query.ends_at)})",
+            param="starts_at",
+        )
+    _check_meters(query.meters)
+    for index, spec in enumerate(query.meters):
+        _check_spec(index, spec, array_filters=array_filters)
+
+
+def _check_meters(meters: tuple[MeterSpec, ...]) -> None:
+    if len(meters) > MAX_METERS:
+        raise InvalidRequestError(
+            f"{len(meters)} meters in one request; Stripe allows at most {MAX_METERS}",
+            param="meters",
+        )
+    ids = [spec.meter for spec in meters]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError(
+            "one request names the same meter twice; its rows could not be told apart",
+            param="meters",
+        )
+    if None in ids and len(ids) > 1:
+        raise InvalidRequestError(
+            "an all-meters spec (meter: none) must be the only one in its request",
+            param="meters",
+        )
+
+
+def _check_spec(index: int, spec: MeterSpec, *, array_filters: bool) -> None:
+    prefix = f"meters[{index}]"
+    if spec.meter is None and (spec.dimension_filters or spec.tenant_filters or spec.group_by):
+        raise InvalidRequestError(
+            "filters, tenant filters and group-by need a meter; without one every meter of "
+            "the customer is summed",
+            param=prefix,
+        )
+    for field, count, limit in (
+        ("dimension_group_by_keys", len(spec.group_by), MAX_GROUP_BY),
+        ("dimension_filters", len(spec.dimension_filters), MAX_DIMENSION_FILTERS),
+        ("tenant_filters", len(spec.tenant_filters), MAX_TENANT_FILTERS),
+    ):
+        if count > limit:
+            raise InvalidRequestError(
+                f"{count} {field} for meter {spec.meter}; Stripe allows at most {limit}",
+                param=f"{prefix}[{field}]",
+            )
+    if not array_filters:
+        _check_single_values(prefix, spec)
+
+
+def _check_single_values(prefix: str, spec: MeterSpec) -> None:
+    for field, filters in (
+        ("dimension_filters", spec.dimension_filters),
+        ("tenant_filters", spec.tenant_filters),
+    ):
+        for key, values in filters:
+            if len(values) != 1:
+                raise InvalidRequestError(
+                    f"filter {key!r} has {len(values)} values, which needs array filters: "
+                    "use stripe.api_version 2025-11-17.preview or later, or "
+                    "stripe.array_filters: always",
+                    param=f"{prefix}[{field}][{key}]",
+                )
+
+
+def encode_usage_query(query: UsageQuery, *, array_filters: bool) -> list[tuple[str, str]]:
+    """The query string of ``query`` in Stripe's form encoding, in the order Stripe's SDK
+    sends it: ``customer``, ``starts_at``, ``ends_at``, each ``meters[i]`` (meter, group-by
+    keys, dimension filters, tenant filters), ``value_grouping_window``, ``timezone``.
+
+    ``timezone`` is left out when it is ``UTC`` (Stripe's default). A single all-meters spec
+    (``meter=None``) sends no ``meters`` at all. Raises :class:`InvalidRequestError` for a
+    query Stripe would reject (see :func:`check_query`).
+    """
+    check_query(query, array_filters=array_filters)
+    params = [
+        ("customer", query.customer),
+        ("starts_at", str(query.starts_at)),
+        ("ends_at", str(query.ends_at)),
+    ]
+    for index, spec in enumerate(query.meters):
+        params += _encode_spec(f"meters[{index}]", spec, array_filters=array_filters)
+    if query.window is not None:
+        params.append(("value_grouping_window", query.window))
+    if query.timezone != "UTC":
+        params.append(("timezone", query.timezone))
+    return params
+
+
+def _encode_spec(prefix: str, spec: MeterSpec, *, array_filters: bool) -> list[tuple[str, str]]:
+    if spec.meter is None:
+        return []
+    params = [(f"{prefix}[meter]", spec.meter)]
+    params += [
+        (f"{prefix}[dimension_group_by_keys][{j}]", key) for j, key in enumerate(spec.group_by)
+    ]
+    params += _encode_filters(f"{prefix}[dimension_filters]", spec.dimension_filters,
+                              array_filters=array_filters)
+    params += _encode_filters(f"{prefix}[tenant_filters]", spec.tenant_filters,
+                              array_filters=array_filters)
+    return params
+
+
+def _encode_filters(prefix: str, filters: Filters, *, array_filters: bool
+                    ) -> list[tuple[str, str]]:
+    if not array_filters:
+        return [(f"{prefix}[{key}]", values[0]) for key, values in filters]
+    return [
+        (f"{prefix}[{key}][{j}]", value)
+        for key, values in filters
+        for j, value in enumerate(values)
+    ]
+
+
+# --------------------------------------------------------------------------- response
+
+
+def parse_usage_body(
+    body: Any, request_id: str | None
+) -> tuple[list[UsageRow], int | None, bool]:
+    """``(rows, refreshed_at, has_more)`` from either response shape.
+
+    Current shape: ``{"refreshed_at", "rows": {"data": [...], "has_more"}}``. The guide's:
+    ``{"data": [...], "data_refreshed_at", "has_more"?}``. Rows use ``starts_at``/``ends_at``/
+    ``value``/``meter`` or the oldest ``bucket_start_time``/``bucket_end_time``/
+    ``bucket_value``/``meter_id``. The guide's shape may lack ``data_refreshed_at`` (its own
+    example does) and ``has_more``: that reads as ``None`` (unknown freshness, which the engine
+    treats as stale) and ``False``. Anything else missing or of the wrong type raises
+    :class:`MalformedResponseError`; ``refreshed_at: null`` is unknown freshness too.
+    """
+    reader = BodyReader("meter usage response", request_id)
+    body = reader.mapping(body, "the body")
+    if "rows" in body:
+        container = reader.mapping(body["rows"], "rows")
+        for name, document in (("refreshed_at", body), ("has_more", container)):
+            if name not in document:
+                raise reader.malformed(f"'{name}' is missing")
+        refreshed = reader.optional_instant(body["refreshed_at"], "refreshed_at")
+    elif "data" in body:
+        container = body
+        refreshed = reader.optional_instant(body.get("data_refreshed_at"), "data_refreshed_at")
+    else:
+        raise reader.malformed("neither 'rows' nor 'data' is in the body")
+    data = reader.items(container.get("data"), "the rows' 'data'")
+    has_more = reader.flag(container.get("has_more", False), "'has_more'")
+    rows = [_row(reader, raw, index) for index, raw in enumerate(data)]
+    return rows, refreshed, has_more
+
+
+def _row(reader: BodyReader, raw: Any, index: int) -> UsageRow:
+    where = f"row {index}"
+    item = reader.mapping(raw, where)
+    starts = reader.instant(_field(item, "starts_at", "bucket_start_time"), f"{where} start")
+    ends = reader.instant(_field(item, "ends_at", "bucket_end_time"), f"{where} end")
+    value = reader.number(_field(item, "value", "bucket_value"), f"{where} value")
+    if "meter" not in item and "meter_id" not in item:
+        raise reader.malformed(f"{where} has no meter")
+    meter = reader.optional_text(_field(item, "meter", "meter_id"), f"{where} meter")
+    return UsageRow(starts, ends, value, meter, _dimensions(reader, item.get("dimensions"), where))
+
+
+def _dimensions(reader: BodyReader, raw: Any, where: str) -> Dimensions:
+    if raw is None:
+        return ()
+    pairs = []
+    for key, value in reader.mapping(raw, f"{where} dimensions").items():
+        if value is None:
+            continue  # an event without this dimension: the key is simply absent
+        pairs.append((key, reader.text(value, f"{where} dimension {key!r}")))
+    return tuple(sorted(pairs))
+
+
+def _field(item: dict[str, Any], name: str, oldest: str) -> Any:
+    return item[name] if name in item else item.get(oldest)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def split_point(query: UsageQuery) -> int | None:
+    """The bucket boundary nearest the middle of the query's range, or ``None`` if the range
+    is one bucket (or has no buckets: ``window=None``)."""
+    if query.window is None:
+        return None
+    inside = [
+        period.starts_at
+        for period in periods(query.starts_at, query.ends_at, query.window, query.timezone)
+        if query.starts_at < period.starts_at < query.ends_at
+    ]
+    if not inside:
+        return None
+    return inside[len(inside) // 2]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    rows: tuple[UsageRow, ...]
+    refreshed_at: int | None
+    requests: int
+    request_ids: tuple[str, ...]
+
+    def __add__(self, other: _Fetched) -> _Fetched:
+        known = [r for r in (self.refreshed_at, other.refreshed_at) if r is not None]
+        return _Fetched(
+            self.rows + other.rows,
+            min(known) if known else None,
+            self.requests + other.requests,
+            self.request_ids + other.request_ids,
+        )
+
+
+class MeterUsageSource:
+    """Reads usage from the Meter Usage Analytics API (``stripe.source: meter_usage``)."""
+
+    def __init__(self, http: StripeHTTP, settings: StripeSettings) -> None:
+        self.http = http
+        self.settings = settings
+        self.array_filters = uses_array_filters(settings.api_version, settings.array_filters)
+
+    async def fetch(self, query: UsageQuery) -> UsageResult:
+        """All rows of ``query``, splitting its range while Stripe says ``has_more``.
+
+        ``refreshed_at`` is the oldest of the sub-requests'; ``requests`` counts every HTTP
+        request spent, retries included.
+        """
+        fetched = await self._fetch_range(query)
+        return UsageResult(
+            query=query,
+            rows=fetched.rows,
+            refreshed_at=fetched.refreshed_at,
+            requests=fetched.requests,
+            request_ids=fetched.request_ids,
+        )
+
+    async def _fetch_range(self, query: UsageQuery) -> _Fetched:
+        params = encode_usage_query(query, array_filters=self.array_filters)
+        response = await self.http.request(
+            PATH, params, budget="analytics", endpoint=ANALYTICS_ENDPOINT, parse=parse_usage_body
+        )
+        rows, refreshed, has_more = response.body
+        ids = (response.request_id,) if response.request_id else ()
+        if not has_more:
+            return _Fetched(tuple(rows), refreshed, response.attempts, ids)
+        middle = split_point(query)
+        if middle is None:
+            raise _incomplete(query, response.request_id)
+        # The partial rows are dropped: each half is asked again in full.
+        spent = _Fetched((), refreshed, response.attempts, ids)
+        first = await self._fetch_range(_with_range(query, query.starts_at, middle))
+        second = await self._fetch_range(_with_range(query, middle, query.ends_at))
+        return spent + first + second
+
+
+def _with_range(query: UsageQuery, starts_at: int, ends_at: int) -> UsageQuery:
+    return replace(query, starts_at=starts_at, ends_at=ends_at)
+
+
+def _incomplete(query: UsageQuery, request_id: str | None) -> IncompleteResponseError:
+    span = f"[{iso(query.starts_at)}, {iso(query.ends_at)})"
+    what = f"the single {query.window} bucket" if query.window else "a range without buckets"
+    return IncompleteResponseError(
+        f"Stripe has more usage rows for customer {query.customer} than one answer holds "
+        f"(has_more) even for {what} {span}; group by fewer or lower-cardinality keys, "
+        "or add filters",
+        request_id=request_id,
+    )

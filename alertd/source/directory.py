@@ -1,0 +1,255 @@
+"""The customer and meter directory: who the rules cover, and what the meters are called.
+
+Where it sits: before planning, the engine asks :meth:`Directory.customers` for each rule's
+customer selection (explicit ids, ``all: true`` or a ``search`` query); notifications show
+:meth:`Directory.meters` display names, and start-up checks rule meters with
+:meth:`Directory.check_meters`. All calls go through :class:`~alertd.source.http.StripeHTTP` on
+the ``general`` budget, and answers are cached for ``refresh`` seconds so a poll loop does not
+list 10,000 customers every minute. Concurrent callers of one cold entry share one load.
+
+A selection that chooses nothing (no ``ids``, no ``all``, no ``search``) means every customer,
+as ``all: true``; an explicit empty ``ids: []`` means none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+from alertd.clock import Clock
+from alertd.errors import MalformedResponseError, NotFoundError
+from alertd.model import Customer, Meter
+from alertd.settings import CustomerSelection
+from alertd.source.body import BodyReader
+from alertd.source.http import BodyParser, StripeHTTP
+
+log = logging.getLogger("alertd.source")
+
+PAGE_SIZE = 100
+T = TypeVar("T")
+
+
+class TimedCache(Generic[T]):
+    """Values kept for ``ttl`` seconds of ``clock.monotonic()``; one load per key at a time."""
+
+    def __init__(self, clock: Clock, ttl: float) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._entries: dict[Hashable, tuple[float, T]] = {}
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+
+    def fresh(self, key: Hashable) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, value: T) -> None:
+        self._entries[key] = (self._clock.monotonic() + self._ttl, value)
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """The cached value, or ``load()``'s (a failed load caches nothing)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self.fresh(key)
+            if cached is not None:
+                return cached
+            value = await load()
+            self.put(key, value)
+            return value
+
+
+def selection_key(selection: CustomerSelection) -> tuple[str, ...]:
+    """The cache key of a selection: what it chooses, not how often it refreshes."""
+    if selection.ids is not None:
+        return ("ids", *selection.ids)
+    if selection.search is not None:
+        return ("search", selection.search)
+    return ("all",)
+
+
+def parse_customer(raw: Any, reader: BodyReader, where: str = "customer") -> Customer:
+    item = reader.mapping(raw, where)
+    return Customer(
+        id=reader.text(item.get("id"), f"{where} id"),
+        name=reader.optional_text(item.get("name"), f"{where} name"),
+        email=reader.optional_text(item.get("email"), f"{where} email"),
+        metadata=reader.strings(item.get("metadata"), f"{where} metadata"),
+    )
+
+
+def parse_meter(raw: Any, reader: BodyReader, where: str = "meter") -> Meter:
+    item = reader.mapping(raw, where)
+    return Meter(
+        id=reader.text(item.get("id"), f"{where} id"),
+        display_name=reader.optional_text(item.get("display_name"), f"{where} display_name"),
+        event_name=reader.optional_text(item.get("event_name"), f"{where} event_name"),
+        status=reader.optional_text(item.get("status"), f"{where} status") or "active",
+    )
+
+
+class Directory:
+    """Customers and meters of the Stripe account, cached for ``refresh`` seconds."""
+
+    def __init__(self, http: StripeHTTP, *, clock: Clock, refresh: float) -> None:
+        self.http = http
+        self.refresh = refresh
+        self._selections: TimedCache[list[Customer]] = TimedCache(clock, refresh)
+        self._customers: TimedCache[Customer] = TimedCache(clock, refresh)
+        self._meters: TimedCache[dict[str, Meter]] = TimedCache(clock, refresh)
+
+    async def customers(self, selection: CustomerSelection) -> list[Customer]:
+        """The customers ``selection`` chooses, in Stripe's order (ids: in the given order)."""
+        key = selection_key(selection)
+        found = await self._selections.get(key, lambda: self._load(selection))
+        for customer in found:
+            self._customers.put(customer.id, customer)
+        return list(found)
+
+    async def customer(self, customer_id: str) -> Customer:
+        """One customer by id; :class:`NotFoundError` if Stripe has no such customer."""
+        return await self._customers.get(customer_id, lambda: self._retrieve(customer_id))
+
+    async def meters(self) -> dict[str, Meter]:
+        """Every billing meter of the account by id (``GET /v1/billing/meters``, all pages)."""
+        return dict(await self._meters.get("meters", self._load_meters))
+
+    async def check_meters(self, ids: Iterable[str | None]) -> list[str]:
+        """The meter ids among ``ids`` that the account does not have (``None`` = all meters)."""
+        known = await self.meters()
+        wanted = dict.fromkeys(i for i in ids if i is not None)
+        return [meter for meter in wanted if meter not in known]
+
+    # ----------------------------------------------------------------------- loading
+
+    async def _load(self, selection: CustomerSelection) -> list[Customer]:
+        if selection.ids is not None:
+            return await self._retrieve_all(selection.ids)
+        if selection.search is not None:
+            return await self._search(selection.search)
+        return await self._list_customers()
+
+    async def _retrieve_all(self, ids: list[str]) -> list[Customer]:
+        outcomes = await asyncio.gather(
+            *(self._retrieve_live(i) for i in dict.fromkeys(ids)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [c for c in outcomes if isinstance(c, Customer)]
+
+    async def _retrieve_live(self, customer_id: str) -> Customer | None:
+        """One customer, or ``None`` (with a warning) when it was deleted."""
+        path = f"/v1/customers/{quote(customer_id, safe='')}"
+        try:
+            response = await self.http.request(
+                path, [], budget="general", endpoint="customer", parse=parse_retrieved
+            )
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"Stripe has no customer {customer_id}: check the customer ids in the config "
+                "(customers.ids) and in the rules",
+                status=exc.status, code=exc.code, param=exc.param, request_id=exc.request_id,
+            ) from None
+        if response.body is None:
+            log.warning("customer deleted in Stripe, skipped customer=%s request_id=%s",
+                        customer_id, response.request_id)
+        return response.body
+
+    async def _retrieve(self, customer_id: str) -> Customer:
+        customer = await self._retrieve_live(customer_id)
+        if customer is None:
+            raise NotFoundError(f"Stripe customer {customer_id} was deleted", status=404)
+        return customer
+
+    async def _search(self, query: str) -> list[Customer]:
+        """``GET /v1/customers/search``, following ``next_page`` while ``has_more``."""
+        return await self._pages(
+            "/v1/customers/search", [("query", query)], "customers_search", "page",
+            partial(parse_page, item=parse_customer, cursor="next_page"),
+        )
+
+    async def _load_meters(self) -> dict[str, Meter]:
+        meters = await self._pages(
+            "/v1/billing/meters", [], "meters", "starting_after",
+            partial(parse_page, item=parse_meter, cursor="last_id"),
+        )
+        return {meter.id: meter for meter in meters}
+
+    async def _list_customers(self) -> list[Customer]:
+        return await self._pages(
+            "/v1/customers", [], "customers", "starting_after",
+            partial(parse_page, item=parse_customer, cursor="last_id"),
+        )
+
+    async def _pages(
+        self, path: str, params: list[tuple[str, str]], endpoint: str, cursor_param: str,
+        parse: BodyParser[Page[T]],
+    ) -> list[T]:
+        """Every item of a Stripe list or search endpoint, page after page of 100."""
+        items: list[T] = []
+        cursor: str | None = None
+        while True:
+            page_params = [*params, ("limit", str(PAGE_SIZE))]
+            if cursor is not None:
+                page_params.append((cursor_param, cursor))
+            response = await self.http.request(
+                path, page_params, budget="general", endpoint=endpoint, parse=parse
+            )
+            page = response.body
+            items += page.items
+            if not page.has_more:
+                return items
+            if page.cursor == cursor:
+                raise MalformedResponseError(
+                    f"unexpected {endpoint} response: the next page is the same page again; "
+                    "it was not used",
+                    request_id=response.request_id,
+                )
+            cursor = page.cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a Stripe list or search; ``cursor`` asks for the next one."""
+
+    items: list[T]
+    has_more: bool
+    cursor: str | None
+
+
+def parse_page(
+    body: dict[str, Any],
+    request_id: str | None,
+    *,
+    item: Callable[[Any, BodyReader, str], T],
+    cursor: Literal["last_id", "next_page"],
+) -> Page[T]:
+    """A list page (cursor: the last item's id) or a search page (cursor: ``next_page``).
+
+    ``has_more`` without a cursor is malformed: it could only end in an endless loop.
+    """
+    reader = BodyReader(f"{body.get('object') or 'list'} response", request_id)
+    data, has_more = reader.page(body)
+    items = [item(raw, reader, f"item {i}") for i, raw in enumerate(data)]
+    if not has_more:
+        return Page(items, False, None)
+    if cursor == "next_page":
+        following = body.get("next_page")
+    else:
+        following = reader.mapping(data[-1], "the last item").get("id") if data else None
+    if not isinstance(following, str):
+        raise reader.malformed("has_more is true but the page gives no cursor to the next one")
+    return Page(items, True, following)
+
+
+def parse_retrieved(body: dict[str, Any], request_id: str | None) -> Customer | None:
+    """A retrieved customer, or ``None`` for a deleted one (``{"deleted": true}``)."""
+    if body.get("deleted") is True:
+        return None
+    return parse_customer(body, BodyReader("customer response", request_id))

@@ -1,0 +1,414 @@
+"""The one HTTP client every Stripe call goes through: auth, pacing, retries, error mapping.
+
+Where it sits: the sources (:mod:`~alertd.source.analytics`, :mod:`~alertd.source.summaries`)
+and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws each attempt
+from the named rate budget, caps requests in flight, and is the only place that retries.
+
+Retry policy (GET requests are always safe to repeat):
+
+* retried: connection errors, timeouts, 5xx, 409, 429, and 2xx bodies that are not the JSON
+  expected (a proxy's HTML page, a truncated body, fields missing or of the wrong type);
+* ``Stripe-Should-Retry: true|false``, when sent, overrides that choice either way;
+* the n-th retry (n = 0, 1, …) waits ``min(0.5 · 2ⁿ, 8)`` seconds times a random factor in
+  ``[0.5, 1]``; retries stop after ``stripe.max_retries`` or when the next wait would end
+  more than ``stripe.retry_max_elapsed`` seconds after the first attempt;
+* a 429 also cuts its budget's rate (:meth:`RateBudget.penalize`), so every other request on
+  that budget slows down too.
+
+Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
+``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
+token and appears in no repr, log line or exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from alertd import __version__
+from alertd.clock import Clock, SystemClock
+from alertd.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    SourceError,
+    StripeAPIError,
+    StripeConnectionError,
+    StripeServerError,
+    StripeTimeoutError,
+)
+from alertd.settings import StripeSettings
+from alertd.source.ratelimit import BudgetName, Budgets
+
+log = logging.getLogger("alertd.source")
+
+USER_AGENT = f"alertd/{__version__} python-httpx/{httpx.__version__}"
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+
+#: Endpoint names (the ``endpoint`` metric label) and what a restricted key needs for them.
+PERMISSIONS = {
+    "meter_usage": "read access to Billing meters (Meter Usage Analytics)",
+    "event_summaries": "read access to Billing meters (meter event summaries)",
+    "meters": "read access to Billing meters",
+    "customers": "read access to Customers",
+    "customer": "read access to Customers",
+    "customers_search": "read access to Customers",
+}
+ANALYTICS_ENDPOINT = "meter_usage"
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP attempt; :class:`alertd.metrics.Metrics` is one.
+
+    ``code`` is the HTTP status as text (``"200"``, ``"429"``), or ``"timeout"``,
+    ``"connection_error"`` or ``"malformed"`` (a 2xx whose body could not be read).
+    """
+
+    def on_response(self, endpoint: str, code: str, seconds: float) -> None: ...
+
+    def on_rate_limited(self, budget: str) -> None: ...
+
+
+T = TypeVar("T")
+#: Reads a JSON object into what the caller needs; raises MalformedResponseError if it can't.
+BodyParser = Callable[[dict[str, Any], str | None], T]
+
+
+@dataclass(frozen=True, slots=True)
+class StripeResponse(Generic[T]):
+    """A successful answer: its parsed body, its ``Request-Id`` and the attempts spent."""
+
+    body: T
+    request_id: str | None
+    attempts: int
+
+
+def as_is(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """The :data:`BodyParser` that keeps the JSON object as it is."""
+    return body
+
+
+def backoff_delay(retry: int, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``retry`` (0-based): capped exponential, jittered."""
+    return min(BACKOFF_BASE * 2.0**retry, BACKOFF_CAP) * rng.uniform(0.5, 1.0)
+
+
+def should_retry_header(response: httpx.Response) -> bool | None:
+    """``Stripe-Should-Retry`` as a bool, or ``None`` when Stripe did not say."""
+    value: str | None = response.headers.get("Stripe-Should-Retry")
+    if value is None:
+        return None
+    return value.strip().lower() == "true"
+
+
+def parse_json_object(response: httpx.Response, endpoint: str) -> dict[str, Any]:
+    """The body of a 2xx answer as a JSON object, else :class:`MalformedResponseError`."""
+    request_id = response.headers.get("Request-Id")
+    content_type = response.headers.get("Content-Type", "")
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = "an HTML page" if "html" in content_type.lower() else "invalid or truncated JSON"
+        raise MalformedResponseError(
+            f"Stripe's answer from {endpoint} was {kind}, not the JSON expected "
+            "(a proxy or an outage in between?); it was not used",
+            status=response.status_code, request_id=request_id,
+        ) from None
+    if not isinstance(body, dict):
+        raise MalformedResponseError(
+            f"Stripe's answer from {endpoint} was JSON of type {type(body).__name__}, "
+            "not an object; it was not used",
+            status=response.status_code, request_id=request_id,
+        )
+    return body
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
+    """Stripe's error ``message``, ``code`` and ``param``, as far as the body has them."""
+    try:
+        error = json.loads(response.content).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None, None, None
+    if not isinstance(error, dict):
+        return None, None, None
+
+    def text(key: str) -> str | None:
+        value = error.get(key)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("code"), text("param")
+
+
+def error_for(response: httpx.Response, endpoint: str, budget: BudgetName) -> StripeAPIError:
+    """The typed error for a non-2xx answer, with a message that says what to do."""
+    stripe_message, code, param = _error_fields(response)
+    status = response.status_code
+    said = f": Stripe says {stripe_message!r}" if stripe_message else ""
+    kind, message = _describe(status, endpoint, budget, param, response)
+    error = kind(
+        message + said,
+        status=status,
+        code=code,
+        param=param,
+        request_id=response.headers.get("Request-Id"),
+    )
+    decided = should_retry_header(response)
+    if decided is not None:
+        error.retryable = decided
+    return error
+
+
+def _describe(
+    status: int, endpoint: str, budget: BudgetName, param: str | None, response: httpx.Response
+) -> tuple[type[StripeAPIError], str]:
+    if status == 400:
+        where = f"parameter {param!r}" if param else "a parameter"
+        return InvalidRequestError, f"Stripe rejected {where} of the {endpoint} request"
+    if status == 401:
+        return AuthenticationError, (
+            "Stripe rejected the API key (401): check STRIPE_API_KEY or stripe.api_key_file — "
+            "the key may be mistyped, revoked, or belong to another account or mode"
+        )
+    if status == 403:
+        needed = PERMISSIONS.get(endpoint, "read access to this resource")
+        return PermissionDeniedError, (
+            f"the restricted API key lacks a permission for {endpoint} (403): give it "
+            f"{needed} in the Stripe Dashboard (Developers → API keys), or use another key"
+        )
+    if status == 404:
+        return NotFoundError, _not_found(endpoint)
+    if status == 409:
+        return ConflictError, f"Stripe reported a conflict on {endpoint} (409); retried"
+    if status == 429:
+        reason = response.headers.get("Stripe-Rate-Limited-Reason", "rate limit")
+        setting = "requests_per_second" if budget == "analytics" else "general_requests_per_second"
+        return RateLimitError, (
+            f"Stripe rate-limited the {budget} budget ({reason}) on {endpoint}: another job "
+            f"may share the account; if this persists, lower stripe.{setting}"
+        )
+    if status >= 500:
+        return StripeServerError, f"Stripe failed on {endpoint} (HTTP {status}); retried"
+    return StripeAPIError, f"Stripe refused the {endpoint} request (HTTP {status})"
+
+
+def _not_found(endpoint: str) -> str:
+    if endpoint == ANALYTICS_ENDPOINT:
+        return (
+            "the Meter Usage Analytics API answered 404: this account is probably not enrolled "
+            "in its preview (ask Stripe for access) or stripe.api_version is not a preview "
+            "version; meanwhile set stripe.source: event_summaries"
+        )
+    if endpoint == "customer":
+        return "no such Stripe customer: check the customer ids in the config and rules"
+    if endpoint == "event_summaries":
+        return "no such Stripe meter: check the meter ids in the rules (alertd meters lists them)"
+    return f"Stripe answered 404 for {endpoint}"
+
+
+class StripeHTTP:
+    """An async context manager over ``httpx.AsyncClient`` for Stripe's API.
+
+    ``requests`` counts every HTTP request sent (retries included). Collaborators come in
+    through the constructor with production defaults: ``transport`` (tests pass an
+    ``httpx.MockTransport``), ``clock`` (tests pass a ``FakeClock``, which makes backoff
+    instant), ``budgets`` (share one :class:`Budgets` between clients of one account),
+    ``observer`` (metrics) and ``rng`` (jitter).
+    """
+
+    def __init__(
+        self,
+        settings: StripeSettings,
+        api_key: SecretStr | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        budgets: Budgets | None = None,
+        observer: RequestObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.budgets = budgets if budgets is not None else Budgets.from_settings(
+            settings, self.clock
+        )
+        self.requests = 0
+        self._api_key = api_key
+        self._transport = transport
+        self._observer = observer
+        self._rng = rng if rng is not None else random.Random()
+        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StripeHTTP(api_base={self.settings.api_base!r}, "
+            f"api_version={self.settings.api_version!r}, requests={self.requests})"
+        )
+
+    async def __aenter__(self) -> StripeHTTP:
+        headers = {
+            "Stripe-Version": self.settings.api_version,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        limits = httpx.Limits(
+            max_connections=self.settings.max_in_flight,
+            max_keepalive_connections=self.settings.max_in_flight,
+        )
+        self._client = httpx.AsyncClient(
+            base_url=self.settings.api_base,
+            headers=headers,
+            timeout=httpx.Timeout(self.settings.timeout),
+            limits=limits,
+            transport=self._transport,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def get(
+        self,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        budget: BudgetName,
+        endpoint: str,
+    ) -> tuple[Any, str | None]:
+        """The parsed JSON object and ``Request-Id`` of ``GET path?params``, after retries."""
+        response = await self.request(path, params, budget=budget, endpoint=endpoint, parse=as_is)
+        return response.body, response.request_id
+
+    async def request(
+        self,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        budget: BudgetName,
+        endpoint: str,
+        parse: BodyParser[T],
+    ) -> StripeResponse[T]:
+        """Like :meth:`get`, with the body read by ``parse`` and the attempts counted.
+
+        ``parse`` runs inside the retry loop, so a body of the wrong shape
+        (:class:`MalformedResponseError` from ``parse``) is retried like an HTML page. Raises
+        the :class:`~alertd.errors.SourceError` of the last attempt once retrying stops (see
+        the module doc for when).
+        """
+        if self._api_key is None:
+            raise AuthenticationError(
+                "no Stripe API key: set STRIPE_API_KEY, stripe.api_key or stripe.api_key_file"
+            )
+        started = self.clock.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                body, request_id = await self._attempt(path, params, budget, endpoint)
+                return StripeResponse(parse(body, request_id), request_id, attempt)
+            except SourceError as exc:
+                delay = self._retry_delay(exc, attempt, started)
+                if delay is None:
+                    raise
+                log.warning(
+                    "retrying Stripe request endpoint=%s status=%s code=%s request_id=%s "
+                    "attempt=%d delay=%.2fs error=%s reason=%r",
+                    endpoint, exc.status, exc.code, exc.request_id, attempt, delay,
+                    type(exc).__name__, exc.message,
+                )
+                await self.clock.sleep(delay)
+
+    def _retry_delay(self, exc: SourceError, attempt: int, started: float) -> float | None:
+        """Seconds to wait before trying again after ``attempt`` failed, or ``None`` to stop."""
+        if not exc.retryable or attempt > self.settings.max_retries:
+            return None
+        delay = backoff_delay(attempt - 1, self._rng)
+        elapsed = self.clock.monotonic() - started
+        if elapsed + delay > self.settings.retry_max_elapsed:
+            return None
+        return delay
+
+    async def _attempt(
+        self, path: str, params: list[tuple[str, str]], budget: BudgetName, endpoint: str
+    ) -> tuple[dict[str, Any], str | None]:
+        async with self._in_flight:
+            await self.budgets.get(budget).acquire()
+            self.requests += 1
+            began = self.clock.monotonic()
+            response = await self._send(path, params, endpoint, began)
+        return self._judge(response, endpoint, budget, began)
+
+    async def _send(
+        self, path: str, params: list[tuple[str, str]], endpoint: str, began: float
+    ) -> httpx.Response:
+        if self._client is None:
+            raise RuntimeError("StripeHTTP is used outside 'async with'")
+        try:
+            # httpx bounds each network operation; this bounds the whole request.
+            async with asyncio.timeout(self.settings.timeout):
+                return await self._client.get(path, params=tuple(params))
+        except (httpx.TimeoutException, TimeoutError):
+            self._observe(endpoint, "timeout", began)
+            raise StripeTimeoutError(
+                f"Stripe did not answer {endpoint} within {self.settings.timeout:g}s "
+                "(stripe.timeout)"
+            ) from None
+        except httpx.TransportError as exc:
+            self._observe(endpoint, "connection_error", began)
+            raise StripeConnectionError(
+                f"could not reach Stripe at {self.settings.api_base} for {endpoint}: "
+                f"{type(exc).__name__} {exc}; check the network or stripe.api_base"
+            ) from None
+
+    def _judge(
+        self, response: httpx.Response, endpoint: str, budget: BudgetName, began: float
+    ) -> tuple[dict[str, Any], str | None]:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                body = parse_json_object(response, endpoint)
+            except MalformedResponseError:
+                self._observe(endpoint, "malformed", began, response)
+                raise
+            self._observe(endpoint, str(status), began, response)
+            return body, response.headers.get("Request-Id")
+        self._observe(endpoint, str(status), began, response)
+        if status == 429:
+            self.budgets.get(budget).penalize()
+            if self._observer is not None:
+                self._observer.on_rate_limited(budget)
+        raise error_for(response, endpoint, budget)
+
+    def _observe(
+        self, endpoint: str, code: str, began: float, response: httpx.Response | None = None
+    ) -> None:
+        seconds = self.clock.monotonic() - began
+        log.debug(
+            "stripe request endpoint=%s code=%s request_id=%s seconds=%.3f",
+            endpoint, code, response.headers.get("Request-Id") if response else None, seconds,
+        )
+        if self._observer is not None:
+            self._observer.on_response(endpoint, code, seconds)

@@ -1,0 +1,215 @@
+"""Rate budgets: one per Stripe limit, shared by every request that draws on it.
+
+Where it sits: :class:`~alertd.source.http.StripeHTTP` calls :meth:`RateBudget.acquire` right
+before each HTTP attempt (retries included), so every request start — whoever makes it — is
+paced by the budget of the limit Stripe counts it against. There are two such limits (the
+Meter Usage Analytics API's own 100 requests/s, and the account's general limit that
+customers, meters and event summaries use), hence :class:`Budgets`.
+
+The guarantee: at most ``rate`` starts in any sliding 1-second window, as measured on the
+budget's clock. Two mechanisms give it:
+
+* **Pacing.** Starts are given slots spaced evenly at ``1 / (effective_rate · (1 − margin))``
+  seconds, so there are no bursts and Stripe, which sees arrivals with network jitter, stays
+  under its limit by the margin.
+* **A sliding log** of the last ``⌊rate · (1 − margin)⌋`` starts: a start is also held until
+  the oldest of them is a full second old. Pacing alone nearly satisfies this; the log makes
+  the guarantee hold by construction, whatever the pacing and the event loop did meanwhile,
+  and keeps the margin for the jitter between a start here and its arrival at Stripe.
+
+Callers are served one at a time, first come first served: the caller at the head holds a lock
+while it sleeps until its slot, and records the instant it was let through. So the log holds
+the real (clock) start instants, and many concurrent tasks cannot race past it.
+
+After a 429, :meth:`RateBudget.penalize` cuts the effective rate multiplicatively; it then
+grows back linearly (additive increase) to the configured rate over ``recovery`` seconds — the
+AIMD scheme that lets several clients of one account settle below its limit. Several 429s
+within ``cooldown`` seconds (the answers to requests that were already in flight together)
+count as one cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from alertd.clock import Clock
+from alertd.settings import StripeSettings
+
+BudgetName = Literal["analytics", "general"]
+
+#: The sliding window Stripe counts requests in.
+WINDOW = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateStats:
+    """What a budget has done so far (for metrics, benchmarks and tests)."""
+
+    name: str
+    rate: float
+    effective_rate: float
+    acquired: int
+    waited: int
+    wait_seconds: float
+    penalties: int
+
+
+def recovered_rate(
+    rate: float, cut_to: float, since_cut: float, recovery: float
+) -> float:
+    """The effective rate ``since_cut`` seconds after it was cut to ``cut_to``.
+
+    Pure. Grows linearly by ``rate / recovery`` per second, never above ``rate``.
+    """
+    if recovery <= 0:
+        return rate
+    return min(rate, cut_to + rate * max(0.0, since_cut) / recovery)
+
+
+class RateBudget:
+    """At most ``rate`` request starts in any sliding 1-second window; see the module doc.
+
+    ``margin`` is the fraction of ``rate`` kept unused by the pacing (3 % by default),
+    ``decrease`` the factor a 429 multiplies the effective rate by, ``recovery`` the seconds a
+    full recovery from zero would take, ``floor`` the lowest effective rate (default
+    ``rate / 20``).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Clock,
+        margin: float = 0.03,
+        name: str,
+        decrease: float = 0.5,
+        recovery: float = 10.0,
+        cooldown: float = 1.0,
+        floor: float | None = None,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate!r}")
+        if not 0 <= margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+        if not 0 < decrease <= 1:
+            raise ValueError(f"decrease must be in (0, 1], got {decrease!r}")
+        self.name = name
+        self.rate = float(rate)
+        self.margin = margin
+        self.decrease = decrease
+        self.recovery = recovery
+        self.cooldown = cooldown
+        self.floor = floor if floor is not None else rate / 20
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        # The real start instants of the last ``capacity`` acquisitions (monotonic seconds).
+        # The log keeps the margin too: Stripe counts arrivals, which network jitter can bunch.
+        self._capacity = max(1, math.floor(self.rate * (1.0 - margin)))
+        self._starts: deque[float] = deque(maxlen=self._capacity)
+        self._last_slot: float | None = None
+        self._cut_to = self.rate
+        self._cut_at: float | None = None
+        self._acquired = 0
+        self._waited = 0
+        self._wait_seconds = 0.0
+        self._penalties = 0
+
+    def __repr__(self) -> str:
+        return f"RateBudget(name={self.name!r}, rate={self.rate:g})"
+
+    def effective_rate(self) -> float:
+        """The rate the pacing aims at now (``rate`` unless a recent 429 cut it)."""
+        if self._cut_at is None:
+            return self.rate
+        since = self._clock.monotonic() - self._cut_at
+        return recovered_rate(self.rate, self._cut_to, since, self.recovery)
+
+    def interval(self) -> float:
+        """Seconds between paced starts at the current effective rate, less the margin."""
+        return 1.0 / (self.effective_rate() * (1.0 - self.margin))
+
+    def earliest_start(self, head_at: float, arrived: float) -> float:
+        """The slot of the next start for a caller that arrived at ``arrived`` and reached the
+        head of the queue at ``head_at``.
+
+        Slots follow the previous *slot*, not the previous actual start, so a caller woken a
+        little late (a busy event loop) does not push every later start back: the pace holds
+        on average. The catch-up is bounded: a slot is never more than half an interval in
+        the past, so a late wake-up lets at most two starts through back to back. The sliding
+        log bounds every 1-second window whatever the slots say.
+        """
+        slot = arrived
+        if self._last_slot is not None:
+            interval = self.interval()
+            slot = max(self._last_slot + interval, arrived, head_at - interval / 2)
+        if len(self._starts) == self._capacity:
+            slot = max(slot, self._starts[0] + WINDOW)
+        return slot
+
+    async def acquire(self) -> None:
+        """Wait until one more request may start now, and count it as started.
+
+        Fair (first come, first served) and safe under any number of concurrent callers; a
+        caller cancelled while waiting gives up its turn without counting a start.
+        """
+        arrived = self._clock.monotonic()
+        async with self._lock:
+            head_at = self._clock.monotonic()
+            waited = 0.0
+            while True:
+                # Again after every sleep: a 429 meanwhile may have slowed the pace.
+                slot = self.earliest_start(head_at, arrived)
+                now = self._clock.monotonic()
+                if slot <= now:
+                    break
+                waited += slot - now
+                await self._clock.sleep(slot - now)
+            self._last_slot = slot
+            self._starts.append(now)
+            self._acquired += 1
+            if waited > 0:
+                self._waited += 1
+                self._wait_seconds += waited
+
+    def penalize(self) -> None:
+        """Stripe answered 429 for this budget: cut the effective rate, then let it recover."""
+        now = self._clock.monotonic()
+        if self._cut_at is not None and now - self._cut_at < self.cooldown:
+            return
+        self._cut_to = max(self.floor, self.effective_rate() * self.decrease)
+        self._cut_at = now
+        self._penalties += 1
+
+    def stats(self) -> RateStats:
+        return RateStats(
+            name=self.name,
+            rate=self.rate,
+            effective_rate=self.effective_rate(),
+            acquired=self._acquired,
+            waited=self._waited,
+            wait_seconds=self._wait_seconds,
+            penalties=self._penalties,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """The two budgets of one Stripe account, shared by every source and the directory."""
+
+    analytics: RateBudget
+    general: RateBudget
+
+    @classmethod
+    def from_settings(cls, settings: StripeSettings, clock: Clock) -> Budgets:
+        """``stripe.requests_per_second`` and ``stripe.general_requests_per_second``."""
+        return cls(
+            analytics=RateBudget(settings.requests_per_second, clock=clock, name="analytics"),
+            general=RateBudget(settings.general_requests_per_second, clock=clock, name="general"),
+        )
+
+    def get(self, name: BudgetName) -> RateBudget:
+        return self.analytics if name == "analytics" else self.general

@@ -1,0 +1,227 @@
+"""The customer and meter directory: retrieval, list and search paging, caching."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from alertd.clock import FakeClock
+from alertd.errors import MalformedResponseError, NotFoundError, PermissionDeniedError
+from alertd.model import Customer, Meter
+from alertd.settings import CustomerSelection
+from alertd.source.directory import Directory
+
+from .fakes import Recorder, make_http, reply, stripe_error
+
+
+def customer_json(i: int) -> dict[str, Any]:
+    return {"id": f"cus_{i:04d}", "object": "customer", "name": f"Customer {i}",
+            "email": f"c{i}@example.com", "metadata": {"plan": "pro" if i % 2 else "free",
+                                                         "monthly_quota": str(1000 * i)}}
+
+
+def customer(i: int) -> Customer:
+    raw = customer_json(i)
+    return Customer(raw["id"], raw["name"], raw["email"], raw["metadata"])
+
+
+class FakeAccount:
+    """Customers and meters behind Stripe's list, retrieve and search endpoints."""
+
+    def __init__(self, customers: int = 250, meters: int = 3) -> None:
+        self.customers = [customer_json(i) for i in range(customers)]
+        self.meters = [{"id": f"mtr_{i}", "object": "billing.meter", "display_name": f"Meter {i}",
+                        "event_name": f"event_{i}", "status": "active"} for i in range(meters)]
+        self.deleted = {"cus_gone"}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        params = dict(request.url.params.multi_items())
+        if path == "/v1/customers":
+            return self.page(self.customers, params)
+        if path == "/v1/billing/meters":
+            return self.page(self.meters, params)
+        if path == "/v1/customers/search":
+            return self.search(params)
+        customer_id = path.rsplit("/", 1)[1]
+        if customer_id in self.deleted:
+            return reply({"id": customer_id, "object": "customer", "deleted": True})
+        found = [c for c in self.customers if c["id"] == customer_id]
+        if not found:
+            return stripe_error(404, f"No such customer: '{customer_id}'", code="resource_missing",
+                                param="id")
+        return reply(found[0], request_id=f"req_{customer_id}")
+
+    @staticmethod
+    def page(items: list[dict[str, Any]], params: dict[str, str]) -> httpx.Response:
+        limit = int(params["limit"])
+        after = params.get("starting_after")
+        first = 0 if after is None else [i["id"] for i in items].index(after) + 1
+        return reply({"object": "list", "data": items[first:first + limit],
+                      "has_more": first + limit < len(items)})
+
+    def search(self, params: dict[str, str]) -> httpx.Response:
+        assert params["query"] == "metadata['plan']:'pro'"
+        matches = [c for c in self.customers if c["metadata"]["plan"] == "pro"]
+        limit = int(params["limit"])
+        first = int(params.get("page", "0"))
+        more = first + limit < len(matches)
+        return reply({"object": "search_result", "data": matches[first:first + limit],
+                      "has_more": more, "next_page": str(first + limit) if more else None})
+
+
+def directory(app: Any, clock: FakeClock, refresh: float = 3600) -> tuple[Directory, Any]:
+    http = make_http(app, clock)
+    return Directory(http, clock=clock, refresh=refresh), http
+
+
+async def test_all_customers_are_listed_in_pages_of_100() -> None:
+    app = Recorder(FakeAccount(customers=250))
+    found, http = directory(app, FakeClock())
+    async with http:
+        customers = await found.customers(CustomerSelection(all=True))
+        assert http.budgets.general.stats().acquired == 3
+    assert customers == [customer(i) for i in range(250)]
+    assert customers[7].metadata == {"plan": "pro", "monthly_quota": "7000"}
+    assert [dict(r.url.params.multi_items()) for r in app.requests] == [
+        {"limit": "100"},
+        {"limit": "100", "starting_after": "cus_0099"},
+        {"limit": "100", "starting_after": "cus_0199"},
+    ]
+
+
+async def test_a_selection_that_chooses_nothing_means_all_customers() -> None:
+    found, http = directory(Recorder(FakeAccount(customers=5)), FakeClock())
+    async with http:
+        assert len(await found.customers(CustomerSelection())) == 5
+        assert await found.customers(CustomerSelection(ids=[])) == []
+
+
+async def test_explicit_ids_are_retrieved_one_by_one_in_order() -> None:
+    app = Recorder(FakeAccount())
+    found, http = directory(app, FakeClock())
+    async with http:
+        customers = await found.customers(
+            CustomerSelection(ids=["cus_0003", "cus_0001", "cus_gone", "cus_0003"])
+        )
+    assert customers == [customer(3), customer(1)]  # deleted skipped, duplicate once
+    assert sorted(r.url.path for r in app.requests) == [
+        "/v1/customers/cus_0001", "/v1/customers/cus_0003", "/v1/customers/cus_gone"
+    ]
+
+
+async def test_an_unknown_customer_id_is_named() -> None:
+    found, http = directory(Recorder(FakeAccount()), FakeClock())
+    async with http:
+        with pytest.raises(NotFoundError) as caught:
+            await found.customers(CustomerSelection(ids=["cus_0001", "cus_nope"]))
+        assert "cus_nope" in str(caught.value)
+        assert "customers.ids" in str(caught.value)
+        assert caught.value.code == "resource_missing"
+        with pytest.raises(NotFoundError, match="deleted"):
+            await found.customer("cus_gone")
+
+
+async def test_search_follows_next_page() -> None:
+    app = Recorder(FakeAccount(customers=250))
+    found, http = directory(app, FakeClock())
+    async with http:
+        customers = await found.customers(CustomerSelection(search="metadata['plan']:'pro'"))
+    assert customers == [customer(i) for i in range(1, 250, 2)]
+    assert [r.url.params.get("page") for r in app.requests] == [None, "100"]
+    assert {r.url.path for r in app.requests} == {"/v1/customers/search"}
+
+
+async def test_selections_are_cached_for_the_refresh_interval() -> None:
+    app = Recorder(FakeAccount(customers=150))
+    clock = FakeClock()
+    found, http = directory(app, clock, refresh=600)
+    async with http:
+        everyone = CustomerSelection(all=True)
+        first = await found.customers(everyone)
+        await found.customers(CustomerSelection(all=True, refresh=5))  # same selection
+        assert len(app.requests) == 2
+        assert await found.customer("cus_0042") == customer(42)  # filled by the list
+        assert len(app.requests) == 2
+        clock.advance(601)
+        assert await found.customers(everyone) == first
+        assert len(app.requests) == 4
+
+
+async def test_concurrent_callers_share_one_load() -> None:
+    app = Recorder(FakeAccount(customers=150))
+    found, http = directory(app, FakeClock())
+    async with http:
+        results = await asyncio.gather(*(
+            found.customers(CustomerSelection(all=True)) for _ in range(5)
+        ))
+    assert all(r == results[0] for r in results)
+    assert len(app.requests) == 2
+
+
+async def test_a_failed_load_is_not_cached() -> None:
+    answers = [stripe_error(403, "no permission"), None]
+    account = FakeAccount(customers=3)
+
+    def app(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0) if answers else None
+        return answer if answer is not None else account(request)
+
+    found, http = directory(app, FakeClock())
+    async with http:
+        with pytest.raises(PermissionDeniedError, match="read access to Customers"):
+            await found.customers(CustomerSelection(all=True))
+        assert len(await found.customers(CustomerSelection(all=True))) == 3
+
+
+async def test_meters_are_listed_cached_and_checked() -> None:
+    app = Recorder(FakeAccount(meters=205))
+    found, http = directory(app, FakeClock())
+    async with http:
+        meters = await found.meters()
+        assert meters["mtr_7"] == Meter("mtr_7", "Meter 7", "event_7", "active")
+        assert len(meters) == 205
+        assert await found.check_meters(["mtr_1", None, "mtr_x", "mtr_204", "mtr_x"]) == ["mtr_x"]
+    assert len(app.requests) == 3  # three pages, then the cache
+    assert app.requests[1].url.params["starting_after"] == "mtr_99"
+
+
+@pytest.mark.parametrize(
+    ("item", "hint"),
+    [
+        ({"id": "cus_1", "metadata": {"quota": 5}}, "metadata"),
+        ({"id": 1}, "id"),
+        ({"id": "cus_1", "email": ["a@b"]}, "email"),
+        ("cus_1", "not an object"),
+    ],
+)
+async def test_malformed_customers(item: Any, hint: str) -> None:
+    app = Recorder(lambda request: reply({"data": [item], "has_more": False},
+                                         request_id="req_c"))
+    found, http = directory(app, FakeClock())
+    async with http:
+        with pytest.raises(MalformedResponseError) as caught:
+            await found.customers(CustomerSelection(all=True))
+    assert caught.value.request_id == "req_c"
+    assert hint in str(caught.value)
+
+
+async def test_a_list_that_cannot_advance_is_malformed() -> None:
+    app = Recorder(lambda request: reply({"data": [], "has_more": True}))
+    found, http = directory(app, FakeClock())
+    async with http:
+        with pytest.raises(MalformedResponseError, match="cursor"):
+            await found.meters()
+
+
+async def test_a_search_that_repeats_its_page_is_malformed() -> None:
+    app = Recorder(lambda request: reply({"object": "search_result", "data": [],
+                                          "has_more": True, "next_page": "same"}))
+    found, http = directory(app, FakeClock())
+    async with http:
+        with pytest.raises(MalformedResponseError, match="same page again"):
+            await found.customers(CustomerSelection(search="email:'a@b'"))
+    assert len(app.requests) == 2

@@ -1,0 +1,195 @@
+"""Rate budgets: never more than ``rate`` starts in any sliding second, no bursts, AIMD."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import time
+
+import pytest
+
+from alertd.clock import FakeClock, SystemClock
+from alertd.settings import StripeSettings
+from alertd.source.ratelimit import Budgets, RateBudget, recovered_rate
+
+
+def most_in_any_window(starts: list[float], window: float = 1.0) -> int:
+    """The most starts in any half-open window ``[t, t + window)`` (t at a start suffices)."""
+    ordered = sorted(starts)
+    return max(
+        bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered)
+    ) if ordered else 0
+
+
+async def acquire_all(budget: RateBudget, clock: FakeClock | SystemClock, n: int) -> list[float]:
+    starts: list[float] = []
+
+    async def one() -> None:
+        await budget.acquire()
+        starts.append(clock.monotonic())
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return starts
+
+
+async def test_300_concurrent_acquires_never_exceed_the_rate_in_any_second() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics")
+    starts = await acquire_all(budget, clock, 300)
+    assert len(starts) == 300
+    assert most_in_any_window(starts) <= 100
+    # Paced, not bursty: evenly spaced at rate · (1 − margin).
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) == pytest.approx(1 / 97, rel=1e-9)
+    assert starts[-1] - starts[0] == pytest.approx(299 / 97, rel=1e-6)
+    assert most_in_any_window(starts) == 97
+
+
+class LateClock(FakeClock):
+    """A fake clock whose sleeps overshoot, like an event loop busy with other work."""
+
+    def __init__(self, late: float) -> None:
+        super().__init__()
+        self.late = late
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.late)
+
+
+@pytest.mark.parametrize("late", [0.002, 0.009, 0.03, 0.2])
+async def test_late_wake_ups_do_not_slow_the_pace_or_burst(late: float) -> None:
+    clock = LateClock(late)
+    budget = RateBudget(100, clock=clock, name="analytics")
+    starts = await acquire_all(budget, clock, 300)
+    assert most_in_any_window(starts) <= 97  # the log keeps the margin
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # Slots follow slots, not late starts: the pace holds while wake-ups are late by less
+    # than an interval; later than that, at most one start catches up at once.
+    assert 300 / (starts[-1] - starts[0]) > 97 / (1 + late * 97) - 0.5
+    assert not any(a < 1e-9 and b < 1e-9 for a, b in itertools.pairwise(gaps))
+
+
+async def test_real_clock_short_run_stays_under_the_rate() -> None:
+    clock = SystemClock()
+    budget = RateBudget(100, clock=clock, name="analytics")
+    began = time.monotonic()
+    starts = await acquire_all(budget, clock, 120)
+    assert most_in_any_window(starts) <= 100
+    # ~1.23 s of pacing (a loaded machine only makes it slower, never faster).
+    assert time.monotonic() - began >= 119 / 97 - 0.01
+
+
+async def test_first_acquire_is_immediate_and_an_idle_budget_does_not_wait() -> None:
+    clock = FakeClock()
+    budget = RateBudget(10, clock=clock, name="general")
+    await budget.acquire()
+    assert clock.sleeps == []
+    clock.advance(5)
+    await budget.acquire()
+    assert clock.sleeps == []
+    await budget.acquire()
+    assert clock.sleeps == [pytest.approx(1 / 9.7)]
+    stats = budget.stats()
+    assert (stats.acquired, stats.waited) == (3, 1)
+    assert stats.wait_seconds == pytest.approx(1 / 9.7)
+
+
+async def test_fractional_rate_spaces_starts_by_more_than_a_second() -> None:
+    clock = FakeClock()
+    budget = RateBudget(0.5, clock=clock, name="general", margin=0.0)
+    starts = await acquire_all(budget, clock, 3)
+    assert starts == [0.0, pytest.approx(2.0), pytest.approx(4.0)]
+
+
+async def test_penalize_halves_the_rate_then_recovers_linearly() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", recovery=10.0)
+    budget.penalize()
+    assert budget.effective_rate() == pytest.approx(50)
+    clock.advance(2.5)
+    assert budget.effective_rate() == pytest.approx(75)
+    clock.advance(10)
+    assert budget.effective_rate() == pytest.approx(100)
+    assert budget.stats().penalties == 1
+
+
+async def test_429s_arriving_together_count_as_one_cut() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", cooldown=1.0)
+    for _ in range(20):
+        budget.penalize()
+    assert budget.effective_rate() == pytest.approx(50)
+    clock.advance(1.0)
+    budget.penalize()  # a new 429 after the cooldown cuts again, from where recovery got
+    assert budget.effective_rate() == pytest.approx(60 / 2)  # 50 + 10/s · 1 s, halved
+    assert budget.stats().penalties == 2
+
+
+async def test_penalties_stop_at_the_floor() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", cooldown=0.0, recovery=1e9)
+    for _ in range(30):
+        budget.penalize()
+    assert budget.effective_rate() == pytest.approx(5)
+
+
+async def test_a_penalized_budget_paces_slower_and_stays_under_the_rate() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", recovery=10.0)
+    starts = await acquire_all(budget, clock, 50)
+    budget.penalize()
+    after = clock.monotonic()
+    starts += await acquire_all(budget, clock, 200)
+    assert most_in_any_window(starts) <= 100
+    right_after = [t for t in starts if after <= t < after + 1.0]
+    assert len(right_after) <= 60  # ~50/s right after the cut, recovering from there
+    assert 50 < budget.effective_rate() < 100  # recovering, not yet back
+    clock.advance(10)
+    assert budget.effective_rate() == pytest.approx(100)
+
+
+async def test_a_cancelled_waiter_does_not_count_as_a_start() -> None:
+    clock = SystemClock()
+    budget = RateBudget(10, clock=clock, name="general")
+    await budget.acquire()
+    waiter = asyncio.create_task(budget.acquire())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.stats().acquired == 1
+    await asyncio.wait_for(budget.acquire(), 1.0)  # the lock was released
+    assert budget.stats().acquired == 2
+
+
+@pytest.mark.parametrize(
+    ("cut_to", "since", "recovery", "expected"),
+    [
+        (50.0, 0.0, 10.0, 50.0),
+        (50.0, 5.0, 10.0, 100.0),
+        (50.0, 1.0, 10.0, 60.0),
+        (5.0, 100.0, 10.0, 100.0),
+        (50.0, -1.0, 10.0, 50.0),
+        (50.0, 0.0, 0.0, 100.0),
+    ],
+)
+def test_recovered_rate(cut_to: float, since: float, recovery: float, expected: float) -> None:
+    assert recovered_rate(100.0, cut_to, since, recovery) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 0}, {"rate": 10, "margin": 1.0},
+                                    {"rate": 10, "decrease": 0.0}])
+def test_invalid_budgets_are_refused(kwargs: dict[str, float]) -> None:
+    rate = kwargs.pop("rate")
+    with pytest.raises(ValueError):
+        RateBudget(rate, clock=FakeClock(), name="x", **kwargs)
+
+
+def test_budgets_come_from_settings() -> None:
+    settings = StripeSettings(requests_per_second=80, general_requests_per_second=25)
+    budgets = Budgets.from_settings(settings, FakeClock())
+    assert (budgets.analytics.rate, budgets.analytics.name) == (80, "analytics")
+    assert (budgets.general.rate, budgets.general.name) == (25, "general")
+    assert budgets.get("general") is budgets.general
+    assert repr(budgets.analytics) == "RateBudget(name='analytics', rate=80)"
