@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from alertd.clock import Clock
-from alertd.errors import ConfigError
+from alertd.errors import ConfigError, Problem
 from alertd.metrics import Metrics
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.settings import Settings, find_config, load_settings
@@ -53,6 +53,26 @@ NO_KEY = (
     "no Stripe API key: set STRIPE_API_KEY (or ALERTD_STRIPE__API_KEY), or stripe.api_key_file "
     "in the config; a restricted key needs read access to Billing meters and Customers"
 )
+
+
+async def verify_meters(rules: RuleSet, directory: Directory) -> None:
+    """Refuse rules that name a meter the Stripe account does not have (one problem each)."""
+    missing = set(await directory.check_meters(rule.meter for rule in rules))
+    if not missing:
+        return
+    known = ", ".join(sorted((await directory.meters()).keys())) or "none"
+    raise ConfigError([
+        _located(rule.source, f"rule {rule.name}: meter {rule.meter} does not exist in this "
+                              f"Stripe account (its meters: {known})")
+        for rule in rules if rule.meter in missing
+    ])
+
+
+def _located(source: str, message: str) -> Problem:
+    file, _, line = source.rpartition(":")
+    if file and line.isdigit():
+        return Problem(file, int(line), 1, message)
+    return Problem("", 0, 0, message)
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ import pytest
 
 from alertd.clock import iso
 from alertd.commands.check import run_check
+from alertd.errors import ConfigError
 from alertd.evaluate.windows import floor, next_start
 from alertd.runtime import load_world
 from alertd.sim.faults import Fault
@@ -153,3 +154,18 @@ async def test_source_failure_exits_3_and_never_fabricates_usage(
     assert document["findings"]
     assert {f["state"] for f in document["findings"]} == {"error"}
     assert all(f["value"] is None for f in document["findings"])
+
+
+async def test_unknown_meter_is_refused_with_the_rule_location(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "typo.yaml"
+    rules.write_text("rules:\n  - name: typo\n    meter: mtr_sim_tokenz\n"
+                     "    when: 'daily usage > 5'\n")
+    config = write_config(tmp_path, sim)
+    config.write_text(config.read_text().replace(str(ROOT / "rules" / "*.yaml"), str(rules)))
+    with pytest.raises(ConfigError) as caught:
+        await run_check(load_world(config), args(TEST_NOW - 600))
+    message = str(caught.value)
+    assert message.startswith(f"{rules}:2:1: rule typo: meter mtr_sim_tokenz does not exist")
+    assert "mtr_sim_tokens" in message

@@ -30,7 +30,7 @@ from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision
 from alertd.recording import PassOutcome, meta_findings, poll_failed, record_pass
-from alertd.runtime import World, load_world, stripe_stack
+from alertd.runtime import World, load_world, stripe_stack, verify_meters
 from alertd.store.sqlite import SqliteStore
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
@@ -52,6 +52,7 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     now = parse_instant(at, clock.now()) if at else int(clock.now())
     dry_run = bool(getattr(args, "dry_run", False))
     async with stripe_stack(world.settings, clock=clock) as stack:
+        await verify_meters(world.rules, stack.directory)
         engine = Engine(world.settings, world.rules, stack.source, stack.directory)
         result = await engine.run_pass(now, rule_names=rules, customer_ids=customers)
         meters = await stack.directory.meters()
