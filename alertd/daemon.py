@@ -1,22 +1,25 @@
 """``alertd run``: the long-running daemon. Lifecycle only.
 
-Everything the daemon decides is decided elsewhere (engine, lifecycle, pipeline); this module
-owns the process: it loads a :class:`~alertd.runtime.World`, opens the state store, the Stripe
-client, the notifiers and the metrics server, schedules one APScheduler job per poll group,
-runs the notification timers and the outbox worker, and talks to systemd.
+Everything the daemon decides is decided elsewhere (engine, lifecycle, pipeline; one poll is
+:mod:`alertd.poller`, one configuration's services :mod:`alertd.services`). This module owns
+the process: the state store, the metrics server, the heartbeat, the scheduler, signals and
+systemd. Signals only set events (style principle 9); the main loop acts on them:
 
-Signals only set events (style principle 9); the main loop acts on them:
+* ``SIGHUP``: ``RELOADING=1`` + ``MONOTONIC_USEC``; check the whole new configuration as
+  ``alertd validate`` does and open its services. Valid: pause polling (running polls finish),
+  stop the old notification timer and outbox (so no group is flushed and no row sent twice),
+  swap in the new world, reschedule, resolve the alerts of removed rules. Alert state lives in
+  the store by series identity, so it carries over; the Stripe client (one rate budget, warm
+  customer cache) is kept when its settings did not change. Refused: everything keeps running,
+  every problem is logged, ``STATUS=reload failed: …``. Either way ``READY=1`` follows.
+* ``SIGTERM``/``SIGINT``: ``STOPPING=1``; no new polls; running polls, then deliveries in
+  flight, get a bounded grace (together well within the unit's ``TimeoutStopSec=45s``); exit 0.
+  What is not delivered stays in the outbox for the next start. A second signal ends the grace.
 
-* ``SIGHUP``: build and validate a complete new world. Valid: swap it in (new Stripe client and
-  notifiers if their settings changed), reschedule, and resolve the alerts of rules that were
-  removed. Invalid: keep the running world, log every problem, ``STATUS=reload failed: …``.
-  Either way ``READY=1`` follows ``RELOADING=1``.
-* ``SIGTERM``/``SIGINT``: stop scheduling polls, let running polls finish (bounded), let the
-  outbox finish the deliveries in flight (what is not delivered stays in the outbox), exit 0.
-
-Poll groups: rules with the same ``every`` are polled together, so one fetch serves every rule
-that needs the same data (the planner merges their needs); APScheduler runs each group with
-``max_instances=1`` and ``coalesce``, and a little jitter so groups do not start in lockstep.
+Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
+``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
+rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
+``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import defaultdict
-from collections.abc import Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,45 +36,50 @@ from typing import Any
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd.alerts import STALE_DATA
-from alertd.clock import Clock, SystemClock, iso
-from alertd.engine import Engine, PassResult
-from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, SourceError
+from alertd.clock import Clock, SystemClock
+from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
 from alertd.metrics import Metrics
 from alertd.notify.email import SmtpFactory
-from alertd.notify.factory import notifiers
-from alertd.notify.outbox import Outbox
-from alertd.notify.pipeline import Pipeline
-from alertd.notify.routing import RouteTree
-from alertd.recording import meta_findings, poll_failed, record_pass
-from alertd.runtime import StripeStack, World, load_world, stripe_stack
+from alertd.poller import Group, Poller, PollOutcome, poll_groups
+from alertd.runtime import World, load_world
 from alertd.server import Health, serve
+from alertd.services import (
+    Collaborators,
+    Services,
+    StripeHandle,
+    open_world,
+    orphaned_rules,
+    wait_first,
+)
+from alertd.settings import find_config
 from alertd.store.sqlite import SqliteStore
 from alertd.systemd import SystemdNotifier
+from alertd.validate import validate_config
 
 log = logging.getLogger("alertd.daemon")
 
-#: How long a stop waits for running polls before leaving them.
-STOP_GRACE = 20.0
+#: Grace for running polls, then for deliveries in flight, when stopping (sum < 45 s).
+POLL_GRACE = 10.0
+DELIVERY_GRACE = 25.0
+#: The same for the old world's polls and deliveries during a reload.
+RELOAD_GRACE = 10.0
 
 
-class _Live:
-    """The swappable part of the daemon: one world and the services built from it."""
-
-    def __init__(self, world: World, stack: AsyncExitStack, stripe: StripeStack,
-                 pipeline: Pipeline, outbox: Outbox) -> None:
-        self.world = world
-        self.stack = stack
-        self.stripe = stripe
-        self.pipeline = pipeline
-        self.outbox = outbox
-        self.engine = Engine(world.settings, world.rules, stripe.source, stripe.directory)
+def load_checked(config: str | Path | None) -> World:
+    """The configuration checked as ``alertd validate`` checks it (templates included), then
+    loaded; :class:`ConfigError` lists every problem."""
+    path = find_config(str(config) if config is not None else None)
+    problems = validate_config(path)
+    if problems:
+        raise ConfigError(problems)
+    return load_world(path)
 
 
 class Daemon:
-    """One alertd process. Collaborators come in through the constructor (tests pass a fake
-    clock's sibling, a notify socket, transports pointing at loopback servers)."""
+    """One alertd process. Collaborators come in through the constructor (tests and the demo
+    pass a clock, a notify socket, transports pointing at loopback servers)."""
 
     def __init__(
         self,
@@ -90,172 +97,197 @@ class Daemon:
         self.systemd = systemd or SystemdNotifier()
         self.metrics = Metrics()
         self.health = Health()
+        self.poller = Poller(self.metrics, self.health)
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
-        self._stripe_transport = stripe_transport
-        self._smtp_factory = smtp_factory
+        self.server_url: str | None = None
+        self._abort = asyncio.Event()
+        self._parts = Collaborators(self.clock, self.metrics, stripe_transport, smtp_factory,
+                                    on_delivered)
         self._every_override = every_override
-        self._on_delivered = on_delivered
-        self._live: _Live | None = None
-        self._scheduler: AsyncIOScheduler | None = None
+        self._live: Services | None = None
+        self._stripe: StripeHandle | None = None
         self._store: SqliteStore | None = None
-        self._failures = 0
-        self._last_poll: int | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
+
+    @property
+    def services(self) -> Services:
+        assert self._live is not None, "the daemon is not running"
+        return self._live
+
+    @property
+    def world(self) -> World:
+        return self.services.world
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
+        """The whole process: 0 after a clean stop, 2 for an unusable configuration."""
+        configure()  # start-up problems are logged in the default format
         try:
-            world = load_world(self.config)
+            world = load_checked(self.config)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("config problem %s", problem)
+            _log_problems("config problem", exc)
             return EXIT_CONFIG
         configure(world.settings.log_level, world.settings.log_format)
         self._install_signals()
-        async with AsyncExitStack() as stack:
-            self._store = await stack.enter_async_context(SqliteStore(world.settings.state_path()))
-            await self._serve_metrics(stack, world)
-            self._live = await self._build(world)
-            stack.push_async_callback(self._close_live)
-            self._start_scheduler()
-            self.systemd.ready(self._status())
-            log.info("started rules=%d config=%s", len(world.rules.rules), world.config_path)
-            await self._main_loop()
-            self.systemd.stopping("stopping")
-            await self._shutdown()
+        try:
+            async with self.running(world):
+                self._scheduler = AsyncIOScheduler(timezone=UTC)
+                self._scheduler.start()
+                self._reschedule()
+                self.systemd.ready(self._status())
+                log.info("started rules=%d config=%s", len(world.rules), world.config_path)
+                await self._main_loop()
+                self.systemd.stopping("stopping")
+                log.info("stopping polls_running=%d", len(self._polls))
+                await self._shutdown()
+        except ConfigError as exc:  # e.g. no API key: found only when opening services
+            _log_problems("config problem", exc)
+            return EXIT_CONFIG
+        finally:
+            self._remove_signals()
         log.info("stopped")
         return EXIT_OK
+
+    @asynccontextmanager
+    async def running(self, world: World) -> AsyncIterator[Daemon]:
+        """Everything but the scheduler and signals: store, metrics server, heartbeat, the
+        world's services (group timer, outbox worker), the keep-alive. Tests poll by hand
+        inside it."""
+        async with AsyncExitStack() as stack:
+            self._store = await stack.enter_async_context(SqliteStore(world.settings.state_path()))
+            listen = world.settings.server.listen
+            if listen:
+                self.server_url = await stack.enter_async_context(
+                    serve(listen, self.metrics, self.health, self.clock))
+                log.info("serving metrics url=%s/metrics", self.server_url)
+            self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
+            keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
+            stack.push_async_callback(_cancel, keepalive)
+            self._stripe, self._live = await open_world(world, self._store, self._parts)
+            stack.push_async_callback(self._close_stripe)
+            stack.push_async_callback(self._close_services)
+            await self._live.start()
+            orphans = orphaned_rules(await self._store.load_states(), world)
+            await self._live.retire(orphans, int(self.clock.now()),
+                                    "rule no longer in the configuration")
+            yield self
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload_event.set)
-        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
 
-    async def _serve_metrics(self, stack: AsyncExitStack, world: World) -> None:
-        listen = world.settings.server.listen
-        if listen:
-            url = await stack.enter_async_context(
-                serve(listen, self.metrics, self.health, self.clock)
-            )
-            log.info("serving metrics url=%s/metrics", url)
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
-    async def _main_loop(self) -> None:
-        beat = self.systemd.watchdog_interval / 2 if self.systemd.watchdog_interval else 10.0
+    def _on_stop_signal(self) -> None:
+        if self.stop_event.is_set() and not self._abort.is_set():
+            log.warning("second stop signal: exiting now, deliveries in flight stay queued")
+            self._abort.set()
+        self.stop_event.set()
+
+    async def _keepalive(self) -> None:
+        interval = self.systemd.watchdog_interval
+        beat = interval / 2 if interval else 10.0
         self.health.beat_tolerance = max(3 * beat, 60.0)
-        while not self.stop_event.is_set():
+        while True:
             self.health.last_beat = self.clock.now()
             self.systemd.watchdog()
-            await self._wait_any(beat)
+            await asyncio.sleep(beat)
+
+    async def _main_loop(self) -> None:
+        while not self.stop_event.is_set():
+            await wait_first(self.stop_event, self.reload_event)
             if self.reload_event.is_set() and not self.stop_event.is_set():
                 self.reload_event.clear()
-                await self.reload()
-
-    async def _wait_any(self, timeout: float) -> None:
-        waiters = [asyncio.ensure_future(self.stop_event.wait()),
-                   asyncio.ensure_future(self.reload_event.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+                try:
+                    await self.reload()
+                except Exception as exc:  # after the swap: a bug or the store failing
+                    log.exception("reload failed after swapping configurations")
+                    self.systemd.ready(f"reload failed: {exc}")
 
     async def _shutdown(self) -> None:
+        await self._pause_polls(POLL_GRACE, self._abort)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        if self._polls:
-            await asyncio.wait(self._polls, timeout=STOP_GRACE)
-        if self._live is not None:
-            await self._live.outbox.drain(timeout=STOP_GRACE)
+            self._scheduler = None
+        await self.services.stop(DELIVERY_GRACE, self._abort)
 
     # ------------------------------------------------------------------ world
 
-    async def _build(self, world: World) -> _Live:
-        """Open the services of ``world``; on failure nothing stays open."""
-        assert self._store is not None
-        stack = AsyncExitStack()
-        try:
-            stripe = await stack.enter_async_context(stripe_stack(
-                world.settings, clock=self.clock, metrics=self.metrics,
-                transport=self._stripe_transport,
-            ))
-            built = await stack.enter_async_context(notifiers(
-                world.settings, clock=self.clock, smtp_factory=self._smtp_factory,
-            ))
-            outbox = Outbox(self._store, built, world.settings.delivery, clock=self.clock,
-                            metrics=self.metrics, on_delivered=self._on_delivered)
-            pipeline = Pipeline(self._store, RouteTree.from_settings(world.settings),
-                                world.settings.receivers, on_commit=outbox.wake)
-            await outbox.start()
-            stack.push_async_callback(outbox.stop)
-            await pipeline.start(self.clock)
-            stack.push_async_callback(pipeline.stop)
-        except BaseException:
-            await stack.aclose()
-            raise
-        return _Live(world, stack, stripe, pipeline, outbox)
+    async def _close_stripe(self) -> None:
+        if self._stripe is not None:
+            await self._stripe.close()
 
-    async def _close_live(self) -> None:
-        if self._live is not None:
-            await self._live.stack.aclose()
+    async def _close_services(self) -> None:
+        await self.services.stop(0.0)
+        await self.services.close()
 
     async def reload(self) -> bool:
-        """Swap in a freshly validated world; keep the old one when the new one is invalid."""
+        """Swap in a freshly checked world; keep the running one when the new one is refused."""
         self.systemd.reloading("reloading configuration")
-        assert self._live is not None
+        old, old_stripe = self.services, self._stripe
+        assert self._store is not None
         try:
-            world = load_world(self._live.world.config_path or self.config)
-            new = await self._build(world)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused problem=%s", problem)
-            first = exc.problems[0] if exc.problems else "invalid configuration"
-            self.systemd.ready(f"reload failed: {first}; still running the previous config")
+            world = load_checked(old.world.config_path or self.config)
+            stripe, new = await open_world(world, self._store, self._parts, old_stripe)
+        except Exception as exc:  # whatever the cause, the running world stays
+            self.systemd.ready(f"reload failed: {_refusal(exc)}; still running the previous "
+                               "configuration")
             return False
-        old, self._live = self._live, new
-        removed = set(old.world.rules.names()) - set(world.rules.names())
+        # A stop signal cuts these waits short: the polls are redone and the rows sent later.
+        await self._pause_polls(RELOAD_GRACE, self.stop_event)
+        await old.stop(RELOAD_GRACE, self.stop_event)
+        self._live, self._stripe = new, stripe
+        configure(world.settings.log_level, world.settings.log_format)
+        await new.start()
         self._reschedule()
-        await self._resolve_removed(removed)
-        await old.stack.aclose()
-        log.info("reloaded rules=%d removed=%d", len(world.rules.rules), len(removed))
+        removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
+        self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
+        await new.retire(removed, int(self.clock.now()), "rule removed from the configuration")
+        await old.close()
+        if old_stripe is not None and old_stripe is not stripe:
+            await old_stripe.close()
+        log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),
+                 len(removed), "kept" if stripe is old_stripe else "new")
         self.systemd.ready(self._status())
         return True
 
-    async def _resolve_removed(self, removed: set[str]) -> None:
-        if removed and self._live is not None:
-            await self._live.pipeline.retire_rules(
-                sorted(removed), int(self.clock.now()), note="rule removed from the configuration"
-            )
-
     # ------------------------------------------------------------------ polling
 
-    def poll_groups(self) -> dict[float, tuple[str, ...]]:
-        """Rule names by evaluation interval (``every_override`` folds them into one group)."""
-        assert self._live is not None
-        groups: dict[float, list[str]] = defaultdict(list)
-        for rule in self._live.world.rules:
-            groups[self._every_override or rule.every].append(rule.name)
-        return {every: tuple(names) for every, names in sorted(groups.items())}
-
-    def _start_scheduler(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler.start()
-        self._reschedule()
-
     def _reschedule(self) -> None:
-        assert self._scheduler is not None
+        if self._scheduler is None:
+            return
         self._scheduler.remove_all_jobs()
-        for every, names in self.poll_groups().items():
+        for every, names in poll_groups(self.world.rules, self._every_override).items():
             self._scheduler.add_job(
                 self._poll_job, "interval", seconds=every, args=[names],
                 id=f"poll-{every:g}s", name=f"poll every {every:g}s ({len(names)} rules)",
                 jitter=min(every * 0.05, 15.0), max_instances=1, coalesce=True,
-                next_run_time=datetime.now(UTC), misfire_grace_time=int(every),
+                next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
             )
 
-    async def _poll_job(self, names: tuple[str, ...]) -> None:
+    async def _pause_polls(self, grace: float, cut: asyncio.Event) -> None:
+        """No new polls; running ones get ``grace`` seconds (less once ``cut`` is set), then
+        are cancelled: a cancelled poll is simply redone by the next one."""
+        if self._scheduler is not None:
+            self._scheduler.remove_all_jobs()
+        await asyncio.sleep(0)  # a job the scheduler has just started registers itself
+        running = set(self._polls)
+        if running:
+            await wait_first(cut, timeout=grace, tasks=running)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _poll_job(self, names: Group) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
@@ -268,51 +300,36 @@ class Daemon:
             if task is not None:
                 self._polls.discard(task)
 
-    async def poll(self, names: tuple[str, ...]) -> PassResult | None:
-        """One poll of ``names``: fetch, evaluate, record. Source failures are counted and
-        raise the source-failure meta alert; they never turn into usage verdicts."""
-        live = self._live
-        assert live is not None
-        now = int(self.clock.now())
-        try:
-            result = await live.engine.run_pass(now, rule_names=names)
-            meters = await live.stripe.directory.meters()
-        except SourceError as exc:
-            log.error("poll failed rules=%d error=%s request_id=%s", len(names), exc,
-                      exc.request_id)
-            self._failures += 1
-            self.health.stale_reason = f"Stripe failing: {exc}"
-            return None
-        self._failures = self._failures + 1 if poll_failed(result) else 0
-        extra = meta_findings(result, live.world.settings, self._failures)
-        await record_pass(live.pipeline, live.world.rules, result, meters, extra=extra)
-        self._observe(result, extra)
-        return result
-
-    def _observe(self, result: PassResult, extra: list[Any]) -> None:
-        self._last_poll = result.now
-        self.health.first_poll_done = True
-        stale = any(f.key.rule == STALE_DATA and f.active for f in extra)
-        failing = self._failures >= (self._live.world.settings.stripe.failure_alert_after
-                                     if self._live else 3)
-        self.health.stale_reason = (
-            "usage data is stale" if stale else "Stripe keeps failing" if failing else None
-        )
-        if result.refreshed_at is not None:
-            self.metrics.stripe_refreshed.set(result.refreshed_at)
-        for finding in result.findings:
-            self.metrics.rule_evaluations.labels(rule=finding.rule, outcome=finding.state).inc()
-            self.metrics.rule_last_evaluation.labels(rule=finding.rule).set(result.now)
+    async def poll(self, names: Group) -> PollOutcome:
+        """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
+        heartbeat (when the poll read Stripe) and ``STATUS=``."""
+        live = self.services
+        outcome = await self.poller.poll(live.engine, live.pipeline, live.world, names,
+                                         int(self.clock.now()))
+        if not outcome.failed and self._heartbeat is not None:
+            self._heartbeat.after_poll(live.world.settings.heartbeat,
+                                       self.poller.summary(len(live.world.rules)))
         self.systemd.status(self._status())
+        return outcome
 
     def _status(self) -> str:
-        if self._live is None:
-            return "starting"
-        world = self._live.world
-        last = iso(self._last_poll) or "not yet"
-        return f"{len(world.rules.rules)} rules; last poll {last}"
+        return self.poller.status(len(self.world.rules), self.world.settings)
 
-    @property
-    def states(self) -> Mapping[str, int]:
-        """Alert counts by state, for the ``alertd_alerts`` gauge."""
-        return {}
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _log_problems(event: str, exc: ConfigError) -> None:
+    for problem in exc.problems:
+        log.error("%s %s", event, problem)
+
+
+def _refusal(exc: Exception) -> str:
+    """Logs why a reload was refused; returns the first reason, for ``STATUS=``."""
+    if isinstance(exc, ConfigError):
+        _log_problems("reload refused problem", exc)
+        return str(exc.problems[0]) if exc.problems else "invalid configuration"
+    log.exception("reload refused error=%s", exc)
+    return str(exc) or type(exc).__name__

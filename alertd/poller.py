@@ -1,0 +1,222 @@
+"""One scheduled poll of a group of rules: fetch, freshness gate, record, observe.
+
+Where it sits: the daemon's scheduler fires one job per poll group → :meth:`Poller.poll` →
+:meth:`Engine.run_pass <alertd.engine.Engine.run_pass>` (one plan, so one fetch serves every
+rule of the group that needs the same data; the Stripe client's rate budgets pace it) → the
+freshness gate → :func:`~alertd.recording.record_pass` (alert states and outbox rows in one
+transaction) → metrics, readiness and the systemd ``STATUS=`` line.
+
+The freshness gate: when a group's ``refreshed_at`` has not advanced since its previous poll,
+Stripe has told us nothing new, so the usage findings are not recorded (evaluation waits for
+data fresh enough); the meta findings (stale data, failing source) always are, because "no
+news for too long" is exactly what the stale-data alert is about.
+
+A poll never raises a :class:`~alertd.errors.SourceError`: a failed read becomes a failed
+pass, counted towards the source-failure meta alert, and never a usage verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, get_args
+
+from alertd.alerts import META_POLICIES, SOURCE_FAILURE, STALE_DATA
+from alertd.clock import iso
+from alertd.engine import Engine, PassResult
+from alertd.errors import SourceError
+from alertd.metrics import Metrics
+from alertd.model import Finding, FindingState, Meter, SeriesKey
+from alertd.notify.pipeline import Pipeline
+from alertd.recording import meta_findings, poll_failed, record_pass
+from alertd.rules.schema import Rule
+from alertd.runtime import World
+from alertd.server import Health
+from alertd.settings import Settings
+
+log = logging.getLogger("alertd.poll")
+
+FINDING_STATES: tuple[str, ...] = get_args(FindingState)
+Group = tuple[str, ...]
+
+
+def poll_groups(rules: Iterable[Rule], every_override: float | None = None) -> dict[float, Group]:
+    """Rule names by evaluation interval, shortest first (pure): each is one scheduler job.
+    ``every_override`` (the demo's short interval) folds every rule into one group."""
+    groups: dict[float, list[str]] = defaultdict(list)
+    for rule in rules:
+        groups[every_override or rule.every].append(rule.name)
+    return {every: tuple(names) for every, names in sorted(groups.items())}
+
+
+def has_news(previous: int | None, refreshed_at: int | None) -> bool:
+    """Whether a poll brought data fresher than the group's previous one (pure). A source
+    that reports no freshness (``event_summaries``) always counts as news."""
+    return previous is None or refreshed_at is None or refreshed_at > previous
+
+
+class AlertCensus:
+    """The latest lifecycle state of every alert series seen, for ``alertd_alerts{state}``."""
+
+    def __init__(self) -> None:
+        self._states: dict[SeriesKey, str] = {}
+
+    def replace(self, rules: Iterable[str], findings: Iterable[Finding]) -> None:
+        """The series of ``rules`` are exactly those of ``findings`` now."""
+        gone = set(rules)
+        self._states = {k: s for k, s in self._states.items() if k.rule not in gone}
+        self._states.update((f.key, f.state) for f in findings)
+
+    def forget(self, rules: Iterable[str]) -> None:
+        self.replace(rules, ())
+
+    def counts(self) -> dict[str, int]:
+        """Series per state, every state present (0 included) so the gauge never has gaps."""
+        counted = Counter(self._states.values())
+        return {state: counted.get(state, 0) for state in FINDING_STATES}
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What one poll did. ``findings`` are the recorded ones, with lifecycle states: the
+    group's usage findings when ``recorded``, and the meta findings always."""
+
+    group: Group
+    result: PassResult
+    recorded: bool
+    failed: bool
+    findings: tuple[Finding, ...]
+
+
+class Poller:
+    """Polls groups for the daemon and keeps what polls taught it across reloads: each
+    group's consecutive failures and last ``refreshed_at``, the customers seen, the census.
+
+    The source-failure alert counts the worst group's failures in a row, so one group that
+    keeps failing holds it firing while other groups succeed (instead of flapping)."""
+
+    def __init__(self, metrics: Metrics, health: Health) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.census = AlertCensus()
+        self.stale = False
+        self.last_poll: int | None = None
+        self.last_refreshed: int | None = None
+        self._refreshed: dict[Group, int] = {}
+        self._failures: dict[Group, int] = {}
+        self._customers: dict[Group, frozenset[str]] = {}
+        self._set_alert_gauge()
+
+    async def poll(
+        self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
+    ) -> PollOutcome:
+        """One poll of the rules in ``group`` as of ``now``."""
+        result = await self._fetch(engine, group, now)
+        failed = poll_failed(result)
+        self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
+        extra = meta_findings(result, world.settings, self.failures)
+        fresh = has_news(self._refreshed.get(group), result.refreshed_at)
+        shown = result if fresh else replace(result, findings=())
+        meters = await self._meters(engine) if shown.findings else {}
+        recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
+        if result.refreshed_at is not None:
+            self._refreshed[group] = result.refreshed_at
+        outcome = PollOutcome(group, result, fresh, failed, recorded.findings)
+        self._observe(outcome, world.settings)
+        _log_poll(outcome)
+        return outcome
+
+    def forget(self, removed_rules: Iterable[str], groups: Iterable[Group]) -> None:
+        """After a reload: drop removed rules' series and the memory of old groups."""
+        self.census.forget(removed_rules)
+        current = set(groups)
+        self._refreshed = {g: r for g, r in self._refreshed.items() if g in current}
+        self._customers = {g: c for g, c in self._customers.items() if g in current}
+        self._failures = {g: n for g, n in self._failures.items() if g in current}
+        self._set_alert_gauge()
+
+    @property
+    def failures(self) -> int:
+        """Polls in a row that failed to read Stripe, in the worst group."""
+        return max(self._failures.values(), default=0)
+
+    def not_ready_reason(self, settings: Settings) -> str | None:
+        """Why ``/readyz`` should say 503 (besides "no poll yet"), or ``None``."""
+        if self.stale:
+            return f"usage data is stale (refreshed_at {iso(self.last_refreshed)})"
+        if self.failures >= settings.stripe.failure_alert_after:
+            return f"Stripe keeps failing ({self.failures} polls in a row)"
+        return None
+
+    def customer_count(self) -> int:
+        return len(frozenset().union(*self._customers.values()))
+
+    def status(self, rules: int, settings: Settings) -> str:
+        """The systemd ``STATUS=`` line: rules, customers, last poll, and trouble if any."""
+        line = (f"{rules} rules, {self.customer_count()} customers; "
+                f"last poll {iso(self.last_poll) or 'not yet'}")
+        reason = self.not_ready_reason(settings)
+        return f"{line}; {reason}" if reason else line
+
+    def summary(self, rules: int) -> dict[str, Any]:
+        """What a heartbeat tells the monitor about the last poll."""
+        return {"at": iso(self.last_poll), "rules": rules, "customers": self.customer_count(),
+                "refreshed_at": iso(self.last_refreshed), "stale": self.stale}
+
+    # ------------------------------------------------------------------ internals
+
+    async def _fetch(self, engine: Engine, group: Group, now: int) -> PassResult:
+        try:
+            return await engine.run_pass(now, rule_names=group)
+        except SourceError as exc:  # the customer directory could not be read
+            log.error("poll failed rules=%s error=%s request_id=%s", ",".join(group), exc,
+                      exc.request_id)
+            return PassResult(now=now, findings=(), requests=0, refreshed_at=None,
+                              customers={}, failures=(exc,))
+
+    async def _meters(self, engine: Engine) -> Mapping[str, Meter]:
+        try:
+            return await engine.meters()
+        except SourceError as exc:  # display names only: alert without them
+            log.warning("meter names unavailable error=%s request_id=%s", exc, exc.request_id)
+            return {}
+
+    def _observe(self, outcome: PollOutcome, settings: Settings) -> None:
+        result = outcome.result
+        self.last_poll = result.now
+        if not outcome.failed:
+            self.health.first_poll_done = True
+            self._customers[outcome.group] = frozenset(result.customers)
+        if result.refreshed_at is not None:
+            self.last_refreshed = result.refreshed_at
+            self.metrics.stripe_refreshed.set(result.refreshed_at)
+        meta = [f for f in outcome.findings if f.rule in META_POLICIES]
+        self.stale = next((f.active for f in meta if f.rule == STALE_DATA), self.stale)
+        usage = [f for f in outcome.findings if f.rule not in META_POLICIES]
+        for finding in usage:
+            self.metrics.rule_evaluations.labels(rule=finding.rule, outcome=finding.state).inc()
+            self.metrics.rule_last_evaluation.labels(rule=finding.rule).set(result.now)
+        self.census.replace({f.rule for f in meta}, meta)
+        if outcome.recorded and (usage or not outcome.failed):
+            self.census.replace(outcome.group, usage)
+        self._set_alert_gauge()
+        self.health.stale_reason = self.not_ready_reason(settings)
+
+    def _set_alert_gauge(self) -> None:
+        for state, count in self.census.counts().items():
+            self.metrics.alerts.labels(state=state).set(count)
+
+
+def _log_poll(outcome: PollOutcome) -> None:
+    result = outcome.result
+    states = Counter(f.state for f in outcome.findings if f.rule not in META_POLICIES)
+    failing = any(f.rule == SOURCE_FAILURE and f.active for f in outcome.findings)
+    log.info(
+        "poll done rules=%d customers=%d requests=%d failures=%d refreshed_at=%s recorded=%s "
+        "firing=%d pending=%d source_failing=%s",
+        len(outcome.group), len(result.customers), result.requests, len(result.failures),
+        iso(result.refreshed_at), outcome.recorded, states["firing"], states["pending"],
+        failing,
+    )

@@ -1,0 +1,204 @@
+"""The daemon's swappable services: what one configuration (a :class:`~alertd.runtime.World`)
+runs on, opened and closed as a unit so a reload can replace them whole.
+
+Where it sits: :mod:`alertd.daemon` opens a :class:`StripeHandle` (HTTP client, rate budgets,
+customer directory) and, on it, :class:`Services` — the engine, the notification pipeline with
+its group timer, and the outbox worker with one notifier per receiver. A reload opens the new
+world's services before touching the running ones, and keeps the Stripe handle when the new
+world would build the same one (:func:`stripe_identity`), so the rate budgets stay one budget
+and the customer cache stays warm across reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from alertd.alerts import META_POLICIES
+from alertd.clock import Clock
+from alertd.engine import Engine
+from alertd.metrics import Metrics
+from alertd.model import SeriesKey
+from alertd.notify.email import SmtpFactory
+from alertd.notify.factory import notifiers
+from alertd.notify.outbox import Outbox
+from alertd.notify.pipeline import Pipeline
+from alertd.notify.routing import RouteTree
+from alertd.runtime import StripeStack, World, stripe_stack
+from alertd.settings import Settings
+from alertd.store.base import Store
+
+log = logging.getLogger("alertd.daemon")
+
+
+def stripe_identity(settings: Settings) -> tuple[Any, ...]:
+    """What a Stripe handle is built from; equal identities may share one handle. The key
+    itself is part of it, so a rotated ``api_key_file`` takes effect on reload."""
+    return (settings.stripe, settings.customers.refresh, settings.stripe.resolved_api_key())
+
+
+@dataclass(frozen=True, slots=True)
+class StripeHandle:
+    """An open :class:`~alertd.runtime.StripeStack` and how to close it."""
+
+    identity: tuple[Any, ...]
+    stack: StripeStack
+    closer: AsyncExitStack
+
+    async def close(self) -> None:
+        await self.closer.aclose()
+
+
+async def open_stripe(
+    settings: Settings, clock: Clock, metrics: Metrics,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> StripeHandle:
+    """The Stripe client for ``settings``; its requests feed ``metrics``."""
+    identity = stripe_identity(settings)
+    closer = AsyncExitStack()
+    try:
+        stack = await closer.enter_async_context(
+            stripe_stack(settings, clock=clock, metrics=metrics, transport=transport)
+        )
+    except BaseException:
+        await closer.aclose()
+        raise
+    return StripeHandle(identity, stack, closer)
+
+
+def orphaned_rules(stored: Iterable[SeriesKey], world: World) -> list[str]:
+    """Rules with alert state in the store that ``world`` no longer has (pure): removed while
+    alertd was stopped, so their alerts are resolved at start."""
+    known = {*world.rules.names(), *META_POLICIES}
+    return sorted({key.rule for key in stored} - known)
+
+
+class Services:
+    """One world's engine, pipeline (with its group timer) and outbox worker.
+
+    Lifecycle: :func:`open_services` → :meth:`start` → :meth:`stop` → :meth:`close`. Two
+    services never run their timer or worker at once on one store: a reload stops the old
+    ones before starting the new ones, so no group is flushed and no row sent twice.
+    """
+
+    def __init__(
+        self, world: World, engine: Engine, pipeline: Pipeline, outbox: Outbox, clock: Clock,
+        closer: AsyncExitStack,
+    ) -> None:
+        self.world = world
+        self.engine = engine
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.clock = clock
+        self._closer = closer
+        self._delivery_stop = asyncio.Event()
+        self._delivering: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts the group timer and the outbox worker (pending rows are sent at once)."""
+        await self.pipeline.start(self.clock)
+        if self._delivering is None:
+            self._delivery_stop.clear()
+            self._delivering = asyncio.create_task(
+                self.outbox.run(self._delivery_stop), name="alertd-outbox"
+            )
+
+    async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
+        """Stops the timer, then the worker: attempts in flight get ``grace`` seconds (less
+        once ``abort`` is set); the rest are cancelled and their rows stay pending."""
+        await self.pipeline.stop()
+        task, self._delivering = self._delivering, None
+        if task is None:
+            return
+        self._delivery_stop.set()
+        events = (abort,) if abort is not None else ()
+        await wait_first(*events, timeout=grace, tasks=(task,))
+        if not task.done():
+            log.warning("deliveries in flight left unfinished stay queued for the next start")
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Closes the notifiers (their HTTP pool); call after :meth:`stop`."""
+        await self._closer.aclose()
+
+    async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
+        """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""
+        if rules:
+            report = await self.pipeline.retire_rules(rules, now, note=note)
+            log.info("retired rules=%s resolved=%d note=%r", ",".join(rules),
+                     len(report.transitions), note)
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What every world's services are built with: production defaults or test doubles."""
+
+    clock: Clock
+    metrics: Metrics
+    stripe_transport: httpx.AsyncBaseTransport | None = None
+    smtp_factory: SmtpFactory | None = None
+    on_delivered: Callable[[Any], None] | None = None
+
+
+async def open_world(
+    world: World, store: Store, parts: Collaborators, current: StripeHandle | None = None
+) -> tuple[StripeHandle, Services]:
+    """The services of ``world``, not started, on ``current`` when ``world`` would build the
+    same Stripe handle, else on a new one. On failure nothing new stays open."""
+    if current is not None and current.identity == stripe_identity(world.settings):
+        stripe = current
+    else:
+        stripe = await open_stripe(world.settings, parts.clock, parts.metrics,
+                                   parts.stripe_transport)
+    try:
+        return stripe, await open_services(world, stripe, store, parts)
+    except BaseException:
+        if stripe is not current:
+            await stripe.close()
+        raise
+
+
+async def open_services(
+    world: World, stripe: StripeHandle, store: Store, parts: Collaborators
+) -> Services:
+    """The services of ``world`` on ``stripe`` and ``store``, not started yet."""
+    closer = AsyncExitStack()
+    try:
+        built = await closer.enter_async_context(
+            notifiers(world.settings, clock=parts.clock, smtp_factory=parts.smtp_factory)
+        )
+    except BaseException:
+        await closer.aclose()
+        raise
+    settings = world.settings
+    outbox = Outbox(store, built, settings.delivery, clock=parts.clock, metrics=parts.metrics,
+                    on_delivered=parts.on_delivered)
+    pipeline = Pipeline(store, RouteTree.from_settings(settings), settings.receivers,
+                        on_commit=outbox.wake)
+    engine = Engine(settings, world.rules, stripe.stack.source, stripe.stack.directory)
+    return Services(world, engine, pipeline, outbox, parts.clock, closer)
+
+
+async def wait_first(
+    *events: asyncio.Event, timeout: float | None = None,
+    tasks: Collection[asyncio.Task[Any]] = (),
+) -> None:
+    """Waits until any of ``events`` is set, every one of ``tasks`` is done, or ``timeout``."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(e.wait()) for e in events]
+    if tasks:
+        waiters.append(asyncio.ensure_future(asyncio.wait(tasks)))
+    if not waiters:
+        return
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
