@@ -77,3 +77,7 @@ def configure(level: str = "info", fmt: Literal["text", "json"] = "text") -> Non
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("alertd").setLevel(level.upper())
+    # The scheduler's own chatter (e.g. "skipped: maximum number of running instances") is
+    # worth a warning in production, but not below the level the user asked for.
+    scheduler_level = max(logging.WARNING, logging.getLevelName(level.upper()))
+    logging.getLogger("apscheduler").setLevel(scheduler_level)

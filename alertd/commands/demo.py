@@ -30,9 +30,9 @@ from alertd.sim.incidents import Incident
 from alertd.sim.server import Simulator, SimulatorConfig
 from alertd.sinks import Delivery, mail_sink, webhook_sink
 
-CUSTOMERS = 20
+CUSTOMERS = 40
 SEED = 7
-INCIDENT_RATE = 3.0
+INCIDENT_RATE = 4.0
 POLL_EVERY = 5.0
 WEBHOOK_SECRET = "demo-webhook-secret"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
@@ -98,7 +98,7 @@ def demo_config(directory: Path, sim_url: str, smtp_port: int, hook_url: str) ->
             ],
         },
         "delivery": {"initial_backoff": "1s"},
-        "log_level": "warning",
+        "log_level": "error",
     }
     path = directory / "alertd.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
