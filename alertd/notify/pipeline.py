@@ -123,6 +123,30 @@ def retirement(states: Mapping[SeriesKey, AlertState], now: int, reason: str) ->
     return Lifecycle((), dict.fromkeys(states), transitions, updates)
 
 
+def vanished_series(
+    findings: Sequence[Finding], previous: Mapping[SeriesKey, AlertState]
+) -> list[Finding]:
+    """Inactive findings for group-by series that are alerting but absent from this pass.
+
+    A grouped rule only sees the groups that have usage in the range; a group whose usage
+    vanished (a model no longer used) yields no series, so without this its alert would never
+    resolve. Only (rule, customer) pairs this pass read successfully count: a failed read
+    says nothing about the groups it did not return. Pure.
+    """
+    judged = {(f.rule, f.customer): f for f in findings if f.state not in ("nodata", "error")}
+    seen = {f.key for f in findings}
+    vanished = []
+    for key, state in previous.items():
+        sibling = judged.get((key.rule, key.customer))
+        if sibling is None or key in seen or not key.group or state.status == "inactive":
+            continue
+        vanished.append(replace(
+            sibling, key=key, dimensions=key.group, value=0.0, active=False, level=None,
+            state="inactive", message="no usage in this group any more",
+        ))
+    return vanished
+
+
 def _policy(name: str, rule: Rule | None) -> Policy:
     if rule is not None:
         return Policy.of(rule)
@@ -187,6 +211,7 @@ class Pipeline:
         """
         async with self._lock:
             previous = await self.store.load_states({f.rule for f in findings})
+            findings = [*findings, *vanished_series(findings, previous)]
             step = lifecycle(findings, previous, rules, now, context)
             for transition in step.transitions:
                 _log_transition(transition)

@@ -309,3 +309,27 @@ async def test_background_timer_starts_and_stops(store: SqliteStore) -> None:
     await asyncio.wait_for(committed.wait(), timeout=10)
     await p.stop()
     assert len(await store.outbox()) == 1
+
+
+def test_vanished_group_series_resolve_instead_of_firing_forever() -> None:
+    from alertd.alerts import AlertState
+    from alertd.model import Finding, Period, SeriesKey
+    from alertd.notify.pipeline import vanished_series
+
+    window = Period(0, 86400)
+    gpt4 = SeriesKey("by-model", "cus_1", (("model", "gpt-4"),))
+    mini = SeriesKey("by-model", "cus_1", (("model", "mini"),))
+    other = SeriesKey("by-model", "cus_2", (("model", "gpt-4"),))
+    present = Finding(key=mini, meter="m", dimensions=mini.group, window=window,
+                      complete=False, value=5.0, active=False, level=None, state="inactive",
+                      message="", period_key="d1")
+    failed = Finding(key=SeriesKey("by-model", "cus_2"), meter="m", dimensions=(),
+                     window=window, complete=False, value=None, active=False, level=None,
+                     state="error", message="could not read usage")
+    previous = {gpt4: AlertState(status="firing", firing_since=10),
+                other: AlertState(status="firing", firing_since=10)}
+    found = vanished_series([present, failed], previous)
+    # cus_1's gpt-4 group vanished from a successful read: judged inactive with no usage.
+    # cus_2's read failed: its groups are left alone.
+    assert [(f.key, f.active, f.value, f.period_key) for f in found] == [
+        (gpt4, False, 0.0, "d1")]
