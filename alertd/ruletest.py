@@ -3,9 +3,11 @@
 In the spirit of ``promtool test rules``. A test file names rule files, customers and usage
 series as buckets; each test gives an instant and the alerts expected then. Rules are evaluated
 every ``every`` from the earliest fixture bucket up to each instant, through the same
-evaluators and the same alert lifecycle the daemon uses, so ``for``, ``keep_firing_for``, levels
-and once-per-period behave exactly as in production. A fixture bucket becomes visible once it
-has ended by ``refreshed_at`` (the evaluation instant minus ``refreshed_lag``).
+evaluators and the same alert lifecycle the daemon uses (the steps ``backtest`` shares:
+:func:`alertd.backtest.judge` and :class:`alertd.backtest.SeriesStates`), so ``for``,
+``keep_firing_for``, levels and once-per-period behave exactly as in production. A fixture
+bucket becomes visible once it has ended by ``refreshed_at`` (the evaluation instant minus
+``refreshed_lag``).
 
 The format is documented in ``rules/tests/threshold_test.yaml``.
 """
@@ -20,10 +22,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from alertd import alerts, evaluate
+from alertd import evaluate
+from alertd.backtest import SeriesStates, judge
 from alertd.clock import parse_instant
 from alertd.errors import ConfigError
-from alertd.evaluate.series import build_series
 from alertd.evaluate.windows import next_start
 from alertd.model import (
     Customer,
@@ -35,8 +37,10 @@ from alertd.model import (
     make_dimensions,
 )
 from alertd.rules.loader import RuleSet, load_rules
-from alertd.rules.schema import Rule
+from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import Duration, load_settings
+from alertd.sim.search import parse_search
+from alertd.sim.stripe_form import StripeRequestError
 from alertd.yamlpos import load_located, validation_problems
 
 _REPEAT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*x\s*(\d+)\s*$")
@@ -169,7 +173,8 @@ def _run_case(path: Path, spec: TestFile, fixture: _Fixture, case: Case) -> Case
     observed: set[tuple[str, str, Dimensions, str, str | None]] = set()
     for rule in fixture.rules:
         for customer in fixture.customers.values():
-            observed |= _replay(rule, customer, spec, fixture, case.at)
+            if _covers(rule, customer):
+                observed |= _replay(rule, customer, spec, fixture, case.at)
     expected = {
         (e.rule, e.customer, make_dimensions(e.dimensions), e.state, e.level) for e in case.expect
     }
@@ -181,6 +186,20 @@ def _run_case(path: Path, spec: TestFile, fixture: _Fixture, case: Case) -> Case
         missing=tuple(sorted(_describe(e) for e in missing)),
         unexpected=tuple(sorted(_describe(o) for o in observed - matched)),
     )
+
+
+def _covers(rule: Rule, customer: Customer) -> bool:
+    """Whether the rule's customer selection includes this fixture customer. Searches are
+    matched against the fixture's names, emails and metadata as Stripe's search would."""
+    chosen = rule.customers
+    if chosen is None or isinstance(chosen, AllCustomers):
+        return True
+    if isinstance(chosen, CustomerSearch):
+        try:
+            return parse_search(chosen.search).matches(customer)
+        except StripeRequestError as exc:
+            raise ConfigError(f"rule {rule.name}: customer search: {exc}") from None
+    return customer.id in chosen
 
 
 def _same(expected: tuple[str, str, Dimensions, str, str | None],
@@ -204,19 +223,17 @@ def _describe(alert: tuple[str, str, Dimensions, str, str | None]) -> str:
 def _replay(
     rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, until: int
 ) -> set[tuple[str, str, Dimensions, str, str | None]]:
-    states: dict[Dimensions, alerts.AlertState] = {}
+    states = SeriesStates(rule)
     instant = fixture.start
     while True:
         now = min(instant, until)
-        for finding in _findings(rule, customer, spec, fixture, now):
-            state, _ = alerts.apply(states.get(finding.key.group), finding, rule, now)
-            states[finding.key.group] = state
+        states.apply(_findings(rule, customer, spec, fixture, now), now)
         if now >= until:
             break
         instant += int(rule.every)
     return {
-        (rule.name, customer.id, group, state.status, state.level)
-        for group, state in states.items()
+        (rule.name, customer.id, key.group, state.status, state.level)
+        for key, state in states.states.items()
         if state.status in ("pending", "firing")
     }
 
@@ -227,8 +244,8 @@ def _findings(rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture,
     need = evaluate.needs(rule, customer.id, now)[0]
     rows = [row for row, _ in fixture.rows.get(customer.id, ())
             if row.ends_at <= refreshed and _belongs(row, need)]
-    series = build_series(rule, need, rows, refreshed, now=now, freshness_lag=spec.freshness_lag)
-    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+    return judge(rule, customer, need, rows, now, refreshed_at=refreshed,
+                 freshness_lag=spec.freshness_lag)
 
 
 def _belongs(row: UsageRow, need: DataNeed) -> bool:
