@@ -1,0 +1,202 @@
+"""Replay: each rule, for each of its customers, from the warm-up to ``until``, through the
+daemon's alert lifecycle into the notifying changes it would have made (:func:`replay_all`)
+and the firings a backtest reports (:func:`firings_of`). Pure apart from the progress it
+reports; its changes feed :class:`~alertd.backtest.notifications.NotificationReplay`.
+
+Between evaluations (:func:`~alertd.backtest.evaluating.evaluations`), while any series is
+pending or firing, the lifecycle alone is stepped every ``every`` on the same findings, so
+``for`` and ``keep_firing_for`` play out as in the daemon (only the ticks where something can
+happen are visited: :func:`_tick_through`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from alertd.alerts import AlertState, Transition
+from alertd.backtest.evaluating import evaluations
+from alertd.backtest.history import HistorySeries, RuleFrame
+from alertd.backtest.steps import SeriesStates
+from alertd.backtest.window import ReplayWindow
+from alertd.model import Customer, Dimensions, Finding, UsageRow
+from alertd.rules.schema import Rule
+
+FiringKind = Literal["fired", "escalated"]
+REPORTED: frozenset[str] = frozenset({"fired", "escalated"})
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A series that would have started firing (``fired``) or climbed a level (``escalated``)
+    at ``at``, the moment the daemon would have noticed, with the finding that did it."""
+
+    at: int
+    kind: FiringKind
+    finding: Finding
+    previous_level: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A notifying transition (``fired``, ``escalated``, ``resolved``) during replay, warm-up
+    included, with the finding behind it and the series' state right after it: what the
+    notification pipeline is fed."""
+
+    transition: Transition
+    finding: Finding
+    state: AlertState
+
+    @property
+    def at(self) -> int:
+        return self.transition.at
+
+
+def replay_changes(
+    rule: Rule,
+    customer: Customer,
+    rows: Iterable[UsageRow],
+    window: ReplayWindow,
+    frame: RuleFrame | None = None,
+) -> list[Change]:
+    """Every notifying transition of ``rule`` for ``customer`` from the warm-up to ``until``,
+    in time order. Pure.
+
+    ``rows`` are the customer's hourly rows for the rule (see
+    :func:`~alertd.backtest.window.history_need`); ``frame`` is
+    :meth:`~alertd.backtest.history.RuleFrame.of` the rule, passed in when many customers
+    share it.
+    Between evaluations, while a series is pending or firing, the lifecycle is stepped every
+    ``every`` on the latest findings, as the daemon's passes would (:func:`_tick_through`).
+    """
+    frame = frame or RuleFrame.of(rule, window)
+    history = HistorySeries(frame, customer.id, rows)
+    states = SeriesStates(rule)
+    every = max(1, int(rule.every))
+    changes: list[Change] = []
+
+    def step(findings: list[Finding], instant: int) -> None:
+        for transition, finding in states.apply(findings, instant):
+            if transition.notifies:
+                changes.append(Change(transition, finding, states.states[finding.key]))
+
+    steps = evaluations(history, customer, window)
+    for index, (instant, findings) in enumerate(steps):
+        step(findings, instant)
+        following = steps[index + 1][0] if index + 1 < len(steps) else window.until + 1
+        _tick_through(states, findings, range(instant + every, following, every), step)
+    return changes
+
+
+def _tick_through(
+    states: SeriesStates,
+    findings: list[Finding],
+    ticks: range,
+    step: Callable[[list[Finding], int], None],
+) -> None:
+    """Steps the lifecycle on unchanged findings at ``ticks`` while a series is pending or
+    firing, visiting only the ticks that matter.
+
+    On unchanged findings a pass can only bump ``last_active_at`` until the tick at which
+    ``for`` or ``keep_firing_for`` has elapsed, and whether a transition is due at a tick
+    depends only on how far that tick is from the state's timestamps: so the first tick with a
+    transition is found by bisection, and a final step at the last tick leaves the state as
+    stepping every tick would.
+    """
+    while ticks and states.live:
+        if not states.would_change(findings, ticks[-1]):
+            step(findings, ticks[-1])
+            return
+        low, high = 0, len(ticks) - 1  # the answer is in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if states.would_change(findings, ticks[middle]):
+                high = middle
+            else:
+                low = middle + 1
+        step(findings, ticks[low])
+        ticks = ticks[low + 1:]
+
+
+def firings_of(changes: Iterable[Change], since: int) -> list[Firing]:
+    """The changes a backtest reports: series starting to fire or escalating at or after
+    ``since``."""
+    return [
+        Firing(change.at, "fired" if change.transition.kind == "fired" else "escalated",
+               change.finding, change.transition.previous_level)
+        for change in changes
+        if change.transition.kind in REPORTED and change.at >= since
+    ]
+
+
+def replay(
+    rule: Rule,
+    customer: Customer,
+    rows: Iterable[UsageRow],
+    window: ReplayWindow,
+    frame: RuleFrame | None = None,
+) -> list[Firing]:
+    """When ``rule`` would have fired for ``customer`` in ``[since, until]``. Pure."""
+    return firings_of(replay_changes(rule, customer, rows, window, frame), window.since)
+
+
+class Progress(Protocol):
+    """Told how far a phase has come (the command draws a bar on a terminal)."""
+
+    def start(self, phase: str, total: int) -> None: ...
+
+    def advance(self, done: int = 1) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    """Reports nothing: for tests, pipes and files."""
+
+    def start(self, phase: str, total: int) -> None:
+        return None
+
+    def advance(self, done: int = 1) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What replaying every rule found: the firings to report (time order) and every
+    notifying change, warm-up included (time order), for
+    :class:`~alertd.backtest.notifications.NotificationReplay`."""
+
+    firings: tuple[Firing, ...]
+    changes: tuple[Change, ...]
+
+
+def replay_all(
+    rules: Sequence[Rule],
+    customers: Mapping[str, Sequence[Customer]],
+    histories: Mapping[tuple[str, str], Sequence[UsageRow]],
+    window: ReplayWindow,
+    progress: Progress | None = None,
+) -> Replayed:
+    """Every rule replayed for each of its ``customers`` (by rule name) on ``histories``
+    (by rule name and customer id). Pure apart from ``progress``."""
+    progress = progress or NoProgress()
+    progress.start("replaying", sum(len(customers[rule.name]) for rule in rules))
+    changes: list[Change] = []
+    for rule in rules:
+        frame = RuleFrame.of(rule, window)
+        for customer in customers[rule.name]:
+            rows = histories[(rule.name, customer.id)]
+            changes += replay_changes(rule, customer, rows, window, frame)
+            progress.advance()
+    progress.finish()
+    changes.sort(key=_change_order)
+    return Replayed(tuple(firings_of(changes, window.since)), tuple(changes))
+
+
+def _change_order(change: Change) -> tuple[int, str, str, Dimensions]:
+    key = change.finding.key
+    return (change.at, key.rule, key.customer, key.group)
