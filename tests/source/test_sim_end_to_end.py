@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -185,9 +186,13 @@ async def test_the_budget_keeps_a_rate_limited_simulator_free_of_429s(sim: Simul
     # A budget a little under the account's limit, as a user sharing the account would set.
     async with client(sim, requests_per_second=45) as http:
         source = build_source(http, http.settings)
+        began = time.monotonic()
         results = await asyncio.gather(*(source.fetch(query) for _ in range(60)))
+        elapsed = time.monotonic() - began
     stats = sim.stats()
     assert stats["rate_limited"] == 0
     assert stats["peak_per_second"]["analytics"] <= 50
     assert sum(r.requests for r in results) == 60
-    assert http.budgets.analytics.stats().waited >= 59 - 43  # paced, not sent at once
+    # Paced, not sent at once: 60 starts at under 45 per second span at least 59/45 s.
+    # (A slow machine only makes this longer, so the bound cannot flake.)
+    assert elapsed >= 59 / 45 * 0.97
