@@ -54,6 +54,7 @@ from alertd.services import (
     wait_first,
 )
 from alertd.settings import find_config
+from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 from alertd.systemd import SystemdNotifier
 from alertd.validate import validate_config
@@ -158,6 +159,7 @@ class Daemon:
         world's services (group timer, outbox worker), the keep-alive. Tests poll by hand
         inside it."""
         async with AsyncExitStack() as stack:
+            stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
             self._store = await stack.enter_async_context(SqliteStore(world.settings.state_path()))
             listen = world.settings.server.listen
             if listen:

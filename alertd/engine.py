@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from alertd import evaluate
@@ -34,7 +34,7 @@ from alertd.model import (
     UsageResult,
 )
 from alertd.planner import Plan, extract_rows, plan
-from alertd.rules.loader import RuleSet
+from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import CustomerSelection, Settings
 from alertd.source import Source
@@ -54,6 +54,8 @@ class PassResult:
     customers: Mapping[str, Customer]
     series: Mapping[SeriesKey, Series] = field(default_factory=dict)
     failures: tuple[SourceError, ...] = ()
+    #: Usage queries planned for the pass (``failures`` are among them).
+    queries: int = 0
 
 
 def selection_for(rule: Rule, default: CustomerSelection) -> CustomerSelection:
@@ -72,12 +74,21 @@ class Engine:
     """Runs evaluation passes for one configuration (a reload builds a new Engine)."""
 
     def __init__(
-        self, settings: Settings, rules: RuleSet, source: Source, directory: Directory
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        source: Source,
+        directory: Directory,
+        *,
+        sent: Callable[[], int] | None = None,
     ) -> None:
+        """``sent`` reads the HTTP client's count of requests sent (retries, customers and
+        meters included); without it a pass counts one request per usage query."""
         self.settings = settings
         self.rules = rules
         self.source = source
         self.directory = directory
+        self._sent = sent
 
     async def customers_by_rule(
         self, rules: Sequence[Rule], only: set[str] | None = None
@@ -100,7 +111,8 @@ class Engine:
         rule_names: Iterable[str] | None = None,
         customer_ids: Iterable[str] | None = None,
     ) -> PassResult:
-        rules = self._select_rules(rule_names)
+        sent_before = self._sent() if self._sent is not None else 0
+        rules = select_rules(self.rules.rules, rule_names)
         only = set(customer_ids) if customer_ids else None
         by_rule = await self.customers_by_rule(rules, only)
         customers = {c.id: c for cs in by_rule.values() for c in cs}
@@ -113,23 +125,21 @@ class Engine:
         outcomes = await self._fetch_all(the_plan.queries)
         findings, series, refreshed = self._judge(rules, by_rule, needs, the_plan, outcomes, now)
         failures = tuple(o for o in outcomes if isinstance(o, SourceError))
-        requests = sum(o.requests for o in outcomes if isinstance(o, UsageResult))
-        requests += len(failures)
+        if self._sent is not None:
+            requests = self._sent() - sent_before
+        else:
+            requests = sum(o.requests for o in outcomes if isinstance(o, UsageResult))
+            requests += len(failures)
         return PassResult(
             now=now,
             findings=tuple(findings),
             requests=requests,
+            queries=len(the_plan.queries),
             refreshed_at=min(refreshed) if refreshed else None,
             customers=customers,
             series=series,
             failures=failures,
         )
-
-    def _select_rules(self, names: Iterable[str] | None) -> list[Rule]:
-        if names is None:
-            return list(self.rules.rules)
-        wanted = set(names)
-        return [r for r in self.rules.rules if r.name in wanted]
 
     async def _fetch_all(
         self, queries: Sequence[UsageQuery]

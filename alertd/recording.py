@@ -31,13 +31,9 @@ class PassOutcome:
 
 
 def poll_failed(result: PassResult) -> bool:
-    """A poll counts as failed when at least half of its requests failed after retries."""
+    """A poll counts as failed when at least half of its usage queries failed after retries."""
     failed = len(result.failures)
-    return failed > 0 and failed * 2 >= failed + _succeeded(result)
-
-
-def _succeeded(result: PassResult) -> int:
-    return len({f.key for f in result.findings if f.state not in ("error", "nodata")})
+    return failed > 0 and failed * 2 >= max(result.queries, failed)
 
 
 def meta_findings(

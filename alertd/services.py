@@ -23,6 +23,7 @@ import httpx
 from alertd.alerts import META_POLICIES
 from alertd.clock import Clock
 from alertd.engine import Engine
+from alertd.errors import SourceError
 from alertd.metrics import Metrics
 from alertd.model import SeriesKey
 from alertd.notify.email import SmtpFactory
@@ -30,7 +31,7 @@ from alertd.notify.factory import notifiers
 from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
-from alertd.runtime import StripeStack, World, stripe_stack
+from alertd.runtime import StripeStack, World, stripe_stack, verify_meters
 from alertd.settings import Settings
 from alertd.store.base import Store
 
@@ -158,11 +159,23 @@ async def open_world(
         stripe = await open_stripe(world.settings, parts.clock, parts.metrics,
                                    parts.stripe_transport)
     try:
+        await _check_meters(world, stripe)
         return stripe, await open_services(world, stripe, store, parts)
     except BaseException:
         if stripe is not current:
             await stripe.close()
         raise
+
+
+async def _check_meters(world: World, stripe: StripeHandle) -> None:
+    """Refuse a world whose rules name meters the account lacks (one such meter would fail
+    every request it shares). Stripe being unreachable is no reason to refuse: the polls will
+    say so."""
+    try:
+        await verify_meters(world.rules, stripe.stack.directory)
+    except SourceError as exc:
+        log.warning("could not check the rules' meters error=%s request_id=%s", exc,
+                    exc.request_id)
 
 
 async def open_services(
@@ -182,7 +195,8 @@ async def open_services(
                     on_delivered=parts.on_delivered)
     pipeline = Pipeline(store, RouteTree.from_settings(settings), settings.receivers,
                         on_commit=outbox.wake)
-    engine = Engine(settings, world.rules, stripe.stack.source, stripe.stack.directory)
+    engine = Engine(settings, world.rules, stripe.stack.source, stripe.stack.directory,
+                    sent=lambda: stripe.stack.http.requests)
     return Services(world, engine, pipeline, outbox, parts.clock, closer)
 
 

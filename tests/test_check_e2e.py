@@ -114,10 +114,12 @@ async def test_dry_run_sends_and_records_nothing(
 ) -> None:
     config = write_config(tmp_path, sim)
     overuse = next(i for i in reversed(sim.generator.incidents()) if i.kind == "overuse")
+    sim.reset_stats()
     code, document = await check_json(
         config, capsys, args(overuse.ends_at + 3600, ["daily-token-quota"]))
     assert code == 0
-    assert document["requests"] >= 1
+    # Every HTTP request the simulator saw: customers, meters and usage.
+    assert document["requests"] == sim.stats()["requests"] > CUSTOMERS
     assert document["notifications"], "a firing quota alert would be sent"
     assert all(n["suppressed_by"] is None for n in document["notifications"])
     assert not (tmp_path / "alertd.db").exists()
@@ -141,6 +143,24 @@ async def test_json_shape_is_the_contract(
     assert states <= {"inactive", "pending", "firing", "resolved", "nodata", "error"}
     rules = {f["rule"] for f in document["findings"]}
     assert len(rules) == 6  # every example rule was evaluated
+
+
+async def test_requests_count_retries(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sim, stripe_extra=", max_retries: 2")
+    sim.add_fault(Fault(kind="status", status=503, path="/v1/billing/analytics", count=4))
+    sim.reset_stats()
+    code, document = await check_json(config, capsys, args(TEST_NOW - 600, ["daily-token-quota"]))
+    assert code == 0  # four 503s, each retried to success
+    assert document["requests"] == sim.stats()["requests"]
+    assert sim.stats()["errors"] >= 4
+
+
+async def test_at_needs_dry_run(sim: Simulator, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--dry-run"):
+        await run_check(load_world(write_config(tmp_path, sim)),
+                        args(TEST_NOW - 600, dry_run=False))
 
 
 async def test_source_failure_exits_3_and_never_fabricates_usage(

@@ -59,10 +59,10 @@ from alertd.backtest.window import (
     history_need,
     instants,
     judged_granularity,
-    select_rules,
     warm_start,
     within_data,
 )
+from alertd.rules.loader import select_rules
 
 __all__ = [
     "Change",

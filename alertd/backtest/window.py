@@ -32,11 +32,9 @@ notification log that dedup reads.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from alertd import evaluate
-from alertd.errors import ConfigError
 from alertd.evaluate import windows
 from alertd.evaluate.series import data_need, granularity_for
 from alertd.model import DataNeed, Granularity
@@ -82,19 +80,6 @@ def within_data(window: ReplayWindow, refreshed_at: int | None) -> ReplayWindow:
     if refreshed_at is None or refreshed_at + window.refresh_delay >= window.until:
         return window
     return replace(window, until=max(window.since + 1, refreshed_at + window.refresh_delay))
-
-
-def select_rules(rules: Sequence[Rule], names: Iterable[str] | None) -> list[Rule]:
-    """The rules named (all when ``names`` is ``None``); an unknown name is a usage error."""
-    if names is None:
-        return list(rules)
-    wanted = list(dict.fromkeys(names))
-    known = {rule.name for rule in rules}
-    unknown = [name for name in wanted if name not in known]
-    if unknown:
-        raise ConfigError(f"--rule: no rule named {', '.join(map(repr, unknown))} "
-                          f"(rules: {', '.join(sorted(known)) or 'none'})")
-    return [rule for rule in rules if rule.name in wanted]
 
 
 def _reads_running_period(rule: Rule) -> bool:

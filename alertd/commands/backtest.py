@@ -39,7 +39,7 @@ from alertd.logs import configure
 from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import Plan, extract_rows, plan
-from alertd.runtime import World, load_world, stripe_stack
+from alertd.runtime import World, load_world, stripe_stack, verify_meters
 from alertd.silences import Silence
 from alertd.store.sqlite import SqliteStore
 
@@ -74,7 +74,9 @@ async def run_command(
     progress: Progress = ProgressBar(stderr) if stderr.isatty() else NoProgress()
     silences = await stored_silences(world)
     async with stripe_stack(world.settings, clock=clock) as stack:
-        engine = Engine(world.settings, world.rules, stack.source, stack.directory)
+        await verify_meters(world.rules, stack.directory)
+        engine = Engine(world.settings, world.rules, stack.source, stack.directory,
+                        sent=lambda: stack.http.requests)
         result = await run_backtest(engine, window, rule_names=args.rule,
                                     customer_ids=args.customer, progress=progress,
                                     silences=silences)

@@ -14,14 +14,16 @@ import argparse
 import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import Clock, SystemClock, iso, parse_instant
 from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
 from alertd.engine import Engine, PassResult
-from alertd.errors import EXIT_OK, EXIT_SOURCE
+from alertd.errors import EXIT_OK, EXIT_SOURCE, ConfigError
 from alertd.logs import configure
 from alertd.model import Finding, Meter
 from alertd.notify.factory import notifiers
@@ -29,8 +31,9 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision
-from alertd.recording import PassOutcome, meta_findings, poll_failed, record_pass
+from alertd.recording import PassOutcome, meta_findings, record_pass
 from alertd.runtime import World, load_world, stripe_stack, verify_meters
+from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
@@ -51,9 +54,13 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     output = getattr(args, "format", "text")
     now = parse_instant(at, clock.now()) if at else int(clock.now())
     dry_run = bool(getattr(args, "dry_run", False))
+    if at and not dry_run:
+        raise ConfigError("--at evaluates the past: use it with --dry-run (recording it would "
+                          "mix past alert states into the live ones)")
     async with stripe_stack(world.settings, clock=clock) as stack:
         await verify_meters(world.rules, stack.directory)
-        engine = Engine(world.settings, world.rules, stack.source, stack.directory)
+        engine = Engine(world.settings, world.rules, stack.source, stack.directory,
+                        sent=lambda: stack.http.requests)
         result = await engine.run_pass(now, rule_names=rules, customer_ids=customers)
         meters = await stack.directory.meters()
         requests = stack.http.requests
@@ -76,7 +83,20 @@ async def record(
     """
     path = world.settings.state_path()
     store_path = ":memory:" if dry_run and not path.exists() else path
-    extra = meta_findings(result, world.settings, 1 if poll_failed(result) else 0)
+    # Only the stale-data check makes sense for one pass: the source-failure alert counts
+    # failed polls in a row, which only the daemon sees (a pass of its own would resolve it).
+    extra = [f for f in meta_findings(result, world.settings, 0) if f.rule == STALE_DATA]
+    with ExitStack() as lock:
+        if not dry_run:
+            lock.enter_context(exclusive(path, "'alertd check' without --dry-run"))
+        return await _record_locked(world, result, meters, extra, store_path,
+                                    dry_run=dry_run, clock=clock)
+
+
+async def _record_locked(
+    world: World, result: PassResult, meters: Mapping[str, Meter], extra: list[Finding],
+    store_path: Path | str, *, dry_run: bool, clock: Clock,
+) -> PassOutcome:
     async with SqliteStore(store_path) as store:
         pipeline = Pipeline(store, RouteTree.from_settings(world.settings),
                             world.settings.receivers)

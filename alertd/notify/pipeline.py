@@ -213,7 +213,7 @@ class Pipeline:
             previous = await self.store.load_states({f.rule for f in findings})
             findings = [*findings, *vanished_series(findings, previous)]
             step = lifecycle(findings, previous, rules, now, context)
-            for transition in step.transitions:
+            for transition in () if dry_run else step.transitions:
                 _log_transition(transition)
             decisions = await self._flush(step.updates, step.states, now, dry_run, immediate)
         return Report(step.findings, step.transitions, decisions)

@@ -18,7 +18,7 @@ An empty rule set is not an error here: only ``alertd run`` needs rules.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,3 +385,16 @@ def _duplicate_names(loaded: Sequence[_Loaded]) -> list[Problem]:
         else:
             first[item.name] = where
     return problems
+
+
+def select_rules(rules: Sequence[Rule], names: Iterable[str] | None) -> list[Rule]:
+    """The rules named (all when ``names`` is ``None``); an unknown name is a usage error."""
+    if names is None:
+        return list(rules)
+    wanted = list(dict.fromkeys(names))
+    known = {rule.name for rule in rules}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ConfigError(f"--rule: no rule named {', '.join(map(repr, unknown))} "
+                          f"(rules: {', '.join(sorted(known)) or 'none'})")
+    return [rule for rule in rules if rule.name in wanted]
