@@ -171,15 +171,6 @@ def apply(
     return state, ended + step
 
 
-def finding_state(
-    previous: AlertState | None, finding: Finding, rule: Rule | Policy, now: int
-) -> FindingState:
-    """What ``check --dry-run`` shows for a finding: pending, firing, resolved or inactive
-    (``nodata``/``error`` pass through). Writes nothing."""
-    state, transitions = apply(previous, finding, rule, now)
-    return describe(previous, state, transitions, finding)
-
-
 def describe(
     previous: AlertState | None, state: AlertState, transitions: Sequence[Transition],
     finding: Finding,

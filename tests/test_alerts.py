@@ -15,7 +15,7 @@ from alertd.alerts import (
     Policy,
     apply,
     build_alert,
-    finding_state,
+    describe,
     instance_key,
     meta_finding,
 )
@@ -175,9 +175,9 @@ def test_finding_state_for_dry_run(
     state: AlertState | None = None
     for step in history:
         state, _ = apply(state, finding(step), PERIOD, T0 + step.at)
-    before = state
-    assert finding_state(state, finding(now_step), PERIOD, T0 + now_step.at) == expected, reason
-    assert state == before  # nothing written, nothing mutated
+    current = finding(now_step)
+    after, transitions = apply(state, current, PERIOD, T0 + now_step.at)
+    assert describe(state, after, transitions, current) == expected, reason
 
 
 def rule(**overrides: object) -> Rule:

@@ -239,10 +239,6 @@ def _summed(period: Period, parts: Sequence[Bucket]) -> Bucket:
     )
 
 
-def bucket_period(bucket: Bucket, tz: str) -> Period:
-    return Period(bucket.starts_at, bucket.ends_at, tz)
-
-
 def complete_buckets(buckets: Iterable[Bucket]) -> list[Bucket]:
     return [bucket for bucket in buckets if bucket.complete]
 

@@ -153,11 +153,6 @@ class Outbox:
         for event in self._wakes.values():
             event.set()
 
-    async def deliver_due(self, receiver: str | None = None) -> None:
-        """One round over the rows due now: one receiver, or every receiver concurrently."""
-        names = [receiver] if receiver is not None else list(self.notifiers)
-        await _together([self._round(name, None) for name in names])
-
     async def run_until_idle(self, timeout: float) -> DeliveryReport:
         """Delivers until nothing is pending or the next retry falls after ``timeout``
         seconds (``alertd check``); what is left stays pending for the daemon."""
