@@ -53,7 +53,7 @@ from alertd.services import (
     orphaned_rules,
     wait_first,
 )
-from alertd.settings import find_config
+from alertd.settings import Settings, find_config
 from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 from alertd.systemd import SystemdNotifier
@@ -257,6 +257,8 @@ class Daemon:
         await old.close()
         if old_stripe is not None and old_stripe is not stripe:
             await old_stripe.close()
+        for what in restart_only_changes(old.world.settings, world.settings):
+            log.warning("reload cannot change %s; restart alertd to apply it", what)
         log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),
                  len(removed), "kept" if stripe is old_stripe else "new")
         self.systemd.ready(self._status())
@@ -335,3 +337,14 @@ def _refusal(exc: Exception) -> str:
         return str(exc.problems[0]) if exc.problems else "invalid configuration"
     log.exception("reload refused error=%s", exc)
     return str(exc) or type(exc).__name__
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """Settings a reload keeps as they were (the state file and the metrics listener are
+    opened once per process), named when the new config changes them."""
+    changed = []
+    if old.state_path() != new.state_path():
+        changed.append(f"state.path ({old.state_path()} stays in use)")
+    if old.server.listen != new.server.listen:
+        changed.append(f"server.listen ({old.server.listen or 'disabled'} stays in use)")
+    return changed

@@ -669,3 +669,16 @@ async def test_invalid_config_at_start_exits_2_without_ready(
         assert await daemon.exit_code() == 2
     assert "test.yaml:3:" in log_file.read_text()
     assert not notify.messages
+
+
+def test_reload_names_settings_that_need_a_restart(tmp_path: Path) -> None:
+    from alertd.daemon import restart_only_changes
+    from alertd.settings import load_settings
+
+    old_file, new_file = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old_file.write_text("state: {path: a.db}\nserver: {listen: '127.0.0.1:9464'}\n")
+    new_file.write_text("state: {path: b.db}\nserver: {listen: ''}\n")
+    old, new = load_settings(old_file), load_settings(new_file)
+    changed = restart_only_changes(old, new)
+    assert [c.split(" ")[0] for c in changed] == ["state.path", "server.listen"]
+    assert restart_only_changes(old, old) == []
