@@ -66,7 +66,9 @@ def template_environment(*, autoescape: bool = False) -> SandboxedEnvironment:
 
 
 def format_number(value: float | int | None, digits: int | None = None) -> str:
-    """``1234567.5`` → ``1,234,567.5``; whole numbers without decimals; ``digits`` fixes them.
+    """``1234567.5`` → ``1,234,568``, ``12.345`` → ``12.35``, ``0.0123`` → ``0.0123``: whole
+    units from a thousand up, two decimals below, significant digits under one; ``digits``
+    fixes the decimals.
 
     ``None`` (no value, e.g. no data) renders as ``n/a``.
     """
@@ -74,8 +76,9 @@ def format_number(value: float | int | None, digits: int | None = None) -> str:
         return "n/a"
     if digits is not None:
         return f"{value:,.{digits}f}"
-    if float(value).is_integer():
-        return f"{int(value):,}"
+    if float(value).is_integer() or abs(value) >= 1000:
+        # Usage in the thousands reads as whole units; decimals there are noise.
+        return f"{round(value):,}"
     return f"{value:,.6g}" if abs(value) < 1 else f"{value:,.2f}".rstrip("0").rstrip(".")
 
 

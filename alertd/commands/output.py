@@ -12,6 +12,7 @@ from typing import Any
 
 from alertd.clock import iso
 from alertd.model import Finding
+from alertd.templating import format_number
 
 
 def window_json(finding: Finding) -> dict[str, Any]:
@@ -46,11 +47,7 @@ def dumps(document: Mapping[str, Any]) -> str:
 
 
 def number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.2f}"
+    return "-" if value is None else format_number(value)
 
 
 def series_label(finding: Finding) -> str:

@@ -44,6 +44,7 @@ from alertd.model import (
     make_filters,
 )
 from alertd.rules.schema import Rule
+from alertd.templating import format_number
 
 #: The nominal length of a bucket, for turning durations into bucket counts.
 NOMINAL_SECONDS: Mapping[Granularity, int] = {
@@ -304,10 +305,8 @@ def no_complete_data(rule: Rule, series: Series, window: Period, what: str) -> F
 
 
 def number(value: float) -> str:
-    """``42100.0`` → ``42,100``; ``0.25`` → ``0.25``: how usage reads in messages."""
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.2f}".rstrip("0").rstrip(".")
+    """How usage reads in messages: the one formatter templates use too."""
+    return format_number(value)
 
 
 def readable_duration(seconds: float) -> str:

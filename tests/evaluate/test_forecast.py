@@ -129,7 +129,7 @@ def test_message_reads_well() -> None:
     ("now", "active", "message"),
     [
         ("2025-01-03 11:59", False,
-         "9,997.22 so far; no forecast until 3d of the month have passed (2d 11h so far)"),
+         "9,997 so far; no forecast until 3d of the month have passed (2d 11h so far)"),
         ("2025-01-04 00:00", True, None),
     ],
 )

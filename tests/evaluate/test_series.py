@@ -179,7 +179,7 @@ def test_window_buckets_of_empty_series() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(42100.0, "42,100"), (0.0, "0"), (0.25, "0.25"), (1234567.891, "1,234,567.89"),
+    [(42100.0, "42,100"), (0.0, "0"), (0.25, "0.25"), (1234567.891, "1,234,568"),
      (-3.0, "-3"), (2.5, "2.5")],
 )
 def test_number(value: float, text: str) -> None:
