@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from alertd import evaluate
 from alertd.errors import SourceError
@@ -41,6 +41,24 @@ from alertd.source import Source
 from alertd.source.directory import Directory
 
 log = logging.getLogger("alertd.engine")
+
+
+#: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
+BATCH_CUSTOMERS = 100
+#: Buckets kept of an active series, for the "recent usage" table of its notification.
+RECENT_BUCKETS = 24
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the batches of one pass add up to."""
+
+    findings: list[Finding] = field(default_factory=list)
+    series: dict[SeriesKey, Series] = field(default_factory=dict)
+    refreshed: list[int] = field(default_factory=list)
+    failures: list[SourceError] = field(default_factory=list)
+    queries: int = 0
+    requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +99,7 @@ class Engine:
         directory: Directory,
         *,
         sent: Callable[[], int] | None = None,
+        batch_customers: int = BATCH_CUSTOMERS,
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
         meters included); without it a pass counts one request per usage query."""
@@ -89,6 +108,7 @@ class Engine:
         self.source = source
         self.directory = directory
         self._sent = sent
+        self.batch_customers = batch_customers
 
     async def customers_by_rule(
         self, rules: Sequence[Rule], only: set[str] | None = None
@@ -111,35 +131,62 @@ class Engine:
         rule_names: Iterable[str] | None = None,
         customer_ids: Iterable[str] | None = None,
     ) -> PassResult:
+        """Evaluate the rules (all, or those named) for their customers at ``now``.
+
+        Customers are taken in batches of :data:`BATCH_CUSTOMERS`: needs of different customers
+        never share a request, so planning per batch costs no request, and a batch's answers
+        and series are dropped before the next is fetched — memory stays flat however many
+        customers the account has. Only the series of active findings are kept (trimmed to
+        their last :data:`RECENT_BUCKETS`), for the notifications' recent-usage table.
+        """
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
         only = set(customer_ids) if customer_ids else None
         by_rule = await self.customers_by_rule(rules, only)
         customers = {c.id: c for cs in by_rule.values() for c in cs}
+        total = _Tally()
+        ids = list(customers)
+        for start in range(0, len(ids), self.batch_customers):
+            batch = set(ids[start:start + self.batch_customers])
+            await self._run_batch(rules, by_rule, batch, now, total)
+        if self._sent is not None:
+            total.requests = self._sent() - sent_before
+        return PassResult(
+            now=now,
+            findings=tuple(total.findings),
+            requests=total.requests,
+            queries=total.queries,
+            refreshed_at=min(total.refreshed) if total.refreshed else None,
+            customers=customers,
+            series=total.series,
+            failures=tuple(total.failures),
+        )
+
+    async def _run_batch(
+        self,
+        rules: Sequence[Rule],
+        by_rule: Mapping[str, list[Customer]],
+        batch: set[str],
+        now: int,
+        total: _Tally,
+    ) -> None:
+        in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
         needs = {
             (rule.name, customer.id): evaluate.needs(rule, customer.id, now)[0]
             for rule in rules
-            for customer in by_rule[rule.name]
+            for customer in in_batch[rule.name]
         }
         the_plan = plan(needs.values())
         outcomes = await self._fetch_all(the_plan.queries)
-        findings, series, refreshed = self._judge(rules, by_rule, needs, the_plan, outcomes, now)
-        failures = tuple(o for o in outcomes if isinstance(o, SourceError))
-        if self._sent is not None:
-            requests = self._sent() - sent_before
-        else:
-            requests = sum(o.requests for o in outcomes if isinstance(o, UsageResult))
-            requests += len(failures)
-        return PassResult(
-            now=now,
-            findings=tuple(findings),
-            requests=requests,
-            queries=len(the_plan.queries),
-            refreshed_at=min(refreshed) if refreshed else None,
-            customers=customers,
-            series=series,
-            failures=failures,
-        )
+        findings, series, refreshed = self._judge(rules, in_batch, needs, the_plan, outcomes, now)
+        failures = [o for o in outcomes if isinstance(o, SourceError)]
+        total.findings.extend(findings)
+        total.series.update(series)
+        total.refreshed.extend(refreshed)
+        total.failures.extend(failures)
+        total.queries += len(the_plan.queries)
+        total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
+        total.requests += len(failures)
 
     async def _fetch_all(
         self, queries: Sequence[UsageQuery]
@@ -188,8 +235,12 @@ class Engine:
                 for series in build_series(
                     rule, need, rows, outcome.refreshed_at, now=now, freshness_lag=lag
                 ):
-                    all_series[series.key] = series
-                    findings.append(evaluate.evaluate(rule, series, customer, now))
+                    finding = evaluate.evaluate(rule, series, customer, now)
+                    findings.append(finding)
+                    if finding.active:
+                        all_series[series.key] = replace(
+                            series, buckets=series.buckets[-RECENT_BUCKETS:]
+                        )
         return findings, all_series, refreshed
 
     def _stale(self, result: UsageResult, now: int, stale_after: float) -> bool:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from alertd.clock import iso
+from alertd.clock import SystemClock, iso
 from alertd.commands.check import run_check
 from alertd.errors import ConfigError
 from alertd.evaluate.windows import floor, next_start
-from alertd.runtime import load_world
+from alertd.runtime import World, load_world
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import TEST_NOW, running_simulator
@@ -189,3 +189,29 @@ async def test_unknown_meter_is_refused_with_the_rule_location(
     message = str(caught.value)
     assert message.startswith(f"{rules}:2:1: rule typo: meter mtr_sim_tokenz does not exist")
     assert "mtr_sim_tokens" in message
+
+
+async def test_batches_of_customers_change_nothing_but_memory(sim: Simulator) -> None:
+    from alertd.engine import Engine
+    from alertd.runtime import stripe_stack
+
+    config = sim_config_world(sim)
+    results = []
+    for batch in (1, 5, 100):
+        async with stripe_stack(config.settings, clock=SystemClock()) as stack:
+            engine = Engine(config.settings, config.rules, stack.source, stack.directory,
+                            batch_customers=batch)
+            results.append(await engine.run_pass(TEST_NOW - 600))
+    first = results[0]
+    for other in results[1:]:
+        assert other.queries == first.queries  # needs of two customers never share a request
+        assert sorted(other.findings, key=repr) == sorted(first.findings, key=repr)
+    assert set(first.series) == {f.key for f in first.findings if f.active}
+    assert all(len(s.buckets) <= 24 for s in first.series.values())
+
+
+def sim_config_world(sim: Simulator) -> World:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    return load_world(write_config(folder, sim))
