@@ -44,7 +44,7 @@ log = logging.getLogger("alertd.engine")
 
 
 #: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
-BATCH_CUSTOMERS = 100
+BATCH_CUSTOMERS = 50
 #: Buckets kept of an active series, for the "recent usage" table of its notification.
 RECENT_BUCKETS = 24
 
