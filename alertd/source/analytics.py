@@ -8,7 +8,9 @@ response shape comes back into one :class:`~alertd.model.UsageResult`.
 Pure parts, tested with tables: :func:`uses_array_filters`, :func:`encode_usage_query` (which
 refuses, without sending, a query Stripe would reject: unaligned minutes, too many meters or
 keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
-:class:`~alertd.errors.MalformedResponseError`, never a zero).
+:class:`~alertd.errors.MalformedResponseError`, never a zero). Answers run to thousands of
+rows, so each row first goes through :func:`quick_row`, which only accepts the expected JSON
+types; any other row is read by :func:`read_row`, whose errors name the row and the field.
 
 ``has_more: true`` has no documented paging parameter, so it is read as "ask for less": the
 time range is split at the bucket boundary nearest its middle (in the query's time zone, so
@@ -225,11 +227,77 @@ def parse_usage_body(
         raise reader.malformed("neither 'rows' nor 'data' is in the body")
     data = reader.items(container.get("data"), "the rows' 'data'")
     has_more = reader.flag(container.get("has_more", False), "'has_more'")
-    rows = [_row(reader, raw, index) for index, raw in enumerate(data)]
+    # The quick reader takes the common rows; anything it does not expect (the oldest field
+    # names, a float time, a wrong type) goes to the careful one, which names what is wrong.
+    known: dict[tuple[Any, ...], Dimensions] = {}
+    rows = [
+        quick_row(raw, known) or read_row(reader, raw, index) for index, raw in enumerate(data)
+    ]
     return rows, refreshed, has_more
 
 
-def _row(reader: BodyReader, raw: Any, index: int) -> UsageRow:
+#: Tells a missing ``meter`` (maybe the oldest ``meter_id`` is there) from ``meter: null``.
+_ABSENT: Any = object()
+
+
+def quick_row(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> UsageRow | None:
+    """``raw`` as a row when it has exactly the expected JSON types, else ``None``.
+
+    Expected: an object with integer ``starts_at``/``ends_at``, an integer or float ``value``
+    (not a bool), a ``meter`` that is a string or ``null``, and ``dimensions`` absent, ``null``
+    or an object whose values are strings or ``null``. Whenever this returns a row,
+    :func:`read_row` returns an equal one; ``None`` promises nothing: the row may still be valid.
+
+    ``known`` maps the ``dimensions`` items already read in this body to their
+    :data:`Dimensions`, so rows of one series share one tuple and it is sorted once.
+    """
+    if type(raw) is not dict:
+        return None
+    starts = raw.get("starts_at")
+    ends = raw.get("ends_at")
+    value = raw.get("value")
+    meter = raw.get("meter", _ABSENT)
+    # ``type(x) is int`` rather than isinstance: it also turns bools away.
+    if type(starts) is not int or type(ends) is not int:
+        return None
+    if type(value) is not float and type(value) is not int:
+        return None
+    if meter is not None and type(meter) is not str:
+        return None
+    dimensions = _quick_dimensions(raw.get("dimensions"), known)
+    if dimensions is None:
+        return None
+    return UsageRow(starts, ends, float(value), meter, dimensions)
+
+
+def _quick_dimensions(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> Dimensions | None:
+    if raw is None:
+        return ()
+    if type(raw) is not dict:
+        return None
+    items = tuple(raw.items())
+    try:
+        # Only checked items are ever stored, and a JSON value equals a stored string or
+        # null only if it is one, so a hit needs no second check.
+        dimensions = known.get(items)
+    except TypeError:  # an unhashable value (a list, an object): not a dimension value
+        return None
+    if dimensions is not None:
+        return dimensions
+    pairs = []
+    for key, value in items:
+        if type(value) is str:
+            pairs.append((key, value))
+        elif value is not None:
+            return None
+    pairs.sort()
+    known[items] = dimensions = tuple(pairs)
+    return dimensions
+
+
+def read_row(reader: BodyReader, raw: Any, index: int) -> UsageRow:
+    """Row ``index`` of the body, any generation of field names; anything missing or of the
+    wrong type raises :class:`MalformedResponseError` naming the row and the field."""
     where = f"row {index}"
     item = reader.mapping(raw, where)
     starts = reader.instant(_field(item, "starts_at", "bucket_start_time"), f"{where} start")
