@@ -86,7 +86,8 @@ class AnomalyCondition(_Strict):
     type: Literal["anomaly"]
     sensitivity: Annotated[float, Field(gt=0)] = 4.0
     direction: Direction = "both"
-    history: PositiveDuration = 28 * 86400.0
+    #: Five weeks: the judged hour and each hour of the week before it have four earlier weeks.
+    history: PositiveDuration = 35 * 86400.0
     min_history: PositiveDuration = 7 * 86400.0
     min_volume: Annotated[float, Field(ge=0)] = 0.0
 

@@ -1,0 +1,352 @@
+"""Fetching everything a mixed rule set needs from the simulator, within Stripe's rate limit.
+
+Usage::
+
+    python bench/fetch.py [--customers 1000] [--max-requests N] [--plan-batch N] [--rate 100]
+                          [--latency 0.02] [--pacing 1000] [--via source|engine] [--profile]
+
+The simulator runs in a child process (``alertd.sim.testing.SimulatorProcess``) with the given
+number of customers, enforcing ``--rate`` analytics requests per sliding second and adding
+``--latency`` seconds to every answer, so its CPU is not this process's. This process is the
+alertd client: ``StripeHTTP`` with its rate budgets, the Meter Usage Analytics source and the
+customer directory, built by ``alertd.runtime.stripe_stack`` exactly as the daemon builds them.
+
+**Phase 1 — the mixed rule set.** The sixteen rules of ``bench/planner.py`` × every customer
+(listed through the directory): needs (``alertd.evaluate.needs``), the plan
+(``alertd.planner.plan``) and its lower bound, then every planned query is fetched.
+``--via source`` (default) hands the queries to ``Source.fetch`` from ``max_in_flight``
+workers and drops each answer's rows once counted, which is what the fetch path itself costs;
+``--via engine`` runs ``Engine.run_pass`` instead (fetch, series, evaluation, all answers kept
+until the pass ends: far more memory). ``--max-requests`` caps the run to the first customers
+whose planned requests fit (whole customers; the plan ratio is still computed for all).
+``--plan-batch N`` plans N customers at a time instead of all at once (the engine plans a
+whole cycle at once; at 10,000 customers that alone is most of the peak RSS).
+
+**Phase 2 — pacing alone** (``--pacing N``, 0 to skip): N one-row queries (yesterday's total
+of one meter, one customer each), so the rate budget and HTTP path are measured without the cost
+of large answers.
+
+Printed per phase, beside the targets of issue 2: requests per cycle ÷ the planner's lower
+bound (1.00), achieved requests/s (≥ 95 at 100/s), the most requests the simulator saw in any
+sliding second (≤ 100), 429s (0), wall time ÷ (requests ÷ rate) (≤ 1.05), peak RSS of this
+process (≤ 150 MB at 10,000 customers), CPU seconds per 1,000 requests here and in the
+simulator. ``--profile`` adds the top functions of phase 1 by own time (cProfile).
+
+10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
+time; use ``--max-requests`` to stop earlier (the table says what was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import sys
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alertd import evaluate
+from alertd.clock import SystemClock
+from alertd.engine import Engine
+from alertd.errors import SourceError
+from alertd.evaluate.windows import floor
+from alertd.model import Customer, MeterSpec, UsageQuery
+from alertd.planner import lower_bound, plan
+from alertd.rules.loader import RuleSet
+from alertd.rules.schema import Rule
+from alertd.runtime import StripeStack, stripe_stack
+from alertd.settings import CustomerSelection
+from alertd.sim.testing import SimulatorProcess
+from alertd.source import Source
+from bench.common import (
+    Figure,
+    Stopwatch,
+    figure,
+    machine_note,
+    mixed_rules,
+    peak_rss_mb,
+    print_profile,
+    print_table,
+    report_progress,
+    simulator_settings,
+)
+
+TARGET_RATE = 0.95  # of the limit
+TARGET_WALL_RATIO = 1.05
+TARGET_RSS_MB = 150.0
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the fetches returned, counted as they finish."""
+
+    rows: int = 0
+    series: int = 0  # engine only
+    findings: int = 0  # engine only
+    failures: list[SourceError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The planned queries of one cycle, and the part of them this run fetches."""
+
+    needs: int
+    planned: int
+    bound: int
+    customers: tuple[str, ...]  # the customers fetched (all, unless capped)
+    queries: tuple[UsageQuery, ...]  # their queries
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def workload(rules: Sequence[Rule], customers: Sequence[str], now: int,
+             max_requests: int | None, batch: int = 0) -> Workload:
+    """Needs, plan and lower bound for every customer; the queries of the first customers
+    whose planned requests fit in ``max_requests``.
+
+    ``batch`` > 0 plans that many customers at a time instead of all at once, as an engine
+    could: needs of different customers never share a request, so the totals are the same,
+    and only one batch's needs and plan are in memory at a time.
+    """
+    size = batch or max(len(customers), 1)
+    needs_count = planned = bound = 0
+    chosen: list[str] = []
+    queries: list[UsageQuery] = []
+    for start in range(0, len(customers), size):
+        part = customers[start:start + size]
+        needs = [n for rule in rules for c in part for n in evaluate.needs(rule, c, now)]
+        the_plan = plan(needs)
+        needs_count, planned = needs_count + len(needs), planned + len(the_plan.queries)
+        bound += lower_bound(needs)
+        by_customer: dict[str, list[UsageQuery]] = {}
+        for query in the_plan.queries:
+            by_customer.setdefault(query.customer, []).append(query)
+        for customer in part:
+            own = by_customer.get(customer, [])
+            if max_requests is not None and chosen and len(queries) + len(own) > max_requests:
+                max_requests = len(queries)  # full: later customers are not fetched
+                continue
+            chosen.append(customer)
+            queries += own
+    return Workload(needs_count, planned, bound, tuple(chosen), tuple(queries))
+
+
+def pacing_queries(customers: Iterable[str], now: int) -> list[UsageQuery]:
+    """One one-row query per customer: yesterday's (UTC) total of the storage meter."""
+    ends_at = floor(now, "day", "UTC")
+    spec = MeterSpec("mtr_sim_storage")
+    return [UsageQuery(c, ends_at - 86400, ends_at, "day", "UTC", (spec,)) for c in customers]
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+async def fetch_streaming(source: Source, queries: Sequence[UsageQuery], workers: int,
+                          tally: Tally) -> None:
+    """Every query through ``source.fetch`` from ``workers`` concurrent workers; each
+    answer's rows are counted and dropped."""
+    pending = iter(queries)
+
+    async def worker() -> None:
+        for query in pending:
+            try:
+                result = await source.fetch(query)
+            except SourceError as exc:
+                tally.failures.append(exc)
+            else:
+                tally.rows += len(result.rows)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def fetch_with_engine(stack: StripeStack, rules: Sequence[Rule], customers: Sequence[str],
+                            now: int, tally: Tally) -> None:
+    """One ``Engine.run_pass`` over ``customers`` (fetch, series, evaluation)."""
+    settings = simulator_settings(stack.http.settings.api_base,
+                                  rate=stack.http.settings.requests_per_second)
+    engine = Engine(settings, RuleSet(tuple(rules)), stack.source, stack.directory)
+    result = await engine.run_pass(now, customer_ids=customers)
+    tally.failures.extend(result.failures)
+    tally.series = len(result.series)
+    tally.findings = len(result.findings)
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured phase: what the client sent and spent, and what the simulator saw."""
+
+    requests: int
+    rows: int | None  # None: not counted (engine)
+    failures: int
+    watch: Stopwatch
+    stats: dict[str, Any]
+    rss_mb: float
+
+
+async def measured(sim: SimulatorProcess, stack: StripeStack, total: int, what: str,
+                   run: Coroutine[Any, Any, None]) -> tuple[Stopwatch, int, dict[str, Any]]:
+    """Awaits ``run`` with progress reports; returns its stopwatch, the HTTP requests sent
+    meanwhile and the simulator's statistics of just that time."""
+    await asyncio.to_thread(sim.reset_stats)
+    sent_before = stack.http.requests
+    progress = asyncio.create_task(
+        report_progress(lambda: stack.http.requests - sent_before, total, what))
+    try:
+        with Stopwatch(sim.pid) as watch:
+            await run
+    finally:
+        progress.cancel()
+    stats = await asyncio.to_thread(sim.stats)
+    return watch, stack.http.requests - sent_before, stats
+
+
+def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
+    """The figures every phase prints."""
+    wall = run.watch.wall
+    per_second = run.requests / wall if wall else 0.0
+    peak_analytics = float(run.stats["peak_per_second"]["analytics"])
+    limited = float(run.stats["rate_limited"])
+    thousands = max(run.requests, 1) / 1000
+    rows = [
+        figure("HTTP requests sent", run.requests, "{:.0f}"),
+        figure("failed queries", run.failures, "{:.0f}", "0", lambda v: v == 0),
+        figure("wall time, s", wall, "{:.1f}"),
+        figure("achieved requests/s", per_second, "{:.1f}", f">= {TARGET_RATE * rate:g}",
+               lambda v: v >= TARGET_RATE * rate),
+        figure("most requests in any 1 s (simulator)", peak_analytics, "{:.0f}",
+               f"<= {rate:g}", lambda v: v <= rate),
+        figure("429s", limited, "{:.0f}", "0", lambda v: v == 0),
+        figure(f"wall ÷ (requests ÷ {rate:g}/s)", wall / (run.requests / rate) if run.requests
+               else 0.0, "{:.3f}", f"<= {TARGET_WALL_RATIO}", lambda v: v <= TARGET_WALL_RATIO),
+        figure("client CPU s per 1,000 requests", run.watch.cpu / thousands, "{:.2f}"),
+        figure("client CPU busy, % of wall", 100 * run.watch.cpu / wall if wall else 0, "{:.0f}"),
+        Figure("client ceiling on one free core, requests/s",
+               f"{run.requests / run.watch.cpu:.0f}" if run.watch.cpu else "-",
+               note="requests ÷ client CPU s"),
+        figure("simulator CPU s per 1,000 requests", run.watch.child_cpu / thousands, "{:.2f}"),
+    ]
+    if run.rows is not None:
+        rows[2:2] = [figure("rows received", run.rows, "{:.0f}")]
+        if run.rows:
+            rows.append(figure("client CPU µs per row received",
+                               1e6 * run.watch.cpu / run.rows, "{:.1f}"))
+    rss_check = (lambda v: v <= TARGET_RSS_MB) if rss_target else None
+    rows.append(figure("peak RSS of this process, MB", run.rss_mb, "{:.0f}",
+                       f"<= {TARGET_RSS_MB:g}" if rss_target else "", rss_check))
+    return rows
+
+
+async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: StripeStack,
+                      customers: Sequence[Customer]) -> None:
+    rules = mixed_rules()
+    now = int(time.time())
+    ids = [c.id for c in customers]
+    with Stopwatch() as planning:
+        load = workload(rules, ids, now, args.max_requests, args.plan_batch)
+    print(f"planned {load.planned} requests for {len(ids)} customers in {planning.wall:.1f} s; "
+          f"fetching {len(load.queries)} ({len(load.customers)} customers) via {args.via}",
+          flush=True)
+    tally = Tally()
+    if args.via == "engine":
+        work = fetch_with_engine(stack, rules, load.customers, now, tally)
+    else:
+        work = fetch_streaming(stack.source, load.queries, stack.http.settings.max_in_flight,
+                               tally)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
+    watch, sent, stats = await measured(sim, stack, len(load.queries),
+                                        "requests sent (planned: the total)", work)
+    if profiler is not None:
+        profiler.disable()
+    engine = args.via == "engine"
+    run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
+              peak_rss_mb())
+    figures = [
+        Figure("customers fetched", f"{len(load.customers)}", note=f"of {len(ids)}"),
+        figure("rules × customers (needs per cycle)", load.needs, "{:.0f}"),
+        figure("requests per cycle (planned)", load.planned, "{:.0f}"),
+        figure("planner lower bound", load.bound, "{:.0f}"),
+        figure("requests ÷ lower bound", load.planned / load.bound, "{:.2f}", "1.00",
+               lambda v: v <= 1.0),
+        figure("HTTP requests ÷ planned (has_more splits, retries)",
+               sent / max(len(load.queries), 1), "{:.2f}"),
+        *run_figures(run, args.rate, rss_target=True),
+    ]
+    if engine:
+        figures += [figure("series evaluated (engine)", tally.series, "{:.0f}"),
+                    figure("findings (engine)", tally.findings, "{:.0f}")]
+    print_table(f"phase 1: mixed rule set ({len(rules)} rules), {len(load.customers)} customers,"
+                f" via {args.via}", figures)
+    for failure in tally.failures[:3]:
+        print(f"  failure: {failure}")
+    if profiler is not None:
+        print_profile(profiler)
+
+
+async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: StripeStack,
+                       customers: Sequence[Customer]) -> None:
+    ids = [c.id for c in customers]
+    queries = pacing_queries((ids * (args.pacing // max(len(ids), 1) + 1))[:args.pacing],
+                             int(time.time()))
+    tally = Tally()
+    watch, sent, stats = await measured(
+        sim, stack, len(queries), "requests",
+        fetch_streaming(stack.source, queries, stack.http.settings.max_in_flight, tally))
+    run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb())
+    print_table(f"phase 2: pacing alone, {len(queries)} one-row requests",
+                run_figures(run, args.rate, rss_target=False))
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(machine_note())
+    print(f"starting the simulator: {args.customers} customers, {args.rate:g} analytics "
+          f"requests/s, {args.latency * 1000:g} ms latency", flush=True)
+    with Stopwatch() as startup:
+        sim = SimulatorProcess(customers=args.customers, rate=int(args.rate),
+                               latency=args.latency)
+        await sim.__aenter__()
+    try:
+        print(f"simulator up in {startup.wall:.1f} s at {sim.url}", flush=True)
+        settings = simulator_settings(sim.url, rate=args.rate)
+        async with stripe_stack(settings, clock=SystemClock()) as stack:
+            with Stopwatch() as listing:
+                customers = await stack.directory.customers(CustomerSelection(all=True))
+            print(f"listed {len(customers)} customers in {listing.wall:.1f} s "
+                  f"({stack.http.requests} general requests)", flush=True)
+            await mixed_phase(args, sim, stack, customers)
+            if args.pacing:
+                await pacing_phase(args, sim, stack, customers)
+    finally:
+        await sim.__aexit__(None, None, None)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--max-requests", type=int, default=None,
+                        help="fetch only the first customers whose planned requests fit")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="analytics requests/s, enforced by the simulator and budgeted here")
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--pacing", type=int, default=1000,
+                        help="one-row requests of phase 2 (0: skip it)")
+    parser.add_argument("--plan-batch", type=int, default=0,
+                        help="plan this many customers at a time (0: all at once, as the "
+                             "engine does)")
+    parser.add_argument("--via", choices=("source", "engine"), default="source")
+    parser.add_argument("--profile", action="store_true", help="cProfile phase 1")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

@@ -1,0 +1,285 @@
+"""Notifications per second through the outbox, and state change → delivery latency.
+
+Usage::
+
+    python bench/notify.py [--burst 2000] [--trickle 300] [--interval 0.02]
+                           [--concurrency 4]
+
+alertd side (this process): the real notification pipeline (``Pipeline.evaluate``: lifecycle,
+routing, grouping, dedup, one SQLite transaction for states and outbox rows) on a SQLite state
+file in a temporary folder, and the real outbox worker (``Outbox.run``, woken by each commit)
+delivering through the real webhook notifier (Alertmanager-compatible JSON body). The receiver
+is ``alertd.sinks.webhook_sink`` in a child process (``--serve-sink``), so it does not share
+this event loop; it prints each delivery's ``Idempotency-Key`` (the notification id) and the
+instant it had read the body.
+
+One threshold rule, routed by ``rule`` and ``customer`` with no ``group_wait``, so each
+finding of a new customer is one new firing notification.
+
+* **Trickle** (``--trickle`` findings, one ``Pipeline.evaluate`` each, ``--interval`` s apart):
+  latency from the state change — the moment ``evaluate`` returned, its transaction committed —
+  to the receiver reading the body: p50, p99, max. The receiver's and this process's clocks
+  are the same wall clock (same machine).
+* **Burst** (``--burst`` findings in one ``evaluate``: that many notifications committed at
+  once): notifications per second from the commit to the last delivery, and the latency
+  percentiles under that queue. ``--concurrency`` is the outbox's groups in flight per
+  receiver (its default, 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alertd.clock import SystemClock
+from alertd.evaluate.windows import period_containing, period_key
+from alertd.model import Finding, SeriesKey
+from alertd.notify.factory import notifiers
+from alertd.notify.outbox import Outbox
+from alertd.notify.pipeline import Pipeline
+from alertd.notify.routing import RouteTree
+from alertd.rules.schema import Rule
+from alertd.settings import Settings
+from alertd.sinks import Delivery, webhook_sink
+from alertd.store.sqlite import SqliteStore
+from bench.common import (
+    Figure,
+    Stopwatch,
+    figure,
+    machine_note,
+    peak_rss_mb,
+    percentile,
+    print_profile,
+    print_table,
+)
+
+RULE = Rule.model_validate({
+    "name": "daily-token-quota", "meter": "mtr_sim_tokens",
+    "condition": {"type": "threshold", "op": ">", "value": 1_000_000},
+})
+
+
+# --------------------------------------------------------------------------- the receiver
+
+
+async def serve_sink() -> None:
+    """The child process: a webhook sink that prints ``KEY RECEIVED_AT`` per delivery."""
+
+    def heard(delivery: Delivery) -> None:
+        key = delivery.headers.get("Idempotency-Key", "-")
+        sys.stdout.write(f"{key} {time.time():.6f}\n")
+        sys.stdout.flush()
+
+    async with webhook_sink(heard) as sink:
+        print(f"listening on {sink.url}", flush=True)
+        await asyncio.Event().wait()
+
+
+class SinkProcess:
+    """The sink child process, and the delivery instants it reports, by notification id."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, float] = {}
+        self.repeats = 0
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-sink"], stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+        assert self._process.stdout is not None  # stdout=PIPE
+        first = self._process.stdout.readline()
+        if not first.startswith("listening on "):
+            raise RuntimeError(f"the webhook sink did not start: {first!r}")
+        self.url = first.split()[-1]
+        threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            key, _, instant = line.partition(" ")
+            if key in self.received:
+                self.repeats += 1
+            self.received[key] = float(instant)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(5)
+
+    async def wait_for(self, ids: Sequence[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(i not in self.received for i in ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+
+
+# --------------------------------------------------------------------------- alertd side
+
+
+@dataclass(frozen=True, slots=True)
+class Alertd:
+    pipeline: Pipeline
+    outbox: Outbox
+
+
+def settings_for(url: str) -> Settings:
+    return Settings(
+        receivers=[{"name": "ops", "webhook": {"url": f"{url}/ops"}}],
+        route={"receiver": "ops", "group_by": ["rule", "customer"], "group_wait": "0s"},
+        rule_files=[],
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_alertd(url: str, folder: Path, concurrency: int) -> AsyncIterator[Alertd]:
+    """Pipeline and outbox worker on a SQLite file in ``folder``, delivering to ``url``."""
+    settings = settings_for(url)
+    clock = SystemClock()
+    async with SqliteStore(folder / "alertd.db") as store, \
+            notifiers(settings, clock=clock) as built:
+        outbox = Outbox(store, built, settings.delivery, clock, concurrency=concurrency)
+        pipeline = Pipeline(store, RouteTree.from_settings(settings), settings.receivers,
+                            on_commit=outbox.wake)
+        await outbox.start()
+        try:
+            yield Alertd(pipeline, outbox)
+        finally:
+            await outbox.stop(grace=5.0)
+
+
+def firing(customer: str, now: int) -> Finding:
+    """A threshold finding over its limit: a new firing alert for a customer not seen yet."""
+    window = period_containing(now, "day", "UTC")
+    return Finding(
+        key=SeriesKey(RULE.name, customer), meter=RULE.meter, dimensions=(), window=window,
+        complete=False, value=1_250_000.0, active=True, level="warning", state="inactive",
+        message="1,250,000 tokens today > 1,000,000", threshold=1_000_000.0,
+        period_key=period_key(window, "day"),
+    )
+
+
+async def commit(alertd: Alertd, customers: Sequence[str]) -> tuple[dict[str, float], float]:
+    """One ``evaluate`` of firing findings for ``customers``; each notification id with the
+    instant the commit returned, and how long the evaluation took."""
+    now = time.time()
+    started = time.perf_counter()
+    report = await alertd.pipeline.evaluate(
+        [firing(c, int(now)) for c in customers], {RULE.name: RULE}, int(now), immediate=True)
+    committed = time.time()
+    spent = time.perf_counter() - started
+    return {n.id: committed for n in report.notifications}, spent
+
+
+# --------------------------------------------------------------------------- phases
+
+
+async def trickle(alertd: Alertd, sink: SinkProcess, count: int, interval: float) -> list[Figure]:
+    committed: dict[str, float] = {}
+    evaluations: list[float] = []
+    for index in range(count):
+        ids, spent = await commit(alertd, [f"cus_trickle_{index:05d}"])
+        committed.update(ids)
+        evaluations.append(spent)
+        await asyncio.sleep(interval)
+    await sink.wait_for(list(committed), timeout=30)
+    latencies = [1000 * (sink.received[i] - t) for i, t in committed.items()
+                 if i in sink.received]
+    return [
+        figure("notifications committed", len(committed), "{:.0f}"),
+        figure("delivered", len(latencies), "{:.0f}", f"{len(committed)}",
+               lambda v: v == len(committed)),
+        figure("evaluate + commit, p50 ms", 1000 * percentile(evaluations, 0.5), "{:.1f}"),
+        figure("state change → delivery, p50 ms", percentile(latencies, 0.5), "{:.1f}"),
+        figure("state change → delivery, p99 ms", percentile(latencies, 0.99), "{:.1f}"),
+        figure("state change → delivery, max ms", max(latencies, default=float("nan")),
+               "{:.1f}"),
+    ]
+
+
+async def burst(alertd: Alertd, sink: SinkProcess, count: int) -> list[Figure]:
+    customers = [f"cus_burst_{i:05d}" for i in range(count)]
+    with Stopwatch(sink.pid) as watch:
+        committed, spent = await commit(alertd, customers)
+        started = next(iter(committed.values()), time.time())
+        await sink.wait_for(list(committed), timeout=max(60.0, count / 10))
+    delivered = [sink.received[i] for i in committed if i in sink.received]
+    latencies = [1000 * (sink.received[i] - t) for i, t in committed.items()
+                 if i in sink.received]
+    duration = max(delivered, default=started) - started
+    return [
+        figure("notifications committed in one transaction", len(committed), "{:.0f}"),
+        figure("evaluate + commit, s", spent, "{:.2f}"),
+        figure("delivered", len(delivered), "{:.0f}", f"{len(committed)}",
+               lambda v: v == len(committed)),
+        figure("commit → last delivery, s", duration, "{:.2f}"),
+        figure("notifications/s delivered", len(delivered) / duration if duration else 0,
+               "{:.0f}"),
+        figure("state change → delivery, p50 ms", percentile(latencies, 0.5), "{:.0f}"),
+        figure("state change → delivery, p99 ms", percentile(latencies, 0.99), "{:.0f}"),
+        figure("CPU ms per notification, alertd (incl. commit)",
+               1000 * watch.cpu / max(len(delivered), 1), "{:.2f}"),
+        figure("CPU ms per notification, receiver", 1000 * watch.child_cpu
+               / max(len(delivered), 1), "{:.2f}"),
+    ]
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(machine_note())
+    sink = SinkProcess()
+    await asyncio.to_thread(sink.start)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            async with running_alertd(sink.url, Path(folder), args.concurrency) as alertd:
+                print(f"webhook sink (child process) at {sink.url}; state file in {folder}")
+                if args.trickle:
+                    rows = await trickle(alertd, sink, args.trickle, args.interval)
+                    print_table(f"trickle: {args.trickle} state changes, one every "
+                                f"{args.interval * 1000:g} ms", rows)
+                if args.burst:
+                    profiler = cProfile.Profile() if args.profile else None
+                    if profiler is not None:
+                        profiler.enable()
+                    rows = await burst(alertd, sink, args.burst)
+                    if profiler is not None:
+                        profiler.disable()
+                        print_profile(profiler)
+                    rows.append(figure("peak RSS of this process, MB", peak_rss_mb(), "{:.0f}"))
+                    rows.append(figure("repeated deliveries", sink.repeats, "{:.0f}", "0",
+                                       lambda v: v == 0))
+                    print_table(f"burst: {args.burst} notifications at once, outbox "
+                                f"concurrency {args.concurrency}", rows)
+    finally:
+        sink.stop()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--trickle", type=int, default=300)
+    parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--profile", action="store_true", help="cProfile the burst")
+    parser.add_argument("--serve-sink", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    asyncio.run(serve_sink() if arguments.serve_sink else main(arguments))
