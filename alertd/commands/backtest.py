@@ -32,7 +32,15 @@ from alertd.backtest import (
     within_data,
 )
 from alertd.clock import Clock, SystemClock, iso, parse_instant
-from alertd.commands.output import bound, dumps, number, series_label, table, window_json
+from alertd.commands.output import (
+    bound,
+    bounds_json,
+    dumps,
+    number,
+    series_label,
+    table,
+    window_json,
+)
 from alertd.engine import Engine
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
@@ -249,10 +257,7 @@ def firing_json(firing: Firing) -> dict[str, Any]:
         "previous_level": firing.previous_level,
         "value": finding.value,
     }
-    for name in ("threshold", "baseline", "projected"):
-        value = getattr(finding, name)
-        if value is not None:
-            entry[name] = value
+    entry.update(bounds_json(finding))
     entry.update(window=window_json(finding), complete=finding.complete,
                  message=finding.message)
     return entry

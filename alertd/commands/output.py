@@ -34,12 +34,15 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "complete": finding.complete,
         "value": finding.value,
     }
-    for name in ("threshold", "baseline", "projected"):
-        value = getattr(finding, name)
-        if value is not None:
-            entry[name] = value
+    entry.update(bounds_json(finding))
     entry.update(level=finding.level, state=finding.state, message=finding.message)
     return entry
+
+
+def bounds_json(finding: Finding) -> dict[str, float]:
+    """Whichever of ``threshold``, ``baseline`` and ``projected`` the finding carries."""
+    return {name: value for name in ("threshold", "baseline", "projected")
+            if (value := getattr(finding, name)) is not None}
 
 
 def dumps(document: Mapping[str, Any]) -> str:
