@@ -14,11 +14,12 @@ falls back to the same hour of earlier days, then to the previous buckets.
 **Spread.** Four samples make a poor MAD, so the spread comes from the errors this same
 predictor made over the recent past (every other hour of the last week; every day of the last
 four weeks): each such bucket divided by the median of *its* earlier seasons. The MAD of those
-ratios (x 1.4826, the normal-consistent scale), over buckets whose expectation is within x2 of
-the judged one's (a quiet night is noisier, relatively, than a busy afternoon), times the
-center, is the spread — unless the slot's own samples spread wider (on-off usage: "0, 0, 300,
-400" on the last four Saturdays). It is floored at :data:`RELATIVE_FLOOR` of the center and at
-:data:`ABSOLUTE_FLOOR`, so a flat series does not alert on tiny wiggles. The band is
+ratios (x 1.4826, the normal-consistent scale) times the center is the spread — unless the
+slot's own samples spread wider (on-off usage: "0, 0, 300, 400" on the last four Saturdays).
+It is at least :data:`RELATIVE_FLOOR` of the center and :data:`ABSOLUTE_FLOOR`, so a flat
+series does not alert on tiny wiggles, and at least the square root of the center, because
+usage is counted: a count of about n varies by about sqrt(n) by chance alone, which is what
+makes quiet hours relatively noisier than busy ones. The band is
 ``center ± sensitivity x spread``.
 
 **Recent level.** The median of those ratios over the last day of hours (week of days) says
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
@@ -62,11 +63,10 @@ RELATIVE_FLOOR = 0.07
 ABSOLUTE_FLOOR = 1.0
 #: A center is the median of at most this many earlier seasons.
 MAX_SEASONS = 8
-#: Errors count toward the spread from buckets whose expectation is within this factor.
-SIMILAR = 2.0
-#: Fewer samples than this and no verdict is given.
+#: The trailing method (weeks, months, very short histories) needs this many earlier buckets.
 MIN_SAMPLES = 3
 
+#: A bucket's value; ``map`` with it reads the ~840 buckets of a judgement at C speed.
 VALUE = attrgetter("value")
 
 METHOD_HOUR_OF_WEEK = "seasonal-hour-of-week median/MAD"
@@ -240,14 +240,15 @@ def expect(
 
 @dataclass(frozen=True, slots=True)
 class Fit:
-    """A season whose recent errors could be measured: the judged bucket's center and the
-    recent ``(ratio, center)`` pairs, oldest first."""
+    """A season whose recent errors could be measured: the judged bucket's center and its
+    samples, and the recent buckets' ratios to their own centers (oldest first; ``recent``:
+    those of the last ``plan.recent`` buckets)."""
 
     method: str
     center: float
     samples: list[float]
-    errors: list[tuple[float, float]]
-    recent_errors: list[float]
+    errors: list[float]
+    recent: list[float]
 
 
 def fit(line: Timeline, unit: int, plan: Plan) -> Fit | None:
@@ -264,16 +265,14 @@ def fit(line: Timeline, unit: int, plan: Plan) -> Fit | None:
         errors = ratios(values, centers)
         if len(errors) * plan.stride >= plan.min_pool:
             latest = ratios(values[-recent:], centers[-recent:])
-            return Fit(method, median(samples), samples, errors, [r for r, _ in latest])
+            return Fit(method, median(samples), samples, errors, latest)
     return None
 
 
-def ratios(
-    values: Sequence[float | None], centers: Sequence[float | None]
-) -> list[tuple[float, float]]:
-    """``(value / center, center)`` wherever both exist and the center is above the floor."""
+def ratios(values: Sequence[float | None], centers: Sequence[float | None]) -> list[float]:
+    """``value / center`` wherever both exist and the center is above the floor."""
     return [
-        (value / center, center)
+        value / center
         for value, center in zip(values, centers, strict=True)
         if value is not None and center is not None and center > ABSOLUTE_FLOOR
     ]
@@ -285,16 +284,13 @@ def seasonal_expectation(
     center, count = fitted.center, len(fitted.samples)
     if center <= 0:
         return idle_expectation(line.present(), sensitivity, count)
-    similar = [r for r, c in fitted.errors if center / SIMILAR <= c <= center * SIMILAR]
-    enough = len(similar) * plan.stride >= plan.min_pool // 2
-    ratios = similar if enough else [r for r, _ in fitted.errors]
-    typical = median(ratios)
-    relative = MAD_SCALE * median([abs(r - typical) for r in ratios])
+    typical = median(fitted.errors)
+    relative = MAD_SCALE * median([abs(r - typical) for r in fitted.errors])
     # The slot's own samples can only widen the band: on-off usage ("0, 0, 300, 400" on the
     # last four Saturdays) makes a median of 150 that 0 is not really far from.
     own = MAD_SCALE * median([abs(v - center) for v in fitted.samples])
     primary = Reference(center, floored(max(relative * center, own), center))
-    recent = fitted.recent_errors
+    recent = fitted.recent
     level = median(recent) if len(recent) * plan.stride >= plan.recent // 4 else None
     references = (primary,) if level is None else (
         primary, Reference(center * level, floored(primary.spread * level, center * level))
@@ -345,6 +341,11 @@ class Timeline:
 
     first: int
     values: list[float | None]
+    #: Whether any value is ``None``.
+    gaps: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gaps", None in self.values)
 
     def get(self, unit: int) -> float | None:
         index = unit - self.first
@@ -406,14 +407,15 @@ class Season:
         return result
 
     def _medians(self, units: range, seasons: int) -> list[float | None]:
+        """Medians for ``units``, which all have ``seasons`` earlier seasons in the timeline."""
         if seasons == 0:
             return [None] * len(units)
+        values, start, step = self.line.values, units.start - self.line.first, units.step
         columns = [
-            self.line.window(units.start - self.length * k, units.stop - self.length * k)
-            [::units.step]
+            values[start - self.length * k:units.stop - self.line.first - self.length * k:step]
             for k in range(1, seasons + 1)
         ]
-        if any(None in column for column in columns):
+        if self.line.gaps:
             return [_median_or_none(row) for row in zip(*columns, strict=True)]
         # Every value is present (no DST gap): sort rows whole, which is much cheaper.
         middle = seasons // 2
@@ -507,7 +509,7 @@ def judge(
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
     message = (
         f"{verdict(score, active)}: {number(value)} {span(window, rule.window)}, expected "
-        f"{number(round(expected, 2))} ({number(round(low, 2))}–{number(round(high, 2))})"
+        f"{number(expected)} ({number(low)}–{number(high)})"
     )
     if quiet:
         message += f"; both below min_volume {number(condition.min_volume)}"
@@ -541,10 +543,9 @@ def span(window: Period, granularity: Granularity) -> str:
     """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
     if granularity != "hour":
         return f"on {windows.period_key(window, granularity)} ({window.timezone})"
-    zone = windows.zone(window.timezone)
-    start = datetime.fromtimestamp(window.starts_at, zone)
-    end = datetime.fromtimestamp(window.ends_at, zone)
-    return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} {window.timezone}"
+    start = datetime.fromtimestamp(window.starts_at, windows.zone(window.timezone))
+    # Named by wall-clock hours, so the repeated hour of a DST change reads 01:00–02:00 twice.
+    return f"{start:%Y-%m-%d %H:%M}–{(start.hour + 1) % 24:02d}:{start:%M} {window.timezone}"
 
 
 # --------------------------------------------------------------------------- findings
