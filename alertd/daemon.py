@@ -298,6 +298,9 @@ class Daemon:
         try:
             if not self.stop_event.is_set():
                 await self.poll(names)
+        except asyncio.CancelledError:
+            # A reload or stop cut the poll short on purpose; the next run redoes it.
+            log.info("poll cancelled rules=%s", ",".join(names))
         except Exception:
             log.exception("poll failed unexpectedly rules=%s", ",".join(names))
         finally:
