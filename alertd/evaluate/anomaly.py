@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
 from alertd.evaluate import windows
-from alertd.evaluate.series import data_need, number, window_buckets
+from alertd.evaluate.series import data_need, finding, number, window_buckets
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
 from alertd.rules.schema import AnomalyCondition, Direction, Rule
 
@@ -568,19 +568,9 @@ def _finding(
     details: dict[str, object] | None = None,
 ) -> Finding:
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
-    return Finding(
-        key=series.key,
-        meter=series.meter,
-        dimensions=series.dimensions,
-        window=window,
-        complete=True,
-        value=judged.value,
-        active=active,
-        level=rule.severity if active else None,
-        state="inactive",
-        message=message,
-        baseline=baseline,
-        period_key=windows.period_key(window, rule.window),
+    return finding(
+        rule, series, window, message=message, value=judged.value, active=active,
+        complete=True, level=rule.severity if active else None, baseline=baseline,
         details=details or {},
     )
 
@@ -594,16 +584,4 @@ def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> 
         window = Period(buckets[-1].starts_at, buckets[-1].ends_at, rule.timezone)
     else:
         window = windows.period_containing(now, rule.window, rule.timezone)
-    return Finding(
-        key=series.key,
-        meter=series.meter,
-        dimensions=series.dimensions,
-        window=window,
-        complete=False,
-        value=None,
-        active=False,
-        level=None,
-        state="nodata",
-        message="no complete bucket yet",
-        period_key=windows.period_key(window, rule.window),
-    )
+    return finding(rule, series, window, state="nodata", message="no complete bucket yet")
