@@ -12,7 +12,7 @@ import email
 import email.policy
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -151,15 +151,23 @@ async def webhook_sink(
 ) -> AsyncIterator[WebhookSink]:
     """``clock`` is what the signature's timestamp is checked against (the sender's time)."""
     sink = WebhookSink(listener, secret, clock)
+    async with serve_posts(sink.handle) as url:
+        sink.url = url
+        yield sink
+
+
+@asynccontextmanager
+async def serve_posts(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve every POST with ``handler`` on a free loopback port; yield the base URL."""
     app = web.Application()
-    app.router.add_post("/{tail:.*}", sink.handle)
+    app.router.add_post("/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    sink.url = f"http://127.0.0.1:{port}"
     try:
-        yield sink
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from alertd.sinks import Delivery, WebhookSink
+from alertd.sinks import Delivery, WebhookSink, serve_posts
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +68,9 @@ class FlakyWebhookSink:
 async def flaky_webhook_sink(secret: str | None = None) -> AsyncIterator[FlakyWebhookSink]:
     """:class:`FlakyWebhookSink` on a free loopback port for the duration of the block."""
     sink = FlakyWebhookSink(secret)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", sink.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_posts(sink.handle) as url:
+        sink.url = url
         yield sink
-    finally:
-        await runner.cleanup()
 
 
 def webhook_firing(body: str) -> frozenset[tuple[str, str]]:

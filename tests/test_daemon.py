@@ -42,6 +42,7 @@ from alertd.rules.schema import Rule
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.sinks import serve_posts
 from alertd.store.sqlite import SqliteStore
 from alertd.systemd import SystemdNotifier
 
@@ -159,18 +160,12 @@ class Hooks:
 @asynccontextmanager
 async def hooks_sink(hold: int = 0, delay: float = 0.0) -> AsyncIterator[Hooks]:
     sink = Hooks(hold=hold, delay=delay)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", sink.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield sink
-    finally:
-        sink.release.set()
-        await runner.cleanup()
+    async with serve_posts(sink.handle) as url:
+        sink.url = url
+        try:
+            yield sink
+        finally:
+            sink.release.set()
 
 
 def metric_samples(text: str) -> tuple[set[str], dict[tuple[str, tuple[tuple[str, str], ...]],
