@@ -12,6 +12,7 @@ Every invalid key is reported as ``FILE:LINE:COL: message``, all at once.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,9 +36,19 @@ from alertd.errors import ConfigError, Problem
 from alertd.yamlpos import Located, load_located, validation_problems
 
 
+#: The longest duration any setting takes (ten years): longer ones overflow date arithmetic.
+MAX_DURATION = 3650 * 86400.0
+
+
 def _duration(value: Any) -> float:
     if isinstance(value, str | int | float):
-        return parse_duration(value)
+        try:
+            seconds = parse_duration(value)
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
+        if not seconds <= MAX_DURATION:  # also NaN
+            raise ValueError(f"a duration is at most 3650d (ten years), got {value!r}")
+        return seconds
     raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 4h, 7d)")
 
 
@@ -55,7 +66,9 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Infinite or NaN numbers (`.inf`, `1e400`) are refused, not carried into rate limits.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 def read_secret(value: SecretStr | None, file: Path | None, what: str) -> SecretStr | None:

@@ -3,6 +3,13 @@
 This is the edge where user files enter alertd. Pydantic validates the plain data; this module
 turns each validation error's ``loc`` back into ``FILE:LINE:COL`` so that ``alertd validate``
 points at the offending key (unknown or missing keys) or at the value (wrong type or value).
+
+Every document is bounded before and while it is read, so that no file can make ``validate``,
+``check`` or a reload run for long or eat memory (a "billion laughs" alias bomb, a huge or
+endlessly nested file): at most :data:`MAX_DOCUMENT_BYTES` bytes, :data:`MAX_DEPTH` levels of
+nesting, and :data:`MAX_VALUES` values once aliases and merge keys are expanded (an alias
+counts as every value it stands for). Each bound is a located :class:`ConfigError`; reading
+stops at the first one, since the document cannot be used.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,6 +27,13 @@ from pydantic_core import ErrorDetails
 from alertd.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
+
+#: 1 MiB: thousands of rules. Larger files are refused before they are parsed.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+#: Levels of nested mappings and lists; real configs and rules use fewer than ten.
+MAX_DEPTH = 64
+#: Values in one document once aliases and ``<<`` merges are expanded.
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +134,32 @@ def _raw_length(line: str, pos: int, quote: str) -> int:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader used only to compose nodes and to construct single scalars."""
+    """SafeLoader used only to compose nodes and to construct single scalars.
+
+    Composing is recursive in PyYAML; the depth is bounded here, before Python's own
+    recursion limit turns a deeply nested file into a ``RecursionError``.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise _Refused(mark.line + 1, mark.column + 1,
+                           f"nested more than {MAX_DEPTH} levels deep")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+class _Refused(Exception):
+    """A bound of the document was exceeded at ``line``:``col`` (1-based)."""
+
+    def __init__(self, line: int, col: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.col, self.message = line, col, message
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -139,11 +179,24 @@ class _Builder:
         # A fresh loader per document: construct_object() caches every node it builds.
         self._scalars = _Loader("")
         self._open: set[int] = set()
+        self._values_left = MAX_VALUES
+
+    def _spend(self, node: yaml.Node, count: int) -> None:
+        """Count ``count`` more values; refuse the document once :data:`MAX_VALUES` is spent."""
+        self._values_left -= count
+        if self._values_left < 0:
+            raise _Refused(
+                node.start_mark.line + 1, node.start_mark.column + 1,
+                f"the document expands to more than {MAX_VALUES} values once its aliases "
+                "and merge keys are expanded (an alias bomb?); the value written here is "
+                "repeated too often",
+            )
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         if id(node) in self._open:
             self._add(node, "recursive alias: this value contains itself")
             return None
+        self._spend(node, 1)
         self._open.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -186,6 +239,7 @@ class _Builder:
                 if not isinstance(source, yaml.MappingNode) or id(source) in self._open:
                     self._add(source, "'<<' merges a mapping or a list of mappings")
                     continue
+                self._spend(source, len(source.value))
                 self._open.add(id(source))
                 own, inherited = self._pairs(source)
                 self._open.discard(id(source))
@@ -248,8 +302,15 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
     Merge keys (``<<: *defaults``) are followed; merged values keep the marks of where they
     were written.
     """
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(file, 1, 1, _too_large(len(text), "characters"))])
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = loader.get_single_node()
+        builder = _Builder(file)
+        data = _build(builder, node)
+    except _Refused as exc:
+        raise ConfigError([Problem(file, exc.line, exc.col, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -257,17 +318,50 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
         raise ConfigError([Problem(file, line, col, f"YAML syntax error: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
-    builder = _Builder(file)
-    builder.marks[()] = Mark(1, 1, 1, 1)
-    if node is not None:
-        line, col = node.start_mark.line + 1, node.start_mark.column + 1
-        builder.marks[()] = Mark(line, col, line, col)
-    data = None if node is None else builder.build(node, ())
+    finally:
+        loader.dispose()
     if builder.problems:
         if collect is None:
             raise ConfigError(builder.problems)
         collect.extend(builder.problems)
     return Located(file, data, builder.marks, text)
+
+
+def _build(builder: _Builder, node: yaml.Node | None) -> Any:
+    builder.marks[()] = Mark(1, 1, 1, 1)
+    if node is None:
+        return None
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    builder.marks[()] = Mark(line, col, line, col)
+    return builder.build(node, ())
+
+
+def _too_large(size: int, unit: str) -> str:
+    return (f"the file is larger than {MAX_DOCUMENT_BYTES // 1024} KiB ({size} {unit} or "
+            "more); split it into several files")
+
+
+def read_document(path: Path) -> str:
+    """The UTF-8 text of a YAML file, read no further than :data:`MAX_DOCUMENT_BYTES`.
+
+    A file that cannot be read, is too large or is not UTF-8 is a located
+    :class:`ConfigError` (a bad byte is pointed at by line and column).
+    """
+    file = str(path)
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(file, 1, 1, f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(file, 1, 1, _too_large(len(raw), "bytes"))])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded"
+        raise ConfigError([Problem(file, line, col, message)]) from None
 
 
 _VALUE_ERRORS_AT_KEY = {"extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found"}
@@ -336,8 +430,10 @@ def _split(item: ErrorDetails, root: Any) -> _Error:
         return tag_error
     field = ".".join(str(p) for p in path) or "(document)"
     message = _message(item["type"], field, item.get("msg", ""), item.get("ctx"))
-    if item["type"] in _TYPE_NAMES:
+    if item["type"] in _TYPE_NAMES or item["type"] == "finite_number":
         message += f", got {_describe(item.get('input'))}"
+    if item["type"] == "float_type" and isinstance(item.get("input"), int):
+        message = f"{field}: the number is too large"
     return _Error(tuple(path), item["type"], message, union, branch, item.get("input"))
 
 
@@ -453,6 +549,8 @@ def _message(kind: str, field: str, msg: str, ctx: dict[str, Any] | None) -> str
         return f"{field}: at most {ctx['max_length']} items, got {ctx['actual_length']}"
     if kind == "too_short" and ctx:
         return f"{field}: at least {ctx['min_length']} items, got {ctx['actual_length']}"
+    if kind == "finite_number":
+        return f"{field}: must be a finite number"
     if kind in _TYPE_NAMES:
         return f"{field}: expected {_TYPE_NAMES[kind]}"
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
