@@ -45,7 +45,6 @@ from alertd.clock import parse_duration
 from alertd.errors import ConfigError, Problem
 from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
-
 #: The longest duration any setting takes (ten years): longer ones overflow date arithmetic.
 MAX_DURATION = 3650 * 86400.0
 
