@@ -8,8 +8,9 @@ Every document is bounded before and while it is read, so that no file can make 
 ``check`` or a reload run for long or eat memory (a "billion laughs" alias bomb, a huge or
 endlessly nested file): at most :data:`MAX_DOCUMENT_BYTES` bytes, :data:`MAX_DEPTH` levels of
 nesting, and :data:`MAX_VALUES` values once aliases and merge keys are expanded (an alias
-counts as every value it stands for). Each bound is a located :class:`ConfigError`; reading
-stops at the first one, since the document cannot be used.
+counts as every value it stands for; counted on the composed graph, before anything is
+built). Each bound is a located :class:`ConfigError`; reading stops at the first one, since
+the document cannot be used.
 """
 
 from __future__ import annotations
@@ -179,24 +180,11 @@ class _Builder:
         # A fresh loader per document: construct_object() caches every node it builds.
         self._scalars = _Loader("")
         self._open: set[int] = set()
-        self._values_left = MAX_VALUES
-
-    def _spend(self, node: yaml.Node, count: int) -> None:
-        """Count ``count`` more values; refuse the document once :data:`MAX_VALUES` is spent."""
-        self._values_left -= count
-        if self._values_left < 0:
-            raise _Refused(
-                node.start_mark.line + 1, node.start_mark.column + 1,
-                f"the document expands to more than {MAX_VALUES} values once its aliases "
-                "and merge keys are expanded (an alias bomb?); the value written here is "
-                "repeated too often",
-            )
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         if id(node) in self._open:
             self._add(node, "recursive alias: this value contains itself")
             return None
-        self._spend(node, 1)
         self._open.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -239,7 +227,6 @@ class _Builder:
                 if not isinstance(source, yaml.MappingNode) or id(source) in self._open:
                     self._add(source, "'<<' merges a mapping or a list of mappings")
                     continue
-                self._spend(source, len(source.value))
                 self._open.add(id(source))
                 own, inherited = self._pairs(source)
                 self._open.discard(id(source))
@@ -304,11 +291,9 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
     """
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ConfigError([Problem(file, 1, 1, _too_large(len(text), "characters"))])
-    loader = _Loader(text)
+    builder = _Builder(file)
     try:
-        node = loader.get_single_node()
-        builder = _Builder(file)
-        data = _build(builder, node)
+        data = _build(builder, _compose(text))
     except _Refused as exc:
         raise ConfigError([Problem(file, exc.line, exc.col, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
@@ -316,10 +301,15 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([Problem(file, line, col, f"YAML syntax error: {reason}")]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character YAML does not allow, found before parsing (no mark).
+        line, col = _line_col(text, exc.position)
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        message = f"YAML syntax error: character {shown} is not allowed in YAML"
+        raise ConfigError([Problem(file, line, col, message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
-    finally:
-        loader.dispose()
     if builder.problems:
         if collect is None:
             raise ConfigError(builder.problems)
@@ -327,13 +317,75 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
     return Located(file, data, builder.marks, text)
 
 
+def _compose(text: str) -> yaml.Node | None:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of character ``position`` of ``text``."""
+    before = _LINE_BREAK.split(text[:position])
+    return len(before), len(before[-1]) + 1
+
+
 def _build(builder: _Builder, node: yaml.Node | None) -> Any:
     builder.marks[()] = Mark(1, 1, 1, 1)
     if node is None:
         return None
+    _refuse_expansion(node)
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     builder.marks[()] = Mark(line, col, line, col)
     return builder.build(node, ())
+
+
+def _refuse_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`MAX_VALUES`, before building it.
+
+    The composed document is a graph in which an alias is the anchored node itself, so the
+    expanded size of every node is counted once (linear in the document as written). The
+    problem points at the smallest value that is already too large: where the expansion
+    happens (e.g. the list that repeats ``*a6`` nine times), not at the document's top.
+    """
+    sizes: dict[int, int] = {}
+    if _expanded_size(root, sizes, set()) <= MAX_VALUES:
+        return
+    node = root
+    while True:
+        larger = [child for child in _children(node) if sizes.get(id(child), 0) > MAX_VALUES]
+        if not larger:
+            break
+        node = larger[0]
+    raise _Refused(
+        node.start_mark.line + 1, node.start_mark.column + 1,
+        f"this value expands to more than {MAX_VALUES} values once aliases and merge keys are "
+        "expanded (an alias bomb?); repeat it less, or write the values out",
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Values ``node`` stands for once expanded (memoised in ``sizes``; a node that contains
+    itself counts once: the builder reports it)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_:
+        return 1
+    open_.add(id(node))
+    size = 1 + sum(_expanded_size(child, sizes, open_) for child in _children(node))
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def _too_large(size: int, unit: str) -> str:
