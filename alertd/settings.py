@@ -134,10 +134,10 @@ NO_API_KEY = (
 )
 
 
-def api_key_problem(key: SecretStr) -> str | None:
+def api_key_problem(key: SecretStr, where: str = "stripe.api_key") -> str | None:
     """A key that Stripe would refuse for reading usage, said before any request."""
     if key.get_secret_value().startswith("pk_"):
-        return ("stripe.api_key: a publishable key (pk_...) cannot read usage; use a secret "
+        return (f"{where}: a publishable key (pk_...) cannot read usage; use a secret "
                 "(sk_...) or restricted (rk_...) key")
     return None
 
@@ -183,9 +183,11 @@ class StripeSettings(Section):
         that cannot be used. (:func:`load_settings` has already let ``STRIPE_API_KEY`` replace
         a key written in the file; here it only fills in for settings built in code.)"""
         key = read_secret(self.api_key, self.api_key_file, "stripe.api_key_file")
+        where = "stripe.api_key"
         if key is None and os.environ.get("STRIPE_API_KEY"):
             key = read_secret(SecretStr(os.environ["STRIPE_API_KEY"]), None, "STRIPE_API_KEY")
-        problem = api_key_problem(key) if key is not None else None
+            where = "STRIPE_API_KEY"
+        problem = api_key_problem(key, where) if key is not None else None
         if problem is not None:
             raise ConfigError(problem)
         return key

@@ -251,7 +251,9 @@ def test_a_publishable_key_is_refused_wherever_it_comes_from(
     config = NO_RULES + "stripe: {api_key: pk_test_abc}\n"
     assert problems(config) == [f"alertd.yaml:{at(config, 2, 'pk_')}: {message}"]
     monkeypatch.setenv("STRIPE_API_KEY", "pk_live_abc")
-    assert problems("rule_files: []\n") == [f"alertd: {message}"]
+    assert problems("rule_files: []\n") == [
+        "alertd: " + message.replace("stripe.api_key:", "STRIPE_API_KEY:")
+    ]
 
 
 URLS = {
