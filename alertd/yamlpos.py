@@ -143,6 +143,15 @@ class _Loader(yaml.SafeLoader):
 
     _depth = 0
 
+    def fetch_flow_collection_start(self, token_class: type[yaml.Token]) -> None:
+        # Bounded in the scanner too: it looks ahead over every open `[`/`{` for a possible
+        # key, which is quadratic in their number, long before the composer sees the depth.
+        if self.flow_level >= MAX_DEPTH:
+            mark = self.get_mark()
+            raise _Refused(mark.line + 1, mark.column + 1,
+                           f"nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(token_class)
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]

@@ -66,11 +66,19 @@ def test_an_expansion_bomb_is_refused_quickly_at_the_value_that_explodes(
     assert [str(p) for p in error.problems] == [f"{tmp_path / 'bomb.yaml'}:{at}: {EXPANDS}"]
 
 
-def test_nesting_is_bounded_before_python_recursion_is() -> None:
-    text = "rules: " + "[" * 5000 + "]" * 5000 + "\n"
+def test_flow_nesting_is_bounded_before_the_scanner_goes_quadratic() -> None:
+    text = "rules: " + "[" * 200_000 + "]" * 200_000 + "\n"
     [problem] = quickly(load_located, text, "deep.yaml").problems
-    assert str(problem) == f"deep.yaml:1:{8 + MAX_DEPTH - 1}: nested more than {MAX_DEPTH} " \
+    # At the bracket that opens level 65 (the first is at column 8).
+    assert str(problem) == f"deep.yaml:1:{8 + MAX_DEPTH}: nested more than {MAX_DEPTH} " \
                            "levels deep"
+
+
+def test_block_nesting_is_bounded_before_python_recursion_is() -> None:
+    text = "rules:\n" + "".join("  " * level + "-\n" for level in range(500))
+    [problem] = quickly(load_located, text, "deep.yaml").problems
+    assert problem.line == MAX_DEPTH + 1 and problem.message == f"nested more than {MAX_DEPTH} " \
+                                                               "levels deep"
 
 
 def test_a_file_larger_than_the_bound_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
