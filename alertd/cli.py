@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest = commands.add_parser("backtest", help="replay history: when rules would have fired")
     _config_arg(backtest)
-    backtest.add_argument("--since", required=True, metavar="TIME", help=f"from TIME: {INSTANT_FORMS}")
+    backtest.add_argument(
+        "--since", required=True, metavar="TIME", help=f"from TIME: {INSTANT_FORMS}"
+    )
     backtest.add_argument("--until", metavar="TIME", help="until TIME (same forms); default: now")
     _selection_args(backtest)
 

@@ -37,7 +37,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.clock import Clock, SystemClock
-from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
 from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
 from alertd.metrics import Metrics
@@ -66,6 +66,32 @@ POLL_GRACE = 10.0
 DELIVERY_GRACE = 25.0
 #: The same for the old world's polls and deliveries during a reload.
 RELOAD_GRACE = 10.0
+
+
+class StoreWatch:
+    """The daemon's :class:`~alertd.store.sqlite.StoreObserver`: counts every store failure
+    (``alertd_store_errors_total{kind}``), turns ``/readyz`` to 503 with the reason while the
+    store fails, and logs the first failure of a run of them, with how to recover. Damage is
+    sticky: a later query that happens to avoid the broken pages does not make alertd ready."""
+
+    def __init__(self, metrics: Metrics, health: Health) -> None:
+        self.metrics = metrics
+        self.health = health
+        self._damaged = False
+
+    def on_store_error(self, error: StoreError) -> None:
+        damaged = isinstance(error, StoreDamagedError)
+        self.metrics.store_errors.labels(kind="damaged" if damaged else "error").inc()
+        if self.health.store_problem is None or (damaged and not self._damaged):
+            log.error("state store failing, nothing is recorded or delivered until it works "
+                      "error=%s", error)
+        self._damaged = self._damaged or damaged
+        self.health.store_problem = f"state store failing: {error}"
+
+    def on_store_ok(self) -> None:
+        if self.health.store_problem is not None and not self._damaged:
+            log.info("state store works again")
+            self.health.store_problem = None
 
 
 def load_checked(config: str | Path | None) -> World:
@@ -145,8 +171,11 @@ class Daemon:
                 self.systemd.stopping("stopping")
                 log.info("stopping polls_running=%d", len(self._polls))
                 await self._shutdown()
-        except ConfigError as exc:  # e.g. no API key: found only when opening services
+        except ConfigError as exc:  # e.g. no API key, port in use: found only when opening
             _log_problems("config problem", exc)
+            return EXIT_CONFIG
+        except StoreError as exc:  # locked by another process, unwritable, damaged
+            log.error("state problem %s", exc)
             return EXIT_CONFIG
         finally:
             self._remove_signals()
@@ -160,7 +189,8 @@ class Daemon:
         inside it."""
         async with AsyncExitStack() as stack:
             stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
-            self._store = await stack.enter_async_context(SqliteStore(world.settings.state_path()))
+            self._store = await stack.enter_async_context(SqliteStore(
+                world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
             listen = world.settings.server.listen
             if listen:
                 self.server_url = await stack.enter_async_context(

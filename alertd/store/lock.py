@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from alertd.errors import StoreError
@@ -35,10 +35,10 @@ def exclusive(state: Path, holder: str) -> Iterator[None]:
             f"cannot create the state lock {path}: {exc.strerror or exc}; let alertd write to "
             f"{path.parent} (systemd: StateDirectory=), or change state.path"
         ) from None
-    try:
-        os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask
-    except OSError:
-        pass  # another user's lock file: the flock below still works
+    # os.open's mode is filtered by the umask; another user's lock file stays as it is (the
+    # flock below still works on it).
+    with suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

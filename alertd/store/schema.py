@@ -129,7 +129,7 @@ def quick_check(conn: sqlite3.Connection, path: Path, limit: float = QUICK_CHECK
     deadline = time.monotonic() + limit
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
     try:
-        rows = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        rows = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(5)")]
     except sqlite3.OperationalError as exc:
         if "interrupt" not in str(exc):
             raise
