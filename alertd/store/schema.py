@@ -79,7 +79,7 @@ FILE_MODE = 0o600
 #: Upper bound on the start-up integrity check (see the module doc).
 QUICK_CHECK_SECONDS = 10.0
 #: SQLite virtual-machine steps between two looks at the clock during the check.
-_PROGRESS_STEPS = 10_000
+_PROGRESS_STEPS = 1_000
 
 
 def recovery_hint(path: Path | str) -> str:
