@@ -89,9 +89,12 @@ class SqliteStore:
     async def open(self) -> SqliteStore:
         """Opens (creating or migrating) the file. Idempotent."""
         if self._conn is None:
+            # Not through _in_thread: a refusal to open is the caller's to report, not a
+            # run-time failure for the observer.
+            loop = asyncio.get_running_loop()
             try:
-                self._conn = await self._in_thread(
-                    lambda: open_database(self.path, self._busy_timeout)
+                self._conn = await loop.run_in_executor(
+                    self._executor, lambda: open_database(self.path, self._busy_timeout)
                 )
             except StoreError:
                 self._executor.shutdown(wait=False)
