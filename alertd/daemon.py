@@ -16,6 +16,13 @@ systemd. Signals only set events (style principle 9); the main loop acts on them
   flight, get a bounded grace (together well within the unit's ``TimeoutStopSec=45s``); exit 0.
   What is not delivered stays in the outbox for the next start. A second signal ends the grace.
 
+* Start-up refusals (the state file locked by another process, unwritable or damaged, the
+  metrics address in use, a configuration problem) are one log line each and exit 2.
+* The state store failing at run time (:class:`StoreWatch`): counted in
+  ``alertd_store_errors_total{kind}``, ``/readyz`` 503 with the reason, and one error line
+  per run of failures saying how to recover; a damaged file keeps alertd unready until it is
+  restarted on a good file.
+
 Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
 rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half

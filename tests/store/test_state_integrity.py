@@ -140,7 +140,7 @@ async def test_damage_at_run_time_is_a_store_error_told_to_the_observer(tmp_path
         await fill(store)
         checkpoint(path)
         damage(path)
-        with pytest.raises(StoreDamagedError, match="sqlite3 .*damaged .recover"):
+        with pytest.raises(StoreDamagedError, match=r"sqlite3 .*damaged \.recover"):
             await store.silences(0, include_expired=True)
     assert watch.health.store_problem is not None
     assert "damaged" in watch.health.store_problem
