@@ -338,6 +338,9 @@ class Daemon:
         except asyncio.CancelledError:
             # A reload or stop cut the poll short on purpose; the next run redoes it.
             log.info("poll cancelled rules=%s", ",".join(names))
+        except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
+            log.warning("poll not recorded rules=%s error=%s", ",".join(names),
+                        type(exc).__name__)
         except Exception:
             log.exception("poll failed unexpectedly rules=%s", ",".join(names))
         finally:
