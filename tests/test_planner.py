@@ -188,7 +188,7 @@ def test_the_all_meters_spec_travels_alone() -> None:
     ({"granularity": "hour"}, "granularity"),
     ({"customer": "cus_2"}, "customer"),
 ])
-def test_needs_of_different_groups_never_share(other: dict[str, str], why: str) -> None:
+def test_needs_in_different_groups_never_share(other: dict[str, str], why: str) -> None:
     base = spec("mtr_calls")
     needs = [need(base), need(base, **other)]  # type: ignore[arg-type]
     result = plan(needs)
