@@ -237,7 +237,9 @@ def _not_found(endpoint: str) -> str:
     if endpoint == "customer":
         return "no such Stripe customer: check the customer ids in the config and rules"
     if endpoint == "event_summaries":
-        return "no such Stripe meter: check the meter ids in the rules (alertd meters lists them)"
+        return ("no such Stripe meter: check the meter ids in the rules (`alertd check` names "
+                "the account's meters when a rule's meter is missing; so does the Stripe "
+                "Dashboard under Billing → Meters)")
     return f"Stripe answered 404 for {endpoint}"
 
 
