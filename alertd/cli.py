@@ -2,16 +2,25 @@
 
 Exit codes (contract): 0 done, 1 internal error, 2 invalid usage/config/rules, 3 the data
 source failed. Commands live in :mod:`alertd.commands`; this module only parses and dispatches.
+
+Every error a user can cause ends here as one line on stderr and exit 2, never a traceback:
+settings, rules and command-line values (:class:`ConfigError`, one line per problem), the
+state file and its lock (:class:`StoreError`), and files or ports the system refuses
+(``OSError`` naming the file). A Stripe failure is one line and exit 3. Anything else is a bug:
+one line saying so and exit 1; the traceback is logged only with ``--debug`` (or
+``ALERTD_DEBUG=1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from alertd import __version__
+from alertd.clock import INSTANT_FORMS
 from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, AlertdError, ConfigError
 
 EPILOG = """\
@@ -54,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="same as 'alertd check --dry-run'"
     )
     parser.add_argument("-c", "--config", metavar="CONFIG", default=None, help="config file")
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="log the traceback of an internal error (also ALERTD_DEBUG=1)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon (systemd ExecStart)")
@@ -67,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", default=argparse.SUPPRESS,
         help="send and record nothing",
     )
-    check.add_argument("--at", metavar="TIME", help="evaluate as of TIME (ISO 8601 or 30d ago)")
+    check.add_argument("--at", metavar="TIME", help=f"evaluate as of TIME: {INSTANT_FORMS}")
     _selection_args(check)
 
     validate = commands.add_parser(
@@ -80,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest = commands.add_parser("backtest", help="replay history: when rules would have fired")
     _config_arg(backtest)
-    backtest.add_argument("--since", required=True, metavar="TIME", help="e.g. 30d or ISO 8601")
-    backtest.add_argument("--until", metavar="TIME", help="default: now")
+    backtest.add_argument(
+        "--since", required=True, metavar="TIME", help=f"from TIME: {INSTANT_FORMS}"
+    )
+    backtest.add_argument("--until", metavar="TIME", help="until TIME (same forms); default: now")
     _selection_args(backtest)
 
     render = commands.add_parser("render", help="render a sample notification for a rule")
@@ -144,18 +159,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
-    except AlertdError as exc:
-        print(f"alertd: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `alertd render | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return EXIT_OK
-    except Exception:
-        logging.getLogger("alertd").exception("internal error")
-        return EXIT_INTERNAL
+    except Exception as exc:
+        return report(exc, debug=args.debug or bool(os.environ.get("ALERTD_DEBUG")))
+
+
+def report(exc: Exception, *, debug: bool = False) -> int:
+    """Print ``exc`` for a person, on stderr, and return the exit code it means."""
+    if isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(exc, AlertdError):
+        print(f"alertd: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A file, folder or socket the system refused: the user's to fix, not a bug.
+        print(f"alertd: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if debug:
+        logging.getLogger("alertd").error("internal error", exc_info=exc)
+    print(f"alertd: internal error (a bug, please report it): {type(exc).__name__}: "
+          f"{_one_line(str(exc))}; run with --debug or ALERTD_DEBUG=1 for the traceback",
+          file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

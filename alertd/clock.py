@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
+from alertd.errors import UsageError
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -40,20 +42,43 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def parse_instant(text: str, now: float) -> int:
-    """An ISO 8601 time (``2025-01-03T04:30:00Z``) or a relative one (``30d`` = 30 days ago)."""
-    text = text.strip()
-    if _DURATION.match(text):
-        return int(now - parse_duration(text))
+#: Bare integers read as unix seconds only in this range (2000-01-01 .. 2100-01-01): a number
+#: outside it is more likely milliseconds or a typo than a real instant.
+EPOCH_RANGE = (946_684_800, 4_102_444_800)
+_AGO = re.compile(r"\s+ago$")
+INSTANT_FORMS = "ISO 8601 (2025-01-03T04:30:00Z), 30d or '30d ago' (30 days ago), or unix seconds"
+
+
+def parse_instant(text: str, now: float, *, option: str = "time") -> int:
+    """An instant written as the command line accepts it, as unix seconds.
+
+    Accepted: ISO 8601 (``2025-01-03T04:30:00Z``; no zone means UTC), a duration before
+    ``now`` (``30d``, ``4h``, also ``4d ago`` as the help once suggested), or unix seconds
+    (``1735689600``). Anything else raises :class:`~alertd.errors.UsageError` (a
+    ``ValueError``) whose one-line message names ``option`` and the accepted forms.
+    """
+    spoken = _AGO.sub("", text.strip())
+    if _DURATION.match(spoken):
+        return int(now - parse_duration(spoken))
+    if spoken.isdigit():
+        return _epoch(int(spoken), text, option)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(spoken.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use ISO 8601 like 2025-01-03T04:30:00Z, or 30d for 30 days ago)"
-        ) from None
+        raise UsageError(f"{option}: not a time: {text!r} (use {INSTANT_FORMS})") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp())
+
+
+def _epoch(seconds: int, text: str, option: str) -> int:
+    low, high = EPOCH_RANGE
+    if low <= seconds < high:
+        return seconds
+    hint = " (milliseconds? give seconds)" if high * 1000 > seconds >= low * 1000 else ""
+    raise UsageError(
+        f"{option}: {text!r} is not a unix time between 2000 and 2100{hint}; use {INSTANT_FORMS}"
+    )
 
 
 def to_datetime(instant: float) -> datetime:

@@ -16,6 +16,13 @@ systemd. Signals only set events (style principle 9); the main loop acts on them
   flight, get a bounded grace (together well within the unit's ``TimeoutStopSec=45s``); exit 0.
   What is not delivered stays in the outbox for the next start. A second signal ends the grace.
 
+* Start-up refusals (the state file locked by another process, unwritable or damaged, the
+  metrics address in use, a configuration problem) are one log line each and exit 2.
+* The state store failing at run time (:class:`StoreWatch`): counted in
+  ``alertd_store_errors_total{kind}``, ``/readyz`` 503 with the reason, and one error line
+  per run of failures saying how to recover; a damaged file keeps alertd unready until it is
+  restarted on a good file.
+
 Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
 rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
@@ -37,7 +44,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.clock import Clock, SystemClock
-from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
 from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
 from alertd.metrics import Metrics
@@ -66,6 +73,32 @@ POLL_GRACE = 10.0
 DELIVERY_GRACE = 25.0
 #: The same for the old world's polls and deliveries during a reload.
 RELOAD_GRACE = 10.0
+
+
+class StoreWatch:
+    """The daemon's :class:`~alertd.store.sqlite.StoreObserver`: counts every store failure
+    (``alertd_store_errors_total{kind}``), turns ``/readyz`` to 503 with the reason while the
+    store fails, and logs the first failure of a run of them, with how to recover. Damage is
+    sticky: a later query that happens to avoid the broken pages does not make alertd ready."""
+
+    def __init__(self, metrics: Metrics, health: Health) -> None:
+        self.metrics = metrics
+        self.health = health
+        self._damaged = False
+
+    def on_store_error(self, error: StoreError) -> None:
+        damaged = isinstance(error, StoreDamagedError)
+        self.metrics.store_errors.labels(kind="damaged" if damaged else "error").inc()
+        if self.health.store_problem is None or (damaged and not self._damaged):
+            log.error("state store failing, nothing is recorded or delivered until it works "
+                      "error=%s", error)
+        self._damaged = self._damaged or damaged
+        self.health.store_problem = f"state store failing: {error}"
+
+    def on_store_ok(self) -> None:
+        if self.health.store_problem is not None and not self._damaged:
+            log.info("state store works again")
+            self.health.store_problem = None
 
 
 def load_checked(config: str | Path | None) -> World:
@@ -145,8 +178,11 @@ class Daemon:
                 self.systemd.stopping("stopping")
                 log.info("stopping polls_running=%d", len(self._polls))
                 await self._shutdown()
-        except ConfigError as exc:  # e.g. no API key: found only when opening services
+        except ConfigError as exc:  # e.g. no API key, port in use: found only when opening
             _log_problems("config problem", exc)
+            return EXIT_CONFIG
+        except StoreError as exc:  # locked by another process, unwritable, damaged
+            log.error("state problem %s", exc)
             return EXIT_CONFIG
         finally:
             self._remove_signals()
@@ -160,7 +196,8 @@ class Daemon:
         inside it."""
         async with AsyncExitStack() as stack:
             stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
-            self._store = await stack.enter_async_context(SqliteStore(world.settings.state_path()))
+            self._store = await stack.enter_async_context(SqliteStore(
+                world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
             listen = world.settings.server.listen
             if listen:
                 self.server_url = await stack.enter_async_context(
@@ -301,6 +338,9 @@ class Daemon:
         except asyncio.CancelledError:
             # A reload or stop cut the poll short on purpose; the next run redoes it.
             log.info("poll cancelled rules=%s", ",".join(names))
+        except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
+            log.warning("poll not recorded rules=%s error=%s", ",".join(names),
+                        type(exc).__name__)
         except Exception:
             log.exception("poll failed unexpectedly rules=%s", ",".join(names))
         finally:

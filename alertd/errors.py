@@ -14,6 +14,7 @@ Where a stdlib error means the same thing, the class subclasses it too (as aiosm
     │   ├── StripeConnectionError      + ConnectionError; retryable
     │   ├── StripeTimeoutError         + TimeoutError; retryable
     │   ├── MalformedResponseError     HTML, truncated JSON, wrong types; retryable
+    │   │   └── ResponseTooLargeError  a body over stripe.max_response_bytes; never read whole
     │   ├── IncompleteResponseError    has_more could not be resolved by splitting
     │   └── StripeAPIError             an HTTP error with Stripe's error body
     │       ├── InvalidRequestError    400: names the parameter
@@ -26,7 +27,13 @@ Where a stdlib error means the same thing, the class subclasses it too (as aiosm
     ├── DeliveryError                  a notification could not be delivered
     │   ├── TransientDeliveryError     timeouts, 5xx, 429, SMTP 4xx: retried with backoff
     │   └── PermanentDeliveryError     other 4xx, SMTP 5xx, no address: reported, not retried
-    └── StoreError                     the state file cannot be used (e.g. from a newer alertd)
+    └── StoreError                     the state file cannot be used                (exit 2)
+        └── StoreDamagedError          + the file fails SQLite's integrity check; says how to
+                                         recover (move it aside, ``sqlite3 FILE .recover``)
+
+``UsageError`` (a ``ConfigError`` and a ``ValueError``) is a bad command-line value such as
+``--at garbage``: exit 2 like any configuration problem, and still a ``ValueError`` for callers
+that parse values for themselves.
 
 ``SourceError`` instances carry ``status``, ``code`` (Stripe's error code), ``param`` and
 ``request_id`` (the ``Request-Id`` response header), and ``str()`` of one is a message that
@@ -136,6 +143,10 @@ class MalformedResponseError(SourceError):
     retryable = True
 
 
+class ResponseTooLargeError(MalformedResponseError):
+    """A body longer than ``stripe.max_response_bytes``: reading stopped at the cap."""
+
+
 class IncompleteResponseError(SourceError):
     """``has_more`` stayed true even for the smallest range alertd can ask for."""
 
@@ -200,4 +211,17 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class StoreError(AlertdError):
-    """The state store cannot be opened or used."""
+    """The state store cannot be opened or used (unwritable, locked, foreign, newer, damaged).
+
+    Exit 2: the user has to act on the file or the setting, as for a configuration problem.
+    """
+
+    exit_code = 2
+
+
+class StoreDamagedError(StoreError):
+    """The state file is corrupt (SQLite's ``quick_check`` or a query said so)."""
+
+
+class UsageError(ConfigError, ValueError):
+    """A command-line value is invalid (``--at garbage``); one line, exit 2."""

@@ -48,6 +48,11 @@ class Metrics:
         self.outbox_pending = Gauge(
             "alertd_outbox_pending", "Notifications waiting in the outbox.", registry=r
         )
+        self.store_errors = Counter(
+            "alertd_store_errors", "State store operations that failed, by kind "
+            "(damaged: the file is corrupt; error: locked, full, unwritable).", ["kind"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "alertd_build_info", "Build information.", ["version"], registry=r
         )

@@ -30,9 +30,10 @@ Under that model the fewest requests for a group are exactly
 specs meter ``m`` needs (a minimum partition of its distinct specs into coverable sets), ``S``
 their sum and ``A`` the number of all-meters specs. :func:`plan` reaches it: it partitions each
 meter's specs exactly (branch and bound, first-fit as its starting bound) and deals the covering
-specs round-robin into that many requests. :func:`lower_bound` computes the same minimum by a
-separate method so benchmarks can compare. Summing several specs' rows for one need could in
-rare cases save a request; the contract does not do that, and neither does this model.
+specs round-robin into that many requests. ``bench/lower_bound.py`` computes the same minimum
+by a separate method, so benchmarks and tests can compare. Summing several specs' rows for one
+need could in rare cases save a request; the contract does not do that, and neither does this
+model.
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ MAX_TENANT_FILTERS = 3
 #: Branch-and-bound nodes spent on one meter's specs before settling for the best found so far.
 #: Rule sets with a dozen specs of one meter in one group finish in a few hundred nodes.
 _SEARCH_BUDGET = 50_000
-#: Up to this many distinct specs of one meter, :func:`lower_bound` partitions exactly (3^n).
-_EXACT_LIMIT = 10
 
 GroupKey = tuple[str, Granularity, str]
 SpecKey = tuple[bool, str, Filters, Filters, tuple[str, ...]]
@@ -170,14 +169,9 @@ class Plan:
     needs: tuple[DataNeed, ...]
     assignments: tuple[tuple[int, MeterSpec], ...]
     _position: Mapping[DataNeed, int] = field(init=False, repr=False, compare=False)
-    _by_query: tuple[tuple[DataNeed, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_query: list[list[DataNeed]] = [[] for _ in self.queries]
-        for need, (index, _) in zip(self.needs, self.assignments, strict=True):
-            by_query[index].append(need)
         object.__setattr__(self, "_position", {n: i for i, n in enumerate(self.needs)})
-        object.__setattr__(self, "_by_query", tuple(tuple(group) for group in by_query))
 
     def query_index(self, need: DataNeed) -> int:
         """The index in :attr:`queries` of the request serving ``need`` (``KeyError`` if none)."""
@@ -187,10 +181,6 @@ class Plan:
         """The request serving ``need`` and the spec inside it whose rows hold the need's rows."""
         index, spec = self.assignments[self._position[need]]
         return self.queries[index], spec
-
-    def needs_of(self, query_index: int) -> tuple[DataNeed, ...]:
-        """The needs the request at ``query_index`` serves, in input order."""
-        return self._by_query[query_index]
 
 
 def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
@@ -365,66 +355,3 @@ def _fewest_clusters(specs: tuple[MeterSpec, ...], max_group_by: int
     clusters = _PartitionSearch(specs, max_group_by).run()
     return sorted((tuple(sorted(c.members, key=_spec_key)) for c in clusters),
                   key=lambda members: _spec_key(members[0]))
-
-
-# --------------------------------------------------------------------------- lower bound
-
-
-def lower_bound(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
-                max_group_by: int = MAX_GROUP_BY) -> int:
-    """The fewest requests any plan can use for ``needs``, computed without :func:`plan`.
-
-    Per (customer, granularity, time zone) group: ``A + max(ceil(S / max_meters), max S_m)``
-    (module docstring). It is a true lower bound under the model there: a request serves one
-    group only; each need is served by one spec, and the needs one spec serves form a coverable
-    set, so meter ``m`` takes at least ``S_m`` specs across the group's requests; a request holds
-    at most one spec of ``m`` (so ``>= S_m`` requests) and at most ``max_meters`` specs (so
-    ``>= ceil(S / max_meters)``); an all-meters spec holds a request alone. ``S_m`` is an exact
-    minimum partition (dynamic programming over subsets) for up to ten distinct specs of one
-    meter in a group; beyond that it is the size of a set of pairwise uncoverable specs, still a
-    lower bound but possibly below the optimum.
-    """
-    total = 0
-    for group in _groups(dict.fromkeys(needs)).values():
-        by_meter: dict[str | None, set[MeterSpec]] = defaultdict(set)
-        for need in group:
-            by_meter[need.spec.meter].add(need.spec)
-        total += len(by_meter.pop(None, ()))
-        fewest = [_fewest_covering_specs(tuple(sorted(specs, key=_spec_key)), max_group_by)
-                  for specs in by_meter.values()]
-        if fewest:
-            total += max(-(-sum(fewest) // max_meters), max(fewest))
-    return total
-
-
-@lru_cache(maxsize=1024)
-def _fewest_covering_specs(specs: tuple[MeterSpec, ...], max_group_by: int) -> int:
-    if len(specs) > _EXACT_LIMIT:
-        return _pairwise_uncoverable(specs, max_group_by)
-    size = 1 << len(specs)
-    coverable = [mask == 0 or covering_spec(
-        [s for i, s in enumerate(specs) if mask >> i & 1], max_group_by=max_group_by) is not None
-        for mask in range(size)]
-    fewest = [0] * size
-    for mask in range(1, size):
-        lowest = mask & -mask
-        rest = mask ^ lowest
-        best, sub = len(specs), rest
-        while True:  # every coverable subset holding the lowest spec, as the first cluster
-            if coverable[sub | lowest]:
-                best = min(best, fewest[rest ^ sub] + 1)
-            if sub == 0:
-                break
-            sub = (sub - 1) & rest
-        fewest[mask] = best
-    return fewest[-1]
-
-
-def _pairwise_uncoverable(specs: tuple[MeterSpec, ...], max_group_by: int) -> int:
-    """The size of a greedily built set of specs no two of which one spec can cover."""
-    chosen: list[MeterSpec] = []
-    for spec in specs:
-        if all(covering_spec((spec, other), max_group_by=max_group_by) is None
-               for other in chosen):
-            chosen.append(spec)
-    return len(chosen)

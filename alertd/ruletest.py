@@ -1,21 +1,24 @@
 """Rule unit tests (``alertd test FILE…``): fixture usage series in, expected alerts out.
 
 In the spirit of ``promtool test rules``. A test file names rule files, customers and usage
-series as buckets; each test gives an instant and the alerts expected then. Rules are evaluated
-every ``every`` from the earliest fixture bucket up to each instant, through the same
-evaluators and the same alert lifecycle the daemon uses (the steps ``backtest`` shares:
-:func:`alertd.backtest.judge` and :class:`alertd.backtest.SeriesStates`), so ``for``,
-``keep_firing_for``, levels and once-per-period behave exactly as in production. A fixture
-bucket becomes visible once it has ended by ``refreshed_at`` (the evaluation instant minus
-``refreshed_lag``).
+series as buckets; each test gives an instant and the alerts expected then. For each rule and
+customer, the file's series are replayed once: rules are evaluated every ``every`` from the
+earliest fixture bucket up to the last test's instant, through the same evaluators and the same
+alert lifecycle the daemon uses (the steps ``backtest`` shares: :func:`alertd.backtest.judge`
+and :class:`alertd.backtest.SeriesStates`), so ``for``, ``keep_firing_for``, levels and
+once-per-period behave exactly as in production. Each test's alerts are a snapshot taken on
+the way at its instant: the states after every step before it, plus one evaluation at the
+instant itself. That look is taken on a copy when the instant falls between steps, so a test
+never changes what the replay sees afterwards — the result of a test is the same whether or
+not other tests share its file. A fixture bucket becomes visible once it has ended by
+``refreshed_at`` (the evaluation instant minus ``refreshed_lag``).
 
-The format is documented in ``rules/tests/threshold_test.yaml``.
-"""
+The format is documented in ``rules/tests/threshold_test.yaml``."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -164,17 +167,25 @@ def _rows(series: FixtureSeries, values: list[float]) -> Iterable[tuple[UsageRow
         instant = following
 
 
+#: One alert as a test sees it: rule, customer, series dimensions, status and level.
+_Observed = tuple[str, str, Dimensions, str, str | None]
+
+
 def run_file(path: Path) -> list[CaseResult]:
+    """The file's tests, in file order, each judged on one shared replay per rule and
+    customer."""
     spec, fixture = load_test_file(path)
-    return [_run_case(path, spec, fixture, case) for case in spec.tests]
-
-
-def _run_case(path: Path, spec: TestFile, fixture: _Fixture, case: Case) -> CaseResult:
-    observed: set[tuple[str, str, Dimensions, str, str | None]] = set()
+    instants = sorted({case.at for case in spec.tests})
+    observed: dict[int, set[_Observed]] = {at: set() for at in instants}
     for rule in fixture.rules:
         for customer in fixture.customers.values():
             if _covers(rule, customer):
-                observed |= _replay(rule, customer, spec, fixture, case.at)
+                for at, alerts in _replay(rule, customer, spec, fixture, instants):
+                    observed[at] |= alerts
+    return [_case_result(path, case, observed[case.at]) for case in spec.tests]
+
+
+def _case_result(path: Path, case: Case, observed: set[_Observed]) -> CaseResult:
     expected = {
         (e.rule, e.customer, make_dimensions(e.dimensions), e.state, e.level) for e in case.expect
     }
@@ -202,18 +213,16 @@ def _covers(rule: Rule, customer: Customer) -> bool:
     return customer.id in chosen
 
 
-def _same(expected: tuple[str, str, Dimensions, str, str | None],
-          observed: tuple[str, str, Dimensions, str, str | None]) -> bool:
+def _same(expected: _Observed, observed: _Observed) -> bool:
     level_ok = expected[4] is None or expected[4] == observed[4]
     return expected[:4] == observed[:4] and level_ok
 
 
-def _expected_match(observed: tuple[str, str, Dimensions, str, str | None],
-                    expected: set[tuple[str, str, Dimensions, str, str | None]]) -> bool:
+def _expected_match(observed: _Observed, expected: set[_Observed]) -> bool:
     return any(_same(e, observed) for e in expected)
 
 
-def _describe(alert: tuple[str, str, Dimensions, str, str | None]) -> str:
+def _describe(alert: _Observed) -> str:
     rule, customer, dimensions, state, level = alert
     series = ",".join(f"{k}={v}" for k, v in dimensions)
     where = f"{rule} customer={customer}" + (f" {series}" if series else "")
@@ -221,21 +230,28 @@ def _describe(alert: tuple[str, str, Dimensions, str, str | None]) -> str:
 
 
 def _replay(
-    rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, until: int
-) -> set[tuple[str, str, Dimensions, str, str | None]]:
+    rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, instants: Sequence[int]
+) -> Iterator[tuple[int, set[_Observed]]]:
+    """Step the rule every ``every`` from the fixture's start, once, and yield the alerts at
+    each of ``instants`` (ascending) on the way."""
     states = SeriesStates(rule)
     instant = fixture.start
-    while True:
-        now = min(instant, until)
-        states.apply(_findings(rule, customer, spec, fixture, now), now)
-        if now >= until:
-            break
-        instant += int(rule.every)
-    return {
-        (rule.name, customer.id, key.group, state.status, state.level)
-        for key, state in states.states.items()
-        if state.status in ("pending", "firing")
-    }
+    for at in instants:
+        while instant < at:
+            states.apply(_findings(rule, customer, spec, fixture, instant), instant)
+            instant += int(rule.every)
+        if instant == at:  # the instant is a step of the replay: take it and go on from it
+            look = states
+            instant += int(rule.every)
+        else:  # between steps: a look on a copy, which the replay does not keep
+            look = SeriesStates(rule)
+            look.states.update(states.states)
+        look.apply(_findings(rule, customer, spec, fixture, at), at)
+        yield at, {
+            (rule.name, customer.id, key.group, state.status, state.level)
+            for key, state in look.states.items()
+            if state.status in ("pending", "firing")
+        }
 
 
 def _findings(rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, now: int

@@ -1,8 +1,9 @@
 """The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``.
 
 ``/healthz`` answers 200 while the main loop is alive (it beat within three poll intervals);
-``/readyz`` answers 200 once the first poll finished and the data is not stale, else 503 with
-the reason. The daemon owns a :class:`Health` object and updates it; this module only reads it.
+``/readyz`` answers 200 once the first poll finished, the data is not stale and the state store
+works, else 503 with the reason (a failing store first: nothing is recorded or delivered
+while it fails). The daemon owns a :class:`Health` object and updates it; this module only reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from alertd.clock import Clock
+from alertd.errors import ConfigError
 from alertd.metrics import Metrics
 
 
@@ -26,11 +28,14 @@ class Health:
     beat_tolerance: float = 180.0
     first_poll_done: bool = False
     stale_reason: str | None = None
+    store_problem: str | None = None
 
     def alive(self, now: float) -> bool:
         return self.last_beat is not None and now - self.last_beat <= self.beat_tolerance
 
     def not_ready_reason(self) -> str | None:
+        if self.store_problem is not None:
+            return self.store_problem
         if not self.first_poll_done:
             return "first poll not finished"
         return self.stale_reason
@@ -62,12 +67,23 @@ def build_app(metrics: Metrics, health: Health, clock: Clock) -> web.Application
 
 @asynccontextmanager
 async def serve(listen: str, metrics: Metrics, health: Health, clock: Clock) -> AsyncIterator[str]:
-    """Serve on ``HOST:PORT`` (port 0 picks one) and yield the base URL."""
+    """Serve on ``HOST:PORT`` (port 0 picks one) and yield the base URL.
+
+    An address that cannot be bound (in use, not this host's, a privileged port) is a
+    :class:`ConfigError` naming ``server.listen``."""
     host, port = listen.rsplit(":", 1)
     runner = web.AppRunner(build_app(metrics, health, clock), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"server.listen {listen}: cannot listen there ({exc.strerror or exc}); another "
+            "program (another alertd?) may use it: pick another address, or set "
+            "server.listen: '' to disable the metrics server"
+        ) from None
     try:
         bound = runner.addresses[0][1] if runner.addresses else int(port)
         yield f"http://{host}:{bound}"

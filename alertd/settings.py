@@ -175,6 +175,11 @@ class StripeSettings(Section):
     stale_after: PositiveDuration = 7200.0
     max_retries: Annotated[int, Field(ge=0)] = 5
     retry_max_elapsed: PositiveDuration = 120.0
+    #: Largest response body read, in bytes; a longer one is a bad answer, never read whole.
+    #: 32 MiB: a meter-usage row is ~200 bytes of JSON, so this is ~160,000 rows (a month of
+    #: hourly buckets for 5 meters with ~40 group values each), and a customers page (100 with
+    #: full metadata, 50 keys of 500 characters) is under 3 MB.
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
     #: Consecutive failed polls after which the source-failure meta-alert fires.
     failure_alert_after: Annotated[int, Field(ge=1)] = 3
 

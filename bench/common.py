@@ -25,9 +25,6 @@ from alertd.settings import CustomerSelection, Receiver, RootRoute, Settings, St
 from alertd.sim.testing import API_KEY
 from bench.planner import RULES
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 #: The simulator's customers keep their daily token quota under this metadata key.
 SIM_QUOTA_KEY = "daily_token_quota"
 

@@ -44,7 +44,7 @@ from alertd.engine import Engine
 from alertd.evaluate.series import build_series
 from alertd.evaluate.windows import periods
 from alertd.model import Customer, DataNeed, UsageRow
-from alertd.planner import lower_bound, plan
+from alertd.planner import plan
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import Rule
 from alertd.runtime import World, stripe_stack
@@ -62,6 +62,7 @@ from bench.common import (
     report_progress,
     simulator_settings,
 )
+from bench.lower_bound import lower_bound
 
 #: The dimension values the synthetic rows take, as the simulator's meters have them.
 VALUES = {

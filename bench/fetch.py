@@ -56,7 +56,7 @@ from alertd.engine import Engine
 from alertd.errors import SourceError
 from alertd.evaluate.windows import floor
 from alertd.model import Customer, MeterSpec, UsageQuery
-from alertd.planner import lower_bound, plan
+from alertd.planner import plan
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.runtime import StripeStack, stripe_stack
@@ -75,6 +75,7 @@ from bench.common import (
     report_progress,
     simulator_settings,
 )
+from bench.lower_bound import lower_bound
 
 TARGET_RATE = 0.95  # of the limit
 TARGET_WALL_RATIO = 1.05

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.commands.demo import OffsetClock
 from alertd.daemon import Daemon, load_checked
+from alertd.errors import StoreDamagedError
 from alertd.heartbeat import Heartbeat, heartbeat_due
 from alertd.model import Finding, Period, SeriesKey
 from alertd.poller import AlertCensus, has_news, poll_groups
@@ -293,6 +296,32 @@ async def test_poll_records_then_waits_for_fresher_data(tmp_path: Path) -> None:
         await eventually(lambda: len(s.hooks.at("/alertd")) == 2, what="two notifications")
         assert sorted(s.hooks.alerts()) == sorted([("tokens", "firing")] * 3
                                                   + [("calls", "firing")] * 3)
+
+
+async def test_a_state_file_damaged_at_run_time_makes_the_daemon_unready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="alertd.daemon")
+    async with in_process(tmp_path, [rule("tokens")]) as s:
+        url, group, state = s.daemon.server_url, ("tokens",), tmp_path / "alertd.db"
+        assert (await s.daemon.poll(group)).recorded
+        assert (await get(f"{url}/readyz")).status_code == 200
+        other = sqlite3.connect(state)  # another process checkpoints the WAL into the file
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        other.close()
+        with state.open("r+b") as file:  # then its pages (all but the header page) go bad
+            for offset in range(4096, state.stat().st_size, 4096):
+                file.seek(offset + 100)
+                file.write(bytes(range(256)) * 2)
+        s.advance(300)
+        with pytest.raises(StoreDamagedError):
+            await s.daemon.poll(group)
+        ready = await get(f"{url}/readyz")
+        assert ready.status_code == 503 and "damaged" in ready.text and ".recover" in ready.text
+        _, samples = metric_samples((await get(f"{url}/metrics")).text)
+        assert samples[("alertd_store_errors_total", (("kind", "damaged"),))] >= 1
+    told = [r.getMessage() for r in caplog.records if "state store failing" in r.getMessage()]
+    assert len(told) == 1 and f"mv {state} {state}.damaged" in told[0]
 
 
 async def test_one_fetch_serves_every_rule_polled_together(tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ from alertd.planner import (
     Plan,
     covering_spec,
     extract_rows,
-    lower_bound,
     plan,
     serves,
     spec_limits_problems,
 )
+from bench.lower_bound import lower_bound
 
 DAY = 86400
 TOKENS = "mtr_tokens"
@@ -51,7 +51,7 @@ def check_valid(result: Plan, max_meters: int = 5) -> None:
         assert (query.customer, query.window, query.timezone) == (
             n.customer, n.granularity, n.timezone)
         assert query.starts_at <= n.starts_at and n.ends_at <= query.ends_at
-        assert n in result.needs_of(result.query_index(n))
+        assert result.queries[result.query_index(n)] is query
 
 
 # --------------------------------------------------------------------------- merging tables
@@ -64,7 +64,7 @@ def test_identical_specs_are_shared_between_rules() -> None:
     assert len(result.queries) == 1
     assert result.queries[0].meters == (shared,)
     assert [result.serving(n)[1] for n in needs] == [shared, shared]
-    assert result.needs_of(0) == tuple(needs)
+    assert [result.query_index(n) for n in needs] == [0, 0]
 
 
 def test_specs_of_one_meter_with_compatible_keys_share_a_covering_spec() -> None:
@@ -188,7 +188,7 @@ def test_the_all_meters_spec_travels_alone() -> None:
     ({"granularity": "hour"}, "granularity"),
     ({"customer": "cus_2"}, "customer"),
 ])
-def test_needs_of_different_groups_never_share(other: dict[str, str], why: str) -> None:
+def test_needs_in_different_groups_never_share(other: dict[str, str], why: str) -> None:
     base = spec("mtr_calls")
     needs = [need(base), need(base, **other)]  # type: ignore[arg-type]
     result = plan(needs)
@@ -216,11 +216,11 @@ def test_the_plan_does_not_depend_on_the_order_of_needs() -> None:
     assert [q.customer for q in expected] == sorted(q.customer for q in expected)
 
 
-def test_needs_of_lists_each_requests_needs_in_input_order() -> None:
+def test_a_plan_lists_the_distinct_needs_in_input_order() -> None:
     needs = [need(spec(f"mtr_{i}"), customer=f"cus_{i % 2}") for i in range(4)]
     result = plan(needs + needs[:1])
     assert result.needs == tuple(needs)
-    assert sum(len(result.needs_of(i)) for i in range(len(result.queries))) == 4
+    assert len(result.assignments) == 4
     with pytest.raises(KeyError):
         result.serving(need(spec("mtr_unknown")))
 

@@ -86,3 +86,61 @@ def test_invalid_file_names_its_location(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         run_file(bad)
     assert str(caught.value).startswith(f"{bad}:3:")
+
+
+def between_steps(tmp_path: Path, cases: list[tuple[str, str, str]]) -> Path:
+    """Evaluated every 2h from 00:00 with ``for: 2h``; the daily total passes 100 with the
+    bucket that ends at 07:00, so the 08:00 step is the first to see it."""
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n"
+        "  - name: calls-over-100\n"
+        "    meter: mtr_calls\n"
+        "    when: 'daily usage > 100'\n"
+        "    every: 2h\n"
+        "    for: 2h\n"
+    )
+    path = tmp_path / f"test-{len(list(tmp_path.glob('test-*.yaml')))}.yaml"
+    lines = [f"  - {{name: '{name}', at: {at}, expect: {expect}}}" for name, at, expect in cases]
+    path.write_text(
+        "rule_files: [rules.yaml]\n"
+        "series:\n"
+        "  - {customer: cus_1, meter: mtr_calls, start: 2025-01-06T00:00:00Z,"
+        " values: ['10x6', '50x6']}\n"
+        "tests:\n" + "\n".join(lines) + "\n"
+    )
+    return path
+
+
+PENDING = "[{rule: calls-over-100, customer: cus_1, state: pending}]"
+FIRING = "[{rule: calls-over-100, customer: cus_1, state: firing}]"
+BETWEEN_STEPS = [
+    # Listed out of time order on purpose: results come back in file order.
+    ("the 10:00 step fires: pending since the 08:00 step", "2025-01-06T10:00:00Z", FIRING),
+    ("a look between steps already sees it", "2025-01-06T07:30:00Z", PENDING),
+    # Had the 07:30 look been kept by the replay, pending would date from 07:30 and this
+    # would fire; the daemon evaluates at 08:00 and 10:00 only, so it is still pending.
+    ("the 07:30 look does not start the for", "2025-01-06T09:45:00Z", PENDING),
+    ("before the first bucket, nothing", "2025-01-05T23:00:00Z", "[]"),
+    ("two tests may share an instant", "2025-01-06T10:00:00Z", FIRING),
+]
+
+
+def test_one_replay_serves_every_test_and_looks_between_steps_leave_it_alone(
+    tmp_path: Path,
+) -> None:
+    results = run_file(between_steps(tmp_path, BETWEEN_STEPS))
+    assert [r.name for r in results] == [name for name, _, _ in BETWEEN_STEPS]
+    assert [(r.missing, r.unexpected) for r in results] == [((), ())] * len(BETWEEN_STEPS)
+
+
+def test_a_test_judged_in_company_is_judged_as_alone(tmp_path: Path) -> None:
+    # Each case in a file of its own is a replay from the start up to that case only.
+    together = run_file(between_steps(tmp_path, BETWEEN_STEPS))
+    alone = [run_file(between_steps(tmp_path, [case]))[0] for case in BETWEEN_STEPS]
+    assert [(r.name, r.passed) for r in together] == [(r.name, r.passed) for r in alone]
+    # And a wrong expectation in company fails with the same diff as alone.
+    wrong = [(name, at, "[]") for name, at, _ in BETWEEN_STEPS]
+    together = run_file(between_steps(tmp_path, wrong))
+    alone = [run_file(between_steps(tmp_path, [case]))[0] for case in wrong]
+    assert [(r.name, r.unexpected) for r in together] == [(r.name, r.unexpected) for r in alone]
+    assert together[2].unexpected == ("calls-over-100 customer=cus_1 state=pending level=warning",)

@@ -230,11 +230,9 @@ def replay_window(since: str, until: str | None, now: float, freshness_lag: floa
                   ) -> ReplayWindow:
     """``--since``/``--until`` (ISO 8601 or relative, ``until`` default now and never later
     than now: there is no history after it) as a :class:`ReplayWindow`."""
-    try:
-        start = parse_instant(since, now)
-        end = int(now) if until is None else min(parse_instant(until, now), int(now))
-    except ValueError as exc:
-        raise ConfigError(f"backtest: {exc}") from None
+    start = parse_instant(since, now, option="--since")
+    end = int(now) if until is None else min(parse_instant(until, now, option="--until"),
+                                             int(now))
     if end <= start:
         raise ConfigError(f"backtest: --since {iso(start)} must be before --until {iso(end)}")
     return ReplayWindow(start, end, freshness_lag)

@@ -52,7 +52,7 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     # ``alertd --dry-run`` has only the top-level options: default the rest.
     at, rules, customers = (getattr(args, n, None) for n in ("at", "rule", "customer"))
     output = getattr(args, "format", "text")
-    now = parse_instant(at, clock.now()) if at else int(clock.now())
+    now = parse_instant(at, clock.now(), option="--at") if at else int(clock.now())
     dry_run = bool(getattr(args, "dry_run", False))
     if at and not dry_run:
         raise ConfigError("--at evaluates the past: use it with --dry-run (recording it would "

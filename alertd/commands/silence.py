@@ -44,7 +44,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _add(store: SqliteStore, args: argparse.Namespace, now: int) -> None:
-    starts_at = parse_instant(args.start, now) if args.start else now
+    starts_at = parse_instant(args.start, now, option="--start") if args.start else now
     try:
         length = parse_duration(args.duration)
     except ValueError as exc:

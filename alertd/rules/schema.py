@@ -191,9 +191,3 @@ class Rule(_Strict):
             if isinstance(item, list) and not item:
                 raise ValueError(f"filter {key!r} needs at least one value")
         return value
-
-
-class RuleFile(_Strict):
-    """The top level of a rule file."""
-
-    rules: list[Rule]

@@ -15,6 +15,12 @@ Retry policy (GET requests are always safe to repeat):
 * a 429 also cuts its budget's rate (:meth:`RateBudget.penalize`), so every other request on
   that budget slows down too.
 
+Bodies are streamed and never read whole past ``stripe.max_response_bytes`` (a
+``Content-Length`` above it is refused before reading): a longer body raises
+:class:`~alertd.errors.ResponseTooLargeError`, a bad answer retried like any other, and memory
+stays bounded by the cap. ``stripe.timeout`` bounds the whole exchange, body included, so a
+body that drips in slowly ends as :class:`~alertd.errors.StripeTimeoutError`.
+
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
 token and appears in no repr, log line or exception.
@@ -29,7 +35,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -44,6 +50,7 @@ from alertd.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
     SourceError,
     StripeAPIError,
     StripeConnectionError,
@@ -75,7 +82,8 @@ class RequestObserver(Protocol):
     """Told about every HTTP attempt; :class:`alertd.metrics.Metrics` is one.
 
     ``code`` is the HTTP status as text (``"200"``, ``"429"``), or ``"timeout"``,
-    ``"connection_error"`` or ``"malformed"`` (a 2xx whose body could not be read).
+    ``"connection_error"``, ``"too_large"`` (a body over the cap, not read) or ``"malformed"``
+    (a 2xx whose body could not be read).
     """
 
     def on_response(self, endpoint: str, code: str, seconds: float) -> None: ...
@@ -86,6 +94,20 @@ class RequestObserver(Protocol):
 T = TypeVar("T")
 #: Reads a JSON object into what the caller needs; raises MalformedResponseError if it can't.
 BodyParser = Callable[[dict[str, Any], str | None], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer with its body, read within the cap."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def request_id(self) -> str | None:
+        value: str | None = self.headers.get("Request-Id")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +129,7 @@ def backoff_delay(retry: int, rng: random.Random) -> float:
     return min(BACKOFF_BASE * 2.0**retry, BACKOFF_CAP) * rng.uniform(0.5, 1.0)
 
 
-def should_retry_header(response: httpx.Response) -> bool | None:
+def should_retry_header(response: Answer) -> bool | None:
     """``Stripe-Should-Retry`` as a bool, or ``None`` when Stripe did not say."""
     value: str | None = response.headers.get("Stripe-Should-Retry")
     if value is None:
@@ -115,9 +137,9 @@ def should_retry_header(response: httpx.Response) -> bool | None:
     return value.strip().lower() == "true"
 
 
-def parse_json_object(response: httpx.Response, endpoint: str) -> dict[str, Any]:
+def parse_json_object(response: Answer, endpoint: str) -> dict[str, Any]:
     """The body of a 2xx answer as a JSON object, else :class:`MalformedResponseError`."""
-    request_id = response.headers.get("Request-Id")
+    request_id = response.request_id
     content_type = response.headers.get("Content-Type", "")
     try:
         body = json.loads(response.content)
@@ -126,18 +148,18 @@ def parse_json_object(response: httpx.Response, endpoint: str) -> dict[str, Any]
         raise MalformedResponseError(
             f"Stripe's answer from {endpoint} was {kind}, not the JSON expected "
             "(a proxy or an outage in between?); it was not used",
-            status=response.status_code, request_id=request_id,
+            status=response.status, request_id=request_id,
         ) from None
     if not isinstance(body, dict):
         raise MalformedResponseError(
             f"Stripe's answer from {endpoint} was JSON of type {type(body).__name__}, "
             "not an object; it was not used",
-            status=response.status_code, request_id=request_id,
+            status=response.status, request_id=request_id,
         )
     return body
 
 
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
+def _error_fields(response: Answer) -> tuple[str | None, str | None, str | None]:
     """Stripe's error ``message``, ``code`` and ``param``, as far as the body has them."""
     try:
         error = json.loads(response.content).get("error")
@@ -153,10 +175,10 @@ def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str
     return text("message"), text("code"), text("param")
 
 
-def error_for(response: httpx.Response, endpoint: str, budget: BudgetName) -> StripeAPIError:
+def error_for(response: Answer, endpoint: str, budget: BudgetName) -> StripeAPIError:
     """The typed error for a non-2xx answer, with a message that says what to do."""
     stripe_message, code, param = _error_fields(response)
-    status = response.status_code
+    status = response.status
     said = f": Stripe says {stripe_message!r}" if stripe_message else ""
     kind, message = _describe(status, endpoint, budget, param, response)
     error = kind(
@@ -164,7 +186,7 @@ def error_for(response: httpx.Response, endpoint: str, budget: BudgetName) -> St
         status=status,
         code=code,
         param=param,
-        request_id=response.headers.get("Request-Id"),
+        request_id=response.request_id,
     )
     decided = should_retry_header(response)
     if decided is not None:
@@ -173,7 +195,7 @@ def error_for(response: httpx.Response, endpoint: str, budget: BudgetName) -> St
 
 
 def _describe(
-    status: int, endpoint: str, budget: BudgetName, param: str | None, response: httpx.Response
+    status: int, endpoint: str, budget: BudgetName, param: str | None, response: Answer
 ) -> tuple[type[StripeAPIError], str]:
     if status == 400:
         where = f"parameter {param!r}" if param else "a parameter"
@@ -215,7 +237,9 @@ def _not_found(endpoint: str) -> str:
     if endpoint == "customer":
         return "no such Stripe customer: check the customer ids in the config and rules"
     if endpoint == "event_summaries":
-        return "no such Stripe meter: check the meter ids in the rules (alertd meters lists them)"
+        return ("no such Stripe meter: check the meter ids in the rules (`alertd check` names "
+                "the account's meters when a rule's meter is missing; so does the Stripe "
+                "Dashboard under Billing → Meters)")
     return f"Stripe answered 404 for {endpoint}"
 
 
@@ -363,17 +387,23 @@ class StripeHTTP:
 
     async def _send(
         self, path: str, params: list[tuple[str, str]], endpoint: str, began: float
-    ) -> httpx.Response:
+    ) -> Answer:
         if self._client is None:
             raise RuntimeError("StripeHTTP is used outside 'async with'")
         try:
-            # httpx bounds each network operation; this bounds the whole request.
+            # httpx bounds each network operation; this bounds the whole exchange, body
+            # included, so a body that drips in slowly cannot hold a poll for long.
             async with asyncio.timeout(self.settings.timeout):
-                return await self._client.get(path, params=tuple(params))
+                request = self._client.build_request("GET", path, params=tuple(params))
+                response = await self._client.send(request, stream=True)
+                try:
+                    content = await self._read_capped(response, endpoint, began)
+                finally:
+                    await response.aclose()
         except (httpx.TimeoutException, TimeoutError):
             self._observe(endpoint, "timeout", began)
             raise StripeTimeoutError(
-                f"Stripe did not answer {endpoint} within {self.settings.timeout:g}s "
+                f"Stripe did not answer {endpoint} in full within {self.settings.timeout:g}s "
                 "(stripe.timeout)"
             ) from None
         except httpx.TransportError as exc:
@@ -382,11 +412,42 @@ class StripeHTTP:
                 f"could not reach Stripe at {self.settings.api_base} for {endpoint}: "
                 f"{type(exc).__name__} {exc}; check the network or stripe.api_base"
             ) from None
+        return Answer(response.status_code, response.headers, content)
+
+    async def _read_capped(self, response: httpx.Response, endpoint: str, began: float) -> bytes:
+        """The (decoded) body, or :class:`ResponseTooLargeError` once it passes the cap."""
+        cap = self.settings.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            self._too_large(response, endpoint, began, f"{declared} bytes declared")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                self._too_large(response, endpoint, began, f"more than {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(
+        self, response: httpx.Response, endpoint: str, began: float, seen: str
+    ) -> NoReturn:
+        request_id = response.headers.get("Request-Id")
+        cap = self.settings.max_response_bytes
+        self._observe(endpoint, "too_large", began)
+        log.warning("Stripe answer too large, not read endpoint=%s status=%d request_id=%s "
+                    "size=%r cap=%d", endpoint, response.status_code, request_id, seen, cap)
+        raise ResponseTooLargeError(
+            f"Stripe's answer from {endpoint} was larger than stripe.max_response_bytes "
+            f"({seen}, cap {cap}); it was not read. Narrow the rule (fewer group values, a "
+            "shorter history) or raise stripe.max_response_bytes",
+            status=response.status_code, request_id=request_id,
+        )
 
     def _judge(
-        self, response: httpx.Response, endpoint: str, budget: BudgetName, began: float
+        self, response: Answer, endpoint: str, budget: BudgetName, began: float
     ) -> tuple[dict[str, Any], str | None]:
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             try:
                 body = parse_json_object(response, endpoint)
@@ -394,7 +455,7 @@ class StripeHTTP:
                 self._observe(endpoint, "malformed", began, response)
                 raise
             self._observe(endpoint, str(status), began, response)
-            return body, response.headers.get("Request-Id")
+            return body, response.request_id
         self._observe(endpoint, str(status), began, response)
         if status == 429:
             self.budgets.get(budget).penalize()
@@ -403,12 +464,12 @@ class StripeHTTP:
         raise error_for(response, endpoint, budget)
 
     def _observe(
-        self, endpoint: str, code: str, began: float, response: httpx.Response | None = None
+        self, endpoint: str, code: str, began: float, response: Answer | None = None
     ) -> None:
         seconds = self.clock.monotonic() - began
         log.debug(
             "stripe request endpoint=%s code=%s request_id=%s seconds=%.3f",
-            endpoint, code, response.headers.get("Request-Id") if response else None, seconds,
+            endpoint, code, response.request_id if response else None, seconds,
         )
         if self._observer is not None:
             self._observer.on_response(endpoint, code, seconds)

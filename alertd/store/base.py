@@ -22,7 +22,6 @@ from alertd.notify.grouping import Group, GroupId, SentRecord
 from alertd.silences import Silence, SilenceStore
 
 OutboxStatus = Literal["pending", "delivered", "failed", "undeliverable"]
-OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "failed", "undeliverable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +120,6 @@ class Store(SilenceStore, Protocol):
 
 
 __all__ = [
-    "OUTBOX_STATUSES",
     "Attempt",
     "Changes",
     "OutboxRow",

@@ -4,16 +4,32 @@
 marks the file as alertd's. :func:`open_database` applies the missing migrations in one
 transaction; a file from a newer alertd, another application's database or a damaged file
 raise :class:`~alertd.errors.StoreError` saying what to do.
+
+Privacy: the file holds customer names and e-mail addresses, so it is created ``0600``
+whatever the umask, and an existing file is narrowed to ``0600`` when opened. SQLite gives its
+``-wal`` and ``-shm`` files the mode of the database file, so they are ``0600`` too.
+
+Integrity: a file with a valid header and broken pages opens fine and fails later, query by
+query. :func:`open_database` runs ``PRAGMA quick_check`` first (it reads every page once but
+skips the index cross-checks of ``integrity_check``: a few milliseconds for a state file of
+megabytes). It is bounded by :data:`QUICK_CHECK_SECONDS`; a check cut short by that bound is
+logged and the file is used, since a slow disk is no proof of damage. A damaged file raises
+:class:`~alertd.errors.StoreDamagedError` with :func:`recovery_hint`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from alertd.errors import StoreError
+from alertd.errors import StoreDamagedError, StoreError
+
+log = logging.getLogger("alertd.store")
 
 T = TypeVar("T")
 
@@ -59,35 +75,111 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+FILE_MODE = 0o600
+#: Upper bound on the start-up integrity check (see the module doc).
+QUICK_CHECK_SECONDS = 10.0
+#: SQLite virtual-machine steps between two looks at the clock during the check.
+_PROGRESS_STEPS = 1_000
+
+
+def recovery_hint(path: Path | str) -> str:
+    """What a user does with a damaged state file: one sentence, commands included."""
+    return (
+        f"To recover: stop alertd, move it aside with its -wal and -shm files "
+        f"(mv {path} {path}.damaged) and start alertd on a new file (alert states and "
+        "undelivered notifications are lost), or salvage the rows first with "
+        f"'sqlite3 {path}.damaged .recover | sqlite3 {path}'"
+    )
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file itself is corrupt (not locked, full or read-only)."""
+    # SQLITE_NOTADB ("file is not a database") is left out: that is some other file, whose
+    # own message says so; only SQLITE_CORRUPT means an alertd file went bad.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_CORRUPT or "malformed" in str(exc)
+
+
+def prepare_file(path: Path) -> None:
+    """Create ``path`` (and its folder) ``0600`` if missing; narrow an existing one to ``0600``.
+
+    ``os.open``'s mode is filtered by the umask, so the mode is set again with ``fchmod``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            companion = path.with_name(path.name + suffix)
+            if companion.exists():
+                companion.chmod(FILE_MODE)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create or open the state file {path}: {exc.strerror or exc}; let alertd "
+            f"write to {path.parent} (systemd: StateDirectory=), or change state.path"
+        ) from None
+
+
+def quick_check(conn: sqlite3.Connection, path: Path, limit: float = QUICK_CHECK_SECONDS) -> None:
+    """SQLite's ``quick_check`` within ``limit`` seconds; :class:`StoreDamagedError` if it
+    finds damage."""
+    deadline = time.monotonic() + limit
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+    try:
+        rows = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        log.warning("state file check cut short path=%s after=%gs; using the file", path, limit)
+        return
+    finally:
+        conn.set_progress_handler(None, 0)
+    if rows != ["ok"]:
+        raise StoreDamagedError(
+            f"the state file {path} is damaged (SQLite quick_check: {'; '.join(rows)[:200]}). "
+            + recovery_hint(path)
+        )
 
 
 def open_database(path: Path, busy_timeout: float = 5.0) -> sqlite3.Connection:
-    """A connection to ``path`` at :data:`SCHEMA_VERSION`, or :class:`StoreError`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A checked connection to ``path`` at :data:`SCHEMA_VERSION`, or :class:`StoreError`."""
+    if str(path) != ":memory:":
+        prepare_file(path)
     conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
         _check_identity(conn, path)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        quick_check(conn, path)
         transaction(conn, lambda c: migrate(c, path))
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        raise StoreError(
-            f"cannot use the state file {path}: {exc} (check that alertd may write to it and "
-            "its folder, and that no other program holds a lock on it)"
-        ) from None
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(
-            f"{path} is not a usable alertd state file ({exc}). If it is damaged, move it aside "
-            "and alertd starts a new one (its alert states and undelivered notifications are "
-            "lost), or point state.path elsewhere."
-        ) from None
     except StoreError:
         conn.close()
         raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise store_error(path, exc) from None
     return conn
+
+
+def store_error(path: Path | str, exc: sqlite3.Error) -> StoreError:
+    """The :class:`StoreError` for an SQLite error on ``path``, saying what to do."""
+    if is_damage(exc):
+        return StoreDamagedError(f"the state file {path} is damaged ({exc}). "
+                                 + recovery_hint(path))
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreError(
+            f"cannot use the state file {path}: {exc} (check that alertd may write to it and "
+            "its folder, and that no other program holds a lock on it)"
+        )
+    return StoreError(
+        f"{path} is not a usable alertd state file ({exc}). If it is damaged, move it aside "
+        "and alertd starts a new one (its alert states and undelivered notifications are "
+        "lost), or point state.path elsewhere."
+    )
 
 
 def _check_identity(conn: sqlite3.Connection, path: Path) -> None:

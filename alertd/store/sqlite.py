@@ -12,8 +12,13 @@ only a power loss may drop the latest commits. That keeps every invariant: an al
 the outbox rows it caused are one transaction, so they vanish together and the next pass
 redoes both; a lost "delivered" mark means a resend with the same idempotency key.
 
-The file format (schema versions, migrations, refusing newer or foreign files) is in
-:mod:`alertd.store.schema`.
+Failures: every SQLite error becomes a :class:`~alertd.errors.StoreError` (a damaged file a
+:class:`~alertd.errors.StoreDamagedError` that says how to recover) and is told to the
+``observer``, which the daemon uses to count it and to turn ``/readyz`` to 503; the first
+success after a failure is told too.
+
+The file format (schema versions, migrations, refusing newer, foreign or damaged files, file
+modes) is in :mod:`alertd.store.schema`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alertd.alerts import AlertState
 from alertd.errors import StoreError
@@ -38,12 +43,13 @@ from alertd.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     open_database,
+    store_error,
     transaction,
 )
 
 T = TypeVar("T")
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "StoreObserver"]
 
 _OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in (
     "id", "receiver", "group_key", "notification", "status", "attempts", "next_attempt_at",
@@ -56,21 +62,39 @@ _EARLIER_IN_GROUP = (
 )
 
 
+class StoreObserver(Protocol):
+    """Told about store failures at run time (the daemon's readiness and metrics)."""
+
+    def on_store_error(self, error: StoreError) -> None: ...
+
+    def on_store_ok(self) -> None:
+        """The first call that succeeded after one that failed."""
+        ...
+
+
 class SqliteStore:
     """The :class:`~alertd.store.base.Store` on one SQLite file. Use ``async with``."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 5.0,
+        observer: StoreObserver | None = None,
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self._observer = observer
+        self._failing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertd-store")
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> SqliteStore:
         """Opens (creating or migrating) the file. Idempotent."""
         if self._conn is None:
+            # Not through _in_thread: a refusal to open is the caller's to report, not a
+            # run-time failure for the observer.
+            loop = asyncio.get_running_loop()
             try:
-                self._conn = await self._in_thread(
-                    lambda: open_database(self.path, self._busy_timeout)
+                self._conn = await loop.run_in_executor(
+                    self._executor, lambda: open_database(self.path, self._busy_timeout)
                 )
             except StoreError:
                 self._executor.shutdown(wait=False)
@@ -97,9 +121,24 @@ class SqliteStore:
     async def _in_thread(self, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, work)
+            result = await loop.run_in_executor(self._executor, work)
         except sqlite3.Error as exc:
-            raise StoreError(f"state store {self.path}: {exc}") from exc
+            error = store_error(self.path, exc)
+            self._told(error)
+            raise error from exc
+        except StoreError as exc:
+            self._told(exc)
+            raise
+        if self._failing:
+            self._failing = False
+            if self._observer is not None:
+                self._observer.on_store_ok()
+        return result
+
+    def _told(self, error: StoreError) -> None:
+        self._failing = True
+        if self._observer is not None:
+            self._observer.on_store_error(error)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()

@@ -1,0 +1,87 @@
+"""The fewest requests any plan can use, computed without :func:`alertd.planner.plan`.
+
+The benchmarks print it beside the planner's request count (``bench/planner.py``,
+``bench/fetch.py``, ``bench/dryrun.py``), and ``tests/test_planner.py`` uses it as an
+independent oracle for the planner's optimality. Nothing in alertd itself needs it, so it lives
+here. The model is the planner's (see the :mod:`alertd.planner` docstring); only
+:func:`alertd.planner.covering_spec` — which specs one spec can serve — is shared.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
+
+from alertd.model import DataNeed, MeterSpec
+from alertd.planner import MAX_GROUP_BY, MAX_METERS, covering_spec
+
+#: Up to this many distinct specs of one meter, :func:`lower_bound` partitions exactly (3^n).
+EXACT_LIMIT = 10
+
+
+def lower_bound(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
+                max_group_by: int = MAX_GROUP_BY) -> int:
+    """The fewest requests any plan can use for ``needs``.
+
+    Per (customer, granularity, time zone) group: ``A + max(ceil(S / max_meters), max S_m)``
+    (the planner's module docstring). It is a true lower bound under the model there: a request
+    serves one group only; each need is served by one spec, and the needs one spec serves form a
+    coverable set, so meter ``m`` takes at least ``S_m`` specs across the group's requests; a
+    request holds at most one spec of ``m`` (so ``>= S_m`` requests) and at most ``max_meters``
+    specs (so ``>= ceil(S / max_meters)``); an all-meters spec holds a request alone. ``S_m`` is
+    an exact minimum partition (dynamic programming over subsets) for up to ten distinct specs
+    of one meter in a group; beyond that it is the size of a set of pairwise uncoverable specs,
+    still a lower bound but possibly below the optimum.
+    """
+    groups: dict[tuple[str, str, str], dict[str | None, set[MeterSpec]]] = defaultdict(
+        lambda: defaultdict(set))
+    for need in needs:
+        groups[(need.customer, need.granularity, need.timezone)][need.spec.meter].add(need.spec)
+    total = 0
+    for by_meter in groups.values():
+        total += len(by_meter.pop(None, ()))
+        fewest = [_fewest_covering_specs(tuple(sorted(specs, key=_order)), max_group_by)
+                  for specs in by_meter.values()]
+        if fewest:
+            total += max(-(-sum(fewest) // max_meters), max(fewest))
+    return total
+
+
+def _order(spec: MeterSpec) -> tuple[object, ...]:
+    # The planner's order within one meter: one cache entry per set of specs, and the same
+    # greedy choice beyond EXACT_LIMIT whatever order the needs came in.
+    return (spec.dimension_filters, spec.tenant_filters, spec.group_by)
+
+
+@lru_cache(maxsize=1024)
+def _fewest_covering_specs(specs: tuple[MeterSpec, ...], max_group_by: int) -> int:
+    if len(specs) > EXACT_LIMIT:
+        return _pairwise_uncoverable(specs, max_group_by)
+    size = 1 << len(specs)
+    coverable = [mask == 0 or covering_spec(
+        [s for i, s in enumerate(specs) if mask >> i & 1], max_group_by=max_group_by) is not None
+        for mask in range(size)]
+    fewest = [0] * size
+    for mask in range(1, size):
+        lowest = mask & -mask
+        rest = mask ^ lowest
+        best, sub = len(specs), rest
+        while True:  # every coverable subset holding the lowest spec, as the first cluster
+            if coverable[sub | lowest]:
+                best = min(best, fewest[rest ^ sub] + 1)
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+        fewest[mask] = best
+    return fewest[-1]
+
+
+def _pairwise_uncoverable(specs: tuple[MeterSpec, ...], max_group_by: int) -> int:
+    """The size of a greedily built set of specs no two of which one spec can cover."""
+    chosen: list[MeterSpec] = []
+    for spec in specs:
+        if all(covering_spec((spec, other), max_group_by=max_group_by) is None
+               for other in chosen):
+            chosen.append(spec)
+    return len(chosen)
