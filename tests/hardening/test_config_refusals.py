@@ -4,6 +4,8 @@ first, located at FILE:LINE:COL, exit 2; secrets are never quoted."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -361,3 +363,33 @@ def test_a_secret_and_its_file_together_are_an_error(monkeypatch: pytest.MonkeyP
     assert problems("rule_files: []\nsmtp: {password: q}\n", key="p\n") == [
         "alertd: ALERTD_SMTP__PASSWORD and ALERTD_SMTP__PASSWORD_FILE are both set; set one"
     ]
+
+
+# --------------------------------------------------------------------------- run agrees
+
+
+def run_daemon(config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTD_", "STRIPE_"))}
+    return subprocess.run([sys.executable, "-m", "alertd", "run", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+@pytest.mark.parametrize(("files", "said"), [
+    ({"alertd.yaml": "rule_files: [rulez/*.yaml]\nstripe: {api_key: sk_test_x}\n"},
+     "alertd.yaml:1:14: rule_files: 'rulez/*.yaml' matches no file"),
+    ({"alertd.yaml": "rule_files: []\nstripe: {api_key_file: key}\n",
+      "key": "sk_test_first_key\nsk_test_second_key\n"},
+     "alertd.yaml:2:24: stripe.api_key_file: key has more than one line"),
+], ids=["unmatched glob", "two-line key file"])
+def test_the_daemon_refuses_to_start_with_what_validate_refuses(
+    files: dict[str, str | bytes], said: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STRIPE_API_KEY")  # it would win over the file's key
+    config = write(files)
+    assert main(["validate", "-c", str(config)]) == 2
+    assert said in capsys.readouterr().err
+    done = run_daemon(config.resolve())
+    assert done.returncode == 2
+    assert said.replace("alertd.yaml", str(config.resolve())) in done.stderr
+    assert "sk_test_" not in done.stderr
