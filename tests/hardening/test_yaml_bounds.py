@@ -54,12 +54,12 @@ def quickly(call: object, *args: object) -> ConfigError:
     return caught.value
 
 
-@pytest.mark.parametrize(("text", "at"), [(ALIAS_BOMB, "6:5"), (MERGE_BOMB, "6:14")],
+@pytest.mark.parametrize(("text", "at"), [(ALIAS_BOMB, "5:5"), (MERGE_BOMB, "6:14")],
                          ids=["aliases", "merge keys"])
 def test_an_expansion_bomb_is_refused_quickly_at_the_value_that_explodes(
     text: str, at: str, tmp_path: Path
 ) -> None:
-    """At the smallest value already too large: ``a5`` repeats ``*a4`` (9**5 values) nine
+    """At the smallest value already too large: ``a4`` repeats ``*a3`` (9**4 values) nine
     times; ``m5`` merges a list of eight ``*m4``."""
     (tmp_path / "bomb.yaml").write_text(text)
     error = quickly(load_rules, [tmp_path / "bomb.yaml"], Settings())
@@ -120,7 +120,7 @@ def test_the_validate_command_on_an_alias_bomb_exits_2_in_seconds(tmp_path: Path
                            str(tmp_path / "alertd.yaml")], capture_output=True, text=True,
                           timeout=60, env=env, check=False)
     assert done.returncode == 2 and time.monotonic() - started < 30
-    assert f"bomb.yaml:6:5: {EXPANDS}" in done.stderr
+    assert f"bomb.yaml:5:5: {EXPANDS}" in done.stderr
 
 
 async def test_sighup_with_an_alias_bomb_refuses_it_and_stays_responsive(
@@ -137,7 +137,7 @@ async def test_sighup_with_an_alias_bomb_refuses_it_and_stays_responsive(
             reloading = await notify.next("RELOADING=1", mark)
             ready = await notify.next("READY=1", reloading, timeout=10.0)
             status = notify.messages[ready][1]
-            assert status.startswith("STATUS=reload failed: ") and "test.yaml:6:5:" in status
+            assert status.startswith("STATUS=reload failed: ") and "test.yaml:5:5:" in status
             assert (await get(f"{url}/healthz")).status_code == 200
             # The old rule is still the running one, and it still polls.
             await notify.next("STATUS=1 rules, 2 customers; last poll", ready)
@@ -151,3 +151,14 @@ def test_a_control_character_is_located_not_a_crash() -> None:
     [problem] = quickly(load_located, "rules:\n  - name: a\x07b\n", "ctl.yaml").problems
     assert str(problem) == "ctl.yaml:2:12: YAML syntax error: character U+0007 is not allowed " \
                            "in YAML"
+
+
+def test_values_written_out_are_bounded_while_composing() -> None:
+    """Under the byte bound, a flat list of 300,000 numbers: refused at the value past the
+    bound, without composing the rest."""
+    text = "rules: [" + "1, " * 300_000 + "1]\n"
+    [problem] = quickly(load_located, text, "flat.yaml").problems
+    assert problem.message == f"more than {MAX_VALUES} values in one file; split it into " \
+                              "several files"
+    # The document, the key `rules` and the list are three values; items are 3 columns apart.
+    assert (problem.line, problem.col) == (1, 9 + 3 * (MAX_VALUES - 3))
