@@ -34,8 +34,8 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 #: Levels of nested mappings and lists; real configs and rules use fewer than ten.
 MAX_DEPTH = 64
 #: Values (keys count too) in one document, written out or once aliases and ``<<`` merges
-#: are expanded: over 2,000 rules of 15 values, read in under a second (PyYAML composes ~50,000 values a
-#: second); a reload blocks the daemon's loop for at most that long.
+#: are expanded: over 2,000 rules of 15 values, read in under a second (PyYAML composes about
+#: 50,000 values a second); a reload blocks the daemon's loop for at most that long.
 MAX_VALUES = 50_000
 
 
