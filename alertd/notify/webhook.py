@@ -24,6 +24,7 @@ the URL's scheme and host only: webhook paths (Slack's, Discord's) are secrets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import TracebackType
 from typing import Any
@@ -119,7 +120,8 @@ class WebhookNotifier:
             await self.client.aclose()
 
     async def send(self, notification: Notification) -> None:
-        for payload, body in self.requests(notification):
+        # Templates render off the event loop (see EmailNotifier.send).
+        for payload, body in await asyncio.to_thread(self.requests, notification):
             await self._post(body, self.signed_headers(payload, body))
 
     def requests(self, notification: Notification) -> list[tuple[Payload, bytes]]:
