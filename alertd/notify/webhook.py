@@ -35,6 +35,7 @@ from jinja2 import TemplateError
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from alertd.logs import escape_control
 from alertd.model import Notification
 from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
@@ -63,8 +64,11 @@ def public_address(url: str) -> str:
 
 
 def _snippet(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+    """The start of a receiver's answer, on one line, without control characters (it ends up
+    in logs, the state file and ``check``'s output)."""
+    text = " ".join(response.text[:4 * _SNIPPET].split())
+    text = text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+    return escape_control(text)
 
 
 def classify_response(response: httpx.Response, where: str) -> DeliveryError | None:
