@@ -179,8 +179,10 @@ class Templates:
             template = self._compiled[source] = self.env.from_string(source)
         return render_limited(template, context, self.limits)
 
-    def notification_context(self, notification: Notification) -> dict[str, Any]:
-        return notification_context(notification, external_url=self.external_url)
+    def notification_context(self, notification: Notification, *,
+                             annotate: bool = True) -> dict[str, Any]:
+        return notification_context(notification, external_url=self.external_url,
+                                    annotate=annotate)
 
 
 # --------------------------------------------------------------------------- contexts
@@ -282,12 +284,16 @@ def annotated(notification: Notification) -> Notification:
     return dataclasses.replace(notification, alerts=alerts)
 
 
-def notification_context(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
+def notification_context(notification: Notification, *, external_url: str = "",
+                         annotate: bool = True) -> dict[str, Any]:
     """Every name a notification offers a template (see :data:`NOTIFICATION_NAMES`).
 
-    ``notification`` carries annotation templates; they are rendered here (:func:`annotated`).
+    ``notification`` carries annotation templates; they are rendered here (:func:`annotated`)
+    unless ``annotate`` is false (the caller has rendered them already: never twice, a
+    failed annotation keeps its raw text, which must not run again).
     """
-    notification = annotated(notification)
+    if annotate:
+        notification = annotated(notification)
     alerts = [alert_context(a) for a in notification.alerts]
     return {
         "alerts": alerts,

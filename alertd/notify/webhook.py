@@ -133,8 +133,8 @@ class WebhookNotifier:
         try:
             if self.webhook.body is not None:
                 return [self._custom(notification)]
-            context = self._preset_context(notification)
-            payloads = preset(self.webhook.preset)(annotated(notification), context)
+            shown = annotated(notification)
+            payloads = preset(self.webhook.preset)(shown, self._preset_context(shown))
         except TemplateError as exc:
             raise self._permanent(f"webhook template failed: {exc}") from exc
         return [(p, dumps(p.body)) for p in payloads]
@@ -158,10 +158,11 @@ class WebhookNotifier:
         return Payload(parsed, notification.id), text.encode()
 
     def _preset_context(self, notification: Notification) -> PresetContext:
+        """The title and settings presets need; ``notification`` is already annotated."""
         routing_key = self.webhook.routing_key
         if self.webhook.preset == "pagerduty" and routing_key is None:
             raise self._permanent("the pagerduty preset needs webhook.routing_key")
-        context = self.templates.notification_context(notification)
+        context = self.templates.notification_context(notification, annotate=False)
         title = " ".join(self.templates.render("webhook_title.txt", context).split())
         return PresetContext(
             title=title, external_url=self.templates.external_url,
