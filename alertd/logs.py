@@ -100,7 +100,7 @@ def field_value(value: object) -> str:
     run into the next ``key=value`` pair."""
     text = str(value)
     if len(text) > MAX_FIELD:
-        text = text[:MAX_FIELD] + f"…[{len(text) - MAX_FIELD} more]"
+        text = text[:MAX_FIELD] + f"…[+{len(text) - MAX_FIELD}]"
     if text and not _NEEDS_QUOTES.search(text):
         return escape_control(text)
     return '"' + escape_control(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'

@@ -85,7 +85,7 @@ def _webhook_text(
         parts.append(f"POST {redact_url(receiver.webhook.url) if receiver.webhook else ''}")
         parts.extend(f"{k}: {shown_header(k, v)}" for k, v in headers.items())
         parts.append("")
-        parts.append(json.dumps(shown_body(json.loads(body)), indent=2))
+        parts.append(json.dumps(shown_body(json.loads(body)), indent=2, ensure_ascii=False))
     return "\n".join(parts)
 
 
