@@ -23,6 +23,11 @@ Contract:
   renders them (:func:`annotated`), so templates see finished text.
 * ``customer.name`` falls back to the customer's id (``all customers`` for account-wide
   meta alerts), so "{{ customer.name }} used…" reads well for customers without a name.
+* Every render is bounded (:func:`alertd.templating.render_limited`: output and value sizes,
+  steps, wall time) and fails as a ``TemplateError``: a failed annotation is sent as its raw
+  text with a warning; a failed notification template makes the delivery permanently failed
+  (the notifiers raise :class:`~alertd.errors.PermanentDeliveryError`), never retried.
+  ``validate`` renders every template on sample data under the same limits.
 * Instants in a context are aware ``datetime`` objects: the window's in the rule's time zone,
   the rest in UTC. ``window.label`` names the period (``Fri 03 Jan 2025``, ``January 2025``).
 """

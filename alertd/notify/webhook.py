@@ -17,7 +17,8 @@ webhook format). Each request carries:
 
 Outcomes: 2xx is delivered. 408, 425, 429, 5xx, timeouts and connection failures raise
 :class:`~alertd.errors.TransientDeliveryError`; any other status, an invalid URL, a custom
-body that is not JSON and a missing PagerDuty ``routing_key`` raise
+body that is not JSON or whose template fails (over the render limits of
+:mod:`alertd.templating` included) and a missing PagerDuty ``routing_key`` raise
 :class:`~alertd.errors.PermanentDeliveryError` with a snippet of the response. Messages name
 the URL's scheme and host only: webhook paths (Slack's, Discord's) are secrets.
 """

@@ -18,14 +18,16 @@ import pytest
 
 from alertd.clock import FakeClock
 from alertd.model import Finding, Period, SeriesKey
+from alertd.notify.grouping import GroupEntry
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
+from alertd.notify.stages import newest_per_fingerprint
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
 from alertd.rules.schema import Rule
 from alertd.settings import Receiver, RootRoute
 from alertd.store.sqlite import SqliteStore
-from tests.notify.conftest import HookSink, hook_server
+from tests.notify.conftest import HookSink, hook_server, make_alert
 
 HOUR0 = 1_735_689_600  # 2025-01-01T00:00:00Z
 RULE = Rule.model_validate({"name": "hourly", "meter": "mtr_1", "window": "hour",
@@ -76,3 +78,19 @@ async def test_firing_and_resolved_across_an_hour_boundary_send_only_the_newest(
     assert alerts[0]["startsAt"] == "2025-01-01T01:01:00Z"
     (decision,) = [d for d in report.decisions if d.notification is not None]
     assert decision.fingerprints == (alerts[0]["fingerprint"],)
+
+
+def entry(instance: str, fingerprint: str, status: str, starts_at: int) -> GroupEntry:
+    alert = make_alert(fingerprint=fingerprint, status=status, starts_at=starts_at)
+    return GroupEntry(instance, 1, alert)
+
+
+@pytest.mark.parametrize(("entries", "kept"), [
+    ([entry("a@1", "a", "resolved", 1), entry("a@2", "a", "firing", 2)], ["a@2"]),
+    ([entry("a@2", "a", "firing", 2), entry("a@1", "a", "resolved", 1)], ["a@2"]),
+    ([entry("a@1", "a", "resolved", 1), entry("a@2", "a", "resolved", 2)], ["a@2"]),
+    ([entry("a@1", "a", "resolved", 1), entry("b@1", "b", "firing", 1)], ["a@1", "b@1"]),
+    ([entry("a@5", "a", "resolved", 5), entry("a@5b", "a", "firing", 5)], ["a@5b"]),
+])
+def test_newest_per_fingerprint(entries: list[GroupEntry], kept: list[str]) -> None:
+    assert [e.instance for e in newest_per_fingerprint(entries)] == kept
