@@ -59,7 +59,13 @@ from alertd import templating
 from alertd.errors import Problem
 from alertd.evaluate.windows import zone
 from alertd.model import Alert, Bucket, Notification
-from alertd.templating import DEFAULT_LIMITS, RenderLimits, format_datetime, render_limited
+from alertd.templating import (
+    CHECK_LIMITS,
+    DEFAULT_LIMITS,
+    RenderLimits,
+    format_datetime,
+    render_limited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +413,7 @@ def _trial_failure(template: Template, names: frozenset[str]) -> tuple[int, str]
     # Names without ``alerts`` describe one alert (an annotation), not a notification.
     for context in _trial_contexts(per_alert="alerts" not in names):
         try:
-            render_limited(template, context)
+            render_limited(template, context, CHECK_LIMITS)
         except TemplateError as exc:
             filename = template.filename or "<template>"
             return _error_line(exc, filename), f"template fails on sample data: {exc}"

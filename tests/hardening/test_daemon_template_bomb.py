@@ -83,4 +83,4 @@ async def test_a_template_bomb_does_not_stop_the_daemon(tmp_path: Path, log_file
         not in samples
     text = log_file.read_text()
     assert "annotation failed, sent unrendered rule=bomb" in text
-    assert "webhook template failed: template exceeded 500000 steps" in text
+    assert "webhook template failed: template exceeded 2000000 steps" in text

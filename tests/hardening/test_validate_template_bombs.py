@@ -54,9 +54,9 @@ def test_validate_rejects_template_bombs_fast_and_small(tmp_path: Path) -> None:
     errors = [line for line in result["stderr"].splitlines() if "template error" in line]
     assert len(errors) == 4, result["stderr"]
     assert "4 problem(s) found" in result["stderr"]
-    assert any("bombs.yaml" in e and "exceed 1000000" in e for e in errors)  # 'x' * 10**9
+    assert any("bombs.yaml" in e and "exceed 4000000" in e for e in errors)  # 'x' * 10**9
     assert any("bombs.yaml" in e and "steps" in e for e in errors)  # the nested loop
-    assert any("email.txt:1:1:" in e and "exceed 1000000" in e for e in errors)
-    assert any("alertd.yaml" in e and "exceed 1000000" in e for e in errors)  # the body
-    assert elapsed < 2.0 * 2  # interpreter start included; the checks themselves take < 1 s
+    assert any("email.txt:1:1:" in e and "exceed 4000000" in e for e in errors)
+    assert any("alertd.yaml" in e and "exceed 4000000" in e for e in errors)  # the body
+    assert elapsed < 2.0
     assert result["peak_kb"] < 200_000
