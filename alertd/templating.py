@@ -24,17 +24,19 @@ same limits, so ``alertd validate`` rejects ``{{ 'x' * 10**9 }}`` in millisecond
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -76,6 +78,8 @@ TEMPLATE_NAMES: tuple[str, ...] = (
 )
 
 DEFAULT_DATETIME_FORMAT = "%Y-%m-%d %H:%M %Z"
+
+T = TypeVar("T")
 
 
 def template_environment(*, autoescape: bool = False) -> SandboxedEnvironment:
@@ -201,6 +205,28 @@ class TemplateLimitError(SecurityError):
     """A render went over one of its :class:`RenderLimits`; the render stops there."""
 
 
+#: Set by :func:`off_loop` when the task waiting for a worker thread is cancelled.
+_CANCELLED: ContextVar[threading.Event | None] = ContextVar("alertd_render_cancelled",
+                                                           default=None)
+
+
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker thread, so renders never hold up the event loop.
+
+    A thread cannot be killed, but renders check this: when the awaiting task is cancelled
+    (a send timeout, shutdown), any render running in the thread stops at its next step.
+    """
+    cancelled = threading.Event()
+    token = _CANCELLED.set(cancelled)  # to_thread copies this context into the thread
+    try:
+        return await asyncio.to_thread(function, *args)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    finally:
+        _CANCELLED.reset(token)
+
+
 class _Budget:
     """What is left of one render's limits; lives in :data:`_BUDGET` while it runs."""
 
@@ -209,8 +235,11 @@ class _Budget:
         self.steps = limits.max_steps
         self.emitted = 0
         self.deadline = time.monotonic() + limits.seconds
+        self.cancelled = _CANCELLED.get()
 
     def step(self) -> None:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise TemplateLimitError("template render cancelled")
         self.steps -= 1
         if self.steps < 0:
             raise TemplateLimitError(

@@ -29,7 +29,6 @@ one fails, a retry sends all of them again with the same ``Message-ID`` values.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -48,6 +47,7 @@ from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDelive
 from alertd.model import Alert, Notification
 from alertd.notify.templates import Templates
 from alertd.settings import EmailReceiver, Receiver, SmtpSettings
+from alertd.templating import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class EmailNotifier:
                         self.receiver.name, notification.id, customer_id, reason)
         # Rendering runs user templates: off the event loop, so that even a render that runs
         # to its time limit never stalls health checks, signals or other deliveries.
-        messages = await asyncio.to_thread(self.messages, notification, plan)
+        messages = await off_loop(self.messages, notification, plan)
         await self._deliver(notification, messages)
 
     def messages(self, notification: Notification, plan: MailPlan) -> list[EmailMessage]:

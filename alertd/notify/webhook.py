@@ -25,7 +25,6 @@ the URL's scheme and host only: webhook paths (Slack's, Discord's) are secrets.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from types import TracebackType
 from typing import Any
@@ -42,6 +41,7 @@ from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default
 from alertd.settings import Receiver
+from alertd.templating import off_loop
 
 USER_AGENT = f"alertd/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -126,7 +126,7 @@ class WebhookNotifier:
 
     async def send(self, notification: Notification) -> None:
         # Templates render off the event loop (see EmailNotifier.send).
-        for payload, body in await asyncio.to_thread(self.requests, notification):
+        for payload, body in await off_loop(self.requests, notification):
             await self._post(body, self.signed_headers(payload, body))
 
     def requests(self, notification: Notification) -> list[tuple[Payload, bytes]]:

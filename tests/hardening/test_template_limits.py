@@ -259,3 +259,16 @@ def test_a_digest_of_a_thousand_alerts_renders_within_the_limits() -> None:
     body = templates.render_source("{{ alerts | tojson }}",
                                    templates.notification_context(notification))
     assert len(json.loads(body)) == 1000
+
+
+async def test_cancelling_a_send_stops_its_render_thread() -> None:
+    """A send cut off by its timeout (or shutdown) leaves no render running in the thread."""
+    templates = Templates(limits=RenderLimits(max_steps=10**12, seconds=30.0))
+    receiver = hooks("http://127.0.0.1:9/never", '{"t": "' + LOOP + '"}')
+    async with WebhookNotifier(receiver, templates, clock=FakeClock()) as notifier:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await notifier.send(make_notification())
+    started = time.monotonic()
+    await asyncio.get_running_loop().shutdown_default_executor()  # waits for the thread
+    assert time.monotonic() - started < 0.5
