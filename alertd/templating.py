@@ -18,8 +18,9 @@ count steps) and every render goes through :func:`render_limited`, which stops a
 :class:`TemplateLimitError` and turns anything else a template raises into a
 ``TemplateRuntimeError``: callers see one kind of error. The checks run inside the render,
 so a runaway template stops itself even in a worker thread: notifiers render through
-:func:`off_loop`, which also stops a render whose awaiting task was cancelled. :func:`check_template` also renders each template once on sample values under the
-same limits, so ``alertd validate`` rejects ``{{ 'x' * 10**9 }}`` in milliseconds.
+:func:`off_loop`, which also stops a render whose awaiting task was cancelled.
+:func:`check_template` also renders each template once on sample values under
+:data:`CHECK_LIMITS`, so ``alertd validate`` rejects ``{{ 'x' * 10**9 }}`` in milliseconds.
 """
 
 from __future__ import annotations
