@@ -2,7 +2,9 @@
 
 Builds a realistic sample (an invented customer whose figures cross the rule's condition) and
 renders it exactly as the receiver's notifier would: the email's subject, text and HTML, or the
-webhook's JSON body and headers. Nothing is sent.
+webhook's JSON body and headers. Nothing is sent. Secrets are not printed: the webhook URL goes
+through :func:`~alertd.logs.redact_url` (user-info, query values, Slack/Discord path tokens),
+the receiver's own header values and secret body keys (``routing_key``) are masked.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from alertd.errors import ConfigError
+from alertd.logs import MASK, redact, redact_url
 from alertd.model import Notification
 from alertd.notify.email import EmailNotifier
 from alertd.notify.sample import sample_notification
+from alertd.notify.signature import HEADER
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
 from alertd.runtime import load_world
@@ -77,8 +82,30 @@ def _webhook_text(
     parts = []
     for payload, body in notifier.requests(notification):
         headers = notifier.signed_headers(payload, body)
-        parts.append(f"POST {receiver.webhook.url if receiver.webhook else ''}")
-        parts.extend(f"{k}: {v}" for k, v in headers.items())
+        parts.append(f"POST {redact_url(receiver.webhook.url) if receiver.webhook else ''}")
+        parts.extend(f"{k}: {shown_header(k, v)}" for k, v in headers.items())
         parts.append("")
-        parts.append(json.dumps(json.loads(body), indent=2))
+        parts.append(json.dumps(shown_body(json.loads(body)), indent=2, ensure_ascii=False))
     return "\n".join(parts)
+
+
+#: Headers whose values are not secrets; the receiver's own headers may be (``X-Api-Key``).
+PUBLIC_HEADERS = frozenset({"content-type", "user-agent", "idempotency-key",
+                            HEADER.lower()})
+#: Body keys that hold a secret (PagerDuty's ``routing_key``).
+SECRET_KEYS = frozenset({"routing_key", "token", "secret", "password", "api_key"})
+
+
+def shown_header(name: str, value: str) -> str:
+    """A header value as ``render`` prints it: secrets masked."""
+    return value if name.lower() in PUBLIC_HEADERS else MASK + "[redacted]"
+
+
+def shown_body(body: Any) -> Any:
+    """A JSON body as ``render`` prints it: secret keys masked, URLs redacted."""
+    if isinstance(body, dict):
+        return {k: MASK + "[redacted]" if k.lower() in SECRET_KEYS and v else shown_body(v)
+                for k, v in body.items()}
+    if isinstance(body, list):
+        return [shown_body(v) for v in body]
+    return redact(body) if isinstance(body, str) else body

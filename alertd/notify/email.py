@@ -47,6 +47,7 @@ from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDelive
 from alertd.model import Alert, Notification
 from alertd.notify.templates import Templates
 from alertd.settings import EmailReceiver, Receiver, SmtpSettings
+from alertd.templating import off_loop
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +248,13 @@ class EmailNotifier:
         for customer_id, reason in plan.undeliverable:
             log.warning("email undeliverable receiver=%s notification=%s customer=%s reason=%r",
                         self.receiver.name, notification.id, customer_id, reason)
-        messages = [self.message(notification, envelope) for envelope in plan.envelopes]
+        # Rendering runs user templates: off the event loop, so that even a render that runs
+        # to its time limit never stalls health checks, signals or other deliveries.
+        messages = await off_loop(self.messages, notification, plan)
         await self._deliver(notification, messages)
+
+    def messages(self, notification: Notification, plan: MailPlan) -> list[EmailMessage]:
+        return [self.message(notification, envelope) for envelope in plan.envelopes]
 
     def message(self, notification: Notification, envelope: Envelope) -> EmailMessage:
         """The message for one envelope; template failures are permanent."""

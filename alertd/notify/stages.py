@@ -195,13 +195,35 @@ STAGES: tuple[Stage, ...] = (silence_stage, dedup_stage, wait_stage)
 
 
 def candidate_for(group: Group, sent: SentRecord | None) -> Candidate:
-    firing = tuple(e for e in group.entries if e.alert.status == "firing")
+    entries = newest_per_fingerprint(group.entries)
+    firing = tuple(e for e in entries if e.alert.status == "firing")
     announced = sent.firing if sent is not None else {}
     resolved = tuple(
-        e for e in group.entries
+        e for e in entries
         if e.alert.status == "resolved" and e.instance in announced and group.send_resolved
     )
     return Candidate(group, sent, firing, resolved)
+
+
+def newest_per_fingerprint(entries: Sequence[GroupEntry]) -> tuple[GroupEntry, ...]:
+    """One entry per alert fingerprint: its newest episode.
+
+    A series can hold two episodes in one group: an hourly alert that resolved at the end of
+    one hour and fired again in the next. Receivers key alerts by fingerprint, so a message
+    carrying both (firing and resolved) would let the resolve close the new firing; the
+    newest episode (latest ``starts_at``; firing wins a tie) is the one that is true now.
+    The older one needs no message of its own: the newer one supersedes it.
+    """
+    newest: dict[str, GroupEntry] = {}
+    for entry in entries:
+        kept = newest.get(entry.alert.fingerprint)
+        if kept is None or _recency(entry) > _recency(kept):
+            newest[entry.alert.fingerprint] = entry
+    return tuple(e for e in entries if newest[e.alert.fingerprint] is e)
+
+
+def _recency(entry: GroupEntry) -> tuple[int, bool, str]:
+    return (entry.alert.starts_at, entry.alert.status == "firing", entry.instance)
 
 
 def run_stages(

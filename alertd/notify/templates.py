@@ -23,6 +23,11 @@ Contract:
   renders them (:func:`annotated`), so templates see finished text.
 * ``customer.name`` falls back to the customer's id (``all customers`` for account-wide
   meta alerts), so "{{ customer.name }} used…" reads well for customers without a name.
+* Every render is bounded (:func:`alertd.templating.render_limited`: output and value sizes,
+  steps, wall time) and fails as a ``TemplateError``: a failed annotation is sent as its raw
+  text with a warning; a failed notification template makes the delivery permanently failed
+  (the notifiers raise :class:`~alertd.errors.PermanentDeliveryError`), never retried.
+  ``validate`` renders every template on sample data under the same limits.
 * Instants in a context are aware ``datetime`` objects: the window's in the rule's time zone,
   the rest in UTC. ``window.label`` names the period (``Fri 03 Jan 2025``, ``January 2025``).
 """
@@ -54,7 +59,13 @@ from alertd import templating
 from alertd.errors import Problem
 from alertd.evaluate.windows import zone
 from alertd.model import Alert, Bucket, Notification
-from alertd.templating import format_datetime
+from alertd.templating import (
+    CHECK_LIMITS,
+    DEFAULT_LIMITS,
+    RenderLimits,
+    format_datetime,
+    render_limited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +162,7 @@ def notification_environment(templates_dir: Path | None = None) -> SandboxedEnvi
         keep_trailing_newline=False,
     )
     env.filters = {**base.filters, **NOTIFICATION_FILTERS}
+    templating.guard_filters(env)
     env.policies = {**base.policies,
                     "json.dumps_kwargs": {"sort_keys": False, "default": json_default}}
     return env
@@ -159,24 +171,29 @@ def notification_environment(templates_dir: Path | None = None) -> SandboxedEnvi
 class Templates:
     """Renders files and template strings; compiled string templates are cached."""
 
-    def __init__(self, templates_dir: Path | None = None, *, external_url: str = "") -> None:
+    def __init__(self, templates_dir: Path | None = None, *, external_url: str = "",
+                 limits: RenderLimits = DEFAULT_LIMITS) -> None:
         self.env = notification_environment(templates_dir)
         self.external_url = external_url
+        self.limits = limits
         self._compiled: dict[str, Template] = {}
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
-        """Render a template file; raises :class:`jinja2.TemplateError` on any failure."""
-        return self.env.get_template(name).render(context)
+        """Render a template file within the render limits; raises
+        :class:`jinja2.TemplateError` on any failure (over a limit included)."""
+        return render_limited(self.env.get_template(name), context, self.limits)
 
     def render_source(self, source: str, context: Mapping[str, Any]) -> str:
         """Render a template given as text (a subject, a webhook body), not autoescaped."""
         template = self._compiled.get(source)
         if template is None:
             template = self._compiled[source] = self.env.from_string(source)
-        return template.render(context)
+        return render_limited(template, context, self.limits)
 
-    def notification_context(self, notification: Notification) -> dict[str, Any]:
-        return notification_context(notification, external_url=self.external_url)
+    def notification_context(self, notification: Notification, *,
+                             annotate: bool = True) -> dict[str, Any]:
+        return notification_context(notification, external_url=self.external_url,
+                                    annotate=annotate)
 
 
 # --------------------------------------------------------------------------- contexts
@@ -278,12 +295,16 @@ def annotated(notification: Notification) -> Notification:
     return dataclasses.replace(notification, alerts=alerts)
 
 
-def notification_context(notification: Notification, *, external_url: str = "") -> dict[str, Any]:
+def notification_context(notification: Notification, *, external_url: str = "",
+                         annotate: bool = True) -> dict[str, Any]:
     """Every name a notification offers a template (see :data:`NOTIFICATION_NAMES`).
 
-    ``notification`` carries annotation templates; they are rendered here (:func:`annotated`).
+    ``notification`` carries annotation templates; they are rendered here (:func:`annotated`)
+    unless ``annotate`` is false (the caller has rendered them already: never twice, a
+    failed annotation keeps its raw text, which must not run again).
     """
-    notification = annotated(notification)
+    if annotate:
+        notification = annotated(notification)
     alerts = [alert_context(a) for a in notification.alerts]
     return {
         "alerts": alerts,
@@ -311,17 +332,20 @@ def render_annotations(annotations: Mapping[str, str],
                        alert_context: Mapping[str, Any]) -> dict[str, str]:
     """Render each annotation template with one alert's context.
 
-    An annotation that fails at run time (a metadata key this customer lacks) keeps its
-    source text and logs the error: a notification is never lost to a template, and
-    ``alertd validate`` has already caught misspelt names.
+    An annotation that fails at run time (a metadata key this customer lacks, or a render
+    over :data:`~alertd.templating.DEFAULT_LIMITS`: a loop or a value too large for this
+    customer's figures) keeps its source text and logs a warning: a notification is never
+    lost to a template, and ``alertd validate`` has already caught misspelt names and
+    templates that go over the limits on sample data.
     """
     rendered: dict[str, str] = {}
     for key, source in annotations.items():
         try:
-            rendered[key] = _annotation_template(source).render(alert_context)
+            rendered[key] = render_limited(_annotation_template(source), alert_context)
         except TemplateError as exc:
-            log.warning("annotation failed rule=%s annotation=%s error=%s",
-                        alert_context.get("rule"), key, exc)
+            log.warning("annotation failed, sent unrendered rule=%s customer=%s annotation=%s "
+                        "error=%s", alert_context.get("rule"),
+                        (alert_context.get("customer") or {}).get("id"), key, exc)
             rendered[key] = source
     return rendered
 
@@ -378,11 +402,10 @@ def _column(source: str, issue: templating.TemplateIssue) -> int:
 
 
 def _error_line(exc: BaseException, filename: str) -> int:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    # render_limited wraps what a template raised: the template's frames are in the cause.
+    cause = exc.__cause__ or exc
+    frames = [f for f in traceback.extract_tb(cause.__traceback__) if f.filename == filename]
     return (frames[-1].lineno or 1) if frames else 1
-
-
-_RENDER_ERRORS = (TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
 
 
 def _trial_failure(template: Template, names: frozenset[str]) -> tuple[int, str] | None:
@@ -390,8 +413,8 @@ def _trial_failure(template: Template, names: frozenset[str]) -> tuple[int, str]
     # Names without ``alerts`` describe one alert (an annotation), not a notification.
     for context in _trial_contexts(per_alert="alerts" not in names):
         try:
-            template.render(context)
-        except _RENDER_ERRORS as exc:
+            render_limited(template, context, CHECK_LIMITS)
+        except TemplateError as exc:
             filename = template.filename or "<template>"
             return _error_line(exc, filename), f"template fails on sample data: {exc}"
     return None

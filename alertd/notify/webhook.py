@@ -17,7 +17,8 @@ webhook format). Each request carries:
 
 Outcomes: 2xx is delivered. 408, 425, 429, 5xx, timeouts and connection failures raise
 :class:`~alertd.errors.TransientDeliveryError`; any other status, an invalid URL, a custom
-body that is not JSON and a missing PagerDuty ``routing_key`` raise
+body that is not JSON or whose template fails (over the render limits of
+:mod:`alertd.templating` included) and a missing PagerDuty ``routing_key`` raise
 :class:`~alertd.errors.PermanentDeliveryError` with a snippet of the response. Messages name
 the URL's scheme and host only: webhook paths (Slack's, Discord's) are secrets.
 """
@@ -34,11 +35,13 @@ from jinja2 import TemplateError
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from alertd.logs import escape_control
 from alertd.model import Notification
 from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default
 from alertd.settings import Receiver
+from alertd.templating import off_loop
 
 USER_AGENT = f"alertd/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -62,8 +65,11 @@ def public_address(url: str) -> str:
 
 
 def _snippet(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+    """The start of a receiver's answer, on one line, without control characters (it ends up
+    in logs, the state file and ``check``'s output)."""
+    text = " ".join(response.text[:4 * _SNIPPET].split())
+    text = text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+    return escape_control(text)
 
 
 def classify_response(response: httpx.Response, where: str) -> DeliveryError | None:
@@ -119,7 +125,8 @@ class WebhookNotifier:
             await self.client.aclose()
 
     async def send(self, notification: Notification) -> None:
-        for payload, body in self.requests(notification):
+        # Templates render off the event loop (see EmailNotifier.send).
+        for payload, body in await off_loop(self.requests, notification):
             await self._post(body, self.signed_headers(payload, body))
 
     def requests(self, notification: Notification) -> list[tuple[Payload, bytes]]:
@@ -127,8 +134,8 @@ class WebhookNotifier:
         try:
             if self.webhook.body is not None:
                 return [self._custom(notification)]
-            context = self._preset_context(notification)
-            payloads = preset(self.webhook.preset)(annotated(notification), context)
+            shown = annotated(notification)
+            payloads = preset(self.webhook.preset)(shown, self._preset_context(shown))
         except TemplateError as exc:
             raise self._permanent(f"webhook template failed: {exc}") from exc
         return [(p, dumps(p.body)) for p in payloads]
@@ -152,10 +159,11 @@ class WebhookNotifier:
         return Payload(parsed, notification.id), text.encode()
 
     def _preset_context(self, notification: Notification) -> PresetContext:
+        """The title and settings presets need; ``notification`` is already annotated."""
         routing_key = self.webhook.routing_key
         if self.webhook.preset == "pagerduty" and routing_key is None:
             raise self._permanent("the pagerduty preset needs webhook.routing_key")
-        context = self.templates.notification_context(notification)
+        context = self.templates.notification_context(notification, annotate=False)
         title = " ".join(self.templates.render("webhook_title.txt", context).split())
         return PresetContext(
             title=title, external_url=self.templates.external_url,
