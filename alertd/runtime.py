@@ -19,7 +19,7 @@ from alertd.clock import Clock
 from alertd.errors import ConfigError, Problem
 from alertd.metrics import Metrics
 from alertd.rules.loader import RuleSet, load_rules
-from alertd.settings import Settings, find_config, load_settings
+from alertd.settings import NO_API_KEY, Settings, find_config, load_settings
 from alertd.source import Source, build_source
 from alertd.source.directory import Directory
 from alertd.source.http import StripeHTTP
@@ -49,10 +49,8 @@ class StripeStack:
     directory: Directory
 
 
-NO_KEY = (
-    "no Stripe API key: set STRIPE_API_KEY (or ALERTD_STRIPE__API_KEY), or stripe.api_key_file "
-    "in the config; a restricted key needs read access to Billing meters and Customers"
-)
+#: Said by ``validate`` too (it checks the key first).
+NO_KEY = NO_API_KEY
 
 
 async def verify_meters(rules: RuleSet, directory: Directory) -> None:

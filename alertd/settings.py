@@ -7,15 +7,26 @@ merges the environment over it (pydantic-settings, prefix ``ALERTD_``, nesting w
 ``LoadCredential=``) or, for the API key, from ``STRIPE_API_KEY``.
 
 Every invalid key is reported as ``FILE:LINE:COL: message``, all at once.
+
+Precedence, highest first: ``ALERTD_`` variables, then (for the API key only) ``STRIPE_API_KEY``,
+then the file. A secret set in the environment, as a value or as a ``*_file``, replaces both
+forms of it in the file; the two forms set together in one place are an error.
+
+A secret file holds the secret on one line (a trailing newline is fine); an empty, multi-line,
+non-UTF-8 or oversized file is refused with a message that never shows its content, by
+``validate`` (located at the ``*_file`` key) and at run time alike (:func:`read_secret`).
 """
 
 from __future__ import annotations
 
 import glob
+import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,12 +43,21 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alertd.clock import parse_duration
 from alertd.errors import ConfigError, Problem
-from alertd.yamlpos import Located, load_located, validation_problems
+from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
+
+#: The longest duration any setting takes (ten years): longer ones overflow date arithmetic.
+MAX_DURATION = 3650 * 86400.0
 
 
 def _duration(value: Any) -> float:
     if isinstance(value, str | int | float):
-        return parse_duration(value)
+        try:
+            seconds = parse_duration(value)
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
+        if not seconds <= MAX_DURATION:  # also NaN
+            raise ValueError(f"a duration is at most 3650d (ten years), got {value!r}")
+        return seconds
     raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 4h, 7d)")
 
 
@@ -55,25 +75,93 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Infinite or NaN numbers (`.inf`, `1e400`) are refused, not carried into rate limits.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
+
+
+#: A secret file longer than this is not a secret file (a key is about 100 bytes).
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def secret_file_text(file: Path, what: str) -> str:
+    """The secret a ``*_file`` setting names; :class:`ConfigError` says what is wrong with the
+    file without ever quoting it (a wrong file may hold other secrets)."""
+    try:
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {file}: {exc.strerror}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{what}: {file} is larger than {MAX_SECRET_BYTES // 1024} KiB; it "
+                          "must hold only the secret, on one line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {file} is not UTF-8 text; it must hold only the secret, "
+                          "on one line (its content is not shown)") from None
+    problem = secret_text_problem(text.strip(), f"{what}: {file}")
+    if problem is not None:
+        raise ConfigError(problem)
+    return text.strip()
+
+
+def secret_text_problem(secret: str, where: str) -> str | None:
+    """Why ``secret`` (already stripped) cannot be one, or ``None``."""
+    if not secret:
+        return f"{where} is empty; it must hold the secret, on one line"
+    if any(mark in secret for mark in "\r\n"):
+        return (f"{where} has more than one line; it must hold only the secret, on one line "
+                "(its content is not shown)")
+    return None
 
 
 def read_secret(value: SecretStr | None, file: Path | None, what: str) -> SecretStr | None:
-    """The secret itself, or the stripped contents of the file that holds it."""
+    """The secret itself, or the contents of the file that holds it (checked as above)."""
     if value is not None:
-        return value
+        problem = secret_text_problem(value.get_secret_value().strip(), what.removesuffix("_file"))
+        if problem is not None:
+            raise ConfigError(problem)
+        return SecretStr(value.get_secret_value().strip())
     if file is None:
         return None
+    return SecretStr(secret_file_text(file, what))
+
+
+NO_API_KEY = (
+    "no Stripe API key: set STRIPE_API_KEY (or ALERTD_STRIPE__API_KEY), or stripe.api_key_file "
+    "in the config; a restricted key needs read access to Billing meters and Customers"
+)
+
+
+def api_key_problem(key: SecretStr, where: str = "stripe.api_key") -> str | None:
+    """A key that Stripe would refuse for reading usage, said before any request."""
+    if key.get_secret_value().startswith("pk_"):
+        return (f"{where}: a publishable key (pk_...) cannot read usage; use a secret "
+                "(sk_...) or restricted (rk_...) key")
+    return None
+
+
+def _http_url(value: str) -> str:
     try:
-        return SecretStr(file.read_text().strip())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} from {file}: {exc.strerror}") from None
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. "
+                         "https://hooks.example.com/alertd")
+    return value
+
+
+#: An ``http://`` or ``https://`` URL with a host (and a valid port, if any).
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class StripeSettings(Section):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    api_base: str = "https://api.stripe.com"
+    api_base: HttpUrl = "https://api.stripe.com"
     api_version: str = "2025-11-17.preview"
     source: Literal["meter_usage", "event_summaries"] = "meter_usage"
     #: Whether dimension/tenant filter values are sent in array form. ``auto`` = arrays for
@@ -96,9 +184,17 @@ class StripeSettings(Section):
     failure_alert_after: Annotated[int, Field(ge=1)] = 3
 
     def resolved_api_key(self) -> SecretStr | None:
+        """The key, or ``None`` when none is set; :class:`ConfigError` for a key or key file
+        that cannot be used. (:func:`load_settings` has already let ``STRIPE_API_KEY`` replace
+        a key written in the file; here it only fills in for settings built in code.)"""
         key = read_secret(self.api_key, self.api_key_file, "stripe.api_key_file")
+        where = "stripe.api_key"
         if key is None and os.environ.get("STRIPE_API_KEY"):
-            return SecretStr(os.environ["STRIPE_API_KEY"])
+            key = read_secret(SecretStr(os.environ["STRIPE_API_KEY"]), None, "STRIPE_API_KEY")
+            where = "STRIPE_API_KEY"
+        problem = api_key_problem(key, where) if key is not None else None
+        if problem is not None:
+            raise ConfigError(problem)
         return key
 
 
@@ -122,16 +218,22 @@ class ServerSettings(Section):
     def _host_port(cls, value: str) -> str:
         if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
             raise ValueError("use HOST:PORT, e.g. 127.0.0.1:9464, or an empty string to disable")
+        # Port 0 asks the system for a free port (logged at start); tests rely on it.
+        if value and int(value.rsplit(":", 1)[1]) > 65535:
+            raise ValueError("the port must be between 0 and 65535")
         return value
 
 
 class SmtpSettings(Section):
     host: str = "localhost"
-    port: int = 587
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
     security: Literal["starttls", "tls", "none"] = "starttls"
+    #: With ``security: none`` and a ``username``, the password crosses the network in clear
+    #: text; allowed only with this set and a loopback ``host`` (a relay on this machine).
+    allow_insecure_auth: bool = False
     from_: str = Field("alertd@localhost", alias="from")
     timeout: PositiveDuration = 30.0
 
@@ -157,7 +259,7 @@ WebhookPreset = Literal["alertmanager_webhook", "slack", "pagerduty", "teams", "
 
 
 class WebhookReceiver(Section):
-    url: str
+    url: HttpUrl
     preset: WebhookPreset = "alertmanager_webhook"
     secret: SecretStr | None = None
     secret_file: Path | None = None
@@ -227,7 +329,7 @@ class DeliverySettings(Section):
 
 
 class HeartbeatSettings(Section):
-    url: str | None = None
+    url: HttpUrl | None = None
     interval: PositiveDuration = 300.0
 
 
@@ -281,13 +383,18 @@ class Settings(BaseSettings):
     def receiver(self, name: str) -> Receiver | None:
         return next((r for r in self.receivers if r.name == name), None)
 
-    def rule_paths(self) -> list[Path]:
-        """Every rule file the ``rule_files`` globs match, relative to the config's folder."""
+    def rule_paths(self, patterns: list[str] | None = None) -> list[Path]:
+        """Every rule file the ``rule_files`` globs (or ``patterns``) match, relative to the
+        config's folder."""
         found: list[Path] = []
-        for pattern in self.rule_files:
-            full = pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
-            found.extend(Path(p) for p in sorted(glob.glob(full)) if Path(p) not in found)
+        for pattern in self.rule_files if patterns is None else patterns:
+            matched = sorted(glob.glob(self.rule_pattern(pattern)))
+            found.extend(Path(p) for p in matched if Path(p) not in found)
         return found
+
+    def rule_pattern(self, pattern: str) -> str:
+        """A ``rule_files`` glob as it is matched: relative ones under the config's folder."""
+        return pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
 
     def state_path(self) -> Path:
         path = self.state.resolved_path()
@@ -308,29 +415,164 @@ def find_config(explicit: str | None) -> Path | None:
 
 def load_settings(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read, merge and validate the configuration; :class:`ConfigError` lists every problem."""
-    doc = Located("<defaults>", {}, {})
-    if path is not None:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            problem = Problem(str(path), 1, 1, f"cannot read config: {exc.strerror}")
-            raise ConfigError([problem]) from None
-        doc = load_located(text, str(path))
-        if doc.data is None:
-            doc.data = {}
-        if not isinstance(doc.data, dict):
-            raise ConfigError([doc.problem((), "the config file must be a YAML mapping")])
+    doc = config_document(path)
     data = dict(doc.data)
     data.update(overrides or {})
     data.setdefault("base_dir", path.parent if path is not None else Path("."))
+    environment = _environment()
+    _let_environment_secrets_win(data, environment)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, doc)) from None
-    problems = _route_problems(settings, doc)
+    problems = [
+        *_route_problems(settings, doc),
+        *_smtp_problems(settings.smtp, doc),
+        *_secret_pair_problems(settings, doc, environment),
+    ]
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def config_document(path: Path | None) -> Located:
+    """The config file with positions (an empty mapping without a file), bounded and checked
+    to be a mapping; :class:`ConfigError` otherwise."""
+    if path is None:
+        return Located("<defaults>", {}, {})
+    doc = load_located(read_document(path), str(path))
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.problem((), "the config file must be a YAML mapping")])
+    return doc
+
+
+def _environment() -> dict[str, str]:
+    # pydantic-settings reads ALERTD_ names case-insensitively; so does this.
+    return {name.upper(): value for name, value in os.environ.items() if value}
+
+
+#: Secrets a section holds: (section, value key, file key, other environment variables).
+_SECRETS = (
+    ("stripe", "api_key", "api_key_file", ("STRIPE_API_KEY",)),
+    ("smtp", "password", "password_file", ()),
+)
+
+
+def _env_names(section: str, *keys: str) -> list[str]:
+    return [f"ALERTD_{section}__{key}".upper() for key in keys]
+
+
+def _let_environment_secrets_win(data: dict[str, Any], environment: Mapping[str, str]) -> None:
+    """A secret set in the environment (value or file) replaces both forms in the file."""
+    for section, value_key, file_key, others in _SECRETS:
+        in_file = data.get(section)
+        names = [*_env_names(section, value_key, file_key), *others]
+        if isinstance(in_file, dict) and any(name in environment for name in names):
+            data[section] = {k: v for k, v in in_file.items() if k not in (value_key, file_key)}
+
+
+def _secret_pair_problems(
+    settings: Settings, doc: Located, environment: Mapping[str, str]
+) -> list[Problem]:
+    """A secret given both as a value and as a file, in the same place."""
+    pairs: list[tuple[Path_, str, str, object, object]] = [
+        (("stripe",), "api_key", "api_key_file", settings.stripe.api_key,
+         settings.stripe.api_key_file),
+        (("smtp",), "password", "password_file", settings.smtp.password,
+         settings.smtp.password_file),
+    ]
+    for index, receiver in enumerate(settings.receivers):
+        if receiver.webhook is not None:
+            pairs.append((("receivers", index, "webhook"), "secret", "secret_file",
+                          receiver.webhook.secret, receiver.webhook.secret_file))
+    problems = []
+    for at, value_key, file_key, value, file in pairs:
+        if value is None or file is None:
+            continue
+        env = _env_names(str(at[0]), value_key, file_key)
+        if all(name in environment for name in env):
+            problems.append(Problem("", 0, 0, f"{env[0]} and {env[1]} are both set; set one"))
+        else:
+            where = ".".join(str(part) for part in at)
+            message = f"{where}: {value_key} and {file_key} are both set; keep one"
+            problems.append(doc.problem((*at, file_key), message))
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _smtp_problems(smtp: SmtpSettings, doc: Located) -> list[Problem]:
+    """Credentials in clear text: refused unless explicitly allowed to a loopback relay."""
+    if smtp.allow_insecure_auth and not _is_loopback(smtp.host):
+        return [doc.problem(("smtp", "allow_insecure_auth"),
+                            "smtp.allow_insecure_auth: only allowed when smtp.host is a "
+                            f"loopback address (localhost, 127.0.0.1, ::1), not {smtp.host!r}")]
+    if smtp.security == "none" and smtp.username and not smtp.allow_insecure_auth:
+        return [doc.problem(("smtp", "security"),
+                            "smtp.security: none with a username would send the password in "
+                            "clear text; use starttls or tls (for a relay on this machine, set "
+                            "smtp.allow_insecure_auth: true)", at_value=True)]
+    return []
+
+
+def secret_problems(settings: Settings, doc: Located) -> list[Problem]:
+    """Every secret read now, as ``alertd run`` will read it: unreadable, empty, multi-line
+    or non-UTF-8 files, a missing or publishable API key. Located at the ``*_file`` key (or
+    the value) when the file set it; the content of a secret is never part of a message."""
+    environment = _environment()
+    problems = []
+    stripe_at = _secret_origin(("stripe",), "api_key", "api_key_file", settings.stripe.api_key,
+                               settings.stripe.api_key_file, environment)
+    try:
+        if settings.stripe.resolved_api_key() is None:
+            problems.append(Problem("", 0, 0, NO_API_KEY))
+    except ConfigError as exc:
+        problems += _relocated(exc, doc, stripe_at)
+    smtp_at = _secret_origin(("smtp",), "password", "password_file", settings.smtp.password,
+                             settings.smtp.password_file, environment)
+    problems += _resolve(settings.smtp.resolved_password, doc, smtp_at)
+    for index, receiver in enumerate(settings.receivers):
+        if receiver.webhook is not None:
+            at: Path_ = ("receivers", index, "webhook")
+            where = (*at, "secret" if receiver.webhook.secret is not None else "secret_file")
+            problems += _resolve(receiver.webhook.resolved_secret, doc, where)
+    return problems
+
+
+def _secret_origin(
+    at: Path_, value_key: str, file_key: str, value: object, file: object,
+    environment: Mapping[str, str],
+) -> Path_ | None:
+    """Where a secret was set in the file, or ``None`` when the environment set it."""
+    if value is None and file is None:
+        return None  # e.g. STRIPE_API_KEY
+    key = value_key if value is not None else file_key
+    if _env_names(str(at[0]), key)[0] in environment:
+        return None
+    return (*at, key)
+
+
+def _resolve(read: Any, doc: Located, at: Path_ | None) -> list[Problem]:
+    try:
+        read()
+    except ConfigError as exc:
+        return _relocated(exc, doc, at)
+    return []
+
+
+def _relocated(exc: ConfigError, doc: Located, at: Path_ | None) -> list[Problem]:
+    if at is None or at not in doc.marks:
+        return list(exc.problems)
+    return [doc.problem(at, p.message, at_value=True) for p in exc.problems]
 
 
 def _route_problems(settings: Settings, doc: Located) -> list[Problem]:

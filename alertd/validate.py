@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +19,76 @@ from pydantic import ValidationError
 from alertd.errors import ConfigError, Problem
 from alertd.notify.templates import check_templates, source_problems
 from alertd.rules.loader import check_rules
-from alertd.settings import Settings, load_settings
-from alertd.yamlpos import Located, Path_, load_located
+from alertd.settings import Settings, load_settings, secret_problems
+from alertd.yamlpos import Located, Path_, load_located, read_document
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What ``validate`` found: every problem, and what it read."""
+
+    problems: list[Problem]
+    rule_files: tuple[str, ...] = ()
+    rules: int = 0
 
 
 def validate_config(config_path: Path | None) -> list[Problem]:
     """Every problem of the config, its rule files and templates, sorted by file and position.
 
-    An empty list means ``alertd run`` would accept this configuration (apart from needing at
-    least one rule, and from what only Stripe can tell: keys, meters, customers).
+    An empty list means ``alertd run`` would accept this configuration (apart from what only
+    Stripe can tell: whether the key works, meters, customers). That includes the secrets (read
+    now, as the daemon will read them: a missing API key is a problem) and ``rule_files``: a
+    pattern that matches no file is a problem (write ``rule_files: []`` for no rules).
     """
+    return validate_report(config_path).problems
+
+
+def validate_report(config_path: Path | None) -> Report:
+    """:func:`validate_config`, with the rule files read and the number of valid rules."""
     doc = _config_doc(config_path)
     problems: list[Problem] = []
     receivers: list[str] | None = None  # None: the names in the settings
     try:
         settings = load_settings(config_path)
+        problems += secret_problems(settings, doc or Located("<defaults>", {}, {}))
     except ConfigError as exc:
         problems += exc.problems
         fallback = _fallback_settings(doc, config_path) if doc is not None else None
         if doc is None or fallback is None:
-            return _sorted(problems)
+            return Report(_sorted(problems))
         settings, receivers = fallback, _receiver_names(doc)
     doc = doc or Located("<defaults>", {}, {})
-    _, rule_problems = check_rules(settings.rule_paths(), settings, known_receivers=receivers)
+    problems += unmatched_rule_files(settings, doc)
+    paths = settings.rule_paths()
+    rules, rule_problems = check_rules(paths, settings, known_receivers=receivers)
     problems += rule_problems
     problems += _template_dir_problems(settings, doc)
     problems += _inline_template_problems(settings, doc)
-    return _sorted(problems)
+    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules))
+
+
+def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:
+    """Each ``rule_files`` pattern that matches no file.
+
+    An error rather than a warning: such a pattern is nearly always a typo or a missing deploy
+    step, and a daemon that starts without the rules it was meant to run looks healthy while
+    alerting on nothing. An empty rule set is still possible, said explicitly:
+    ``rule_files: []``.
+    """
+    written = isinstance(doc.data, dict) and "rule_files" in doc.data
+    problems = []
+    for index, pattern in enumerate(settings.rule_files):
+        if settings.rule_paths([pattern]):
+            continue
+        full = settings.rule_pattern(pattern)
+        message = (f"rule_files: {pattern!r} matches no file (looked for {full}); fix the "
+                   "pattern, or write rule_files: [] to run without rules")
+        if written:
+            problems.append(doc.problem(("rule_files", index), message, at_value=True))
+        else:
+            problems.append(Problem("", 0, 0, message + " (the default; no config file "
+                                    "sets rule_files)"))
+    return problems
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -59,8 +103,8 @@ def _config_doc(config_path: Path | None) -> Located | None:
     if config_path is None:
         return Located("<defaults>", {}, {})
     try:
-        return load_located(config_path.read_text(), str(config_path), collect=[])
-    except (OSError, UnicodeDecodeError, ConfigError):
+        return load_located(read_document(config_path), str(config_path), collect=[])
+    except ConfigError:
         return None
 
 

@@ -3,6 +3,14 @@
 This is the edge where user files enter alertd. Pydantic validates the plain data; this module
 turns each validation error's ``loc`` back into ``FILE:LINE:COL`` so that ``alertd validate``
 points at the offending key (unknown or missing keys) or at the value (wrong type or value).
+
+Every document is bounded before and while it is read, so that no file can make ``validate``,
+``check`` or a reload run for long or eat memory (a "billion laughs" alias bomb, a huge or
+endlessly nested file): at most :data:`MAX_DOCUMENT_BYTES` bytes, :data:`MAX_DEPTH` levels of
+nesting, and :data:`MAX_VALUES` values once aliases and merge keys are expanded (an alias
+counts as every value it stands for; counted on the composed graph, before anything is
+built). Each bound is a located :class:`ConfigError`; reading stops at the first one, since
+the document cannot be used.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,6 +28,15 @@ from pydantic_core import ErrorDetails
 from alertd.errors import ConfigError, Problem
 
 Path_ = tuple[str | int, ...]
+
+#: 1 MiB: thousands of rules. Larger files are refused before they are parsed.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+#: Levels of nested mappings and lists; real configs and rules use fewer than ten.
+MAX_DEPTH = 64
+#: Values (keys count too) in one document, written out or once aliases and ``<<`` merges
+#: are expanded: over 2,000 rules of 15 values, read in under a second (PyYAML composes about
+#: 50,000 values a second); a reload blocks the daemon's loop for at most that long.
+MAX_VALUES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +137,48 @@ def _raw_length(line: str, pos: int, quote: str) -> int:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader used only to compose nodes and to construct single scalars."""
+    """SafeLoader used only to compose nodes and to construct single scalars.
+
+    Composing is recursive in PyYAML; the depth is bounded here, before Python's own
+    recursion limit turns a deeply nested file into a ``RecursionError``.
+    """
+
+    _depth = 0
+    _nodes = 0
+
+    def fetch_flow_collection_start(self, token_class: type[yaml.Token]) -> None:
+        # Bounded in the scanner too: it looks ahead over every open `[`/`{` for a possible
+        # key, which is quadratic in their number, long before the composer sees the depth.
+        if self.flow_level >= MAX_DEPTH:
+            mark = self.get_mark()
+            raise _Refused(mark.line + 1, mark.column + 1,
+                           f"nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _Refused(mark.line + 1, mark.column + 1,
+                           f"nested more than {MAX_DEPTH} levels deep")
+        self._nodes += 1
+        if self._nodes > MAX_VALUES:  # written out, not via aliases: bounded while composing
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _Refused(mark.line + 1, mark.column + 1,
+                           f"more than {MAX_VALUES} values in one file; split it into several "
+                           "files")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Refused(Exception):
+    """A bound of the document was exceeded at ``line``:``col`` (1-based)."""
+
+    def __init__(self, line: int, col: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.col, self.message = line, col, message
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -248,26 +307,131 @@ def load_located(text: str, file: str, *, collect: list[Problem] | None = None) 
     Merge keys (``<<: *defaults``) are followed; merged values keep the marks of where they
     were written.
     """
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(file, 1, 1, _too_large(len(text), "characters"))])
+    builder = _Builder(file)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        data = _build(builder, _compose(text))
+    except _Refused as exc:
+        raise ConfigError([Problem(file, exc.line, exc.col, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([Problem(file, line, col, f"YAML syntax error: {reason}")]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character YAML does not allow, found before parsing (no mark).
+        line, col = _line_col(text, exc.position)
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        message = f"YAML syntax error: character {shown} is not allowed in YAML"
+        raise ConfigError([Problem(file, line, col, message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
-    builder = _Builder(file)
-    builder.marks[()] = Mark(1, 1, 1, 1)
-    if node is not None:
-        line, col = node.start_mark.line + 1, node.start_mark.column + 1
-        builder.marks[()] = Mark(line, col, line, col)
-    data = None if node is None else builder.build(node, ())
     if builder.problems:
         if collect is None:
             raise ConfigError(builder.problems)
         collect.extend(builder.problems)
     return Located(file, data, builder.marks, text)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of character ``position`` of ``text``."""
+    before = _LINE_BREAK.split(text[:position])
+    return len(before), len(before[-1]) + 1
+
+
+def _build(builder: _Builder, node: yaml.Node | None) -> Any:
+    builder.marks[()] = Mark(1, 1, 1, 1)
+    if node is None:
+        return None
+    _refuse_expansion(node)
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    builder.marks[()] = Mark(line, col, line, col)
+    return builder.build(node, ())
+
+
+def _refuse_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`MAX_VALUES`, before building it.
+
+    The composed document is a graph in which an alias is the anchored node itself, so the
+    expanded size of every node is counted once (linear in the document as written). The
+    problem points at the smallest value that is already too large: where the expansion
+    happens (e.g. the list that repeats ``*a6`` nine times), not at the document's top.
+    """
+    sizes: dict[int, int] = {}
+    if _expanded_size(root, sizes, set()) <= MAX_VALUES:
+        return
+    node = root
+    while True:
+        larger = [child for child in _children(node) if sizes.get(id(child), 0) > MAX_VALUES]
+        if not larger:
+            break
+        node = larger[0]
+    raise _Refused(
+        node.start_mark.line + 1, node.start_mark.column + 1,
+        f"this value expands to more than {MAX_VALUES} values once aliases and merge keys are "
+        "expanded (an alias bomb?); repeat it less, or write the values out",
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Values ``node`` stands for once expanded (memoised in ``sizes``; a node that contains
+    itself counts once: the builder reports it)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_:
+        return 1
+    open_.add(id(node))
+    size = 1 + sum(_expanded_size(child, sizes, open_) for child in _children(node))
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def _too_large(size: int, unit: str) -> str:
+    return (f"the file is larger than {MAX_DOCUMENT_BYTES // 1024} KiB ({size} {unit} or "
+            "more); split it into several files")
+
+
+def read_document(path: Path) -> str:
+    """The UTF-8 text of a YAML file, read no further than :data:`MAX_DOCUMENT_BYTES`.
+
+    A file that cannot be read, is too large or is not UTF-8 is a located
+    :class:`ConfigError` (a bad byte is pointed at by line and column).
+    """
+    file = str(path)
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(file, 1, 1, f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError([Problem(file, 1, 1, _too_large(len(raw), "bytes"))])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded"
+        raise ConfigError([Problem(file, line, col, message)]) from None
 
 
 _VALUE_ERRORS_AT_KEY = {"extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found"}
@@ -336,8 +500,10 @@ def _split(item: ErrorDetails, root: Any) -> _Error:
         return tag_error
     field = ".".join(str(p) for p in path) or "(document)"
     message = _message(item["type"], field, item.get("msg", ""), item.get("ctx"))
-    if item["type"] in _TYPE_NAMES:
+    if item["type"] in _TYPE_NAMES or item["type"] == "finite_number":
         message += f", got {_describe(item.get('input'))}"
+    if item["type"] == "float_type" and isinstance(item.get("input"), int):
+        message = f"{field}: the number is too large"
     return _Error(tuple(path), item["type"], message, union, branch, item.get("input"))
 
 
@@ -453,6 +619,8 @@ def _message(kind: str, field: str, msg: str, ctx: dict[str, Any] | None) -> str
         return f"{field}: at most {ctx['max_length']} items, got {ctx['actual_length']}"
     if kind == "too_short" and ctx:
         return f"{field}: at least {ctx['min_length']} items, got {ctx['actual_length']}"
+    if kind == "finite_number":
+        return f"{field}: must be a finite number"
     if kind in _TYPE_NAMES:
         return f"{field}: expected {_TYPE_NAMES[kind]}"
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -41,14 +41,17 @@ def test_dry_run_flag_before_or_after_config() -> None:
     assert parser.parse_args(["check", "-c", "y.yaml"]).config == "y.yaml"
 
 
-def test_validate_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_cli")  # validate requires a key
     assert main(["validate", "-c", str(config(tmp_path))]) == 0
     assert "valid" in capsys.readouterr().out
 
 
 def test_validate_reports_every_problem_located(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_cli")
     rules = tmp_path / "bad.yaml"
     rules.write_text(
         "rules:\n"

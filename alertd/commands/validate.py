@@ -1,5 +1,8 @@
 """``alertd validate``: every problem of config, rules and templates, one per line on stderr as
-``FILE:LINE:COL: message``; exit 2 when there is any. Contacts nothing."""
+``FILE:LINE:COL: message``; exit 2 when there is any. Contacts nothing.
+
+Says which config file it read (or that none was found and the built-in defaults were
+checked), and how many rule files and rules it loaded."""
 
 from __future__ import annotations
 
@@ -7,17 +10,22 @@ import argparse
 import sys
 
 from alertd.errors import EXIT_CONFIG, EXIT_OK
-from alertd.settings import find_config
-from alertd.validate import validate_config
+from alertd.settings import DEFAULT_CONFIG_PATHS, find_config
+from alertd.validate import validate_report
 
 
 def main(args: argparse.Namespace) -> int:
     path = find_config(args.config)
-    problems = validate_config(path)
-    for problem in problems:
+    if path is None:
+        looked = ", ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+        print(f"no config file found (-c, $ALERTD_CONFIG, {looked}); checking the built-in "
+              "defaults", file=sys.stderr)
+    report = validate_report(path)
+    for problem in report.problems:
         print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{path or 'defaults'}: configuration, rules and templates are valid")
+    print(f"{path or 'defaults'}: configuration, rules and templates are valid "
+          f"({len(report.rule_files)} rule file(s), {report.rules} rule(s))")
     return EXIT_OK

@@ -84,7 +84,9 @@ def rule_issues(rule: Rule, stripe: StripeSettings) -> list[RuleIssue]:
     """Every problem of ``rule`` that pydantic does not see, in a stable order."""
     issues = [*request_limit_issues(rule), *condition_issues(rule)]
     if stripe.source == "event_summaries":
-        issues += event_summaries_issues(rule)
+        issues += event_summaries_issues(rule)  # says what needs a meter there, and more
+    else:
+        issues += needs_meter_issues(rule)
     return issues
 
 
@@ -104,6 +106,23 @@ def request_limit_issues(rule: Rule) -> list[RuleIssue]:
             f"{len(rule.tenant_filters)} (Stripe's limit of tenant_filters in one request)",
         ))
     return issues
+
+
+def needs_meter_issues(rule: Rule) -> list[RuleIssue]:
+    """Dimension and tenant filters and group-by keys belong to one meter: Stripe refuses
+    them on a request that sums every meter, so such a rule could only fail at each poll."""
+    if rule.meter is not None:
+        return []
+    return [
+        RuleIssue(
+            (field,),
+            f"{field}: needs a 'meter' (dimensions belong to one meter; a rule without "
+            "'meter:' sums every meter of the customer); add meter: <meter id> or remove "
+            f"{field}",
+        )
+        for field in ("filters", "tenant_filters", "group_by")
+        if getattr(rule, field)
+    ]
 
 
 def event_summaries_issues(rule: Rule) -> list[RuleIssue]:

@@ -32,7 +32,7 @@ from alertd.rules.schema import Rule
 from alertd.rules.shorthand import ShorthandError, When, parse_when
 from alertd.settings import Settings
 from alertd.templating import TEMPLATE_NAMES, check_template, template_environment
-from alertd.yamlpos import Located, Path_, load_located, validation_problems
+from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
 __all__ = ["TEMPLATE_NAMES", "RuleSet", "check_rules", "load_rules"]
 
@@ -134,13 +134,7 @@ class _Loaded:
 def _load_file(path: Path, context: _Context) -> list[_Loaded]:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        context.problems.append(Problem(file, 1, 1, f"cannot read rule file: {reason}"))
-        return []
-    try:
-        doc = load_located(text, file, collect=context.problems)
+        doc = load_located(read_document(path), file, collect=context.problems)
     except ConfigError as exc:
         context.problems.extend(exc.problems)
         return []

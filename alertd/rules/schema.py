@@ -11,9 +11,10 @@ Thresholds with ``value_from`` read a per-customer quota from Stripe customer me
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,17 +28,40 @@ UPPER_OPS = frozenset({">", ">="})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: `.inf`, `.nan` and `1e400` are refused wherever a rule takes a
+    # number (values, levels, percents, volumes, durations), with the value's position.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
+
+
+#: Files in the time zone database that are not zones Stripe knows by name.
+_NOT_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_ZONES
 
 
 def _timezone(value: str) -> str:
+    """An IANA zone name. ``ZoneInfo`` also opens ``Factory`` and ``posix/UTC`` (files of the
+    database, not names Stripe accepts), so the name must be in the database's list; where no
+    list can be found, whatever ``ZoneInfo`` opens is accepted."""
+    names = _zone_names()
+    known = value in names if names else _opens(value)
+    if not known or value in _NOT_ZONES:
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like America/New_York)"
+        )
+    return value
+
+
+def _opens(value: str) -> bool:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like America/New_York)"
-        ) from None
-    return value
+        return False
+    return True
 
 
 TimeZone = Annotated[str, AfterValidator(_timezone)]

@@ -19,6 +19,7 @@ uses :attr:`ShorthandError.column` to point at the exact column in the rule file
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -230,7 +231,10 @@ def _op(tokens: list[_Token], index: int) -> tuple[Op, int]:
 def _number(tokens: list[_Token], index: int) -> tuple[float, int]:
     token = tokens[index]
     if token.kind == "word" and _NUMBER.fullmatch(token.text):
-        return float(token.text.replace("_", "")), index + 1
+        value = float(token.text.replace("_", ""))
+        if not math.isfinite(value):
+            raise ShorthandError(f"the number {token.text[:20]}... is too large", token.column)
+        return value, index + 1
     raise ShorthandError(
         f"expected a number (like 50000, 50_000 or 0.5) at {token.describe()}", token.column
     )

@@ -124,8 +124,6 @@ def test_a_missing_key_file_is_one_line(tmp_path: Path) -> None:
     one_line(alertd("check", "--dry-run", "-c", str(config), cwd=tmp_path), "no-key")
 
 
-@pytest.mark.xfail(strict=True, reason="the settings slice makes a non-UTF-8 key file a "
-                   "ConfigError; remove this mark when that lands")
 def test_a_non_utf8_key_file_is_one_line(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_bytes(b"\xff\xfesk_test_\x00")

@@ -38,6 +38,7 @@ def test_validate_rejects_template_bombs_fast_and_small(tmp_path: Path) -> None:
     config = tmp_path / "alertd.yaml"
     config.write_text(yaml.safe_dump({
         "rule_files": ["rules/*.yaml"], "templates_dir": "templates",
+        "stripe": {"api_key": "sk_test_bombs"},  # validate requires a key
         "state": {"path": str(tmp_path / "state.db")},
         "receivers": [{"name": "hooks", "webhook": {"url": "https://hooks.example.com/x",
                                                     "body": "{{ ['z'] * 10**10 }}"}}],

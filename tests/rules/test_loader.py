@@ -216,6 +216,7 @@ CASES = {
           - name: a
             when: daily usage > 1
             group_by: [model, tier, region]
+            meter: m
         """,
         ["a.yaml:4:15: group_by: at most 2 keys, got 3 (Stripe's limit of "
          "dimension_group_by_keys in one request)"],
@@ -226,6 +227,7 @@ CASES = {
           - name: a
             when: daily usage > 1
             filters: {a: x, b: x, c: x, d: x, e: x, f: x, g: x, h: x, i: x, j: x, k: [x, y]}
+            meter: m
         """,
         ["a.yaml:4:14: filters: at most 10 dimension filters, got 11 (Stripe's limit of "
          "dimension_filters in one request)"],
@@ -236,6 +238,7 @@ CASES = {
           - name: a
             when: daily usage > 1
             tenant_filters: {user: a, org: b, team: c, project: d}
+            meter: m
         """,
         ["a.yaml:4:21: tenant_filters: at most 3 tenant filters, got 4 (Stripe's limit of "
          "tenant_filters in one request)"],
@@ -246,6 +249,7 @@ CASES = {
           - name: a
             when: k=x daily usage > 1
             filters: {a: x, b: x, c: x, d: x, e: x, f: x, g: x, h: x, i: x, j: x}
+            meter: m
         """,
         ["a.yaml:4:14: filters: at most 10 dimension filters, got 11 (Stripe's limit of "
          "dimension_filters in one request)"],
@@ -328,6 +332,7 @@ CASES = {
             filters:
               region: eu
               model: [gpt-4, gpt-4o]
+            meter: m
         """,
         ["a.yaml:6:7: filters.model: also set in 'when'; set each filter in one place"],
     ),
@@ -390,6 +395,7 @@ CASES = {
             when: daily usage > 1
             tenant_filters: {a: x, b: x, c: x, d: x}
             receivers: [nobody]
+            meter: m
         """,
         [
             "a.yaml:2:11: name: use lower-case letters, digits and '-' (e.g. gpt4-daily-usage)",
@@ -446,7 +452,14 @@ def test_event_summaries_refusals(problems_of: ProblemsOf, make_settings: MakeSe
         "a.yaml:14:11: window: 'week' needs stripe.source: meter_usage (event summaries come in "
         "hour or day buckets only); use window: day or hour",
     ]
-    assert problems_of({"a.yaml": EVENT_SUMMARIES}) == []
+    # With meter_usage only the dimensions without a meter are refused.
+    needs = ("needs a 'meter' (dimensions belong to one meter; a rule without 'meter:' sums "
+             "every meter of the customer); add meter: <meter id> or remove")
+    assert problems_of({"a.yaml": EVENT_SUMMARIES}) == [
+        f"a.yaml:3:14: filters: {needs} filters",
+        f"a.yaml:4:21: tenant_filters: {needs} tenant_filters",
+        f"a.yaml:5:15: group_by: {needs} group_by",
+    ]
 
 
 FILE_SHAPES = {
@@ -519,8 +532,8 @@ def test_unreadable_file_is_a_problem_too(tmp_path: Path, make_settings: MakeSet
     with pytest.raises(ConfigError) as caught:
         load_rules([Path("missing.yaml"), Path("bin.yaml")], make_settings())
     assert [str(p) for p in caught.value.problems] == [
-        "bin.yaml:1:1: cannot read rule file: not UTF-8 text",
-        "missing.yaml:1:1: cannot read rule file: No such file or directory",
+        "bin.yaml:1:8: not UTF-8 text: byte 0xff cannot be decoded",
+        "missing.yaml:1:1: cannot read: No such file or directory",
     ]
 
 

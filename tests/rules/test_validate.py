@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
+import pytest
+
 from alertd.validate import validate_config
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key from the environment: validate requires one, these tests are about the rest."""
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_validate")
 
 CONFIG = """\
 stripe:
@@ -81,7 +91,7 @@ def test_an_unparsable_config_stops_before_the_rules(tmp_path: Path) -> None:
 
 
 def test_missing_templates_dir(tmp_path: Path) -> None:
-    config = write(tmp_path, {"alertd.yaml": "templates_dir: nowhere\n"})
+    config = write(tmp_path, {"alertd.yaml": "templates_dir: nowhere\nrule_files: []\n"})
     assert [str(p) for p in validate_config(config)] == [
         "alertd.yaml:1:16: templates_dir: 'nowhere' is not a folder"
     ]
@@ -96,6 +106,46 @@ def test_without_a_config_file_the_defaults_are_checked(tmp_path: Path) -> None:
     ]
 
 
-def test_the_example_configuration_is_valid() -> None:
-    repo = Path(__file__).resolve().parents[2]
-    assert validate_config(repo / "config.example.yaml") == []
+REPO = Path(__file__).resolve().parents[2]
+CREDENTIALS = "/run/credentials/alertd.service"
+
+
+def unit_credentials() -> dict[str, str]:
+    """``LoadCredential=NAME:SOURCE`` lines of the systemd unit, as ``{NAME: SOURCE}``."""
+    lines = (REPO / "systemd" / "alertd.service").read_text().splitlines()
+    pairs = [line.removeprefix("LoadCredential=").split(":", 1)
+             for line in lines if line.startswith("LoadCredential=")]
+    return dict((name, source) for name, source in pairs)
+
+
+def test_every_credential_the_example_names_is_loaded_by_the_unit() -> None:
+    example = (REPO / "config.example.yaml").read_text()
+    named = set(re.findall(CREDENTIALS + r"/([a-z0-9_]+)", example))
+    unit = (REPO / "systemd" / "alertd.service").read_text()
+    named |= set(re.findall(r"%d/([a-z0-9_]+)", unit))
+    assert named and named <= set(unit_credentials())
+    # Secrets are read only from credentials: a DynamicUser cannot read root's /etc/alertd.
+    assert "secret_file: /etc" not in example
+
+
+def test_the_example_configuration_is_valid_as_the_systemd_steps_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's steps: config in /etc/alertd, rules copied next to it, one file per
+    LoadCredential= line, which systemd exposes under %d (here a folder of tmp_path)."""
+    monkeypatch.delenv("STRIPE_API_KEY")
+    etc, credentials = tmp_path / "etc", tmp_path / "credentials"
+    shutil.copytree(REPO / "rules", etc / "rules")
+    credentials.mkdir()
+    for name in unit_credentials():
+        (credentials / name).write_text(f"sk_live_{name}\n" if "stripe" in name else "s3cret\n")
+    example = (REPO / "config.example.yaml").read_text().replace(CREDENTIALS, str(credentials))
+    (etc / "alertd.yaml").write_text(example)
+    monkeypatch.setenv("ALERTD_STRIPE__API_KEY_FILE", str(credentials / "stripe_api_key"))
+    assert validate_config(etc / "alertd.yaml") == []
+    # Without the credentials the unit would restart-loop; validate (ExecStartPre) says why.
+    (credentials / "smtp_password").unlink()
+    assert [p.message for p in validate_config(etc / "alertd.yaml")] == [
+        f"smtp.password_file: cannot read {credentials / 'smtp_password'}: No such file or "
+        "directory"
+    ]
