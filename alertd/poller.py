@@ -13,6 +13,17 @@ news for too long" is exactly what the stale-data alert is about.
 
 A poll never raises a :class:`~alertd.errors.SourceError`: a failed read becomes a failed
 pass, counted towards the source-failure meta alert, and never a usage verdict.
+
+Readiness (``/readyz``) is 503, with the reason, while any of these holds:
+
+* the data is stale (the stale-data meta alert is firing);
+* one group's polls failed to read Stripe ``stripe.failure_alert_after`` times in a row (the
+  source-failure meta alert is firing);
+* one group's polls evaluated nothing that many times in a row: each one either crashed (a
+  bug; the daemon logs it) or every finding it made was an ``error`` (every customer missing,
+  every rule broken). ``error`` findings of some series only are counted in
+  ``alertd_rule_evaluations_total{outcome="error"}``, and neither raise the source-failure
+  alert nor turn readiness: the rest of the poll was judged.
 """
 
 from __future__ import annotations
@@ -106,16 +117,32 @@ class Poller:
         self.last_refreshed: int | None = None
         self._refreshed: dict[Group, int] = {}
         self._failures: dict[Group, int] = {}
+        self._fruitless: dict[Group, tuple[int, str]] = {}
         self._customers: dict[Group, frozenset[str]] = {}
         self._set_alert_gauge()
 
     async def poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
     ) -> PollOutcome:
-        """One poll of the rules in ``group`` as of ``now``."""
+        """One poll of the rules in ``group`` as of ``now``. An exception (a bug; the caller
+        logs it) counts as a poll that evaluated nothing, then propagates."""
+        try:
+            return await self._poll(engine, pipeline, world, group, now)
+        except Exception as exc:
+            self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
+            self.health.stale_reason = self.not_ready_reason(world.settings)
+            raise
+
+    async def _poll(
+        self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
+    ) -> PollOutcome:
         result = await self._fetch(engine, group, now)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
+        errors = [f for f in result.findings if f.state == "error"]
+        self._count_fruitless(group, not failed and bool(errors)
+                              and len(errors) == len(result.findings),
+                              errors[0].message if errors else "")
         extra = meta_findings(result, world.settings, self.failures)
         fresh = has_news(self._refreshed.get(group), result.refreshed_at)
         shown = result if fresh else replace(result, findings=())
@@ -135,6 +162,7 @@ class Poller:
         self._refreshed = {g: r for g, r in self._refreshed.items() if g in current}
         self._customers = {g: c for g, c in self._customers.items() if g in current}
         self._failures = {g: n for g, n in self._failures.items() if g in current}
+        self._fruitless = {g: n for g, n in self._fruitless.items() if g in current}
         self._set_alert_gauge()
 
     @property
@@ -148,7 +176,18 @@ class Poller:
             return f"usage data is stale (refreshed_at {iso(self.last_refreshed)})"
         if self.failures >= settings.stripe.failure_alert_after:
             return f"Stripe keeps failing ({self.failures} polls in a row)"
+        group, (count, problem) = max(self._fruitless.items(), key=lambda item: item[1][0],
+                                      default=((), (0, "")))
+        if count >= settings.stripe.failure_alert_after:
+            return (f"polls keep evaluating nothing ({count} in a row for rules "
+                    f"{','.join(group)}; last problem: {problem})")
         return None
+
+    def _count_fruitless(self, group: Group, fruitless: bool, problem: str) -> None:
+        """Counts polls in a row of ``group`` that evaluated nothing (crashed, or made only
+        ``error`` findings); any poll that judged something resets the count."""
+        count = self._fruitless.get(group, (0, ""))[0]
+        self._fruitless[group] = (count + 1, problem) if fruitless else (0, "")
 
     def customer_count(self) -> int:
         return len(frozenset().union(*self._customers.values()))
