@@ -19,11 +19,14 @@ Readiness (``/readyz``) is 503, with the reason, while any of these holds:
 * the data is stale (the stale-data meta alert is firing);
 * one group's polls failed to read Stripe ``stripe.failure_alert_after`` times in a row (the
   source-failure meta alert is firing);
-* one group's polls evaluated nothing that many times in a row: each one either crashed (a
-  bug; the daemon logs it) or every finding it made was an ``error`` (every customer missing,
-  every rule broken). ``error`` findings of some series only are counted in
-  ``alertd_rule_evaluations_total{outcome="error"}``, and neither raise the source-failure
-  alert nor turn readiness: the rest of the poll was judged.
+* no poll has evaluated anything that many times in a row, in every group: each one either
+  crashed (a bug; the daemon logs it) or made only ``error`` findings (every customer missing,
+  every rule broken). Then alertd judges nothing at all.
+
+Anything less stays inside its rules: an ``error`` finding is counted in
+``alertd_rule_evaluations_total{rule, outcome="error"}`` (a crashed poll counts one for each
+of its rules), and neither raises the source-failure alert nor turns readiness while anything
+else is judged — one bad rule does not take the daemon out of service.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ class Poller:
             return await self._poll(engine, pipeline, world, group, now)
         except Exception as exc:
             self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
+            for name in group:
+                self.metrics.rule_evaluations.labels(rule=name, outcome="error").inc()
             self.health.stale_reason = self.not_ready_reason(world.settings)
             raise
 
@@ -176,11 +181,10 @@ class Poller:
             return f"usage data is stale (refreshed_at {iso(self.last_refreshed)})"
         if self.failures >= settings.stripe.failure_alert_after:
             return f"Stripe keeps failing ({self.failures} polls in a row)"
-        group, (count, problem) = max(self._fruitless.items(), key=lambda item: item[1][0],
-                                      default=((), (0, "")))
+        count, problem = min(self._fruitless.values(), default=(0, ""))
         if count >= settings.stripe.failure_alert_after:
-            return (f"polls keep evaluating nothing ({count} in a row for rules "
-                    f"{','.join(group)}; last problem: {problem})")
+            return (f"no poll has evaluated anything for {count} polls in a row "
+                    f"(last problem: {problem})")
         return None
 
     def _count_fruitless(self, group: Group, fruitless: bool, problem: str) -> None:

@@ -17,7 +17,8 @@ kind           effect on a request it fires on
                ``has_more``, ``refreshed_at`` removed), ``nan`` / ``huge`` / ``huge_int``
                (every ``value`` and ``aggregated_value`` becomes ``NaN``, ``1e308`` or
                ``10**400`` as JSON text), ``negative`` (every value negated),
-               ``duplicate_rows`` (every row sent twice); status ``status`` (default 200)
+               ``duplicate_rows`` (every row sent twice), ``deep`` (JSON arrays nested
+               100,000 deep); status ``status`` (default 200)
 ``flap``       alternates: the 1st, 3rd, 5th… matching request fails with ``status`` (default
                503), the others succeed
 =============  ===============================================================================
@@ -33,7 +34,7 @@ from typing import Any, Literal, get_args
 
 FaultKind = Literal["status", "slow", "malformed", "flap"]
 MalformedBody = Literal["html", "truncated", "wrong_types", "missing_fields", "nan", "huge",
-                        "huge_int", "negative", "duplicate_rows"]
+                        "huge_int", "negative", "duplicate_rows", "deep"]
 #: The JSON text every value becomes, for the bodies that replace values.
 _VALUE_TEXT: Mapping[str, str] = {"nan": "NaN", "huge": "1e308", "huge_int": "1" + "0" * 400}
 _VALUES = frozenset({"value", "aggregated_value"})
@@ -177,6 +178,8 @@ def break_body(text: str, body: MalformedBody) -> tuple[str, str]:
         )
     if body == "truncated":
         return text[: max(1, len(text) // 2)], "application/json"
+    if body == "deep":
+        return "[" * 100_000 + "]" * 100_000, "application/json"
     data = json.loads(text)
     if body in _VALUE_TEXT:
         marker = "@@value@@"
