@@ -32,22 +32,28 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from alertd import evaluate
-from alertd.errors import InvalidRequestError, NotFoundError, SourceError
+from alertd.errors import NotFoundError, SourceError
 from alertd.evaluate.series import build_series, is_stale
-from alertd.evaluate.windows import period_containing, period_key
+from alertd.guarded import (
+    error_finding,
+    evaluate_or_error,
+    internal_error,
+    need_or_error,
+    problem_finding,
+    source_failure,
+    unread,
+)
 from alertd.model import (
     Customer,
     DataNeed,
     Finding,
     Meter,
-    Period,
     Series,
     SeriesKey,
     UsageQuery,
     UsageResult,
 )
-from alertd.planner import Plan, extract_rows, plan, spec_limits_problems
+from alertd.planner import Plan, extract_rows, plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import CustomerSelection, Settings
@@ -252,7 +258,7 @@ class Engine:
         needs: dict[tuple[str, str], DataNeed] = {}
         for rule in rules:
             for customer in in_batch[rule.name]:
-                need = _need_or_error(rule, customer.id, now)
+                need = need_or_error(rule, customer.id, now)
                 if isinstance(need, Finding):
                     total.findings.append(need)
                 else:
@@ -306,7 +312,7 @@ class Engine:
                     continue  # its need could not be worked out: already an error finding
                 outcome = outcomes[the_plan.query_index(need)]
                 if isinstance(outcome, Exception):
-                    findings.append(error_finding(rule, customer.id, now, _unread(outcome)))
+                    findings.append(error_finding(rule, customer.id, now, unread(outcome)))
                     continue
                 if outcome.refreshed_at is not None:
                     # As of --at, anything refreshed later is not yet refreshed.
@@ -336,21 +342,14 @@ class Engine:
                                       freshness_lag=self.settings.stripe.freshness_lag)
         except Exception as exc:
             log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
-            return [(error_finding(rule, customer.id, now, _internal(exc)), None)]
-        return [(_evaluate_or_error(rule, series, customer, now), series)
+            return [(error_finding(rule, customer.id, now, internal_error(exc)), None)]
+        return [(evaluate_or_error(rule, series, customer, now), series)
                 for series in all_series]
 
     def _stale(self, result: UsageResult, now: int) -> bool:
         if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
             return False  # the GA endpoint reports no freshness at all
         return is_stale(result.refreshed_at, now, self.settings.stripe.stale_after)
-
-
-def source_failure(error: SourceError) -> bool:
-    """Whether ``error`` counts as the data source failing. A query the source refused
-    before sending it (an :class:`InvalidRequestError` without an HTTP status: a rule Stripe
-    could not serve) is the rule's problem, not Stripe's."""
-    return not (isinstance(error, InvalidRequestError) and error.status is None)
 
 
 def _tally_problems(
@@ -364,75 +363,3 @@ def _tally_problems(
     failed = list(dict.fromkeys(p.failure for p in problems if p.failure is not None))
     total.failures.extend(failed)
     total.queries += len(failed)
-
-
-def _need_or_error(rule: Rule, customer: str, now: int) -> DataNeed | Finding:
-    """The (rule, customer)'s need, or an ``error`` finding when it cannot be had or Stripe
-    would refuse it (which ``validate`` reports first; this holds if one slips past)."""
-    try:
-        need = evaluate.needs(rule, customer, now)[0]
-    except Exception as exc:
-        log.exception("working out the data need failed rule=%s customer=%s", rule.name,
-                      customer)
-        return error_finding(rule, customer, now, _internal(exc))
-    refusals = spec_limits_problems(need.spec)
-    if refusals:
-        log.warning("rule cannot be served rule=%s customer=%s error=%s", rule.name, customer,
-                    "; ".join(refusals))
-        return error_finding(rule, customer, now,
-                             f"Stripe would refuse this rule's request: {'; '.join(refusals)}")
-    return need
-
-
-def _evaluate_or_error(rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
-    try:
-        return evaluate.evaluate(rule, series, customer, now)
-    except Exception as exc:
-        log.exception("evaluation failed rule=%s customer=%s series=%s", rule.name,
-                      customer.id, ",".join(f"{k}={v}" for k, v in series.key.group) or "-")
-        return error_finding(rule, customer.id, now, _internal(exc), series)
-
-
-def _internal(exc: Exception) -> str:
-    return (f"internal error while evaluating ({type(exc).__name__}: {exc}); the other rules "
-            "and customers were evaluated; please report this")
-
-
-def _unread(exc: Exception) -> str:
-    if isinstance(exc, SourceError):
-        return f"could not read usage: {exc}"
-    return f"could not read usage: unexpected {type(exc).__name__}: {exc}"
-
-
-def error_finding(
-    rule: Rule, customer: str, now: int, message: str, series: Series | None = None
-) -> Finding:
-    """An ``error`` finding for a (rule, customer), or for one ``series`` of it: never a
-    usage verdict, so the alert lifecycle leaves the series as it was."""
-    window: Period = period_containing(now, rule.window, rule.timezone)
-    return Finding(
-        key=series.key if series is not None else SeriesKey(rule.name, customer),
-        meter=rule.meter,
-        dimensions=series.dimensions if series is not None else (),
-        window=window,
-        complete=False,
-        value=None,
-        active=False,
-        level=None,
-        state="error",
-        message=message,
-        period_key=period_key(window, rule.window),
-    )
-
-
-def problem_finding(
-    rule: Rule, customer: str, now: int, state: str, cause: SourceError | UsageResult
-) -> Finding:
-    """A ``nodata``/``error`` finding for a whole (rule, customer): never a usage verdict."""
-    if isinstance(cause, SourceError):
-        return error_finding(rule, customer, now, f"could not read usage: {cause}")
-    message = "usage data is stale: refreshed_at " + (
-        "missing" if cause.refreshed_at is None else f"{now - cause.refreshed_at}s old"
-    )
-    return replace(error_finding(rule, customer, now, message),
-                   state="error" if state == "error" else "nodata")
