@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alertd.backtest import ReplayWindow, replay
+import pytest
+
+from alertd.backtest import ReplayWindow, replay, replay_all
 from alertd.clock import FakeClock, iso, parse_instant
 from alertd.commands.backtest import run_command
 from alertd.model import Customer, UsageRow
-from alertd.rules.schema import Rule
+from alertd.rules.schema import Rule, ThresholdCondition
 from alertd.runtime import load_world
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 
@@ -103,3 +105,20 @@ async def test_backtest_of_hourly_usage_against_the_simulator(tmp_path: Path) ->
     assert 5 < len(busy) < len(totals) - 5
     assert [parse_instant(f["at"], 0) for f in firings] == [hour + HOUR for hour in busy]
     assert [f["value"] for f in firings] == [totals[hour] for hour in busy]
+
+
+def test_a_rule_whose_replay_raises_leaves_the_others_replayed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = make_rule({"type": "threshold", "op": ">", "value": 10}, window="hour")
+    broken = make_rule({"type": "threshold", "op": ">", "value": 10}, window="hour")
+    broken = broken.model_copy(update={"name": "broken", "condition": ThresholdCondition.
+                                       model_construct(type="threshold", op="!=", value=1.0,
+                                                       value_from=None, levels=None)})
+    rows = hourly(D - DAY, D + 6 * HOUR, lambda t: 20)
+    replayed = replay_all([broken, good], {"broken": [CUSTOMER], "r": [CUSTOMER]},
+                          {("broken", "cus_1"): rows, ("r", "cus_1"): rows},
+                          ReplayWindow(D, D + 6 * HOUR, LAG))
+    assert [f.at for f in replayed.firings] == [D + h * HOUR for h in range(7)]
+    assert {f.finding.rule for f in replayed.firings} == {"r"}
+    assert "replay failed rule=broken customer=cus_1" in caplog.text
