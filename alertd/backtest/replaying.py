@@ -1,7 +1,8 @@
 """Replay: each rule, for each of its customers, from the warm-up to ``until``, through the
 daemon's alert lifecycle into the notifying changes it would have made (:func:`replay_all`)
 and the firings a backtest reports (:func:`firings_of`). Pure apart from the progress it
-reports and the failures it logs; its changes feed :class:`~alertd.backtest.notifications.NotificationReplay`.
+reports and the failures it logs; its changes feed
+:class:`~alertd.backtest.notifications.NotificationReplay`.
 
 One (rule, customer) whose replay raises (a bug, or a rule that slipped past validation) is
 logged with ``rule=`` and ``customer=`` and left out; the others are replayed as usual.
