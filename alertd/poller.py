@@ -144,15 +144,17 @@ class Poller:
         result = await self._fetch(engine, group, now)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
-        errors = [f for f in result.findings if f.state == "error"]
-        self._count_fruitless(group, not failed and bool(errors)
-                              and len(errors) == len(result.findings),
-                              errors[0].message if errors else "")
         extra = meta_findings(result, world.settings, self.failures)
         fresh = has_news(self._refreshed.get(group), result.refreshed_at)
         shown = result if fresh else replace(result, findings=())
         meters = await self._meters(engine) if shown.findings else {}
         recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
+        # Counted only once recorded: a poll that crashes while recording adds to the count
+        # (in poll) instead of resetting it first.
+        errors = [f for f in result.findings if f.state == "error"]
+        self._count_fruitless(group, not failed and bool(errors)
+                              and len(errors) == len(result.findings),
+                              errors[0].message if errors else "")
         if result.refreshed_at is not None:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings)

@@ -5,6 +5,7 @@ readiness when whole polls keep evaluating nothing.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from test_daemon import get, in_process, metric_samples
 from alertd.alerts import SOURCE_FAILURE
 from alertd.clock import SystemClock
 from alertd.engine import Engine, PassResult
+from alertd.errors import StoreError
 from alertd.recording import poll_failed
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule, ThresholdCondition
@@ -172,3 +174,22 @@ async def test_one_broken_rule_does_not_take_the_daemon_out_of_service(
             s.advance(60)
         assert (await get(f"{url}/readyz")).status_code == 200
         assert not s.daemon.poller.failures
+
+
+async def test_polls_that_crash_turn_readiness_and_count_as_errors(tmp_path: Path) -> None:
+    async with in_process(tmp_path, [daemon_rule("healthy")]) as s:
+        url = s.daemon.server_url
+        await s.daemon.poll(("healthy",))
+        assert (await get(f"{url}/readyz")).status_code == 200
+        # Another process breaks the state file under the daemon: every poll now crashes.
+        with sqlite3.connect(tmp_path / "alertd.db") as broken:
+            broken.execute("DROP TABLE alert_state")
+        for _ in range(2):
+            s.advance(60)
+            with pytest.raises(StoreError, match="no such table"):
+                await s.daemon.poll(("healthy",))
+        ready = await get(f"{url}/readyz")
+        assert ready.status_code == 503 and "the poll crashed" in ready.text
+        _, samples = metric_samples((await get(f"{url}/metrics")).text)
+        assert samples[("alertd_rule_evaluations_total",
+                        (("outcome", "error"), ("rule", "healthy")))] == 2
