@@ -107,6 +107,7 @@ class CustomerProblem:
     customer: str
     message: str
     failure: SourceError | None = None
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,7 @@ class Engine:
                     rule.name, "", f"could not read the rule's customers: {selected}", selected))
                 continue
             by_rule[rule.name] = [c for c in selected.customers if only is None or c.id in only]
-            problems += [CustomerProblem(rule.name, m.customer_id, m.reason)
+            problems += [CustomerProblem(rule.name, m.customer_id, m.reason, deleted=m.deleted)
                          for m in selected.missing if only is None or m.customer_id in only]
             problems += [
                 CustomerProblem(rule.name, customer_id, f"could not read customer {customer_id}: "
@@ -194,13 +195,14 @@ class Engine:
         self, rules: Sequence[Rule], only: set[str] | None = None
     ) -> dict[str, list[Customer]]:
         """Each rule's customers, all or nothing (for ``backtest``, where a history with
-        holes would mislead): the first customer that could not be had raises, a missing one
-        as :class:`~alertd.errors.NotFoundError`."""
+        holes would mislead): the first customer that could not be had raises, an unknown one
+        as :class:`~alertd.errors.NotFoundError`; a deleted one is left out (it is logged)."""
         selection = await self.select_customers(rules, only)
         for problem in selection.problems:
             if problem.failure is not None:
                 raise problem.failure
-            raise NotFoundError(problem.message, status=404)
+            if not problem.deleted:
+                raise NotFoundError(problem.message, status=404, code="resource_missing")
         return selection.by_rule
 
     async def meters(self) -> dict[str, Meter]:
