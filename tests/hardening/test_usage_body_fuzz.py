@@ -6,7 +6,7 @@ memory bound.
 Bodies are generated as JSON *text* (numbers such as ``NaN``, ``1e400`` and a 400-digit integer
 are spliced in as text, as Stripe or a proxy would send them) in both analytics shapes and the
 event-summaries page shape, with junk types, missing fields, repeated row ids and nesting, then
-decoded by the HTTP client's own JSON step (:func:`parse_json_object`) and read.
+decoded as the HTTP client decodes them and read.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
@@ -27,7 +26,6 @@ from alertd.errors import MalformedResponseError
 from alertd.model import UsageRow
 from alertd.source.analytics import UsageBody, parse_usage_body
 from alertd.source.body import MAX_INSTANT, MAX_USAGE
-from alertd.source.http import parse_json_object
 from alertd.source.summaries import SummaryPage, parse_summaries_page
 
 REQUEST_ID = "req_fuzz"
@@ -178,10 +176,16 @@ def bounded(read: Callable[[], Any]) -> Any:
 
 
 def decoded(text: str) -> dict[str, Any]:
-    response = httpx.Response(200, content=text.encode(),
-                              headers={"Request-Id": REQUEST_ID,
-                                       "Content-Type": "application/json"})
-    return parse_json_object(response, "meter_usage")
+    """What the HTTP client hands a parser: the text decoded as JSON, text that is not JSON
+    (a number of more than 4,300 digits included) or not an object refused as malformed
+    first, as :func:`alertd.source.http.parse_json_object` does."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise MalformedResponseError("not JSON", request_id=REQUEST_ID) from None
+    if not isinstance(body, dict):
+        raise MalformedResponseError("not a JSON object", request_id=REQUEST_ID)
+    return body
 
 
 def trustworthy(row: UsageRow) -> bool:
