@@ -124,11 +124,16 @@ def test_absence_counts_usage_a_correction_cannot_cancel() -> None:
 
 @pytest.mark.parametrize("bound", [math.inf, -math.inf, math.nan])
 def test_a_bound_that_is_not_finite_is_an_error(bound: float) -> None:
-    for condition in ({"type": "threshold", "op": ">", "value": bound},
-                      {"type": "threshold", "op": "<", "levels": {"warning": 10,
-                                                                   "critical": bound}},
-                      {"type": "forecast", "value": bound, "min_elapsed": "1d"}):
-        found = judge(make_rule(condition, window="month"), NOW, 10.0)
+    # validate refuses these; each rule is built valid, then given the bound unchecked.
+    for condition, bad in (
+        ({"type": "threshold", "op": ">", "value": 1}, {"value": bound}),
+        ({"type": "threshold", "op": "<", "levels": {"warning": 10}},
+         {"levels": {"warning": 10, "critical": bound}}),
+        ({"type": "forecast", "value": 1, "min_elapsed": "1d"}, {"value": bound}),
+    ):
+        rule = make_rule(condition, window="month")
+        rule = rule.model_copy(update={"condition": rule.condition.model_copy(update=bad)})
+        found = judge(rule, NOW, 10.0)
         assert (found.state, found.active) == ("error", False), condition
         assert "finite" in found.message
 
