@@ -6,9 +6,23 @@ evaluator what data it needs, lets the planner fold all needs into the fewest re
 them concurrently (the rate budgets inside the source pace them), and hands every series to its
 evaluator. Nothing here decides anything: every decision is a pure function it calls.
 
-A request that fails turns into an ``error`` finding for every (rule, customer) it served, and
-data older than ``stale_after`` into ``nodata`` findings: a failure never becomes a false
-"usage dropped" alert.
+Isolation: whatever goes wrong stays inside the (rule, customer) it belongs to, which gets an
+``error`` finding naming it; every other (rule, customer) is evaluated as usual.
+
+* A customer id Stripe does not have (unknown or deleted): an ``error`` finding for each rule
+  naming it. A configuration problem, not a source failure (``failures`` does not list it).
+* A customer lookup, list or search that fails after retries: ``error`` findings for the rules
+  it served (the customer ``""`` when a whole list failed), and a source failure.
+* A request that fails after retries (a malformed answer included): an ``error`` finding for
+  every (rule, customer) it served, and a source failure.
+* A query Stripe would refuse (e.g. filters without a meter), caught before sending: ``error``
+  findings for its rules; not a source failure.
+* Any exception while working out a need or judging a series (a bug, a value out of range):
+  an ``error`` finding for that series, logged with ``rule=`` and ``customer=``; not a source
+  failure.
+
+Data older than ``stale_after`` becomes ``nodata`` findings. Neither ``error`` nor ``nodata``
+fires or resolves anything: a failure never becomes a false "usage dropped" alert.
 """
 
 from __future__ import annotations
@@ -18,16 +32,22 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from alertd import evaluate
-from alertd.errors import SourceError
+from alertd.errors import NotFoundError, SourceError
 from alertd.evaluate.series import build_series, is_stale
-from alertd.evaluate.windows import period_containing, period_key
+from alertd.guarded import (
+    error_finding,
+    evaluate_or_error,
+    internal_error,
+    need_or_error,
+    problem_finding,
+    source_failure,
+    unread,
+)
 from alertd.model import (
     Customer,
     DataNeed,
     Finding,
     Meter,
-    Period,
     Series,
     SeriesKey,
     UsageQuery,
@@ -38,7 +58,7 @@ from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import CustomerSelection, Settings
 from alertd.source import Source
-from alertd.source.directory import Directory
+from alertd.source.directory import Directory, Selected, selection_key
 
 log = logging.getLogger("alertd.engine")
 
@@ -72,8 +92,30 @@ class PassResult:
     customers: Mapping[str, Customer]
     series: Mapping[SeriesKey, Series] = field(default_factory=dict)
     failures: tuple[SourceError, ...] = ()
-    #: Usage queries planned for the pass (``failures`` are among them).
+    #: Usage queries planned for the pass, plus customer lookups that failed (``failures``
+    #: are among them).
     queries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProblem:
+    """A (rule, customer) the directory could not serve. ``failure`` is ``None`` when Stripe
+    simply has no such customer (a configuration problem), else the lookup's error (a source
+    failure). ``customer`` is ``""`` when a whole list or search failed."""
+
+    rule: str
+    customer: str
+    message: str
+    failure: SourceError | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Each rule's customers, and the (rule, customer) pairs that could not be had."""
+
+    by_rule: dict[str, list[Customer]]
+    problems: tuple[CustomerProblem, ...] = ()
 
 
 def selection_for(rule: Rule, default: CustomerSelection) -> CustomerSelection:
@@ -110,16 +152,58 @@ class Engine:
         self._sent = sent
         self.batch_customers = batch_customers
 
+    async def select_customers(
+        self, rules: Sequence[Rule], only: set[str] | None = None
+    ) -> Selection:
+        """Each rule's customers (the directory caches each distinct selection), and every
+        (rule, customer) that could not be had, each logged once per call."""
+        by_rule: dict[str, list[Customer]] = {}
+        problems: list[CustomerProblem] = []
+        # A failed load is not cached, so rules sharing a selection share its failure here.
+        loaded: dict[tuple[str, ...], Selected | SourceError] = {}
+        for rule in rules:
+            selection = selection_for(rule, self.settings.customers)
+            key = selection_key(selection)
+            if key not in loaded:
+                loaded[key] = await self._select(selection)
+            selected = loaded[key]
+            if isinstance(selected, SourceError):
+                by_rule[rule.name] = []
+                problems.append(CustomerProblem(
+                    rule.name, "", f"could not read the rule's customers: {selected}", selected))
+                continue
+            by_rule[rule.name] = [c for c in selected.customers if only is None or c.id in only]
+            problems += [CustomerProblem(rule.name, m.customer_id, m.reason, deleted=m.deleted)
+                         for m in selected.missing if only is None or m.customer_id in only]
+            problems += [
+                CustomerProblem(rule.name, customer_id, f"could not read customer {customer_id}: "
+                                f"{exc}", exc)
+                for customer_id, exc in selected.failed if only is None or customer_id in only
+            ]
+        for problem in problems:
+            log.warning("customer unavailable rule=%s customer=%s error=%s", problem.rule,
+                        problem.customer or "*", problem.message)
+        return Selection(by_rule, tuple(problems))
+
+    async def _select(self, selection: CustomerSelection) -> Selected | SourceError:
+        try:
+            return await self.directory.select(selection)
+        except SourceError as exc:
+            return exc
+
     async def customers_by_rule(
         self, rules: Sequence[Rule], only: set[str] | None = None
     ) -> dict[str, list[Customer]]:
-        """Each rule's customers, fetched once per distinct selection (the directory caches)."""
-        result: dict[str, list[Customer]] = {}
-        for rule in rules:
-            selection = selection_for(rule, self.settings.customers)
-            customers = await self.directory.customers(selection)
-            result[rule.name] = [c for c in customers if only is None or c.id in only]
-        return result
+        """Each rule's customers, all or nothing (for ``backtest``, where a history with
+        holes would mislead): the first customer that could not be had raises, an unknown one
+        as :class:`~alertd.errors.NotFoundError`; a deleted one is left out (it is logged)."""
+        selection = await self.select_customers(rules, only)
+        for problem in selection.problems:
+            if problem.failure is not None:
+                raise problem.failure
+            if not problem.deleted:
+                raise NotFoundError(problem.message, status=404, code="resource_missing")
+        return selection.by_rule
 
     async def meters(self) -> dict[str, Meter]:
         return await self.directory.meters()
@@ -142,9 +226,11 @@ class Engine:
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
         only = set(customer_ids) if customer_ids else None
-        by_rule = await self.customers_by_rule(rules, only)
+        selection = await self.select_customers(rules, only)
+        by_rule = selection.by_rule
         customers = {c.id: c for cs in by_rule.values() for c in cs}
         total = _Tally()
+        _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
         ids = list(customers)
         for start in range(0, len(ids), self.batch_customers):
             batch = set(ids[start:start + self.batch_customers])
@@ -171,15 +257,18 @@ class Engine:
         total: _Tally,
     ) -> None:
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
-        needs = {
-            (rule.name, customer.id): evaluate.needs(rule, customer.id, now)[0]
-            for rule in rules
-            for customer in in_batch[rule.name]
-        }
+        needs: dict[tuple[str, str], DataNeed] = {}
+        for rule in rules:
+            for customer in in_batch[rule.name]:
+                need = need_or_error(rule, customer.id, now)
+                if isinstance(need, Finding):
+                    total.findings.append(need)
+                else:
+                    needs[(rule.name, customer.id)] = need
         the_plan = plan(needs.values())
         outcomes = await self._fetch_all(the_plan.queries)
         findings, series, refreshed = self._judge(rules, in_batch, needs, the_plan, outcomes, now)
-        failures = [o for o in outcomes if isinstance(o, SourceError)]
+        failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
         total.findings.extend(findings)
         total.series.update(series)
         total.refreshed.extend(refreshed)
@@ -190,8 +279,8 @@ class Engine:
 
     async def _fetch_all(
         self, queries: Sequence[UsageQuery]
-    ) -> list[UsageResult | SourceError]:
-        async def one(query: UsageQuery) -> UsageResult | SourceError:
+    ) -> list[UsageResult | SourceError | Exception]:
+        async def one(query: UsageQuery) -> UsageResult | SourceError | Exception:
             try:
                 return await self.source.fetch(query)
             except SourceError as exc:
@@ -199,6 +288,9 @@ class Engine:
                     "usage request failed customer=%s error=%s request_id=%s",
                     query.customer, exc, exc.request_id,
                 )
+                return exc
+            except Exception as exc:  # a bug reading an answer: only this query's series
+                log.exception("usage request failed unexpectedly customer=%s", query.customer)
                 return exc
 
         return list(await asyncio.gather(*(one(q) for q in queries)))
@@ -209,67 +301,67 @@ class Engine:
         by_rule: Mapping[str, list[Customer]],
         needs: Mapping[tuple[str, str], DataNeed],
         the_plan: Plan,
-        outcomes: Sequence[UsageResult | SourceError],
+        outcomes: Sequence[UsageResult | SourceError | Exception],
         now: int,
     ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int]]:
         findings: list[Finding] = []
         all_series: dict[SeriesKey, Series] = {}
         refreshed: list[int] = []
-        lag = self.settings.stripe.freshness_lag
-        stale_after = self.settings.stripe.stale_after
         for rule in rules:
             for customer in by_rule[rule.name]:
-                need = needs[(rule.name, customer.id)]
-                _, spec = the_plan.serving(need)
+                need = needs.get((rule.name, customer.id))
+                if need is None:
+                    continue  # its need could not be worked out: already an error finding
                 outcome = outcomes[the_plan.query_index(need)]
-                if isinstance(outcome, SourceError):
-                    findings.append(problem_finding(rule, customer.id, now, "error", outcome))
+                if isinstance(outcome, Exception):
+                    findings.append(error_finding(rule, customer.id, now, unread(outcome)))
                     continue
                 if outcome.refreshed_at is not None:
                     # As of --at, anything refreshed later is not yet refreshed.
                     refreshed.append(min(outcome.refreshed_at, now))
-                if self._stale(outcome, now, stale_after):
+                if self._stale(outcome, now):
                     findings.append(problem_finding(rule, customer.id, now, "nodata", outcome))
                     continue
-                rows = extract_rows(need, spec, outcome.rows)
-                for series in build_series(
-                    rule, need, rows, outcome.refreshed_at, now=now, freshness_lag=lag
-                ):
-                    finding = evaluate.evaluate(rule, series, customer, now)
+                judged = self._judge_one(rule, customer, need, the_plan, outcome, now)
+                for finding, series in judged:
                     findings.append(finding)
-                    if finding.active:
+                    if finding.active and series is not None:
                         all_series[series.key] = replace(
                             series, buckets=series.buckets[-RECENT_BUCKETS:]
                         )
         return findings, all_series, refreshed
 
-    def _stale(self, result: UsageResult, now: int, stale_after: float) -> bool:
+    def _judge_one(
+        self, rule: Rule, customer: Customer, need: DataNeed, the_plan: Plan,
+        outcome: UsageResult, now: int,
+    ) -> list[tuple[Finding, Series | None]]:
+        """Each series of one (rule, customer) with its finding; an exception while building
+        the series fails the (rule, customer), one while judging a series only that series."""
+        try:
+            _, spec = the_plan.serving(need)
+            rows = extract_rows(need, spec, outcome.rows)
+            all_series = build_series(rule, need, rows, outcome.refreshed_at, now=now,
+                                      freshness_lag=self.settings.stripe.freshness_lag)
+        except Exception as exc:
+            log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
+            return [(error_finding(rule, customer.id, now, internal_error(exc)), None)]
+        return [(evaluate_or_error(rule, series, customer, now), series)
+                for series in all_series]
+
+    def _stale(self, result: UsageResult, now: int) -> bool:
         if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
             return False  # the GA endpoint reports no freshness at all
-        return is_stale(result.refreshed_at, now, stale_after)
+        return is_stale(result.refreshed_at, now, self.settings.stripe.stale_after)
 
 
-def problem_finding(
-    rule: Rule, customer: str, now: int, state: str, cause: SourceError | UsageResult
-) -> Finding:
-    """A ``nodata``/``error`` finding for a whole (rule, customer): never a usage verdict."""
-    window: Period = period_containing(now, rule.window, rule.timezone)
-    if isinstance(cause, SourceError):
-        message = f"could not read usage: {cause}"
-    else:
-        message = "usage data is stale: refreshed_at " + (
-            "missing" if cause.refreshed_at is None else f"{now - cause.refreshed_at}s old"
-        )
-    return Finding(
-        key=SeriesKey(rule.name, customer),
-        meter=rule.meter,
-        dimensions=(),
-        window=window,
-        complete=False,
-        value=None,
-        active=False,
-        level=None,
-        state="error" if state == "error" else "nodata",
-        message=message,
-        period_key=period_key(window, rule.window),
-    )
+def _tally_problems(
+    problems: Iterable[CustomerProblem], rules: Mapping[str, Rule], now: int, total: _Tally
+) -> None:
+    """An ``error`` finding per (rule, customer) the directory could not serve; the lookups
+    that failed are source failures, each standing in for the query it would have had."""
+    for problem in problems:
+        total.findings.append(error_finding(rules[problem.rule], problem.customer, now,
+                                            problem.message))
+    failed = list(dict.fromkeys(p.failure for p in problems if p.failure is not None))
+    total.failures.extend(failed)
+    total.queries += len(failed)

@@ -13,6 +13,20 @@ news for too long" is exactly what the stale-data alert is about.
 
 A poll never raises a :class:`~alertd.errors.SourceError`: a failed read becomes a failed
 pass, counted towards the source-failure meta alert, and never a usage verdict.
+
+Readiness (``/readyz``) is 503, with the reason, while any of these holds:
+
+* the data is stale (the stale-data meta alert is firing);
+* one group's polls failed to read Stripe ``stripe.failure_alert_after`` times in a row (the
+  source-failure meta alert is firing);
+* no poll has evaluated anything that many times in a row, in every group: each one either
+  crashed (a bug; the daemon logs it) or made only ``error`` findings (every customer missing,
+  every rule broken). Then alertd judges nothing at all.
+
+Anything less stays inside its rules: an ``error`` finding is counted in
+``alertd_rule_evaluations_total{rule, outcome="error"}`` (a crashed poll counts one for each
+of its rules), and neither raises the source-failure alert nor turns readiness while anything
+else is judged — one bad rule does not take the daemon out of service.
 """
 
 from __future__ import annotations
@@ -106,13 +120,27 @@ class Poller:
         self.last_refreshed: int | None = None
         self._refreshed: dict[Group, int] = {}
         self._failures: dict[Group, int] = {}
+        self._fruitless: dict[Group, tuple[int, str]] = {}
         self._customers: dict[Group, frozenset[str]] = {}
         self._set_alert_gauge()
 
     async def poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
     ) -> PollOutcome:
-        """One poll of the rules in ``group`` as of ``now``."""
+        """One poll of the rules in ``group`` as of ``now``. An exception (a bug; the caller
+        logs it) counts as a poll that evaluated nothing, then propagates."""
+        try:
+            return await self._poll(engine, pipeline, world, group, now)
+        except Exception as exc:
+            self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
+            for name in group:
+                self.metrics.rule_evaluations.labels(rule=name, outcome="error").inc()
+            self.health.stale_reason = self.not_ready_reason(world.settings)
+            raise
+
+    async def _poll(
+        self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
+    ) -> PollOutcome:
         result = await self._fetch(engine, group, now)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
@@ -121,6 +149,12 @@ class Poller:
         shown = result if fresh else replace(result, findings=())
         meters = await self._meters(engine) if shown.findings else {}
         recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
+        # Counted only once recorded: a poll that crashes while recording adds to the count
+        # (in poll) instead of resetting it first.
+        errors = [f for f in result.findings if f.state == "error"]
+        self._count_fruitless(group, not failed and bool(errors)
+                              and len(errors) == len(result.findings),
+                              errors[0].message if errors else "")
         if result.refreshed_at is not None:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings)
@@ -135,6 +169,7 @@ class Poller:
         self._refreshed = {g: r for g, r in self._refreshed.items() if g in current}
         self._customers = {g: c for g, c in self._customers.items() if g in current}
         self._failures = {g: n for g, n in self._failures.items() if g in current}
+        self._fruitless = {g: n for g, n in self._fruitless.items() if g in current}
         self._set_alert_gauge()
 
     @property
@@ -148,7 +183,17 @@ class Poller:
             return f"usage data is stale (refreshed_at {iso(self.last_refreshed)})"
         if self.failures >= settings.stripe.failure_alert_after:
             return f"Stripe keeps failing ({self.failures} polls in a row)"
+        count, problem = min(self._fruitless.values(), default=(0, ""))
+        if count >= settings.stripe.failure_alert_after:
+            return (f"no poll has evaluated anything for {count} polls in a row "
+                    f"(last problem: {problem})")
         return None
+
+    def _count_fruitless(self, group: Group, fruitless: bool, problem: str) -> None:
+        """Counts polls in a row of ``group`` that evaluated nothing (crashed, or made only
+        ``error`` findings); any poll that judged something resets the count."""
+        count = self._fruitless.get(group, (0, ""))[0]
+        self._fruitless[group] = (count + 1, problem) if fruitless else (0, "")
 
     def customer_count(self) -> int:
         return len(frozenset().union(*self._customers.values()))

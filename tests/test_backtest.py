@@ -23,6 +23,8 @@ from alertd.backtest import (
     ReplayWindow,
     RuleFrame,
     SeriesStates,
+    closing_ends,
+    closing_findings,
     findings_at,
     history_need,
     instants,
@@ -43,7 +45,7 @@ from alertd.commands.backtest import (
 )
 from alertd.errors import ConfigError, SourceError
 from alertd.evaluate.series import build_series
-from alertd.model import Customer, Dimensions, SeriesKey, UsageRow
+from alertd.model import Customer, Dimensions, Finding, SeriesKey, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
 from alertd.runtime import load_world
@@ -272,19 +274,27 @@ def test_history_series_equals_build_series_at_every_instant(rule: Rule) -> None
 
 
 def brute_force(rule: Rule, rows: list[UsageRow], span: ReplayWindow) -> list[Firing]:
-    """Every instant evaluated, the lifecycle stepped every ``every`` in between."""
+    """Every instant evaluated (a period's closing evaluation first, at its end), the
+    lifecycle stepped every ``every`` in between."""
     frame = RuleFrame.of(rule, span)
     history = HistorySeries(frame, CUSTOMER.id, rows)
     states = SeriesStates(rule)
+    closing = set(closing_ends(rule, frame.schedule, span))
     found: list[Firing] = []
     instant, findings = frame.schedule[0], []
-    while instant <= span.until:
-        if instant in frame.schedule:
-            findings = findings_at(history, CUSTOMER, instant, span)
+
+    def step(findings: list[Finding]) -> None:
         for transition, finding in states.apply(findings, instant):
             if transition.kind in ("fired", "escalated") and instant >= span.since:
                 found.append(Firing(instant, transition.kind, finding,
                                     transition.previous_level))
+
+    while instant <= span.until:
+        if instant in closing:  # refresh_delay is 0 here
+            step(closing_findings(history, CUSTOMER, instant, span))
+        if instant in frame.schedule:
+            findings = findings_at(history, CUSTOMER, instant, span)
+        step(findings)
         later = [t for t in frame.schedule if t > instant]
         instant = min([*later[:1], instant + int(rule.every)]) if states.live else (
             later[0] if later else span.until + 1)

@@ -361,8 +361,10 @@ async def test_failing_source_raises_its_alert_and_readiness_follows(tmp_path: P
 async def test_one_group_that_keeps_failing_holds_the_alert_while_others_succeed(
     tmp_path: Path,
 ) -> None:
-    broken = {**rule("broken", every="1m"), "customers": ["cus_missing"]}
+    broken = {**rule("broken", every="1m"), "customers": ["cus_flaky"]}
     async with in_process(tmp_path, [rule("healthy"), broken]) as s:
+        # A lookup that fails (a missing customer is a config problem, not a source failure).
+        s.sim.add_fault(Fault("status", status=500, path="/v1/customers/cus_flaky"))
         states = []
         for group in [("broken",), ("healthy",), ("broken",), ("healthy",)]:
             outcome = await s.daemon.poll(group)

@@ -39,7 +39,13 @@ saves work the daemon would do without changing an answer; the tests hold each a
 plain way.
 """
 
-from alertd.backtest.evaluating import evaluations, findings_at, monotone
+from alertd.backtest.evaluating import (
+    closing_ends,
+    closing_findings,
+    evaluations,
+    findings_at,
+    monotone,
+)
 from alertd.backtest.history import HistorySeries, RuleFrame
 from alertd.backtest.notifications import NotificationReplay, SentNotification
 from alertd.backtest.replaying import (
@@ -76,6 +82,8 @@ __all__ = [
     "RuleFrame",
     "SentNotification",
     "SeriesStates",
+    "closing_ends",
+    "closing_findings",
     "evaluations",
     "findings_at",
     "firings_of",

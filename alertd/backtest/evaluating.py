@@ -6,11 +6,24 @@ instant) and :mod:`~alertd.backtest.replaying` (which steps the lifecycle on the
 Upper thresholds are monotone within a period (usage only grows), so a period costs two
 evaluations unless a level changes, found by bisection; other rules are evaluated at every
 instant of :func:`~alertd.backtest.window.instants`.
+
+**A period's last hour.** History is hourly, and an hour becomes visible only once it has
+ended — by which time, at a period boundary, the period it belongs to is over and a daemon's
+"now" is in the next one. Replaying upper thresholds at the boundary instant alone would never
+judge a period on its last hour: a ``window: hour`` rule (``hourly usage > 10``) would never
+fire, and a daily one would miss a crossing in the day's last hour. So each period of an upper
+threshold also gets a *closing* evaluation (:func:`closing_findings`): at the instant its last
+hour becomes visible, the period judged as the running one (as of its last second), on all its
+hours. It comes before the next period's first evaluation at that instant, so the alert fires
+at the period's end, and resolves right after as the next period starts clean, as in the
+daemon. (A ``for:`` longer than nothing cannot play out on an hour window: the whole hour is
+seen at one instant.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from alertd import evaluate
 from alertd.backtest.history import HistorySeries
@@ -29,6 +42,29 @@ def findings_at(
     need = history.frame.need_at(now, customer.id)
     series = history.series(need, now, refreshed, window.freshness_lag)
     return [evaluate.evaluate(rule, s, customer, now) for s in series]
+
+
+def closing_findings(
+    history: HistorySeries, customer: Customer, period_end: int, window: ReplayWindow
+) -> list[Finding]:
+    """The findings on the period ending at ``period_end`` once all of it is visible (at
+    ``period_end + refresh_delay``): judged as the running period at its last second."""
+    rule = history.rule
+    now = period_end - 1
+    need = history.frame.need_at(now, customer.id)
+    series = history.series(need, now, period_end, window.freshness_lag)
+    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+
+
+def closing_ends(rule: Rule, schedule: Sequence[int], window: ReplayWindow) -> list[int]:
+    """The ends of the periods that get a closing evaluation (at ``end + refresh_delay``,
+    within the schedule): every one, for :func:`monotone` rules; none for others."""
+    if not monotone(rule) or not schedule:
+        return []
+    delay = window.refresh_delay
+    ends = (period.ends_at for period in windows.periods(
+        schedule[0], schedule[-1] + 1, rule.window, rule.timezone))
+    return [end for end in ends if schedule[0] < end + delay <= schedule[-1]]
 
 
 def monotone(rule: Rule) -> bool:
@@ -57,26 +93,44 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
     schedule = history.frame.schedule
     if not monotone(history.rule):
         return [(instant, judge_at(instant)) for instant in schedule]
+    closing = set(closing_ends(history.rule, schedule, window))
     found: list[Evaluation] = []
-    for period in _by_period(history.rule, schedule):
-        first = (period[0], judge_at(period[0]))
+    for period, ends_at in _by_period(history.rule, schedule, window.refresh_delay):
+        instants = list(period)
+        judge: Callable[[int], list[Finding]] = judge_at
+        if ends_at in closing:
+            # The closing evaluation is one more instant, the period's last, for bisection.
+            instants.append(ends_at + window.refresh_delay)
+            close = partial(closing_findings, history, customer, ends_at, window)
+            judge = partial(_judge_or_close, judge_at, close, instants[-1])
+        first = (instants[0], judge(instants[0]))
         found.append(first)
-        if len(period) > 1:
-            last = (period[-1], judge_at(period[-1]))
-            _bisect_changes(period, first, last, judge_at, found)
+        if len(instants) > 1:
+            last = (instants[-1], judge(instants[-1]))
+            _bisect_changes(instants, first, last, judge, found)
     return found
 
 
-def _by_period(rule: Rule, schedule: Sequence[int]) -> list[list[int]]:
-    """The instants grouped by the rule's period containing them."""
-    groups: list[list[int]] = []
-    ends_at = None
+def _judge_or_close(judge_at: Callable[[int], list[Finding]],
+                    close: Callable[[], list[Finding]], closing_at: int,
+                    instant: int) -> list[Finding]:
+    return close() if instant == closing_at else judge_at(instant)
+
+
+def _by_period(rule: Rule, schedule: Sequence[int], delay: int = 0
+               ) -> list[tuple[list[int], int]]:
+    """The instants grouped by the rule's period containing them, each group with its
+    period's end. With a ``refresh_delay``, a period's instants before ``start + delay``
+    (but the replay's very first) are left out: nothing of the period is visible yet, and the
+    previous period's closing evaluation is still to come at ``start + delay``."""
+    groups: list[tuple[list[int], int]] = []
     for instant in schedule:
-        if ends_at is None or instant >= ends_at:
-            groups.append([])
-            ends_at = windows.next_start(instant, rule.window, rule.timezone)
-        groups[-1].append(instant)
-    return groups
+        if not groups or instant >= groups[-1][1]:
+            starts_at = windows.floor(instant, rule.window, rule.timezone)
+            groups.append(([], windows.next_start(instant, rule.window, rule.timezone)))
+        if instant >= starts_at + delay or instant == schedule[0]:
+            groups[-1][0].append(instant)
+    return [(instants, ends_at) for instants, ends_at in groups if instants]
 
 
 def _verdicts(findings: Sequence[Finding]) -> tuple[tuple[object, ...], ...]:

@@ -1,7 +1,11 @@
 """Replay: each rule, for each of its customers, from the warm-up to ``until``, through the
 daemon's alert lifecycle into the notifying changes it would have made (:func:`replay_all`)
 and the firings a backtest reports (:func:`firings_of`). Pure apart from the progress it
-reports; its changes feed :class:`~alertd.backtest.notifications.NotificationReplay`.
+reports and the failures it logs; its changes feed
+:class:`~alertd.backtest.notifications.NotificationReplay`.
+
+One (rule, customer) whose replay raises (a bug, or a rule that slipped past validation) is
+logged with ``rule=`` and ``customer=`` and left out; the others are replayed as usual.
 
 Between evaluations (:func:`~alertd.backtest.evaluating.evaluations`), while any series is
 pending or firing, the lifecycle alone is stepped every ``every`` on the same findings, so
@@ -11,6 +15,7 @@ happen are visited: :func:`_tick_through`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -22,6 +27,8 @@ from alertd.backtest.steps import SeriesStates
 from alertd.backtest.window import ReplayWindow
 from alertd.model import Customer, Dimensions, Finding, UsageRow
 from alertd.rules.schema import Rule
+
+log = logging.getLogger("alertd.backtest")
 
 FiringKind = Literal["fired", "escalated"]
 REPORTED: frozenset[str] = frozenset({"fired", "escalated"})
@@ -190,7 +197,11 @@ def replay_all(
         frame = RuleFrame.of(rule, window)
         for customer in customers[rule.name]:
             rows = histories[(rule.name, customer.id)]
-            changes += replay_changes(rule, customer, rows, window, frame)
+            try:
+                changes += replay_changes(rule, customer, rows, window, frame)
+            except Exception:  # a bug or a rule that slipped past validation: only this one
+                log.exception("replay failed rule=%s customer=%s; its firings are left out",
+                              rule.name, customer.id)
             progress.advance()
     progress.finish()
     changes.sort(key=_change_order)

@@ -8,11 +8,24 @@ Data flow inside this package::
 :data:`EVALUATORS` maps a condition ``type`` to its evaluator; :func:`needs` and
 :func:`evaluate` dispatch on the rule's condition. ``anomaly`` lives in
 :mod:`alertd.evaluate.anomaly` and is registered when that module is present.
+
+Wrong numbers never become alerts: a finding whose ``value``, ``threshold``, ``baseline`` or
+``projected`` is not a finite number (``NaN`` compares false with everything, infinity with
+nothing sensible) is turned into an ``error`` finding that says so, which the alert lifecycle
+ignores. The sources already refuse such values; this holds for any that slip through, e.g.
+from arithmetic on extreme ones.
+
+Negative usage, condition by condition (each module's docstring has the detail): upper
+thresholds and ``forecast`` use the net total, so corrections only ever lower it; lower
+thresholds, ``change`` and ``anomaly`` do not judge a negative total (``nodata``); and
+``absence`` never calls negative usage "no usage".
 """
 
 from __future__ import annotations
 
 import importlib
+import math
+from dataclasses import replace
 from typing import cast
 
 from alertd.errors import AlertdError
@@ -70,8 +83,25 @@ def needs(rule: Rule, customer_id: str, now: int) -> tuple[DataNeed, ...]:
 
 
 def evaluate(rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
-    """The verdict of ``rule`` on one ``series`` of ``customer`` at ``now``."""
-    return evaluator_for(rule).evaluate(rule, series, customer, now)
+    """The verdict of ``rule`` on one ``series`` of ``customer`` at ``now`` (an ``error``
+    finding when it holds a number that is not finite)."""
+    return finite(evaluator_for(rule).evaluate(rule, series, customer, now))
 
 
-__all__ = ["EVALUATORS", "Evaluator", "evaluate", "evaluator_for", "needs"]
+def finite(finding: Finding) -> Finding:
+    """``finding``, or an ``error`` finding in its place when one of its figures is ``NaN``
+    or infinite."""
+    figures = {"value": finding.value, "threshold": finding.threshold,
+               "baseline": finding.baseline, "projected": finding.projected}
+    wrong = [f"{name} {number!r}" for name, number in figures.items()
+             if number is not None and not math.isfinite(number)]
+    if not wrong:
+        return finding
+    return replace(
+        finding, state="error", active=False, level=None, value=None, threshold=None,
+        baseline=None, projected=None, details={},
+        message=f"not judged: {', '.join(wrong)} is not a finite number ({finding.message})",
+    )
+
+
+__all__ = ["EVALUATORS", "Evaluator", "evaluate", "evaluator_for", "finite", "needs"]

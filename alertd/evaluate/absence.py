@@ -11,6 +11,11 @@ customer that stays silent is one alert, not one per day.
 Never judged while the data is stale (``refreshed_at`` older than ``stale_after``) or when the
 complete data does not reach back ``duration``: silence in data that has not arrived is no
 silence, so those are ``nodata``.
+
+Negative usage (corrections: Stripe accepts negative meter events) is never "no usage". The
+span's usage is what its positive buckets add up to; a correction cannot cancel it out. A span
+whose positive usage stays at most ``floor`` but that holds a negative bucket is not judged
+(``nodata``): a correction arriving is activity, and what it corrects is unknown.
 """
 
 from __future__ import annotations
@@ -100,8 +105,17 @@ class AbsenceEvaluator:
 
 def _verdict(rule: Rule, series: Series, span: Sequence[Bucket]) -> Finding:
     condition = _condition(rule)
-    total = sum(bucket.value for bucket in span)
+    total = sum(bucket.value for bucket in span if bucket.value > 0)
+    corrections = sum(bucket.value for bucket in span if bucket.value < 0)
     window = Period(span[0].starts_at, span[-1].ends_at, rule.timezone)
+    if corrections and total <= condition.floor:
+        return finding(
+            rule, series, window, state="nodata", value=total, complete=True, period_key="",
+            message=(f"{number(corrections)} of corrections (negative usage) and "
+                     f"{number(total)} of usage in the last "
+                     f"{readable_duration(window.ends_at - window.starts_at)} of complete data: "
+                     "absence not judged"),
+        )
     active = total <= condition.floor
     last_end = last_usage_end(series.buckets)
     return finding(

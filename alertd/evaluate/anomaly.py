@@ -35,6 +35,11 @@ or never at night), any use would be infinitely many spreads away. Such a bucket
 with the customer's own non-zero buckets instead: only usage well above its usual busy buckets
 is unusual, and nothing is too low.
 
+**Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
+learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
+fires nor resolves), and negative history buckets count as 0 when the expectation is built, so
+one large correction neither drags the center down nor widens the band.
+
 ``score`` is in spreads from the nearest expectation (0 between the two), so
 ``|score| > sensitivity`` is exactly "outside the band". ``min_history`` counts from the first
 bucket with usage: a new customer gets no verdict, and is told so. ``min_volume``: a bucket
@@ -45,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
@@ -131,8 +136,10 @@ class AnomalyEvaluator:
         if judged_at is None:
             return _nodata(rule, series, buckets, now)
         judged = buckets[judged_at]
+        if judged.value < 0:
+            return _negative(rule, series, judged)
         # Completeness grows from the start (the freshness rule): all before it is complete.
-        history = buckets[:judged_at]
+        history = without_corrections(buckets[:judged_at])
         shortfall = history_shortfall(history, judged, condition.min_history)
         if shortfall is not None:
             return _no_verdict(rule, series, judged, shortfall)
@@ -155,6 +162,13 @@ def history_start(current: Period, granularity: Granularity, history: float) -> 
     local = datetime.fromtimestamp(current.starts_at, zone).replace(tzinfo=None)
     earlier = (local - timedelta(seconds=history)).replace(tzinfo=zone)
     return windows.floor(int(earlier.timestamp()), granularity, current.timezone)
+
+
+def without_corrections(history: Sequence[Bucket]) -> Sequence[Bucket]:
+    """``history`` with negative buckets counted as 0 (copied only when there is one)."""
+    if not history or min(map(VALUE, history)) >= 0:
+        return history
+    return [b if b.value >= 0 else replace(b, value=0.0) for b in history]
 
 
 def latest_complete(buckets: Sequence[Bucket]) -> int | None:
@@ -577,6 +591,15 @@ def _finding(
 
 def _no_verdict(rule: Rule, series: Series, judged: Bucket, reason: str) -> Finding:
     return _finding(rule, series, judged, False, reason, details={"method": "none"})
+
+
+def _negative(rule: Rule, series: Series, judged: Bucket) -> Finding:
+    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
+    return finding(
+        rule, series, window, state="nodata", value=judged.value, complete=True,
+        message=(f"net usage {number(judged.value)} {span(window, rule.window)}: corrections "
+                 "(negative meter events) exceed the usage, so it is not judged as an anomaly"),
+    )
 
 
 def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> Finding:

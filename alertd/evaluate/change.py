@@ -9,6 +9,10 @@ compared with weekends; for weekly and monthly windows that is simply the previo
 ``min_volume`` guards both sides: a change is judged only when the judged period and the
 compared one each reach it, so "2 → 4 calls" is no 100 % alarm. A drop to almost nothing
 therefore is no ``change`` either; ``absence`` and ``anomaly`` rules catch those.
+
+Negative usage (corrections: Stripe accepts negative meter events) is summed into the periods'
+net totals. When either total is negative, a percent change means nothing (from -50 to 100
+is no "+300 %"), so the finding is ``nodata``: it neither fires nor resolves.
 """
 
 from __future__ import annotations
@@ -81,7 +85,23 @@ class ChangeEvaluator:
         if earlier is None:
             what = windows.period_key(compared, rule.window)
             return no_complete_data(rule, series, judged, what)
+        if min(current.value, earlier.value) < 0:
+            return _negative(rule, series, judged, current, earlier, now)
         return _verdict(rule, series, judged, current, earlier, now)
+
+
+def _negative(
+    rule: Rule, series: Series, judged: Period, current: Bucket, earlier: Bucket, now: int
+) -> Finding:
+    earlier_period = Period(earlier.starts_at, earlier.ends_at, rule.timezone)
+    return finding(
+        rule, series, judged, state="nodata", value=current.value, baseline=earlier.value,
+        complete=True,
+        message=(f"net usage {number(current.value)} {describe_period(judged, rule.window, now)}"
+                 f" vs {number(earlier.value)} "
+                 f"{describe_period(earlier_period, rule.window, now)}: a negative total "
+                 "(corrections exceeding usage) has no percent change, so it is not judged"),
+    )
 
 
 def _if_complete(bucket: Bucket | None) -> Bucket | None:

@@ -12,6 +12,11 @@ model: ``projected = to_date + rate × remaining``.
 * ``remaining`` runs from the data's freshness (``refreshed_at``, capped at ``now``) to the
   period's end, since ``to_date`` holds usage up to then.
 
+Negative usage (corrections: Stripe accepts negative meter events) is summed like any other:
+``to_date`` and the run rate are net, so a correction lowers the projection and can only stop a
+forecast alert, never start one; a rate that is zero or negative projects no crossing. A budget
+that is not a finite number is an ``error`` finding.
+
 No verdict before ``min_elapsed`` of the period has passed (``active=False``, and the message
 says so). The finding's ``projected`` is the projected total, ``threshold`` the budget, and
 ``details["crosses_at"]`` the local ISO date the budget is (or was already) crossed, ``None``
@@ -20,6 +25,7 @@ when the projection stays under it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -113,6 +119,9 @@ def budget_for(condition: ForecastCondition, customer: Customer) -> float | Quot
     if condition.value_from is not None:
         return read_quota(condition.value_from, customer)
     assert condition.value is not None  # the schema demands value or value_from
+    if not math.isfinite(condition.value):
+        return QuotaProblem(f"the forecast budget {condition.value!r} is not a finite number: "
+                            "fix the rule")
     return condition.value
 
 

@@ -21,6 +21,7 @@ build findings, so every evaluator words them the same way.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -305,8 +306,10 @@ def no_complete_data(rule: Rule, series: Series, window: Period, what: str) -> F
 
 
 def number(value: float) -> str:
-    """How usage reads in messages: the one formatter templates use too."""
-    return format_number(value)
+    """How usage reads in messages: the one formatter templates use too. A value that is not
+    finite reads as itself (``nan``, ``inf``): such a finding becomes an ``error`` finding
+    (:func:`alertd.evaluate.finite`), and its message must still be made first."""
+    return format_number(value) if math.isfinite(value) else str(value)
 
 
 def readable_duration(seconds: float) -> str:

@@ -8,7 +8,15 @@ because the day has just begun; until then the finding is ``nodata``.
 Bounds come from ``value``, from ``value_from`` (a quota in the customer's Stripe metadata,
 scaled by ``percent``), or from ``levels`` (absolute, or percents of the ``value_from`` quota).
 A customer whose quota is missing or not a number gets an ``error`` finding that names the
-customer and the key: reported, never guessed.
+customer and the key: reported, never guessed; so does a bound that is not a finite number
+(``.inf`` in a rule file that slipped past ``validate``).
+
+Negative usage (Stripe accepts negative meter events: corrections) is summed like any other:
+thresholds compare the period's *net* total. An upper threshold is simply not crossed by a
+negative total, and a correction that takes a firing period back under its bound resolves it
+like any drop. A lower threshold is not judged on a negative total: corrections larger than the
+usage say nothing about usage being low, so that finding is ``nodata`` (it neither fires nor
+resolves); a total of zero or more is judged as usual.
 """
 
 from __future__ import annotations
@@ -82,9 +90,15 @@ def bounds_for(
         base = quota
     if condition.levels is None:
         assert base is not None  # the schema demands value or value_from
-        return ((severity, base),)
-    scale = 1.0 if base is None else base / 100
-    return tuple((name, level * scale) for name, level in condition.ordered_levels())
+        bounds: Bounds = ((severity, base),)
+    else:
+        scale = 1.0 if base is None else base / 100
+        bounds = tuple((name, level * scale) for name, level in condition.ordered_levels())
+    unusable = [f"{name} {bound!r}" for name, bound in bounds if not math.isfinite(bound)]
+    if unusable or not bounds:
+        return QuotaProblem(f"the threshold's bound is not a finite number "
+                            f"({', '.join(unusable) or 'no levels'}): fix the rule")
+    return bounds
 
 
 def crossed(bounds: Bounds, op: str, value: float) -> tuple[str, float] | None:
@@ -108,6 +122,14 @@ class ThresholdEvaluator:
         bucket = _judged_bucket(rule, series, period)
         if bucket is None:
             return no_complete_data(rule, series, period, windows.period_key(period, rule.window))
+        if bucket.value < 0 and _condition(rule).op not in UPPER_OPS:
+            return finding(
+                rule, series, period, state="nodata", value=bucket.value,
+                complete=bucket.complete,
+                message=(f"net usage {describe_period(period, rule.window, now)} is "
+                         f"{number(bucket.value)}: corrections (negative meter events) exceed "
+                         f"the usage, so '{_condition(rule).op}' is not judged on it"),
+            )
         return _verdict(rule, series, period, bucket, bounds, now)
 
 

@@ -1,8 +1,9 @@
 """Faults on demand: what the simulator does wrong, when a test asks it to.
 
-A :class:`Fault` says what goes wrong (``kind``), for which requests (``path`` prefix), and how
-often: the next ``count`` matching requests, each with ``probability``, or (neither given)
-every matching request until cleared.
+A :class:`Fault` says what goes wrong (``kind``), for which requests (``path`` prefix, and
+``customer`` when set: the request's ``customer`` parameter), and how often: the next ``count``
+matching requests, each with ``probability``, or (neither given) every matching request until
+cleared.
 
 =============  ===============================================================================
 kind           effect on a request it fires on
@@ -13,7 +14,11 @@ kind           effect on a request it fires on
 ``malformed``  the normal response with a broken body (``body``): ``html`` (an HTML error page),
                ``truncated`` (the JSON cut in half), ``wrong_types`` (numbers and ``has_more``
                as strings), ``missing_fields`` (``value``, ``aggregated_value``, ``id``,
-               ``has_more``, ``refreshed_at`` removed); status ``status`` (default 200)
+               ``has_more``, ``refreshed_at`` removed), ``nan`` / ``huge`` / ``huge_int``
+               (every ``value`` and ``aggregated_value`` becomes ``NaN``, ``1e308`` or
+               ``10**400`` as JSON text), ``negative`` (every value negated),
+               ``duplicate_rows`` (every row sent twice), ``deep`` (JSON arrays nested
+               100,000 deep); status ``status`` (default 200)
 ``flap``       alternates: the 1st, 3rd, 5th… matching request fails with ``status`` (default
                503), the others succeed
 =============  ===============================================================================
@@ -28,7 +33,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 FaultKind = Literal["status", "slow", "malformed", "flap"]
-MalformedBody = Literal["html", "truncated", "wrong_types", "missing_fields"]
+MalformedBody = Literal["html", "truncated", "wrong_types", "missing_fields", "nan", "huge",
+                        "huge_int", "negative", "duplicate_rows", "deep"]
+#: The JSON text every value becomes, for the bodies that replace values.
+_VALUE_TEXT: Mapping[str, str] = {"nan": "NaN", "huge": "1e308", "huge_int": "1" + "0" * 400}
+_VALUES = frozenset({"value", "aggregated_value"})
 _DEFAULT_STATUS: Mapping[str, int] = {"status": 500, "slow": 200, "malformed": 200, "flap": 503}
 _STRINGIFIED = frozenset({"value", "aggregated_value", "has_more"})
 _REMOVED = frozenset(
@@ -49,6 +58,7 @@ class Fault:
     body: MalformedBody = "html"
     path: str = "/v1/"
     seed: int = 0
+    customer: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(FaultKind):
@@ -135,9 +145,11 @@ class FaultPlan:
     def active(self) -> list[dict[str, Any]]:
         return [{**a.fault.to_json(), "remaining": a.remaining} for a in self._active]
 
-    def decide(self, path: str) -> FaultAction | None:
+    def decide(self, path: str, customer: str | None = None) -> FaultAction | None:
         for active in list(self._active):
             if not path.startswith(active.fault.path):
+                continue
+            if active.fault.customer is not None and active.fault.customer != customer:
                 continue
             hit = active.fire()
             if active.spent:
@@ -166,9 +178,39 @@ def break_body(text: str, body: MalformedBody) -> tuple[str, str]:
         )
     if body == "truncated":
         return text[: max(1, len(text) // 2)], "application/json"
+    if body == "deep":
+        return "[" * 100_000 + "]" * 100_000, "application/json"
     data = json.loads(text)
+    if body in _VALUE_TEXT:
+        marker = "@@value@@"
+        changed = json.dumps(_replace_values(data, lambda _: marker))
+        return changed.replace(f'"{marker}"', _VALUE_TEXT[body]), "application/json"
+    if body == "negative":
+        return json.dumps(_replace_values(data, lambda v: -v)), "application/json"
+    if body == "duplicate_rows":
+        return json.dumps(_duplicate_rows(data)), "application/json"
     changed = _stringify(data) if body == "wrong_types" else _strip(data)
     return json.dumps(changed), "application/json"
+
+
+def _replace_values(data: Any, new: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: new(value) if key in _VALUES and isinstance(value, int | float)
+                else _replace_values(value, new) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_replace_values(item, new) for item in data]
+    return data
+
+
+def _duplicate_rows(data: Any) -> Any:
+    """Every item of the body's row list (``rows.data`` or ``data``) twice, in a row."""
+    if not isinstance(data, dict):
+        return data
+    if isinstance(data.get("rows"), dict):
+        return {**data, "rows": _duplicate_rows(data["rows"])}
+    if isinstance(data.get("data"), list):
+        return {**data, "data": [item for item in data["data"] for _ in range(2)]}
+    return data
 
 
 def _stringify(data: Any) -> Any:

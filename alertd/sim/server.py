@@ -278,7 +278,7 @@ class Simulator:
             request[LIVEMODE] = "_live_" in key
             self._authorize(key, endpoint)
             self._limits.check(budget, endpoint, time.monotonic())
-            action = self.faults.decide(request.path)
+            action = self.faults.decide(request.path, request.query.get("customer"))
             delay += action.delay if action else 0.0
             if action is not None and action.fail:
                 raise _fault_error(action)

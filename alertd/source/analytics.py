@@ -8,9 +8,15 @@ response shape comes back into one :class:`~alertd.model.UsageResult`.
 Pure parts, tested with tables: :func:`uses_array_filters`, :func:`encode_usage_query` (which
 refuses, without sending, a query Stripe would reject: unaligned minutes, too many meters or
 keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
-:class:`~alertd.errors.MalformedResponseError`, never a zero). Answers run to thousands of
-rows, so each row first goes through :func:`quick_row`, which only accepts the expected JSON
-types; any other row is read by :func:`read_row`, whose errors name the row and the field.
+:class:`~alertd.errors.MalformedResponseError`, never a zero — that includes a value that is
+not finite or beyond ±10^18 and a time outside 1970–9999, see :mod:`alertd.source.body`).
+Answers run to thousands of rows, so each row first goes through :func:`quick_row`, which only
+accepts the expected JSON types and ranges; any other row is read by :func:`read_row`, whose
+errors name the row and the field.
+
+A row ``id`` that repeats within one answer is the same row sent twice: only its first copy is
+kept (summing both would double the usage), and the source logs the repeated ids with the
+``Request-Id``. Rows without an ``id`` (the guide's shape) are all kept.
 
 ``has_more: true`` has no documented paging parameter, so it is read as "ask for less": the
 time range is split at the bucket boundary nearest its middle (in the query's time zone, so
@@ -20,10 +26,11 @@ more rows cannot be split further and raises :class:`~alertd.errors.IncompleteRe
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from alertd.clock import iso
 from alertd.errors import (
@@ -35,8 +42,10 @@ from alertd.evaluate.windows import periods
 from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult, UsageRow
 from alertd.planner import MAX_DIMENSION_FILTERS, MAX_GROUP_BY, MAX_METERS, MAX_TENANT_FILTERS
 from alertd.settings import StripeSettings
-from alertd.source.body import BodyReader
+from alertd.source.body import MAX_INSTANT, MAX_USAGE, BodyReader
 from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
+
+log = logging.getLogger("alertd.source")
 
 PATH = "/v1/billing/analytics/meter_usage"
 #: The first API version whose filter values are arrays (``…[tier][0]=premium``).
@@ -199,10 +208,18 @@ def _encode_filters(prefix: str, filters: Filters, *, array_filters: bool
 # --------------------------------------------------------------------------- response
 
 
-def parse_usage_body(
-    body: Any, request_id: str | None
-) -> tuple[list[UsageRow], int | None, bool]:
-    """``(rows, refreshed_at, has_more)`` from either response shape.
+class UsageBody(NamedTuple):
+    """One analytics answer, read: its rows, freshness, ``has_more``, and the ids of rows it
+    sent more than once (each dropped after its first copy)."""
+
+    rows: list[UsageRow]
+    refreshed_at: int | None
+    has_more: bool
+    repeated: tuple[str, ...] = ()
+
+
+def parse_usage_body(body: Any, request_id: str | None) -> UsageBody:
+    """``(rows, refreshed_at, has_more, repeated)`` from either response shape.
 
     Current shape: ``{"refreshed_at", "rows": {"data": [...], "has_more"}}``. The guide's:
     ``{"data": [...], "data_refreshed_at", "has_more"?}``. Rows use ``starts_at``/``ends_at``/
@@ -210,7 +227,8 @@ def parse_usage_body(
     ``bucket_value``/``meter_id``. The guide's shape may lack ``data_refreshed_at`` (its own
     example does) and ``has_more``: that reads as ``None`` (unknown freshness, which the engine
     treats as stale) and ``False``. Anything else missing or of the wrong type raises
-    :class:`MalformedResponseError`; ``refreshed_at: null`` is unknown freshness too.
+    :class:`MalformedResponseError`; ``refreshed_at: null`` is unknown freshness too. A row
+    whose ``id`` an earlier row of the body had is left out and its id listed in ``repeated``.
     """
     reader = BodyReader("meter usage response", request_id)
     body = reader.mapping(body, "the body")
@@ -233,7 +251,24 @@ def parse_usage_body(
     rows = [
         quick_row(raw, known) or read_row(reader, raw, index) for index, raw in enumerate(data)
     ]
-    return rows, refreshed, has_more
+    kept, repeated = _first_copies(rows, data)
+    return UsageBody(kept, refreshed, has_more, repeated)
+
+
+def _first_copies(rows: list[UsageRow], data: list[Any]) -> tuple[list[UsageRow], tuple[str, ...]]:
+    """``rows`` without those whose string ``id`` (read from the raw ``data``) came before."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    kept: list[UsageRow] = []
+    for row, raw in zip(rows, data, strict=True):
+        row_id = raw.get("id")
+        if type(row_id) is str:
+            if row_id in seen:
+                repeated.append(row_id)
+                continue
+            seen.add(row_id)
+        kept.append(row)
+    return (kept, tuple(repeated)) if repeated else (rows, ())
 
 
 #: Tells a missing ``meter`` (maybe the oldest ``meter_id`` is there) from ``meter: null``.
@@ -243,9 +278,10 @@ _ABSENT: Any = object()
 def quick_row(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> UsageRow | None:
     """``raw`` as a row when it has exactly the expected JSON types, else ``None``.
 
-    Expected: an object with integer ``starts_at``/``ends_at``, an integer or float ``value``
-    (not a bool), a ``meter`` that is a string or ``null``, and ``dimensions`` absent, ``null``
-    or an object whose values are strings or ``null``. Whenever this returns a row,
+    Expected: an object with integer ``starts_at``/``ends_at`` in ``[0, MAX_INSTANT)``, an
+    integer or float ``value`` (not a bool) within ±``MAX_USAGE`` (so not ``NaN``), a ``meter``
+    that is a string or ``null``, and ``dimensions`` absent, ``null`` or an object whose values
+    are strings or ``null``. Whenever this returns a row,
     :func:`read_row` returns an equal one; ``None`` promises nothing: the row may still be valid.
 
     ``known`` maps the ``dimensions`` items already read in this body to their
@@ -261,6 +297,10 @@ def quick_row(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> UsageRow | 
     if type(starts) is not int or type(ends) is not int:
         return None
     if type(value) is not float and type(value) is not int:
+        return None
+    # Chained comparisons are false for NaN, and exact (no overflow) for huge integers.
+    if not (-MAX_USAGE <= value <= MAX_USAGE and 0 <= starts < MAX_INSTANT
+            and 0 <= ends < MAX_INSTANT):
         return None
     if meter is not None and type(meter) is not str:
         return None
@@ -387,7 +427,13 @@ class MeterUsageSource:
         response = await self.http.request(
             PATH, params, budget="analytics", endpoint=ANALYTICS_ENDPOINT, parse=parse_usage_body
         )
-        rows, refreshed, has_more = response.body
+        rows, refreshed, has_more, repeated = response.body
+        if repeated:
+            log.warning(
+                "repeated usage rows dropped customer=%s count=%d ids=%s request_id=%s",
+                query.customer, len(repeated), ",".join(sorted(set(repeated))[:5]),
+                response.request_id,
+            )
         ids = (response.request_id,) if response.request_id else ()
         if not has_more:
             return _Fetched(tuple(rows), refreshed, response.attempts, ids)

@@ -9,6 +9,12 @@ list 10,000 customers every minute. Concurrent callers of one cold entry share o
 
 A selection that chooses nothing (no ``ids``, no ``all``, no ``search``) means every customer,
 as ``all: true``; an explicit empty ``ids: []`` means none.
+
+Explicit ids are looked up one by one, and one id never spoils the others:
+:meth:`Directory.select` returns the customers found, the ids Stripe does not have (unknown, or
+deleted — cached like customers, so a poll loop does not ask every minute) and the ids whose
+lookup failed (not cached, so the next poll asks again). The engine turns each of the last two
+into an ``error`` finding for that (rule, customer) and evaluates everyone else.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from alertd.clock import Clock
-from alertd.errors import MalformedResponseError, NotFoundError
+from alertd.errors import MalformedResponseError, NotFoundError, SourceError
 from alertd.model import Customer, Meter
 from alertd.settings import CustomerSelection
 from alertd.source.body import BodyReader
@@ -93,6 +99,31 @@ def parse_meter(raw: Any, reader: BodyReader, where: str = "meter") -> Meter:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """A customer id Stripe does not have: unknown (404) or ``deleted``; ``reason`` says which
+    and what to do."""
+
+    customer_id: str
+    reason: str
+    deleted: bool = False
+    request_id: str | None = None
+
+    def error(self) -> NotFoundError:
+        return NotFoundError(self.reason, status=404, code=None if self.deleted
+                             else "resource_missing", request_id=self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """What one selection found: ``customers`` in order, the ids Stripe does not have
+    (``missing``) and the ids whose lookup failed after retries (``failed``)."""
+
+    customers: tuple[Customer, ...]
+    missing: tuple[Missing, ...] = ()
+    failed: tuple[tuple[str, SourceError], ...] = ()
+
+
 class Directory:
     """Customers and meters of the Stripe account, cached for ``refresh`` seconds."""
 
@@ -100,20 +131,64 @@ class Directory:
         self.http = http
         self.refresh = refresh
         self._selections: TimedCache[list[Customer]] = TimedCache(clock, refresh)
-        self._customers: TimedCache[Customer] = TimedCache(clock, refresh)
+        self._customers: TimedCache[Customer | Missing] = TimedCache(clock, refresh)
         self._meters: TimedCache[dict[str, Meter]] = TimedCache(clock, refresh)
 
-    async def customers(self, selection: CustomerSelection) -> list[Customer]:
-        """The customers ``selection`` chooses, in Stripe's order (ids: in the given order)."""
+    async def select(self, selection: CustomerSelection) -> Selected:
+        """The customers ``selection`` chooses, in Stripe's order (ids: in the given order,
+        each once), with the ids that could not be had. A list or search that fails raises its
+        :class:`~alertd.errors.SourceError`: it names no customer to blame."""
+        if selection.ids is not None:
+            return await self._select_ids(selection.ids)
         key = selection_key(selection)
         found = await self._selections.get(key, lambda: self._load(selection))
         for customer in found:
             self._customers.put(customer.id, customer)
-        return list(found)
+        return Selected(tuple(found))
+
+    async def customers(self, selection: CustomerSelection) -> list[Customer]:
+        """The customers ``selection`` chooses, in Stripe's order (ids: in the given order).
+
+        Strict, for callers that need all or nothing: an unknown id raises
+        :class:`NotFoundError` naming it, a failed lookup its error; deleted customers are
+        skipped with a warning."""
+        selected = await self.select(selection)
+        if selected.failed:
+            raise selected.failed[0][1]
+        for missing in selected.missing:
+            if not missing.deleted:
+                raise missing.error()
+            log.warning("customer deleted in Stripe, skipped customer=%s request_id=%s",
+                        missing.customer_id, missing.request_id)
+        return list(selected.customers)
 
     async def customer(self, customer_id: str) -> Customer:
         """One customer by id; :class:`NotFoundError` if Stripe has no such customer."""
+        found = await self._lookup(customer_id)
+        if isinstance(found, Missing):
+            raise found.error()
+        return found
+
+    async def _lookup(self, customer_id: str) -> Customer | Missing:
         return await self._customers.get(customer_id, lambda: self._retrieve(customer_id))
+
+    async def _select_ids(self, ids: list[str]) -> Selected:
+        unique = list(dict.fromkeys(ids))
+        outcomes = await asyncio.gather(*(self._lookup(i) for i in unique),
+                                        return_exceptions=True)
+        customers: list[Customer] = []
+        missing: list[Missing] = []
+        failed: list[tuple[str, SourceError]] = []
+        for customer_id, outcome in zip(unique, outcomes, strict=True):
+            if isinstance(outcome, Customer):
+                customers.append(outcome)
+            elif isinstance(outcome, Missing):
+                missing.append(outcome)
+            elif isinstance(outcome, SourceError):
+                failed.append((customer_id, outcome))
+            else:  # a bug or a cancellation: not a customer's problem to hide
+                raise outcome
+        return Selected(tuple(customers), tuple(missing), tuple(failed))
 
     async def meters(self) -> dict[str, Meter]:
         """Every billing meter of the account by id (``GET /v1/billing/meters``, all pages)."""
@@ -128,44 +203,32 @@ class Directory:
     # ----------------------------------------------------------------------- loading
 
     async def _load(self, selection: CustomerSelection) -> list[Customer]:
-        if selection.ids is not None:
-            return await self._retrieve_all(selection.ids)
         if selection.search is not None:
             return await self._search(selection.search)
         return await self._list_customers()
 
-    async def _retrieve_all(self, ids: list[str]) -> list[Customer]:
-        outcomes = await asyncio.gather(
-            *(self._retrieve_live(i) for i in dict.fromkeys(ids)), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return [c for c in outcomes if isinstance(c, Customer)]
-
-    async def _retrieve_live(self, customer_id: str) -> Customer | None:
-        """One customer, or ``None`` (with a warning) when it was deleted."""
+    async def _retrieve(self, customer_id: str) -> Customer | Missing:
+        """One customer, or :class:`Missing` when Stripe has none by that id (or deleted it)."""
         path = f"/v1/customers/{quote(customer_id, safe='')}"
         try:
             response = await self.http.request(
                 path, [], budget="general", endpoint="customer", parse=parse_retrieved
             )
         except NotFoundError as exc:
-            raise NotFoundError(
+            return Missing(
+                customer_id,
                 f"Stripe has no customer {customer_id}: check the customer ids in the config "
                 "(customers.ids) and in the rules",
-                status=exc.status, code=exc.code, param=exc.param, request_id=exc.request_id,
-            ) from None
+                request_id=exc.request_id,
+            )
         if response.body is None:
-            log.warning("customer deleted in Stripe, skipped customer=%s request_id=%s",
-                        customer_id, response.request_id)
+            return Missing(
+                customer_id,
+                f"Stripe customer {customer_id} was deleted: remove it from the customer ids "
+                "in the config (customers.ids) and in the rules",
+                deleted=True, request_id=response.request_id,
+            )
         return response.body
-
-    async def _retrieve(self, customer_id: str) -> Customer:
-        customer = await self._retrieve_live(customer_id)
-        if customer is None:
-            raise NotFoundError(f"Stripe customer {customer_id} was deleted", status=404)
-        return customer
 
     async def _search(self, query: str) -> list[Customer]:
         """``GET /v1/customers/search``, following ``next_page`` while ``has_more``."""

@@ -12,13 +12,18 @@ Rule validation (:mod:`alertd.rules.limits`) already refuses rules this source c
 one is built some other way. Ranges are widened to whole UTC hours or days, as Stripe demands;
 the extra rows lie outside what the rule asked for and are cut off by the planner's
 ``extract_rows``.
+
+Values are read as strictly as the analytics source's (finite, within ±10^18, see
+:mod:`alertd.source.body`). A summary ``id`` seen before in the same meter's pages is the same
+summary sent twice: it is dropped, and the repeated ids are logged with the ``Request-Id``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from alertd.errors import InvalidRequestError, MalformedResponseError
@@ -27,6 +32,8 @@ from alertd.model import Granularity, UsageQuery, UsageResult, UsageRow
 from alertd.settings import StripeSettings
 from alertd.source.body import BodyReader
 from alertd.source.http import StripeHTTP
+
+log = logging.getLogger("alertd.source")
 
 PATH = "/v1/billing/meters/{meter}/event_summaries"
 ENDPOINT = "event_summaries"
@@ -96,25 +103,35 @@ def encode_summaries_page(
     return params
 
 
-def parse_summaries_page(
-    body: Any, request_id: str | None, meter: str
-) -> tuple[list[UsageRow], bool, str | None]:
-    """``(rows, has_more, last id)`` of one page; wrong types raise MalformedResponseError."""
+class SummaryPage(NamedTuple):
+    """One page of summaries: its rows, ``has_more``, the last id (the next cursor), and each
+    row's summary id (``ids[i]`` is ``rows[i]``'s)."""
+
+    rows: list[UsageRow]
+    has_more: bool
+    last_id: str | None
+    ids: tuple[str, ...] = ()
+
+
+def parse_summaries_page(body: Any, request_id: str | None, meter: str) -> SummaryPage:
+    """One page, read; wrong types and unusable numbers raise MalformedResponseError."""
     reader = BodyReader("event summaries response", request_id)
     data, has_more = reader.page(body)
     rows: list[UsageRow] = []
+    ids: list[str] = []
     last_id: str | None = None
     for index, raw in enumerate(data):
         where = f"summary {index}"
         item = reader.mapping(raw, where)
         last_id = reader.text(item.get("id"), f"{where} id")
+        ids.append(last_id)
         rows.append(UsageRow(
             starts_at=reader.instant(item.get("start_time"), f"{where} start_time"),
             ends_at=reader.instant(item.get("end_time"), f"{where} end_time"),
             value=reader.number(item.get("aggregated_value"), f"{where} aggregated_value"),
             meter=meter,
         ))
-    return rows, has_more, last_id
+    return SummaryPage(rows, has_more, last_id, tuple(ids))
 
 
 class EventSummariesSource:
@@ -144,6 +161,7 @@ class EventSummariesSource:
         """Every page of one meter, following ``starting_after`` until ``has_more`` is false."""
         path = PATH.format(meter=quote(meter, safe=""))
         pages: list[_Page] = []
+        seen: set[str] = set()
         starting_after: str | None = None
         while True:
             params = encode_summaries_page(
@@ -153,11 +171,31 @@ class EventSummariesSource:
                 path, params, budget="general", endpoint=ENDPOINT,
                 parse=partial(parse_summaries_page, meter=meter),
             )
-            rows, has_more, last_id = response.body
-            pages.append(_Page(tuple(rows), response.attempts, response.request_id))
-            if not has_more:
+            page = response.body
+            rows = _first_copies(page, seen, query.customer, response.request_id)
+            pages.append(_Page(rows, response.attempts, response.request_id))
+            if not page.has_more:
                 return pages
-            starting_after = _next_cursor(last_id, starting_after, response.request_id)
+            starting_after = _next_cursor(page.last_id, starting_after, response.request_id)
+
+
+def _first_copies(
+    page: SummaryPage, seen: set[str], customer: str, request_id: str | None
+) -> tuple[UsageRow, ...]:
+    """The page's rows whose summary id is new to ``seen`` (which learns them); repeats are
+    logged, never summed."""
+    kept: list[UsageRow] = []
+    repeated: list[str] = []
+    for summary_id, row in zip(page.ids, page.rows, strict=True):
+        if summary_id in seen:
+            repeated.append(summary_id)
+            continue
+        seen.add(summary_id)
+        kept.append(row)
+    if repeated:
+        log.warning("repeated event summaries dropped customer=%s count=%d ids=%s request_id=%s",
+                    customer, len(repeated), ",".join(sorted(set(repeated))[:5]), request_id)
+    return tuple(kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,8 @@ ROWS = [
 
 
 def current_row(row: UsageRow) -> dict[str, Any]:
-    return {"object": "billing.analytics.meter_usage_row", "id": "mur_1",
+    row_id = f"mur_{row.starts_at}_{row.meter}_{sorted(row.dimensions)}"
+    return {"object": "billing.analytics.meter_usage_row", "id": row_id,
             "starts_at": row.starts_at, "ends_at": row.ends_at, "value": row.value,
             "meter": row.meter, "dimensions": dict(row.dimensions)}
 
@@ -267,19 +268,19 @@ def test_current_shape() -> None:
             "refreshed_at": 1735689000,
             "rows": {"url": "/v1/billing/analytics/meter_usage", "has_more": False, "total": 3,
                      "data": [current_row(r) for r in ROWS]}}
-    assert parse_usage_body(body, "req_1") == (ROWS, 1735689000, False)
+    assert parse_usage_body(body, "req_1") == (ROWS, 1735689000, False, ())
 
 
 def test_guide_shape_as_in_the_seed_document() -> None:
     body = {"data": [guide_row(r) for r in ROWS]}
-    assert parse_usage_body(body, "req_1") == (ROWS, None, False)
+    assert parse_usage_body(body, "req_1") == (ROWS, None, False, ())
     body_with_freshness = {**body, "data_refreshed_at": 1735689000, "has_more": True}
-    assert parse_usage_body(body_with_freshness, None) == (ROWS, 1735689000, True)
+    assert parse_usage_body(body_with_freshness, None) == (ROWS, 1735689000, True, ())
 
 
 def test_oldest_field_names() -> None:
     body = {"data": [oldest_row(r) for r in ROWS], "data_refreshed_at": 1735689000}
-    assert parse_usage_body(body, "req_1") == (ROWS, 1735689000, False)
+    assert parse_usage_body(body, "req_1") == (ROWS, 1735689000, False, ())
 
 
 def test_null_meter_dimensions_and_values() -> None:
@@ -289,7 +290,7 @@ def test_null_meter_dimensions_and_values() -> None:
         {"starts_at": JAN_1, "ends_at": JAN_1 + DAY, "value": 2.5, "meter": "mtr_1",
          "dimensions": {"model": None, "tier": "pro"}},
     ]}}
-    rows, refreshed, _ = parse_usage_body(body, None)
+    rows, refreshed, _, _ = parse_usage_body(body, None)
     assert rows == [UsageRow(JAN_1, JAN_1 + DAY, 3.0, None, ()),
                     UsageRow(JAN_1, JAN_1 + DAY, 2.5, "mtr_1", (("tier", "pro"),))]
     assert refreshed is None

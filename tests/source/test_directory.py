@@ -225,3 +225,32 @@ async def test_a_search_that_repeats_its_page_is_malformed() -> None:
         with pytest.raises(MalformedResponseError, match="same page again"):
             await found.customers(CustomerSelection(search="email:'a@b'"))
     assert len(app.requests) == 2
+
+
+async def test_select_names_unknown_deleted_and_failed_ids_and_keeps_the_rest() -> None:
+    account = FakeAccount()
+
+    def app(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/cus_flaky"):
+            return stripe_error(500, "boom", type_="api_error", request_id="req_flaky")
+        return account(request)
+
+    recorder = Recorder(app)
+    found, http = directory(recorder, FakeClock())
+    async with http:
+        ids = ["cus_0002", "cus_nope", "cus_gone", "cus_flaky", "cus_0001"]
+        selected = await found.select(CustomerSelection(ids=ids))
+        again = await found.select(CustomerSelection(ids=ids))
+    assert selected.customers == (customer(2), customer(1))
+    assert [(m.customer_id, m.deleted) for m in selected.missing] == [
+        ("cus_nope", False), ("cus_gone", True)]
+    assert "Stripe has no customer cus_nope" in selected.missing[0].reason
+    assert "was deleted" in selected.missing[1].reason
+    [(flaky, error)] = selected.failed
+    assert flaky == "cus_flaky" and error.status == 500 and error.request_id == "req_flaky"
+    # Found and missing ids are cached; the failed lookup is asked again.
+    assert (again.customers, again.missing) == (selected.customers, selected.missing)
+    assert [customer_id for customer_id, _ in again.failed] == ["cus_flaky"]
+    paths = [r.url.path for r in recorder.requests]
+    assert paths.count("/v1/customers/cus_flaky") == 2 * (1 + http.settings.max_retries)
+    assert paths.count("/v1/customers/cus_nope") == 1
