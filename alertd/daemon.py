@@ -50,6 +50,7 @@ from alertd.logs import configure
 from alertd.metrics import Metrics
 from alertd.notify.email import SmtpFactory
 from alertd.poller import Group, Poller, PollOutcome, poll_groups
+from alertd.recording import judged_any
 from alertd.runtime import World, load_world
 from alertd.server import Health, serve
 from alertd.services import (
@@ -275,7 +276,9 @@ class Daemon:
         old, old_stripe = self.services, self._stripe
         assert self._store is not None
         try:
-            world = load_checked(old.world.config_path or self.config)
+            # Off the loop: reading a large rule set takes up to a second, and /healthz, the
+            # watchdog and deliveries must not wait for it.
+            world = await asyncio.to_thread(load_checked, old.world.config_path or self.config)
             stripe, new = await open_world(world, self._store, self._parts, old_stripe)
         except Exception as exc:  # whatever the cause, the running world stays
             self.systemd.ready(f"reload failed: {_refusal(exc)}; still running the previous "
@@ -353,7 +356,9 @@ class Daemon:
         live = self.services
         outcome = await self.poller.poll(live.engine, live.pipeline, live.world, names,
                                          int(self.clock.now()))
-        if not outcome.failed and self._heartbeat is not None:
+        # A dead man's switch is told "alive" only by a poll that read Stripe and judged
+        # something: a daemon whose every finding is an error is not doing its job.
+        if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:
             self._heartbeat.after_poll(live.world.settings.heartbeat,
                                        self.poller.summary(len(live.world.rules)))
         self.systemd.status(self._status())

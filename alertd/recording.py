@@ -36,6 +36,12 @@ def poll_failed(result: PassResult) -> bool:
     return failed > 0 and failed * 2 >= max(result.queries, failed)
 
 
+def judged_any(result: PassResult) -> bool:
+    """Whether the pass judged at least one series (a pass of only ``error`` findings did
+    not; a pass with no series at all, e.g. no customers yet, is not a failure either)."""
+    return not result.findings or any(f.state != "error" for f in result.findings)
+
+
 def meta_findings(
     result: PassResult, settings: Settings, consecutive_failures: int
 ) -> list[Finding]:

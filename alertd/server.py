@@ -37,7 +37,9 @@ class Health:
         if self.store_problem is not None:
             return self.store_problem
         if not self.first_poll_done:
-            return "first poll not finished"
+            # Polls that fail from the start would otherwise hide their reason behind this.
+            suffix = f" ({self.stale_reason})" if self.stale_reason else ""
+            return f"first poll not finished{suffix}"
         return self.stale_reason
 
 

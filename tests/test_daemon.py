@@ -401,6 +401,22 @@ async def test_heartbeat_after_a_poll_at_most_every_interval(tmp_path: Path) -> 
     assert body["rules"] == 1 and body["customers"] == 3 and body["stale"] is False
 
 
+async def test_no_heartbeat_when_a_poll_judges_nothing(tmp_path: Path) -> None:
+    # Every customer of the rule is missing: each finding is an error, so the dead man's
+    # switch must not hear "alive"; a rule that judges something beats again.
+    async with hooks_sink() as beats:
+        heartbeat = {"url": f"{beats.url}/ping", "interval": "1s"}
+        rules = [{**rule("ghost"), "customers": ["cus_ghost", "cus_gone"]}, rule("tokens")]
+        async with in_process(tmp_path, rules, heartbeat=heartbeat) as s:
+            outcome = await s.daemon.poll(("ghost",))
+            assert {f.state for f in outcome.result.findings} == {"error"}
+            await asyncio.sleep(0.3)
+            assert beats.arrived == []
+            s.advance(60)
+            await s.daemon.poll(("tokens",))
+            await eventually(lambda: beats.arrived, what="a heartbeat after a judging poll")
+
+
 async def test_reload_carries_state_resolves_removed_rules_refuses_invalid(
     tmp_path: Path,
 ) -> None:

@@ -62,3 +62,17 @@ async def test_health_and_readiness_follow_the_loop() -> None:
         assert ready.status_code == 503 and "3h old" in ready.text
         clock.advance(61)
         assert (await client.get("/healthz")).status_code == 503
+
+
+async def test_readyz_before_the_first_poll_names_why_polls_fail() -> None:
+    # Polls that fail from the start must not hide their reason behind "first poll not
+    # finished".
+    health = Health(last_beat=0.0, stale_reason="Stripe keeps failing (3 polls in a row)")
+    async with (
+        serve("127.0.0.1:0", Metrics(), health, FakeClock()) as url,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.get(f"{url}/readyz")
+    assert response.status_code == 503
+    assert response.text == ("not ready: first poll not finished "
+                             "(Stripe keeps failing (3 polls in a row))\n")

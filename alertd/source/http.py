@@ -143,6 +143,11 @@ def parse_json_object(response: Answer, endpoint: str) -> dict[str, Any]:
     content_type = response.headers.get("Content-Type", "")
     try:
         body = json.loads(response.content)
+    except RecursionError:  # nested past the interpreter's limit: no usage answer looks so
+        raise MalformedResponseError(
+            f"Stripe's answer from {endpoint} was JSON nested too deeply to read; it was not "
+            "used", status=response.status, request_id=request_id,
+        ) from None
     except (ValueError, UnicodeDecodeError):
         kind = "an HTML page" if "html" in content_type.lower() else "invalid or truncated JSON"
         raise MalformedResponseError(
