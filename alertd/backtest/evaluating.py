@@ -32,6 +32,8 @@ from alertd.evaluate import windows
 from alertd.model import Customer, Finding
 from alertd.rules.schema import UPPER_OPS, Rule, ThresholdCondition
 
+HOUR = 3600
+
 
 def findings_at(
     history: HistorySeries, customer: Customer, now: int, window: ReplayWindow
@@ -95,20 +97,43 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
         return [(instant, judge_at(instant)) for instant in schedule]
     closing = set(closing_ends(history.rule, schedule, window))
     found: list[Evaluation] = []
+    visible_from: int | None = None  # after news at a closing: the next period's first data
     for period, ends_at in _by_period(history.rule, schedule, window.refresh_delay):
-        instants = list(period)
+        instants = [t for t in period if visible_from is None or t >= visible_from]
         judge: Callable[[int], list[Finding]] = judge_at
-        if ends_at in closing:
+        closing_at = ends_at + window.refresh_delay if ends_at in closing else None
+        if closing_at is not None:
             # The closing evaluation is one more instant, the period's last, for bisection.
-            instants.append(ends_at + window.refresh_delay)
+            instants.append(closing_at)
             close = partial(closing_findings, history, customer, ends_at, window)
-            judge = partial(_judge_or_close, judge_at, close, instants[-1])
+            judge = partial(_judge_or_close, judge_at, close, closing_at)
+        if not instants:
+            continue
+        before = len(found)
         first = (instants[0], judge(instants[0]))
         found.append(first)
         if len(instants) > 1:
             last = (instants[-1], judge(instants[-1]))
             _bisect_changes(instants, first, last, judge, found)
+        # A crossing only the closing evaluation saw (in the period's last hour) would be
+        # resolved by the next period, judged empty, at the very same instant — before it
+        # could be announced (``group_wait``), where a daemon would have announced it while
+        # the period ran. So the next period is then judged only once an hour of it is
+        # visible.
+        news = closing_at is not None and _news_at(found[before:], closing_at)
+        visible_from = ends_at + HOUR + window.refresh_delay if news else None
     return found
+
+
+def _news_at(evaluations: Sequence[Evaluation], instant: int) -> bool:
+    """Whether the last of ``evaluations`` is at ``instant`` and newly holds an active
+    finding: active, and not the verdicts of the evaluation before it."""
+    if not evaluations or evaluations[-1][0] != instant:
+        return False
+    last = evaluations[-1][1]
+    if not any(f.active for f in last):
+        return False
+    return len(evaluations) < 2 or _verdicts(evaluations[-2][1]) != _verdicts(last)
 
 
 def _judge_or_close(judge_at: Callable[[int], list[Finding]],

@@ -1,5 +1,6 @@
 """Backtest judges a period on its last hour: ``hourly usage > 10`` fires every hour it does
-live (it used to report 0 firings), and a daily crossing in the day's last hour is found.
+live (it used to report 0 firings) and each firing is announced, and a daily crossing in the
+day's last hour is found.
 
 History is hourly and an hour is visible only once it has ended, when its period is over;
 each period of an upper threshold therefore gets a closing evaluation at its end.
@@ -105,6 +106,13 @@ async def test_backtest_of_hourly_usage_against_the_simulator(tmp_path: Path) ->
     assert 5 < len(busy) < len(totals) - 5
     assert [parse_instant(f["at"], 0) for f in firings] == [hour + HOUR for hour in busy]
     assert [f["value"] for f in firings] == [totals[hour] for hour in busy]
+    # Each firing is announced (the next hour is judged only once it is visible, not at the
+    # instant the closing evaluation fired, which would resolve it before group_wait).
+    notifications = json.loads(out.getvalue())["notifications"]
+    announced = [n for n in notifications if n["status"] == "firing"]
+    # The firing at --until itself would be announced after the replay ends.
+    assert [n["at"] for n in announced] == [
+        iso(hour + HOUR + 30) for hour in busy if hour + HOUR < until]
 
 
 def test_a_rule_whose_replay_raises_leaves_the_others_replayed(
