@@ -113,7 +113,8 @@ class Sample:
     """Invented numbers that cross a rule's condition, for ``render``'s sample alert.
 
     ``recent_level`` is the usage of the periods before the judged one; ``recent_silent``
-    says the last of them had none (a silence is what the alert is about).
+    says the last of them had none (a silence is what the alert is about); ``quota_metadata``
+    is the customer metadata key that must hold :data:`SAMPLE_QUOTA` (``value_from``).
     """
 
     value: float
@@ -123,6 +124,7 @@ class Sample:
     details: Mapping[str, Any] = field(default_factory=dict)
     recent_level: float = 0.0
     recent_silent: bool = False
+    quota_metadata: str | None = None
 
 
 class Evaluator(Protocol):

@@ -54,7 +54,12 @@ from alertd.conditions.series import (
     number,
     readable_duration,
 )
-from alertd.conditions.threshold import QuotaProblem, read_quota, value_from_issues
+from alertd.conditions.threshold import (
+    QuotaProblem,
+    quota_key,
+    read_quota,
+    value_from_issues,
+)
 from alertd.evaluate import windows
 from alertd.model import (
     Bucket,
@@ -295,7 +300,8 @@ def _sample(rule: Rule, condition: ForecastCondition) -> Sample:
     message = (f"on track for {format_number(projected)} this {rule.window}, "
                f"budget {format_number(budget)}")
     return Sample(value, message, ProjectedTotal(budget, projected),
-                  details={"elapsed_percent": 50}, recent_level=(budget or value) * 0.8)
+                  details={"elapsed_percent": 50}, recent_level=(budget or value) * 0.8,
+                  quota_metadata=quota_key(condition.value_from))
 
 
 class ForecastKind(ForecastEvaluator, ConditionKind):

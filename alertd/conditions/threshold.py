@@ -247,6 +247,10 @@ def value_from_issues(value_from: ValueFrom | None) -> list[RuleIssue]:
     )]
 
 
+def quota_key(value_from: ValueFrom | None) -> str | None:
+    return None if value_from is None else value_from.metadata
+
+
 def _sample(rule: Rule, condition: ThresholdCondition) -> Sample:
     severity = None
     if condition.levels:
@@ -262,7 +266,8 @@ def _sample(rule: Rule, condition: ThresholdCondition) -> Sample:
     message = (f"{ADJECTIVE[rule.window]} usage {format_number(value)} {condition.op} "
                f"{format_number(bound)}")
     return Sample(value, message, Bound(bound), severity=severity,
-                  details={"op": condition.op}, recent_level=bound * 0.8)
+                  details={"op": condition.op}, recent_level=bound * 0.8,
+                  quota_metadata=quota_key(condition.value_from))
 
 
 class ThresholdKind(ThresholdEvaluator, ConditionKind):

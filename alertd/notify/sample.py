@@ -63,10 +63,9 @@ def sample_alert(rule: Rule, *, now: int, status: AlertStatus = "firing",
     builds, it carries the rule's annotation templates; rendering them is the templates' job."""
     found = figures(rule)
     contract = found.figures.contract()
-    quota_key = getattr(rule.condition, "value_from", None)
-    if quota_key is not None:
-        customer = dataclasses.replace(
-            customer, metadata={**customer.metadata, quota_key.metadata: f"{SAMPLE_QUOTA:.0f}"})
+    if found.quota_metadata is not None:
+        customer = dataclasses.replace(customer, metadata={
+            **customer.metadata, found.quota_metadata: f"{SAMPLE_QUOTA:.0f}"})
     dimensions = _dimensions(rule)
     severity = found.severity or rule.severity
     key = SeriesKey(rule.name, customer.id, tuple(sorted(
