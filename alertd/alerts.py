@@ -36,15 +36,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from alertd.conditions import kind_of
 from alertd.model import Alert, Bucket, Customer, Finding, FindingState, Period, SeriesKey
-from alertd.rules.schema import Rule, ThresholdCondition
+from alertd.rules.schema import Rule
 
 AlertStatus = Literal["inactive", "pending", "firing"]
 TransitionKind = Literal["pending", "cancelled", "fired", "escalated", "deescalated", "resolved"]
 NOTIFYING: frozenset[str] = frozenset({"fired", "escalated", "resolved"})
-
-#: Condition types whose verdict is about one calendar period's usage.
-PERIOD_CONDITIONS: frozenset[str] = frozenset({"threshold", "forecast"})
 
 #: Names of the meta alerts (also their ``alertname`` label); they use the normal pipeline.
 STALE_DATA = "alertd-stale-data"
@@ -63,12 +61,8 @@ class Policy:
 
     @classmethod
     def of(cls, rule: Rule) -> Policy:
-        condition = rule.condition
-        if isinstance(condition, ThresholdCondition) and condition.levels:
-            levels = tuple(name for name, _ in condition.ordered_levels())
-        else:
-            levels = (rule.severity,)
-        return cls(rule.for_, rule.keep_firing_for, levels, condition.type in PERIOD_CONDITIONS)
+        kind = kind_of(rule)
+        return cls(rule.for_, rule.keep_firing_for, kind.levels(rule), kind.per_period)
 
     def rank(self, level: str | None) -> int:
         """0 for the least severe level; an unknown or missing level counts as the least."""

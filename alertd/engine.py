@@ -32,8 +32,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from alertd.conditions.series import build_series, is_stale
 from alertd.errors import NotFoundError, SourceError
-from alertd.evaluate.series import build_series, is_stale
 from alertd.guarded import (
     error_finding,
     evaluate_or_error,

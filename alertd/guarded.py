@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.errors import InvalidRequestError, SourceError
 from alertd.evaluate.windows import period_containing, period_key
 from alertd.model import Customer, DataNeed, Finding, Period, Series, SeriesKey, UsageResult
@@ -34,7 +34,7 @@ def need_or_error(rule: Rule, customer: str, now: int) -> DataNeed | Finding:
     """The (rule, customer)'s need, or an ``error`` finding when it cannot be had or Stripe
     would refuse it (which ``validate`` reports first; this holds if one slips past)."""
     try:
-        need = evaluate.needs(rule, customer, now)[0]
+        need = conditions.needs(rule, customer, now)[0]
     except Exception as exc:
         log.exception("working out the data need failed rule=%s customer=%s", rule.name,
                       customer)
@@ -50,7 +50,7 @@ def need_or_error(rule: Rule, customer: str, now: int) -> DataNeed | Finding:
 
 def evaluate_or_error(rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
     try:
-        return evaluate.evaluate(rule, series, customer, now)
+        return conditions.evaluate(rule, series, customer, now)
     except Exception as exc:
         log.exception("evaluation failed rule=%s customer=%s series=%s", rule.name,
                       customer.id, ",".join(f"{k}={v}" for k, v in series.key.group) or "-")

@@ -211,6 +211,29 @@ class Series:
 
 
 @dataclass(frozen=True, slots=True)
+class Figures:
+    """The numbers a finding was judged against, as its condition kind defines them.
+
+    Each kind (:mod:`alertd.conditions`) subclasses this with its own fields and says, in
+    :meth:`contract`, which of the contract's fields they are: ``threshold`` (a bound or
+    budget), ``baseline`` (what was expected), ``projected`` (a forecast total). Nothing else
+    reads a kind's figures; everything reads :meth:`contract`. The base has none.
+    """
+
+    def contract(self) -> dict[str, float]:
+        """The contract's fields this payload fills, in the order they are shown."""
+        return {}
+
+    def bound(self) -> tuple[str, float] | None:
+        """What a table shows as the finding's bound: a prefix (``""`` for a bound, ``~``
+        for an expected value) and the number; ``None`` for no bound."""
+        return None
+
+
+NO_FIGURES = Figures()
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """The verdict of one condition on one series at one instant.
 
@@ -218,7 +241,9 @@ class Finding:
     lifecycle made of it (``pending`` until ``for`` has passed, ``firing``, ``resolved``...);
     evaluators leave it ``inactive``/``nodata``/``error`` and ``alerts.apply`` fills it in.
     ``details`` carries condition-specific explanation (``band``, ``method``, ``crosses_at``,
-    ``previous``...) for messages and templates.
+    ``previous``...) for messages and templates; ``figures`` the numbers it was judged
+    against, owned by its condition kind (``threshold``, ``baseline`` and ``projected`` read
+    them as the contract names them).
     """
 
     key: SeriesKey
@@ -231,15 +256,25 @@ class Finding:
     level: str | None
     state: FindingState
     message: str
-    threshold: float | None = None
-    baseline: float | None = None
-    projected: float | None = None
+    figures: Figures = NO_FIGURES
     period_key: str = ""
     details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def rule(self) -> str:
         return self.key.rule
+
+    @property
+    def threshold(self) -> float | None:
+        return self.figures.contract().get("threshold")
+
+    @property
+    def baseline(self) -> float | None:
+        return self.figures.contract().get("baseline")
+
+    @property
+    def projected(self) -> float | None:
+        return self.figures.contract().get("projected")
 
     @property
     def customer(self) -> str:

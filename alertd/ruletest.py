@@ -25,7 +25,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.backtest import SeriesStates, judge
 from alertd.clock import parse_instant
 from alertd.errors import ConfigError
@@ -257,7 +257,7 @@ def _replay(
 def _findings(rule: Rule, customer: Customer, spec: TestFile, fixture: _Fixture, now: int
               ) -> list[Finding]:
     refreshed = now - int(spec.refreshed_lag)
-    need = evaluate.needs(rule, customer.id, now)[0]
+    need = conditions.needs(rule, customer.id, now)[0]
     rows = [row for row, _ in fixture.rows.get(customer.id, ())
             if row.ends_at <= refreshed and _belongs(row, need)]
     return judge(rule, customer, need, rows, now, refreshed_at=refreshed,

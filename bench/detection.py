@@ -47,9 +47,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.evaluate.absence import AbsenceEvaluator
-from alertd.evaluate.anomaly import AnomalyEvaluator
-from alertd.evaluate.base import Evaluator
+from alertd.conditions.absence import AbsenceEvaluator
+from alertd.conditions.anomaly import AnomalyEvaluator
+from alertd.conditions.base import Evaluator
 from alertd.model import Bucket, Customer, Finding, Series, SeriesKey
 from alertd.rules.schema import Rule
 from alertd.sim.generator import UsageGenerator

@@ -9,7 +9,7 @@ Usage::
 ``bench/planner.py`` (or of ``--rule-files``) and ``--eval-customers`` customers, the rows its
 data need asks for are built in memory first (every bucket of the need's range, one row per
 group-by value set: 3 models, 2 tiers, 4 endpoints; a daily and weekly cycle, noise, a partial
-current bucket). Then, timed: ``evaluate.needs`` + ``build_series`` + ``evaluate.evaluate``
+current bucket). Then, timed: ``conditions.needs`` + ``build_series`` + ``conditions.evaluate``
 for every (rule, customer), per condition type. Printed: series evaluated per second and rows
 per second, per type and in all, and the CPU one cycle of 1,000 customers would spend.
 
@@ -37,11 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.clock import SystemClock, parse_instant
 from alertd.commands.check import record
+from alertd.conditions.series import build_series
 from alertd.engine import Engine
-from alertd.evaluate.series import build_series
 from alertd.evaluate.windows import periods
 from alertd.model import Customer, DataNeed, UsageRow
 from alertd.planner import plan
@@ -118,7 +118,7 @@ def build_cases(rules: Sequence[Rule], count: int, now: int, seed: int) -> list[
     cases = []
     for rule in rules:
         for customer in customers:
-            need = evaluate.needs(rule, customer.id, now)[0]
+            need = conditions.needs(rule, customer.id, now)[0]
             cases.append(Case(rule, customer, synthetic_rows(rule, need, now, rng)))
     return cases
 
@@ -128,10 +128,10 @@ def evaluate_cases(cases: Sequence[Case], now: int) -> tuple[int, int]:
     series_count = rows = 0
     refreshed_at = now - REFRESH_LAG
     for case in cases:
-        need = evaluate.needs(case.rule, case.customer.id, now)[0]
+        need = conditions.needs(case.rule, case.customer.id, now)[0]
         for series in build_series(case.rule, need, case.rows, refreshed_at, now=now,
                                    freshness_lag=FRESHNESS_LAG):
-            evaluate.evaluate(case.rule, series, case.customer, now)
+            conditions.evaluate(case.rule, series, case.customer, now)
             series_count += 1
         rows += len(case.rows)
     return series_count, rows
@@ -188,7 +188,7 @@ async def _measure_pass(world: World, sim: SimulatorProcess, rate: float) -> Non
             customers = await stack.directory.customers(CustomerSelection(all=True))
             meters = await stack.directory.meters()
         now = int(clock.now())
-        needs = [evaluate.needs(r, c.id, now)[0] for r in world.rules for c in customers]
+        needs = [conditions.needs(r, c.id, now)[0] for r in world.rules for c in customers]
         planned, bound = len(plan(needs).queries), lower_bound(needs)
         del needs
         print(f"{len(customers)} customers, {planned} planned requests: the rate budget alone "

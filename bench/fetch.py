@@ -12,7 +12,7 @@ alertd client: ``StripeHTTP`` with its rate budgets, the Meter Usage Analytics s
 customer directory, built by ``alertd.runtime.stripe_stack`` exactly as the daemon builds them.
 
 **Phase 1 — the mixed rule set.** The sixteen rules of ``bench/planner.py`` × every customer
-(listed through the directory): needs (``alertd.evaluate.needs``), the plan
+(listed through the directory): needs (``alertd.conditions.needs``), the plan
 (``alertd.planner.plan``) and its lower bound, then every planned query is fetched.
 ``--via source`` (default) hands the queries to ``Source.fetch`` from ``max_in_flight``
 workers and drops each answer's rows once counted, which is what the fetch path itself costs;
@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.clock import SystemClock
 from alertd.engine import Engine
 from alertd.errors import SourceError
@@ -121,7 +121,7 @@ def workload(rules: Sequence[Rule], customers: Sequence[str], now: int,
     queries: list[UsageQuery] = []
     for start in range(0, len(customers), size):
         part = customers[start:start + size]
-        needs = [n for rule in rules for c in part for n in evaluate.needs(rule, c, now)]
+        needs = [n for rule in rules for c in part for n in conditions.needs(rule, c, now)]
         the_plan = plan(needs)
         needs_count, planned = needs_count + len(needs), planned + len(the_plan.queries)
         bound += lower_bound(needs)

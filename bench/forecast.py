@@ -19,8 +19,8 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from alertd.evaluate import evaluate, needs
-from alertd.evaluate.series import build_series, data_need
+from alertd.conditions import evaluate, needs
+from alertd.conditions.series import build_series, data_need
 from alertd.evaluate.windows import next_start
 from alertd.model import Customer, DataNeed, UsageQuery
 from alertd.rules.schema import Rule

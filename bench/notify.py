@@ -45,6 +45,7 @@ from typing import IO
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alertd.clock import SystemClock
+from alertd.conditions.base import Bound
 from alertd.evaluate.windows import period_containing, period_key
 from alertd.model import Finding, SeriesKey
 from alertd.notify.factory import notifiers
@@ -170,7 +171,7 @@ def firing(customer: str, now: int) -> Finding:
     return Finding(
         key=SeriesKey(RULE.name, customer), meter=RULE.meter, dimensions=(), window=window,
         complete=False, value=1_250_000.0, active=True, level="warning", state="inactive",
-        message="1,250,000 tokens today > 1,000,000", threshold=1_000_000.0,
+        message="1,250,000 tokens today > 1,000,000", figures=Bound(1_000_000.0),
         period_key=period_key(window, "day"),
     )
 

@@ -8,7 +8,7 @@ Sixteen rules over three meters (``mtr_sim_tokens`` with dimensions ``model``/``
 tenant ``user_id``, ``mtr_sim_api_calls`` with ``endpoint``, ``mtr_sim_storage``), every
 condition type, hour/day/week/month windows and four time zones, each rule applied to every
 customer. One cycle is one pass over all of them: each rule × customer yields its data needs
-(:func:`alertd.evaluate.needs`), and :func:`alertd.planner.plan` folds them into requests.
+(:func:`alertd.conditions.needs`), and :func:`alertd.planner.plan` folds them into requests.
 
 Printed, each beside its reference:
 
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.clock import parse_instant
 from alertd.model import MeterSpec
 from alertd.planner import Plan, plan
@@ -91,7 +91,7 @@ def main() -> None:
     rules = [Rule.model_validate(raw) for raw in RULES]
     customers = [f"cus_{i:05d}" for i in range(args.customers)]
     needs, needs_time = timed(lambda: [n for rule in rules for customer in customers
-                                       for n in evaluate.needs(rule, customer, now)])
+                                       for n in conditions.needs(rule, customer, now)])
 
     result, cold = timed(lambda: plan(needs))
     warm = min(timed(lambda: plan(needs))[1] for _ in range(5))
@@ -102,7 +102,7 @@ def main() -> None:
     print(f"rules {len(rules)} over {len(meters)} meters, windows "
           f"{sorted({r.window for r in rules})}, time zones {sorted(zones)}, "
           f"conditions {sorted({r.condition.type for r in rules})}")
-    print(f"customers {len(customers)}; needs from alertd.evaluate.needs ({needs_time:.2f} s)")
+    print(f"customers {len(customers)}; needs from alertd.conditions.needs ({needs_time:.2f} s)")
     print(f"needs per cycle             {len(needs):>8}")
     print(f"  one request per need      {len(needs):>8}")
     print(f"  identical specs shared    {identical_only:>8}  (before covering and packing)")

@@ -19,6 +19,7 @@ from alertd.alerts import (
     instance_key,
     meta_finding,
 )
+from alertd.conditions.base import Bound
 from alertd.model import Customer, Finding, FindingState, Period, SeriesKey
 from alertd.rules.schema import Rule
 
@@ -49,7 +50,8 @@ def finding(step: Step, key: SeriesKey = KEY) -> Finding:
     return Finding(
         key=key, meter="mtr_1", dimensions=key.group, window=Period(T0, T0 + 86400),
         complete=False, value=120.0 if step.level else 80.0, active=step.level is not None,
-        level=step.level, state=step.state, message="", threshold=100.0, period_key=step.period,
+        level=step.level, state=step.state, message="", figures=Bound(100.0),
+        period_key=step.period,
     )
 
 

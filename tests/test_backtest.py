@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.backtest import (
     Firing,
     HistorySeries,
@@ -43,8 +43,8 @@ from alertd.commands.backtest import (
     replay_window,
     run_command,
 )
+from alertd.conditions.series import build_series
 from alertd.errors import ConfigError, SourceError
-from alertd.evaluate.series import build_series
 from alertd.model import Customer, Dimensions, Finding, SeriesKey, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
@@ -265,7 +265,7 @@ def test_history_series_equals_build_series_at_every_instant(rule: Rule) -> None
     history = HistorySeries(frame, CUSTOMER.id, rows)
     odd = random.Random(5).sample(range(replay_window_.since, replay_window_.until), 40)
     for instant in [*frame.schedule, *odd]:
-        wanted = evaluate.needs(rule, CUSTOMER.id, instant)[0]
+        wanted = conditions.needs(rule, CUSTOMER.id, instant)[0]
         visible = sorted((r for r in rows if r.ends_at <= instant
                           and r.starts_at >= wanted.starts_at),
                          key=lambda r: (r.starts_at, r.dimensions))

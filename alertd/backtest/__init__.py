@@ -13,7 +13,7 @@ Where it sits::
 **Fetching once.** Hour buckets in a rule's time zone sum exactly into that zone's days, weeks
 and months, and they are the finest buckets Stripe serves, so one hourly history per (rule,
 customer) answers every evaluation instant: at instant ``t`` the evaluator's own need
-(``evaluate.needs(rule, customer, t)``) is filled from the hours visible at ``t``. The planner
+(``conditions.needs(rule, customer, t)``) is filled from the hours visible at ``t``. The planner
 folds the histories into the fewest requests and the source paces them within the rate budget,
 so a backtest costs one request per customer and time zone (more only when Stripe answers
 ``has_more`` and the source splits the range).

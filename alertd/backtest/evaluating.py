@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.backtest.history import HistorySeries
 from alertd.backtest.window import ReplayWindow
 from alertd.evaluate import windows
 from alertd.model import Customer, Finding
-from alertd.rules.schema import UPPER_OPS, Rule, ThresholdCondition
+from alertd.rules.schema import Rule
 
 HOUR = 3600
 
@@ -43,7 +43,7 @@ def findings_at(
     refreshed = now - window.refresh_delay
     need = history.frame.need_at(now, customer.id)
     series = history.series(need, now, refreshed, window.freshness_lag)
-    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+    return [conditions.evaluate(rule, s, customer, now) for s in series]
 
 
 def closing_findings(
@@ -55,7 +55,7 @@ def closing_findings(
     now = period_end - 1
     need = history.frame.need_at(now, customer.id)
     series = history.series(need, now, period_end, window.freshness_lag)
-    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+    return [conditions.evaluate(rule, s, customer, now) for s in series]
 
 
 def closing_ends(rule: Rule, schedule: Sequence[int], window: ReplayWindow) -> list[int]:
@@ -70,11 +70,9 @@ def closing_ends(rule: Rule, schedule: Sequence[int], window: ReplayWindow) -> l
 
 
 def monotone(rule: Rule) -> bool:
-    """Whether, within one period, each series' verdict can only climb: upper thresholds
-    judge the running period's total, and usage only grows (the contract's own premise for
-    letting them fire on incomplete data)."""
-    condition = rule.condition
-    return isinstance(condition, ThresholdCondition) and condition.op in UPPER_OPS
+    """Whether, within one period, each series' verdict can only climb; the kind says
+    (:meth:`~alertd.conditions.base.ConditionKind.grows_within_period`: upper thresholds)."""
+    return conditions.kind_of(rule).grows_within_period(rule)
 
 
 Evaluation = tuple[int, list[Finding]]

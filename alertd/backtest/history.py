@@ -13,10 +13,10 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.backtest.window import ReplayWindow, history_need, instants, warm_start
+from alertd.conditions.series import build_series, series_dimensions
 from alertd.evaluate import windows
-from alertd.evaluate.series import build_series, series_dimensions
 from alertd.model import (
     Bucket,
     DataNeed,
@@ -47,18 +47,18 @@ class RuleFrame:
     def of(cls, rule: Rule, window: ReplayWindow) -> RuleFrame:
         start = warm_start(rule, window.since)
         history = history_need(rule, "", window.since, window.until)
-        granularity = evaluate.needs(rule, "", start)[0].granularity
+        granularity = conditions.needs(rule, "", start)[0].granularity
         slots = tuple(windows.periods(history.starts_at, history.ends_at, granularity,
                                       rule.timezone))
         return cls(rule, tuple(instants(rule, start, window)), granularity, slots,
                    tuple(s.starts_at for s in slots), tuple(s.ends_at for s in slots))
 
     def need_at(self, instant: int, customer: str) -> DataNeed:
-        """``evaluate.needs(rule, customer, instant)[0]``, worked out once per instant for all
+        """``conditions.needs(rule, customer, instant)[0]``, worked out once per instant for all
         customers: an evaluator only learns the customer's id, which the need merely carries."""
         need = self._needs.get(instant)
         if need is None:
-            need = self._needs[instant] = evaluate.needs(self.rule, "", instant)[0]
+            need = self._needs[instant] = conditions.needs(self.rule, "", instant)[0]
         return replace(need, customer=customer)
 
     def slot_at(self, instant: int) -> int | None:
@@ -111,7 +111,7 @@ class _GroupHistory:
 class HistorySeries:
     """One (rule, customer)'s history, cut into the series each evaluation needs.
 
-    :meth:`series` equals :func:`~alertd.evaluate.series.build_series` on the rows visible at
+    :meth:`series` equals :func:`~alertd.conditions.series.build_series` on the rows visible at
     that instant (the tests check it), but a complete bucket never changes, so it is built
     once and shared by every instant; only the few buckets not yet complete are summed again.
     That keeps an hourly anomaly rule with five weeks of history at a fraction of a

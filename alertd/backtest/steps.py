@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from alertd import alerts, evaluate
+from alertd import alerts, conditions
 from alertd.alerts import AlertState, Policy, Transition
-from alertd.evaluate.series import build_series
+from alertd.conditions.series import build_series
 from alertd.model import Customer, DataNeed, Finding, SeriesKey, UsageRow
 from alertd.rules.schema import Rule
 
@@ -31,7 +31,7 @@ def judge(
     filters), exactly as the daemon makes them: series of ``need`` under the freshness rule,
     then the rule's evaluator. Shared by ``backtest`` and ``alertd test``."""
     series = build_series(rule, need, rows, refreshed_at, now=now, freshness_lag=freshness_lag)
-    return [evaluate.evaluate(rule, s, customer, now) for s in series]
+    return [conditions.evaluate(rule, s, customer, now) for s in series]
 
 
 class SeriesStates:

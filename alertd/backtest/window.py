@@ -18,7 +18,9 @@ that arrived late counts as if it had been on time. Replay ends where the data e
 new data becomes visible its findings cannot change. So replay evaluates only at
 :func:`instants`: the ends of judged buckets plus ``freshness_lag`` (rules judging complete
 buckets), and hour ends and period boundaries (rules reading the running period: upper
-thresholds, forecasts).
+thresholds, forecasts). Each condition kind says which it is
+(:meth:`~alertd.conditions.base.ConditionKind.judged_at`,
+:meth:`~alertd.conditions.base.ConditionKind.reads_running_period`).
 
 **Warm-up.** Data: each history starts where the evaluator's need at the warm-up start begins
 (anomaly ``history``, the compared period of ``change``, the rate window of ``forecast``, the
@@ -34,11 +36,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from alertd import evaluate
+from alertd import conditions
+from alertd.conditions.series import data_need
 from alertd.evaluate import windows
-from alertd.evaluate.series import data_need, granularity_for
 from alertd.model import DataNeed, Granularity
-from alertd.rules.schema import UPPER_OPS, Rule, ThresholdCondition
+from alertd.rules.schema import Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ def history_need(rule: Rule, customer: str, since: int, until: int) -> DataNeed:
     """The one hourly need covering every evaluation of ``rule`` for ``customer`` from the
     warm-up to ``until``. Needs only move forward with time, so the evaluator's need at the
     warm-up start is the earliest one."""
-    starts_at = evaluate.needs(rule, customer, warm_start(rule, since))[0].starts_at
+    starts_at = conditions.needs(rule, customer, warm_start(rule, since))[0].starts_at
     starts_at = windows.floor(starts_at, "hour", rule.timezone)
     return data_need(rule, customer, until, starts_at, granularity="hour")
 
@@ -82,24 +84,10 @@ def within_data(window: ReplayWindow, refreshed_at: int | None) -> ReplayWindow:
     return replace(window, until=max(window.since + 1, refreshed_at + window.refresh_delay))
 
 
-def _reads_running_period(rule: Rule) -> bool:
-    condition = rule.condition
-    if isinstance(condition, ThresholdCondition):
-        return condition.op in UPPER_OPS
-    return condition.type not in ("change", "anomaly", "absence")
-
-
 def judged_granularity(rule: Rule) -> Granularity | None:
     """The buckets whose completion can change ``rule``'s verdict (``None``: completion
-    never does, as for upper thresholds, which judge the running period)."""
-    condition = rule.condition
-    if isinstance(condition, ThresholdCondition):
-        return None if condition.op in UPPER_OPS else rule.window
-    if condition.type in ("change", "anomaly"):
-        return rule.window
-    if condition.type == "forecast":
-        return granularity_for(rule)
-    return "hour"  # absence, and any evaluator not known here: every hour, to be safe
+    never does, as for upper thresholds, which judge the running period); the kind says."""
+    return conditions.kind_of(rule).judged_at(rule)
 
 
 def instants(rule: Rule, start: int, window: ReplayWindow) -> list[int]:
@@ -113,7 +101,7 @@ def instants(rule: Rule, start: int, window: ReplayWindow) -> list[int]:
     complete_after = math.ceil(window.freshness_lag) + delay
     found = {start, window.until}
     wanted: list[tuple[Granularity, tuple[int, ...]]] = []
-    if _reads_running_period(rule):
+    if conditions.kind_of(rule).reads_running_period(rule):
         wanted += [(rule.window, (0, delay)), ("hour", (delay,))]
     judged = judged_granularity(rule)
     if judged is not None:

@@ -41,8 +41,7 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 
 def bounds_json(finding: Finding) -> dict[str, float]:
     """Whichever of ``threshold``, ``baseline`` and ``projected`` the finding carries."""
-    return {name: value for name in ("threshold", "baseline", "projected")
-            if (value := getattr(finding, name)) is not None}
+    return finding.figures.contract()
 
 
 def dumps(document: Mapping[str, Any]) -> str:
@@ -58,11 +57,8 @@ def series_label(finding: Finding) -> str:
 
 
 def bound(finding: Finding) -> str:
-    for name, prefix in (("threshold", ""), ("baseline", "~"), ("projected", "→")):
-        value = getattr(finding, name)
-        if value is not None:
-            return prefix + number(value)
-    return "-"
+    shown = finding.figures.bound()
+    return "-" if shown is None else shown[0] + number(shown[1])
 
 
 FINDING_COLUMNS = ("RULE", "CUSTOMER", "SERIES", "WINDOW", "VALUE", "BOUND", "LEVEL", "STATE")

@@ -10,6 +10,8 @@ Judgement calls, so users can predict them:
 
 * Limits count keys per meter spec (one spec per rule): a filter with a list of values
   (``model: [gpt-4, gpt-4o]``) is one dimension filter.
+Condition checks are each kind's own (:meth:`~alertd.conditions.base.ConditionKind.check`):
+
 * ``absence``: a silence shorter than one bucket cannot be observed. Buckets are an hour for
   ``window: hour`` and a day otherwise (longer windows are summed from days), so
   ``duration`` must be at least ``1h`` or ``1d`` respectively.
@@ -23,18 +25,10 @@ Judgement calls, so users can predict them:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from alertd.clock import format_duration
-from alertd.model import Granularity
-from alertd.rules.schema import (
-    AbsenceCondition,
-    AnomalyCondition,
-    ForecastCondition,
-    Rule,
-    ThresholdCondition,
-    ValueFrom,
-)
+from alertd.conditions import kind_of
+from alertd.conditions.base import RuleIssue
+from alertd.rules.schema import Rule
 from alertd.settings import StripeSettings
 
 #: Stripe's limits for one ``meters[i]`` entry of a Meter Usage Analytics request.
@@ -42,30 +36,7 @@ MAX_GROUP_BY = 2
 MAX_DIMENSION_FILTERS = 10
 MAX_TENANT_FILTERS = 3
 
-HOUR = 3600.0
-DAY = 86400.0
-#: The shortest period of each window (a day can be 23 hours, but forecasts count elapsed
-#: time from the period start, so the nominal length is the right bound).
-SHORTEST_PERIOD: dict[Granularity, float] = {
-    "hour": HOUR,
-    "day": DAY,
-    "week": 7 * DAY,
-    "month": 28 * DAY,
-}
-
 _USE_METER_USAGE = "or set stripe.source: meter_usage (the Meter Usage Analytics API)"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleIssue:
-    """A problem with one rule, at ``path`` inside it (e.g. ``("condition", "duration")``).
-
-    ``at_value`` says whether it points at the value (wrong value) or at the key.
-    """
-
-    path: tuple[str | int, ...]
-    message: str
-    at_value: bool = True
 
 
 def group_by_issue(keys: Sequence[object]) -> RuleIssue | None:
@@ -167,75 +138,6 @@ def event_summaries_issues(rule: Rule) -> list[RuleIssue]:
 
 
 def condition_issues(rule: Rule) -> list[RuleIssue]:
-    """Conditions that could never fire, or could not be evaluated, with this rule's window."""
-    condition = rule.condition
-    if isinstance(condition, AnomalyCondition):
-        return _anomaly_issues(rule, condition)
-    if isinstance(condition, ForecastCondition):
-        return _forecast_issues(rule, condition)
-    if isinstance(condition, AbsenceCondition):
-        return _absence_issues(rule, condition)
-    if isinstance(condition, ThresholdCondition):
-        return _value_from_issues(condition.value_from)
-    return []
-
-
-def _anomaly_issues(rule: Rule, condition: AnomalyCondition) -> list[RuleIssue]:
-    issues = []
-    if rule.window not in ("hour", "day"):
-        issues.append(RuleIssue(
-            ("window",),
-            f"window: an anomaly condition needs window: hour or day, not {rule.window!r} (its "
-            "baseline needs many periods of history); for weeks or months use a change "
-            "condition",
-        ))
-    if condition.min_history > condition.history:
-        issues.append(RuleIssue(
-            ("condition", "min_history"),
-            f"condition.min_history: {format_duration(condition.min_history)} is longer than "
-            f"history ({format_duration(condition.history)}), so the rule could never fire",
-        ))
-    return issues
-
-
-def _forecast_issues(rule: Rule, condition: ForecastCondition) -> list[RuleIssue]:
-    issues = _value_from_issues(condition.value_from)
-    if rule.window == "hour":
-        issues.append(RuleIssue(
-            ("window",),
-            "window: a forecast condition needs window: day, week or month (it projects "
-            "period-to-date usage to the end of the period)",
-        ))
-        return issues
-    shortest = SHORTEST_PERIOD[rule.window]
-    if condition.min_elapsed >= shortest:
-        issues.append(RuleIssue(
-            ("condition", "min_elapsed"),
-            f"condition.min_elapsed: {format_duration(condition.min_elapsed)} is not shorter "
-            f"than a {rule.window}, so this forecast could never be made; set min_elapsed "
-            f"below {format_duration(shortest)}",
-        ))
-    return issues
-
-
-def _absence_issues(rule: Rule, condition: AbsenceCondition) -> list[RuleIssue]:
-    bucket, unit = (HOUR, "hour") if rule.window == "hour" else (DAY, "day")
-    if condition.duration >= bucket:
-        return []
-    return [RuleIssue(
-        ("condition", "duration"),
-        f"condition.duration: at least {format_duration(bucket)} with window: {rule.window} "
-        f"(usage is counted in {unit} buckets, so a shorter silence cannot be seen), "
-        f"got {format_duration(condition.duration)}"
-        + ("; use window: hour for shorter silences" if unit == "day" else ""),
-    )]
-
-
-def _value_from_issues(value_from: ValueFrom | None) -> list[RuleIssue]:
-    if value_from is None or value_from.metadata.strip():
-        return []
-    return [RuleIssue(
-        ("condition", "value_from", "metadata"),
-        "condition.value_from.metadata: name the Stripe customer metadata key that holds "
-        "the quota (e.g. monthly_quota)",
-    )]
+    """Conditions that could never fire, or could not be evaluated, with this rule's window
+    (each kind says: :meth:`~alertd.conditions.base.ConditionKind.check`)."""
+    return kind_of(rule).check(rule)

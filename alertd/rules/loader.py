@@ -26,8 +26,9 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
+from alertd.conditions.base import RuleIssue
 from alertd.errors import ConfigError, Problem
-from alertd.rules.limits import MAX_GROUP_BY, RuleIssue, group_by_issue, rule_issues
+from alertd.rules.limits import MAX_GROUP_BY, group_by_issue, rule_issues
 from alertd.rules.schema import Rule
 from alertd.rules.shorthand import ShorthandError, When, parse_when
 from alertd.settings import Settings

@@ -1,37 +1,35 @@
 """The rule file schema: what users write in ``rules/*.yaml``, validated once at the edge.
 
-Pydantic models with ``extra="forbid"`` and a discriminated union on ``condition.type``. The
+Pydantic models with ``extra="forbid"`` and a discriminated union on ``condition.type``, made
+of the models of the kinds in :mod:`alertd.conditions.registry` (each kind's module holds its
+condition model). The
 loader (:mod:`alertd.rules.loader`) turns a ``when:`` shorthand into the same fields before
 validation and locates every error in the file. Past this module, code reads frozen
 :class:`Rule` objects and never raw dicts.
-
-Thresholds with ``value_from`` read a per-customer quota from Stripe customer metadata; with
-``levels`` *and* ``value_from``, each level is a percent of that quota.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic.fields import FieldInfo
 
+from alertd.conditions import registry
+from alertd.conditions.base import ConditionModel, StrictModel
 from alertd.model import Granularity
 from alertd.settings import Duration, PositiveDuration
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-Op = Literal[">", ">=", "<", "<="]
-Direction = Literal["up", "down", "both"]
-UPPER_OPS = frozenset({">", ">="})
 
 
 class _Strict(BaseModel):
-    # allow_inf_nan=False: `.inf`, `.nan` and `1e400` are refused wherever a rule takes a
-    # number (values, levels, percents, volumes, durations), with the value's position.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
-                              allow_inf_nan=False)
+    # The condition models' configuration (unknown keys refused, frozen, finite numbers).
+    model_config = StrictModel.model_config
+
 
 
 #: Files in the time zone database that are not zones Stripe knows by name.
@@ -67,80 +65,17 @@ def _opens(value: str) -> bool:
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 
-class ValueFrom(_Strict):
-    """A per-customer number read from Stripe customer metadata, scaled by ``percent``."""
-
-    metadata: str
-    percent: Annotated[float, Field(gt=0)] = 100.0
+def _condition_union() -> Any:
+    """The discriminated union on ``type`` of every registered kind's model."""
+    return Annotated[Union[registry.models()], Field(discriminator="type")]  # noqa: UP007
 
 
-class ThresholdCondition(_Strict):
-    type: Literal["threshold"]
-    op: Op = ">"
-    value: float | None = None
-    value_from: ValueFrom | None = None
-    levels: dict[str, float] | None = None
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> ThresholdCondition:
-        if self.levels is not None:
-            if self.value is not None:
-                raise ValueError("use either 'value' or 'levels', not both")
-            if not self.levels:
-                raise ValueError("'levels' needs at least one level")
-        elif (self.value is None) == (self.value_from is None):
-            raise ValueError("a threshold needs exactly one of 'value' or 'value_from'")
-        return self
-
-    def ordered_levels(self) -> list[tuple[str, float]]:
-        """Levels from least to most severe: for ``>``, ascending bounds; for ``<``, descending."""
-        assert self.levels is not None
-        return sorted(self.levels.items(), key=lambda kv: kv[1], reverse=self.op not in UPPER_OPS)
-
-
-class ChangeCondition(_Strict):
-    type: Literal["change"]
-    compare_to: Literal["previous", "last_week"] = "previous"
-    direction: Direction = "up"
-    percent: Annotated[float, Field(gt=0)]
-    min_volume: Annotated[float, Field(ge=0)] = 0.0
-
-
-class AnomalyCondition(_Strict):
-    type: Literal["anomaly"]
-    sensitivity: Annotated[float, Field(gt=0)] = 4.0
-    direction: Direction = "both"
-    #: Five weeks: the judged hour and each hour of the week before it have four earlier weeks.
-    history: PositiveDuration = 35 * 86400.0
-    min_history: PositiveDuration = 7 * 86400.0
-    min_volume: Annotated[float, Field(ge=0)] = 0.0
-
-
-class ForecastCondition(_Strict):
-    type: Literal["forecast"]
-    value: float | None = None
-    value_from: ValueFrom | None = None
-    min_elapsed: Duration = 3 * 86400.0
-    #: How far back the run rate is measured.
-    rate_window: PositiveDuration = 7 * 86400.0
-
-    @model_validator(mode="after")
-    def _budget(self) -> ForecastCondition:
-        if (self.value is None) == (self.value_from is None):
-            raise ValueError("a forecast needs exactly one budget: 'value' or 'value_from'")
-        return self
-
-
-class AbsenceCondition(_Strict):
-    type: Literal["absence"]
-    duration: PositiveDuration
-    floor: Annotated[float, Field(ge=0)] = 0.0
-
-
-Condition = Annotated[
-    ThresholdCondition | ChangeCondition | AnomalyCondition | ForecastCondition | AbsenceCondition,
-    Field(discriminator="type"),
-]
+def _accept_registered_kinds() -> None:
+    """Rebuild :class:`Rule`'s ``condition`` field from the registry. Pydantic fixes a union
+    when the model is built, so a kind registered later (a test's throwaway kind) is accepted
+    only once the field is replaced and the model rebuilt."""
+    Rule.__pydantic_fields__["condition"] = FieldInfo.from_annotation(_condition_union())
+    Rule.model_rebuild(force=True)
 
 
 class CustomerSearch(_Strict):
@@ -167,7 +102,8 @@ class Rule(_Strict):
     window: Granularity = "day"
     timezone: TimeZone = "UTC"
     every: PositiveDuration = 900.0
-    condition: Condition
+    #: One of the registered kinds' models (:func:`_condition_union`, set below).
+    condition: ConditionModel
     for_: Duration = Field(0.0, alias="for")
     keep_firing_for: Duration = 0.0
     severity: str = "warning"
@@ -191,3 +127,7 @@ class Rule(_Strict):
             if isinstance(item, list) and not item:
                 raise ValueError(f"filter {key!r} needs at least one value")
         return value
+
+
+_accept_registered_kinds()
+registry.on_change(_accept_registered_kinds)

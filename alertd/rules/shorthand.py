@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from alertd.conditions.base import Op
 from alertd.model import Granularity
-from alertd.rules.schema import Op
 
 ADVERBS: dict[str, Granularity] = {
     "hourly": "hour",

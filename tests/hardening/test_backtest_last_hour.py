@@ -19,8 +19,9 @@ import pytest
 from alertd.backtest import ReplayWindow, replay, replay_all
 from alertd.clock import FakeClock, iso, parse_instant
 from alertd.commands.backtest import run_command
+from alertd.conditions.threshold import ThresholdCondition
 from alertd.model import Customer, UsageRow
-from alertd.rules.schema import Rule, ThresholdCondition
+from alertd.rules.schema import Rule
 from alertd.runtime import load_world
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 

@@ -15,11 +15,12 @@ from test_daemon import get, in_process, metric_samples
 
 from alertd.alerts import SOURCE_FAILURE
 from alertd.clock import SystemClock
+from alertd.conditions.threshold import ThresholdCondition
 from alertd.engine import Engine, PassResult
 from alertd.errors import StoreError
 from alertd.recording import poll_failed
 from alertd.rules.loader import RuleSet
-from alertd.rules.schema import Rule, ThresholdCondition
+from alertd.rules.schema import Rule
 from alertd.runtime import stripe_stack
 from alertd.settings import Settings
 from alertd.sim.faults import Fault

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from alertd.clock import FakeClock
+from alertd.conditions.base import Bound
 from alertd.model import Finding, Period, SeriesKey
 from alertd.notify.grouping import GroupEntry
 from alertd.notify.pipeline import Pipeline
@@ -41,7 +42,7 @@ def hourly(start: int, value: float) -> Finding:
         key=SeriesKey("hourly", "cus_1"), meter="mtr_1", dimensions=(),
         window=Period(start, start + 3600), complete=False, value=value, active=value > 100,
         level="warning" if value > 100 else None, state="inactive", message="",
-        threshold=100.0, period_key=str(start),
+        figures=Bound(100.0), period_key=str(start),
     )
 
 

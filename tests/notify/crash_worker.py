@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from alertd.clock import SystemClock
+from alertd.conditions.base import Bound
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Finding, Notification, Period, SeriesKey
 from alertd.notify.base import Notifier
@@ -69,7 +70,7 @@ def findings(now: int) -> list[Finding]:
     return [
         Finding(key=SeriesKey(RULE.name, customer), meter="mtr_tokens", dimensions=(),
                 window=DAY, complete=False, value=1500.0, active=True, level="warning",
-                state="inactive", message="1,500 today > 1,000", threshold=1000.0,
+                state="inactive", message="1,500 today > 1,000", figures=Bound(1000.0),
                 period_key="2025-01-01")
         for customer in CUSTOMERS
     ]

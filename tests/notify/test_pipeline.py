@@ -16,6 +16,7 @@ import pytest
 from alertd import silences
 from alertd.alerts import STALE_DATA, meta_finding
 from alertd.clock import FakeClock
+from alertd.conditions.base import Bound
 from alertd.model import Finding, FindingState, Notification, Period, SeriesKey
 from alertd.notify.grouping import SentRecord
 from alertd.notify.pipeline import Pipeline
@@ -47,7 +48,7 @@ def finding(customer: str, level: str | None = "warning", *, rule: str = "quota"
     return Finding(
         key=SeriesKey(rule, customer), meter="mtr_1", dimensions=(), window=DAY,
         complete=False, value=150.0 if level else 50.0, active=level is not None, level=level,
-        state=state, message="", threshold=100.0, period_key=period,
+        state=state, message="", figures=Bound(100.0), period_key=period,
     )
 
 

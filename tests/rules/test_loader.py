@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from alertd.conditions.absence import AbsenceCondition
+from alertd.conditions.threshold import ThresholdCondition
 from alertd.errors import ConfigError
 from alertd.rules import RuleSet, load_rules
 from alertd.rules.loader import TEMPLATE_NAMES, check_rules
-from alertd.rules.schema import AbsenceCondition, ThresholdCondition
 from alertd.settings import Settings, load_settings
 
 ProblemsOf = Callable[..., list[str]]

@@ -18,9 +18,19 @@ is no "+300 %"), so the finding is ``nodata``: it neither fires nor resolves.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from alertd.evaluate import windows
-from alertd.evaluate.series import (
+from pydantic import Field
+
+from alertd.conditions.base import (
+    ADJECTIVE,
+    Baseline,
+    ConditionKind,
+    ConditionModel,
+    Direction,
+    Sample,
+)
+from alertd.conditions.series import (
     data_need,
     describe_period,
     find_bucket,
@@ -29,8 +39,20 @@ from alertd.evaluate.series import (
     number,
     window_buckets,
 )
+from alertd.evaluate import windows
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
-from alertd.rules.schema import ChangeCondition, Rule
+from alertd.templating import format_number
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
+
+
+class ChangeCondition(ConditionModel):
+    type: Literal["change"]
+    compare_to: Literal["previous", "last_week"] = "previous"
+    direction: Direction = "up"
+    percent: Annotated[float, Field(gt=0)]
+    min_volume: Annotated[float, Field(ge=0)] = 0.0
 
 
 def week_earlier(period: Period, granularity: Granularity) -> Period:
@@ -67,7 +89,7 @@ def _condition(rule: Rule) -> ChangeCondition:
 
 
 class ChangeEvaluator:
-    """The :class:`~alertd.evaluate.base.Evaluator` of ``change`` conditions."""
+    """The :class:`~alertd.conditions.base.Evaluator` of ``change`` conditions."""
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
         compared = compared_period(rule, judged_period(rule, now))
@@ -95,7 +117,7 @@ def _negative(
 ) -> Finding:
     earlier_period = Period(earlier.starts_at, earlier.ends_at, rule.timezone)
     return finding(
-        rule, series, judged, state="nodata", value=current.value, baseline=earlier.value,
+        rule, series, judged, state="nodata", value=current.value, figures=Baseline(earlier.value),
         complete=True,
         message=(f"net usage {number(current.value)} {describe_period(judged, rule.window, now)}"
                  f" vs {number(earlier.value)} "
@@ -134,7 +156,7 @@ def _verdict(
         active=active,
         complete=True,
         level=rule.severity if active else None,
-        baseline=earlier.value,
+        figures=Baseline(earlier.value),
         message=_message(rule, judged, current, earlier, percent, now),
         details={
             "change_percent": _rounded(percent),
@@ -170,3 +192,37 @@ def _message(
         f"{number(earlier.value)} {describe_period(earlier_period, rule.window, now)}; "
         f"alerts at {sign}{number(condition.percent)}%{guard}"
     )
+
+
+def _sample(rule: Rule, condition: ChangeCondition) -> Sample:
+    baseline = 120_000.0
+    step = condition.percent / 100 * 1.5
+    value = baseline * (1 - min(step, 0.9) if condition.direction == "down" else 1 + step)
+    percent = round((value / baseline - 1) * 100, 1)
+    message = f"{ADJECTIVE[rule.window]} usage {format_number(value)} changed {percent:+g}% " \
+              f"vs {format_number(baseline)}"
+    return Sample(value, message, Baseline(baseline),
+                  details={"change_percent": percent, "previous": baseline,
+                           "compare_to": condition.compare_to},
+                  recent_level=baseline)
+
+
+class ChangeKind(ChangeEvaluator, ConditionKind):
+    """``change``: the last complete period against an earlier one; one episode may span
+    periods."""
+
+    type = "change"
+    model = ChangeCondition
+    per_period = False
+
+    def judged_at(self, rule: Rule) -> Granularity | None:
+        return rule.window
+
+    def reads_running_period(self, rule: Rule) -> bool:
+        return False
+
+    def sample(self, rule: Rule) -> Sample:
+        return _sample(rule, _condition(rule))
+
+
+CHANGE = ChangeKind()

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from alertd.evaluate import windows
-from alertd.evaluate.series import (
+from pydantic import Field
+
+from alertd.clock import format_duration
+from alertd.conditions.base import Bound, ConditionKind, ConditionModel, RuleIssue, Sample
+from alertd.conditions.series import (
     complete_buckets,
     data_need,
     finding,
@@ -33,10 +37,21 @@ from alertd.evaluate.series import (
     number,
     readable_duration,
 )
-from alertd.model import Bucket, Customer, DataNeed, Finding, Period, Series
-from alertd.rules.schema import AbsenceCondition, Rule
+from alertd.evaluate import windows
+from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
+from alertd.settings import PositiveDuration
+from alertd.templating import format_duration as sample_duration
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
 
 DEFAULT_STALE_AFTER = 7200.0
+
+
+class AbsenceCondition(ConditionModel):
+    type: Literal["absence"]
+    duration: PositiveDuration
+    floor: Annotated[float, Field(ge=0)] = 0.0
 
 
 def _condition(rule: Rule) -> AbsenceCondition:
@@ -59,7 +74,7 @@ def last_usage_end(buckets: Sequence[Bucket]) -> int | None:
 
 
 class AbsenceEvaluator:
-    """The :class:`~alertd.evaluate.base.Evaluator` of ``absence`` conditions."""
+    """The :class:`~alertd.conditions.base.Evaluator` of ``absence`` conditions."""
 
     def __init__(self, stale_after: float = DEFAULT_STALE_AFTER) -> None:
         self.stale_after = stale_after
@@ -124,7 +139,7 @@ def _verdict(rule: Rule, series: Series, span: Sequence[Bucket]) -> Finding:
         active=active,
         complete=True,
         level=rule.severity if active else None,
-        threshold=condition.floor,
+        figures=Bound(condition.floor),
         period_key="",
         message=_message(rule, total, window, last_end),
         details={"last_usage_at": last_end, "duration": condition.duration},
@@ -146,3 +161,42 @@ def _message(rule: Rule, total: float, window: Period, last_end: int | None) -> 
         f"; last usage in the hour before {local_time(last_end, rule.timezone)}"
     )
     return f"{what} in {span}{last}"
+
+
+def _issues(rule: Rule, condition: AbsenceCondition) -> list[RuleIssue]:
+    bucket, unit = (3600.0, "hour") if rule.window == "hour" else (86400.0, "day")
+    if condition.duration >= bucket:
+        return []
+    return [RuleIssue(
+        ("condition", "duration"),
+        f"condition.duration: at least {format_duration(bucket)} with window: {rule.window} "
+        f"(usage is counted in {unit} buckets, so a shorter silence cannot be seen), "
+        f"got {format_duration(condition.duration)}"
+        + ("; use window: hour for shorter silences" if unit == "day" else ""),
+    )]
+
+
+class AbsenceKind(AbsenceEvaluator, ConditionKind):
+    """``absence``: a state, not a per-period event; judged on hourly buckets."""
+
+    type = "absence"
+    model = AbsenceCondition
+    per_period = False
+
+    def judged_at(self, rule: Rule) -> Granularity | None:
+        return "hour"
+
+    def reads_running_period(self, rule: Rule) -> bool:
+        return False
+
+    def check(self, rule: Rule) -> list[RuleIssue]:
+        return _issues(rule, _condition(rule))
+
+    def sample(self, rule: Rule) -> Sample:
+        silent = _condition(rule).duration + 1800
+        return Sample(0.0, f"no usage for {sample_duration(silent)}",
+                      Bound(_condition(rule).floor), details={"silent_for": silent},
+                      recent_level=40_000.0, recent_silent=True)
+
+
+ABSENCE = AbsenceKind()

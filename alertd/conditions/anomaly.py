@@ -53,11 +53,37 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
+from typing import TYPE_CHECKING, Annotated, Literal
 
+from pydantic import Field
+
+from alertd.clock import format_duration
+from alertd.conditions.base import (
+    ADJECTIVE,
+    Baseline,
+    ConditionKind,
+    ConditionModel,
+    Direction,
+    RuleIssue,
+    Sample,
+)
+from alertd.conditions.series import data_need, finding, number, window_buckets
 from alertd.evaluate import windows
-from alertd.evaluate.series import data_need, finding, number, window_buckets
-from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
-from alertd.rules.schema import AnomalyCondition, Direction, Rule
+from alertd.model import (
+    NO_FIGURES,
+    Bucket,
+    Customer,
+    DataNeed,
+    Finding,
+    Granularity,
+    Period,
+    Series,
+)
+from alertd.settings import PositiveDuration
+from alertd.templating import format_number
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
 
 #: MAD times this estimates the standard deviation of normally distributed data.
 MAD_SCALE = 1.4826
@@ -584,7 +610,8 @@ def _finding(
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
     return finding(
         rule, series, window, message=message, value=judged.value, active=active,
-        complete=True, level=rule.severity if active else None, baseline=baseline,
+        complete=True, level=rule.severity if active else None,
+        figures=NO_FIGURES if baseline is None else Baseline(baseline),
         details=details or {},
     )
 
@@ -608,3 +635,69 @@ def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> 
     else:
         window = windows.period_containing(now, rule.window, rule.timezone)
     return finding(rule, series, window, state="nodata", message="no complete bucket yet")
+
+
+# --------------------------------------------------------------------------- the kind
+
+
+class AnomalyCondition(ConditionModel):
+    type: Literal["anomaly"]
+    sensitivity: Annotated[float, Field(gt=0)] = 4.0
+    direction: Direction = "both"
+    #: Five weeks: the judged hour and each hour of the week before it have four earlier weeks.
+    history: PositiveDuration = 35 * 86400.0
+    min_history: PositiveDuration = 7 * 86400.0
+    min_volume: Annotated[float, Field(ge=0)] = 0.0
+
+
+def _issues(rule: Rule, condition: AnomalyCondition) -> list[RuleIssue]:
+    issues = []
+    if rule.window not in ("hour", "day"):
+        issues.append(RuleIssue(
+            ("window",),
+            f"window: an anomaly condition needs window: hour or day, not {rule.window!r} (its "
+            "baseline needs many periods of history); for weeks or months use a change "
+            "condition",
+        ))
+    if condition.min_history > condition.history:
+        issues.append(RuleIssue(
+            ("condition", "min_history"),
+            f"condition.min_history: {format_duration(condition.min_history)} is longer than "
+            f"history ({format_duration(condition.history)}), so the rule could never fire",
+        ))
+    return issues
+
+
+def _sample(rule: Rule, condition: AnomalyCondition) -> Sample:
+    baseline = 80_000.0
+    value = baseline * (0.15 if condition.direction == "down" else 3.2)
+    spread = baseline * 0.12 * condition.sensitivity
+    message = f"{ADJECTIVE[rule.window]} usage {format_number(value)} is outside the " \
+              f"expected {format_number(baseline - spread)}–{format_number(baseline + spread)}"
+    return Sample(value, message, Baseline(baseline),
+                  details={"band": [baseline - spread, baseline + spread],
+                           "method": "median/MAD, same hour of week"},
+                  recent_level=baseline)
+
+
+class AnomalyKind(AnomalyEvaluator, ConditionKind):
+    """``anomaly``: the last complete bucket against its seasonal expectation."""
+
+    type = "anomaly"
+    model = AnomalyCondition
+    per_period = False
+
+    def judged_at(self, rule: Rule) -> Granularity | None:
+        return rule.window
+
+    def reads_running_period(self, rule: Rule) -> bool:
+        return False
+
+    def check(self, rule: Rule) -> list[RuleIssue]:
+        return _issues(rule, _condition(rule))
+
+    def sample(self, rule: Rule) -> Sample:
+        return _sample(rule, _condition(rule))
+
+
+ANOMALY = AnomalyKind()

@@ -25,9 +25,23 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from alertd.evaluate import windows
-from alertd.evaluate.series import (
+from pydantic import model_validator
+
+from alertd.conditions.base import (
+    ADJECTIVE,
+    SAMPLE_QUOTA,
+    UPPER_OPS,
+    Bound,
+    ConditionKind,
+    ConditionModel,
+    Op,
+    RuleIssue,
+    Sample,
+    ValueFrom,
+)
+from alertd.conditions.series import (
     data_need,
     describe_period,
     find_bucket,
@@ -36,8 +50,36 @@ from alertd.evaluate.series import (
     number,
     window_buckets,
 )
-from alertd.model import Bucket, Customer, DataNeed, Finding, Period, Series
-from alertd.rules.schema import UPPER_OPS, Rule, ThresholdCondition, ValueFrom
+from alertd.evaluate import windows
+from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
+from alertd.templating import format_number
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
+
+
+class ThresholdCondition(ConditionModel):
+    type: Literal["threshold"]
+    op: Op = ">"
+    value: float | None = None
+    value_from: ValueFrom | None = None
+    levels: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ThresholdCondition:
+        if self.levels is not None:
+            if self.value is not None:
+                raise ValueError("use either 'value' or 'levels', not both")
+            if not self.levels:
+                raise ValueError("'levels' needs at least one level")
+        elif (self.value is None) == (self.value_from is None):
+            raise ValueError("a threshold needs exactly one of 'value' or 'value_from'")
+        return self
+
+    def ordered_levels(self) -> list[tuple[str, float]]:
+        """Levels from least to most severe: for ``>``, ascending bounds; for ``<``, descending."""
+        assert self.levels is not None
+        return sorted(self.levels.items(), key=lambda kv: kv[1], reverse=self.op not in UPPER_OPS)
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -108,7 +150,7 @@ def crossed(bounds: Bounds, op: str, value: float) -> tuple[str, float] | None:
 
 
 class ThresholdEvaluator:
-    """The :class:`~alertd.evaluate.base.Evaluator` of ``threshold`` conditions."""
+    """The :class:`~alertd.conditions.base.Evaluator` of ``threshold`` conditions."""
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
         return (data_need(rule, customer, now, judged_period(rule, now).starts_at),)
@@ -172,7 +214,7 @@ def _verdict(
         active=hit is not None,
         complete=bucket.complete,
         level=hit[0] if hit else None,
-        threshold=bound,
+        figures=Bound(bound),
         message=_message(rule, period, bucket.value, op, hit, bounds, now),
     )
 
@@ -192,3 +234,71 @@ def _message(
         return f"{usage}; fires when {op} {number(bounds[0][1])}"
     named = f" [{hit[0]}]" if len(bounds) > 1 or _condition(rule).levels else ""
     return f"{usage} {op} {number(hit[1])}{named}"
+
+
+def value_from_issues(value_from: ValueFrom | None) -> list[RuleIssue]:
+    """A ``value_from`` that names no metadata key."""
+    if value_from is None or value_from.metadata.strip():
+        return []
+    return [RuleIssue(
+        ("condition", "value_from", "metadata"),
+        "condition.value_from.metadata: name the Stripe customer metadata key that holds "
+        "the quota (e.g. monthly_quota)",
+    )]
+
+
+def quota_key(value_from: ValueFrom | None) -> str | None:
+    return None if value_from is None else value_from.metadata
+
+
+def _sample(rule: Rule, condition: ThresholdCondition) -> Sample:
+    severity = None
+    if condition.levels:
+        severity, bound = condition.ordered_levels()[-1]
+        if condition.value_from is not None:
+            bound = SAMPLE_QUOTA * bound / 100
+    elif condition.value is not None:
+        bound = condition.value
+    else:
+        assert condition.value_from is not None
+        bound = SAMPLE_QUOTA * condition.value_from.percent / 100
+    value = bound * (1.18 if condition.op in UPPER_OPS else 0.55)
+    message = (f"{ADJECTIVE[rule.window]} usage {format_number(value)} {condition.op} "
+               f"{format_number(bound)}")
+    return Sample(value, message, Bound(bound), severity=severity,
+                  details={"op": condition.op}, recent_level=bound * 0.8,
+                  quota_metadata=quota_key(condition.value_from))
+
+
+class ThresholdKind(ThresholdEvaluator, ConditionKind):
+    """``threshold``: judged per period; upper ones read the running period and only climb."""
+
+    type = "threshold"
+    model = ThresholdCondition
+    per_period = True
+
+    def judged_at(self, rule: Rule) -> Granularity | None:
+        return None if _condition(rule).op in UPPER_OPS else rule.window
+
+    def reads_running_period(self, rule: Rule) -> bool:
+        return _condition(rule).op in UPPER_OPS
+
+    def grows_within_period(self, rule: Rule) -> bool:
+        # Upper thresholds judge the running period's total, and usage only grows (the
+        # contract's own premise for letting them fire on incomplete data).
+        return _condition(rule).op in UPPER_OPS
+
+    def levels(self, rule: Rule) -> tuple[str, ...]:
+        condition = _condition(rule)
+        if condition.levels:
+            return tuple(name for name, _ in condition.ordered_levels())
+        return (rule.severity,)
+
+    def check(self, rule: Rule) -> list[RuleIssue]:
+        return value_from_issues(_condition(rule).value_from)
+
+    def sample(self, rule: Rule) -> Sample:
+        return _sample(rule, _condition(rule))
+
+
+THRESHOLD = ThresholdKind()

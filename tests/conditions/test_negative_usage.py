@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 from usage_series_builders import DAY, HOUR, at, judge, make_rule, series_for
 
-from alertd import alerts, evaluate
+from alertd import alerts, conditions
 from alertd.model import Customer
 
 CUSTOMER = Customer("cus_1", "Acme")
@@ -142,11 +142,11 @@ def test_a_figure_that_is_not_finite_becomes_an_error_finding() -> None:
     rule = make_rule({"type": "threshold", "op": ">", "value": 100})
     (series,) = series_for(rule, NOW, 10.0)
     poisoned = replace(series, buckets=tuple(replace(b, value=math.nan) for b in series.buckets))
-    found = evaluate.evaluate(rule, poisoned, CUSTOMER, NOW)
+    found = conditions.evaluate(rule, poisoned, CUSTOMER, NOW)
     assert (found.state, found.active, found.value) == ("error", False, None)
     assert "value nan is not a finite number" in found.message
     monthly = make_rule({"type": "threshold", "op": ">", "value": 1}, window="month")
     (series,) = series_for(monthly, NOW, 10.0)
     huge = replace(series, buckets=tuple(replace(b, value=1e308) for b in series.buckets))
-    found = evaluate.evaluate(monthly, huge, CUSTOMER, NOW)
+    found = conditions.evaluate(monthly, huge, CUSTOMER, NOW)
     assert found.state == "error"  # 1e308 a day, summed into the month, overflows

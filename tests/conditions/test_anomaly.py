@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from usage_series_builders import DAY, HOUR, at, judge, make_rule, series_for
 
-from alertd import evaluate
+from alertd import conditions
+from alertd.conditions.anomaly import METHOD_HOUR_OF_DAY, METHOD_HOUR_OF_WEEK, AnomalyEvaluator
+from alertd.conditions.series import number
 from alertd.evaluate import windows
-from alertd.evaluate.anomaly import METHOD_HOUR_OF_DAY, METHOD_HOUR_OF_WEEK, AnomalyEvaluator
-from alertd.evaluate.series import number
 from alertd.model import Bucket, Customer, Period, Series, SeriesKey
 from alertd.rules.schema import Rule
 
@@ -317,7 +317,7 @@ def test_nodata_without_a_complete_bucket() -> None:
     rule = make_rule(anomaly(), window="hour")
     now = at("2025-02-12 15:10")
     (series,) = series_for(rule, now, BUSINESS, refreshed_at=at("2024-12-01 00:00"))
-    finding = evaluate.evaluate(rule, series, Customer("cus_1"), now)
+    finding = conditions.evaluate(rule, series, Customer("cus_1"), now)
     assert (finding.state, finding.active, finding.value) == ("nodata", False, None)
 
 

@@ -9,9 +9,9 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alertd import evaluate
+from alertd import conditions
+from alertd.conditions.series import build_series
 from alertd.evaluate import windows
-from alertd.evaluate.series import build_series
 from alertd.model import (
     Customer,
     DataNeed,
@@ -90,7 +90,7 @@ def series_for(
 ) -> list[Series]:
     """The series the engine would build for ``rule`` at ``now`` (fresh data by default:
     refreshed a minute ago)."""
-    (need,) = evaluate.needs(rule, customer, now)
+    (need,) = conditions.needs(rule, customer, now)
     rows: list[UsageRow] = []
     for group in groups or [()]:
         rows += rows_for(need, usage, group, prorate=prorate)
@@ -112,4 +112,4 @@ def judge(
     who = customer or Customer("cus_1", "Acme")
     (series,) = series_for(rule, now, usage, refreshed_at=refreshed_at, lag=lag, customer=who.id,
                            prorate=prorate)
-    return evaluate.evaluate(rule, series, who, now)
+    return conditions.evaluate(rule, series, who, now)

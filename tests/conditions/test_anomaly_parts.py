@@ -11,7 +11,7 @@ from itertools import pairwise
 import pytest
 from usage_series_builders import at
 
-from alertd.evaluate.anomaly import (
+from alertd.conditions.anomaly import (
     MAX_SEASONS,
     METHOD_IDLE,
     Expectation,

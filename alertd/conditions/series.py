@@ -26,13 +26,15 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alertd.evaluate import windows
 from alertd.model import (
+    NO_FIGURES,
     Bucket,
     DataNeed,
     Dimensions,
+    Figures,
     Filters,
     Finding,
     FindingState,
@@ -44,8 +46,10 @@ from alertd.model import (
     UsageRow,
     make_filters,
 )
-from alertd.rules.schema import Rule
 from alertd.templating import format_number
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
 
 #: The nominal length of a bucket, for turning durations into bucket counts.
 NOMINAL_SECONDS: Mapping[Granularity, int] = {
@@ -267,9 +271,7 @@ def finding(
     active: bool = False,
     complete: bool = False,
     level: str | None = None,
-    threshold: float | None = None,
-    baseline: float | None = None,
-    projected: float | None = None,
+    figures: Figures = NO_FIGURES,
     period_key: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> Finding:
@@ -286,9 +288,7 @@ def finding(
         level=level,
         state=state,
         message=message,
-        threshold=threshold,
-        baseline=baseline,
-        projected=projected,
+        figures=figures,
         period_key=windows.period_key(window, rule.window) if period_key is None else period_key,
         details=dict(details or {}),
     )
@@ -308,7 +308,7 @@ def no_complete_data(rule: Rule, series: Series, window: Period, what: str) -> F
 def number(value: float) -> str:
     """How usage reads in messages: the one formatter templates use too. A value that is not
     finite reads as itself (``nan``, ``inf``): such a finding becomes an ``error`` finding
-    (:func:`alertd.evaluate.finite`), and its message must still be made first."""
+    (:func:`alertd.conditions.finite`), and its message must still be made first."""
     return format_number(value) if math.isfinite(value) else str(value)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from usage_series_builders import at, local, make_rule
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.model import Granularity, MeterSpec, make_filters
 
 GT = {"type": "threshold", "op": ">", "value": 1}
@@ -78,7 +78,7 @@ def test_need(
     granularity: Granularity, start: str, end: str,
 ) -> None:
     rule = make_rule(condition, window=window, timezone=tz)
-    (need,) = evaluate.needs(rule, "cus_1", at(now, tz))
+    (need,) = conditions.needs(rule, "cus_1", at(now, tz))
     assert need.granularity == granularity
     assert (local(need.starts_at, tz), local(need.ends_at, tz)) == (start, end)
     assert need.timezone == tz
@@ -91,7 +91,7 @@ def test_need(
 def test_need_carries_the_rules_spec(condition: dict[str, Any]) -> None:
     rule = make_rule(condition, filters={"model": "gpt-4", "tier": ["pro", "free"]},
                      tenant_filters={"user_id": "u1"}, group_by=["region", "model"])
-    (need,) = evaluate.needs(rule, "cus_9", at("2025-01-06 10:20"))
+    (need,) = conditions.needs(rule, "cus_9", at("2025-01-06 10:20"))
     assert need.spec == MeterSpec(
         "mtr_1", make_filters({"model": "gpt-4", "tier": ["free", "pro"]}),
         make_filters({"user_id": "u1"}), ("region", "model"),
@@ -103,7 +103,7 @@ def test_rules_of_different_windows_share_day_buckets() -> None:
     planner can serve them with one request."""
     now = at("2025-01-08 10:20")
     found = {
-        evaluate.needs(make_rule(GT, window=window), "cus_1", now)[0].granularity
+        conditions.needs(make_rule(GT, window=window), "cus_1", now)[0].granularity
         for window in ("day", "week", "month")
     }
     assert found == {"day"}

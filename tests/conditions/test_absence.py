@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from usage_series_builders import DAY, HOUR, at, judge, local, make_rule, series_for
 
-from alertd.evaluate.absence import AbsenceEvaluator
+from alertd.conditions.absence import AbsenceEvaluator
 from alertd.model import Customer, Period
 
 STOP = at("2025-01-06 03:00")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from usage_series_builders import at, judge, make_rule, series_for
 
-from alertd import evaluate
+from alertd import conditions
 from alertd.evaluate import windows
 from alertd.model import Customer, Period
 
@@ -159,7 +159,7 @@ def test_group_by_judges_each_series() -> None:
     found = []
     for model, value in by_model.items():
         found += series_for(rule, NOW, value, groups=[(("model", model),)])
-    findings = [evaluate.evaluate(rule, s, Customer("cus_1"), NOW) for s in found]
+    findings = [conditions.evaluate(rule, s, Customer("cus_1"), NOW) for s in found]
     assert [(f.key.group, f.dimensions, f.active, f.value) for f in findings] == [
         ((("model", "gpt-4"),), (("model", "gpt-4"),), True, 1500),
         ((("model", "gpt-4o"),), (("model", "gpt-4o"),), False, 200),

@@ -28,9 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from alertd.evaluate import windows
-from alertd.evaluate.series import (
+from pydantic import model_validator
+
+from alertd.clock import format_duration
+from alertd.conditions.base import (
+    SAMPLE_QUOTA,
+    Bound,
+    ConditionKind,
+    ConditionModel,
+    RuleIssue,
+    Sample,
+    ValueFrom,
+)
+from alertd.conditions.series import (
     NOMINAL_SECONDS,
     complete_buckets,
     data_need,
@@ -42,9 +54,63 @@ from alertd.evaluate.series import (
     number,
     readable_duration,
 )
-from alertd.evaluate.threshold import QuotaProblem, read_quota
-from alertd.model import Bucket, Customer, DataNeed, Finding, Period, Series
-from alertd.rules.schema import ForecastCondition, Rule
+from alertd.conditions.threshold import (
+    QuotaProblem,
+    quota_key,
+    read_quota,
+    value_from_issues,
+)
+from alertd.evaluate import windows
+from alertd.model import (
+    Bucket,
+    Customer,
+    DataNeed,
+    Figures,
+    Finding,
+    Granularity,
+    Period,
+    Series,
+)
+from alertd.settings import Duration, PositiveDuration
+from alertd.templating import format_number
+
+if TYPE_CHECKING:
+    from alertd.rules.schema import Rule
+
+#: The shortest period of each window (a day can be 23 hours, but forecasts count elapsed
+#: time from the period start, so the nominal length is the right bound).
+SHORTEST_PERIOD: dict[Granularity, float] = {
+    "hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0,
+}
+
+
+class ForecastCondition(ConditionModel):
+    type: Literal["forecast"]
+    value: float | None = None
+    value_from: ValueFrom | None = None
+    min_elapsed: Duration = 3 * 86400.0
+    #: How far back the run rate is measured.
+    rate_window: PositiveDuration = 7 * 86400.0
+
+    @model_validator(mode="after")
+    def _budget(self) -> ForecastCondition:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("a forecast needs exactly one budget: 'value' or 'value_from'")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectedTotal(Figures):
+    """A forecast's figures: the budget (``threshold``) and the projected total."""
+
+    threshold: float
+    projected: float
+
+    def contract(self) -> dict[str, float]:
+        return {"threshold": self.threshold, "projected": self.projected}
+
+    def bound(self) -> tuple[str, float] | None:
+        return ("", self.threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +192,7 @@ def budget_for(condition: ForecastCondition, customer: Customer) -> float | Quot
 
 
 class ForecastEvaluator:
-    """The :class:`~alertd.evaluate.base.Evaluator` of ``forecast`` conditions."""
+    """The :class:`~alertd.conditions.base.Evaluator` of ``forecast`` conditions."""
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
         granularity = granularity_for(rule)
@@ -157,7 +223,7 @@ def _too_early(
     return finding(
         rule, series, projection.period,
         value=projection.to_date,
-        threshold=budget,
+        figures=Bound(budget),
         message=(
             f"{number(projection.to_date)} so far; no forecast until {wait} of the "
             f"{rule.window} have passed ({readable_duration(elapsed)} so far)"
@@ -176,8 +242,7 @@ def _verdict(rule: Rule, series: Series, projection: Projection, budget: float) 
         value=projection.to_date,
         active=active,
         level=rule.severity if active else None,
-        threshold=budget,
-        projected=total,
+        figures=ProjectedTotal(budget, total),
         message=_message(rule, projection, budget, crosses_at),
         details={
             "crosses_at": crosses_at,
@@ -207,3 +272,56 @@ def _message(rule: Rule, projection: Projection, budget: float, crosses_at: str 
         return f"{head}: stays under it"
     verb = "crossed it on" if projection.to_date > budget else "crosses it on"
     return f"{head}: {verb} {crosses_at}"
+
+
+def _issues(rule: Rule, condition: ForecastCondition) -> list[RuleIssue]:
+    issues = value_from_issues(condition.value_from)
+    if rule.window == "hour":
+        issues.append(RuleIssue(
+            ("window",),
+            "window: a forecast condition needs window: day, week or month (it projects "
+            "period-to-date usage to the end of the period)",
+        ))
+        return issues
+    shortest = SHORTEST_PERIOD[rule.window]
+    if condition.min_elapsed >= shortest:
+        issues.append(RuleIssue(
+            ("condition", "min_elapsed"),
+            f"condition.min_elapsed: {format_duration(condition.min_elapsed)} is not shorter "
+            f"than a {rule.window}, so this forecast could never be made; set min_elapsed "
+            f"below {format_duration(shortest)}",
+        ))
+    return issues
+
+
+def _sample(rule: Rule, condition: ForecastCondition) -> Sample:
+    budget = condition.value if condition.value is not None else SAMPLE_QUOTA
+    value, projected = budget * 0.62, budget * 1.24
+    message = (f"on track for {format_number(projected)} this {rule.window}, "
+               f"budget {format_number(budget)}")
+    return Sample(value, message, ProjectedTotal(budget, projected),
+                  details={"elapsed_percent": 50}, recent_level=(budget or value) * 0.8,
+                  quota_metadata=quota_key(condition.value_from))
+
+
+class ForecastKind(ForecastEvaluator, ConditionKind):
+    """``forecast``: the running period projected to its end; judged per period."""
+
+    type = "forecast"
+    model = ForecastCondition
+    per_period = True
+
+    def judged_at(self, rule: Rule) -> Granularity | None:
+        return granularity_for(rule)
+
+    def reads_running_period(self, rule: Rule) -> bool:
+        return True
+
+    def check(self, rule: Rule) -> list[RuleIssue]:
+        return _issues(rule, _condition(rule))
+
+    def sample(self, rule: Rule) -> Sample:
+        return _sample(rule, _condition(rule))
+
+
+FORECAST = ForecastKind()

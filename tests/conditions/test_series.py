@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from usage_series_builders import DAY, HOUR, at, make_rule
 
-from alertd.evaluate import windows
-from alertd.evaluate.series import (
+from alertd.conditions.series import (
     build_series,
     data_need,
     describe_period,
@@ -16,6 +15,7 @@ from alertd.evaluate.series import (
     readable_duration,
     window_buckets,
 )
+from alertd.evaluate import windows
 from alertd.model import Bucket, DataNeed, Granularity, MeterSpec, Series, SeriesKey, UsageRow
 
 THRESHOLD = {"type": "threshold", "op": ">", "value": 10}
