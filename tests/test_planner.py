@@ -229,9 +229,9 @@ def test_a_plan_lists_the_distinct_needs_in_input_order() -> None:
 
 
 @pytest.mark.parametrize(("meter_spec", "fragment"), [
-    (spec(group_by=["a", "b", "c"]), "group_by has 3 keys"),
-    (spec(filters={f"k{i}": "v" for i in range(11)}), "11 dimension filters"),
-    (spec(tenants={f"t{i}": "v" for i in range(4)}), "4 tenant filters"),
+    (spec(group_by=["a", "b", "c"]), "group_by: at most 2 keys, got 3"),
+    (spec(filters={f"k{i}": "v" for i in range(11)}), "at most 10 dimension filters, got 11"),
+    (spec(tenants={f"t{i}": "v" for i in range(4)}), "at most 3 tenant filters, got 4"),
     (spec(None, filters={"model": "a"}), "need a 'meter'"),
 ])
 def test_spec_limits_problems_name_the_limit(meter_spec: MeterSpec, fragment: str) -> None:

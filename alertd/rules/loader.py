@@ -28,10 +28,11 @@ from pydantic import ValidationError
 
 from alertd.conditions.base import RuleIssue
 from alertd.errors import ConfigError, Problem
-from alertd.rules.limits import MAX_GROUP_BY, group_by_issue, rule_issues
+from alertd.rules.limits import group_by_issue, rule_issues
 from alertd.rules.schema import Rule
 from alertd.rules.shorthand import ShorthandError, When, parse_when
 from alertd.settings import Settings
+from alertd.stripe_limits import MAX_GROUP_BY
 from alertd.templating import TEMPLATE_NAMES, check_template, template_environment
 from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
