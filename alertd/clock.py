@@ -8,6 +8,7 @@ so retry and backoff logic runs without waiting.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from datetime import UTC, datetime
@@ -40,6 +41,14 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+def backoff(retry: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``retry`` (0-based): ``base`` doubling per retry up
+    to ``cap``, jittered into its upper half so that many retries spread out. The one backoff
+    of alertd: fetching (:mod:`alertd.source.http`) and delivery (:mod:`alertd.notify.outbox`)
+    each pass their own ``base`` and ``cap``."""
+    return min(base * 2.0 ** max(retry, 0), cap) * rng.uniform(0.5, 1.0)
 
 
 #: Bare integers read as unix seconds only in this range (2000-01-01 .. 2100-01-01): a number

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from alertd.clock import Clock, SystemClock
+from alertd.clock import Clock, SystemClock, backoff
 from alertd.errors import PermanentDeliveryError, StoreError
 from alertd.metrics import Metrics
 from alertd.model import Notification
@@ -65,13 +65,6 @@ class MetricsObserver:
         self.metrics.outbox_pending.set(count)
 
 
-def backoff(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds before retry number ``attempt`` (1-based): ``initial`` doubling per attempt up
-    to ``maximum``, jittered into its upper half so retries of many rows spread out."""
-    base = min(maximum, initial * 2.0 ** max(attempt - 1, 0))
-    return base / 2 + rng.uniform(0, base / 2)
-
-
 def next_step(
     row: OutboxRow, error: BaseException | None, now: float, settings: DeliverySettings,
     rng: random.Random,
@@ -88,7 +81,8 @@ def next_step(
         age = now - row.created_at
         return Attempt(row.id, "failed", attempts, now,
                        error=f"gave up after {attempts} attempts over {age:.0f}s: {reason}")
-    retry_at = now + backoff(attempts, settings.initial_backoff, settings.max_backoff, rng)
+    retry_at = now + backoff(attempts - 1, base=settings.initial_backoff,
+                             cap=settings.max_backoff, rng=rng)
     return Attempt(row.id, "pending", attempts, now, next_attempt_at=min(retry_at, deadline),
                    error=reason)
 

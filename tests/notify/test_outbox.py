@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from crash_worker import LoopbackWebhook  # the tests' tiny webhook notifier, a sibling file
 
-from alertd.clock import FakeClock, SystemClock
+from alertd.clock import FakeClock, SystemClock, backoff
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.metrics import Metrics
 from alertd.model import Alert, Customer, Notification, Period
 from alertd.notify.base import Notifier
-from alertd.notify.outbox import MetricsObserver, Outbox, backoff
+from alertd.notify.outbox import MetricsObserver, Outbox
 from alertd.settings import DeliverySettings
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
@@ -192,7 +192,7 @@ async def test_metrics_count_outcomes_and_pending(store: SqliteStore) -> None:
 def test_backoff_doubles_up_to_the_cap_with_jitter(attempt: int) -> None:
     rng = random.Random(attempt)
     base = min(600, 5 * 2 ** (attempt - 1))
-    delays = [backoff(attempt, 5, 600, rng) for _ in range(50)]
+    delays = [backoff(attempt - 1, base=5, cap=600, rng=rng) for _ in range(50)]
     assert all(base / 2 <= d <= base for d in delays)
     assert len(set(delays)) > 1  # jittered
 
