@@ -49,7 +49,7 @@ from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
 from alertd.metrics import Metrics
 from alertd.notify.email import SmtpFactory
-from alertd.poller import Group, Poller, PollOutcome, poll_groups
+from alertd.poller import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.recording import judged_any
 from alertd.runtime import World, load_world
 from alertd.server import Health, serve
@@ -331,7 +331,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _poll_job(self, names: Group) -> None:
+    async def _poll_job(self, names: PollGroup) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
@@ -350,7 +350,7 @@ class Daemon:
             if task is not None:
                 self._polls.discard(task)
 
-    async def poll(self, names: Group) -> PollOutcome:
+    async def poll(self, names: PollGroup) -> PollOutcome:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services

@@ -2,7 +2,7 @@
 
 Where it sits::
 
-    rules × customers --evaluate.needs--> DataNeed --plan--> Plan(UsageQuery…)
+    rules × customers --evaluate.needs--> DataNeed --plan--> RequestPlan(UsageQuery…)
         --source--> rows --extract_rows(need, serving spec)--> the need's own rows
 
 The model the planner optimises in (the contract's constraints):
@@ -141,7 +141,7 @@ def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRo
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class RequestPlan:
     """Requests covering a set of needs, and which request and spec serve each need.
 
     ``needs`` are the distinct input needs in input order; ``assignments[i]`` is
@@ -167,7 +167,7 @@ class Plan:
 
 
 def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
-         max_group_by: int = MAX_GROUP_BY) -> Plan:
+         max_group_by: int = MAX_GROUP_BY) -> RequestPlan:
     """The fewest requests serving every need (see the module docstring for "fewest").
 
     Deterministic: the same needs in any order give the same queries in the same order (groups
@@ -187,7 +187,7 @@ def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
         queries.extend(_query(key, request, [n for n in group if cover[n.spec] in request])
                        for request in requests)
         serving.update((n, (by_cover[cover[n.spec]], cover[n.spec])) for n in group)
-    return Plan(tuple(queries), distinct, tuple(serving[n] for n in distinct))
+    return RequestPlan(tuple(queries), distinct, tuple(serving[n] for n in distinct))
 
 
 def _check_specs(specs: Iterable[MeterSpec], max_group_by: int) -> None:

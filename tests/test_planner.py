@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from alertd.model import DataNeed, Granularity, MeterSpec, UsageRow, make_filters
 from alertd.planner import (
-    Plan,
+    RequestPlan,
     covering_spec,
     extract_rows,
     plan,
@@ -38,7 +38,7 @@ def need(meter_spec: MeterSpec, *, customer: str = "cus_1", granularity: Granula
     return DataNeed(customer, meter_spec, granularity, timezone, starts_at, ends_at)
 
 
-def check_valid(result: Plan, max_meters: int = 5) -> None:
+def check_valid(result: RequestPlan, max_meters: int = 5) -> None:
     """Every request obeys the contract and every need's serving spec can serve it."""
     for query in result.queries:
         meters = [s.meter for s in query.meters]

@@ -195,7 +195,7 @@ class Pipeline:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def evaluate(
+    async def apply(
         self,
         findings: Sequence[Finding],
         rules: Mapping[str, Rule],
