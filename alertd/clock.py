@@ -151,6 +151,17 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+class OffsetClock(SystemClock):
+    """Real time shifted by ``offset`` seconds: a simulated "now" that runs at real speed
+    (the demo, and daemon tests against the simulator's fixed history)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
 class FakeClock:
     """A clock that only moves when told to; ``sleep`` advances it instantly.
 

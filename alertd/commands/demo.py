@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from alertd.clock import iso
+from alertd.clock import OffsetClock, iso
 from alertd.daemon import Daemon
 from alertd.model import Notification
 from alertd.notify.templates import Templates, annotated
@@ -36,22 +36,6 @@ INCIDENT_RATE = 4.0
 POLL_EVERY = 5.0
 WEBHOOK_SECRET = "demo-webhook-secret"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-
-
-class OffsetClock:
-    """Real time shifted by ``offset`` seconds (the simulated "now" runs at real speed)."""
-
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
 
 
 def interesting_moment(incidents: Iterable[Incident], earliest: int) -> int:
