@@ -159,11 +159,17 @@ async def webhook_sink(
 @asynccontextmanager
 async def serve_posts(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *, shutdown_timeout: float = 60.0,
 ) -> AsyncIterator[str]:
-    """Serve every POST with ``handler`` on a free loopback port; yield the base URL."""
+    """Serve every POST with ``handler`` on a free loopback port; yield the base URL.
+
+    The one loopback HTTP receiver of alertd: the demo's and benchmarks' webhook sinks and the
+    tests' recording receivers all run on it. ``shutdown_timeout`` bounds how long leaving
+    waits for a handler still answering (tests that hold requests open pass a short one).
+    """
     app = web.Application()
     app.router.add_post("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

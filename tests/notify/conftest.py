@@ -29,6 +29,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP as SMTPServer
 
 from alertd.model import Alert, Bucket, Customer, Notification, Period
+from alertd.sinks import serve_posts
 
 NOW = 1_735_920_000  # 2025-01-03T16:00:00Z
 DAY_START = 1_735_880_400  # 2025-01-03T00:00:00-05:00 (America/New_York)
@@ -235,17 +236,8 @@ class HookSink:
 @asynccontextmanager
 async def hook_server(sink: HookSink) -> AsyncIterator[str]:
     """A real HTTP server on 127.0.0.1, a free port; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", sink.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_posts(sink.handle, shutdown_timeout=0.5) as base:
+        yield base
 
 
 @pytest.fixture

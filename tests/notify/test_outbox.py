@@ -23,6 +23,7 @@ from alertd.model import Alert, Customer, Notification, Period
 from alertd.notify.base import Notifier
 from alertd.notify.outbox import MetricsObserver, Outbox
 from alertd.settings import DeliverySettings
+from alertd.sinks import serve_posts
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
 
@@ -225,17 +226,11 @@ class LoopbackReceiver:
 
 @asynccontextmanager
 async def serving(receiver: LoopbackReceiver) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/{name}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        receiver.release.set()
-        await runner.cleanup()
+    async with serve_posts(receiver.handle) as url:
+        try:
+            yield url
+        finally:
+            receiver.release.set()  # before the server waits for the held request
 
 
 async def test_a_503_then_recovery_delivers_once_with_the_same_key(store: SqliteStore) -> None:
