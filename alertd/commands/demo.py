@@ -29,6 +29,7 @@ from alertd.sim.generator import UsageGenerator
 from alertd.sim.incidents import Incident
 from alertd.sim.server import Simulator, SimulatorConfig
 from alertd.sinks import Delivery, mail_sink, webhook_sink
+from alertd.tasks import cancel
 
 CUSTOMERS = 40
 SEED = 7
@@ -141,8 +142,8 @@ async def run_demo(seconds: float, write: Callable[[str], None] = print) -> int:
             try:
                 code = await daemon.run()
             finally:
-                ticker.cancel()
-                stopper.cancel()
+                await cancel(ticker)
+                await cancel(stopper)
             write(f"\ndemo finished: {len(mail.received)} emails and "
                   f"{len(hooks.received)} webhooks delivered "
                   f"({sum(bool(d.signature_ok) for d in hooks.received)} with a valid signature)")
