@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from alertd.conditions import kind_of
 from alertd.conditions.base import SAMPLE_QUOTA, Sample
 from alertd.evaluate.windows import period_containing, shift
-from alertd.model import Alert, NotificationStatus, Bucket, Customer, Notification, SeriesKey
+from alertd.model import Alert, Bucket, Customer, Notification, NotificationStatus, SeriesKey
 from alertd.rules.schema import Rule
 
 SAMPLE_CUSTOMER = Customer("cus_Q3xL9f2Kd81mPa", "Acme Analytics Inc.", "billing@acme.example",
