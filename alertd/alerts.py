@@ -40,7 +40,7 @@ from alertd.conditions import kind_of
 from alertd.model import Alert, Bucket, Customer, Finding, FindingState, Period, SeriesKey
 from alertd.rules.schema import Rule
 
-AlertStatus = Literal["inactive", "pending", "firing"]
+LifecycleStatus = Literal["inactive", "pending", "firing"]
 TransitionKind = Literal["pending", "cancelled", "fired", "escalated", "deescalated", "resolved"]
 NOTIFYING: frozenset[str] = frozenset({"fired", "escalated", "resolved"})
 
@@ -80,7 +80,7 @@ META_POLICIES: Mapping[str, Policy] = {
 class AlertState:
     """The lifecycle state of one alert series. The default instance is "never seen"."""
 
-    status: AlertStatus = "inactive"
+    status: LifecycleStatus = "inactive"
     level: str | None = None
     rank: int = -1
     pending_since: int | None = None

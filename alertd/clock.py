@@ -8,6 +8,7 @@ so retry and backoff logic runs without waiting.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from datetime import UTC, datetime
@@ -34,12 +35,47 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration: 90 → ``"90s"``, 3600 → ``"1h"``."""
+    """The shortest exact spelling of a duration, as a config file would write it (the
+    inverse of :func:`parse_duration`): 90 → ``"90s"``, 3600 → ``"1h"``, 1209600 → ``"2w"``.
+    Prose for people uses :func:`readable_duration`."""
     for unit in ("w", "d", "h", "m", "s"):
         size = _UNIT_SECONDS[unit]
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+_READABLE_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def readable_duration(seconds: float | None, *, units: int | None = None) -> str:
+    """How a duration reads in messages and templates: ``5400`` → ``1h 30m``, ``90061`` →
+    ``1d 1h 1m 1s``, ``-120`` → ``-2m``, ``None`` → ``n/a`` (whole seconds, rounded).
+
+    ``units`` keeps that many units from the largest one shown, dropping the rest (rounded
+    down): with ``units=2``, ``123540`` → ``1d 10h``. The one formatter for people; config
+    values are spelled back with :func:`format_duration`, which :func:`parse_duration` reads.
+    """
+    if seconds is None:
+        return "n/a"
+    remaining = round(abs(seconds))
+    counts = []
+    for unit, size in _READABLE_UNITS:
+        count, remaining = divmod(remaining, size)
+        counts.append((count, unit))
+    first = next((i for i, (count, _) in enumerate(counts) if count), len(counts))
+    shown = counts[first:] if units is None else counts[first:first + units]
+    parts = [f"{count}{unit}" for count, unit in shown if count]
+    sign = "-" if seconds < 0 and parts else ""
+    return sign + (" ".join(parts) or "0s")
+
+
+def backoff(retry: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``retry`` (0-based): ``base`` doubling per retry up
+    to ``cap``, jittered into its upper half so that many retries spread out. The one backoff
+    of alertd: fetching (:mod:`alertd.source.http`) and delivery (:mod:`alertd.notify.outbox`)
+    each pass their own ``base`` and ``cap``."""
+    return min(base * 2.0 ** max(retry, 0), cap) * rng.uniform(0.5, 1.0)
 
 
 #: Bare integers read as unix seconds only in this range (2000-01-01 .. 2100-01-01): a number
@@ -113,6 +149,17 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+class OffsetClock(SystemClock):
+    """Real time shifted by ``offset`` seconds: a simulated "now" that runs at real speed
+    (the demo, and daemon tests against the simulator's fixed history)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
 
 
 class FakeClock:

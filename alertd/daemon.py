@@ -49,7 +49,7 @@ from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
 from alertd.metrics import Metrics
 from alertd.notify.email import SmtpFactory
-from alertd.poller import Group, Poller, PollOutcome, poll_groups
+from alertd.poller import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.recording import judged_any
 from alertd.runtime import World, load_world
 from alertd.server import Health, serve
@@ -59,12 +59,12 @@ from alertd.services import (
     StripeHandle,
     open_world,
     orphaned_rules,
-    wait_first,
 )
 from alertd.settings import Settings, find_config
 from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 from alertd.systemd import SystemdNotifier
+from alertd.tasks import cancel, wait_first
 from alertd.validate import validate_config
 
 log = logging.getLogger("alertd.daemon")
@@ -206,7 +206,7 @@ class Daemon:
                 log.info("serving metrics url=%s/metrics", self.server_url)
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
-            stack.push_async_callback(_cancel, keepalive)
+            stack.push_async_callback(cancel, keepalive)
             self._stripe, self._live = await open_world(world, self._store, self._parts)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
@@ -327,11 +327,9 @@ class Daemon:
         running = set(self._polls)
         if running:
             await wait_first(cut, timeout=grace, tasks=running)
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*(cancel(task) for task in running))
 
-    async def _poll_job(self, names: Group) -> None:
+    async def _poll_job(self, names: PollGroup) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
@@ -350,7 +348,7 @@ class Daemon:
             if task is not None:
                 self._polls.discard(task)
 
-    async def poll(self, names: Group) -> PollOutcome:
+    async def poll(self, names: PollGroup) -> PollOutcome:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
@@ -366,11 +364,6 @@ class Daemon:
 
     def _status(self) -> str:
         return self.poller.status(len(self.world.rules), self.world.settings)
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def _log_problems(event: str, exc: ConfigError) -> None:

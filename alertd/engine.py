@@ -53,7 +53,7 @@ from alertd.model import (
     UsageQuery,
     UsageResult,
 )
-from alertd.planner import Plan, extract_rows, plan
+from alertd.planner import RequestPlan, extract_rows, plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import CustomerSelection, Settings
@@ -300,7 +300,7 @@ class Engine:
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         needs: Mapping[tuple[str, str], DataNeed],
-        the_plan: Plan,
+        the_plan: RequestPlan,
         outcomes: Sequence[UsageResult | SourceError | Exception],
         now: int,
     ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int]]:
@@ -332,7 +332,7 @@ class Engine:
         return findings, all_series, refreshed
 
     def _judge_one(
-        self, rule: Rule, customer: Customer, need: DataNeed, the_plan: Plan,
+        self, rule: Rule, customer: Customer, need: DataNeed, the_plan: RequestPlan,
         outcome: UsageResult, now: int,
     ) -> list[tuple[Finding, Series | None]]:
         """Each series of one (rule, customer) with its finding; an exception while building

@@ -58,6 +58,19 @@ class AlertdError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Location:
+    """A place in a user file (lines and columns from 1); ``str()`` is ``FILE:LINE:COL``.
+    Locations travel typed, never as text to be parsed back."""
+
+    file: str
+    line: int
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One located problem in a user file; ``str()`` is ``FILE:LINE:COL: message``."""
 
@@ -65,6 +78,13 @@ class Problem:
     line: int
     col: int
     message: str
+
+    @classmethod
+    def at(cls, location: Location | None, message: str) -> Problem:
+        """The problem ``message`` at ``location`` (``None``: a problem of no file)."""
+        if location is None:
+            return cls("", 0, 0, message)
+        return cls(location.file, location.line, location.col, message)
 
     def __str__(self) -> str:
         if not self.file:  # a problem that belongs to no file (a command-line value)

@@ -24,6 +24,7 @@ import httpx
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
 from alertd.settings import HeartbeatSettings
+from alertd.tasks import cancel
 
 log = logging.getLogger("alertd.heartbeat")
 
@@ -74,8 +75,7 @@ class Heartbeat:
     ) -> None:
         task, self._in_flight = self._in_flight, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel(task)
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -32,7 +32,7 @@ Filters = tuple[tuple[str, tuple[str, ...]], ...]
 Dimensions = tuple[tuple[str, str], ...]
 
 FindingState = Literal["inactive", "pending", "firing", "resolved", "nodata", "error"]
-AlertStatus = Literal["firing", "resolved"]
+NotificationStatus = Literal["firing", "resolved"]
 
 
 def make_filters(raw: Mapping[str, str | list[str] | tuple[str, ...]] | None) -> Filters:
@@ -294,7 +294,7 @@ class Alert:
     """
 
     fingerprint: str
-    status: AlertStatus
+    status: NotificationStatus
     rule: str
     severity: str
     customer: Customer
@@ -393,7 +393,7 @@ class Notification:
 
     id: str
     receiver: str
-    status: AlertStatus
+    status: NotificationStatus
     group_key: str
     group_labels: Mapping[str, str]
     alerts: tuple[Alert, ...]

@@ -2,7 +2,7 @@
 
 Where it sits::
 
-    rules × customers --evaluate.needs--> DataNeed --plan--> Plan(UsageQuery…)
+    rules × customers --evaluate.needs--> DataNeed --plan--> RequestPlan(UsageQuery…)
         --source--> rows --extract_rows(need, serving spec)--> the need's own rows
 
 The model the planner optimises in (the contract's constraints):
@@ -44,11 +44,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from alertd.model import DataNeed, Filters, Granularity, MeterSpec, UsageQuery, UsageRow
-
-MAX_METERS = 5
-MAX_GROUP_BY = 2
-MAX_DIMENSION_FILTERS = 10
-MAX_TENANT_FILTERS = 3
+from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS, spec_breaches
 
 #: Branch-and-bound nodes spent on one meter's specs before settling for the best found so far.
 #: Rule sets with a dozen specs of one meter in one group finish in a few hundred nodes.
@@ -58,27 +54,14 @@ GroupKey = tuple[str, Granularity, str]
 SpecKey = tuple[bool, str, Filters, Filters, tuple[str, ...]]
 
 
-def spec_limits_problems(
-    spec: MeterSpec,
-    *,
-    max_group_by: int = MAX_GROUP_BY,
-    max_dimension_filters: int = MAX_DIMENSION_FILTERS,
-    max_tenant_filters: int = MAX_TENANT_FILTERS,
-) -> list[str]:
+def spec_limits_problems(spec: MeterSpec) -> list[str]:
     """Why Stripe would refuse ``spec`` as one ``meters[i]`` entry (empty when it would not).
 
     The rule validator reports these at ``validate`` time, so they never surface at run time.
     """
-    problems: list[str] = []
-    if len(spec.group_by) > max_group_by:
-        problems.append(f"group_by has {len(spec.group_by)} keys; Stripe allows at most "
-                        f"{max_group_by} per request (drop a key or split the rule)")
-    if len(spec.dimension_filters) > max_dimension_filters:
-        problems.append(f"{len(spec.dimension_filters)} dimension filters; Stripe allows at most "
-                        f"{max_dimension_filters} per request")
-    if len(spec.tenant_filters) > max_tenant_filters:
-        problems.append(f"{len(spec.tenant_filters)} tenant filters; Stripe allows at most "
-                        f"{max_tenant_filters} per request")
+    problems = [breach.message() for breach in spec_breaches(
+        group_by=len(spec.group_by), dimension_filters=len(spec.dimension_filters),
+        tenant_filters=len(spec.tenant_filters))]
     if spec.meter is None and (spec.dimension_filters or spec.tenant_filters or spec.group_by):
         problems.append("filters, tenant_filters and group_by need a 'meter': a rule without "
                         "one sums every meter of the customer")
@@ -158,7 +141,7 @@ def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRo
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class RequestPlan:
     """Requests covering a set of needs, and which request and spec serve each need.
 
     ``needs`` are the distinct input needs in input order; ``assignments[i]`` is
@@ -184,7 +167,7 @@ class Plan:
 
 
 def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
-         max_group_by: int = MAX_GROUP_BY) -> Plan:
+         max_group_by: int = MAX_GROUP_BY) -> RequestPlan:
     """The fewest requests serving every need (see the module docstring for "fewest").
 
     Deterministic: the same needs in any order give the same queries in the same order (groups
@@ -204,12 +187,14 @@ def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
         queries.extend(_query(key, request, [n for n in group if cover[n.spec] in request])
                        for request in requests)
         serving.update((n, (by_cover[cover[n.spec]], cover[n.spec])) for n in group)
-    return Plan(tuple(queries), distinct, tuple(serving[n] for n in distinct))
+    return RequestPlan(tuple(queries), distinct, tuple(serving[n] for n in distinct))
 
 
 def _check_specs(specs: Iterable[MeterSpec], max_group_by: int) -> None:
     for spec in specs:
-        problems = spec_limits_problems(spec, max_group_by=max_group_by)
+        problems = spec_limits_problems(spec)
+        if len(spec.group_by) > max_group_by:  # a planner told to allow fewer than Stripe
+            problems.append(f"group_by: at most {max_group_by} keys, got {len(spec.group_by)}")
         if problems:
             raise ValueError(f"cannot request {spec}: {'; '.join(problems)}")
 

@@ -53,10 +53,11 @@ from alertd.settings import Settings
 log = logging.getLogger("alertd.poll")
 
 FINDING_STATES: tuple[str, ...] = get_args(FindingState)
-Group = tuple[str, ...]
+PollGroup = tuple[str, ...]
 
 
-def poll_groups(rules: Iterable[Rule], every_override: float | None = None) -> dict[float, Group]:
+def poll_groups(rules: Iterable[Rule], every_override: float | None = None
+                ) -> dict[float, PollGroup]:
     """Rule names by evaluation interval, shortest first (pure): each is one scheduler job.
     ``every_override`` (the demo's short interval) folds every rule into one group."""
     groups: dict[float, list[str]] = defaultdict(list)
@@ -97,7 +98,7 @@ class PollOutcome:
     """What one poll did. ``findings`` are the recorded ones, with lifecycle states: the
     group's usage findings when ``recorded``, and the meta findings always."""
 
-    group: Group
+    group: PollGroup
     result: PassResult
     recorded: bool
     failed: bool
@@ -118,14 +119,14 @@ class Poller:
         self.stale = False
         self.last_poll: int | None = None
         self.last_refreshed: int | None = None
-        self._refreshed: dict[Group, int] = {}
-        self._failures: dict[Group, int] = {}
-        self._fruitless: dict[Group, tuple[int, str]] = {}
-        self._customers: dict[Group, frozenset[str]] = {}
+        self._refreshed: dict[PollGroup, int] = {}
+        self._failures: dict[PollGroup, int] = {}
+        self._fruitless: dict[PollGroup, tuple[int, str]] = {}
+        self._customers: dict[PollGroup, frozenset[str]] = {}
         self._set_alert_gauge()
 
     async def poll(
-        self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
+        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int
     ) -> PollOutcome:
         """One poll of the rules in ``group`` as of ``now``. An exception (a bug; the caller
         logs it) counts as a poll that evaluated nothing, then propagates."""
@@ -139,7 +140,7 @@ class Poller:
             raise
 
     async def _poll(
-        self, engine: Engine, pipeline: Pipeline, world: World, group: Group, now: int
+        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int
     ) -> PollOutcome:
         result = await self._fetch(engine, group, now)
         failed = poll_failed(result)
@@ -162,7 +163,7 @@ class Poller:
         _log_poll(outcome)
         return outcome
 
-    def forget(self, removed_rules: Iterable[str], groups: Iterable[Group]) -> None:
+    def forget(self, removed_rules: Iterable[str], groups: Iterable[PollGroup]) -> None:
         """After a reload: drop removed rules' series and the memory of old groups."""
         self.census.forget(removed_rules)
         current = set(groups)
@@ -189,7 +190,7 @@ class Poller:
                     f"(last problem: {problem})")
         return None
 
-    def _count_fruitless(self, group: Group, fruitless: bool, problem: str) -> None:
+    def _count_fruitless(self, group: PollGroup, fruitless: bool, problem: str) -> None:
         """Counts polls in a row of ``group`` that evaluated nothing (crashed, or made only
         ``error`` findings); any poll that judged something resets the count."""
         count = self._fruitless.get(group, (0, ""))[0]
@@ -212,7 +213,7 @@ class Poller:
 
     # ------------------------------------------------------------------ internals
 
-    async def _fetch(self, engine: Engine, group: Group, now: int) -> PassResult:
+    async def _fetch(self, engine: Engine, group: PollGroup, now: int) -> PassResult:
         try:
             return await engine.run_pass(now, rule_names=group)
         except SourceError as exc:  # the customer directory could not be read

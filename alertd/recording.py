@@ -88,7 +88,7 @@ async def record_pass(
         series=result.series,
         meter_names={m.id: m.display_name or m.id for m in meters.values()},
     )
-    report = await pipeline.evaluate(
+    report = await pipeline.apply(
         [*result.findings, *extra],
         {rule.name: rule for rule in rules},
         result.now,

@@ -42,8 +42,7 @@ from alertd.model import (
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.settings import Duration, load_settings
-from alertd.sim.search import parse_search
-from alertd.sim.stripe_form import StripeRequestError
+from alertd.source.search import SearchQueryError, parse_search
 from alertd.yamlpos import load_located, validation_problems
 
 _REPEAT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*x\s*(\d+)\s*$")
@@ -208,7 +207,7 @@ def _covers(rule: Rule, customer: Customer) -> bool:
     if isinstance(chosen, CustomerSearch):
         try:
             return parse_search(chosen.search).matches(customer)
-        except StripeRequestError as exc:
+        except SearchQueryError as exc:
             raise ConfigError(f"rule {rule.name}: customer search: {exc}") from None
     return customer.id in chosen
 

@@ -60,17 +60,10 @@ async def verify_meters(rules: RuleSet, directory: Directory) -> None:
         return
     known = ", ".join(sorted((await directory.meters()).keys())) or "none"
     raise ConfigError([
-        _located(rule.source, f"rule {rule.name}: meter {rule.meter} does not exist in this "
-                              f"Stripe account (its meters: {known})")
+        Problem.at(rule.source, f"rule {rule.name}: meter {rule.meter} does not exist in this "
+                                f"Stripe account (its meters: {known})")
         for rule in rules if rule.meter in missing
     ])
-
-
-def _located(source: str, message: str) -> Problem:
-    file, _, line = source.rpartition(":")
-    if file and line.isdigit():
-        return Problem(file, int(line), 1, message)
-    return Problem("", 0, 0, message)
 
 
 @asynccontextmanager

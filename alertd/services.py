@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -98,32 +98,18 @@ class Services:
         self.outbox = outbox
         self.clock = clock
         self._closer = closer
-        self._delivery_stop = asyncio.Event()
-        self._delivering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Starts the group timer and the outbox worker (pending rows are sent at once)."""
         await self.pipeline.start(self.clock)
-        if self._delivering is None:
-            self._delivery_stop.clear()
-            self._delivering = asyncio.create_task(
-                self.outbox.run(self._delivery_stop), name="alertd-outbox"
-            )
+        await self.outbox.start()
 
     async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
         """Stops the timer, then the worker: attempts in flight get ``grace`` seconds (less
         once ``abort`` is set); the rest are cancelled and their rows stay pending."""
         await self.pipeline.stop()
-        task, self._delivering = self._delivering, None
-        if task is None:
-            return
-        self._delivery_stop.set()
-        events = (abort,) if abort is not None else ()
-        await wait_first(*events, timeout=grace, tasks=(task,))
-        if not task.done():
+        if not await self.outbox.drain(grace, abort):
             log.warning("deliveries in flight left unfinished stay queued for the next start")
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
         """Closes the notifiers (their HTTP pool); call after :meth:`stop`."""
@@ -198,21 +184,3 @@ async def open_services(
     engine = Engine(settings, world.rules, stripe.stack.source, stripe.stack.directory,
                     sent=lambda: stripe.stack.http.requests)
     return Services(world, engine, pipeline, outbox, parts.clock, closer)
-
-
-async def wait_first(
-    *events: asyncio.Event, timeout: float | None = None,
-    tasks: Collection[asyncio.Task[Any]] = (),
-) -> None:
-    """Waits until any of ``events`` is set, every one of ``tasks`` is done, or ``timeout``."""
-    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(e.wait()) for e in events]
-    if tasks:
-        waiters.append(asyncio.ensure_future(asyncio.wait(tasks)))
-    if not waiters:
-        return
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -40,25 +40,65 @@ class Delivery:
 Listener = Callable[[Delivery], None]
 
 
-class _MailHandler:
-    def __init__(self, sink: MailSink) -> None:
-        self._sink = sink
+@dataclass(frozen=True, slots=True)
+class ReceivedMail:
+    """One message as the SMTP server got it: envelope, parsed message, TLS and login."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    tls: bool
+    login: bytes | None
+
+
+@dataclass
+class RecordingMailHandler:
+    """The one aiosmtpd handler of alertd's sinks and tests: records every accepted message in
+    ``messages`` (and calls ``on_message``), and answers scripted replies: ``rcpt_replies``
+    refuses chosen recipients, each ``data_replies`` entry answers (and refuses) one message,
+    which is then kept in ``rejected``."""
+
+    on_message: Callable[[ReceivedMail], None] | None = None
+    messages: list[ReceivedMail] = field(default_factory=list)
+    rejected: list[ReceivedMail] = field(default_factory=list)
+    data_replies: list[str] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
-        part = message.get_body(preferencelist=("plain", "html"))
-        text = part.get_content() if part is not None else ""
-        self._sink.add(
-            Delivery(
-                channel="email",
-                target=", ".join(envelope.rcpt_tos),
-                subject=str(message.get("Subject", "")),
-                body=text,
-                headers={k: str(v) for k, v in message.items()},
-            )
+        received = ReceivedMail(
+            envelope.mail_from, list(envelope.rcpt_tos), message,
+            server.transport.get_extra_info("ssl_object") is not None,
+            getattr(session.auth_data, "login", None),
         )
+        if self.data_replies:
+            self.rejected.append(received)
+            return self.data_replies.pop(0)
+        self.messages.append(received)
+        if self.on_message is not None:
+            self.on_message(received)
         return "250 Message accepted for delivery"
+
+
+def mail_delivery(received: ReceivedMail) -> Delivery:
+    """How a sink lists a received message: recipients, subject and its text part."""
+    message = received.message
+    part = message.get_body(preferencelist=("plain", "html"))
+    return Delivery(
+        channel="email",
+        target=", ".join(received.rcpt_tos),
+        subject=str(message.get("Subject", "")),
+        body=part.get_content() if part is not None else "",
+        headers={k: str(v) for k, v in message.items()},
+    )
 
 
 class MailSink:
@@ -68,7 +108,8 @@ class MailSink:
         self.received: list[Delivery] = []
         self._listener = listener
         self.port = _free_port()
-        self._controller = Controller(_MailHandler(self), hostname="127.0.0.1", port=self.port)
+        handler = RecordingMailHandler(lambda received: self.add(mail_delivery(received)))
+        self._controller = Controller(handler, hostname="127.0.0.1", port=self.port)
 
     def add(self, delivery: Delivery) -> None:
         self.received.append(delivery)
@@ -159,11 +200,17 @@ async def webhook_sink(
 @asynccontextmanager
 async def serve_posts(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    *, shutdown_timeout: float = 60.0,
 ) -> AsyncIterator[str]:
-    """Serve every POST with ``handler`` on a free loopback port; yield the base URL."""
+    """Serve every POST with ``handler`` on a free loopback port; yield the base URL.
+
+    The one loopback HTTP receiver of alertd: the demo's and benchmarks' webhook sinks and the
+    tests' recording receivers all run on it. ``shutdown_timeout`` bounds how long leaving
+    waits for a handler still answering (tests that hold requests open pass a short one).
+    """
     app = web.Application()
     app.router.add_post("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

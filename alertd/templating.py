@@ -55,6 +55,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
+from alertd.clock import readable_duration
+
 #: The names an annotation or label template may use: the alert it describes.
 TEMPLATE_NAMES: tuple[str, ...] = (
     "customer",
@@ -95,7 +97,7 @@ def template_environment(*, autoescape: bool = False) -> SandboxedEnvironment:
         keep_trailing_newline=True,
     )
     environment.filters["number"] = format_number
-    environment.filters["duration"] = format_duration
+    environment.filters["duration"] = readable_duration
     environment.filters["datetime"] = format_datetime
     guard_filters(environment)
     return environment
@@ -133,23 +135,6 @@ _SCIENTIFIC_FROM = 10**15
 def _scientific(value: float | int) -> str:
     # Decimal formats integers of any size (float() of 10**400 overflows).
     return format(Decimal(value), ".3g").replace("E", "e")
-
-
-_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def format_duration(seconds: float | int | None) -> str:
-    """Seconds → ``1d 2h``, ``1h 30m``, ``45s`` (whole seconds; ``0s`` for zero)."""
-    if seconds is None:
-        return "n/a"
-    remaining = round(abs(seconds))
-    parts = []
-    for unit, size in _DURATION_UNITS:
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    sign = "-" if seconds < 0 else ""
-    return sign + (" ".join(parts) or "0s")
 
 
 def format_datetime(

@@ -8,7 +8,6 @@ files are still checked with what can be read of the config, so one run shows ev
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,18 +143,7 @@ def _template_dir_problems(settings: Settings, doc: Located) -> list[Problem]:
     if not folder.is_dir():
         message = f"templates_dir: {str(folder)!r} is not a folder"
         return [doc.problem(("templates_dir",), message, at_value=True)]
-    return [_parse_problem(line) for line in check_templates(folder)]
-
-
-_PROBLEM = re.compile(r"^(?P<file>.*):(?P<line>\d+):(?P<col>\d+): (?P<message>.*)$", re.DOTALL)
-
-
-def _parse_problem(text: str) -> Problem:
-    """``check_templates`` reports ``FILE:LINE:COL: message`` strings; back into a Problem."""
-    match = _PROBLEM.match(text)
-    if match is None:
-        return Problem("<templates>", 1, 1, text)
-    return Problem(match["file"], int(match["line"]), int(match["col"]), match["message"])
+    return check_templates(folder)
 
 
 def _inline_template_problems(settings: Settings, doc: Located) -> list[Problem]:

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from alertd.model import DataNeed, MeterSpec
-from alertd.planner import MAX_GROUP_BY, MAX_METERS, covering_spec
+from alertd.planner import covering_spec
+from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS
 
 #: Up to this many distinct specs of one meter, :func:`lower_bound` partitions exactly (3^n).
 EXACT_LIMIT = 10

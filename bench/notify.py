@@ -181,7 +181,7 @@ async def commit(alertd: Alertd, customers: Sequence[str]) -> tuple[dict[str, fl
     instant the commit returned, and how long the evaluation took."""
     now = time.time()
     started = time.perf_counter()
-    report = await alertd.pipeline.evaluate(
+    report = await alertd.pipeline.apply(
         [firing(c, int(now)) for c in customers], {RULE.name: RULE}, int(now), immediate=True)
     committed = time.time()
     spent = time.perf_counter() - started

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alertd import conditions
 from alertd.clock import parse_instant
 from alertd.model import MeterSpec
-from alertd.planner import Plan, plan
+from alertd.planner import RequestPlan, plan
 from alertd.rules.schema import Rule
 from bench.lower_bound import lower_bound
 
@@ -115,7 +115,7 @@ def main() -> None:
     _print_first_customer(result, customers[0])
 
 
-def _print_first_customer(result: Plan, customer: str) -> None:
+def _print_first_customer(result: RequestPlan, customer: str) -> None:
     print(f"requests of {customer}:")
     for query in result.queries:
         if query.customer == customer:

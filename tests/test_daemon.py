@@ -35,7 +35,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
-from alertd.commands.demo import OffsetClock
+from alertd.clock import OffsetClock
 from alertd.daemon import Daemon, load_checked
 from alertd.errors import StoreDamagedError
 from alertd.heartbeat import Heartbeat, heartbeat_due

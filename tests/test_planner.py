@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from alertd.model import DataNeed, Granularity, MeterSpec, UsageRow, make_filters
 from alertd.planner import (
-    Plan,
+    RequestPlan,
     covering_spec,
     extract_rows,
     plan,
@@ -38,7 +38,7 @@ def need(meter_spec: MeterSpec, *, customer: str = "cus_1", granularity: Granula
     return DataNeed(customer, meter_spec, granularity, timezone, starts_at, ends_at)
 
 
-def check_valid(result: Plan, max_meters: int = 5) -> None:
+def check_valid(result: RequestPlan, max_meters: int = 5) -> None:
     """Every request obeys the contract and every need's serving spec can serve it."""
     for query in result.queries:
         meters = [s.meter for s in query.meters]
@@ -229,9 +229,9 @@ def test_a_plan_lists_the_distinct_needs_in_input_order() -> None:
 
 
 @pytest.mark.parametrize(("meter_spec", "fragment"), [
-    (spec(group_by=["a", "b", "c"]), "group_by has 3 keys"),
-    (spec(filters={f"k{i}": "v" for i in range(11)}), "11 dimension filters"),
-    (spec(tenants={f"t{i}": "v" for i in range(4)}), "4 tenant filters"),
+    (spec(group_by=["a", "b", "c"]), "group_by: at most 2 keys, got 3"),
+    (spec(filters={f"k{i}": "v" for i in range(11)}), "at most 10 dimension filters, got 11"),
+    (spec(tenants={f"t{i}": "v" for i in range(4)}), "at most 3 tenant filters, got 4"),
     (spec(None, filters={"model": "a"}), "need a 'meter'"),
 ])
 def test_spec_limits_problems_name_the_limit(meter_spec: MeterSpec, fragment: str) -> None:

@@ -14,20 +14,13 @@ from itertools import groupby
 from alertd.alerts import build_alert
 from alertd.backtest.replaying import Change
 from alertd.model import Customer, Notification
-from alertd.notify.grouping import (
-    FiringUpdate,
-    Group,
-    GroupId,
-    ResolvedUpdate,
-    SentRecord,
-    Update,
-    ingest,
-)
+from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import FlushContext, flush_groups, is_due
 from alertd.rules.schema import Rule
 from alertd.settings import Receiver
 from alertd.silences import Silence
+from alertd.store.base import GroupId, NotificationGroup, SentRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +54,7 @@ class NotificationReplay:
         self.tree = tree
         self.send_resolved = {receiver.name: receiver.send_resolved for receiver in receivers}
         self.silences = tuple(silences)
-        self.groups: dict[GroupId, Group] = {}
+        self.groups: dict[GroupId, NotificationGroup] = {}
         self.sent: dict[GroupId, SentRecord] = {}
         self.news: set[GroupId] = set()
         self.queued: list[SentNotification] = []

@@ -46,7 +46,7 @@ from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
 from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
-from alertd.planner import Plan, extract_rows, plan
+from alertd.planner import RequestPlan, extract_rows, plan
 from alertd.runtime import World, load_world, stripe_stack, verify_meters
 from alertd.silences import Silence
 from alertd.store.sqlite import SqliteStore
@@ -192,7 +192,8 @@ async def fetch_histories(
     )
 
 
-def _rows_of(the_plan: Plan, results: Sequence[UsageResult], need: DataNeed) -> list[UsageRow]:
+def _rows_of(the_plan: RequestPlan, results: Sequence[UsageResult], need: DataNeed
+             ) -> list[UsageRow]:
     _, spec = the_plan.serving(need)
     return extract_rows(need, spec, results[the_plan.query_index(need)].rows)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from alertd.clock import iso
+from alertd.clock import OffsetClock, iso
 from alertd.daemon import Daemon
 from alertd.model import Notification
 from alertd.notify.templates import Templates, annotated
@@ -29,6 +29,7 @@ from alertd.sim.generator import UsageGenerator
 from alertd.sim.incidents import Incident
 from alertd.sim.server import Simulator, SimulatorConfig
 from alertd.sinks import Delivery, mail_sink, webhook_sink
+from alertd.tasks import cancel
 
 CUSTOMERS = 40
 SEED = 7
@@ -36,22 +37,6 @@ INCIDENT_RATE = 4.0
 POLL_EVERY = 5.0
 WEBHOOK_SECRET = "demo-webhook-secret"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-
-
-class OffsetClock:
-    """Real time shifted by ``offset`` seconds (the simulated "now" runs at real speed)."""
-
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
 
 
 def interesting_moment(incidents: Iterable[Incident], earliest: int) -> int:
@@ -157,8 +142,8 @@ async def run_demo(seconds: float, write: Callable[[str], None] = print) -> int:
             try:
                 code = await daemon.run()
             finally:
-                ticker.cancel()
-                stopper.cancel()
+                await cancel(ticker)
+                await cancel(stopper)
             write(f"\ndemo finished: {len(mail.received)} emails and "
                   f"{len(hooks.received)} webhooks delivered "
                   f"({sum(bool(d.signature_ok) for d in hooks.received)} with a valid signature)")

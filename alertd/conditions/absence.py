@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from alertd.clock import format_duration
+from alertd.clock import format_duration, readable_duration
 from alertd.conditions.base import Bound, ConditionKind, ConditionModel, RuleIssue, Sample
 from alertd.conditions.series import (
     complete_buckets,
@@ -35,12 +35,10 @@ from alertd.conditions.series import (
     is_stale,
     local_time,
     number,
-    readable_duration,
 )
 from alertd.evaluate import windows
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
 from alertd.settings import PositiveDuration
-from alertd.templating import format_duration as sample_duration
 
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
@@ -103,7 +101,8 @@ class AbsenceEvaluator:
             rule, series, window, state="nodata", period_key="",
             message=(
                 f"usage data is stale (refreshed {local_time(series.refreshed_at, rule.timezone)},"
-                f" more than {readable_duration(self.stale_after)} ago): absence not judged"
+                f" more than {readable_duration(self.stale_after, units=2)} ago): absence not "
+                "judged"
             ),
         )
 
@@ -128,8 +127,8 @@ def _verdict(rule: Rule, series: Series, span: Sequence[Bucket]) -> Finding:
             rule, series, window, state="nodata", value=total, complete=True, period_key="",
             message=(f"{number(corrections)} of corrections (negative usage) and "
                      f"{number(total)} of usage in the last "
-                     f"{readable_duration(window.ends_at - window.starts_at)} of complete data: "
-                     "absence not judged"),
+                     f"{readable_duration(window.ends_at - window.starts_at, units=2)} of "
+                     "complete data: absence not judged"),
         )
     active = total <= condition.floor
     last_end = last_usage_end(series.buckets)
@@ -150,7 +149,8 @@ def _message(rule: Rule, total: float, window: Period, last_end: int | None) -> 
     """``no usage in the last 6h of complete data (2025-01-16 04:00 UTC to 10:00)``."""
     condition = _condition(rule)
     span = (
-        f"the last {readable_duration(window.ends_at - window.starts_at)} of complete data "
+        f"the last {readable_duration(window.ends_at - window.starts_at, units=2)} of complete "
+        "data "
         f"({local_time(window.starts_at, rule.timezone)} to "
         f"{local_time(window.ends_at, rule.timezone)})"
     )
@@ -194,7 +194,7 @@ class AbsenceKind(AbsenceEvaluator, ConditionKind):
 
     def sample(self, rule: Rule) -> Sample:
         silent = _condition(rule).duration + 1800
-        return Sample(0.0, f"no usage for {sample_duration(silent)}",
+        return Sample(0.0, f"no usage for {readable_duration(silent)}",
                       Bound(_condition(rule).floor), details={"silent_for": silent},
                       recent_level=40_000.0, recent_silent=True)
 

@@ -109,7 +109,7 @@ METHOD_IDLE = "idle-slot: non-zero buckets median/MAD"
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class SlotScheme:
     """How buckets of one size are judged. ``seasons``: (length in buckets, method), best
     first. The errors of every ``stride``-th bucket of the last ``pool`` give the spread (at
     least ``min_pool`` buckets' worth are needed); those of the last ``recent`` the level."""
@@ -127,16 +127,17 @@ class Plan:
         return range(unit - 1 - (count - 1) * self.stride, unit, self.stride)
 
 
-HOURLY = Plan(
+HOURLY = SlotScheme(
     3600,
     ((168, METHOD_HOUR_OF_WEEK), (24, METHOD_HOUR_OF_DAY), (1, METHOD_RECENT)),
     # Every other hour of the last week: a week still covers weekdays and the weekend, at
     # half the cost (the bench judges a million hours).
     pool=168, min_pool=24, recent=24, stride=2,
 )
-DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK), (1, METHOD_RECENT)), pool=28, min_pool=7, recent=7)
+DAILY = SlotScheme(86400, ((7, METHOD_DAY_OF_WEEK), (1, METHOD_RECENT)), pool=28, min_pool=7,
+                   recent=7)
 #: Weeks and months: too few in any sensible history for seasons; trailing median/MAD only.
-LONGER = Plan(0, (), pool=0, min_pool=0, recent=0)
+LONGER = SlotScheme(0, (), pool=0, min_pool=0, recent=0)
 
 
 class AnomalyEvaluator:
@@ -291,7 +292,7 @@ class Fit:
     recent: list[float]
 
 
-def fit(line: Timeline, unit: int, plan: Plan) -> Fit | None:
+def fit(line: Timeline, unit: int, plan: SlotScheme) -> Fit | None:
     """The best season of ``plan`` for which at least ``min_pool`` recent errors exist."""
     pooled = plan.pool_units(unit)
     values = line.window(pooled.start, pooled.stop)[::plan.stride]
@@ -319,7 +320,7 @@ def ratios(values: Sequence[float | None], centers: Sequence[float | None]) -> l
 
 
 def seasonal_expectation(
-    line: Timeline, fitted: Fit, plan: Plan, sensitivity: float
+    line: Timeline, fitted: Fit, plan: SlotScheme, sensitivity: float
 ) -> Expectation:
     center, count = fitted.center, len(fitted.samples)
     if center <= 0:

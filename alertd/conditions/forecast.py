@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import model_validator
 
-from alertd.clock import format_duration
+from alertd.clock import format_duration, readable_duration
 from alertd.conditions.base import (
     SAMPLE_QUOTA,
     Bound,
@@ -52,7 +52,6 @@ from alertd.conditions.series import (
     local_date,
     no_complete_data,
     number,
-    readable_duration,
 )
 from alertd.conditions.threshold import (
     QuotaProblem,
@@ -219,14 +218,14 @@ class ForecastEvaluator:
 def _too_early(
     rule: Rule, series: Series, projection: Projection, budget: float, elapsed: int
 ) -> Finding:
-    wait = readable_duration(_condition(rule).min_elapsed)
+    wait = readable_duration(_condition(rule).min_elapsed, units=2)
     return finding(
         rule, series, projection.period,
         value=projection.to_date,
         figures=Bound(budget),
         message=(
             f"{number(projection.to_date)} so far; no forecast until {wait} of the "
-            f"{rule.window} have passed ({readable_duration(elapsed)} so far)"
+            f"{rule.window} have passed ({readable_duration(elapsed, units=2)} so far)"
         ),
         details={"crosses_at": None, "method": _method(rule, projection)},
     )

@@ -312,14 +312,6 @@ def number(value: float) -> str:
     return format_number(value) if math.isfinite(value) else str(value)
 
 
-def readable_duration(seconds: float) -> str:
-    """``123540`` → ``1d 10h``, ``5400`` → ``1h 30m``: the two largest units, rounded down."""
-    whole = max(int(seconds), 0)
-    parts = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m")]
-    named = [f"{count}{unit}" for count, unit in parts if count]
-    return " ".join(named[:2]) if named else f"{whole}s"
-
-
 def local_time(instant: int, tz: str) -> str:
     return datetime.fromtimestamp(instant, windows.zone(tz)).strftime("%Y-%m-%d %H:%M %Z")
 

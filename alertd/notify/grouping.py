@@ -2,10 +2,12 @@
 
 Where it sits: the lifecycle turns findings into :data:`Update` s (an announced episode is
 firing, or it resolved); :func:`ingest` routes each through the
-:class:`~alertd.notify.routing.RouteTree` and files it into its :class:`Group` (one per
-receiver and group key). The pipeline later flushes due groups through silence and dedup into
-the outbox. Groups and the notification log (:class:`SentRecord`) live in the state store, so
-``group_wait`` timers and "what was already sent" survive restarts.
+:class:`~alertd.notify.routing.RouteTree` and files it into its
+:class:`~alertd.store.base.NotificationGroup` (one per receiver and group key). The pipeline
+later flushes due groups through silence and dedup into the outbox. Groups and the notification
+log (:class:`~alertd.store.base.SentRecord`) are records of the state store, defined in
+:mod:`alertd.store.base` (the store does not depend on ``notify``), so ``group_wait`` timers and
+"what was already sent" survive restarts.
 
 Everything here is pure: ``now`` is an argument.
 """
@@ -17,63 +19,7 @@ from dataclasses import dataclass, replace
 
 from alertd.model import Alert
 from alertd.notify.routing import Destination, RouteTree
-
-#: ``(receiver, group_key)``
-GroupId = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupEntry:
-    """One alert episode in a group: its latest snapshot and the highest level rank announced."""
-
-    instance: str
-    rank: int
-    alert: Alert
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """The alerts one receiver gets together, with the timing of the route that made it."""
-
-    receiver: str
-    group_key: str
-    group_labels: Mapping[str, str]
-    group_wait: float
-    group_interval: float
-    repeat_interval: float
-    send_resolved: bool
-    created_at: int
-    flushed_at: int | None
-    entries: tuple[GroupEntry, ...] = ()
-
-    @property
-    def ident(self) -> GroupId:
-        return (self.receiver, self.group_key)
-
-    @property
-    def due_at(self) -> float:
-        """When the group is next flushed: ``group_wait`` after it formed, then every
-        ``group_interval`` after the previous flush."""
-        if self.flushed_at is None:
-            return self.created_at + self.group_wait
-        return self.flushed_at + self.group_interval
-
-
-@dataclass(frozen=True, slots=True)
-class SentRecord:
-    """The notification log of one group: what its last notification said, and when."""
-
-    receiver: str
-    group_key: str
-    #: instance → the level rank it was announced at.
-    firing: Mapping[str, int]
-    resolved: frozenset[str]
-    sent_at: int
-    notification_id: str
-
-    @property
-    def ident(self) -> GroupId:
-        return (self.receiver, self.group_key)
+from alertd.store.base import GroupEntry, GroupId, NotificationGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +47,12 @@ Update = FiringUpdate | ResolvedUpdate
 
 
 def ingest(
-    groups: Mapping[GroupId, Group],
+    groups: Mapping[GroupId, NotificationGroup],
     updates: Iterable[Update],
     tree: RouteTree,
     send_resolved: Mapping[str, bool],
     now: int,
-) -> tuple[dict[GroupId, Group], frozenset[GroupId]]:
+) -> tuple[dict[GroupId, NotificationGroup], frozenset[GroupId]]:
     """The groups after filing ``updates``, and which groups changed.
 
     A firing episode goes to every destination the route tree gives; if a reload re-routed it,
@@ -129,7 +75,7 @@ def ingest(
 class _Working:
     """Mutable scratch space for :func:`ingest` (never escapes it)."""
 
-    def __init__(self, groups: Mapping[GroupId, Group]) -> None:
+    def __init__(self, groups: Mapping[GroupId, NotificationGroup]) -> None:
         self.meta = dict(groups)
         self.entries = {gid: {e.instance: e for e in g.entries} for gid, g in groups.items()}
         self.where: dict[str, set[GroupId]] = {}
@@ -164,7 +110,7 @@ class _Working:
         held.clear()
         held.update(targets)
 
-    def result(self) -> tuple[dict[GroupId, Group], frozenset[GroupId]]:
+    def result(self) -> tuple[dict[GroupId, NotificationGroup], frozenset[GroupId]]:
         groups = {
             gid: replace(group, entries=tuple(
                 sorted(self.entries.get(gid, {}).values(), key=lambda e: e.instance)
@@ -175,9 +121,9 @@ class _Working:
 
 
 def _group_for(
-    existing: Group | None, destination: Destination, alert: Alert,
+    existing: NotificationGroup | None, destination: Destination, alert: Alert,
     send_resolved: Mapping[str, bool], now: int,
-) -> Group:
+) -> NotificationGroup:
     """The group's header, created at ``now`` or refreshed with the current route's timing."""
     timing = destination.timing
     resolved = send_resolved.get(destination.receiver, True)
@@ -186,7 +132,7 @@ def _group_for(
             existing, group_wait=timing.group_wait, group_interval=timing.group_interval,
             repeat_interval=timing.repeat_interval, send_resolved=resolved,
         )
-    return Group(
+    return NotificationGroup(
         receiver=destination.receiver,
         group_key=destination.group_key(alert.labels),
         group_labels=destination.group_labels(alert.labels),

@@ -32,13 +32,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from alertd.clock import Clock, SystemClock
+from alertd.clock import Clock, SystemClock, backoff
 from alertd.errors import PermanentDeliveryError, StoreError
 from alertd.metrics import Metrics
 from alertd.model import Notification
 from alertd.notify.base import Notifier
 from alertd.settings import DeliverySettings
 from alertd.store.base import Attempt, OutboxRow, Store
+from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.outbox")
 
@@ -65,13 +66,6 @@ class MetricsObserver:
         self.metrics.outbox_pending.set(count)
 
 
-def backoff(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds before retry number ``attempt`` (1-based): ``initial`` doubling per attempt up
-    to ``maximum``, jittered into its upper half so retries of many rows spread out."""
-    base = min(maximum, initial * 2.0 ** max(attempt - 1, 0))
-    return base / 2 + rng.uniform(0, base / 2)
-
-
 def next_step(
     row: OutboxRow, error: BaseException | None, now: float, settings: DeliverySettings,
     rng: random.Random,
@@ -88,7 +82,8 @@ def next_step(
         age = now - row.created_at
         return Attempt(row.id, "failed", attempts, now,
                        error=f"gave up after {attempts} attempts over {age:.0f}s: {reason}")
-    retry_at = now + backoff(attempts, settings.initial_backoff, settings.max_backoff, rng)
+    retry_at = now + backoff(attempts - 1, base=settings.initial_backoff,
+                             cap=settings.max_backoff, rng=rng)
     return Attempt(row.id, "pending", attempts, now, next_attempt_at=min(retry_at, deadline),
                    error=reason)
 
@@ -145,8 +140,7 @@ class Outbox:
         self.idle_poll = idle_poll
         self.retention = retention
         self._wakes = {name: asyncio.Event() for name in self.notifiers}
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Background("alertd-outbox")
 
     def wake(self) -> None:
         """New rows were committed: deliver now instead of at the next poll."""
@@ -184,21 +178,13 @@ class Outbox:
 
     async def start(self) -> None:
         """Runs :meth:`run` in the background until :meth:`drain` or :meth:`stop`."""
-        if self._task is None:
-            self._stop.clear()
-            self._task = asyncio.create_task(self.run(self._stop), name="alertd-outbox")
+        self._worker.start(self.run)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, timeout: float, abort: asyncio.Event | None = None) -> bool:
         """Stops the background worker, letting attempts in flight finish for up to
-        ``timeout`` seconds; the rest are cancelled and stay pending for the next start."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stop.set()
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        ``timeout`` seconds (less once ``abort`` is set); the rest are cancelled and stay
+        pending for the next start. ``True`` when nothing was left unfinished."""
+        return await self._worker.stop(timeout, abort)
 
     async def stop(self, grace: float = 10.0) -> None:
         await self.drain(grace)
@@ -241,7 +227,7 @@ class Outbox:
                 log.error("outbox unavailable receiver=%s error=%s", receiver, exc)
             except Exception:  # the worker must outlive a bug in one round
                 log.exception("outbox round failed receiver=%s", receiver)
-            await sleep_or_event(self.clock, max(delay, 0.0), stop, wake)
+            await wait_first(stop, wake, timeout=max(delay, 0.0), clock=self.clock)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -252,7 +238,7 @@ class Outbox:
                     log.info("outbox pruned rows=%d", pruned)
             except StoreError as exc:
                 log.error("outbox housekeeping failed error=%s", exc)
-            await sleep_or_event(self.clock, 3600.0, stop)
+            await wait_first(stop, timeout=3600.0, clock=self.clock)
 
     async def _round(self, receiver: str, sink: _Sink | None) -> None:
         rows = await self.store.due_deliveries(self.clock.now(), receiver)
@@ -312,18 +298,6 @@ async def _together(work: Sequence[Awaitable[None]]) -> None:
             raise result
         if isinstance(result, BaseException):
             log.error("delivery task failed: %r", result)
-
-
-async def sleep_or_event(clock: Clock, seconds: float, *events: asyncio.Event) -> None:
-    """Sleeps on ``clock`` until ``seconds`` pass or any of ``events`` is set."""
-    waiters = [asyncio.ensure_future(clock.sleep(seconds)),
-               *(asyncio.ensure_future(e.wait()) for e in events)]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def _log_attempt(row: OutboxRow, attempt: Attempt, now: float) -> None:

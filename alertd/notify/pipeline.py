@@ -34,12 +34,12 @@ from alertd.alerts import (
 from alertd.clock import Clock
 from alertd.model import Customer, Finding, Notification, Series, SeriesKey
 from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
-from alertd.notify.outbox import sleep_or_event
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision, FlushContext, flush_groups
 from alertd.rules.schema import Rule
 from alertd.settings import Receiver
 from alertd.store.base import Changes, Store
+from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.notify")
 
@@ -192,10 +192,9 @@ class Pipeline:
         self.on_commit = on_commit
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Background("alertd-groups")
 
-    async def evaluate(
+    async def apply(
         self,
         findings: Sequence[Finding],
         rules: Mapping[str, Rule],
@@ -237,15 +236,11 @@ class Pipeline:
 
     async def start(self, clock: Clock) -> None:
         """Runs :meth:`run` in the background until :meth:`stop`."""
-        if self._task is None:
-            self._stop.clear()
-            self._task = asyncio.create_task(self.run(self._stop, clock), name="alertd-groups")
+        self._timer.start(lambda stop: self.run(stop, clock))
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            self._stop.set()
-            await asyncio.gather(task, return_exceptions=True)
+        """Stops the timer after the flush in progress, if any."""
+        await self._timer.stop()
 
     async def next_flush_at(self) -> float | None:
         return await self.store.next_group_due()
@@ -262,7 +257,7 @@ class Pipeline:
                     delay = min(idle, due - clock.now())
             except Exception:  # the timer must outlive one bad flush (a full disk, a bug)
                 log.exception("flushing notification groups failed; retrying in %gs", idle)
-            await sleep_or_event(clock, max(delay, 0.05), stop, self._changed)
+            await wait_first(stop, self._changed, timeout=max(delay, 0.05), clock=clock)
 
     async def _flush(
         self, updates: Sequence[Update], states: Mapping[SeriesKey, AlertState | None],

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from alertd.conditions import kind_of
 from alertd.conditions.base import SAMPLE_QUOTA, Sample
 from alertd.evaluate.windows import period_containing, shift
-from alertd.model import Alert, AlertStatus, Bucket, Customer, Notification, SeriesKey
+from alertd.model import Alert, Bucket, Customer, Notification, NotificationStatus, SeriesKey
 from alertd.rules.schema import Rule
 
 SAMPLE_CUSTOMER = Customer("cus_Q3xL9f2Kd81mPa", "Acme Analytics Inc.", "billing@acme.example",
@@ -57,7 +57,7 @@ def _labels(rule: Rule, customer: Customer, severity: str,
     return labels
 
 
-def sample_alert(rule: Rule, *, now: int, status: AlertStatus = "firing",
+def sample_alert(rule: Rule, *, now: int, status: NotificationStatus = "firing",
                  customer: Customer = SAMPLE_CUSTOMER) -> Alert:
     """The alert ``rule`` would raise for ``customer`` at ``now``. Like the alerts the daemon
     builds, it carries the rule's annotation templates; rendering them is the templates' job."""
@@ -85,7 +85,7 @@ def sample_alert(rule: Rule, *, now: int, status: AlertStatus = "firing",
 
 
 def sample_notification(rule: Rule, receiver: str, *, now: int,
-                        status: AlertStatus = "firing",
+                        status: NotificationStatus = "firing",
                         customers: tuple[Customer, ...] = (SAMPLE_CUSTOMER,)) -> Notification:
     """The notification ``receiver`` would get for ``rule`` (one alert per customer)."""
     alerts = tuple(sample_alert(rule, now=now, status=status, customer=c) for c in customers)

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from alertd.clock import iso
-from alertd.model import AlertStatus, Notification
-from alertd.notify.grouping import Group, GroupEntry, GroupId, SentRecord
+from alertd.model import Notification, NotificationStatus
 from alertd.silences import Silence, silenced_by
+from alertd.store.base import GroupEntry, GroupId, NotificationGroup, SentRecord
 
 SuppressedBy = Literal["silence", "dedup", "group"]
 
@@ -50,7 +50,7 @@ class Candidate:
     episodes whose firing was announced to this group (and only with ``send_resolved``).
     """
 
-    group: Group
+    group: NotificationGroup
     sent: SentRecord | None
     firing: tuple[GroupEntry, ...]
     resolved: tuple[GroupEntry, ...]
@@ -69,7 +69,7 @@ class Decision:
 
     receiver: str
     group_key: str
-    status: AlertStatus
+    status: NotificationStatus
     fingerprints: tuple[str, ...]
     suppressed_by: SuppressedBy | None
     reason: str
@@ -91,7 +91,7 @@ class FlushResult:
 
     decisions: tuple[Decision, ...] = ()
     notifications: tuple[Notification, ...] = ()
-    groups: tuple[Group, ...] = ()
+    groups: tuple[NotificationGroup, ...] = ()
     dropped: tuple[GroupId, ...] = ()
     sent: tuple[SentRecord, ...] = ()
 
@@ -140,7 +140,7 @@ def notification_id(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def is_due(group: Group, context: FlushContext) -> bool:
+def is_due(group: NotificationGroup, context: FlushContext) -> bool:
     if group.flushed_at is None and context.immediate:
         return True
     return context.now >= group.due_at
@@ -194,7 +194,7 @@ STAGES: tuple[Stage, ...] = (silence_stage, dedup_stage, wait_stage)
 # --------------------------------------------------------------------------- flushing
 
 
-def candidate_for(group: Group, sent: SentRecord | None) -> Candidate:
+def candidate_for(group: NotificationGroup, sent: SentRecord | None) -> Candidate:
     entries = newest_per_fingerprint(group.entries)
     firing = tuple(e for e in entries if e.alert.status == "firing")
     announced = sent.firing if sent is not None else {}
@@ -237,7 +237,7 @@ def run_stages(
 
 
 def flush_groups(
-    groups: Mapping[GroupId, Group],
+    groups: Mapping[GroupId, NotificationGroup],
     sent: Mapping[GroupId, SentRecord],
     context: FlushContext,
     changed: Collection[GroupId] = (),
@@ -246,7 +246,7 @@ def flush_groups(
     even if the flush leaves them as they are (an ingest changed them)."""
     decisions: list[Decision] = []
     notifications: list[Notification] = []
-    written: list[Group] = []
+    written: list[NotificationGroup] = []
     dropped: list[GroupId] = []
     records: list[SentRecord] = []
     for ident in sorted(groups):
@@ -303,7 +303,7 @@ def build_notification(candidate: Candidate, now: int) -> Notification:
     group = candidate.group
     firing = {e.instance: e.rank for e in candidate.firing}
     resolved = [e.instance for e in candidate.resolved]
-    status: AlertStatus = "firing" if firing else "resolved"
+    status: NotificationStatus = "firing" if firing else "resolved"
     previous = candidate.sent.notification_id if candidate.sent is not None else ""
     return Notification(
         id=notification_id(group.receiver, group.group_key, status, firing, resolved, previous),
@@ -335,7 +335,7 @@ def _record(notification: Notification, candidate: Candidate) -> SentRecord:
     )
 
 
-def _after_flush(group: Group, context: FlushContext) -> Group | None:
+def _after_flush(group: NotificationGroup, context: FlushContext) -> NotificationGroup | None:
     """A flushed group forgets its resolved alerts; an empty group is dropped (``None``)."""
     remaining = tuple(e for e in group.entries if e.alert.status == "firing")
     if not remaining:

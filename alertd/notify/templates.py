@@ -443,8 +443,8 @@ def source_problems(source: str, *, names: frozenset[str] = NOTIFICATION_NAMES,
     return [at(failure[0], 1, failure[1])] if failure else []
 
 
-def check_templates(directory: Path) -> list[str]:
-    """Problems of every template in a ``templates_dir``, as ``FILE:LINE:COL: message``.
+def check_templates(directory: Path) -> list[Problem]:
+    """Problems of every template in a ``templates_dir`` (each reads ``FILE:LINE:COL: message``).
 
     Every file must parse; the files alertd renders itself (:data:`TEMPLATE_FILES`) are also
     checked for unknown names and filters and rendered on sample notifications. Other files
@@ -462,7 +462,7 @@ def check_templates(directory: Path) -> list[str]:
             problems.append(Problem(str(path), 1, 1, f"cannot read template: {exc}"))
             continue
         problems.extend(_file_problems(env, path, relative, source))
-    return [str(p) for p in problems]
+    return problems
 
 
 def _file_problems(env: SandboxedEnvironment, path: Path, relative: str,

@@ -30,11 +30,7 @@ from alertd.conditions import kind_of
 from alertd.conditions.base import RuleIssue
 from alertd.rules.schema import Rule
 from alertd.settings import StripeSettings
-
-#: Stripe's limits for one ``meters[i]`` entry of a Meter Usage Analytics request.
-MAX_GROUP_BY = 2
-MAX_DIMENSION_FILTERS = 10
-MAX_TENANT_FILTERS = 3
+from alertd.stripe_limits import LimitBreach, spec_breaches
 
 _USE_METER_USAGE = "or set stripe.source: meter_usage (the Meter Usage Analytics API)"
 
@@ -42,13 +38,8 @@ _USE_METER_USAGE = "or set stripe.source: meter_usage (the Meter Usage Analytics
 def group_by_issue(keys: Sequence[object]) -> RuleIssue | None:
     """Too many ``group_by`` keys for one request (checked on the raw rule: the schema caps
     the list too, with a message that does not say why)."""
-    if len(keys) <= MAX_GROUP_BY:
-        return None
-    return RuleIssue(
-        ("group_by",),
-        f"group_by: at most {MAX_GROUP_BY} keys, got {len(keys)} (Stripe's limit of "
-        "dimension_group_by_keys in one request)",
-    )
+    breaches = spec_breaches(group_by=len(keys))
+    return _limit_issue(breaches[0]) if breaches else None
 
 
 def rule_issues(rule: Rule, stripe: StripeSettings) -> list[RuleIssue]:
@@ -63,20 +54,13 @@ def rule_issues(rule: Rule, stripe: StripeSettings) -> list[RuleIssue]:
 
 def request_limit_issues(rule: Rule) -> list[RuleIssue]:
     """Stripe's per-request limits for the rule's meter spec."""
-    issues = []
-    if len(rule.filters) > MAX_DIMENSION_FILTERS:
-        issues.append(RuleIssue(
-            ("filters",),
-            f"filters: at most {MAX_DIMENSION_FILTERS} dimension filters, got "
-            f"{len(rule.filters)} (Stripe's limit of dimension_filters in one request)",
-        ))
-    if len(rule.tenant_filters) > MAX_TENANT_FILTERS:
-        issues.append(RuleIssue(
-            ("tenant_filters",),
-            f"tenant_filters: at most {MAX_TENANT_FILTERS} tenant filters, got "
-            f"{len(rule.tenant_filters)} (Stripe's limit of tenant_filters in one request)",
-        ))
-    return issues
+    breaches = spec_breaches(dimension_filters=len(rule.filters),
+                             tenant_filters=len(rule.tenant_filters))
+    return [_limit_issue(breach) for breach in breaches]
+
+
+def _limit_issue(breach: LimitBreach) -> RuleIssue:
+    return RuleIssue((breach.rule_field,), breach.message())
 
 
 def needs_meter_issues(rule: Rule) -> list[RuleIssue]:

@@ -27,11 +27,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from alertd.conditions.base import RuleIssue
-from alertd.errors import ConfigError, Problem
-from alertd.rules.limits import MAX_GROUP_BY, group_by_issue, rule_issues
+from alertd.errors import ConfigError, Location, Problem
+from alertd.rules.limits import group_by_issue, rule_issues
 from alertd.rules.schema import Rule
 from alertd.rules.shorthand import ShorthandError, When, parse_when
 from alertd.settings import Settings
+from alertd.stripe_limits import MAX_GROUP_BY
 from alertd.templating import TEMPLATE_NAMES, check_template, template_environment
 from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
@@ -182,7 +183,7 @@ def _load_rule(doc: Located, index: int, raw: dict[str, Any], context: _Context)
     if "source" in data:
         # `source` is set by the loader, never written by users.
         problems.append(doc.problem((*at, "source"), "unknown key 'source'"))
-    data["source"] = f"{doc.file}:{doc.marks[at].value_line}"
+    data["source"] = Location(doc.file, doc.marks[at].value_line)
     _cap_group_by(data, doc, at, problems)
     try:
         rule: Rule | None = Rule.model_validate(data)

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from alertd.conditions import registry
 from alertd.conditions.base import ConditionModel, StrictModel
+from alertd.errors import Location
 from alertd.model import Granularity
 from alertd.settings import Duration, PositiveDuration
 
@@ -110,8 +111,8 @@ class Rule(_Strict):
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     receivers: list[str] | None = None
-    #: Where the rule was read from, for messages: ``FILE:LINE``.
-    source: str = Field("", exclude=True)
+    #: Where the rule was read from, for messages (set by the loader, never by users).
+    source: Location | None = Field(None, exclude=True)
 
     @field_validator("name")
     @classmethod

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from alertd.sim import responses
 from alertd.sim.profiles import METERS, METERS_BY_ID, customer_id, customer_index
-from alertd.sim.search import parse_search
 from alertd.sim.stripe_form import StripeRequestError, check_known, invalid, parse_form
 from alertd.sim.validate import (
     ApiVersion,
@@ -26,6 +25,7 @@ from alertd.sim.validate import (
     summary_request,
     usage_query,
 )
+from alertd.source.search import SearchQueryError, parse_search
 
 if TYPE_CHECKING:
     from alertd.sim.server import Simulator
@@ -183,7 +183,10 @@ class StripeEndpoints:
     async def search(self, request: web.Request) -> web.Response:
         version = self._version(request)
         text, limit, offset = page_request(parse_form(request.query.items()))
-        query = parse_search(text)
+        try:
+            query = parse_search(text)
+        except SearchQueryError as exc:
+            raise invalid(str(exc), "query") from None
         matches = [p for p in reversed(self.generator.profiles()) if query.matches(p.customer())]
         chosen = matches[offset:offset + limit]
         more = offset + limit < len(matches)

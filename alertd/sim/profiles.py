@@ -69,7 +69,7 @@ TREND_SPAN = 90 * DAY_SECONDS
 # Streams: one constant per kind of random choice, so choices never share a hash.
 _PROFILE, _USERS, _WEIGHTS = 1, 2, 3
 
-Plan = Literal["free", "pro", "enterprise"]
+PricePlan = Literal["free", "pro", "enterprise"]
 
 
 def _diurnal() -> FloatArray:
@@ -120,7 +120,7 @@ STORAGE = MeterDef("mtr_sim_storage", "Storage (MB)", "storage_mb", (), None, Fa
 METERS: tuple[MeterDef, ...] = (TOKENS, API_CALLS, STORAGE)
 METERS_BY_ID: Mapping[str, MeterDef] = {meter.id: meter for meter in METERS}
 
-_QUOTAS: Mapping[str, Mapping[Plan, tuple[int, ...]]] = {
+_QUOTAS: Mapping[str, Mapping[PricePlan, tuple[int, ...]]] = {
     "daily_token_quota": {
         "free": (100_000, 200_000, 500_000),
         "pro": (1_000_000, 2_000_000, 5_000_000),
@@ -132,7 +132,7 @@ _QUOTAS: Mapping[str, Mapping[Plan, tuple[int, ...]]] = {
         "enterprise": (200_000, 500_000, 1_000_000),
     },
 }
-_STORAGE_BASE: Mapping[Plan, tuple[float, float]] = {
+_STORAGE_BASE: Mapping[PricePlan, tuple[float, float]] = {
     "free": (20, 200), "pro": (500, 5_000), "enterprise": (10_000, 100_000),
 }
 #: Home UTC offsets (in 15-minute slots) that set where each customer's day peaks.
@@ -201,7 +201,7 @@ class CustomerProfile:
     id: str
     name: str
     email: str | None
-    plan: Plan
+    plan: PricePlan
     created: int
     home_offset_slots: int
     growth: float
@@ -265,7 +265,7 @@ def _build_profile(seed: int, index: int, history_start: int) -> CustomerProfile
         return hashing.uniform(low, high, seed, _PROFILE, index, stream)
 
     plan_roll = pick(1, 20)
-    plan: Plan = "free" if plan_roll < 10 else "pro" if plan_roll < 17 else "enterprise"
+    plan: PricePlan = "free" if plan_roll < 10 else "pro" if plan_roll < 17 else "enterprise"
     words = (_ADJECTIVES[pick(2, 16)], _NOUNS[pick(3, 16)], _SUFFIXES[pick(4, 8)])
     slug = "".join(words[:2]).lower()
     growth = between(5, -0.3, 0.6)

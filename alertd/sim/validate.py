@@ -34,6 +34,8 @@ from alertd.sim.stripe_form import (
 CURRENT_SHAPE_FROM = "2025-09-30"
 #: From this version on dimension and tenant filter values must be arrays.
 ARRAY_FILTERS_FROM = "2025-11-17"
+#: Stripe's limits, kept apart from :mod:`alertd.stripe_limits` on purpose: the simulator
+#: plays Stripe, and must not agree with alertd only because both read one constant.
 MAX_METERS = 5
 MAX_GROUP_BY = 2
 MAX_DIMENSION_FILTERS = 10

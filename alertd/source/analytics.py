@@ -40,10 +40,10 @@ from alertd.errors import (
 )
 from alertd.evaluate.windows import periods
 from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult, UsageRow
-from alertd.planner import MAX_DIMENSION_FILTERS, MAX_GROUP_BY, MAX_METERS, MAX_TENANT_FILTERS
 from alertd.settings import StripeSettings
 from alertd.source.body import MAX_INSTANT, MAX_USAGE, BodyReader
 from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
+from alertd.stripe_limits import MAX_METERS, spec_breaches
 
 log = logging.getLogger("alertd.source")
 
@@ -127,16 +127,11 @@ def _check_spec(index: int, spec: MeterSpec, *, array_filters: bool) -> None:
             "the customer is summed",
             param=prefix,
         )
-    for field, count, limit in (
-        ("dimension_group_by_keys", len(spec.group_by), MAX_GROUP_BY),
-        ("dimension_filters", len(spec.dimension_filters), MAX_DIMENSION_FILTERS),
-        ("tenant_filters", len(spec.tenant_filters), MAX_TENANT_FILTERS),
-    ):
-        if count > limit:
-            raise InvalidRequestError(
-                f"{count} {field} for meter {spec.meter}; Stripe allows at most {limit}",
-                param=f"{prefix}[{field}]",
-            )
+    for breach in spec_breaches(group_by=len(spec.group_by),
+                                dimension_filters=len(spec.dimension_filters),
+                                tenant_filters=len(spec.tenant_filters)):
+        raise InvalidRequestError(f"meter {spec.meter}: {breach.message()}",
+                                  param=f"{prefix}[{breach.param}]")
     if not array_filters:
         _check_single_values(prefix, spec)
 

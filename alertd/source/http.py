@@ -41,7 +41,7 @@ import httpx
 from pydantic import SecretStr
 
 from alertd import __version__
-from alertd.clock import Clock, SystemClock
+from alertd.clock import Clock, SystemClock, backoff
 from alertd.errors import (
     AuthenticationError,
     ConflictError,
@@ -122,11 +122,6 @@ class StripeResponse(Generic[T]):
 def as_is(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """The :data:`BodyParser` that keeps the JSON object as it is."""
     return body
-
-
-def backoff_delay(retry: int, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``retry`` (0-based): capped exponential, jittered."""
-    return min(BACKOFF_BASE * 2.0**retry, BACKOFF_CAP) * rng.uniform(0.5, 1.0)
 
 
 def should_retry_header(response: Answer) -> bool | None:
@@ -374,7 +369,7 @@ class StripeHTTP:
         """Seconds to wait before trying again after ``attempt`` failed, or ``None`` to stop."""
         if not exc.retryable or attempt > self.settings.max_retries:
             return None
-        delay = backoff_delay(attempt - 1, self._rng)
+        delay = backoff(attempt - 1, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=self._rng)
         elapsed = self.clock.monotonic() - started
         if elapsed + delay > self.settings.retry_max_elapsed:
             return None

@@ -17,11 +17,70 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from alertd.alerts import AlertState
-from alertd.model import Notification, SeriesKey
-from alertd.notify.grouping import Group, GroupId, SentRecord
+from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence, SilenceStore
 
 OutboxStatus = Literal["pending", "delivered", "failed", "undeliverable"]
+
+#: ``(receiver, group_key)``
+GroupId = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEntry:
+    """One alert episode in a group: its latest snapshot and the highest level rank announced."""
+
+    instance: str
+    rank: int
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationGroup:
+    """An aggregation group (:mod:`alertd.notify.grouping` files alerts into it): the alerts
+    one receiver gets together, with the timing of the route that made it."""
+
+    receiver: str
+    group_key: str
+    group_labels: Mapping[str, str]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    send_resolved: bool
+    created_at: int
+    flushed_at: int | None
+    entries: tuple[GroupEntry, ...] = ()
+
+    @property
+    def ident(self) -> GroupId:
+        return (self.receiver, self.group_key)
+
+    @property
+    def due_at(self) -> float:
+        """When the group is next flushed: ``group_wait`` after it formed, then every
+        ``group_interval`` after the previous flush."""
+        if self.flushed_at is None:
+            return self.created_at + self.group_wait
+        return self.flushed_at + self.group_interval
+
+
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    """The notification log of one group: what its last notification said, and when."""
+
+    receiver: str
+    group_key: str
+    #: instance → the level rank it was announced at.
+    firing: Mapping[str, int]
+    resolved: frozenset[str]
+    sent_at: int
+    notification_id: str
+
+    @property
+    def ident(self) -> GroupId:
+        return (self.receiver, self.group_key)
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +94,7 @@ class Changes:
     """
 
     states: Mapping[SeriesKey, AlertState | None] = field(default_factory=dict)
-    groups: tuple[Group, ...] = ()
+    groups: tuple[NotificationGroup, ...] = ()
     dropped_groups: tuple[GroupId, ...] = ()
     sent: tuple[SentRecord, ...] = ()
     outbox: tuple[Notification, ...] = ()
@@ -81,12 +140,12 @@ class Store(SilenceStore, Protocol):
         """Stored states of the series of ``rules`` (every rule when ``None``)."""
         ...
 
-    async def load_groups(self) -> dict[GroupId, Group]: ...
+    async def load_groups(self) -> dict[GroupId, NotificationGroup]: ...
 
     async def load_sent(self) -> dict[GroupId, SentRecord]: ...
 
     async def next_group_due(self) -> float | None:
-        """The earliest :attr:`Group.due_at` of all groups, ``None`` without groups."""
+        """The earliest :attr:`NotificationGroup.due_at` of all groups, ``None`` without groups."""
         ...
 
     async def commit_transitions(self, changes: Changes) -> None:

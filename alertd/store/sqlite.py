@@ -35,9 +35,17 @@ from typing import Any, Protocol, TypeVar
 from alertd.alerts import AlertState
 from alertd.errors import StoreError
 from alertd.model import Alert, Notification, SeriesKey
-from alertd.notify.grouping import Group, GroupEntry, GroupId, SentRecord
 from alertd.silences import Silence
-from alertd.store.base import Attempt, Changes, OutboxRow, OutboxStatus
+from alertd.store.base import (
+    Attempt,
+    Changes,
+    GroupEntry,
+    GroupId,
+    NotificationGroup,
+    OutboxRow,
+    OutboxStatus,
+    SentRecord,
+)
 from alertd.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -159,7 +167,7 @@ class SqliteStore:
         names = None if rules is None else sorted(set(rules))
         return await self._read(lambda c: _load_states(c, names))
 
-    async def load_groups(self) -> dict[GroupId, Group]:
+    async def load_groups(self) -> dict[GroupId, NotificationGroup]:
         return await self._read(_load_groups)
 
     async def load_sent(self) -> dict[GroupId, SentRecord]:
@@ -301,16 +309,16 @@ def _load_states(
     }
 
 
-def _load_groups(conn: sqlite3.Connection) -> dict[GroupId, Group]:
+def _load_groups(conn: sqlite3.Connection) -> dict[GroupId, NotificationGroup]:
     entries: dict[GroupId, list[GroupEntry]] = {}
     for row in conn.execute("SELECT * FROM group_alerts ORDER BY instance"):
         entries.setdefault((row["receiver"], row["group_key"]), []).append(
             GroupEntry(row["instance"], row["rank"], Alert.from_dict(json.loads(row["alert"])))
         )
-    groups: dict[GroupId, Group] = {}
+    groups: dict[GroupId, NotificationGroup] = {}
     for row in conn.execute("SELECT * FROM alert_groups"):
         ident = (row["receiver"], row["group_key"])
-        groups[ident] = Group(
+        groups[ident] = NotificationGroup(
             receiver=row["receiver"],
             group_key=row["group_key"],
             group_labels=json.loads(row["group_labels"]),
@@ -377,7 +385,7 @@ def _write_states(
         )
 
 
-def _write_group(conn: sqlite3.Connection, group: Group) -> None:
+def _write_group(conn: sqlite3.Connection, group: NotificationGroup) -> None:
     ident = (group.receiver, group.group_key)
     conn.execute("DELETE FROM group_alerts WHERE receiver = ? AND group_key = ?", ident)
     conn.execute(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from usage_series_builders import DAY, HOUR, at, make_rule
 
+from alertd.clock import readable_duration
 from alertd.conditions.series import (
     build_series,
     data_need,
     describe_period,
     is_stale,
     number,
-    readable_duration,
     window_buckets,
 )
 from alertd.evaluate import windows
@@ -189,10 +189,11 @@ def test_number(value: float, text: str) -> None:
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(0, "0s"), (45, "45s"), (5400, "1h 30m"), (86400, "1d"), (123540, "1d 10h"),
-     (3 * DAY, "3d"), (-5, "0s")],
+     (3 * DAY, "3d"), (3661, "1h 1m"), (-5, "-5s")],
 )
-def test_readable_duration(seconds: float, text: str) -> None:
-    assert readable_duration(seconds) == text
+def test_readable_duration_in_two_units(seconds: float, text: str) -> None:
+    """How evaluators word durations: the two largest units (one formatter for people)."""
+    assert readable_duration(seconds, units=2) == text
 
 
 @pytest.mark.parametrize(

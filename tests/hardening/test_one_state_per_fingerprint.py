@@ -19,7 +19,6 @@ import pytest
 from alertd.clock import FakeClock
 from alertd.conditions.base import Bound
 from alertd.model import Finding, Period, SeriesKey
-from alertd.notify.grouping import GroupEntry
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import newest_per_fingerprint
@@ -27,6 +26,7 @@ from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
 from alertd.rules.schema import Rule
 from alertd.settings import Receiver, RootRoute
+from alertd.store.base import GroupEntry
 from alertd.store.sqlite import SqliteStore
 from tests.notify.conftest import HookSink, hook_server, make_alert
 
@@ -60,12 +60,12 @@ async def test_firing_and_resolved_across_an_hour_boundary_send_only_the_newest(
         receiver = Receiver.model_validate({"name": "hooks", "webhook": {"url": base}})
         tree = RouteTree(RootRoute.model_validate(ROUTE))
         pipeline = Pipeline(store, tree, [receiver])
-        first = await pipeline.evaluate([hourly(HOUR0, 150)], {"hourly": RULE}, HOUR0 + 3000,
+        first = await pipeline.apply([hourly(HOUR0, 150)], {"hourly": RULE}, HOUR0 + 3000,
                                         immediate=True)
         assert [n.status for n in first.notifications] == ["firing"]
         # The next hour: the old hour's episode resolves and a new one fires, both before
         # the group's interval is up, so both wait in the same group.
-        await pipeline.evaluate([hourly(HOUR0 + 3600, 180)], {"hourly": RULE}, HOUR0 + 3660)
+        await pipeline.apply([hourly(HOUR0 + 3600, 180)], {"hourly": RULE}, HOUR0 + 3660)
         report = await pipeline.flush(HOUR0 + 3000 + 3600)
         (notification,) = report.notifications
         async with WebhookNotifier(receiver, Templates(), clock=FakeClock()) as notifier:

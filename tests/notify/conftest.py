@@ -2,7 +2,8 @@
 
 * ``make_alert`` / ``make_notification``: realistic values with overrides; ``customers``.
 * ``smtp_server``: runs a real aiosmtpd SMTP server in the test's event loop on a free port;
-  a :class:`MailSink` handler records messages and answers scripted replies (``mail_sink``).
+  :class:`~alertd.sinks.RecordingMailHandler` records messages and answers scripted replies
+  (``mail_sink``).
 * ``hook``: a real aiohttp server; its :class:`HookSink` records each request's raw bytes
   and headers and answers scripted statuses (with optional delays).
 * ``tls_files``: a self-signed certificate for 127.0.0.1, made with the ``openssl`` CLI.
@@ -12,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email
-import email.policy
 import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP as SMTPServer
 
 from alertd.model import Alert, Bucket, Customer, Notification, Period
+from alertd.sinks import RecordingMailHandler, serve_posts
 
 NOW = 1_735_920_000  # 2025-01-03T16:00:00Z
 DAY_START = 1_735_880_400  # 2025-01-03T00:00:00-05:00 (America/New_York)
@@ -110,45 +109,6 @@ def build() -> type[Factories]:
 # --------------------------------------------------------------------------- SMTP
 
 
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-    tls: bool
-    login: bytes | None
-
-
-@dataclass
-class MailSink:
-    """An aiosmtpd handler: records accepted (and rejected) messages, answers scripted replies."""
-
-    messages: list[Received] = field(default_factory=list)
-    rejected: list[Received] = field(default_factory=list)
-    data_replies: list[str] = field(default_factory=list)
-    rcpt_replies: dict[str, str] = field(default_factory=dict)
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        if address in self.rcpt_replies:
-            return self.rcpt_replies[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        received = Received(
-            envelope.mail_from, list(envelope.rcpt_tos),
-            email.message_from_bytes(envelope.content, policy=email.policy.default),  # type: ignore[arg-type]
-            server.transport.get_extra_info("ssl_object") is not None,
-            getattr(session.auth_data, "login", None),
-        )
-        if self.data_replies:
-            self.rejected.append(received)
-            return self.data_replies.pop(0)
-        self.messages.append(received)
-        return "250 Message accepted for delivery"
-
-
 @asynccontextmanager
 async def smtp_server(handler: Any, *, ssl_context: ssl.SSLContext | None = None,
                       **smtp_options: Any) -> AsyncIterator[int]:
@@ -165,8 +125,8 @@ async def smtp_server(handler: Any, *, ssl_context: ssl.SSLContext | None = None
 
 
 @pytest.fixture
-def mail_sink() -> MailSink:
-    return MailSink()
+def mail_sink() -> RecordingMailHandler:
+    return RecordingMailHandler()
 
 
 @pytest.fixture(name="smtp_server")
@@ -235,17 +195,8 @@ class HookSink:
 @asynccontextmanager
 async def hook_server(sink: HookSink) -> AsyncIterator[str]:
     """A real HTTP server on 127.0.0.1, a free port; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", sink.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_posts(sink.handle, shutdown_timeout=0.5) as base:
+        yield base
 
 
 @pytest.fixture

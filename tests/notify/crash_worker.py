@@ -89,7 +89,7 @@ async def main(db: Path, url: str, mode: str, marker: Path | None) -> int:
         if mode != "resume":
             pipeline = Pipeline(store, RouteTree(ROUTE), receivers)
             now = int(clock.now())
-            await pipeline.evaluate(findings(now), {RULE.name: RULE}, now, immediate=True)
+            await pipeline.apply(findings(now), {RULE.name: RULE}, now, immediate=True)
         if mode == "commit-then-hang":
             assert marker is not None
             marker.write_text("committed")

@@ -16,13 +16,14 @@ import pytest
 from aiohttp import web
 from crash_worker import LoopbackWebhook  # the tests' tiny webhook notifier, a sibling file
 
-from alertd.clock import FakeClock, SystemClock
+from alertd.clock import FakeClock, SystemClock, backoff
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.metrics import Metrics
 from alertd.model import Alert, Customer, Notification, Period
 from alertd.notify.base import Notifier
-from alertd.notify.outbox import MetricsObserver, Outbox, backoff
+from alertd.notify.outbox import MetricsObserver, Outbox
 from alertd.settings import DeliverySettings
+from alertd.sinks import serve_posts
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
 
@@ -192,7 +193,7 @@ async def test_metrics_count_outcomes_and_pending(store: SqliteStore) -> None:
 def test_backoff_doubles_up_to_the_cap_with_jitter(attempt: int) -> None:
     rng = random.Random(attempt)
     base = min(600, 5 * 2 ** (attempt - 1))
-    delays = [backoff(attempt, 5, 600, rng) for _ in range(50)]
+    delays = [backoff(attempt - 1, base=5, cap=600, rng=rng) for _ in range(50)]
     assert all(base / 2 <= d <= base for d in delays)
     assert len(set(delays)) > 1  # jittered
 
@@ -225,17 +226,11 @@ class LoopbackReceiver:
 
 @asynccontextmanager
 async def serving(receiver: LoopbackReceiver) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/{name}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        receiver.release.set()
-        await runner.cleanup()
+    async with serve_posts(receiver.handle) as url:
+        try:
+            yield url
+        finally:
+            receiver.release.set()  # before the server waits for the held request
 
 
 async def test_a_503_then_recovery_delivers_once_with_the_same_key(store: SqliteStore) -> None:

@@ -18,12 +18,12 @@ from alertd.alerts import STALE_DATA, meta_finding
 from alertd.clock import FakeClock
 from alertd.conditions.base import Bound
 from alertd.model import Finding, FindingState, Notification, Period, SeriesKey
-from alertd.notify.grouping import SentRecord
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import dedup_decision
 from alertd.rules.schema import Rule
 from alertd.settings import Receiver, RootRoute
+from alertd.store.base import SentRecord
 from alertd.store.sqlite import SqliteStore
 
 NOW = 1_735_689_600  # 2025-01-01T00:00:00Z
@@ -75,7 +75,7 @@ def sent(notifications: tuple[Notification, ...]) -> list[tuple[str, str, list[s
 
 async def test_twenty_customers_crossing_at_once_are_one_digest(store: SqliteStore) -> None:
     p = pipeline(store)
-    report = await p.evaluate(customers(20), RULES, NOW)
+    report = await p.apply(customers(20), RULES, NOW)
     assert [t.kind for t in report.transitions] == ["fired"] * 20
     (held,) = report.decisions
     assert held.suppressed_by == "group" and "group_wait" in held.reason
@@ -89,9 +89,9 @@ async def test_twenty_customers_crossing_at_once_are_one_digest(store: SqliteSto
 
 async def test_group_interval_holds_changes_to_a_sent_group(store: SqliteStore) -> None:
     p = pipeline(store)
-    await p.evaluate(customers(20), RULES, NOW)
+    await p.apply(customers(20), RULES, NOW)
     (first,) = (await p.flush(NOW + 30)).notifications
-    report = await p.evaluate(customers(21), RULES, NOW + 60)
+    report = await p.apply(customers(21), RULES, NOW + 60)
     (held,) = report.decisions
     assert held.suppressed_by == "group" and "group_interval" in held.reason
     assert (await p.flush(NOW + 329)).notifications == ()
@@ -101,13 +101,13 @@ async def test_group_interval_holds_changes_to_a_sent_group(store: SqliteStore) 
 
 async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStore) -> None:
     p = pipeline(store)
-    await p.evaluate(customers(2), RULES, NOW)
+    await p.apply(customers(2), RULES, NOW)
     (first,) = (await p.flush(NOW + 30)).notifications
     (quiet,) = (await p.flush(NOW + 330)).decisions
     assert quiet.suppressed_by == "dedup" and "already sent" in quiet.reason
     (repeat,) = (await p.flush(NOW + 3630)).notifications
     assert repeat.id != first.id and sent((repeat,)) == sent((first,))
-    report = await p.evaluate(customers(2, level=None), RULES, NOW + 3700)
+    report = await p.apply(customers(2, level=None), RULES, NOW + 3700)
     assert [t.kind for t in report.transitions] == ["resolved", "resolved"]
     assert report.decisions[0].suppressed_by == "group"
     (resolved,) = (await p.flush(NOW + 3930)).notifications
@@ -119,15 +119,15 @@ async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStor
 
 async def test_escalation_sends_and_deescalation_does_not(store: SqliteStore) -> None:
     p = pipeline(store, {"group_wait": "0s"})
-    assert len((await p.evaluate([finding("cus_1")], RULES, NOW)).notifications) == 1
-    report = await p.evaluate([finding("cus_1", "critical")], RULES, NOW + 60)
+    assert len((await p.apply([finding("cus_1")], RULES, NOW)).notifications) == 1
+    report = await p.apply([finding("cus_1", "critical")], RULES, NOW + 60)
     assert [t.kind for t in report.transitions] == ["escalated"]
     (escalated,) = (await p.flush(NOW + 300)).notifications
     assert escalated.alerts[0].severity == "critical"
-    await p.evaluate([finding("cus_1", "warning")], RULES, NOW + 400)
+    await p.apply([finding("cus_1", "warning")], RULES, NOW + 400)
     (dedup,) = (await p.flush(NOW + 600)).decisions
     assert dedup.suppressed_by == "dedup"
-    await p.evaluate([finding("cus_1", "critical")], RULES, NOW + 700)
+    await p.apply([finding("cus_1", "critical")], RULES, NOW + 700)
     assert (await p.flush(NOW + 900)).decisions[0].suppressed_by == "dedup"
 
 
@@ -138,7 +138,7 @@ async def test_silences_mute_and_expiring_one_lets_the_alert_through(
     muted = await silences.add(store, silences.new_silence(
         ["customer=cus_00"], starts_at=NOW, ends_at=NOW + 7200, comment="migration",
         created_by="ana", now=NOW))
-    report = await p.evaluate(customers(2), RULES, NOW, immediate=True)
+    report = await p.apply(customers(2), RULES, NOW, immediate=True)
     silenced, delivered = report.decisions
     assert (silenced.suppressed_by, delivered.suppressed_by) == ("silence", None)
     assert silenced.fingerprints == (SeriesKey("quota", "cus_00").fingerprint,)
@@ -150,13 +150,13 @@ async def test_silences_mute_and_expiring_one_lets_the_alert_through(
 
 async def test_dry_run_writes_nothing_and_predicts_the_ids(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "a.db") as a, SqliteStore(tmp_path / "b.db") as b:
-        dry = await pipeline(a).evaluate(customers(3), RULES, NOW, dry_run=True,
+        dry = await pipeline(a).apply(customers(3), RULES, NOW, dry_run=True,
                                          immediate=True)
         assert [f.state for f in dry.findings] == ["firing"] * 3
         assert await a.load_states() == {} and await a.load_groups() == {}
         assert await a.outbox() == [] and await a.load_sent() == {}
-        real_a = await pipeline(a).evaluate(customers(3), RULES, NOW, immediate=True)
-        real_b = await pipeline(b).evaluate(customers(3), RULES, NOW, immediate=True)
+        real_a = await pipeline(a).apply(customers(3), RULES, NOW, immediate=True)
+        real_b = await pipeline(b).apply(customers(3), RULES, NOW, immediate=True)
         ids = [n.id for n in dry.notifications]
         assert ids == [n.id for n in real_a.notifications] == [n.id for n in real_b.notifications]
         assert [d.to_json() for d in dry.decisions] == [{
@@ -169,7 +169,7 @@ async def test_rule_receivers_bypass_routes(store: SqliteStore) -> None:
     own = Rule.model_validate({**RULE.model_dump(by_alias=True, exclude={"source"}),
                                "name": "spend", "receivers": ["mail"]})
     p = pipeline(store, {"routes": [{"match": {"severity": "critical"}, "receiver": "pager"}]})
-    report = await p.evaluate([finding("cus_1", "critical", rule="spend"),
+    report = await p.apply([finding("cus_1", "critical", rule="spend"),
                                finding("cus_1", "critical")],
                               {**RULES, "spend": own}, NOW, immediate=True)
     by_rule = {n.alerts[0].rule: (n.receiver, n.group_key) for n in report.notifications}
@@ -179,17 +179,17 @@ async def test_rule_receivers_bypass_routes(store: SqliteStore) -> None:
 
 async def test_send_resolved_false_sends_no_resolve(store: SqliteStore) -> None:
     p = pipeline(store, {"group_wait": "0s"}, receivers(ops=False))
-    assert len((await p.evaluate([finding("cus_1")], RULES, NOW)).notifications) == 1
-    await p.evaluate([finding("cus_1", None)], RULES, NOW + 60)
+    assert len((await p.apply([finding("cus_1")], RULES, NOW)).notifications) == 1
+    await p.apply([finding("cus_1", None)], RULES, NOW + 60)
     report = await p.flush(NOW + 300)
     assert report.notifications == () and await store.load_groups() == {}
 
 
 async def test_missing_data_neither_resolves_nor_fires(store: SqliteStore) -> None:
     p = pipeline(store, {"group_wait": "0s"})
-    await p.evaluate([finding("cus_1")], RULES, NOW)
+    await p.apply([finding("cus_1")], RULES, NOW)
     before = await store.load_states()
-    report = await p.evaluate([finding("cus_1", None, state="nodata"),
+    report = await p.apply([finding("cus_1", None, state="nodata"),
                                finding("cus_2", "critical", state="error")], RULES, NOW + 60)
     assert report.transitions == () and [f.state for f in report.findings] == ["nodata",
                                                                                 "error"]
@@ -199,8 +199,8 @@ async def test_missing_data_neither_resolves_nor_fires(store: SqliteStore) -> No
 
 async def test_the_period_end_resolves_the_old_period_alert(store: SqliteStore) -> None:
     p = pipeline(store, {"group_wait": "0s"})
-    await p.evaluate([finding("cus_1")], RULES, NOW)
-    report = await p.evaluate([finding("cus_1", None, period="2025-01-02")], RULES,
+    await p.apply([finding("cus_1")], RULES, NOW)
+    report = await p.apply([finding("cus_1", None, period="2025-01-02")], RULES,
                               NOW + 86400)
     assert [f.state for f in report.findings] == ["resolved"]
     assert sent(report.notifications) == [("ops", "resolved", ["cus_1"])]
@@ -209,7 +209,7 @@ async def test_the_period_end_resolves_the_old_period_alert(store: SqliteStore) 
 async def test_meta_alerts_use_the_same_pipeline(store: SqliteStore) -> None:
     p = pipeline(store, {"routes": [{"match": {"alertname": STALE_DATA}, "receiver": "pager"}]})
     stale = meta_finding(STALE_DATA, active=True, now=NOW, message="data 3h old")
-    (note,) = (await p.evaluate([stale], RULES, NOW, immediate=True)).notifications
+    (note,) = (await p.apply([stale], RULES, NOW, immediate=True)).notifications
     assert note.receiver == "pager" and note.alerts[0].labels["alertname"] == STALE_DATA
 
 
@@ -218,10 +218,10 @@ async def test_state_and_timers_survive_a_restart(tmp_path: Path) -> None:
                                 "for": "10m"})
     path = tmp_path / "alertd.db"
     async with SqliteStore(path) as store:
-        report = await pipeline(store).evaluate([finding("cus_1")], {"quota": slow}, NOW)
+        report = await pipeline(store).apply([finding("cus_1")], {"quota": slow}, NOW)
         assert [t.kind for t in report.transitions] == ["pending"]
     async with SqliteStore(path) as store:
-        report = await pipeline(store).evaluate([finding("cus_1")], {"quota": slow}, NOW + 600)
+        report = await pipeline(store).apply([finding("cus_1")], {"quota": slow}, NOW + 600)
         assert [t.kind for t in report.transitions] == ["fired"]
     async with SqliteStore(path) as store:
         assert await store.next_group_due() == NOW + 630
@@ -232,9 +232,9 @@ async def test_state_and_timers_survive_a_restart(tmp_path: Path) -> None:
 async def test_a_reload_that_reroutes_moves_the_alert_without_a_resolve(
     store: SqliteStore,
 ) -> None:
-    await pipeline(store).evaluate([finding("cus_1")], RULES, NOW, immediate=True)
+    await pipeline(store).apply([finding("cus_1")], RULES, NOW, immediate=True)
     rerouted = pipeline(store, {"receiver": "pager"})
-    report = await rerouted.evaluate([finding("cus_1")], RULES, NOW + 60, immediate=True)
+    report = await rerouted.apply([finding("cus_1")], RULES, NOW + 60, immediate=True)
     assert sent(report.notifications) == [("pager", "firing", ["cus_1"])]
     await rerouted.flush(NOW + 400)  # the emptied ops group is dropped, without a resolve
     assert [(r.receiver, r.notification.status) for r in await store.outbox()] == [
@@ -246,7 +246,7 @@ async def test_the_daemon_loop_flushes_when_group_wait_ends(store: SqliteStore) 
     clock = FakeClock(NOW)
     stop = asyncio.Event()
     p = pipeline(store, on_commit=stop.set)
-    await p.evaluate(customers(3), RULES, NOW)
+    await p.apply(customers(3), RULES, NOW)
     await asyncio.wait_for(p.run(stop, clock), timeout=10)
     (row,) = await store.outbox()
     assert row.created_at == NOW + 30 and len(row.notification.alerts) == 3
@@ -291,7 +291,7 @@ def test_dedup_decision(
 
 async def test_removing_a_rule_resolves_its_alerts_and_forgets_them(store: SqliteStore) -> None:
     p = pipeline(store, {"group_wait": "0s"})
-    await p.evaluate(customers(2), RULES, NOW)
+    await p.apply(customers(2), RULES, NOW)
     report = await p.retire_rules(["quota"], NOW + 60, note="rule removed from the config")
     assert [(t.kind, t.reason) for t in report.transitions] == [
         ("resolved", "rule removed from the config")] * 2
@@ -305,7 +305,7 @@ async def test_background_timer_starts_and_stops(store: SqliteStore) -> None:
     clock = FakeClock(NOW)
     committed = asyncio.Event()
     p = pipeline(store, on_commit=committed.set)
-    await p.evaluate(customers(1), RULES, NOW)
+    await p.apply(customers(1), RULES, NOW)
     await p.start(clock)
     await asyncio.wait_for(committed.wait(), timeout=10)
     await p.stop()

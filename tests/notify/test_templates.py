@@ -236,7 +236,7 @@ def test_check_templates_finds_syntax_errors_unknown_names_and_bad_attributes(
     (tmp_path / "email_subject.txt").write_text("{{ alerts[0].customer.nme }}")
     (tmp_path / "webhook_title.txt").write_text("{{ alerts | length }} alerts")
     (tmp_path / "partial.txt").write_text("{{ anything_goes_in_partials }}")
-    problems = check_templates(tmp_path)
+    problems = [str(problem) for problem in check_templates(tmp_path)]
     assert problems == [
         f"{tmp_path}/email.html:1:1: template error: unexpected end of template. Jinja was "
         "looking for the following tags: 'elif' or 'else' or 'endif'. The innermost block that "

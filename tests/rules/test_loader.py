@@ -9,7 +9,7 @@ import pytest
 
 from alertd.conditions.absence import AbsenceCondition
 from alertd.conditions.threshold import ThresholdCondition
-from alertd.errors import ConfigError
+from alertd.errors import ConfigError, Location
 from alertd.rules import RuleSet, load_rules
 from alertd.rules.loader import TEMPLATE_NAMES, check_rules
 from alertd.settings import Settings, load_settings
@@ -588,12 +588,12 @@ def test_valid_rules(problems_of: ProblemsOf, tmp_path: Path, make_settings: Mak
     assert [rule.name for rule in rules] == ["gpt4-daily-usage", "api-quiet", "api-quiet-eu"]
     assert len(rules) == 3
     gpt4 = rules.by_name("gpt4-daily-usage")
-    assert gpt4.source == "good.yaml:3"
+    assert gpt4.source == Location("good.yaml", 3)
     assert (gpt4.window, gpt4.filters, gpt4.group_by) == ("day", {"model": "gpt-4"}, ["tier"])
     assert gpt4.condition == ThresholdCondition(type="threshold", op=">", value=50_000)
     assert (gpt4.every, gpt4.for_, gpt4.keep_firing_for) == (900, 1800, 3600)
     eu = rules.by_name("api-quiet-eu")
-    assert eu.source == "good.yaml:22"
+    assert eu.source == Location("good.yaml", 22)
     assert eu.filters == {"region": "eu"}
     assert eu.condition == AbsenceCondition(type="absence", duration=7200)
     assert eu.customers is not None and rules.by_name("api-quiet").customers == eu.customers
@@ -665,7 +665,7 @@ def test_check_rules_leaves_out_duplicates(tmp_path: Path, make_settings: MakeSe
         "rules:\n  - name: a\n    when: daily usage > 1\n  - name: a\n    when: daily usage > 2\n"
     )
     rules, problems = check_rules([Path("a.yaml")], make_settings())
-    assert [rule.source for rule in rules] == ["a.yaml:2"]
+    assert [rule.source for rule in rules] == [Location("a.yaml", 2)]
     assert [str(p) for p in problems] == [
         "a.yaml:4:11: name: duplicate rule name 'a' (first defined at a.yaml:2)"
     ]

@@ -8,12 +8,12 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
+from alertd.clock import readable_duration
 from alertd.templating import (
     TEMPLATE_NAMES,
     TemplateIssue,
     check_template,
     format_datetime,
-    format_duration,
     format_number,
     template_environment,
 )
@@ -44,7 +44,7 @@ def test_number(value: float | None, digits: int | None, expected: str) -> None:
      (-120, "-2m"), (59.6, "1m"), (None, "n/a")],
 )
 def test_duration(seconds: float | None, expected: str) -> None:
-    assert format_duration(seconds) == expected
+    assert readable_duration(seconds) == expected
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import random
 import httpx
 import pytest
 
-from alertd.clock import FakeClock
+from alertd.clock import FakeClock, backoff
 from alertd.errors import (
     AuthenticationError,
     ConflictError,
@@ -24,7 +24,7 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
-from alertd.source.http import as_is, backoff_delay
+from alertd.source.http import BACKOFF_BASE, BACKOFF_CAP, as_is
 
 from .fakes import (
     API_KEY,
@@ -93,7 +93,7 @@ async def test_jitter_stays_between_half_and_full_delay() -> None:
     for retry in range(8):
         full = min(0.5 * 2**retry, 8.0)
         for _ in range(50):
-            assert full / 2 <= backoff_delay(retry, rng) <= full
+            assert full / 2 <= backoff(retry, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=rng) <= full
 
 
 async def test_recovers_after_transient_failures() -> None:

@@ -10,8 +10,7 @@ import pytest
 from alertd.alerts import AlertState
 from alertd.errors import StoreError
 from alertd.model import Alert, Customer, Notification, Period, SeriesKey
-from alertd.notify.grouping import Group, GroupEntry, SentRecord
-from alertd.store.base import Attempt, Changes
+from alertd.store.base import Attempt, Changes, GroupEntry, NotificationGroup, SentRecord
 from alertd.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from alertd.store.sqlite import SqliteStore
 
@@ -38,9 +37,9 @@ def notification(nid: str = "n1", receiver: str = "ops", group_key: str = "g1",
                         (alert(),), created_at)
 
 
-def group(receiver: str = "ops", key: str = "g1") -> Group:
-    return Group(receiver, key, {"rule": "gpt4-daily"}, 30.0, 300.0, 3600.0, True, NOW, None,
-                 (GroupEntry(f"{KEY.fingerprint}@{NOW}", 0, alert()),))
+def group(receiver: str = "ops", key: str = "g1") -> NotificationGroup:
+    return NotificationGroup(receiver, key, {"rule": "gpt4-daily"}, 30.0, 300.0, 3600.0, True,
+                             NOW, None, (GroupEntry(f"{KEY.fingerprint}@{NOW}", 0, alert()),))
 
 
 def changes(**overrides: object) -> Changes:

@@ -3,6 +3,12 @@
 Supported: ``metadata['KEY']:'VALUE'`` (exact), ``email`` and ``name`` with ``:`` (exact,
 case-insensitive) or ``~`` (substring, case-insensitive, at least 3 characters), ``id:'cus_…'``,
 a leading ``-`` to negate, and clauses joined by ``AND`` or by ``OR`` (not both, as in Stripe).
+
+Where it sits: shared by the two places that must read a search as Stripe does without asking
+Stripe: ``alertd test`` (:mod:`alertd.ruletest`) matches fixture customers against a rule's
+``customers: {search: …}``, and the simulator (:mod:`alertd.sim.endpoints`) answers
+``/v1/customers/search`` with it. A query Stripe would refuse raises :class:`SearchQueryError`
+(a ``ValueError``); the simulator turns it into a 400 naming ``query``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alertd.model import Customer
-from alertd.sim.stripe_form import StripeRequestError, invalid
 
 _CLAUSE = re.compile(
     r"""\s*(?P<negate>-?)
@@ -23,6 +28,10 @@ _CLAUSE = re.compile(
 )
 _JOIN = re.compile(r"(AND|OR)\s+")
 _FIELDS = ("email", "name", "id")
+
+
+class SearchQueryError(ValueError):
+    """A customer search query Stripe would refuse; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,7 @@ class SearchQuery:
 
 
 def parse_search(query: str) -> SearchQuery:
-    """Parse a customer search query, or refuse it with a 400 naming ``query``."""
+    """Parse a customer search query, or refuse it with :class:`SearchQueryError`."""
     clauses: list[Clause] = []
     joins: set[str] = set()
     position = 0
@@ -76,7 +85,7 @@ def parse_search(query: str) -> SearchQuery:
         joins.add(join.group(1))
         position = join.end()
     if len(joins) > 1:
-        raise invalid("A search query cannot mix AND and OR.", "query")
+        raise SearchQueryError("A search query cannot mix AND and OR.")
     return SearchQuery(tuple(clauses), joins == {"OR"})
 
 
@@ -85,20 +94,18 @@ def _clause(match: re.Match[str]) -> Clause:
     value = re.sub(r"\\(.)", r"\1", raw[1:-1])
     metadata_key = field[10:-2] if field.startswith("metadata[") else None
     if metadata_key is None and field not in _FIELDS:
-        raise invalid(
+        raise SearchQueryError(
             f"Field '{field}' is not supported in customer search (use email, name, id or "
-            "metadata['key'])",
-            "query",
+            "metadata['key'])"
         )
     if op == "~" and (metadata_key is not None or field == "id" or len(value) < 3):
-        raise invalid("The ~ operator needs email or name and at least 3 characters.", "query")
+        raise SearchQueryError("The ~ operator needs email or name and at least 3 characters.")
     negate = bool(match.group("negate"))
     return Clause(field, metadata_key, ":" if op == ":" else "~", value, negate)
 
 
-def _bad(query: str, position: int) -> StripeRequestError:
-    return invalid(
+def _bad(query: str, position: int) -> SearchQueryError:
+    return SearchQueryError(
         f"Invalid search query at character {position}: {query[position:position + 30]!r} "
-        "(expected e.g. metadata['plan']:'pro' AND email~'example')",
-        "query",
+        "(expected e.g. metadata['plan']:'pro' AND email~'example')"
     )

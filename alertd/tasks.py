@@ -1,0 +1,88 @@
+"""Background tasks and waits: the one lifecycle every loop of the daemon uses.
+
+Where it sits: below the shell. The outbox worker (:mod:`alertd.notify.outbox`), the group
+timer (:mod:`alertd.notify.pipeline`), the daemon's keepalive, polls and heartbeat
+(:mod:`alertd.daemon`, :mod:`alertd.heartbeat`) and the demo's tickers start, stop and abort
+their tasks here, and every "sleep until a timeout or an event" is :func:`wait_first`.
+
+Contracts:
+
+* :class:`Background` runs one loop ``run(stop)`` that returns soon after its ``stop`` event
+  is set. :meth:`Background.stop` sets it, gives the loop ``grace`` seconds (cut short once an
+  ``abort`` event is set), then cancels what is left, and says whether the loop finished by
+  itself. Starting a running one, or stopping a stopped one, does nothing.
+* :func:`cancel` aborts a task and waits until it is gone; its exception, if any, is dropped.
+* :func:`wait_first` returns when any event is set, every task is done, or the timeout
+  passes, whichever comes first; it never raises for those reasons and leaves no waiter
+  behind. With ``clock`` the timeout is slept on that clock (a fake clock in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
+
+from alertd.clock import Clock
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class Background:
+    """One named background loop with a stop event, a grace period and an abort."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self, run: Loop) -> None:
+        """Runs ``run(stop)`` as a task, unless one is already running."""
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(run(self._stop), name=self.name)
+
+    async def stop(self, grace: float | None = None, abort: asyncio.Event | None = None
+                   ) -> bool:
+        """Asks the loop to stop and waits up to ``grace`` seconds (``None``: until it does)
+        or until ``abort`` is set, then cancels it. ``True`` when it finished by itself."""
+        task, self._task = self._task, None
+        if task is None:
+            return True
+        self._stop.set()
+        await wait_first(*(() if abort is None else (abort,)), timeout=grace, tasks=(task,))
+        finished = task.done()
+        await cancel(task)
+        return finished
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Aborts ``task`` (a no-op when it is done) and waits until it has gone."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_first(
+    *events: asyncio.Event, timeout: float | None = None,
+    tasks: Collection[asyncio.Task[Any]] = (), clock: Clock | None = None,
+) -> None:
+    """Waits until any of ``events`` is set, every one of ``tasks`` is done, or ``timeout``
+    seconds pass (on ``clock`` when given, else on the event loop's time)."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(e.wait()) for e in events]
+    if tasks:
+        waiters.append(asyncio.ensure_future(asyncio.wait(tasks)))
+    if clock is not None and timeout is not None:
+        waiters.append(asyncio.ensure_future(clock.sleep(timeout)))
+        timeout = None
+    if not waiters:
+        return
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

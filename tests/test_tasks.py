@@ -1,0 +1,88 @@
+"""The one background-task lifecycle and the one wait-first helper (alertd/tasks.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alertd.clock import FakeClock
+from alertd.tasks import Background, cancel, wait_first
+
+
+async def test_a_loop_that_honours_stop_finishes_within_grace() -> None:
+    rounds = 0
+
+    async def loop(stop: asyncio.Event) -> None:
+        nonlocal rounds
+        while not stop.is_set():
+            rounds += 1
+            await wait_first(stop, timeout=0.01)
+
+    worker = Background("test-loop")
+    worker.start(loop)
+    worker.start(loop)  # already running: nothing new
+    await asyncio.sleep(0.03)
+    assert worker.running
+    assert await worker.stop(grace=5.0) is True
+    assert not worker.running and rounds > 0
+    assert await worker.stop(grace=5.0) is True  # stopping a stopped one does nothing
+
+
+async def test_a_loop_past_its_grace_is_cancelled() -> None:
+    cancelled = asyncio.Event()
+
+    async def stubborn(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    worker = Background("test-stubborn")
+    worker.start(stubborn)
+    await asyncio.sleep(0)
+    assert await worker.stop(grace=0.01) is False
+    assert cancelled.is_set()
+
+
+async def test_abort_cuts_the_grace_short() -> None:
+    abort = asyncio.Event()
+    abort.set()
+
+    async def stubborn(stop: asyncio.Event) -> None:
+        await asyncio.sleep(3600)
+
+    worker = Background("test-abort")
+    worker.start(stubborn)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await worker.stop(grace=60.0, abort=abort) is False
+    assert loop.time() - started < 5.0
+
+
+async def test_cancel_waits_until_the_task_is_gone_and_drops_its_error() -> None:
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0.01)
+    await cancel(task)  # already failed: no exception surfaces
+    sleeper = asyncio.create_task(asyncio.sleep(3600))
+    await cancel(sleeper)
+    assert sleeper.cancelled()
+
+
+async def test_wait_first_returns_on_an_event_a_finished_task_or_the_timeout() -> None:
+    event = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    await asyncio.wait_for(wait_first(event, timeout=60.0), 5.0)
+    quick = asyncio.create_task(asyncio.sleep(0.01))
+    await asyncio.wait_for(wait_first(asyncio.Event(), tasks=(quick,)), 5.0)
+    await asyncio.wait_for(wait_first(asyncio.Event(), timeout=0.01), 5.0)
+    await wait_first()  # nothing to wait for
+
+
+async def test_wait_first_sleeps_on_the_given_clock() -> None:
+    clock = FakeClock(1000.0)
+    await asyncio.wait_for(wait_first(asyncio.Event(), timeout=600.0, clock=clock), 5.0)
+    assert clock.sleeps == [600.0]
