@@ -38,17 +38,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alertd import conditions
+from alertd.calendar import periods
 from alertd.clock import SystemClock, parse_instant
 from alertd.commands.check import record
 from alertd.conditions.series import build_series
-from alertd.engine import Engine
-from alertd.evaluate.windows import periods
+from alertd.config.settings import CustomerSelection
 from alertd.model import Customer, DataNeed, UsageRow
 from alertd.planner import plan
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import Rule
-from alertd.runtime import World, stripe_stack
-from alertd.settings import CustomerSelection
+from alertd.service.engine import Engine
+from alertd.service.world import World, stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from bench.common import (
     SIM_QUOTA_KEY,

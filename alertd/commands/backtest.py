@@ -41,13 +41,13 @@ from alertd.commands.output import (
     table,
     window_json,
 )
-from alertd.engine import Engine
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
 from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
-from alertd.runtime import World, load_world, stripe_stack, verify_meters
+from alertd.service.engine import Engine
+from alertd.service.world import World, load_world, stripe_stack, verify_meters
 from alertd.silences import Silence
 from alertd.store.sqlite import SqliteStore
 

@@ -22,7 +22,6 @@ from typing import Any
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import Clock, SystemClock, iso, parse_instant
 from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
-from alertd.engine import Engine, PassResult
 from alertd.errors import EXIT_OK, EXIT_SOURCE, ConfigError
 from alertd.logs import configure
 from alertd.model import Finding, Meter
@@ -31,8 +30,9 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision
-from alertd.recording import PassOutcome, meta_findings, record_pass
-from alertd.runtime import World, load_world, stripe_stack, verify_meters
+from alertd.service.engine import Engine, PassResult
+from alertd.service.recording import PassOutcome, meta_findings, record_pass
+from alertd.service.world import World, load_world, stripe_stack, verify_meters
 from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 

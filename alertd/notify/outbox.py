@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from alertd.clock import Clock, SystemClock, backoff
+from alertd.config.settings import DeliverySettings
 from alertd.errors import PermanentDeliveryError, StoreError
-from alertd.metrics import Metrics
 from alertd.model import Notification
 from alertd.notify.base import Notifier
-from alertd.settings import DeliverySettings
+from alertd.service.metrics import Metrics
 from alertd.store.base import Attempt, OutboxRow, Store
 from alertd.tasks import Background, wait_first
 

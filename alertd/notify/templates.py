@@ -56,8 +56,8 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 
 from alertd import templating
+from alertd.calendar import zone
 from alertd.errors import Problem
-from alertd.evaluate.windows import zone
 from alertd.model import Alert, Bucket, Notification
 from alertd.templating import (
     CHECK_LIMITS,

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import Dimensions, Granularity, MeterSpec, UsageQuery, UsageRow
 from alertd.sim import hashing
 from alertd.sim.hashing import FloatArray, IntArray, NoiseTable
@@ -109,7 +109,7 @@ class SlotBlock:
 def bucket_edges(starts_at: int, ends_at: int, window: Granularity | None, tz: str) -> IntArray:
     """Boundaries of the calendar buckets covering ``[starts_at, ends_at)``, clipped to it."""
     inner = [] if window is None else [
-        p.starts_at for p in windows.periods(starts_at, ends_at, window, tz)[1:]
+        p.starts_at for p in calendar.periods(starts_at, ends_at, window, tz)[1:]
     ]
     edges = np.array([starts_at, *inner, ends_at], dtype=np.int64)
     edges.flags.writeable = False

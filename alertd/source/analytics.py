@@ -32,15 +32,15 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Literal, NamedTuple
 
+from alertd.calendar import periods
 from alertd.clock import iso
+from alertd.config.settings import StripeSettings
 from alertd.errors import (
     ConfigError,
     IncompleteResponseError,
     InvalidRequestError,
 )
-from alertd.evaluate.windows import periods
 from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult, UsageRow
-from alertd.settings import StripeSettings
 from alertd.source.body import MAX_INSTANT, MAX_USAGE, BodyReader
 from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
 from alertd.stripe_limits import MAX_METERS, spec_breaches

@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from alertd import __version__
 from alertd.clock import Clock, SystemClock, backoff
+from alertd.config.settings import StripeSettings
 from alertd.errors import (
     AuthenticationError,
     ConflictError,
@@ -57,7 +58,6 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
-from alertd.settings import StripeSettings
 from alertd.source.ratelimit import BudgetName, Budgets
 
 log = logging.getLogger("alertd.source")
@@ -79,7 +79,7 @@ ANALYTICS_ENDPOINT = "meter_usage"
 
 
 class RequestObserver(Protocol):
-    """Told about every HTTP attempt; :class:`alertd.metrics.Metrics` is one.
+    """Told about every HTTP attempt; :class:`alertd.service.metrics.Metrics` is one.
 
     ``code`` is the HTTP status as text (``"200"``, ``"429"``), or ``"timeout"``,
     ``"connection_error"``, ``"too_large"`` (a body over the cap, not read) or ``"malformed"``

@@ -17,12 +17,12 @@ from aiohttp import web
 from crash_worker import LoopbackWebhook  # the tests' tiny webhook notifier, a sibling file
 
 from alertd.clock import FakeClock, SystemClock, backoff
+from alertd.config.settings import DeliverySettings
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
-from alertd.metrics import Metrics
 from alertd.model import Alert, Customer, Notification, Period
 from alertd.notify.base import Notifier
 from alertd.notify.outbox import MetricsObserver, Outbox
-from alertd.settings import DeliverySettings
+from alertd.service.metrics import Metrics
 from alertd.sinks import serve_posts
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore

@@ -1,12 +1,12 @@
-"""The daemon's swappable services: what one configuration (a :class:`~alertd.runtime.World`)
+"""The daemon's swappable services: what one configuration (a :class:`~alertd.service.world.World`)
 runs on, opened and closed as a unit so a reload can replace them whole.
 
-Where it sits: :mod:`alertd.daemon` opens a :class:`StripeHandle` (HTTP client, rate budgets,
-customer directory) and, on it, :class:`Services` — the engine, the notification pipeline with
-its group timer, and the outbox worker with one notifier per receiver. A reload opens the new
-world's services before touching the running ones, and keeps the Stripe handle when the new
-world would build the same one (:func:`stripe_identity`), so the rate budgets stay one budget
-and the customer cache stays warm across reloads.
+Where it sits: :mod:`alertd.service.daemon` opens a :class:`StripeHandle` (HTTP client, rate
+budgets, customer directory) and, on it, :class:`Services` — the engine, the notification
+pipeline with its group timer, and the outbox worker with one notifier per receiver. A reload
+opens the new world's services before touching the running ones, and keeps the Stripe handle
+when the new world would build the same one (:func:`stripe_identity`), so the rate budgets stay
+one budget and the customer cache stays warm across reloads.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import httpx
 
 from alertd.alerts import META_POLICIES
 from alertd.clock import Clock
-from alertd.engine import Engine
+from alertd.config.settings import Settings
 from alertd.errors import SourceError
-from alertd.metrics import Metrics
 from alertd.model import SeriesKey
 from alertd.notify.email import SmtpFactory
 from alertd.notify.factory import notifiers
 from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
-from alertd.runtime import StripeStack, World, stripe_stack, verify_meters
-from alertd.settings import Settings
+from alertd.service.engine import Engine
+from alertd.service.metrics import Metrics
+from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
 from alertd.store.base import Store
 
 log = logging.getLogger("alertd.daemon")
@@ -46,7 +46,7 @@ def stripe_identity(settings: Settings) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class StripeHandle:
-    """An open :class:`~alertd.runtime.StripeStack` and how to close it."""
+    """An open :class:`~alertd.service.world.StripeStack` and how to close it."""
 
     identity: tuple[Any, ...]
     stack: StripeStack

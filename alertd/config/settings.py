@@ -42,8 +42,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alertd.clock import parse_duration
+from alertd.config.yamlpos import Located, Path_, load_located, read_document, validation_problems
 from alertd.errors import ConfigError, Problem
-from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
 #: The longest duration any setting takes (ten years): longer ones overflow date arithmetic.
 MAX_DURATION = 3650 * 86400.0
