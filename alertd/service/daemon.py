@@ -352,7 +352,7 @@ class Daemon:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
-        outcome = await self.poller.poll(live.engine, live.pipeline, live.world, names,
+        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names,
                                          int(self.clock.now()))
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.

@@ -7,15 +7,23 @@ pipeline with its group timer, and the outbox worker with one notifier per recei
 opens the new world's services before touching the running ones, and keeps the Stripe handle
 when the new world would build the same one (:func:`stripe_identity`), so the rate budgets stay
 one budget and the customer cache stays warm across reloads.
+
+Every command opens its services here. The daemon (``run``, and ``demo``, which runs one) keeps
+them across reloads through :func:`open_world`; ``check`` and ``backtest`` open them for one
+pass with :func:`open_services`, an async context manager. Both build them with
+:func:`build_services`, so the engine, pipeline and outbox are wired in one place; what a
+command leaves out is a parameter: no store (``backtest``: no pipeline, no outbox), no
+delivery (``check --dry-run``: a pipeline that commits nothing and no outbox).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +42,8 @@ from alertd.service.engine import Engine
 from alertd.service.metrics import Metrics
 from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
 from alertd.store.base import Store
+from alertd.store.lock import exclusive
+from alertd.store.sqlite import SqliteStore
 
 log = logging.getLogger("alertd.daemon")
 
@@ -57,7 +67,7 @@ class StripeHandle:
 
 
 async def open_stripe(
-    settings: Settings, clock: Clock, metrics: Metrics,
+    settings: Settings, clock: Clock, metrics: Metrics | None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> StripeHandle:
     """The Stripe client for ``settings``; its requests feed ``metrics``."""
@@ -81,34 +91,47 @@ def orphaned_rules(stored: Iterable[SeriesKey], world: World) -> list[str]:
 
 
 class Services:
-    """One world's engine, pipeline (with its group timer) and outbox worker.
+    """One world's Stripe client, engine, pipeline (with its group timer) and outbox worker.
 
-    Lifecycle: :func:`open_services` → :meth:`start` → :meth:`stop` → :meth:`close`. Two
-    services never run their timer or worker at once on one store: a reload stops the old
-    ones before starting the new ones, so no group is flushed and no row sent twice.
+    ``pipeline`` is ``None`` when opened without a store, ``outbox`` when opened without
+    delivery. Lifecycle: :func:`build_services` → :meth:`start` → :meth:`stop` →
+    :meth:`close`. Two services never run their timer or worker at once on one store: a
+    reload stops the old ones before starting the new ones, so no group is flushed and no row
+    sent twice.
     """
 
     def __init__(
-        self, world: World, engine: Engine, pipeline: Pipeline, outbox: Outbox, clock: Clock,
-        closer: AsyncExitStack,
+        self, world: World, stripe: StripeStack, engine: Engine, pipeline: Pipeline | None,
+        outbox: Outbox | None, clock: Clock, closer: AsyncExitStack,
     ) -> None:
         self.world = world
+        self.stripe = stripe
         self.engine = engine
         self.pipeline = pipeline
         self.outbox = outbox
         self.clock = clock
         self._closer = closer
 
+    @property
+    def recorder(self) -> Pipeline:
+        """The pipeline, for services opened with a store (the daemon's always are)."""
+        if self.pipeline is None:
+            raise RuntimeError("these services were opened without a state store")
+        return self.pipeline
+
     async def start(self) -> None:
         """Starts the group timer and the outbox worker (pending rows are sent at once)."""
-        await self.pipeline.start(self.clock)
-        await self.outbox.start()
+        if self.pipeline is not None:
+            await self.pipeline.start(self.clock)
+        if self.outbox is not None:
+            await self.outbox.start()
 
     async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
         """Stops the timer, then the worker: attempts in flight get ``grace`` seconds (less
         once ``abort`` is set); the rest are cancelled and their rows stay pending."""
-        await self.pipeline.stop()
-        if not await self.outbox.drain(grace, abort):
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.outbox is not None and not await self.outbox.drain(grace, abort):
             log.warning("deliveries in flight left unfinished stay queued for the next start")
 
     async def close(self) -> None:
@@ -118,7 +141,7 @@ class Services:
     async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
         """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""
         if rules:
-            report = await self.pipeline.retire_rules(rules, now, note=note)
+            report = await self.recorder.retire_rules(rules, now, note=note)
             log.info("retired rules=%s resolved=%d note=%r", ",".join(rules),
                      len(report.transitions), note)
 
@@ -128,7 +151,7 @@ class Collaborators:
     """What every world's services are built with: production defaults or test doubles."""
 
     clock: Clock
-    metrics: Metrics
+    metrics: Metrics | None = None
     stripe_transport: httpx.AsyncBaseTransport | None = None
     smtp_factory: SmtpFactory | None = None
     on_delivered: Callable[[Any], None] | None = None
@@ -146,7 +169,7 @@ async def open_world(
                                    parts.stripe_transport)
     try:
         await _check_meters(world, stripe)
-        return stripe, await open_services(world, stripe, store, parts)
+        return stripe, await build_services(world, stripe.stack, store, parts)
     except BaseException:
         if stripe is not current:
             await stripe.close()
@@ -164,23 +187,61 @@ async def _check_meters(world: World, stripe: StripeHandle) -> None:
                     exc.request_id)
 
 
-async def open_services(
-    world: World, stripe: StripeHandle, store: Store, parts: Collaborators
+async def build_services(
+    world: World, stripe: StripeStack, store: Store | None, parts: Collaborators, *,
+    deliver: bool = True,
 ) -> Services:
-    """The services of ``world`` on ``stripe`` and ``store``, not started yet."""
+    """The services of ``world`` on ``stripe`` and ``store``, not started yet.
+
+    Without ``store`` there is no pipeline and no outbox; without ``deliver`` no notifiers
+    and no outbox (the pipeline's commits then wake nothing)."""
     closer = AsyncExitStack()
-    try:
-        built = await closer.enter_async_context(
-            notifiers(world.settings, clock=parts.clock, smtp_factory=parts.smtp_factory)
-        )
-    except BaseException:
-        await closer.aclose()
-        raise
     settings = world.settings
-    outbox = Outbox(store, built, settings.delivery, clock=parts.clock, metrics=parts.metrics,
-                    on_delivered=parts.on_delivered)
-    pipeline = Pipeline(store, RouteTree.from_settings(settings), settings.receivers,
-                        on_commit=outbox.wake)
-    engine = Engine(settings, world.rules, stripe.stack.source, stripe.stack.directory,
-                    sent=lambda: stripe.stack.http.requests)
-    return Services(world, engine, pipeline, outbox, parts.clock, closer)
+    outbox: Outbox | None = None
+    if store is not None and deliver:
+        try:
+            built = await closer.enter_async_context(
+                notifiers(settings, clock=parts.clock, smtp_factory=parts.smtp_factory)
+            )
+        except BaseException:
+            await closer.aclose()
+            raise
+        outbox = Outbox(store, built, settings.delivery, clock=parts.clock,
+                        metrics=parts.metrics, on_delivered=parts.on_delivered)
+    pipeline = None if store is None else Pipeline(
+        store, RouteTree.from_settings(settings), settings.receivers,
+        on_commit=outbox.wake if outbox is not None else None,
+    )
+    engine = Engine(settings, world.rules, stripe.source, stripe.directory,
+                    sent=lambda: stripe.http.requests)
+    return Services(world, stripe, engine, pipeline, outbox, parts.clock, closer)
+
+
+@asynccontextmanager
+async def open_services(
+    world: World, parts: Collaborators, *, state: Path | str | None = None,
+    deliver: bool = True, lock_holder: str | None = None,
+) -> AsyncIterator[Services]:
+    """The services of ``world`` for one command, not started, closed on exit in reverse.
+
+    Opened in this order, so that a configuration Stripe refuses leaves nothing on disk: the
+    Stripe client and directory, with the rules' meters checked (a missing meter is a
+    :class:`~alertd.errors.ConfigError`, Stripe unreachable a
+    :class:`~alertd.errors.SourceError`); then, with ``state`` (a path, or ``":memory:"``),
+    the state store — behind its lock when ``lock_holder`` says who takes it — and the
+    pipeline; with ``deliver`` too, the notifiers and the outbox.
+    """
+    async with AsyncExitStack() as stack:
+        stripe = await stack.enter_async_context(stripe_stack(
+            world.settings, clock=parts.clock, metrics=parts.metrics,
+            transport=parts.stripe_transport,
+        ))
+        await verify_meters(world.rules, stripe.directory)
+        store: Store | None = None
+        if state is not None:
+            if lock_holder is not None:
+                stack.enter_context(exclusive(Path(state), lock_holder))
+            store = await stack.enter_async_context(SqliteStore(state))
+        services = await build_services(world, stripe, store, parts, deliver=deliver)
+        stack.push_async_callback(services.close)
+        yield services
