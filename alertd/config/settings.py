@@ -15,6 +15,9 @@ forms of it in the file; the two forms set together in one place are an error.
 A secret file holds the secret on one line (a trailing newline is fine); an empty, multi-line,
 non-UTF-8 or oversized file is refused with a message that never shows its content, by
 ``validate`` (located at the ``*_file`` key) and at run time alike (:func:`read_secret`).
+
+Why over 400 lines: the whole settings schema, one pydantic model tree that is validated and
+located as one document.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ server's clock forward reveals new usage.
 
 Data flow: ``server`` parses a request into :class:`alertd.model.UsageQuery` → :meth:`usage`
 → :class:`alertd.model.UsageRow` list → ``server`` renders Stripe's JSON.
+
+Why over 400 lines: one deterministic usage model whose factors are one formula, plus the bucket
+arithmetic that answers Stripe's queries from it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ body that drips in slowly ends as :class:`~alertd.errors.StripeTimeoutError`.
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
 token and appears in no repr, log line or exception.
+
+Why over 400 lines: one request's whole path (auth, pacing, retries, error mapping) is the one
+place that retries, and reads as one.
 """
 
 from __future__ import annotations
