@@ -207,7 +207,7 @@ async def build_services(
             await closer.aclose()
             raise
         outbox = Outbox(store, built, settings.delivery, clock=parts.clock,
-                        metrics=parts.metrics, on_delivered=parts.on_delivered)
+                        observer=parts.metrics, on_delivered=parts.on_delivered)
     pipeline = None if store is None else Pipeline(
         store, RouteTree.from_settings(settings), settings.receivers,
         on_commit=outbox.wake if outbox is not None else None,
