@@ -27,9 +27,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from alertd import conditions
 from alertd.backtest import SeriesStates, judge
+from alertd.calendar import next_start
 from alertd.clock import parse_instant
+from alertd.config.settings import Duration, load_settings
+from alertd.config.yamlpos import load_located, validation_problems
 from alertd.errors import ConfigError
-from alertd.evaluate.windows import next_start
 from alertd.model import (
     Customer,
     DataNeed,
@@ -41,9 +43,7 @@ from alertd.model import (
 )
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
-from alertd.settings import Duration, load_settings
 from alertd.source.search import SearchQueryError, parse_search
-from alertd.yamlpos import load_located, validation_problems
 
 _REPEAT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*x\s*(\d+)\s*$")
 

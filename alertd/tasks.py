@@ -1,9 +1,10 @@
 """Background tasks and waits: the one lifecycle every loop of the daemon uses.
 
-Where it sits: below the shell. The outbox worker (:mod:`alertd.notify.outbox`), the group
-timer (:mod:`alertd.notify.pipeline`), the daemon's keepalive, polls and heartbeat
-(:mod:`alertd.daemon`, :mod:`alertd.heartbeat`) and the demo's tickers start, stop and abort
-their tasks here, and every "sleep until a timeout or an event" is :func:`wait_first`.
+Where it sits: below the shell. The outbox worker (:mod:`alertd.notify.outbox`), the group timer
+(:mod:`alertd.notify.pipeline`), the daemon's keepalive, polls and heartbeat
+(:mod:`alertd.service.daemon`, :mod:`alertd.service.heartbeat`) and the demo's tickers start,
+stop and abort their tasks here, and every "sleep until a timeout or an event" is
+:func:`wait_first`.
 
 Contracts:
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alertd.config.settings import CustomerSelection, Receiver, RootRoute, Settings, StripeSettings
 from alertd.rules.schema import Rule
-from alertd.settings import CustomerSelection, Receiver, RootRoute, Settings, StripeSettings
 from alertd.sim.testing import API_KEY
 from bench.planner import RULES
 

@@ -38,17 +38,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alertd import conditions
+from alertd.calendar import periods
 from alertd.clock import SystemClock, parse_instant
 from alertd.commands.check import record
 from alertd.conditions.series import build_series
-from alertd.engine import Engine
-from alertd.evaluate.windows import periods
+from alertd.config.settings import CustomerSelection
 from alertd.model import Customer, DataNeed, UsageRow
 from alertd.planner import plan
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import Rule
-from alertd.runtime import World, stripe_stack
-from alertd.settings import CustomerSelection
+from alertd.service.open import Collaborators, open_services
+from alertd.service.world import World
 from alertd.sim.testing import SimulatorProcess
 from bench.common import (
     SIM_QUOTA_KEY,
@@ -183,7 +183,10 @@ async def dry_run_pass(args: argparse.Namespace, rules: RuleSet) -> None:
 
 async def _measure_pass(world: World, sim: SimulatorProcess, rate: float) -> None:
     clock = SystemClock()
-    async with stripe_stack(world.settings, clock=clock) as stack:
+    # As ``alertd --dry-run`` opens them with no state file yet: an in-memory store, no delivery.
+    async with open_services(world, Collaborators(clock), state=":memory:",
+                             deliver=False) as services:
+        stack = services.stripe
         with Stopwatch() as listing:
             customers = await stack.directory.customers(CustomerSelection(all=True))
             meters = await stack.directory.meters()
@@ -193,7 +196,7 @@ async def _measure_pass(world: World, sim: SimulatorProcess, rate: float) -> Non
         del needs
         print(f"{len(customers)} customers, {planned} planned requests: the rate budget alone "
               f"needs {planned / rate:.0f} s; running the pass", flush=True)
-        engine = Engine(world.settings, world.rules, stack.source, stack.directory)
+        engine = services.engine
         await asyncio.to_thread(sim.reset_stats)
         sent_before = stack.http.requests
         progress = asyncio.create_task(report_progress(
@@ -204,8 +207,8 @@ async def _measure_pass(world: World, sim: SimulatorProcess, rate: float) -> Non
         finally:
             progress.cancel()
         sent = stack.http.requests - sent_before
-    with Stopwatch() as pipeline:
-        outcome = await record(world, result, meters, dry_run=True, clock=clock)
+        with Stopwatch() as pipeline:
+            outcome = await record(services, result, meters, dry_run=True)
     total = listing.wall + passing.wall + pipeline.wall
     states = Counter(f.state for f in outcome.findings)
     would_send = sum(1 for d in outcome.decisions if d.notification is not None)

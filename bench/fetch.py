@@ -9,7 +9,8 @@ The simulator runs in a child process (``alertd.sim.testing.SimulatorProcess``) 
 number of customers, enforcing ``--rate`` analytics requests per sliding second and adding
 ``--latency`` seconds to every answer, so its CPU is not this process's. This process is the
 alertd client: ``StripeHTTP`` with its rate budgets, the Meter Usage Analytics source and the
-customer directory, built by ``alertd.runtime.stripe_stack`` exactly as the daemon builds them.
+customer directory, built by ``alertd.service.world.stripe_stack`` exactly as the daemon builds
+them.
 
 **Phase 1 — the mixed rule set.** The sixteen rules of ``bench/planner.py`` × every customer
 (listed through the directory): needs (``alertd.conditions.needs``), the plan
@@ -51,16 +52,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alertd import conditions
+from alertd.calendar import floor
 from alertd.clock import SystemClock
-from alertd.engine import Engine
+from alertd.config.settings import CustomerSelection
 from alertd.errors import SourceError
-from alertd.evaluate.windows import floor
 from alertd.model import Customer, MeterSpec, UsageQuery
 from alertd.planner import plan
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
-from alertd.runtime import StripeStack, stripe_stack
-from alertd.settings import CustomerSelection
+from alertd.service.engine import Engine
+from alertd.service.world import StripeStack, stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from alertd.source import Source
 from bench.common import (

@@ -19,9 +19,9 @@ import statistics
 import time
 from datetime import UTC, datetime
 
+from alertd.calendar import next_start
 from alertd.conditions import evaluate, needs
 from alertd.conditions.series import build_series, data_need
-from alertd.evaluate.windows import next_start
 from alertd.model import Customer, DataNeed, UsageQuery
 from alertd.rules.schema import Rule
 from alertd.sim.generator import UsageGenerator

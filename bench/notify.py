@@ -44,16 +44,16 @@ from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from alertd.calendar import period_containing, period_key
 from alertd.clock import SystemClock
 from alertd.conditions.base import Bound
-from alertd.evaluate.windows import period_containing, period_key
+from alertd.config.settings import Settings
 from alertd.model import Finding, SeriesKey
 from alertd.notify.factory import notifiers
 from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
-from alertd.settings import Settings
 from alertd.sinks import Delivery, webhook_sink
 from alertd.store.sqlite import SqliteStore
 from bench.common import (

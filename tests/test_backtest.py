@@ -44,12 +44,12 @@ from alertd.commands.backtest import (
     run_command,
 )
 from alertd.conditions.series import build_series
+from alertd.config.settings import Receiver, RootRoute
 from alertd.errors import ConfigError, SourceError
 from alertd.model import Customer, Dimensions, Finding, SeriesKey, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
-from alertd.runtime import load_world
-from alertd.settings import Receiver, RootRoute
+from alertd.service.world import load_world
 from alertd.silences import Silence, new_silence
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 from alertd.store.sqlite import SqliteStore

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from alertd.calendar import floor, next_start
 from alertd.clock import SystemClock, iso
 from alertd.commands.check import run_check
 from alertd.errors import ConfigError
-from alertd.evaluate.windows import floor, next_start
-from alertd.runtime import World, load_world
+from alertd.service.world import World, load_world
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import TEST_NOW, running_simulator
@@ -192,8 +192,8 @@ async def test_unknown_meter_is_refused_with_the_rule_location(
 
 
 async def test_batches_of_customers_change_nothing_but_memory(sim: Simulator) -> None:
-    from alertd.engine import Engine
-    from alertd.runtime import stripe_stack
+    from alertd.service.engine import Engine
+    from alertd.service.world import stripe_stack
 
     config = sim_config_world(sim)
     results = []

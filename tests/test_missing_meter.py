@@ -17,7 +17,7 @@ from alertd.clock import FakeClock
 from alertd.commands.check import run_check
 from alertd.errors import ConfigError, NotFoundError
 from alertd.model import MeterSpec, UsageQuery
-from alertd.runtime import load_world, stripe_stack
+from alertd.service.world import load_world, stripe_stack
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 

@@ -25,10 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from alertd import conditions
+from alertd import calendar, conditions
 from alertd.backtest.history import HistorySeries
 from alertd.backtest.window import ReplayWindow
-from alertd.evaluate import windows
 from alertd.model import Customer, Finding
 from alertd.rules.schema import Rule
 
@@ -64,7 +63,7 @@ def closing_ends(rule: Rule, schedule: Sequence[int], window: ReplayWindow) -> l
     if not monotone(rule) or not schedule:
         return []
     delay = window.refresh_delay
-    ends = (period.ends_at for period in windows.periods(
+    ends = (period.ends_at for period in calendar.periods(
         schedule[0], schedule[-1] + 1, rule.window, rule.timezone))
     return [end for end in ends if schedule[0] < end + delay <= schedule[-1]]
 
@@ -149,8 +148,8 @@ def _by_period(rule: Rule, schedule: Sequence[int], delay: int = 0
     groups: list[tuple[list[int], int]] = []
     for instant in schedule:
         if not groups or instant >= groups[-1][1]:
-            starts_at = windows.floor(instant, rule.window, rule.timezone)
-            groups.append(([], windows.next_start(instant, rule.window, rule.timezone)))
+            starts_at = calendar.floor(instant, rule.window, rule.timezone)
+            groups.append(([], calendar.next_start(instant, rule.window, rule.timezone)))
         if instant >= starts_at + delay or instant == schedule[0]:
             groups[-1][0].append(instant)
     return [(instants, ends_at) for instants, ends_at in groups if instants]

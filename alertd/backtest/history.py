@@ -13,10 +13,9 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from alertd import conditions
+from alertd import calendar, conditions
 from alertd.backtest.window import ReplayWindow, history_need, instants, warm_start
 from alertd.conditions.series import build_series, series_dimensions
-from alertd.evaluate import windows
 from alertd.model import (
     Bucket,
     DataNeed,
@@ -48,7 +47,7 @@ class RuleFrame:
         start = warm_start(rule, window.since)
         history = history_need(rule, "", window.since, window.until)
         granularity = conditions.needs(rule, "", start)[0].granularity
-        slots = tuple(windows.periods(history.starts_at, history.ends_at, granularity,
+        slots = tuple(calendar.periods(history.starts_at, history.ends_at, granularity,
                                       rule.timezone))
         return cls(rule, tuple(instants(rule, start, window)), granularity, slots,
                    tuple(s.starts_at for s in slots), tuple(s.ends_at for s in slots))

@@ -13,12 +13,12 @@ from itertools import groupby
 
 from alertd.alerts import build_alert
 from alertd.backtest.replaying import Change
+from alertd.config.settings import Receiver
 from alertd.model import Customer, Notification
 from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import FlushContext, flush_groups, is_due
 from alertd.rules.schema import Rule
-from alertd.settings import Receiver
 from alertd.silences import Silence
 from alertd.store.base import GroupId, NotificationGroup, SentRecord
 

@@ -36,9 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from alertd import conditions
+from alertd import calendar, conditions
 from alertd.conditions.series import data_need
-from alertd.evaluate import windows
 from alertd.model import DataNeed, Granularity
 from alertd.rules.schema import Rule
 
@@ -63,7 +62,7 @@ def warm_start(rule: Rule, since: int) -> int:
     running all along had (strictly before ``since``: a condition already holding then fired
     in the warm-up, not at ``since``)."""
     earliest = since - 1 - math.ceil(rule.for_ + rule.keep_firing_for)
-    return windows.floor(earliest, rule.window, rule.timezone)
+    return calendar.floor(earliest, rule.window, rule.timezone)
 
 
 def history_need(rule: Rule, customer: str, since: int, until: int) -> DataNeed:
@@ -71,7 +70,7 @@ def history_need(rule: Rule, customer: str, since: int, until: int) -> DataNeed:
     warm-up to ``until``. Needs only move forward with time, so the evaluator's need at the
     warm-up start is the earliest one."""
     starts_at = conditions.needs(rule, customer, warm_start(rule, since))[0].starts_at
-    starts_at = windows.floor(starts_at, "hour", rule.timezone)
+    starts_at = calendar.floor(starts_at, "hour", rule.timezone)
     return data_need(rule, customer, until, starts_at, granularity="hour")
 
 
@@ -108,6 +107,6 @@ def instants(rule: Rule, start: int, window: ReplayWindow) -> list[int]:
         wanted.append((judged, (complete_after,)))
     reach_back = start - complete_after
     for granularity, offsets in wanted:
-        for period in windows.periods(reach_back, window.until + 1, granularity, rule.timezone):
+        for period in calendar.periods(reach_back, window.until + 1, granularity, rule.timezone):
             found.update(period.ends_at + offset for offset in offsets)
     return sorted(t for t in found if start <= t <= window.until)

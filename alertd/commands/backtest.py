@@ -41,13 +41,14 @@ from alertd.commands.output import (
     table,
     window_json,
 )
-from alertd.engine import Engine
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
 from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
-from alertd.runtime import World, load_world, stripe_stack, verify_meters
+from alertd.service.engine import Engine
+from alertd.service.open import Collaborators, open_services
+from alertd.service.world import World, load_world
 from alertd.silences import Silence
 from alertd.store.sqlite import SqliteStore
 
@@ -81,14 +82,12 @@ async def run_command(
                            world.settings.stripe.freshness_lag)
     progress: Progress = ProgressBar(stderr) if stderr.isatty() else NoProgress()
     silences = await stored_silences(world)
-    async with stripe_stack(world.settings, clock=clock) as stack:
-        await verify_meters(world.rules, stack.directory)
-        engine = Engine(world.settings, world.rules, stack.source, stack.directory,
-                        sent=lambda: stack.http.requests)
-        result = await run_backtest(engine, window, rule_names=args.rule,
+    # No state store: a backtest replays the past and records nothing (it reads the silences).
+    async with open_services(world, Collaborators(clock)) as services:
+        result = await run_backtest(services.engine, window, rule_names=args.rule,
                                     customer_ids=args.customer, progress=progress,
                                     silences=silences)
-        requests = stack.http.requests
+        requests = services.stripe.http.requests
     if args.format == "json":
         print(dumps(backtest_json(result, requests)), file=stdout)
     else:

@@ -14,27 +14,20 @@ import argparse
 import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
-from alertd.clock import Clock, SystemClock, iso, parse_instant
+from alertd.clock import SystemClock, iso, parse_instant
 from alertd.commands.output import FINDING_COLUMNS, dumps, finding_json, finding_row, table
-from alertd.engine import Engine, PassResult
 from alertd.errors import EXIT_OK, EXIT_SOURCE, ConfigError
 from alertd.logs import configure
 from alertd.model import Finding, Meter
-from alertd.notify.factory import notifiers
-from alertd.notify.outbox import Outbox
-from alertd.notify.pipeline import Pipeline
-from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision
-from alertd.recording import PassOutcome, meta_findings, record_pass
-from alertd.runtime import World, load_world, stripe_stack, verify_meters
-from alertd.store.lock import exclusive
-from alertd.store.sqlite import SqliteStore
+from alertd.service.engine import PassResult
+from alertd.service.open import Collaborators, Services, open_services
+from alertd.service.recording import PassOutcome, meta_findings, record_pass
+from alertd.service.world import World, load_world
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 #: Up to this many findings the text output lists inactive ones too.
@@ -57,14 +50,18 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     if at and not dry_run:
         raise ConfigError("--at evaluates the past: use it with --dry-run (recording it would "
                           "mix past alert states into the live ones)")
-    async with stripe_stack(world.settings, clock=clock) as stack:
-        await verify_meters(world.rules, stack.directory)
-        engine = Engine(world.settings, world.rules, stack.source, stack.directory,
-                        sent=lambda: stack.http.requests)
-        result = await engine.run_pass(now, rule_names=rules, customer_ids=customers)
-        meters = await stack.directory.meters()
-        requests = stack.http.requests
-    outcome = await record(world, result, meters, dry_run=dry_run, clock=clock)
+    path = world.settings.state_path()
+    # A dry run with no state file yet evaluates against an empty in-memory store, so it
+    # creates nothing on disk; it takes no lock and delivers nothing.
+    state = ":memory:" if dry_run and not path.exists() else path
+    async with open_services(
+        world, Collaborators(clock), state=state, deliver=not dry_run,
+        lock_holder=None if dry_run else "'alertd check' without --dry-run",
+    ) as services:
+        result = await services.engine.run_pass(now, rule_names=rules, customer_ids=customers)
+        requests = services.stripe.http.requests
+        outcome = await record(services, result, await services.stripe.directory.meters(),
+                               dry_run=dry_run)
     if output == "json":
         print(dumps(check_json(result, outcome, requests)))
     else:
@@ -73,40 +70,18 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
 
 
 async def record(
-    world: World, result: PassResult, meters: Mapping[str, Meter], *, dry_run: bool,
-    clock: Clock,
+    services: Services, result: PassResult, meters: Mapping[str, Meter], *, dry_run: bool,
 ) -> PassOutcome:
-    """Run the findings through the pipeline; without ``dry_run``, commit and deliver.
-
-    A dry run with no state file yet evaluates against an empty in-memory store, so it
-    creates nothing on disk.
-    """
-    path = world.settings.state_path()
-    store_path = ":memory:" if dry_run and not path.exists() else path
+    """Run the findings through the pipeline; without ``dry_run``, commit and deliver."""
+    world = services.world
     # Only the stale-data check makes sense for one pass: the source-failure alert counts
     # failed polls in a row, which only the daemon sees (a pass of its own would resolve it).
     extra = [f for f in meta_findings(result, world.settings, 0) if f.rule == STALE_DATA]
-    with ExitStack() as lock:
-        if not dry_run:
-            lock.enter_context(exclusive(path, "'alertd check' without --dry-run"))
-        return await _record_locked(world, result, meters, extra, store_path,
-                                    dry_run=dry_run, clock=clock)
-
-
-async def _record_locked(
-    world: World, result: PassResult, meters: Mapping[str, Meter], extra: list[Finding],
-    store_path: Path | str, *, dry_run: bool, clock: Clock,
-) -> PassOutcome:
-    async with SqliteStore(store_path) as store:
-        pipeline = Pipeline(store, RouteTree.from_settings(world.settings),
-                            world.settings.receivers)
-        outcome = await record_pass(pipeline, world.rules, result, meters, extra=extra,
-                                    dry_run=dry_run, immediate=True)
-        if dry_run:
-            return outcome
-        async with notifiers(world.settings, clock=clock) as built:
-            outbox = Outbox(store, built, world.settings.delivery, clock)
-            report = await outbox.run_until_idle(world.settings.delivery.delivery_timeout)
+    outcome = await record_pass(services.recorder, world.rules, result, meters, extra=extra,
+                                dry_run=dry_run, immediate=True)
+    if services.outbox is None:
+        return outcome
+    report = await services.outbox.run_until_idle(world.settings.delivery.delivery_timeout)
     undelivered = tuple(
         f"{row.receiver} {row.id}: {attempt.error or attempt.status}"
         for row, attempt in report.gave_up

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from alertd.clock import OffsetClock, iso
-from alertd.daemon import Daemon
 from alertd.model import Notification
 from alertd.notify.templates import Templates, annotated
+from alertd.service.daemon import Daemon
 from alertd.sim.generator import UsageGenerator
 from alertd.sim.incidents import Incident
 from alertd.sim.server import Simulator, SimulatorConfig
@@ -92,7 +92,7 @@ def demo_config(directory: Path, sim_url: str, smtp_port: int, hook_url: str) ->
 
 def delivery_printer(config: Path, write: Callable[[str], None]) -> Callable[[Notification], None]:
     """What the demo prints for each delivered notification."""
-    from alertd.runtime import load_world
+    from alertd.service.world import load_world
 
     settings = load_world(config).settings
     templates = Templates()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alertd.config.settings import Receiver, Settings
 from alertd.errors import ConfigError
 from alertd.logs import MASK, redact, redact_url
 from alertd.model import Notification
@@ -24,8 +25,7 @@ from alertd.notify.sample import sample_notification
 from alertd.notify.signature import HEADER
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
-from alertd.runtime import load_world
-from alertd.settings import Receiver, Settings
+from alertd.service.world import load_world
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,11 +1,12 @@
-"""``alertd run``: the long-running daemon (systemd ``ExecStart``); see :mod:`alertd.daemon`."""
+"""``alertd run``: the long-running daemon (systemd ``ExecStart``); see
+:mod:`alertd.service.daemon`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from alertd.daemon import Daemon
+from alertd.service.daemon import Daemon
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,8 +15,8 @@ import getpass
 from alertd import silences
 from alertd.clock import format_duration, iso, parse_duration, parse_instant
 from alertd.commands.output import table
+from alertd.config.settings import find_config, load_settings
 from alertd.errors import EXIT_OK, ConfigError
-from alertd.settings import find_config, load_settings
 from alertd.store.sqlite import SqliteStore
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alertd.config.settings import DEFAULT_CONFIG_PATHS, find_config
+from alertd.config.validate import validate_report
 from alertd.errors import EXIT_CONFIG, EXIT_OK
-from alertd.settings import DEFAULT_CONFIG_PATHS, find_config
-from alertd.validate import validate_report
 
 
 def main(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
+from alertd import calendar
 from alertd.clock import format_duration, readable_duration
 from alertd.conditions.base import Bound, ConditionKind, ConditionModel, RuleIssue, Sample
 from alertd.conditions.series import (
@@ -36,9 +37,8 @@ from alertd.conditions.series import (
     local_time,
     number,
 )
-from alertd.evaluate import windows
+from alertd.config.settings import PositiveDuration
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
-from alertd.settings import PositiveDuration
 
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
@@ -78,15 +78,15 @@ class AbsenceEvaluator:
         self.stale_after = stale_after
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
-        latest = windows.period_containing(now, "hour", rule.timezone)
+        latest = calendar.period_containing(now, "hour", rule.timezone)
         # Beyond the span: the running hour, and as many hours as data may trail ``now``
         # without being stale, so that fresh-enough data always covers the whole span.
         slack = 1 + math.ceil(self.stale_after / 3600)
-        earliest = windows.shift(latest, "hour", -(span_hours(rule) + slack))
+        earliest = calendar.shift(latest, "hour", -(span_hours(rule) + slack))
         return (data_need(rule, customer, now, earliest.starts_at, "hour"),)
 
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
-        window = windows.period_containing(now, "hour", rule.timezone)
+        window = calendar.period_containing(now, "hour", rule.timezone)
         if series.refreshed_at is not None and is_stale(series.refreshed_at, now,
                                                         self.stale_after):
             return self._stale(rule, series, window)

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
+from alertd import calendar as windows
 from alertd.clock import format_duration
 from alertd.conditions.base import (
     ADJECTIVE,
@@ -68,7 +69,7 @@ from alertd.conditions.base import (
     Sample,
 )
 from alertd.conditions.series import data_need, finding, number, window_buckets
-from alertd.evaluate import windows
+from alertd.config.settings import PositiveDuration
 from alertd.model import (
     NO_FIGURES,
     Bucket,
@@ -79,7 +80,6 @@ from alertd.model import (
     Period,
     Series,
 )
-from alertd.settings import PositiveDuration
 from alertd.templating import format_number
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
+from alertd import calendar
 from alertd.conditions.base import (
     ADJECTIVE,
     Baseline,
@@ -39,7 +40,6 @@ from alertd.conditions.series import (
     number,
     window_buckets,
 )
-from alertd.evaluate import windows
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
 from alertd.templating import format_number
 
@@ -58,21 +58,21 @@ class ChangeCondition(ConditionModel):
 def week_earlier(period: Period, granularity: Granularity) -> Period:
     """The period of ``granularity`` containing the same local wall time 7 days before
     ``period`` starts (DST-safe: a 09:00 hour maps to last week's 09:00 hour)."""
-    local = datetime.fromtimestamp(period.starts_at, windows.zone(period.timezone))
+    local = datetime.fromtimestamp(period.starts_at, calendar.zone(period.timezone))
     earlier = int((local - timedelta(days=7)).timestamp())
-    return windows.period_containing(earlier, granularity, period.timezone)
+    return calendar.period_containing(earlier, granularity, period.timezone)
 
 
 def judged_period(rule: Rule, now: int) -> Period:
     """The last period that has ended by ``now``."""
-    current = windows.period_containing(now, rule.window, rule.timezone)
-    return windows.shift(current, rule.window, -1)
+    current = calendar.period_containing(now, rule.window, rule.timezone)
+    return calendar.shift(current, rule.window, -1)
 
 
 def compared_period(rule: Rule, judged: Period) -> Period:
     if _condition(rule).compare_to == "last_week":
         return week_earlier(judged, rule.window)
-    return windows.shift(judged, rule.window, -1)
+    return calendar.shift(judged, rule.window, -1)
 
 
 def change_percent(current: float, compared: float) -> float:
@@ -101,11 +101,11 @@ class ChangeEvaluator:
         buckets = window_buckets(series, rule.window, rule.timezone)
         current = _if_complete(find_bucket(buckets, judged))
         if current is None:
-            what = windows.period_key(judged, rule.window)
+            what = calendar.period_key(judged, rule.window)
             return no_complete_data(rule, series, judged, what)
         earlier = _if_complete(find_bucket(buckets, compared))
         if earlier is None:
-            what = windows.period_key(compared, rule.window)
+            what = calendar.period_key(compared, rule.window)
             return no_complete_data(rule, series, judged, what)
         if min(current.value, earlier.value) < 0:
             return _negative(rule, series, judged, current, earlier, now)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import model_validator
 
+from alertd import calendar
 from alertd.clock import format_duration, readable_duration
 from alertd.conditions.base import (
     SAMPLE_QUOTA,
@@ -59,7 +60,7 @@ from alertd.conditions.threshold import (
     read_quota,
     value_from_issues,
 )
-from alertd.evaluate import windows
+from alertd.config.settings import Duration, PositiveDuration
 from alertd.model import (
     Bucket,
     Customer,
@@ -70,7 +71,6 @@ from alertd.model import (
     Period,
     Series,
 )
-from alertd.settings import Duration, PositiveDuration
 from alertd.templating import format_number
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def rate_bucket_count(rule: Rule) -> int:
 def project(rule: Rule, series: Series, now: int) -> Projection | None:
     """The projection for the period containing ``now``; ``None`` without a complete bucket
     to measure the run rate on."""
-    period = windows.period_containing(now, rule.window, rule.timezone)
+    period = calendar.period_containing(now, rule.window, rule.timezone)
     recent = complete_buckets(series.buckets)[-rate_bucket_count(rule):]
     if not recent:
         return None
@@ -195,14 +195,14 @@ class ForecastEvaluator:
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
         granularity = granularity_for(rule)
-        current = windows.period_containing(now, rule.window, rule.timezone)
-        latest = windows.period_containing(now, granularity, rule.timezone)
+        current = calendar.period_containing(now, rule.window, rule.timezone)
+        latest = calendar.period_containing(now, granularity, rule.timezone)
         # One bucket more than the rate needs: the last one may not be complete yet.
-        earliest = windows.shift(latest, granularity, -(rate_bucket_count(rule) + 1))
+        earliest = calendar.shift(latest, granularity, -(rate_bucket_count(rule) + 1))
         return (data_need(rule, customer, now, min(current.starts_at, earliest.starts_at)),)
 
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
-        period = windows.period_containing(now, rule.window, rule.timezone)
+        period = calendar.period_containing(now, rule.window, rule.timezone)
         budget = budget_for(_condition(rule), customer)
         if isinstance(budget, QuotaProblem):
             return finding(rule, series, period, state="error", message=budget.message)

@@ -28,7 +28,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import (
     NO_FIGURES,
     Bucket,
@@ -86,7 +86,7 @@ def granularity_for(rule: Rule) -> Granularity:
 def range_end(rule: Rule, now: int) -> int:
     """The end of every request range: the end of the current period, or ``now`` rounded up
     to the minute (Stripe wants minute-aligned ranges), whichever is earlier."""
-    return min(windows.next_start(now, rule.window, rule.timezone), windows.ceil_minute(now))
+    return min(calendar.next_start(now, rule.window, rule.timezone), calendar.ceil_minute(now))
 
 
 def data_need(
@@ -105,7 +105,7 @@ def data_need(
     bucket = granularity or granularity_for(rule)
     ends_at = range_end(rule, now)
     if starts_at >= ends_at:
-        starts_at = windows.floor(ends_at - 1, bucket, rule.timezone)
+        starts_at = calendar.floor(ends_at - 1, bucket, rule.timezone)
     return DataNeed(
         customer=customer,
         spec=spec,
@@ -157,7 +157,7 @@ def _slots(
 ) -> tuple[tuple[Period, ...], tuple[int, ...]]:
     """The need's calendar periods and their starts; cached, since one pass builds the same
     range for many customers."""
-    slots = tuple(windows.periods(starts_at, ends_at, granularity, tz))
+    slots = tuple(calendar.periods(starts_at, ends_at, granularity, tz))
     return slots, tuple(slot.starts_at for slot in slots)
 
 
@@ -227,9 +227,9 @@ def window_buckets(series: Series, granularity: Granularity, tz: str) -> list[Bu
     first = series.buckets[0].starts_at
     groups: dict[int, list[Bucket]] = {}
     for bucket in series.buckets:
-        groups.setdefault(windows.floor(bucket.starts_at, granularity, tz), []).append(bucket)
+        groups.setdefault(calendar.floor(bucket.starts_at, granularity, tz), []).append(bucket)
     return [
-        _summed(Period(start, windows.next_start(start, granularity, tz), tz), parts)
+        _summed(Period(start, calendar.next_start(start, granularity, tz), tz), parts)
         for start, parts in groups.items()
         if start >= first
     ]
@@ -289,7 +289,7 @@ def finding(
         state=state,
         message=message,
         figures=figures,
-        period_key=windows.period_key(window, rule.window) if period_key is None else period_key,
+        period_key=calendar.period_key(window, rule.window) if period_key is None else period_key,
         details=dict(details or {}),
     )
 
@@ -313,11 +313,11 @@ def number(value: float) -> str:
 
 
 def local_time(instant: int, tz: str) -> str:
-    return datetime.fromtimestamp(instant, windows.zone(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    return datetime.fromtimestamp(instant, calendar.zone(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def local_date(instant: int, tz: str) -> str:
-    return datetime.fromtimestamp(instant, windows.zone(tz)).date().isoformat()
+    return datetime.fromtimestamp(instant, calendar.zone(tz)).date().isoformat()
 
 
 _CURRENT = {"hour": "this hour", "day": "today", "week": "this week", "month": "this month"}
@@ -329,5 +329,5 @@ def describe_period(period: Period, granularity: Granularity, now: int) -> str:
     if period.contains(now):
         text = _CURRENT[granularity]
     else:
-        text = f"{_NAMED[granularity]} {windows.period_key(period, granularity)}"
+        text = f"{_NAMED[granularity]} {calendar.period_key(period, granularity)}"
     return f"{text} ({period.timezone})"

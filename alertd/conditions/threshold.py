@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import model_validator
 
+from alertd import calendar
 from alertd.conditions.base import (
     ADJECTIVE,
     SAMPLE_QUOTA,
@@ -50,7 +51,6 @@ from alertd.conditions.series import (
     number,
     window_buckets,
 )
-from alertd.evaluate import windows
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
 from alertd.templating import format_number
 
@@ -163,7 +163,7 @@ class ThresholdEvaluator:
             return finding(rule, series, period, state="error", message=bounds.message)
         bucket = _judged_bucket(rule, series, period)
         if bucket is None:
-            return no_complete_data(rule, series, period, windows.period_key(period, rule.window))
+            return no_complete_data(rule, series, period, calendar.period_key(period, rule.window))
         if bucket.value < 0 and _condition(rule).op not in UPPER_OPS:
             return finding(
                 rule, series, period, state="nodata", value=bucket.value,
@@ -183,10 +183,10 @@ def _condition(rule: Rule) -> ThresholdCondition:
 
 def judged_period(rule: Rule, now: int) -> Period:
     """The running period for upper thresholds, the one before it for lower ones."""
-    current = windows.period_containing(now, rule.window, rule.timezone)
+    current = calendar.period_containing(now, rule.window, rule.timezone)
     if _condition(rule).op in UPPER_OPS:
         return current
-    return windows.shift(current, rule.window, -1)
+    return calendar.shift(current, rule.window, -1)
 
 
 def _judged_bucket(rule: Rule, series: Series, period: Period) -> Bucket | None:

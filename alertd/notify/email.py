@@ -43,10 +43,10 @@ from typing import Any
 import aiosmtplib
 from jinja2 import TemplateError
 
+from alertd.config.settings import EmailReceiver, Receiver, SmtpSettings
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Alert, Notification
 from alertd.notify.templates import Templates
-from alertd.settings import EmailReceiver, Receiver, SmtpSettings
 from alertd.templating import off_loop
 
 log = logging.getLogger(__name__)

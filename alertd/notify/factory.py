@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 import httpx
 
 from alertd.clock import Clock
+from alertd.config.settings import Settings
 from alertd.notify.base import Notifier
 from alertd.notify.email import EmailNotifier, SmtpFactory
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
-from alertd.settings import Settings
 
 
 @asynccontextmanager

@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from alertd.clock import Clock, SystemClock, backoff
+from alertd.config.settings import DeliverySettings
 from alertd.errors import PermanentDeliveryError, StoreError
-from alertd.metrics import Metrics
 from alertd.model import Notification
 from alertd.notify.base import Notifier
-from alertd.settings import DeliverySettings
 from alertd.store.base import Attempt, OutboxRow, Store
 from alertd.tasks import Background, wait_first
 
@@ -46,24 +45,12 @@ log = logging.getLogger("alertd.outbox")
 
 class DeliveryObserver(Protocol):
     """Told about every attempt's outcome (``delivered``, ``retry``, ``failed``,
-    ``undeliverable``) and the number of pending rows: the metrics hook."""
+    ``undeliverable``) and the number of pending rows: the metrics hook
+    (:class:`alertd.service.metrics.Metrics` is one)."""
 
     def on_delivery(self, receiver: str, outcome: str) -> None: ...
 
     def on_pending(self, count: int) -> None: ...
-
-
-class MetricsObserver:
-    """Feeds ``alertd_notifications_total{receiver,outcome}`` and ``alertd_outbox_pending``."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def on_delivery(self, receiver: str, outcome: str) -> None:
-        self.metrics.notifications.labels(receiver=receiver, outcome=outcome).inc()
-
-    def on_pending(self, count: int) -> None:
-        self.metrics.outbox_pending.set(count)
 
 
 def next_step(
@@ -107,9 +94,9 @@ class Outbox:
     ``notifiers`` must hold every configured receiver: pending rows of any other receiver are
     marked undeliverable ("not configured any more"). ``concurrency`` bounds the groups one
     receiver is sent concurrently; ``idle_poll`` is how often an idle receiver looks for rows
-    another process wrote; finished rows are pruned after ``retention`` seconds. ``metrics``
-    is a shortcut for ``observer=MetricsObserver(metrics)``; ``on_delivered`` is called with
-    each notification once it is delivered (``alertd demo`` prints it).
+    another process wrote; finished rows are pruned after ``retention`` seconds. ``observer``
+    is told every outcome (the daemon's metrics); ``on_delivered`` is called with each
+    notification once it is delivered (``alertd demo`` prints it).
     """
 
     def __init__(
@@ -120,7 +107,6 @@ class Outbox:
         clock: Clock | None = None,
         *,
         observer: DeliveryObserver | None = None,
-        metrics: Metrics | None = None,
         on_delivered: Callable[[Notification], None] | None = None,
         rng: random.Random | None = None,
         concurrency: int = 4,
@@ -132,7 +118,7 @@ class Outbox:
         self.notifiers = dict(notifiers)
         self.settings = settings or DeliverySettings()
         self.clock = clock or SystemClock()
-        self.observer = observer or (MetricsObserver(metrics) if metrics is not None else None)
+        self.observer = observer
         self.on_delivered = on_delivered
         self.rng = rng or random.Random()
         self.concurrency = concurrency

@@ -32,12 +32,12 @@ from alertd.alerts import (
     instance_key,
 )
 from alertd.clock import Clock
+from alertd.config.settings import Receiver
 from alertd.model import Customer, Finding, Notification, Series, SeriesKey
 from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision, FlushContext, flush_groups
 from alertd.rules.schema import Rule
-from alertd.settings import Receiver
 from alertd.store.base import Changes, Store
 from alertd.tasks import Background, wait_first
 

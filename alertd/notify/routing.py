@@ -24,8 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from alertd.config.settings import RootRoute, Route, Settings
 from alertd.errors import ConfigError
-from alertd.settings import RootRoute, Route, Settings
 
 ALL_LABELS = "..."
 

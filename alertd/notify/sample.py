@@ -13,9 +13,9 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping
 
+from alertd.calendar import period_containing, shift
 from alertd.conditions import kind_of
 from alertd.conditions.base import SAMPLE_QUOTA, Sample
-from alertd.evaluate.windows import period_containing, shift
 from alertd.model import Alert, Bucket, Customer, Notification, NotificationStatus, SeriesKey
 from alertd.rules.schema import Rule
 

@@ -30,6 +30,9 @@ Contract:
   ``validate`` renders every template on sample data under the same limits.
 * Instants in a context are aware ``datetime`` objects: the window's in the rule's time zone,
   the rest in UTC. ``window.label`` names the period (``Fri 03 Jan 2025``, ``January 2025``).
+
+Why over 400 lines: the rendering contexts, filters and limits that delivery, ``render`` and
+``validate`` must share exactly.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 
 from alertd import templating
+from alertd.calendar import zone
 from alertd.errors import Problem
-from alertd.evaluate.windows import zone
 from alertd.model import Alert, Bucket, Notification
 from alertd.templating import (
     CHECK_LIMITS,

@@ -34,13 +34,13 @@ from jinja2 import TemplateError
 
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
+from alertd.config.settings import Receiver
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from alertd.logs import escape_control
 from alertd.model import Notification
 from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default
-from alertd.settings import Receiver
 from alertd.templating import off_loop
 
 USER_AGENT = f"alertd/{__version__}"

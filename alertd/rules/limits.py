@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 from alertd.conditions import kind_of
 from alertd.conditions.base import RuleIssue
+from alertd.config.settings import StripeSettings
 from alertd.rules.schema import Rule
-from alertd.settings import StripeSettings
 from alertd.stripe_limits import LimitBreach, spec_breaches
 
 _USE_METER_USAGE = "or set stripe.source: meter_usage (the Meter Usage Analytics API)"

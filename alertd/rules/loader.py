@@ -4,7 +4,7 @@ The first stage of the data flow after settings::
 
     rules/*.yaml ─► load_rules ─► RuleSet ─► planner
 
-For each file: YAML with positions (:mod:`alertd.yamlpos`), ``when:`` shorthand expanded into
+For each file: YAML with positions (:mod:`alertd.config.yamlpos`), ``when:`` shorthand expanded into
 ``filters``/``window``/``condition`` (:mod:`alertd.rules.shorthand`), each rule validated on
 its own by the pydantic schema (so one bad rule does not hide the others' errors), then the
 checks the schema cannot make: Stripe's request limits and what the configured source can
@@ -27,14 +27,14 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from alertd.conditions.base import RuleIssue
+from alertd.config.settings import Settings
+from alertd.config.yamlpos import Located, Path_, load_located, read_document, validation_problems
 from alertd.errors import ConfigError, Location, Problem
 from alertd.rules.limits import group_by_issue, rule_issues
 from alertd.rules.schema import Rule
 from alertd.rules.shorthand import ShorthandError, When, parse_when
-from alertd.settings import Settings
 from alertd.stripe_limits import MAX_GROUP_BY
 from alertd.templating import TEMPLATE_NAMES, check_template, template_environment
-from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
 __all__ = ["TEMPLATE_NAMES", "RuleSet", "check_rules", "load_rules"]
 

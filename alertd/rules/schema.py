@@ -20,9 +20,9 @@ from pydantic.fields import FieldInfo
 
 from alertd.conditions import registry
 from alertd.conditions.base import ConditionModel, StrictModel
+from alertd.config.settings import Duration, PositiveDuration
 from alertd.errors import Location
 from alertd.model import Granularity
-from alertd.settings import Duration, PositiveDuration
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 

@@ -18,6 +18,9 @@ server's clock forward reveals new usage.
 
 Data flow: ``server`` parses a request into :class:`alertd.model.UsageQuery` → :meth:`usage`
 → :class:`alertd.model.UsageRow` list → ``server`` renders Stripe's JSON.
+
+Why over 400 lines: one deterministic usage model whose factors are one formula, plus the bucket
+arithmetic that answers Stripe's queries from it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import Dimensions, Granularity, MeterSpec, UsageQuery, UsageRow
 from alertd.sim import hashing
 from alertd.sim.hashing import FloatArray, IntArray, NoiseTable
@@ -109,7 +112,7 @@ class SlotBlock:
 def bucket_edges(starts_at: int, ends_at: int, window: Granularity | None, tz: str) -> IntArray:
     """Boundaries of the calendar buckets covering ``[starts_at, ends_at)``, clipped to it."""
     inner = [] if window is None else [
-        p.starts_at for p in windows.periods(starts_at, ends_at, window, tz)[1:]
+        p.starts_at for p in calendar.periods(starts_at, ends_at, window, tz)[1:]
     ]
     edges = np.array([starts_at, *inner, ends_at], dtype=np.int64)
     edges.flags.writeable = False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 from zoneinfo import ZoneInfoNotFoundError
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import GRANULARITIES, Filters, Granularity, MeterSpec, UsageQuery, make_filters
 from alertd.sim.profiles import METERS_BY_ID, MeterDef
 from alertd.sim.stripe_form import (
@@ -131,7 +131,7 @@ def _window(form: Mapping[str, FormValue]) -> Granularity | None:
 def _timezone(form: Mapping[str, FormValue]) -> str:
     name = text(form, "timezone") or "UTC"
     try:
-        windows.zone(name)
+        calendar.zone(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise invalid(f"Invalid timezone: {name!r} is not an IANA time zone", "timezone") from None
     return name

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from alertd.config.settings import StripeSettings
 from alertd.model import UsageQuery, UsageResult
-from alertd.settings import StripeSettings
 from alertd.source.analytics import MeterUsageSource
 from alertd.source.http import StripeHTTP
 from alertd.source.summaries import EventSummariesSource

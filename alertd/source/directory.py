@@ -28,9 +28,9 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from alertd.clock import Clock
+from alertd.config.settings import CustomerSelection
 from alertd.errors import MalformedResponseError, NotFoundError, SourceError
 from alertd.model import Customer, Meter
-from alertd.settings import CustomerSelection
 from alertd.source.body import BodyReader
 from alertd.source.http import BodyParser, StripeHTTP
 

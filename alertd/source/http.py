@@ -24,6 +24,9 @@ body that drips in slowly ends as :class:`~alertd.errors.StripeTimeoutError`.
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
 token and appears in no repr, log line or exception.
+
+Why over 400 lines: one request's whole path (auth, pacing, retries, error mapping) is the one
+place that retries, and reads as one.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from pydantic import SecretStr
 
 from alertd import __version__
 from alertd.clock import Clock, SystemClock, backoff
+from alertd.config.settings import StripeSettings
 from alertd.errors import (
     AuthenticationError,
     ConflictError,
@@ -57,7 +61,6 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
-from alertd.settings import StripeSettings
 from alertd.source.ratelimit import BudgetName, Budgets
 
 log = logging.getLogger("alertd.source")
@@ -79,7 +82,7 @@ ANALYTICS_ENDPOINT = "meter_usage"
 
 
 class RequestObserver(Protocol):
-    """Told about every HTTP attempt; :class:`alertd.metrics.Metrics` is one.
+    """Told about every HTTP attempt; :class:`alertd.service.metrics.Metrics` is one.
 
     ``code`` is the HTTP status as text (``"200"``, ``"429"``), or ``"timeout"``,
     ``"connection_error"``, ``"too_large"`` (a body over the cap, not read) or ``"malformed"``

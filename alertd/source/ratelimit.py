@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alertd.clock import Clock
-from alertd.settings import StripeSettings
+from alertd.config.settings import StripeSettings
 
 BudgetName = Literal["analytics", "general"]
 

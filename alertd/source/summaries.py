@@ -26,10 +26,10 @@ from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from alertd.calendar import ceil_minute, floor, floor_minute, next_start
+from alertd.config.settings import StripeSettings
 from alertd.errors import InvalidRequestError, MalformedResponseError
-from alertd.evaluate.windows import ceil_minute, floor, floor_minute, next_start
 from alertd.model import Granularity, UsageQuery, UsageResult, UsageRow
-from alertd.settings import StripeSettings
 from alertd.source.body import BodyReader
 from alertd.source.http import StripeHTTP
 

@@ -19,6 +19,9 @@ success after a failure is told too.
 
 The file format (schema versions, migrations, refusing newer, foreign or damaged files, file
 modes) is in :mod:`alertd.store.schema`.
+
+Why over 400 lines: it is the one implementation of the Store protocol; each operation's SQL and
+its transaction stay side by side.
 """
 
 from __future__ import annotations

@@ -20,10 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from usage_series_builders import DAY, HOUR, at, judge, make_rule, series_for
 
-from alertd import conditions
+from alertd import calendar, conditions
 from alertd.conditions.anomaly import METHOD_HOUR_OF_DAY, METHOD_HOUR_OF_WEEK, AnomalyEvaluator
 from alertd.conditions.series import number
-from alertd.evaluate import windows
 from alertd.model import Bucket, Customer, Period, Series, SeriesKey
 from alertd.rules.schema import Rule
 
@@ -97,7 +96,7 @@ def quick_series(rule: Rule, now: int, usage: Usage) -> Series:
     if need.granularity == "hour":
         edges = [*range(need.starts_at, need.ends_at, HOUR), need.ends_at]
     else:
-        periods = windows.periods(need.starts_at, need.ends_at, need.granularity, need.timezone)
+        periods = calendar.periods(need.starts_at, need.ends_at, need.granularity, need.timezone)
         edges = [p.starts_at for p in periods] + [periods[-1].ends_at]
     complete_before = now - 60 - 300
     buckets = tuple(

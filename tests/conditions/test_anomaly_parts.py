@@ -11,6 +11,7 @@ from itertools import pairwise
 import pytest
 from usage_series_builders import at
 
+from alertd.calendar import period_containing
 from alertd.conditions.anomaly import (
     MAX_SEASONS,
     METHOD_IDLE,
@@ -25,7 +26,6 @@ from alertd.conditions.anomaly import (
     outside,
     trailing_expectation,
 )
-from alertd.evaluate.windows import period_containing
 
 
 @pytest.mark.parametrize(

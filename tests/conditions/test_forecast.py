@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from usage_series_builders import DAY, HOUR, at, judge, make_rule
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import Customer, Finding, Period
 
 EPOCH = at("2024-01-01 00:00")  # a Monday
@@ -32,9 +32,9 @@ def generated_month(seed: int) -> tuple[Period, Callable[[int], float], float]:
         noise = math.exp(random.Random(seed * 100_000 + day).gauss(0, 0.15))
         return base * factor * (1 + drift * day / 30) * noise
 
-    month = windows.period_containing(at("2025-01-15 00:00") + seed % 12 * 30 * DAY, "month",
+    month = calendar.period_containing(at("2025-01-15 00:00") + seed % 12 * 30 * DAY, "month",
                                       "UTC")
-    days = windows.periods(month.starts_at, month.ends_at, "day", "UTC")
+    days = calendar.periods(month.starts_at, month.ends_at, "day", "UTC")
     return month, usage, sum(usage(day.starts_at) for day in days)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pytest
 
+from alertd import calendar
 from alertd.cli import main
 from alertd.clock import iso
 from alertd.conditions import registry
@@ -31,7 +32,6 @@ from alertd.conditions.series import (
     number,
     window_buckets,
 )
-from alertd.evaluate import windows
 from alertd.model import Customer, DataNeed, Figures, Finding, Granularity, Series
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 
@@ -103,9 +103,9 @@ class DivisibleKind(ConditionKind):
                       Divisor(by), recent_level=by * 20_000.0 + 1)
 
     @staticmethod
-    def _judged(rule: Rule, now: int) -> windows.Period:
-        current = windows.period_containing(now, rule.window, rule.timezone)
-        return windows.shift(current, rule.window, -1)
+    def _judged(rule: Rule, now: int) -> calendar.Period:
+        current = calendar.period_containing(now, rule.window, rule.timezone)
+        return calendar.shift(current, rule.window, -1)
 
 
 RULE = """\

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from usage_series_builders import DAY, HOUR, at, make_rule
 
+from alertd import calendar
 from alertd.clock import readable_duration
 from alertd.conditions.series import (
     build_series,
@@ -15,7 +16,6 @@ from alertd.conditions.series import (
     number,
     window_buckets,
 )
-from alertd.evaluate import windows
 from alertd.model import Bucket, DataNeed, Granularity, MeterSpec, Series, SeriesKey, UsageRow
 
 THRESHOLD = {"type": "threshold", "op": ">", "value": 10}
@@ -135,7 +135,7 @@ def test_freshness_rule(refreshed: str | None, now: str, lag: float, complete: l
 def day_series(start: str, values: list[float], tz: str, complete_days: int) -> Series:
     """Day buckets from local midnight ``start``, the first ``complete_days`` complete."""
     first = at(start, tz)
-    days = windows.periods(first, first + len(values) * DAY - 2 * HOUR, "day", tz)
+    days = calendar.periods(first, first + len(values) * DAY - 2 * HOUR, "day", tz)
     buckets = tuple(
         Bucket(day.starts_at, day.ends_at, value, index < complete_days)
         for index, (day, value) in enumerate(zip(days, values, strict=True))
@@ -207,5 +207,5 @@ def test_readable_duration_in_two_units(seconds: float, text: str) -> None:
     ],
 )
 def test_describe_period(granularity: Granularity, now: str, text: str) -> None:
-    period = windows.period_containing(at("2025-01-06 00:30"), granularity, "UTC")
+    period = calendar.period_containing(at("2025-01-06 00:30"), granularity, "UTC")
     assert describe_period(period, granularity, at(now)) == text

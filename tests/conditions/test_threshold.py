@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from usage_series_builders import at, judge, make_rule, series_for
 
-from alertd import conditions
-from alertd.evaluate import windows
+from alertd import calendar, conditions
 from alertd.model import Customer, Period
 
 NOW = at("2025-01-06 15:00")
@@ -181,7 +180,7 @@ def test_longer_and_shorter_windows(
     rule = make_rule({"type": "threshold", "value": 10**9}, window=window)
     finding = judge(rule, at(now), usage_per_day)
     assert (finding.value, finding.period_key) == (value, key)
-    assert finding.window == windows.period_containing(at(now), rule.window, "UTC")
+    assert finding.window == calendar.period_containing(at(now), rule.window, "UTC")
 
 
 def test_a_period_that_has_just_begun_has_used_nothing_yet() -> None:

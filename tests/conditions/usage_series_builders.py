@@ -9,9 +9,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alertd import conditions
+from alertd import calendar, conditions
 from alertd.conditions.series import build_series
-from alertd.evaluate import windows
 from alertd.model import (
     Customer,
     DataNeed,
@@ -54,7 +53,7 @@ def make_rule(condition: Mapping[str, Any], **fields: Any) -> Rule:
 
 @lru_cache(maxsize=4096)
 def _periods(starts_at: int, ends_at: int, granularity: Granularity, tz: str) -> list[Period]:
-    return windows.periods(starts_at, ends_at, granularity, tz)
+    return calendar.periods(starts_at, ends_at, granularity, tz)
 
 
 def rows_for(

@@ -22,7 +22,7 @@ from alertd.commands.backtest import run_command
 from alertd.conditions.threshold import ThresholdCondition
 from alertd.model import Customer, UsageRow
 from alertd.rules.schema import Rule
-from alertd.runtime import load_world
+from alertd.service.world import load_world
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 
 HOUR = 3600

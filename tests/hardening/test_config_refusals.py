@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from alertd.cli import main
+from alertd.config.settings import load_settings
+from alertd.config.validate import validate_config
 from alertd.errors import ConfigError
-from alertd.settings import load_settings
-from alertd.validate import validate_config
 
 KEY = "sk_test_refusals_0123456789"
 

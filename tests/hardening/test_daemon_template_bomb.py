@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_daemon import (
+from tests.service.test_daemon import (
     DaemonProcess,
     NotifySocket,
     eventually,

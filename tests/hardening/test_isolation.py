@@ -11,21 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon import get, in_process, metric_samples
 
 from alertd.alerts import SOURCE_FAILURE
 from alertd.clock import SystemClock
 from alertd.conditions.threshold import ThresholdCondition
-from alertd.engine import Engine, PassResult
+from alertd.config.settings import Settings
 from alertd.errors import StoreError
-from alertd.recording import poll_failed
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
-from alertd.runtime import stripe_stack
-from alertd.settings import Settings
+from alertd.service.engine import Engine, PassResult
+from alertd.service.recording import poll_failed
+from alertd.service.world import stripe_stack
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from tests.service.test_daemon import get, in_process, metric_samples
 
 TOKENS = "mtr_sim_tokens"
 

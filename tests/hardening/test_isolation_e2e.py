@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 import yaml
-from test_daemon import (  # the daemon tests' own helpers: processes, sinks, metrics
+
+from alertd.alerts import SOURCE_FAILURE
+from alertd.clock import iso
+from alertd.commands.check import run_check
+from alertd.service.world import load_world
+from alertd.sim.faults import Fault, MalformedBody
+from alertd.sim.server import Simulator
+from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from tests.service.test_daemon import (  # the daemon tests' own helpers: processes, sinks, metrics
     DaemonProcess,
     NotifySocket,
     eventually,
@@ -29,14 +37,6 @@ from test_daemon import (  # the daemon tests' own helpers: processes, sinks, me
     metric_samples,
     write_config,
 )
-
-from alertd.alerts import SOURCE_FAILURE
-from alertd.clock import iso
-from alertd.commands.check import run_check
-from alertd.runtime import load_world
-from alertd.sim.faults import Fault, MalformedBody
-from alertd.sim.server import Simulator
-from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 
 __all__ = ["log_file"]  # a fixture, imported for its use below
 

@@ -18,6 +18,7 @@ import pytest
 
 from alertd.clock import FakeClock
 from alertd.conditions.base import Bound
+from alertd.config.settings import Receiver, RootRoute
 from alertd.model import Finding, Period, SeriesKey
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
@@ -25,7 +26,6 @@ from alertd.notify.stages import newest_per_fingerprint
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
 from alertd.rules.schema import Rule
-from alertd.settings import Receiver, RootRoute
 from alertd.store.base import GroupEntry
 from alertd.store.sqlite import SqliteStore
 from tests.notify.conftest import HookSink, hook_server, make_alert

@@ -23,6 +23,7 @@ import yaml
 
 from alertd.cli import main
 from alertd.clock import FakeClock
+from alertd.config.settings import DeliverySettings, Receiver
 from alertd.logs import (
     MAX_FIELD,
     JsonFormatter,
@@ -35,7 +36,6 @@ from alertd.logs import (
 from alertd.notify.outbox import Outbox
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
-from alertd.settings import DeliverySettings, Receiver
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
 from tests.notify.conftest import HookSink, hook_server, make_notification

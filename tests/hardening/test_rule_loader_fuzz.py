@@ -21,10 +21,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alertd.config.settings import Settings
 from alertd.errors import ConfigError
 from alertd.rules.loader import RuleSet, check_rules, load_rules
 from alertd.rules.schema import Rule
-from alertd.settings import Settings
 
 #: Bounds for one rule file of this size: far above what a valid file takes (milliseconds,
 #: a few MB), far below what an unbounded expansion would.

@@ -23,13 +23,13 @@ import pytest
 from jinja2 import TemplateError
 
 from alertd.clock import FakeClock
+from alertd.config.settings import DeliverySettings, Receiver, SmtpSettings
 from alertd.errors import PermanentDeliveryError
 from alertd.model import Customer
 from alertd.notify.email import EmailNotifier
 from alertd.notify.outbox import Outbox
 from alertd.notify.templates import Templates, render_annotations, source_problems
 from alertd.notify.webhook import WebhookNotifier
-from alertd.settings import DeliverySettings, Receiver, SmtpSettings
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
 from alertd.templating import (

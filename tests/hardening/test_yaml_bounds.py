@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_daemon import (  # tests/ is on sys.path: the real-subprocess helpers are reused
+
+from alertd.config.settings import Settings
+from alertd.config.validate import validate_config
+from alertd.config.yamlpos import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUES, load_located
+from alertd.errors import ConfigError
+from alertd.rules import load_rules
+from tests.service.test_daemon import (  # the real-subprocess helpers are reused
     DaemonProcess,
     NotifySocket,
     get,
@@ -21,12 +27,6 @@ from test_daemon import (  # tests/ is on sys.path: the real-subprocess helpers 
     rule,
     write_config,
 )
-
-from alertd.errors import ConfigError
-from alertd.rules import load_rules
-from alertd.settings import Settings
-from alertd.validate import validate_config
-from alertd.yamlpos import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUES, load_located
 
 __all__ = ["log_file"]  # a fixture, used by name
 

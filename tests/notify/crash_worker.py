@@ -23,6 +23,7 @@ import httpx
 
 from alertd.clock import SystemClock
 from alertd.conditions.base import Bound
+from alertd.config.settings import DeliverySettings, Receiver, RootRoute
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Finding, Notification, Period, SeriesKey
 from alertd.notify.base import Notifier
@@ -30,7 +31,6 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
-from alertd.settings import DeliverySettings, Receiver, RootRoute
 from alertd.store.sqlite import SqliteStore
 
 RULE = Rule.model_validate({

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult
 
+from alertd.config.settings import Receiver, SmtpSettings
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.notify.email import EmailNotifier, plan_mail, smtp_client
 from alertd.notify.templates import Templates
-from alertd.settings import Receiver, SmtpSettings
 
 TEMPLATES = Templates()
 

@@ -17,12 +17,12 @@ from aiohttp import web
 from crash_worker import LoopbackWebhook  # the tests' tiny webhook notifier, a sibling file
 
 from alertd.clock import FakeClock, SystemClock, backoff
+from alertd.config.settings import DeliverySettings
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
-from alertd.metrics import Metrics
 from alertd.model import Alert, Customer, Notification, Period
 from alertd.notify.base import Notifier
-from alertd.notify.outbox import MetricsObserver, Outbox
-from alertd.settings import DeliverySettings
+from alertd.notify.outbox import Outbox
+from alertd.service.metrics import Metrics
 from alertd.sinks import serve_posts
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
@@ -181,7 +181,7 @@ async def test_metrics_count_outcomes_and_pending(store: SqliteStore) -> None:
     flaky = ScriptedNotifier(TransientDeliveryError("HTTP 429"))
     await queue(store, note("n1"))
     await outbox(store, {"ops": flaky}, FakeClock(NOW),
-                 observer=MetricsObserver(metrics)).run_until_idle(timeout=600)
+                 observer=metrics).run_until_idle(timeout=600)
     sample = metrics.registry.get_sample_value
     labels = {"receiver": "ops"}
     assert sample("alertd_notifications_total", {**labels, "outcome": "retry"}) == 1
@@ -302,7 +302,7 @@ async def test_killed_after_delivery_before_it_was_recorded(tmp_path: Path) -> N
 async def test_background_worker_reports_deliveries_and_drains(store: SqliteStore) -> None:
     delivered: list[str] = []
     metrics = Metrics()
-    worker = Outbox(store, {"ops": ScriptedNotifier()}, FAST, SystemClock(), metrics=metrics,
+    worker = Outbox(store, {"ops": ScriptedNotifier()}, FAST, SystemClock(), observer=metrics,
                     on_delivered=lambda n: delivered.append(n.id), idle_poll=0.05)
     await worker.start()
     await queue(store, note("n1"))

@@ -17,12 +17,12 @@ from alertd import silences
 from alertd.alerts import STALE_DATA, meta_finding
 from alertd.clock import FakeClock
 from alertd.conditions.base import Bound
+from alertd.config.settings import Receiver, RootRoute
 from alertd.model import Finding, FindingState, Notification, Period, SeriesKey
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import dedup_decision
 from alertd.rules.schema import Rule
-from alertd.settings import Receiver, RootRoute
 from alertd.store.base import SentRecord
 from alertd.store.sqlite import SqliteStore
 

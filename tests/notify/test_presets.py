@@ -19,7 +19,7 @@ CONTEXT = PresetContext(title="FIRING: Acme used a lot", external_url="https://a
 def test_every_configurable_preset_exists() -> None:
     from typing import get_args
 
-    from alertd.settings import WebhookPreset
+    from alertd.config.settings import WebhookPreset
 
     assert set(PRESETS) == set(get_args(WebhookPreset))
     with pytest.raises(ValueError, match="unknown webhook preset"):

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from alertd.config.settings import RootRoute, Settings
 from alertd.errors import ConfigError
 from alertd.notify.routing import RouteTree, Timing
-from alertd.settings import RootRoute, Settings
 
 TREE: dict[str, Any] = {
     "receiver": "ops",

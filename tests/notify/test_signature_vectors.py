@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from alertd.clock import FakeClock
+from alertd.config.settings import Receiver
 from alertd.notify import signature
 from alertd.notify.signature import HEADER, sign, verify
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
-from alertd.settings import Receiver
 
 
 @dataclass(frozen=True)

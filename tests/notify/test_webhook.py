@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from alertd.clock import FakeClock
+from alertd.config.settings import Receiver
 from alertd.errors import PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Notification
 from alertd.notify.signature import verify
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import USER_AGENT, WebhookNotifier
-from alertd.settings import Receiver
 
 TEMPLATES = Templates(external_url="https://alertd.example")
 

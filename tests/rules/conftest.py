@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config.settings import Settings
 from alertd.errors import ConfigError
 from alertd.rules import load_rules
-from alertd.settings import Settings
 
 
 @pytest.fixture(autouse=True)

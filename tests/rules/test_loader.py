@@ -9,10 +9,10 @@ import pytest
 
 from alertd.conditions.absence import AbsenceCondition
 from alertd.conditions.threshold import ThresholdCondition
+from alertd.config.settings import Settings, load_settings
 from alertd.errors import ConfigError, Location
 from alertd.rules import RuleSet, load_rules
 from alertd.rules.loader import TEMPLATE_NAMES, check_rules
-from alertd.settings import Settings, load_settings
 
 ProblemsOf = Callable[..., list[str]]
 MakeSettings = Callable[..., Settings]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import MeterSpec, UsageQuery, make_filters
 from alertd.sim.generator import UsageGenerator
 from alertd.sim.incidents import INCIDENT_KINDS, Incident
@@ -21,8 +21,8 @@ FUTURE = TEST_NOW + 30 * 86_400  # an as_of at which everything, late data inclu
 
 
 def day_query(customer: str, generator: UsageGenerator, tz: str = "UTC") -> UsageQuery:
-    start = windows.floor(generator.history_start + 86_400, "day", tz)
-    end = windows.floor(generator.now, "day", tz)
+    start = calendar.floor(generator.history_start + 86_400, "day", tz)
+    end = calendar.floor(generator.now, "day", tz)
     return UsageQuery(customer, start, end, "day", tz, (MeterSpec(TOKENS.id),))
 
 

@@ -11,7 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from alertd.clock import FakeClock
-from alertd.settings import StripeSettings
+from alertd.config.settings import StripeSettings
 from alertd.source.http import StripeHTTP
 
 API_KEY = "sk_test_51SecretKeyThatMustNeverLeak0123456789"

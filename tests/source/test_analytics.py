@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from alertd.calendar import floor, next_start
 from alertd.clock import FakeClock
+from alertd.config.settings import StripeSettings
 from alertd.errors import (
     ConfigError,
     IncompleteResponseError,
@@ -15,9 +17,7 @@ from alertd.errors import (
     MalformedResponseError,
     NotFoundError,
 )
-from alertd.evaluate.windows import floor, next_start
 from alertd.model import MeterSpec, UsageQuery, UsageRow, make_filters
-from alertd.settings import StripeSettings
 from alertd.source import build_source
 from alertd.source.analytics import (
     MeterUsageSource,

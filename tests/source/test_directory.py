@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from alertd.clock import FakeClock
+from alertd.config.settings import CustomerSelection
 from alertd.errors import MalformedResponseError, NotFoundError, PermissionDeniedError
 from alertd.model import Customer, Meter
-from alertd.settings import CustomerSelection
 from alertd.source.directory import Directory
 
 from .fakes import Recorder, make_http, reply, stripe_error

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from alertd.clock import FakeClock, SystemClock
-from alertd.settings import StripeSettings
+from alertd.config.settings import StripeSettings
 from alertd.source.ratelimit import Budgets, RateBudget, recovered_rate
 
 

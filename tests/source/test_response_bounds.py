@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from alertd.clock import FakeClock
+from alertd.config.settings import StripeSettings
 from alertd.errors import MalformedResponseError, ResponseTooLargeError, StripeTimeoutError
-from alertd.settings import StripeSettings
 
 from .fakes import Observed, make_http
 

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from alertd.clock import Clock, FakeClock, SystemClock
+from alertd.config.settings import CustomerSelection, StripeSettings
 from alertd.errors import (
     AuthenticationError,
     MalformedResponseError,
@@ -20,7 +21,6 @@ from alertd.errors import (
     StripeServerError,
 )
 from alertd.model import MeterSpec, UsageQuery, UsageRow, make_filters
-from alertd.settings import CustomerSelection, StripeSettings
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.clock import SystemClock
-from alertd.daemon import StoreWatch
 from alertd.errors import StoreDamagedError, StoreError
-from alertd.metrics import Metrics
-from alertd.server import Health, serve
+from alertd.service.daemon import StoreWatch
+from alertd.service.http import Health, serve
+from alertd.service.metrics import Metrics
 from alertd.silences import new_silence
 from alertd.store.lock import exclusive, lock_path
 from alertd.store.schema import quick_check

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alertd.systemd import SystemdNotifier
+from alertd.service.systemd import SystemdNotifier
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """One scheduled poll of a group of rules: fetch, freshness gate, record, observe.
 
 Where it sits: the daemon's scheduler fires one job per poll group → :meth:`Poller.poll` →
-:meth:`Engine.run_pass <alertd.engine.Engine.run_pass>` (one plan, so one fetch serves every
+:meth:`Engine.run_pass <alertd.service.engine.Engine.run_pass>` (one plan, so one fetch serves every
 rule of the group that needs the same data; the Stripe client's rate budgets pace it) → the
-freshness gate → :func:`~alertd.recording.record_pass` (alert states and outbox rows in one
+freshness gate → :func:`~alertd.service.recording.record_pass` (alert states and outbox rows in one
 transaction) → metrics, readiness and the systemd ``STATUS=`` line.
 
 The freshness gate: when a group's ``refreshed_at`` has not advanced since its previous poll,
@@ -39,16 +39,16 @@ from typing import Any, get_args
 
 from alertd.alerts import META_POLICIES, SOURCE_FAILURE, STALE_DATA
 from alertd.clock import iso
-from alertd.engine import Engine, PassResult
+from alertd.config.settings import Settings
 from alertd.errors import SourceError
-from alertd.metrics import Metrics
 from alertd.model import Finding, FindingState, Meter, SeriesKey
 from alertd.notify.pipeline import Pipeline
-from alertd.recording import meta_findings, poll_failed, record_pass
 from alertd.rules.schema import Rule
-from alertd.runtime import World
-from alertd.server import Health
-from alertd.settings import Settings
+from alertd.service.engine import Engine, PassResult
+from alertd.service.http import Health
+from alertd.service.metrics import Metrics
+from alertd.service.recording import meta_findings, poll_failed, record_pass
+from alertd.service.world import World
 
 log = logging.getLogger("alertd.poll")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from alertd.config.settings import find_config, load_settings
 from alertd.errors import ConfigError
-from alertd.settings import find_config, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:

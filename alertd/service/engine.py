@@ -33,16 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from alertd.conditions.series import build_series, is_stale
+from alertd.config.settings import CustomerSelection, Settings
 from alertd.errors import NotFoundError, SourceError
-from alertd.guarded import (
-    error_finding,
-    evaluate_or_error,
-    internal_error,
-    need_or_error,
-    problem_finding,
-    source_failure,
-    unread,
-)
 from alertd.model import (
     Customer,
     DataNeed,
@@ -56,7 +48,15 @@ from alertd.model import (
 from alertd.planner import RequestPlan, extract_rows, plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
-from alertd.settings import CustomerSelection, Settings
+from alertd.service.guarded import (
+    error_finding,
+    evaluate_or_error,
+    internal_error,
+    need_or_error,
+    problem_finding,
+    source_failure,
+    unread,
+)
 from alertd.source import Source
 from alertd.source.directory import Directory, Selected, selection_key
 

@@ -66,6 +66,13 @@ class Metrics:
     def on_rate_limited(self, budget: str) -> None:
         self.stripe_rate_limited.labels(budget=budget).inc()
 
+    # The outbox's observer protocol.
+    def on_delivery(self, receiver: str, outcome: str) -> None:
+        self.notifications.labels(receiver=receiver, outcome=outcome).inc()
+
+    def on_pending(self, count: int) -> None:
+        self.outbox_pending.set(count)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

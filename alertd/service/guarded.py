@@ -1,11 +1,11 @@
 """The steps of an evaluation pass that can fail for one (rule, customer), guarded so that
 the failure becomes that (rule, customer)'s ``error`` finding and nothing else.
 
-Where it sits: :class:`~alertd.engine.Engine` calls these around the pure core — working out a
-need (:func:`need_or_error`), judging a series (:func:`evaluate_or_error`) — and builds the
-findings for what could not be read (:func:`error_finding`, :func:`problem_finding`). Each
+Where it sits: :class:`~alertd.service.engine.Engine` calls these around the pure core — working
+out a need (:func:`need_or_error`), judging a series (:func:`evaluate_or_error`) — and builds
+the findings for what could not be read (:func:`error_finding`, :func:`problem_finding`). Each
 failure is logged once with ``rule=`` and ``customer=``; :func:`source_failure` says which
-errors count towards the source-failure meta alert (see :mod:`alertd.engine`).
+errors count towards the source-failure meta alert (see :mod:`alertd.service.engine`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import logging
 from dataclasses import replace
 
 from alertd import conditions
+from alertd.calendar import period_containing, period_key
 from alertd.errors import InvalidRequestError, SourceError
-from alertd.evaluate.windows import period_containing, period_key
 from alertd.model import Customer, DataNeed, Finding, Period, Series, SeriesKey, UsageResult
 from alertd.planner import spec_limits_problems
 from alertd.rules.schema import Rule

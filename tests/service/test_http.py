@@ -6,8 +6,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.clock import FakeClock
-from alertd.metrics import Metrics
-from alertd.server import Health, serve
+from alertd.service.http import Health, serve
+from alertd.service.metrics import Metrics
 
 CONTRACT_NAMES = {
     "alertd_stripe_requests",

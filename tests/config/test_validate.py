@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from alertd.validate import validate_config
+from alertd.config.validate import validate_config
+
+# The rule tests' clean environment (no ALERTD_* variables, cwd in tmp_path), set up first.
+from tests.rules.conftest import clean_environment  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def api_key(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A key from the environment: validate requires one, these tests are about the rest."""
+    request.getfixturevalue("clean_environment")  # first, or it would remove the key
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_validate")
 
 CONFIG = """\

@@ -36,18 +36,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import OffsetClock
-from alertd.daemon import Daemon, load_checked
 from alertd.errors import StoreDamagedError
-from alertd.heartbeat import Heartbeat, heartbeat_due
 from alertd.model import Finding, Period, SeriesKey
-from alertd.poller import AlertCensus, has_news, poll_groups
 from alertd.rules.schema import Rule
+from alertd.service.daemon import Daemon, load_checked
+from alertd.service.heartbeat import Heartbeat, heartbeat_due
+from alertd.service.polling import AlertCensus, has_news, poll_groups
+from alertd.service.systemd import SystemdNotifier
 from alertd.sim.faults import Fault
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
 from alertd.sinks import serve_posts
 from alertd.store.sqlite import SqliteStore
-from alertd.systemd import SystemdNotifier
 
 TOKENS = "mtr_sim_tokens"
 CALLS = "mtr_sim_api_calls"
@@ -230,6 +230,8 @@ def test_census_replaces_a_groups_series_and_counts_every_state() -> None:
 
 
 async def test_heartbeat_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    # An earlier in-process ``logs.configure`` may have left ``alertd`` at ERROR.
+    caplog.set_level(logging.WARNING, logger="alertd.heartbeat")
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/secret-token"
@@ -714,8 +716,8 @@ async def test_invalid_config_at_start_exits_2_without_ready(
 
 
 def test_reload_names_settings_that_need_a_restart(tmp_path: Path) -> None:
-    from alertd.daemon import restart_only_changes
-    from alertd.settings import load_settings
+    from alertd.config.settings import load_settings
+    from alertd.service.daemon import restart_only_changes
 
     old_file, new_file = tmp_path / "old.yaml", tmp_path / "new.yaml"
     old_file.write_text("state: {path: a.db}\nserver: {listen: '127.0.0.1:9464'}\n")

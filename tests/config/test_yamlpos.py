@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alertd.config.yamlpos import Mark, load_located, validation_problems
 from alertd.errors import ConfigError, Problem
-from alertd.yamlpos import Mark, load_located, validation_problems
 
 
 def problems(text: str) -> list[str]:

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from alertd.clock import Clock
 from alertd.errors import ConfigError
-from alertd.metrics import Metrics
+from alertd.service.metrics import Metrics
 
 
 @dataclass

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from alertd.config.settings import Settings, load_settings, secret_problems
+from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
 from alertd.notify.templates import check_templates, source_problems
 from alertd.rules.loader import check_rules
-from alertd.settings import Settings, load_settings, secret_problems
-from alertd.yamlpos import Located, Path_, load_located, read_document
 
 
 @dataclass(frozen=True, slots=True)

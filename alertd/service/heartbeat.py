@@ -23,7 +23,7 @@ import httpx
 
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
-from alertd.settings import HeartbeatSettings
+from alertd.config.settings import HeartbeatSettings
 from alertd.tasks import cancel
 
 log = logging.getLogger("alertd.heartbeat")

@@ -1,9 +1,9 @@
 """``alertd run``: the long-running daemon. Lifecycle only.
 
 Everything the daemon decides is decided elsewhere (engine, lifecycle, pipeline; one poll is
-:mod:`alertd.poller`, one configuration's services :mod:`alertd.services`). This module owns
-the process: the state store, the metrics server, the heartbeat, the scheduler, signals and
-systemd. Signals only set events (style principle 9); the main loop acts on them:
+:mod:`alertd.service.polling`, one configuration's services :mod:`alertd.service.open`). This
+module owns the process: the state store, the metrics server, the heartbeat, the scheduler,
+signals and systemd. Signals only set events (style principle 9); the main loop acts on them:
 
 * ``SIGHUP``: ``RELOADING=1`` + ``MONOTONIC_USEC``; check the whole new configuration as
   ``alertd validate`` does and open its services. Valid: pause polling (running polls finish),
@@ -44,28 +44,28 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.clock import Clock, SystemClock
+from alertd.config.settings import Settings, find_config
+from alertd.config.validate import validate_config
 from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
-from alertd.heartbeat import Heartbeat
 from alertd.logs import configure
-from alertd.metrics import Metrics
 from alertd.notify.email import SmtpFactory
-from alertd.poller import Poller, PollGroup, PollOutcome, poll_groups
-from alertd.recording import judged_any
-from alertd.runtime import World, load_world
-from alertd.server import Health, serve
-from alertd.services import (
+from alertd.service.heartbeat import Heartbeat
+from alertd.service.http import Health, serve
+from alertd.service.metrics import Metrics
+from alertd.service.open import (
     Collaborators,
     Services,
     StripeHandle,
     open_world,
     orphaned_rules,
 )
-from alertd.settings import Settings, find_config
+from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
+from alertd.service.recording import judged_any
+from alertd.service.systemd import SystemdNotifier
+from alertd.service.world import World, load_world
 from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
-from alertd.systemd import SystemdNotifier
 from alertd.tasks import cancel, wait_first
-from alertd.validate import validate_config
 
 log = logging.getLogger("alertd.daemon")
 
@@ -352,7 +352,7 @@ class Daemon:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
-        outcome = await self.poller.poll(live.engine, live.pipeline, live.world, names,
+        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names,
                                          int(self.clock.now()))
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.

@@ -15,6 +15,9 @@ forms of it in the file; the two forms set together in one place are an error.
 A secret file holds the secret on one line (a trailing newline is fine); an empty, multi-line,
 non-UTF-8 or oversized file is refused with a message that never shows its content, by
 ``validate`` (located at the ``*_file`` key) and at run time alike (:func:`read_secret`).
+
+Why over 400 lines: the whole settings schema, one pydantic model tree that is validated and
+located as one document.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alertd.clock import parse_duration
+from alertd.config.yamlpos import Located, Path_, load_located, read_document, validation_problems
 from alertd.errors import ConfigError, Problem
-from alertd.yamlpos import Located, Path_, load_located, read_document, validation_problems
 
 #: The longest duration any setting takes (ten years): longer ones overflow date arithmetic.
 MAX_DURATION = 3650 * 86400.0

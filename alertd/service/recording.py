@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA, meta_finding
 from alertd.clock import format_duration
-from alertd.engine import PassResult
+from alertd.config.settings import Settings
 from alertd.model import Finding, Meter
 from alertd.notify.pipeline import AlertContext, Pipeline
 from alertd.notify.stages import Decision
 from alertd.rules.loader import RuleSet
-from alertd.settings import Settings
+from alertd.service.engine import PassResult
 
 
 @dataclass(frozen=True, slots=True)

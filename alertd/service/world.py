@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 
 from alertd.clock import Clock
+from alertd.config.settings import NO_API_KEY, Settings, find_config, load_settings
 from alertd.errors import ConfigError, Problem
-from alertd.metrics import Metrics
 from alertd.rules.loader import RuleSet, load_rules
-from alertd.settings import NO_API_KEY, Settings, find_config, load_settings
+from alertd.service.metrics import Metrics
 from alertd.source import Source, build_source
 from alertd.source.directory import Directory
 from alertd.source.http import StripeHTTP

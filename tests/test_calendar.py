@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 from usage_series_builders import HOUR, at, local
 
-from alertd.evaluate import windows
+from alertd import calendar
 from alertd.model import Granularity, Period
 
 # (instant, granularity, zone, expected start, expected end, hours long). Instants with an
@@ -115,13 +115,13 @@ def test_period_containing(
     instant: str, granularity: Granularity, tz: str, start: str, end: str, hours: float
 ) -> None:
     moment = at(instant, tz)
-    period = windows.period_containing(moment, granularity, tz)
+    period = calendar.period_containing(moment, granularity, tz)
     assert (local(period.starts_at, tz), local(period.ends_at, tz)) == (start, end)
     assert (period.ends_at - period.starts_at) / HOUR == hours
     assert period.contains(moment)
     assert period.timezone == tz
-    assert windows.floor(moment, granularity, tz) == period.starts_at
-    assert windows.next_start(moment, granularity, tz) == period.ends_at
+    assert calendar.floor(moment, granularity, tz) == period.starts_at
+    assert calendar.next_start(moment, granularity, tz) == period.ends_at
 
 
 @pytest.mark.parametrize(
@@ -143,8 +143,8 @@ def test_period_containing(
     ],
 )
 def test_period_key(instant: str, granularity: Granularity, tz: str, key: str) -> None:
-    period = windows.period_containing(at(instant, tz), granularity, tz)
-    assert windows.period_key(period, granularity) == key
+    period = calendar.period_containing(at(instant, tz), granularity, tz)
+    assert calendar.period_key(period, granularity) == key
 
 
 @pytest.mark.parametrize(
@@ -169,8 +169,8 @@ def test_period_key(instant: str, granularity: Granularity, tz: str, key: str) -
 def test_shift(
     instant: str, granularity: Granularity, tz: str, count: int, start: str, hours: float
 ) -> None:
-    period = windows.period_containing(at(instant, tz), granularity, tz)
-    shifted = windows.shift(period, granularity, count)
+    period = calendar.period_containing(at(instant, tz), granularity, tz)
+    shifted = calendar.shift(period, granularity, count)
     assert local(shifted.starts_at, tz) == start
     assert (shifted.ends_at - shifted.starts_at) / HOUR == hours
 
@@ -199,7 +199,7 @@ def test_shift(
 def test_periods(
     start: str, end: str, granularity: Granularity, tz: str, count: int, first: str, last: str
 ) -> None:
-    found = windows.periods(at(start, tz), at(end, tz), granularity, tz)
+    found = calendar.periods(at(start, tz), at(end, tz), granularity, tz)
     assert len(found) == count
     if found:
         assert (local(found[0].starts_at, tz), local(found[-1].starts_at, tz)) == (first, last)
@@ -230,14 +230,14 @@ def test_periods_tile_time(tz: str, granularity: Granularity) -> None:
                   ("2025-10-22 00:00", "2025-11-05 00:00")]
     low, high = SPANS[granularity]
     for start, end in ranges:
-        found = windows.periods(at(start, tz), at(end, tz), granularity, tz)
+        found = calendar.periods(at(start, tz), at(end, tz), granularity, tz)
         for before, after in pairwise(found):
             assert before.ends_at == after.starts_at
         for period in found:
             assert low <= (period.ends_at - period.starts_at) / HOUR <= high
             for instant in (period.starts_at, (period.starts_at + period.ends_at) // 2,
                             period.ends_at - 1):
-                assert windows.period_containing(instant, granularity, tz) == period
+                assert calendar.period_containing(instant, granularity, tz) == period
 
 
 @pytest.mark.parametrize(
@@ -246,8 +246,8 @@ def test_periods_tile_time(tz: str, granularity: Granularity) -> None:
      (1736158800, 1736158800, 1736158800), (1736158801.2, 1736158860, 1736158800)],
 )
 def test_minute_rounding(instant: float, up: int, down: int) -> None:
-    assert windows.ceil_minute(instant) == up
-    assert windows.floor_minute(instant) == down
+    assert calendar.ceil_minute(instant) == up
+    assert calendar.floor_minute(instant) == down
 
 
 def test_period_is_half_open() -> None:

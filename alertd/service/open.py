@@ -1,0 +1,247 @@
+"""The daemon's swappable services: what one configuration (a :class:`~alertd.service.world.World`)
+runs on, opened and closed as a unit so a reload can replace them whole.
+
+Where it sits: :mod:`alertd.service.daemon` opens a :class:`StripeHandle` (HTTP client, rate
+budgets, customer directory) and, on it, :class:`Services` — the engine, the notification
+pipeline with its group timer, and the outbox worker with one notifier per receiver. A reload
+opens the new world's services before touching the running ones, and keeps the Stripe handle
+when the new world would build the same one (:func:`stripe_identity`), so the rate budgets stay
+one budget and the customer cache stays warm across reloads.
+
+Every command opens its services here. The daemon (``run``, and ``demo``, which runs one) keeps
+them across reloads through :func:`open_world`; ``check`` and ``backtest`` open them for one
+pass with :func:`open_services`, an async context manager. Both build them with
+:func:`build_services`, so the engine, pipeline and outbox are wired in one place; what a
+command leaves out is a parameter: no store (``backtest``: no pipeline, no outbox), no
+delivery (``check --dry-run``: a pipeline that commits nothing and no outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from alertd.alerts import META_POLICIES
+from alertd.clock import Clock
+from alertd.config.settings import Settings
+from alertd.errors import SourceError
+from alertd.model import SeriesKey
+from alertd.notify.email import SmtpFactory
+from alertd.notify.factory import notifiers
+from alertd.notify.outbox import Outbox
+from alertd.notify.pipeline import Pipeline
+from alertd.notify.routing import RouteTree
+from alertd.service.engine import Engine
+from alertd.service.metrics import Metrics
+from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
+from alertd.store.base import Store
+from alertd.store.lock import exclusive
+from alertd.store.sqlite import SqliteStore
+
+log = logging.getLogger("alertd.daemon")
+
+
+def stripe_identity(settings: Settings) -> tuple[Any, ...]:
+    """What a Stripe handle is built from; equal identities may share one handle. The key
+    itself is part of it, so a rotated ``api_key_file`` takes effect on reload."""
+    return (settings.stripe, settings.customers.refresh, settings.stripe.resolved_api_key())
+
+
+@dataclass(frozen=True, slots=True)
+class StripeHandle:
+    """An open :class:`~alertd.service.world.StripeStack` and how to close it."""
+
+    identity: tuple[Any, ...]
+    stack: StripeStack
+    closer: AsyncExitStack
+
+    async def close(self) -> None:
+        await self.closer.aclose()
+
+
+async def open_stripe(
+    settings: Settings, clock: Clock, metrics: Metrics | None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> StripeHandle:
+    """The Stripe client for ``settings``; its requests feed ``metrics``."""
+    identity = stripe_identity(settings)
+    closer = AsyncExitStack()
+    try:
+        stack = await closer.enter_async_context(
+            stripe_stack(settings, clock=clock, metrics=metrics, transport=transport)
+        )
+    except BaseException:
+        await closer.aclose()
+        raise
+    return StripeHandle(identity, stack, closer)
+
+
+def orphaned_rules(stored: Iterable[SeriesKey], world: World) -> list[str]:
+    """Rules with alert state in the store that ``world`` no longer has (pure): removed while
+    alertd was stopped, so their alerts are resolved at start."""
+    known = {*world.rules.names(), *META_POLICIES}
+    return sorted({key.rule for key in stored} - known)
+
+
+class Services:
+    """One world's Stripe client, engine, pipeline (with its group timer) and outbox worker.
+
+    ``pipeline`` is ``None`` when opened without a store, ``outbox`` when opened without
+    delivery. Lifecycle: :func:`build_services` → :meth:`start` → :meth:`stop` →
+    :meth:`close`. Two services never run their timer or worker at once on one store: a
+    reload stops the old ones before starting the new ones, so no group is flushed and no row
+    sent twice.
+    """
+
+    def __init__(
+        self, world: World, stripe: StripeStack, engine: Engine, pipeline: Pipeline | None,
+        outbox: Outbox | None, clock: Clock, closer: AsyncExitStack,
+    ) -> None:
+        self.world = world
+        self.stripe = stripe
+        self.engine = engine
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.clock = clock
+        self._closer = closer
+
+    @property
+    def recorder(self) -> Pipeline:
+        """The pipeline, for services opened with a store (the daemon's always are)."""
+        if self.pipeline is None:
+            raise RuntimeError("these services were opened without a state store")
+        return self.pipeline
+
+    async def start(self) -> None:
+        """Starts the group timer and the outbox worker (pending rows are sent at once)."""
+        if self.pipeline is not None:
+            await self.pipeline.start(self.clock)
+        if self.outbox is not None:
+            await self.outbox.start()
+
+    async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
+        """Stops the timer, then the worker: attempts in flight get ``grace`` seconds (less
+        once ``abort`` is set); the rest are cancelled and their rows stay pending."""
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.outbox is not None and not await self.outbox.drain(grace, abort):
+            log.warning("deliveries in flight left unfinished stay queued for the next start")
+
+    async def close(self) -> None:
+        """Closes the notifiers (their HTTP pool); call after :meth:`stop`."""
+        await self._closer.aclose()
+
+    async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
+        """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""
+        if rules:
+            report = await self.recorder.retire_rules(rules, now, note=note)
+            log.info("retired rules=%s resolved=%d note=%r", ",".join(rules),
+                     len(report.transitions), note)
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What every world's services are built with: production defaults or test doubles."""
+
+    clock: Clock
+    metrics: Metrics | None = None
+    stripe_transport: httpx.AsyncBaseTransport | None = None
+    smtp_factory: SmtpFactory | None = None
+    on_delivered: Callable[[Any], None] | None = None
+
+
+async def open_world(
+    world: World, store: Store, parts: Collaborators, current: StripeHandle | None = None
+) -> tuple[StripeHandle, Services]:
+    """The services of ``world``, not started, on ``current`` when ``world`` would build the
+    same Stripe handle, else on a new one. On failure nothing new stays open."""
+    if current is not None and current.identity == stripe_identity(world.settings):
+        stripe = current
+    else:
+        stripe = await open_stripe(world.settings, parts.clock, parts.metrics,
+                                   parts.stripe_transport)
+    try:
+        await _check_meters(world, stripe)
+        return stripe, await build_services(world, stripe.stack, store, parts)
+    except BaseException:
+        if stripe is not current:
+            await stripe.close()
+        raise
+
+
+async def _check_meters(world: World, stripe: StripeHandle) -> None:
+    """Refuse a world whose rules name meters the account lacks (one such meter would fail
+    every request it shares). Stripe being unreachable is no reason to refuse: the polls will
+    say so."""
+    try:
+        await verify_meters(world.rules, stripe.stack.directory)
+    except SourceError as exc:
+        log.warning("could not check the rules' meters error=%s request_id=%s", exc,
+                    exc.request_id)
+
+
+async def build_services(
+    world: World, stripe: StripeStack, store: Store | None, parts: Collaborators, *,
+    deliver: bool = True,
+) -> Services:
+    """The services of ``world`` on ``stripe`` and ``store``, not started yet.
+
+    Without ``store`` there is no pipeline and no outbox; without ``deliver`` no notifiers
+    and no outbox (the pipeline's commits then wake nothing)."""
+    closer = AsyncExitStack()
+    settings = world.settings
+    outbox: Outbox | None = None
+    if store is not None and deliver:
+        try:
+            built = await closer.enter_async_context(
+                notifiers(settings, clock=parts.clock, smtp_factory=parts.smtp_factory)
+            )
+        except BaseException:
+            await closer.aclose()
+            raise
+        outbox = Outbox(store, built, settings.delivery, clock=parts.clock,
+                        observer=parts.metrics, on_delivered=parts.on_delivered)
+    pipeline = None if store is None else Pipeline(
+        store, RouteTree.from_settings(settings), settings.receivers,
+        on_commit=outbox.wake if outbox is not None else None,
+    )
+    engine = Engine(settings, world.rules, stripe.source, stripe.directory,
+                    sent=lambda: stripe.http.requests)
+    return Services(world, stripe, engine, pipeline, outbox, parts.clock, closer)
+
+
+@asynccontextmanager
+async def open_services(
+    world: World, parts: Collaborators, *, state: Path | str | None = None,
+    deliver: bool = True, lock_holder: str | None = None,
+) -> AsyncIterator[Services]:
+    """The services of ``world`` for one command, not started, closed on exit in reverse.
+
+    Opened in this order, so that a configuration Stripe refuses leaves nothing on disk: the
+    Stripe client and directory, with the rules' meters checked (a missing meter is a
+    :class:`~alertd.errors.ConfigError`, Stripe unreachable a
+    :class:`~alertd.errors.SourceError`); then, with ``state`` (a path, or ``":memory:"``),
+    the state store — behind its lock when ``lock_holder`` says who takes it — and the
+    pipeline; with ``deliver`` too, the notifiers and the outbox.
+    """
+    async with AsyncExitStack() as stack:
+        stripe = await stack.enter_async_context(stripe_stack(
+            world.settings, clock=parts.clock, metrics=parts.metrics,
+            transport=parts.stripe_transport,
+        ))
+        await verify_meters(world.rules, stripe.directory)
+        store: Store | None = None
+        if state is not None:
+            if lock_holder is not None:
+                stack.enter_context(exclusive(Path(state), lock_holder))
+            store = await stack.enter_async_context(SqliteStore(state))
+        services = await build_services(world, stripe, store, parts, deliver=deliver)
+        stack.push_async_callback(services.close)
+        yield services
