@@ -4,7 +4,7 @@ Sits between ``series.build_series`` and the alert lifecycle: :class:`AnomalyEva
 the trailing ``history`` of hourly (``window: hour``) or daily buckets (``window: day``), lays
 them out by *local* hour (or day) number — so "the same hour of the week" means the same local
 wall-clock hour across DST — and judges the **latest complete** bucket, never the running one,
-with :func:`alertd.evaluate.anomaly_model.assess` (its module docstring has the method and
+with :func:`alertd.conditions.anomaly_model.assess` (its module docstring has the method and
 why: the best of a recent-level and two seasonal predictors, a band from that predictor's own
 heavy-tailed errors, episodes with hysteresis).
 
@@ -24,6 +24,11 @@ Settings, from the rule:
 
 The finding is active for the whole episode, so a five-hour burst is one firing; it says the
 expected value, the band, the predictor and, in an episode, since when.
+
+**Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
+learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
+fires nor resolves), and negative history buckets count as 0, so one large correction neither
+drags the expectation down nor widens the band.
 """
 
 from __future__ import annotations
