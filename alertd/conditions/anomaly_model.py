@@ -133,6 +133,8 @@ def assess(values: Array, settings: Settings) -> Assessment | None:
     end = len(values)
     first = max(0, end - settings.lookback - settings.pool)
     split = max(first, end - settings.lookback - 1)
+    # A young series: a shorter lookback, so its pool has the errors a verdict needs.
+    split = max(split, min(end - 1, first + settings.min_errors + settings.adaptation))
     chosen = _choose(values, first, split, settings)
     if chosen is None:
         return None
