@@ -140,11 +140,45 @@ def build_series(
     always yields exactly one series, even with no rows. Rows outside the range are ignored;
     a group-by key missing from a row counts as the value ``""``.
 
-    Rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows per
-    series, and this runs for every rule and customer every cycle); sums add in row order, as
-    a loop would.
+    Many rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows
+    per series, and this runs for every rule and customer every cycle), a few in a loop (numpy
+    costs more than it saves on the one row of a monthly threshold); sums add in row order
+    either way.
     """
     slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
+    sums = (_binned if len(rows) >= FEW_ROWS else _looped)(rule, need, rows, slots)
+    capped = None if refreshed_at is None else min(refreshed_at, now)
+    complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
+    return [
+        _series(rule, need, group, slots, values_, capped, complete_before)
+        for group, values_ in sorted(sums.items())
+    ]
+
+
+#: From this many rows on, numpy bins them.
+FEW_ROWS = 32
+
+
+def _looped(
+    rule: Rule, need: DataNeed, rows: Sequence[UsageRow], slots: _Slots
+) -> dict[Dimensions, list[float]]:
+    count = len(slots.periods)
+    sums: dict[Dimensions, list[float]] = {}
+    if not rule.group_by:
+        sums[()] = [0.0] * count
+    for row in rows:
+        if not need.starts_at <= row.starts_at < need.ends_at:
+            continue
+        index = bisect_right(slots.starts, row.starts_at) - 1
+        if index >= 0 and row.starts_at < slots.ends[index]:
+            group = _group_of(row.dimensions, rule.group_by)
+            sums.setdefault(group, [0.0] * count)[index] += row.value
+    return sums
+
+
+def _binned(
+    rule: Rule, need: DataNeed, rows: Sequence[UsageRow], slots: _Slots
+) -> dict[Dimensions, list[float]]:
     count = len(slots.periods)
     sums: dict[Dimensions, list[float]] = {}
     if not rule.group_by:
@@ -166,12 +200,7 @@ def build_series(
             if chosen.any():
                 binned = np.bincount(index[chosen], weights=values[chosen], minlength=count)
                 sums[group] = binned.tolist()
-    capped = None if refreshed_at is None else min(refreshed_at, now)
-    complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
-    return [
-        _series(rule, need, group, slots, values_, capped, complete_before)
-        for group, values_ in sorted(sums.items())
-    ]
+    return sums
 
 
 _VALUE = attrgetter("value")

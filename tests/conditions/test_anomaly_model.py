@@ -123,10 +123,13 @@ def loop_build(rule_group_by: list[str], need: DataNeed, rows: list[UsageRow]
     return sums
 
 
+@pytest.mark.parametrize("count", [5, 500])  # a loop below FEW_ROWS, numpy from there
 @pytest.mark.parametrize("group_by", [[], ["model"], ["model", "tier"]])
 @pytest.mark.parametrize(("tz", "start"), [("UTC", "2025-01-06 00:30"),
                                            ("America/New_York", "2025-03-08 00:00")])
-def test_build_series_equals_a_per_row_loop(group_by: list[str], tz: str, start: str) -> None:
+def test_build_series_equals_a_per_row_loop(
+    group_by: list[str], tz: str, start: str, count: int
+) -> None:
     rng = random.Random(len(group_by))
     need = DataNeed("cus_1", MeterSpec("mtr_1"), "hour", tz, at(start, tz),
                     at(start, tz) + 60 * HOUR + 900)
@@ -135,7 +138,7 @@ def test_build_series_equals_a_per_row_loop(group_by: list[str], tz: str, start:
                  rng.choice([0.5, 1.0, 3.25, 1e6]), "mtr_1",
                  tuple(sorted({"model": rng.choice("abc"),
                                **({"tier": "pro"} if rng.random() < 0.5 else {})}.items())))
-        for _ in range(500)
+        for _ in range(count)
     ]
     rule = make_rule({"type": "threshold", "value": 1}, window="hour", timezone=tz,
                      group_by=group_by)
