@@ -8,6 +8,12 @@ buckets, ending where complete data ends, and the whole span must be inside the 
 Absence is a state, not a per-period event, so its findings carry an empty ``period_key``: a
 customer that stays silent is one alert, not one per day.
 
+Without a fixed ``duration``, each customer's usual gaps are learned from the last ``history``
+of hourly buckets: the silence alerted on is :data:`GAP_MARGIN` times the customer's second
+longest gap (a gap that happened at least twice is one they often have; the longest alone may
+have been an outage), and at least :data:`MIN_GAP_HOURS`. So a small customer idle every night
+is not "absent" every night, and one that never pauses is told within two hours.
+
 Never judged while the data is stale (``refreshed_at`` older than ``stale_after``) or when the
 complete data does not reach back ``duration``: silence in data that has not arrived is no
 silence, so those are ``nodata``.
@@ -44,12 +50,19 @@ if TYPE_CHECKING:
     from alertd.rules.schema import Rule
 
 DEFAULT_STALE_AFTER = 7200.0
+#: The shortest learned silence, in hours (a fixed ``duration`` may be shorter).
+MIN_GAP_HOURS = 2
+#: How much longer than a usual gap a silence must be to be an absence.
+GAP_MARGIN = 1.5
 
 
 class AbsenceCondition(ConditionModel):
     type: Literal["absence"]
-    duration: PositiveDuration
+    #: A fixed silence to alert on; unset, each customer's usual gaps are learned instead.
+    duration: PositiveDuration | None = None
     floor: Annotated[float, Field(ge=0)] = 0.0
+    #: How far back usual gaps are learned (only without ``duration``).
+    history: PositiveDuration = 28 * 86400.0
 
 
 def _condition(rule: Rule) -> AbsenceCondition:
@@ -59,8 +72,27 @@ def _condition(rule: Rule) -> AbsenceCondition:
 
 
 def span_hours(rule: Rule) -> int:
-    """``duration`` in whole hourly buckets, rounded up."""
-    return max(1, math.ceil(_condition(rule).duration / 3600))
+    """``duration`` in whole hourly buckets, rounded up; without one, the hours of ``history``
+    (the range usual gaps are learned from)."""
+    condition = _condition(rule)
+    seconds = condition.history if condition.duration is None else condition.duration
+    return max(1, math.ceil(seconds / 3600))
+
+
+def learned_span(buckets: Sequence[Bucket], floor: float) -> tuple[int, int]:
+    """``(hours of silence alerted on, the usual gap in hours)`` from complete ``buckets``:
+    gaps are runs of hours at most ``floor``; the run still going at the end is not one."""
+    gaps: list[int] = []
+    run = 0
+    for bucket in buckets:
+        if bucket.value <= floor:
+            run += 1
+        elif run:
+            gaps.append(run)
+            run = 0
+    gaps.sort(reverse=True)
+    usual = gaps[1] if len(gaps) > 1 else 0
+    return max(MIN_GAP_HOURS, math.ceil(GAP_MARGIN * usual)), usual
 
 
 def last_usage_end(buckets: Sequence[Bucket]) -> int | None:
@@ -90,10 +122,15 @@ class AbsenceEvaluator:
         if series.refreshed_at is not None and is_stale(series.refreshed_at, now,
                                                         self.stale_after):
             return self._stale(rule, series, window)
-        span = complete_buckets(series.buckets)[-span_hours(rule):]
-        if len(span) < span_hours(rule):
-            return self._short(rule, series, window, len(span))
-        return _verdict(rule, series, span)
+        complete = complete_buckets(series.buckets)
+        usual = None
+        hours = span_hours(rule)
+        if _condition(rule).duration is None:
+            hours, usual = learned_span(complete, _condition(rule).floor)
+        span = complete[-hours:]
+        if len(span) < hours:
+            return self._short(rule, series, window, len(span), hours)
+        return _verdict(rule, series, span, usual)
 
     def _stale(self, rule: Rule, series: Series, window: Period) -> Finding:
         assert series.refreshed_at is not None
@@ -107,17 +144,16 @@ class AbsenceEvaluator:
         )
 
     @staticmethod
-    def _short(rule: Rule, series: Series, window: Period, hours: int) -> Finding:
+    def _short(rule: Rule, series: Series, window: Period, hours: int, needed: int) -> Finding:
         return finding(
             rule, series, window, state="nodata", period_key="",
-            message=(
-                f"only {hours}h of complete data, {span_hours(rule)}h needed: absence not "
-                f"judged"
-            ),
+            message=f"only {hours}h of complete data, {needed}h needed: absence not judged",
         )
 
 
-def _verdict(rule: Rule, series: Series, span: Sequence[Bucket]) -> Finding:
+def _verdict(
+    rule: Rule, series: Series, span: Sequence[Bucket], usual: int | None = None
+) -> Finding:
     condition = _condition(rule)
     total = sum(bucket.value for bucket in span if bucket.value > 0)
     corrections = sum(bucket.value for bucket in span if bucket.value < 0)
@@ -140,8 +176,12 @@ def _verdict(rule: Rule, series: Series, span: Sequence[Bucket]) -> Finding:
         level=rule.severity if active else None,
         figures=Bound(condition.floor),
         period_key="",
-        message=_message(rule, total, window, last_end),
-        details={"last_usage_at": last_end, "duration": condition.duration},
+        message=_message(rule, total, window, last_end) + (
+            "" if usual is None else f" (this customer's usual gaps: up to {usual}h)"
+        ),
+        details={"last_usage_at": last_end,
+                 "duration": condition.duration if usual is None else len(span) * 3600.0,
+                 "usual_gap_hours": usual},
     )
 
 
@@ -165,7 +205,7 @@ def _message(rule: Rule, total: float, window: Period, last_end: int | None) -> 
 
 def _issues(rule: Rule, condition: AbsenceCondition) -> list[RuleIssue]:
     bucket, unit = (3600.0, "hour") if rule.window == "hour" else (86400.0, "day")
-    if condition.duration >= bucket:
+    if condition.duration is None or condition.duration >= bucket:
         return []
     return [RuleIssue(
         ("condition", "duration"),
@@ -193,7 +233,7 @@ class AbsenceKind(AbsenceEvaluator, ConditionKind):
         return _issues(rule, _condition(rule))
 
     def sample(self, rule: Rule) -> Sample:
-        silent = _condition(rule).duration + 1800
+        silent = (_condition(rule).duration or 6 * 3600.0) + 1800  # learned: say six hours
         return Sample(0.0, f"no usage for {readable_duration(silent)}",
                       Bound(_condition(rule).floor), details={"silent_for": silent},
                       recent_level=40_000.0, recent_silent=True)

@@ -1,64 +1,50 @@
-"""``anomaly`` conditions: is the latest complete bucket far outside what this time usually sees?
+"""``anomaly`` conditions: is the latest complete bucket far outside what this series usually does?
 
 Sits between ``series.build_series`` and the alert lifecycle: :class:`AnomalyEvaluator` asks for
-the trailing ``history`` of hourly (``window: hour``) or daily buckets (weeks and months are
-summed from days), then judges the **latest complete** bucket, never the running one, against a
-robust, seasonality-aware expectation built from the complete buckets before it.
+the trailing ``history`` of hourly (``window: hour``) or daily buckets (``window: day``), lays
+them out by *local* hour (or day) number — so "the same hour of the week" means the same local
+wall-clock hour across DST — and judges the **latest complete** bucket, never the running one,
+with :func:`alertd.conditions.anomaly_model.assess` (its module docstring has the method and
+why: the best of a recent-level and two seasonal predictors, a band from that predictor's own
+heavy-tailed errors, episodes with hysteresis).
 
-**Center.** The median of the same *season slot* in up to :data:`MAX_SEASONS` earlier
-seasons: for an hour, the same local hour of the week (Monday 14:00 is compared with earlier
-Mondays 14:00, so weekends, night shifts and customers in other time zones need no model); for
-a day, the same weekday. While the history is too short for that to be measured (see below), it
-falls back to the same hour of earlier days, then to the previous buckets.
+Settings, from the rule:
 
-**Spread.** Four samples make a poor MAD, so the spread comes from the errors this same
-predictor made over the recent past (every other hour of the last week; every day of the last
-four weeks): each such bucket divided by the median of *its* earlier seasons. The MAD of those
-ratios (x 1.4826, the normal-consistent scale) times the center is the spread — unless the
-slot's own samples spread wider (on-off usage: "0, 0, 300, 400" on the last four Saturdays).
-It is at least :data:`RELATIVE_FLOOR` of the center and :data:`ABSOLUTE_FLOOR`, so a flat
-series does not alert on tiny wiggles, and at least the square root of the center, because
-usage is counted: a count of about n varies by about sqrt(n) by chance alone, which is what
-makes quiet hours relatively noisier than busy ones. The band is
-``center ± sensitivity x spread``.
+* ``sensitivity`` — ``low`` (6), ``medium`` (4, the default), ``high`` (3) or a number: the
+  half-width of the band in spreads. The exit band is half as wide.
+* ``adaptation`` (default 6h) — how long a lasting change takes to become the new normal: the
+  recent-level window; a level shift alerts for about half of it, once.
+* ``exclude`` — periods neither judged nor learned from: dates, date-times, or a recurring
+  calendar (``dates: [12-25]``, ``weekdays: [sat, sun]``, ``hours: [0, 6]``), in the rule's
+  time zone. An excluded judged bucket gets an inactive finding that says so.
+* ``min_volume`` — a bucket whose value and expectation are both below it is never unusual.
+* ``direction`` — ``up``, ``down`` or ``both``; ``min_history`` — no verdict until this much
+  time has passed since the customer's first usage (zero-filled buckets before it say nothing
+  about them, and are not learned from).
 
-**Recent level.** The median of those ratios over the last day of hours (week of days) says
-where usage runs now. The band scaled by it is joined to the seasonal band (their hull is the
-band), so a level shift alerts while the recent level still reflects the old normal — about
-half a day for hourly rules — and then becomes the new normal; a return to the old normal is
-inside the seasonal band, so recovery from a stop never alerts. Anomalous buckets are
-deliberately *not* excluded from the history: that would make a level shift alert forever,
-and the medians already ignore a few outliers.
-
-**Idle slots.** When the center is zero (a customer who uses the product a few days a month,
-or never at night), any use would be infinitely many spreads away. Such a bucket is compared
-with the customer's own non-zero buckets instead: only usage well above its usual busy buckets
-is unusual, and nothing is too low.
+The finding is active for the whole episode, so a five-hour burst is one firing; it says the
+expected value, the band, the predictor and, in an episode, since when.
 
 **Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
 learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
-fires nor resolves), and negative history buckets count as 0 when the expectation is built, so
-one large correction neither drags the center down nor widens the band.
-
-``score`` is in spreads from the nearest expectation (0 between the two), so
-``|score| > sensitivity`` is exactly "outside the band". ``min_history`` counts from the first
-bucket with usage: a new customer gets no verdict, and is told so. ``min_volume``: a bucket
-whose value and expectation are both below it is never anomalous.
+fires nor resolves), and negative history buckets count as 0, so one large correction neither
+drags the expectation down nor widens the band.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+import numpy as np
+from pydantic import BeforeValidator, Field, model_validator
 
 from alertd import calendar as windows
 from alertd.clock import format_duration
+from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
 from alertd.conditions.base import (
     ADJECTIVE,
     Baseline,
@@ -67,6 +53,7 @@ from alertd.conditions.base import (
     Direction,
     RuleIssue,
     Sample,
+    StrictModel,
 )
 from alertd.conditions.series import data_need, finding, number, window_buckets
 from alertd.config.settings import PositiveDuration
@@ -85,59 +72,50 @@ from alertd.templating import format_number
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
 
-#: MAD times this estimates the standard deviation of normally distributed data.
-MAD_SCALE = 1.4826
-#: The spread is at least this fraction of the expected value (with the default sensitivity
-#: of 4, nothing within ±28 % is unusual)...
-RELATIVE_FLOOR = 0.07
-#: ...and at least this many units, so "0, 0, 0, 1" is not a many-sigma event.
-ABSOLUTE_FLOOR = 1.0
-#: A center is the median of at most this many earlier seasons.
-MAX_SEASONS = 8
-#: The trailing method (weeks, months, very short histories) needs this many earlier buckets.
-MIN_SAMPLES = 3
-
 #: A bucket's value; ``map`` with it reads the ~840 buckets of a judgement at C speed.
 VALUE = attrgetter("value")
+EPOCH = date(1970, 1, 1).toordinal()
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-METHOD_HOUR_OF_WEEK = "seasonal-hour-of-week median/MAD"
-METHOD_HOUR_OF_DAY = "seasonal-hour-of-day median/MAD"
-METHOD_DAY_OF_WEEK = "seasonal-day-of-week median/MAD"
-METHOD_RECENT = "recent-buckets median/MAD"
-METHOD_TRAILING = "trailing median/MAD"
-METHOD_IDLE = "idle-slot: non-zero buckets median/MAD"
+METHOD_HOUR_OF_DAY = "same hour of day"
+METHOD_HOUR_OF_WEEK = "same hour of week"
+METHOD_DAY_OF_WEEK = "same weekday"
 
 
 @dataclass(frozen=True, slots=True)
-class SlotScheme:
-    """How buckets of one size are judged. ``seasons``: (length in buckets, method), best
-    first. The errors of every ``stride``-th bucket of the last ``pool`` give the spread (at
-    least ``min_pool`` buckets' worth are needed); those of the last ``recent`` the level."""
+class Plan:
+    """How buckets of one size are judged (counts in buckets; see :class:`Settings`)."""
 
     unit_seconds: int
     seasons: tuple[tuple[int, str], ...]
     pool: int
-    min_pool: int
-    recent: int
-    stride: int = 1
-
-    def pool_units(self, unit: int) -> range:
-        """The pooled buckets before ``unit``, ending with the one just before it."""
-        count = -(-self.pool // self.stride)
-        return range(unit - 1 - (count - 1) * self.stride, unit, self.stride)
+    lookback: int
+    hold: int
+    min_adaptation: int
+    min_errors: int
 
 
-HOURLY = SlotScheme(
-    3600,
-    ((168, METHOD_HOUR_OF_WEEK), (24, METHOD_HOUR_OF_DAY), (1, METHOD_RECENT)),
-    # Every other hour of the last week: a week still covers weekdays and the weekend, at
-    # half the cost (the bench judges a million hours).
-    pool=168, min_pool=24, recent=24, stride=2,
-)
-DAILY = SlotScheme(86400, ((7, METHOD_DAY_OF_WEEK), (1, METHOD_RECENT)), pool=28, min_pool=7,
-                   recent=7)
-#: Weeks and months: too few in any sensible history for seasons; trailing median/MAD only.
-LONGER = SlotScheme(0, (), pool=0, min_pool=0, recent=0)
+HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
+              pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
+DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK),), pool=28, lookback=7, hold=0, min_adaptation=3,
+             min_errors=7)
+#: Weeks and months (not accepted by rule validation, but judged sensibly if asked): no seasons.
+LONGER = Plan(0, (), pool=12, lookback=2, hold=0, min_adaptation=2, min_errors=3)
+
+
+def plan_for(window: Granularity) -> Plan:
+    return HOURLY if window == "hour" else DAILY if window == "day" else LONGER
+
+
+def settings_for(condition: AnomalyCondition, plan: Plan) -> Settings:
+    unit = plan.unit_seconds or 30 * 86400
+    adaptation = max(plan.min_adaptation, round(condition.adaptation / unit))
+    return Settings(
+        sensitivity=condition.sensitivity, adaptation=adaptation, pool=plan.pool,
+        lookback=plan.lookback, hold=plan.hold, seasons=plan.seasons,
+        direction=condition.direction, min_volume=condition.min_volume,
+        min_errors=plan.min_errors,
+    )
 
 
 class AnomalyEvaluator:
@@ -153,7 +131,8 @@ class AnomalyEvaluator:
 
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
         """The verdict on the latest complete bucket: ``nodata`` when there is none yet;
-        inactive, saying why, before ``min_history`` or with too few samples."""
+        inactive, saying why, before ``min_history``, with too little history, or when the
+        bucket is excluded."""
         condition = _condition(rule)
         buckets: Sequence[Bucket] = (
             series.buckets if rule.window in ("hour", "day")
@@ -166,17 +145,19 @@ class AnomalyEvaluator:
         if judged.value < 0:
             return _negative(rule, series, judged)
         # Completeness grows from the start (the freshness rule): all before it is complete.
-        history = without_corrections(buckets[:judged_at])
+        history = buckets[:judged_at]
         shortfall = history_shortfall(history, judged, condition.min_history)
         if shortfall is not None:
             return _no_verdict(rule, series, judged, shortfall)
-        expectation = expect(history, judged, rule.window, rule.timezone, condition.sensitivity)
-        if expectation is None:
-            return _no_verdict(
-                rule, series, judged,
-                f"not enough history: fewer than {MIN_SAMPLES} earlier {rule.window}s",
-            )
-        return judge(rule, condition, series, judged, expectation)
+        plan = plan_for(rule.window)
+        values = judged_values(buckets[:judged_at + 1], plan, rule.timezone, condition.exclude)
+        if values is None:
+            return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
+        assessment = assess(values, settings_for(condition, plan))
+        if assessment is None:
+            return _no_verdict(rule, series, judged,
+                               f"not enough history yet to learn this {rule.window}'s usual")
+        return judge(rule, condition, series, judged, assessment)
 
 
 # --------------------------------------------------------------------------- data
@@ -189,13 +170,6 @@ def history_start(current: Period, granularity: Granularity, history: float) -> 
     local = datetime.fromtimestamp(current.starts_at, zone).replace(tzinfo=None)
     earlier = (local - timedelta(seconds=history)).replace(tzinfo=zone)
     return windows.floor(int(earlier.timestamp()), granularity, current.timezone)
-
-
-def without_corrections(history: Sequence[Bucket]) -> Sequence[Bucket]:
-    """``history`` with negative buckets counted as 0 (copied only when there is one)."""
-    if not history or min(map(VALUE, history)) >= 0:
-        return history
-    return [b if b.value >= 0 else replace(b, value=0.0) for b in history]
 
 
 def latest_complete(buckets: Sequence[Bucket]) -> int | None:
@@ -216,287 +190,100 @@ def history_shortfall(history: Sequence[Bucket], judged: Bucket, min_history: fl
     return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
 
 
-# --------------------------------------------------------------------------- expectation
+
+# --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """One expectation: a center and a spread (an estimated standard deviation)."""
-
-    center: float
-    spread: float
-
-    def score(self, value: float) -> float:
-        return (value - self.center) / self.spread
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """What the judged bucket was expected to be: the seasonal reference and, when the recent
-    level is known, the same scaled to it (the band is the hull of theirs)."""
-
-    references: tuple[Reference, ...]
-    sensitivity: float
-    method: str
-    samples: int
-    level: float | None = None
-
-    @property
-    def band(self) -> tuple[float, float]:
-        """``(low, high)``; a low below zero reads 0 (usage is never negative)."""
-        k = self.sensitivity
-        low = min(r.center - k * r.spread for r in self.references)
-        high = max(r.center + k * r.spread for r in self.references)
-        return max(low, 0.0), high
-
-    def nearest(self, value: float) -> Reference:
-        """The reference that explains ``value`` best (the smallest absolute score)."""
-        return min(self.references, key=lambda r: abs(r.score(value)))
-
-    def score(self, value: float) -> float:
-        """Spreads from the nearest expectation; 0 between two expectations."""
-        scores = [r.score(value) for r in self.references]
-        if min(scores) <= 0 <= max(scores):
-            return 0.0
-        return min(scores, key=abs)
-
-
-def expect(
-    history: Sequence[Bucket], judged: Bucket, window: Granularity, tz: str, sensitivity: float
-) -> Expectation | None:
-    """The expectation for ``judged`` from the complete buckets before it (``None`` with too
-    few samples for any method)."""
-    plan = HOURLY if window == "hour" else DAILY if window == "day" else LONGER
+def judged_values(
+    buckets: Sequence[Bucket], plan: Plan, tz: str, exclude: Sequence[ExcludePeriod]
+) -> Array | None:
+    """The values up to the judged (last) bucket, one per local unit from the local day of
+    the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
+    bucket is excluded; ``None`` when the judged bucket itself is excluded."""
     if plan.unit_seconds:
-        line = timeline(history, plan.unit_seconds, tz)
-        unit = local_units([judged.starts_at], plan.unit_seconds, tz)[0]
+        first, values = local_values(buckets, plan.unit_seconds, tz)
     else:
-        line, unit = Timeline(0, [b.value for b in history]), len(history)
-    line = line.since_first_use(86400 // plan.unit_seconds if plan.unit_seconds else 1)
-    fitted = fit(line, unit, plan)
-    if fitted is not None:
-        return seasonal_expectation(line, fitted, plan, sensitivity)
-    return trailing_expectation(line.present(), sensitivity)
+        first, values = 0, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
+    # Negative buckets (corrections) are no usage level to learn: they count as 0.
+    values = np.maximum(values, 0.0)
+    if exclude and plan.unit_seconds:
+        values = np.where(excluded(first, len(values), plan.unit_seconds, exclude), np.nan,
+                          values)
+        if np.isnan(values[-1]):
+            return None
+    used = np.flatnonzero(np.nan_to_num(values))
+    if len(used):
+        per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
+        unit = first + int(used[0])
+        values = values[max(unit - unit % per_day - first, 0):]
+    return values
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
-    """A season whose recent errors could be measured: the judged bucket's center and its
-    samples, and the recent buckets' ratios to their own centers (oldest first; ``recent``:
-    those of the last ``plan.recent`` buckets)."""
+def local_values(buckets: Sequence[Bucket], unit_seconds: int, tz: str) -> tuple[int, Array]:
+    """``(first local unit, values)``, densely by local unit number."""
+    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
+        first = buckets[0].starts_at // unit_seconds
+        if buckets[-1].starts_at // unit_seconds - first + 1 == len(buckets):
+            return first, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
+    units = local_units([b.starts_at for b in buckets], unit_seconds, tz)
+    values = np.full(units[-1] - units[0] + 1, np.nan)
+    # A repeated hour (fall back) keeps its later bucket.
+    values[np.asarray(units) - units[0]] = np.fromiter(map(VALUE, buckets), np.float64,
+                                                       len(buckets))
+    return units[0], values
 
-    method: str
-    center: float
-    samples: list[float]
-    errors: list[float]
-    recent: list[float]
 
-
-def fit(line: Timeline, unit: int, plan: SlotScheme) -> Fit | None:
-    """The best season of ``plan`` for which at least ``min_pool`` recent errors exist."""
-    pooled = plan.pool_units(unit)
-    values = line.window(pooled.start, pooled.stop)[::plan.stride]
-    recent = -(-plan.recent // plan.stride)
-    for length, method in plan.seasons:
-        season = Season(line, length)
-        samples = season.samples(unit)
-        if not samples:
+def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
+             ) -> np.ndarray:
+    """Which of the local units ``first .. first + count - 1`` any period excludes."""
+    per_day = 86400 // unit_seconds
+    units = np.arange(first, first + count)
+    days = units // per_day
+    mask = np.zeros(count, dtype=bool)
+    for period in periods:
+        if period.from_ is not None:
+            lo, hi = _bounds(period, unit_seconds)
+            mask |= (units >= lo) & (units < hi)
             continue
-        centers = season.centers(pooled)
-        errors = ratios(values, centers)
-        if len(errors) * plan.stride >= plan.min_pool:
-            latest = ratios(values[-recent:], centers[-recent:])
-            return Fit(method, median(samples), samples, errors, latest)
-    return None
+        hit = np.ones(count, dtype=bool)
+        if period.weekdays:
+            wanted = [WEEKDAYS.index(day) for day in period.weekdays]
+            hit &= np.isin((days + 3) % 7, wanted)  # day 0 (1970-01-01) was a Thursday
+        if period.dates:
+            hit &= _on_dates(days, period.dates)
+        if period.hours:
+            start, stop = period.hours
+            if per_day == 1:  # a day bucket is excluded only by hours covering all of it
+                hit &= start == 0 and stop == 24
+            else:
+                hour = units % per_day
+                hit &= (hour >= start) & (hour < stop) if start < stop else (
+                    (hour >= start) | (hour < stop))
+        mask |= hit
+    return mask
 
 
-def ratios(values: Sequence[float | None], centers: Sequence[float | None]) -> list[float]:
-    """``value / center`` wherever both exist and the center is above the floor."""
-    return [
-        value / center
-        for value, center in zip(values, centers, strict=True)
-        if value is not None and center is not None and center > ABSOLUTE_FLOOR
-    ]
+def _bounds(period: ExcludePeriod, unit_seconds: int) -> tuple[int, int]:
+    """``[lo, hi)`` in local units: a date ``to`` includes its whole day."""
+    def unit_of(moment: date | datetime, end: bool) -> int:
+        if isinstance(moment, datetime):
+            seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
+            return -(-int(seconds) // unit_seconds) if end else int(seconds) // unit_seconds
+        day = moment.toordinal() - EPOCH + (1 if end else 0)
+        return day * (86400 // unit_seconds)
+
+    assert period.from_ is not None
+    return unit_of(period.from_, False), unit_of(period.to or period.from_, True)
 
 
-def seasonal_expectation(
-    line: Timeline, fitted: Fit, plan: SlotScheme, sensitivity: float
-) -> Expectation:
-    center, count = fitted.center, len(fitted.samples)
-    if center <= 0:
-        return idle_expectation(line.present(), sensitivity, count)
-    typical = median(fitted.errors)
-    relative = MAD_SCALE * median([abs(r - typical) for r in fitted.errors])
-    # The slot's own samples can only widen the band: on-off usage ("0, 0, 300, 400" on the
-    # last four Saturdays) makes a median of 150 that 0 is not really far from.
-    own = MAD_SCALE * median([abs(v - center) for v in fitted.samples])
-    primary = Reference(center, floored(max(relative * center, own), center))
-    recent = fitted.recent
-    level = median(recent) if len(recent) * plan.stride >= plan.recent // 4 else None
-    references = (primary,) if level is None else (
-        primary, Reference(center * level, floored(primary.spread * level, center * level))
-    )
-    return Expectation(references, sensitivity, fitted.method, count, level)
-
-
-def trailing_expectation(values: list[float], sensitivity: float) -> Expectation | None:
-    """Median and MAD of every earlier bucket: weeks, months, and very short histories."""
-    if len(values) < MIN_SAMPLES:
-        return None
-    center = median(values)
-    if center <= 0 and any(v > 0 for v in values):
-        return idle_expectation(values, sensitivity, len(values))
-    mad = MAD_SCALE * median([abs(v - center) for v in values])
-    return Expectation(
-        (Reference(center, floored(mad, center)),), sensitivity, METHOD_TRAILING, len(values)
-    )
-
-
-def idle_expectation(values: Iterable[float], sensitivity: float, count: int) -> Expectation:
-    """Usually nothing happens in this slot: a use is unusual only above the customer's own
-    busy buckets (their median + sensitivity x their spread); nothing is too low."""
-    busy = [v for v in values if v > 0] or [0.0]
-    busy_center = median(busy)
-    mad = MAD_SCALE * median([abs(v - busy_center) for v in busy])
-    high = busy_center + sensitivity * floored(mad, busy_center)
-    return Expectation((Reference(0.0, high / sensitivity),), sensitivity, METHOD_IDLE, count)
-
-
-def floored(spread: float, center: float) -> float:
-    """``spread``, but at least :data:`RELATIVE_FLOOR` of ``center``, :data:`ABSOLUTE_FLOOR`,
-    and ``sqrt(center)``: usage is counted, and a count of about n varies by about sqrt(n) by
-    chance alone (on a count of 20 that is 22 %; on a million, 0.1 %)."""
-    size = abs(center)
-    return max(spread, RELATIVE_FLOOR * size, ABSOLUTE_FLOOR, math.sqrt(size))
-
-
-# --------------------------------------------------------------------------- seasons
-
-
-@dataclass(frozen=True, slots=True)
-class Timeline:
-    """History values by local unit number (hours or days since 1970-01-01 local time;
-    positions for weeks and months), densely: ``values[i]`` is unit ``first + i``, ``None``
-    where no bucket exists (the hour a DST change skips; a repeated hour keeps its later
-    bucket)."""
-
-    first: int
-    values: list[float | None]
-    #: Whether any value is ``None``.
-    gaps: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "gaps", None in self.values)
-
-    def get(self, unit: int) -> float | None:
-        index = unit - self.first
-        return self.values[index] if 0 <= index < len(self.values) else None
-
-    def window(self, lo: int, hi: int) -> list[float | None]:
-        """Values of units ``lo`` to ``hi - 1``, ``None`` outside the timeline."""
-        before = min(max(0, self.first - lo), hi - lo)
-        inside: list[float | None] = self.values[max(lo - self.first, 0):max(hi - self.first, 0)]
-        after = hi - lo - before - len(inside)
-        if before or after:
-            return [None] * before + inside + [None] * after
-        return inside
-
-    def present(self) -> list[float]:
-        return [v for v in self.values if v is not None]
-
-    def since_first_use(self, per_day: int) -> Timeline:
-        """From the local day of the first usage on: zero-filled buckets before a customer's
-        first use would make a two-week-old customer look idle half the time."""
-        used = next((i for i, v in enumerate(self.values) if v), None)
-        if used is None:
-            return self
-        start = self.first + used
-        start = max(start - start % per_day, self.first)
-        if start == self.first:
-            return self
-        return Timeline(start, self.values[start - self.first:])
-
-
-@dataclass(frozen=True, slots=True)
-class Season:
-    """Medians of the same slot in earlier seasons of ``length`` units."""
-
-    line: Timeline
-    length: int
-
-    def count(self, unit: int) -> int:
-        """How many earlier seasons ``unit``'s center can use."""
-        return max(0, min(MAX_SEASONS, (unit - self.line.first) // self.length))
-
-    def samples(self, unit: int) -> list[float]:
-        """The same slot in each earlier season that ``unit``'s center uses."""
-        found = (self.line.get(unit - self.length * k) for k in range(1, self.count(unit) + 1))
-        return [value for value in found if value is not None]
-
-    def centers(self, units: range) -> list[float | None]:
-        """The center of each of ``units`` (``None``: no earlier season)."""
-        result: list[float | None] = []
-        start, step = units.start, units.step
-        while start < units.stop:
-            seasons = self.count(start)
-            boundary = units.stop
-            if seasons < MAX_SEASONS:
-                boundary = min(boundary, self.line.first + self.length * (seasons + 1))
-            part = range(start, boundary, step)
-            result.extend(self._medians(part, seasons))
-            start += len(part) * step
-        return result
-
-    def _medians(self, units: range, seasons: int) -> list[float | None]:
-        """Medians for ``units``, which all have ``seasons`` earlier seasons in the timeline."""
-        if seasons == 0:
-            return [None] * len(units)
-        values, start, step = self.line.values, units.start - self.line.first, units.step
-        columns = [
-            values[start - self.length * k:units.stop - self.line.first - self.length * k:step]
-            for k in range(1, seasons + 1)
-        ]
-        if self.line.gaps:
-            return [_median_or_none(row) for row in zip(*columns, strict=True)]
-        # Every value is present (no DST gap): sort rows whole, which is much cheaper.
-        middle = seasons // 2
-        rows = map(sorted, zip(*columns, strict=True))
-        if seasons % 2:
-            return [row[middle] for row in rows]
-        return [(row[middle - 1] + row[middle]) / 2 for row in rows]
-
-
-def _median_or_none(row: Iterable[float | None]) -> float | None:
-    present = [v for v in row if v is not None]
-    return median(present) if present else None
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    count = len(ordered)
-    if count == 0:
-        raise ValueError("median of no values")
-    middle = count // 2
-    return ordered[middle] if count % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def _on_dates(days: np.ndarray, dates: Sequence[str]) -> np.ndarray:
+    unique = np.unique(days)
+    names = {int(day): date.fromordinal(int(day) + EPOCH).strftime("%m-%d") for day in unique}
+    wanted = {day for day, name in names.items() if name in dates}
+    return np.isin(days, list(wanted))
 
 
 # --------------------------------------------------------------------------- local time
-
-
-def timeline(history: Sequence[Bucket], unit_seconds: int, tz: str) -> Timeline:
-    if not history:
-        return Timeline(0, [])
-    values: list[float | None]
-    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
-        first = history[0].starts_at // unit_seconds
-        if history[-1].starts_at // unit_seconds - first + 1 == len(history):
-            values = list(map(VALUE, history))
-            return Timeline(first, values)
-    units = local_units([b.starts_at for b in history], unit_seconds, tz)
-    values = [None] * (units[-1] - units[0] + 1)
-    for unit, bucket in zip(units, history, strict=True):
-        values[unit - units[0]] = bucket.value
-    return Timeline(units[0], values)
 
 
 def local_units(starts: Sequence[int], unit_seconds: int, tz: str) -> list[int]:
@@ -533,35 +320,36 @@ def utc_offset(instant: int, tz: str) -> int:
 
 
 def judge(
-    rule: Rule,
-    condition: AnomalyCondition,
-    series: Series,
-    judged: Bucket,
-    expectation: Expectation,
+    rule: Rule, condition: AnomalyCondition, series: Series, judged: Bucket,
+    assessment: Assessment,
 ) -> Finding:
-    """The finding for ``judged`` against ``expectation``, honouring ``direction`` and
-    ``min_volume``."""
-    value = judged.value
-    score = expectation.score(value)
-    low, high = expectation.band
-    expected = expectation.nearest(value).center
-    quiet = value < condition.min_volume and expected < condition.min_volume
-    active = not quiet and outside(score, condition.sensitivity, condition.direction)
+    """The finding for ``judged``: active while its episode lasts."""
+    value, expected = judged.value, assessment.expected
+    low, high = assessment.low, assessment.high
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
+    active = assessment.active
     message = (
-        f"{verdict(score, active)}: {number(value)} {span(window, rule.window)}, expected "
-        f"{number(expected)} ({number(low)}–{number(high)})"
+        f"{verdict(assessment.score, active, assessment.outside)}: {number(value)} "
+        f"{span(window, rule.window)}, expected {number(expected)} "
+        f"({number(low)}–{number(high)}, {assessment.method})"
     )
+    size = judged.ends_at - judged.starts_at
+    since = None
+    if active and assessment.started:
+        since = judged.starts_at - assessment.started * size
+        began = Period(since, since + size, rule.timezone)
+        message += f"; unusual since {span(began, rule.window)}"
+    quiet = value < condition.min_volume and expected < condition.min_volume
     if quiet:
         message += f"; both below min_volume {number(condition.min_volume)}"
     details = {
         "band": [low, high],
-        "method": expectation.method,
-        "score": round(score, 2),
+        "method": assessment.method,
+        "score": round(assessment.score, 2),
         "sensitivity": condition.sensitivity,
         "direction": condition.direction,
-        "samples": expectation.samples,
-        "level": expectation.level,
+        "samples": assessment.errors,
+        "episode_since": since,
     }
     return _finding(rule, series, judged, active, message, baseline=expected, details=details)
 
@@ -574,9 +362,11 @@ def outside(score: float, sensitivity: float, direction: Direction) -> bool:
     return abs(score) > sensitivity
 
 
-def verdict(score: float, active: bool) -> str:
+def verdict(score: float, active: bool, outside: bool) -> str:
     if not active:
         return "as usual"
+    if not outside:
+        return "back inside the band, episode held"
     return "unusually high" if score > 0 else "unusually low"
 
 
@@ -641,14 +431,70 @@ def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> 
 # --------------------------------------------------------------------------- the kind
 
 
+#: ``sensitivity`` by name: the band's half-width in spreads (smaller is more sensitive).
+SENSITIVITIES = {"low": 6.0, "medium": 4.0, "high": 3.0}
+
+
+def _sensitivity(value: object) -> object:
+    if isinstance(value, str) and not _is_number(value):
+        if value not in SENSITIVITIES:
+            raise ValueError(
+                f"use low, medium, high or a number of spreads (medium is 4), not {value!r}"
+            )
+        return SENSITIVITIES[value]
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class ExcludePeriod(StrictModel):
+    """Buckets an anomaly rule neither judges nor learns from (launches, holidays, outages),
+    in the rule's time zone: ``from``/``to`` dates or date-times (``to`` inclusive for a date),
+    or a recurring calendar: ``dates`` (``MM-DD``, every year), ``weekdays`` (``mon``..``sun``)
+    and ``hours`` (``[start, end)`` local hours), which all must match when combined."""
+
+    from_: date | datetime | None = Field(None, alias="from")
+    to: date | datetime | None = None
+    dates: tuple[Annotated[str, Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")],
+                 ...] = ()
+    weekdays: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()
+    hours: Annotated[tuple[Annotated[int, Field(ge=0, le=24)], ...], Field(max_length=2)] = ()
+
+    @model_validator(mode="after")
+    def _something(self) -> ExcludePeriod:
+        if self.from_ is None and not (self.dates or self.weekdays or self.hours):
+            raise ValueError("give from (and to) or a recurring dates/weekdays/hours")
+        if self.from_ is not None and (self.dates or self.weekdays or self.hours):
+            raise ValueError("use either from/to or dates/weekdays/hours, not both")
+        if len(self.hours) == 1:
+            raise ValueError("hours: [start, end), e.g. [0, 6] for midnight to 06:00")
+        return self
+
+
+def _exclude_item(value: object) -> object:
+    """``2025-12-25`` alone is that one day."""
+    if isinstance(value, (str, date)):
+        return {"from": value, "to": value}
+    return value
+
+
 class AnomalyCondition(ConditionModel):
     type: Literal["anomaly"]
-    sensitivity: Annotated[float, Field(gt=0)] = 4.0
+    sensitivity: Annotated[float, BeforeValidator(_sensitivity), Field(gt=0)] = 4.0
     direction: Direction = "both"
     #: Five weeks: the judged hour and each hour of the week before it have four earlier weeks.
     history: PositiveDuration = 35 * 86400.0
-    min_history: PositiveDuration = 7 * 86400.0
+    min_history: PositiveDuration = 86400.0
     min_volume: Annotated[float, Field(ge=0)] = 0.0
+    #: How long a lasting change takes to become the new normal (it alerts for about half).
+    adaptation: PositiveDuration = 6 * 3600.0
+    exclude: tuple[Annotated[ExcludePeriod, BeforeValidator(_exclude_item)], ...] = ()
 
 
 def _issues(rule: Rule, condition: AnomalyCondition) -> list[RuleIssue]:
@@ -677,7 +523,7 @@ def _sample(rule: Rule, condition: AnomalyCondition) -> Sample:
               f"expected {format_number(baseline - spread)}–{format_number(baseline + spread)}"
     return Sample(value, message, Baseline(baseline),
                   details={"band": [baseline - spread, baseline + spread],
-                           "method": "median/MAD, same hour of week"},
+                           "method": METHOD_HOUR_OF_WEEK},
                   recent_level=baseline)
 
 

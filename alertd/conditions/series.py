@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from alertd import calendar
 from alertd.model import (
@@ -133,45 +139,109 @@ def build_series(
     ``rows`` already belong to ``need`` (its meter and filters). A rule without ``group_by``
     always yields exactly one series, even with no rows. Rows outside the range are ignored;
     a group-by key missing from a row counts as the value ``""``.
+
+    Many rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows
+    per series, and this runs for every rule and customer every cycle), a few in a loop (numpy
+    costs more than it saves on the one row of a monthly threshold); sums add in row order
+    either way.
     """
-    slots, starts = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
-    sums: dict[Dimensions, list[float]] = {}
-    if not rule.group_by:
-        sums[()] = [0.0] * len(slots)
-    for row in rows:
-        index = _slot_index(starts, slots, row.starts_at, need)
-        if index is not None:
-            group = _group_of(row, rule.group_by)
-            sums.setdefault(group, [0.0] * len(slots))[index] += row.value
+    slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
+    sums = (_binned if len(rows) >= FEW_ROWS else _looped)(rule, need, rows, slots)
     capped = None if refreshed_at is None else min(refreshed_at, now)
     complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
     return [
-        _series(rule, need, group, slots, values, capped, complete_before)
-        for group, values in sorted(sums.items())
+        _series(rule, need, group, slots, values_, capped, complete_before)
+        for group, values_ in sorted(sums.items())
     ]
 
 
+#: From this many rows on, numpy bins them.
+FEW_ROWS = 32
+
+
+def _looped(
+    rule: Rule, need: DataNeed, rows: Sequence[UsageRow], slots: _Slots
+) -> dict[Dimensions, list[float]]:
+    count = len(slots.periods)
+    sums: dict[Dimensions, list[float]] = {}
+    if not rule.group_by:
+        sums[()] = [0.0] * count
+    for row in rows:
+        if not need.starts_at <= row.starts_at < need.ends_at:
+            continue
+        index = bisect_right(slots.starts, row.starts_at) - 1
+        if index >= 0 and row.starts_at < slots.ends[index]:
+            group = _group_of(row.dimensions, rule.group_by)
+            sums.setdefault(group, [0.0] * count)[index] += row.value
+    return sums
+
+
+def _binned(
+    rule: Rule, need: DataNeed, rows: Sequence[UsageRow], slots: _Slots
+) -> dict[Dimensions, list[float]]:
+    count = len(slots.periods)
+    sums: dict[Dimensions, list[float]] = {}
+    if not rule.group_by:
+        sums[()] = [0.0] * count
+    if rows:
+        index = _slot_indices(slots, rows, need)
+        values = np.fromiter(map(_VALUE, rows), np.float64, len(rows))
+        if rule.group_by:
+            dimensions = list(map(_DIMENSIONS, rows))
+            group_of = {d: _group_of(d, rule.group_by) for d in set(dimensions)}
+            names = sorted(set(group_of.values()))
+            number_of = {d: names.index(group) for d, group in group_of.items()}
+            ids = np.fromiter(map(number_of.__getitem__, dimensions), np.int64, len(rows))
+        else:
+            names, ids = [()], np.zeros(len(rows), np.int64)
+        inside = index >= 0
+        for number_, group in enumerate(names):
+            chosen = inside & (ids == number_)
+            if chosen.any():
+                binned = np.bincount(index[chosen], weights=values[chosen], minlength=count)
+                sums[group] = binned.tolist()
+    return sums
+
+
+_VALUE = attrgetter("value")
+_START = attrgetter("starts_at")
+_DIMENSIONS = attrgetter("dimensions")
+
+
+@dataclass(frozen=True, slots=True)
+class _Slots:
+    """A need's calendar periods, their starts and ends (as arrays too)."""
+
+    periods: tuple[Period, ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    starts_array: np.ndarray
+    ends_array: np.ndarray
+
+
 @lru_cache(maxsize=1024)
-def _slots(
-    starts_at: int, ends_at: int, granularity: Granularity, tz: str
-) -> tuple[tuple[Period, ...], tuple[int, ...]]:
-    """The need's calendar periods and their starts; cached, since one pass builds the same
-    range for many customers."""
-    slots = tuple(calendar.periods(starts_at, ends_at, granularity, tz))
-    return slots, tuple(slot.starts_at for slot in slots)
+def _slots(starts_at: int, ends_at: int, granularity: Granularity, tz: str) -> _Slots:
+    """The need's calendar periods; cached, since one pass builds the same range for many
+    customers."""
+    periods = tuple(calendar.periods(starts_at, ends_at, granularity, tz))
+    starts = tuple(slot.starts_at for slot in periods)
+    ends = tuple(slot.ends_at for slot in periods)
+    return _Slots(periods, starts, ends, np.asarray(starts, np.int64),
+                  np.asarray(ends, np.int64))
 
 
-def _slot_index(
-    starts: Sequence[int], slots: Sequence[Period], instant: int, need: DataNeed
-) -> int | None:
-    if not need.starts_at <= instant < need.ends_at:
-        return None
-    index = bisect_right(starts, instant) - 1
-    return index if index >= 0 and slots[index].contains(instant) else None
+def _slot_indices(slots: _Slots, rows: Sequence[UsageRow], need: DataNeed) -> np.ndarray:
+    """Each row's slot index, -1 for a row outside the range or between slots."""
+    instants = np.fromiter(map(_START, rows), np.int64, len(rows))
+    index = np.searchsorted(slots.starts_array, instants, side="right") - 1
+    safe = np.maximum(index, 0)
+    ok = ((instants >= need.starts_at) & (instants < need.ends_at) & (index >= 0)
+          & (instants < slots.ends_array[safe]))
+    return np.where(ok, index, -1)
 
 
-def _group_of(row: UsageRow, group_by: Sequence[str]) -> Dimensions:
-    found = dict(row.dimensions)
+def _group_of(dimensions: Dimensions, group_by: Sequence[str]) -> Dimensions:
+    found = dict(dimensions)
     return tuple(sorted((key, found.get(key, "")) for key in group_by))
 
 
@@ -179,30 +249,44 @@ def _series(
     rule: Rule,
     need: DataNeed,
     group: Dimensions,
-    slots: Sequence[Period],
+    slots: _Slots,
     values: Sequence[float],
     refreshed_at: int | None,
     complete_before: float,
 ) -> Series:
-    buckets = tuple(
-        Bucket(
-            starts_at=max(slot.starts_at, need.starts_at),
-            ends_at=min(slot.ends_at, need.ends_at),
-            value=value,
-            # The slot's own end, not the clipped one: a running period is never complete.
-            complete=slot.ends_at <= complete_before and slot.ends_at <= need.ends_at,
-        )
-        for slot, value in zip(slots, values, strict=True)
-    )
+    # Only the first slot can start before the range and only the last end after it.
+    starts, ends = list(slots.starts), list(slots.ends)
+    starts[0], ends[-1] = max(starts[0], need.starts_at), min(ends[-1], need.ends_at)
+    # The slot's own end, not the clipped one: a running period is never complete. Ends are
+    # increasing, so the complete buckets are a prefix.
+    done = bisect_right(slots.ends, min(complete_before, need.ends_at))
+    complete = [True] * done + [False] * (len(ends) - done)
     return Series(
         key=SeriesKey(rule.name, need.customer, group),
         meter=rule.meter,
         dimensions=series_dimensions(need.spec.dimension_filters, group),
         granularity=need.granularity,
         timezone=need.timezone,
-        buckets=buckets,
+        buckets=make_buckets(starts, ends, values, complete),
         refreshed_at=refreshed_at,
     )
+
+
+_BUCKET_FIELDS = tuple(getattr(Bucket, name) for name in ("starts_at", "ends_at", "value",
+                                                             "complete"))
+
+
+def make_buckets(
+    starts: Sequence[int], ends: Sequence[int], values: Sequence[float],
+    complete: Sequence[bool],
+) -> tuple[Bucket, ...]:
+    """``Bucket(s, e, v, c)`` for each, built field by field through the slots' descriptors:
+    a frozen dataclass's ``__init__`` costs twice as much, and a series has ~840 buckets."""
+    buckets = list(map(object.__new__, repeat(Bucket, len(starts))))
+    for descriptor, column in zip(_BUCKET_FIELDS, (starts, ends, values, complete),
+                                  strict=True):
+        deque(map(descriptor.__set__, buckets, column), maxlen=0)
+    return tuple(buckets)
 
 
 def series_dimensions(filters: Filters, group: Dimensions) -> Dimensions:

@@ -166,10 +166,11 @@ BUSINESS = business()
         # A spike at night (x4 on a quiet hour) is as unusual.
         (changed(BUSINESS, "2025-02-12 03:00", "2025-02-12 04:00", 4.0),
          "2025-02-12 00:00", 12, ["02-12 03"]),
-        # A drop to 20 % for six hours: from its first hour, for as long as it lasts.
+        # A drop to 20 % for six hours: from its first hour, one episode, until the recent
+        # level (adaptation: 6h) has made it the new normal.
         (changed(BUSINESS, "2025-02-12 14:00", "2025-02-12 20:00", 0.2),
          "2025-02-12 12:00", 12,
-         ["02-12 14", "02-12 15", "02-12 16", "02-12 17", "02-12 18", "02-12 19"]),
+         ["02-12 14", "02-12 15", "02-12 16", "02-12 17"]),
     ],
     ids=["weekend", "other-time-zone", "noisy", "tiny", "spike", "night-spike", "drop"],
 )
@@ -178,13 +179,15 @@ def test_hourly_scenarios(usage: Usage, first: str, count: int, expected: list[s
 
 
 def test_stop_alerts_at_once_then_becomes_the_new_normal() -> None:
-    """A stop is caught in its first hour, as one alert; after about half a day it is the new
-    normal (a stop that lasts is an absence rule's job), and its end is no alert either: usage
-    is back to what the hour of the week expects."""
+    """A stop is caught in its first hour, as one alert; after about half of ``adaptation``
+    it is the new normal (a stop that lasts is an absence rule's job), and its end is no alert
+    either: usage is back to what the hour of the week expects."""
     stop = changed(BUSINESS, "2025-02-12 10:00", "2025-02-14 10:00", 0.0)
     alerts = fired(anomaly(), stop, "2025-02-12 08:00", 3 * 24)
     assert alerts[0] == "02-12 10" and runs(alerts) == 1
-    assert 6 <= len(alerts) <= 18
+    assert 3 <= len(alerts) <= 18
+    slower = fired(anomaly(adaptation="24h"), stop, "2025-02-12 08:00", 3 * 24)
+    assert slower[0] == "02-12 10" and runs(slower) == 1 and len(slower) > len(alerts)
 
 
 def test_holiday_like_dip_alerts_that_day_only() -> None:
@@ -251,17 +254,19 @@ def test_sparse_customer_gets_no_storm_of_alerts() -> None:
 
 
 def test_new_customer_gets_no_verdict_until_min_history() -> None:
-    """Signed up six days ago: no verdict, and it says why. After a week it is judged: on
-    the hour of the day until a day of hours has a week-ago hour to be compared with, then on
-    the hour of the week; its second week brings no false alerts."""
+    """Signed up six days ago, with ``min_history: 7d``: no verdict, and it says why. At the
+    default (one day) it is judged: on the hour of the day until it has two weeks, then on the
+    hour of the week; its days bring no false alerts."""
     new = starting(BUSINESS, "2025-02-04 00:00")
-    rule = make_rule(anomaly(), window="hour")
+    rule = make_rule(anomaly(min_history="7d"), window="hour")
     early = judge(rule, at("2025-02-10 10:10"), new)
     assert (early.active, early.state) == (False, "inactive")
     assert early.message == "not enough history: 6 of 7 days"
-    assert judge(rule, at("2025-02-11 10:10"), new).details["method"] == METHOD_HOUR_OF_DAY
-    assert judge(rule, at("2025-02-12 10:10"), new).details["method"] == METHOD_HOUR_OF_WEEK
-    assert fired(anomaly(), new, "2025-02-11 00:00", 5 * 24) == []
+    default = make_rule(anomaly(), window="hour")
+    assert judge(default, at("2025-02-04 12:10"), new).message.startswith("not enough history")
+    assert judge(default, at("2025-02-11 10:10"), new).details["method"] == METHOD_HOUR_OF_DAY
+    assert judge(default, at("2025-02-19 10:10"), new).details["method"] == METHOD_HOUR_OF_WEEK
+    assert fired(anomaly(), new, "2025-02-08 00:00", 4 * 24) == []
 
 
 def test_min_history_counts_from_the_first_usage() -> None:
@@ -290,7 +295,7 @@ def test_finding_explains_itself() -> None:
     assert finding.details["score"] > finding.details["sensitivity"] == 4.0
     assert finding.message == (
         f"unusually high: {number(finding.value)} 2025-02-12 14:00–15:00 UTC, expected "
-        f"{number(finding.baseline)} ({number(low)}–{number(high)})"
+        f"{number(finding.baseline)} ({number(low)}–{number(high)}, same hour of week)"
     )
 
 
@@ -345,7 +350,7 @@ def test_weekly_window_uses_trailing_weeks() -> None:
     rule = make_rule(anomaly(history="70d"), window="week")
     spiky = changed(daily_business, "2025-02-10 00:00", "2025-02-17 00:00", 3.0)
     finding = judge(rule, at("2025-02-17 00:10"), spiky)
-    assert finding.active and finding.details["method"] == "trailing median/MAD"
+    assert finding.active and finding.details["method"] == "recent level"
     assert finding.period_key == "2025-W07"
     assert not judge(rule, at("2025-02-17 00:10"), daily_business).active
 

@@ -1,0 +1,154 @@
+"""The pure pieces of the detector and of the vectorised series builder, against the obvious
+implementations: quantiles and medians equal numpy's, trailing and seasonal predictions equal
+a loop's, episodes follow the entry/exit bands, and ``build_series`` equals a per-row loop on
+random rows (group-by, rows outside the range, clipped ends, DST)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import numpy as np
+import pytest
+from usage_series_builders import HOUR, at, make_rule
+
+from alertd import calendar
+from alertd.conditions.anomaly_model import (
+    Settings,
+    _episode,
+    _median,
+    assess,
+    quantile,
+    seasonal,
+    trailing_median,
+)
+from alertd.conditions.series import build_series
+from alertd.model import Bucket, DataNeed, MeterSpec, UsageRow
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 168])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.9, 0.99, 1.0])
+def test_quantile_is_numpys(count: int, q: float) -> None:
+    values = np.asarray([random.Random(count).lognormvariate(0, 2) for _ in range(count)])
+    assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
+
+
+def test_median_with_and_without_nan() -> None:
+    block = np.asarray([[1.0, 5.0, 2.0, 8.0], [3.0, 1.0, 4.0, 1.0], [9.0, 9.0, 0.0, 2.0]])
+    assert _median(block, 0).tolist() == np.median(block, axis=0).tolist()
+    assert _median(block, 1).tolist() == np.median(block, axis=1).tolist()
+    block[0, 0] = np.nan
+    assert _median(block, 0).tolist() == [6.0, 5.0, 2.0, 2.0]
+
+
+def test_trailing_median_is_the_median_of_the_buckets_before() -> None:
+    values = np.asarray([float(random.Random(i).randint(0, 99)) for i in range(50)])
+    for first in (0, 3, 6, 20):
+        got = trailing_median(values, first, 6)
+        for offset, t in enumerate(range(first, 50)):
+            before = values[max(0, t - 6):t]
+            expected = statistics.median(before) if len(before) else None
+            assert (np.isnan(got[offset]) if expected is None
+                    else got[offset] == expected), (first, t)
+
+
+def test_seasonal_center_is_the_same_slot_of_earlier_seasons_scaled_to_the_recent_level() -> None:
+    season = [1.0, 2.0, 3.0, 4.0]
+    values = np.asarray(season * 6 + [2 * v for v in season] * 2)  # the level doubles
+    adapted, anchor = seasonal(values, 24, 4, adaptation=4)
+    assert anchor.tolist() == season * 2  # the old normal, slot by slot
+    # The adaptation window has caught up once four doubled buckets are behind.
+    assert adapted[4:].tolist() == [2 * v for v in season]
+
+
+@pytest.mark.parametrize(
+    ("scores", "started"),
+    [
+        ([0, 0, 5, 3, 3, 1], None),          # entered, then inside the exit band: over
+        ([0, 0, 5, 3, 3, 2.5], 3),           # still outside the exit band (2): one episode
+        ([0, 5, 1, 5, 3, 3], 2),             # left, re-entered: a new episode
+        ([0, 0, 0, 0, 3, 3.5], None),        # never beyond the entry band (4)
+        ([0, 0, 0, 0, 0, -5], 0),            # both directions by default
+    ],
+)
+def test_episodes_enter_beyond_the_band_and_leave_inside_the_exit_band(
+    scores: list[float], started: int | None
+) -> None:
+    recent = np.full(len(scores), 100.0)
+    assert _episode(recent, recent, np.asarray(scores), Settings()) == started
+
+
+def test_hold_bridges_short_dips() -> None:
+    scores, recent = np.asarray([0.0, 5, 1, 5, 3]), np.full(5, 100.0)
+    assert _episode(recent, recent, scores, Settings()) == 1  # re-entered at index 3
+    assert _episode(recent, recent, scores, Settings(hold=1)) == 3  # one episode from 1
+
+
+def test_direction_and_min_volume_gate_episodes() -> None:
+    scores = np.asarray([0.0, -6.0])
+    recent = np.asarray([100.0, 100.0])
+    assert _episode(recent, recent, scores, Settings(direction="up")) is None
+    assert _episode(recent, recent, scores, Settings(direction="down")) == 0
+    assert _episode(recent, recent, scores, Settings(min_volume=1000)) is None
+
+
+def test_assess_flat_series_spike_and_exclusion() -> None:
+    rng = random.Random(3)
+    values = np.asarray([100.0 + rng.gauss(0, 3) for _ in range(400)] + [400.0])
+    found = assess(values, Settings(seasons=((24, "day"),)))
+    assert found is not None and found.active and found.started == 0 and found.score > 4
+    assert found.low <= found.expected <= found.high < 400
+    values[-1] = np.nan
+    assert assess(values, Settings()) is None
+
+
+# --------------------------------------------------------------------------- build_series
+
+
+def loop_build(rule_group_by: list[str], need: DataNeed, rows: list[UsageRow]
+               ) -> dict[tuple[tuple[str, str], ...], list[float]]:
+    """The obvious per-row implementation."""
+    periods = calendar.periods(need.starts_at, need.ends_at, need.granularity, need.timezone)
+    sums: dict[tuple[tuple[str, str], ...], list[float]] = {}
+    if not rule_group_by:
+        sums[()] = [0.0] * len(periods)
+    for row in rows:
+        if not need.starts_at <= row.starts_at < need.ends_at:
+            continue
+        for index, period in enumerate(periods):
+            if period.contains(row.starts_at):
+                found = dict(row.dimensions)
+                group = tuple(sorted((k, found.get(k, "")) for k in rule_group_by))
+                sums.setdefault(group, [0.0] * len(periods))[index] += row.value
+    return sums
+
+
+@pytest.mark.parametrize("count", [5, 500])  # a loop below FEW_ROWS, numpy from there
+@pytest.mark.parametrize("group_by", [[], ["model"], ["model", "tier"]])
+@pytest.mark.parametrize(("tz", "start"), [("UTC", "2025-01-06 00:30"),
+                                           ("America/New_York", "2025-03-08 00:00")])
+def test_build_series_equals_a_per_row_loop(
+    group_by: list[str], tz: str, start: str, count: int
+) -> None:
+    rng = random.Random(len(group_by))
+    need = DataNeed("cus_1", MeterSpec("mtr_1"), "hour", tz, at(start, tz),
+                    at(start, tz) + 60 * HOUR + 900)
+    rows = [
+        UsageRow(need.starts_at - 7200 + rng.randrange(0, 70 * HOUR), 0,
+                 rng.choice([0.5, 1.0, 3.25, 1e6]), "mtr_1",
+                 tuple(sorted({"model": rng.choice("abc"),
+                               **({"tier": "pro"} if rng.random() < 0.5 else {})}.items())))
+        for _ in range(count)
+    ]
+    rule = make_rule({"type": "threshold", "value": 1}, window="hour", timezone=tz,
+                     group_by=group_by)
+    built = build_series(rule, need, rows, need.ends_at, now=need.ends_at, freshness_lag=300)
+    expected = loop_build(group_by, need, rows)
+    assert {s.key.group: [b.value for b in s.buckets] for s in built} == expected
+    periods = calendar.periods(need.starts_at, need.ends_at, "hour", tz)
+    for series in built:
+        assert series.buckets == tuple(
+            Bucket(max(p.starts_at, need.starts_at), min(p.ends_at, need.ends_at), value,
+                   p.ends_at <= min(need.ends_at - 300, need.ends_at))
+            for p, value in zip(periods, expected[series.key.group], strict=True)
+        )
