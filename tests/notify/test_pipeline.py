@@ -173,8 +173,8 @@ async def test_rule_receivers_bypass_routes(store: SqliteStore) -> None:
                                finding("cus_1", "critical")],
                               {**RULES, "spend": own}, NOW, immediate=True)
     by_rule = {n.alerts[0].rule: (n.receiver, n.group_key) for n in report.notifications}
-    assert by_rule == {"spend": ("mail", 'rule{rule="spend"}'),
-                       "quota": ("pager", 'root.0{rule="quota"}')}
+    assert by_rule == {"spend": ("mail", '{}/{rule="spend"}:{rule="spend"}'),
+                       "quota": ("pager", '{}/{severity="critical"}:{rule="quota"}')}
 
 
 async def test_send_resolved_false_sends_no_resolve(store: SqliteStore) -> None:
