@@ -313,6 +313,7 @@ def build_notification(candidate: Candidate, now: int) -> Notification:
         group_labels=dict(group.group_labels),
         alerts=tuple(e.alert for e in _ordered(candidate.firing + candidate.resolved)),
         created_at=now,
+        opens_thread=status == "firing" and (candidate.sent is None or not candidate.sent.firing),
     )
 
 
