@@ -28,6 +28,7 @@ from alertd.service.engine import PassResult
 from alertd.service.open import Collaborators, Services, open_services
 from alertd.service.recording import PassOutcome, meta_findings, record_pass
 from alertd.service.world import World, load_world
+from alertd.store.base import Attempt, OutboxRow
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 #: Up to this many findings the text output lists inactive ones too.
@@ -82,12 +83,20 @@ async def record(
     if services.outbox is None:
         return outcome
     report = await services.outbox.run_until_idle(world.settings.delivery.delivery_timeout)
-    undelivered = tuple(
-        f"{row.receiver} {row.id}: {attempt.error or attempt.status}"
-        for row, attempt in report.gave_up
-    ) + tuple(f"{row.receiver} {row.id}: still pending ({row.last_error or 'not tried'})"
-              for row in report.pending)
+    timeout = world.settings.delivery.delivery_timeout
+    undelivered = tuple(_gave_up(row, attempt) for row, attempt in report.gave_up) + tuple(
+        f"kept in the outbox for the daemon: {row.receiver} {row.id}: "
+        + (f"last attempt failed: {row.last_error}" if row.last_error else
+           f"not delivered within delivery_timeout {timeout:g}s")
+        for row in report.pending)
     return replace(outcome, undelivered=undelivered)
+
+
+def _gave_up(row: OutboxRow, attempt: Attempt) -> str:
+    """A row that ended undelivered in this run: never "kept", it will not be retried."""
+    what = ("undeliverable (permanent, not retried)" if attempt.status == "undeliverable"
+            else "failed (retries exhausted)")
+    return f"{what}: {row.receiver} {row.id}: {attempt.error or attempt.status}"
 
 
 def shown_findings(outcome: PassOutcome) -> list[Finding]:
@@ -124,7 +133,7 @@ def check_text(
     lines.extend(_problems(findings))
     lines.append("")
     lines.append(_notifications_text(outcome.decisions, dry_run=dry_run))
-    lines.extend(f"undelivered, kept in the outbox: {u}" for u in outcome.undelivered)
+    lines.extend(outcome.undelivered)
     return "\n".join(lines)
 
 

@@ -234,8 +234,12 @@ def classify_smtp_error(exc: Exception, where: str) -> DeliveryError:
     if tls_failure is not None:
         return PermanentDeliveryError(f"TLS with {where} failed: {tls_failure}; "
                                       "check smtp.security and the server certificate")
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPServerDisconnected
-                  | aiosmtplib.SMTPConnectError | TimeoutError | OSError):
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        # Connected, then dropped (mid-DATA, say): the server was reached.
+        return TransientDeliveryError(f"{where} closed the connection: {exc} (will retry)")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return TransientDeliveryError(f"{where} did not answer in time: {exc} (will retry)")
+    if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
         return TransientDeliveryError(f"cannot reach {where}: {exc}")
     return PermanentDeliveryError(f"{where}: {exc}; check the smtp settings")
 

@@ -126,7 +126,9 @@ def dedup_decision(
     if not firing:
         return False, "nothing firing" + (" (send_resolved: false)" if announced else "")
     assert sent is not None  # every firing episode is in the log, so there is a log
-    return False, f"already sent at {iso(sent.sent_at)}"
+    # The log records what was handed to the outbox, not what the receiver acknowledged:
+    # say so, rather than claim a delivery that may still be pending or may have failed.
+    return False, f"already queued for delivery at {iso(sent.sent_at)}"
 
 
 def notification_id(

@@ -104,7 +104,7 @@ async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStor
     await p.apply(customers(2), RULES, NOW)
     (first,) = (await p.flush(NOW + 30)).notifications
     (quiet,) = (await p.flush(NOW + 330)).decisions
-    assert quiet.suppressed_by == "dedup" and "already sent" in quiet.reason
+    assert quiet.suppressed_by == "dedup" and "already queued for delivery at" in quiet.reason
     (repeat,) = (await p.flush(NOW + 3630)).notifications
     assert repeat.id != first.id and sent((repeat,)) == sent((first,))
     report = await p.apply(customers(2, level=None), RULES, NOW + 3700)
