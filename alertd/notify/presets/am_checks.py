@@ -35,7 +35,7 @@ def alertmanager_problems(settings: Settings, doc: Located) -> list[Problem]:
                 ("receivers", index, "send_resolved"), "send_resolved: false with the "
                 "alertmanager preset leaves the alert active in Alertmanager for up to 24h "
                 "after alertd resolved it; remove the setting", at_value=True))
-    for path, receiver, interval in _routes(settings.route, ("route",), None, None):
+    for _path, receiver, interval in _routes(settings.route, ("route",), None, None):
         value, where = interval
         if receiver in receivers and value is not None and value >= FIRING_VALIDITY:
             problems.append(doc.problem(
