@@ -118,6 +118,11 @@ def plan_mail(notification: Notification, email: EmailReceiver) -> MailPlan:
             if customer.email:
                 envelopes.append(Envelope(customer_id, (customer.email,), tuple(email.cc),
                                           tuple(alerts)))
+            elif not customer_id:
+                # alertd's own alerts (stale data, source failure) concern the account.
+                rules = ", ".join(sorted({a.rule for a in alerts}))
+                undeliverable.append((customer_id, f"{rules} is alertd's own alert, about no "
+                                      "single customer: to_customer has nobody to mail it to"))
             else:
                 label = f"{customer_id} ({customer.name})" if customer.name else customer_id
                 undeliverable.append((customer_id, f"customer {label} has no email address"))
