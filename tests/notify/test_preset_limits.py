@@ -40,7 +40,7 @@ def meta(status: str = "firing") -> Any:
 
 
 def body(name: str, notification: Any) -> Any:
-    [payload, *rest] = preset(name)(notification, CONTEXT)
+    payload = preset(name)(notification, CONTEXT)[0]
     return payload.body
 
 
