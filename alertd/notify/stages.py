@@ -74,6 +74,9 @@ class Decision:
     suppressed_by: SuppressedBy | None
     reason: str
     notification: Notification | None = None
+    #: The rules and customers of its alerts, for people reading ``check`` (not in the JSON).
+    rules: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The contract's ``notifications[]`` entry of ``check --format json``."""
@@ -297,6 +300,8 @@ def _decision(
         suppressed_by=suppressed_by,
         reason=reason,
         notification=notification,
+        rules=tuple(sorted({e.alert.rule for e in entries})),
+        customers=tuple(sorted({e.alert.customer.id for e in entries})),
     )
 
 
