@@ -15,9 +15,9 @@ from alertd.server import Health, serve
 
 
 async def scrape(metrics: Metrics) -> str:
-    async with serve("127.0.0.1:0", metrics, Health(), FakeClock()) as url:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"{url}/metrics")
+    async with (serve("127.0.0.1:0", metrics, Health(), FakeClock()) as url,
+                httpx.AsyncClient() as client):
+        response = await client.get(f"{url}/metrics")
     assert response.status_code == 200
     return response.text
 

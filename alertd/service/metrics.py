@@ -32,7 +32,7 @@ class Metrics:
     """All alertd metrics. Also the source layer's request observer."""
 
     def __init__(self) -> None:
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.stripe_requests = Counter(

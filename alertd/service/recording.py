@@ -55,14 +55,14 @@ def meta_findings(
     if result.refreshed_at is not None:
         age = now - result.refreshed_at
         stale = age > settings.stripe.stale_after
-        limit = format_duration(settings.stripe.stale_after)
+        stale_limit = format_duration(settings.stripe.stale_after)
         findings.append(meta_finding(
             STALE_DATA, active=stale, now=now,
             message=(f"usage data is {readable_duration(age, units=2)} old (stale_after "
-                     f"{limit}): no drop or absence alerts are judged until it is fresh "
+                     f"{stale_limit}): no drop or absence alerts are judged until it is fresh "
                      "again") if stale
             else (f"usage data is fresh again ({readable_duration(age, units=2)} old, "
-                  f"within stale_after {limit})"),
+                  f"within stale_after {stale_limit})"),
         ))
     limit = settings.stripe.failure_alert_after
     failing = consecutive_failures >= limit

@@ -35,11 +35,11 @@ def alertmanager_problems(settings: Settings, doc: Located) -> list[Problem]:
                 ("receivers", index, "send_resolved"), "send_resolved: false with the "
                 "alertmanager preset leaves the alert active in Alertmanager for up to 24h "
                 "after alertd resolved it; remove the setting", at_value=True))
-    for _path, receiver, interval in _routes(settings.route, ("route",), None, None):
+    for _path, route_receiver, interval in _routes(settings.route, ("route",), None, None):
         value, where = interval
-        if receiver in receivers and value is not None and value >= FIRING_VALIDITY:
+        if route_receiver in receivers and value is not None and value >= FIRING_VALIDITY:
             problems.append(doc.problem(
-                where, f"repeat_interval: {value / 3600:g}h reaches receiver {receiver!r} "
+                where, f"repeat_interval: {value / 3600:g}h reaches receiver {route_receiver!r} "
                 "(alertmanager preset), whose alerts Alertmanager ends 24h after each send: "
                 "a still-firing alert would resolve there between re-sends; use less than 24h",
                 at_value=True))
