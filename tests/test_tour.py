@@ -112,7 +112,7 @@ def test_the_readme_tour_in_order(tour: Path) -> None:
 
 
 def test_the_readme_shows_these_commands_in_this_order() -> None:
-    order = ["alertd demo", "alertd validate", "alertd test rules/tests", "alertd --dry-run",
+    order = ["alertd demo", "alertd validate", "alertd test rules/tests", "alertd --dry-run -c",
              "alertd check --dry-run --at", "alertd check --dry-run --rule",
              "alertd backtest --since 30d", "alertd render --rule"]
     places = [README.index(command) for command in order]
