@@ -57,3 +57,17 @@ async def test_a_retry_of_the_firing_mail_keeps_its_message_id(smtp_server, mail
         await notifier(port).send(firing)
     one, two = (r.message for r in mail_sink.messages)
     assert one["Message-ID"] == two["Message-ID"]
+
+
+def test_to_customer_names_alertds_own_alert_instead_of_a_blank_customer(build) -> None:
+    from alertd.model import Customer
+    from alertd.notify.email import plan_mail
+    from alertd.settings import EmailReceiver
+
+    stale = build.alert(customer=Customer("", "", None, {}), rule="alertd-stale-data")
+    plan = plan_mail(build.notification(stale), EmailReceiver.model_validate(
+        {"to_customer": True}))
+    assert plan.envelopes == ()
+    ((customer, reason),) = plan.undeliverable
+    assert "alertd-stale-data is alertd's own alert" in reason
+    assert "customer  " not in reason

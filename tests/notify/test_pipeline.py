@@ -113,6 +113,9 @@ async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStor
     (resolved,) = (await p.flush(NOW + 3930)).notifications
     assert sent((resolved,)) == [("ops", "resolved", ["cus_00", "cus_01"])]
     assert all(a.ends_at == NOW + 3700 for a in resolved.alerts)
+    # Only the first firing opens the mail thread; the repeat and the resolve reply to it.
+    assert (first.opens_thread, repeat.opens_thread, resolved.opens_thread) == (
+        True, False, False)
     assert (await p.flush(NOW + 9999)).decisions == ()  # no repeats after the resolve
     assert await store.load_groups() == {}
 
