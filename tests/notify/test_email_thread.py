@@ -68,6 +68,6 @@ def test_to_customer_names_alertds_own_alert_instead_of_a_blank_customer(build) 
     plan = plan_mail(build.notification(stale), EmailReceiver.model_validate(
         {"to_customer": True}))
     assert plan.envelopes == ()
-    ((customer, reason),) = plan.undeliverable
+    ((_customer, reason),) = plan.undeliverable
     assert "alertd-stale-data is alertd's own alert" in reason
     assert "customer  " not in reason
