@@ -91,7 +91,7 @@ def silence_warnings(silence: silences.Silence, length: float,
 
 
 def _rule_names(args: argparse.Namespace) -> frozenset[str] | None:
-    from alertd.runtime import load_world
+    from alertd.service.world import load_world
 
     try:
         world = load_world(getattr(args, "config", None))

@@ -8,9 +8,9 @@ import email
 from email.policy import strict
 from email.utils import parseaddr
 
+from alertd.config.settings import Receiver, SmtpSettings
 from alertd.notify.email import EmailNotifier
 from alertd.notify.templates import Templates
-from alertd.settings import Receiver, SmtpSettings
 
 
 def notifier(port: int) -> EmailNotifier:
@@ -60,9 +60,9 @@ async def test_a_retry_of_the_firing_mail_keeps_its_message_id(smtp_server, mail
 
 
 def test_to_customer_names_alertds_own_alert_instead_of_a_blank_customer(build) -> None:
+    from alertd.config.settings import EmailReceiver
     from alertd.model import Customer
     from alertd.notify.email import plan_mail
-    from alertd.settings import EmailReceiver
 
     stale = build.alert(customer=Customer("", "", None, {}), rule="alertd-stale-data")
     plan = plan_mail(build.notification(stale), EmailReceiver.model_validate(

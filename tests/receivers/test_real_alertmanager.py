@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from alertd.config.settings import Receiver
 from alertd.notify import labelset
 from alertd.notify.presets.alertmanager import labels as am_labels
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
-from alertd.settings import Receiver
 from tests.notify.conftest import make_alert, make_notification
 from tests.receivers.alertmanager_process import PROGRAM, Alertmanager, running
 
@@ -113,8 +113,8 @@ async def test_generator_url_is_the_external_url(alertmanager: Alertmanager) -> 
 
 
 async def test_group_key_is_the_one_alertmanager_builds(alertmanager: Alertmanager) -> None:
+    from alertd.config.settings import RootRoute
     from alertd.notify.routing import RouteTree
-    from alertd.settings import RootRoute
 
     critical = live_alert(labels={**live_alert().labels, "severity": "critical"})
     await send(alertmanager, critical)

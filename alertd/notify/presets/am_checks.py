@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from alertd.config.settings import Route, Settings
+from alertd.config.yamlpos import Located, Path_
 from alertd.errors import Problem
 from alertd.notify.presets.alertmanager import FIRING_VALIDITY
-from alertd.settings import Route, Settings
-from alertd.yamlpos import Located, Path_
 
 
 def alertmanager_problems(settings: Settings, doc: Located) -> list[Problem]:

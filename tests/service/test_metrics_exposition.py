@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from alertd.clock import FakeClock
-from alertd.metrics import BUDGETS, STORE_ERROR_KINDS, Metrics
-from alertd.server import Health, serve
+from alertd.service.http import Health, serve
+from alertd.service.metrics import BUDGETS, STORE_ERROR_KINDS, Metrics
 
 
 async def scrape(metrics: Metrics) -> str:
