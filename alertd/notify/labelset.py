@@ -4,14 +4,16 @@ Where it sits: :mod:`alertd.notify.routing` builds group keys with :func:`group_
 Alertmanager presets put :func:`fingerprint` on every alert. Receivers that correlate
 Alertmanager's notifications by ``fingerprint`` or ``groupKey`` (deduplicating ticket
 bridges, Alertmanager's own ``/api/v2/alerts``) see the very values Alertmanager 0.25 would
-compute for the same labels and route. Re-implemented from the algorithms Prometheus and
+compute for the same labels and route (``tests/receivers`` checks both against a running
+Alertmanager's own webhook notifications). Re-implemented from the algorithms Prometheus and
 Alertmanager document in their source (``model/signature.go``, ``dispatch``):
 
 * fingerprint: FNV-1a 64 over, for each label name in byte order, the name's UTF-8 bytes,
   the separator byte 0xFF, the value's bytes, 0xFF; written as 16 lower-case hex digits.
 * a label set's text: ``{a="1", b="2"}`` — sorted names, Go-quoted values, ", " between.
 * a route's key: ``{}`` for the root, then ``/`` and each child route's matchers as
-  ``{name="value",name=~"regex"}``, in matcher order (by name, then value, ``=`` before ``=~``).
+  ``{name="value",name=~"^(?:regex)$"}``, in matcher order (by name, then value, ``=`` before
+  ``=~``); a ``match_re`` pattern appears anchored, as Alertmanager loads it.
 * a group key: the route's key, ``:``, the text of the group's labels.
 
 Pure functions, no state.
@@ -71,7 +73,8 @@ def label_set_text(labels: Mapping[str, str]) -> str:
 def matchers_text(match: Iterable[tuple[str, str]], match_re: Iterable[tuple[str, str]]) -> str:
     """A route's matchers as Alertmanager writes them in a route key."""
     matchers = [(name, value, "=") for name, value in match]
-    matchers += [(name, value, "=~") for name, value in match_re]
+    # A ``match_re`` pattern is anchored when Alertmanager loads it, and written so.
+    matchers += [(name, f"^(?:{value})$", "=~") for name, value in match_re]
     matchers.sort(key=lambda m: (m[0], m[1], m[2] != "="))
     return "{" + ",".join(f"{name}{op}{go_quote(value)}" for name, value, op in matchers) + "}"
 

@@ -39,7 +39,7 @@ def test_go_quote(text: str, quoted: str) -> None:
 
 def test_group_key_format() -> None:
     route = labelset.child_key(labelset.ROOT_KEY, [("severity", "critical")], [("team", "ml|ops")])
-    assert route == '{}/{severity="critical",team=~"ml|ops"}'
+    assert route == '{}/{severity="critical",team=~"^(?:ml|ops)$"}'
     assert labelset.group_key(route, {"rule": "q", "customer": "cus_1"}) == (
-        '{}/{severity="critical",team=~"ml|ops"}:{customer="cus_1", rule="q"}')
+        '{}/{severity="critical",team=~"^(?:ml|ops)$"}:{customer="cus_1", rule="q"}')
     assert labelset.group_key(labelset.ROOT_KEY, {}) == "{}:{}"
