@@ -26,8 +26,10 @@ from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, AlertdError, Conf
 EPILOG = """\
 first steps:
   alertd demo                      see it work: simulator, mail and webhook sinks, the daemon
+  alertd simulate --port 12111     a local Stripe account to point stripe.api_base at
   alertd validate -c alertd.yaml   check config, rules and templates (contacts nothing)
   alertd --dry-run -c alertd.yaml  one pass against Stripe: what would fire and be sent
+                                   (also --rule NAME, --customer ID, --at TIME, --format json)
   alertd run -c alertd.yaml        the daemon (systemd: see systemd/alertd.service)
 
 The config file defaults to $ALERTD_CONFIG, then /etc/alertd/alertd.yaml, then ./alertd.yaml.
