@@ -537,7 +537,8 @@ async def test_text_output_progress_bar_and_stops(tmp_path: Path) -> None:
         stops = [i for i in sim.generator.incidents(SINCE, TEST_NOW)
                  if i.meter == "mtr_sim_api_calls"]
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["AT", "(UTC)", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE", "BOUND"]
+    assert lines[0].split() == ["AT", "(UTC)", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE",
+                                "BOUND"]
     # A stop already under way at --since fired in the warm-up; the others 12 silent hours in.
     new = [i for i in stops if i.starts_at >= SINCE]
     assert len(new) == 2 and len(stops) == 3
