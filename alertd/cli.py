@@ -26,8 +26,10 @@ from alertd.errors import EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, AlertdError, Conf
 EPILOG = """\
 first steps:
   alertd demo                      see it work: simulator, mail and webhook sinks, the daemon
+  alertd simulate --port 12111     a local Stripe account to point stripe.api_base at
   alertd validate -c alertd.yaml   check config, rules and templates (contacts nothing)
   alertd --dry-run -c alertd.yaml  one pass against Stripe: what would fire and be sent
+                                   (also --rule NAME, --customer ID, --at TIME, --format json)
   alertd run -c alertd.yaml        the daemon (systemd: see systemd/alertd.service)
 
 The config file defaults to $ALERTD_CONFIG, then /etc/alertd/alertd.yaml, then ./alertd.yaml.
@@ -60,9 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"alertd {__version__}")
     parser.add_argument(
-        "--dry-run", action="store_true", help="same as 'alertd check --dry-run'"
+        "--dry-run", action="store_true",
+        help="same as 'alertd check --dry-run' (takes its --at, --rule, --customer, --format)",
     )
     parser.add_argument("-c", "--config", metavar="CONFIG", default=None, help="config file")
+    # The short form's options, as 'check' has them. SUPPRESS: absent unless given, so a
+    # subcommand's own defaults are not overwritten.
+    short = parser.add_argument_group("with --dry-run")
+    short.add_argument("--at", metavar="TIME", default=argparse.SUPPRESS,
+                       help="evaluate as of TIME")
+    short.add_argument("--rule", action="append", metavar="NAME", default=argparse.SUPPRESS,
+                       help="only this rule (repeat)")
+    short.add_argument("--customer", action="append", metavar="ID", default=argparse.SUPPRESS,
+                       help="only this customer (repeat)")
+    short.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
+                       help="text (default) or json")
     parser.add_argument(
         "--debug", action="store_true",
         help="log the traceback of an internal error (also ALERTD_DEBUG=1)",
@@ -106,10 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _silence_parser(commands)
 
-    simulate = commands.add_parser("simulate", help="run the local Stripe simulator")
-    simulate.add_argument("--port", type=int, default=12111)
-    simulate.add_argument("--customers", type=int, default=50)
-    simulate.add_argument("--seed", type=int, default=1)
+    simulate = commands.add_parser(
+        "simulate", help="run the local Stripe simulator",
+        description="A local, deterministic Stripe account on 127.0.0.1 for experiments: point "
+        "stripe.api_base at http://127.0.0.1:PORT with any sk_test_ key. Usage covers the "
+        "days up to now, with injected incidents (spikes, drops, stops, quota overuse), some "
+        "under way right now.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    simulate.add_argument("--port", type=int, default=12111, help="port on 127.0.0.1")
+    simulate.add_argument("--customers", type=int, default=40, help="how many customers")
+    simulate.add_argument("--seed", type=int, default=1,
+                          help="the seed: the same seed gives the same account")
     simulate.add_argument("--days", type=int, default=90, help="days of history before now")
     simulate.add_argument("--incident-rate", type=float, default=1.0,
                           help="injected incidents per customer per 30 days")
@@ -147,6 +168,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     command = args.command or ("check" if args.dry_run else None)
     if command is None:
+        given = [f"--{n}" for n in ("at", "rule", "customer", "format") if hasattr(args, n)]
+        if given:
+            raise ConfigError(f"{', '.join(given)} without a command: use them with --dry-run "
+                              "(alertd --dry-run --rule NAME) or a command (alertd check ...)")
         build_parser().print_help()
         return EXIT_CONFIG
     return commands.handler(command)(args)

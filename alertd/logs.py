@@ -198,7 +198,8 @@ def configure(level: str = "info", fmt: Literal["text", "json"] = "text") -> Non
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("alertd").setLevel(level.upper())
-    # The scheduler's own chatter (e.g. "skipped: maximum number of running instances") is
-    # worth a warning in production, but not below the level the user asked for.
-    scheduler_level = max(logging.WARNING, logging.getLevelName(level.upper()))
-    logging.getLogger("apscheduler").setLevel(scheduler_level)
+    # APScheduler's own warnings ("skipped: maximum number of running instances reached",
+    # "Run time of job … was missed") describe what max_instances=1 and coalesce are there to
+    # do: a poll still running is not started twice. They are not events a user can act on
+    # and are not in alertd's key=value form, so only its errors reach the log.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -391,7 +391,9 @@ class Notification:
     """One message to one receiver: a group of alerts, sent as a whole.
 
     ``id`` is stable for this notification and is sent as the ``Idempotency-Key``; a retry or a
-    resend after a crash carries the same one, so receivers can drop repeats.
+    resend after a crash carries the same one, so receivers can drop repeats. ``opens_thread``
+    says it is the first of its group's episode (nothing of the group was firing before): its
+    mail starts the conversation the repeats and the resolve reply to.
     """
 
     id: str
@@ -401,6 +403,7 @@ class Notification:
     group_labels: Mapping[str, str]
     alerts: tuple[Alert, ...]
     created_at: int
+    opens_thread: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -411,6 +414,7 @@ class Notification:
             "group_labels": dict(self.group_labels),
             "alerts": [a.to_dict() for a in self.alerts],
             "created_at": self.created_at,
+            "opens_thread": self.opens_thread,
         }
 
     @classmethod
@@ -423,4 +427,5 @@ class Notification:
             group_labels=dict(raw.get("group_labels") or {}),
             alerts=tuple(Alert.from_dict(a) for a in raw["alerts"]),
             created_at=raw["created_at"],
+            opens_thread=bool(raw.get("opens_thread", False)),
         )

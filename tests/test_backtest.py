@@ -537,7 +537,8 @@ async def test_text_output_progress_bar_and_stops(tmp_path: Path) -> None:
         stops = [i for i in sim.generator.incidents(SINCE, TEST_NOW)
                  if i.meter == "mtr_sim_api_calls"]
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["AT", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE", "BOUND"]
+    assert lines[0].split() == ["AT", "(UTC)", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE",
+                                "BOUND"]
     # A stop already under way at --since fired in the warm-up; the others 12 silent hours in.
     new = [i for i in stops if i.starts_at >= SINCE]
     assert len(new) == 2 and len(stops) == 3
@@ -546,7 +547,7 @@ async def test_text_output_progress_bar_and_stops(tmp_path: Path) -> None:
                 for i in new]
     assert [(f[3], f"{f[0]}T{f[1]}Z") for f in firings] == expected
     notices = lines[lines.index("") + 1:-2]
-    assert notices[0].split() == ["AT", "RECEIVER", "STATUS", "ALERTS", "WHY"]
+    assert notices[0].split() == ["AT", "(UTC)", "RECEIVER", "STATUS", "ALERTS", "WHY"]
     told = [(f"{n[0]}T{n[1]}Z", n[3], " ".join(n[5:])) for n in map(str.split, notices[1:])]
     for customer, at in expected:
         heard = iso(parse_instant(at, 0) + 30)

@@ -102,7 +102,7 @@ def test_silence_bad_matcher_is_a_usage_error(
     assert "not a matcher" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("receiver", "expected"), [("ops", "Subject: [FIRING]"),
+@pytest.mark.parametrize(("receiver", "expected"), [("ops", "Subject: [FIRING"),
                                                     ("hooks", "Idempotency-Key:")])
 def test_render_previews_each_channel(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], receiver: str, expected: str

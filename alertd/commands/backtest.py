@@ -55,8 +55,8 @@ from alertd.store.sqlite import SqliteStore
 if TYPE_CHECKING:
     from alertd.source import Source
 
-FIRING_COLUMNS = ("AT", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE", "BOUND")
-NOTIFICATION_COLUMNS = ("AT", "RECEIVER", "STATUS", "ALERTS", "WHY")
+FIRING_COLUMNS = ("AT (UTC)", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE", "BOUND")
+NOTIFICATION_COLUMNS = ("AT (UTC)", "RECEIVER", "STATUS", "ALERTS", "WHY")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from alertd.service.engine import PassResult
 from alertd.service.open import Collaborators, Services, open_services
 from alertd.service.recording import PassOutcome, meta_findings, record_pass
 from alertd.service.world import World, load_world
+from alertd.store.base import Attempt, OutboxRow
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 #: Up to this many findings the text output lists inactive ones too.
@@ -63,9 +64,9 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
         outcome = await record(services, result, await services.stripe.directory.meters(),
                                dry_run=dry_run)
     if output == "json":
-        print(dumps(check_json(result, outcome, requests)))
+        print(dumps(check_json(result, outcome, requests, rules)))
     else:
-        print(check_text(result, outcome, requests, dry_run=dry_run))
+        print(check_text(result, outcome, requests, dry_run=dry_run, rules=rules))
     return EXIT_SOURCE if result.failures else EXIT_OK
 
 
@@ -82,12 +83,20 @@ async def record(
     if services.outbox is None:
         return outcome
     report = await services.outbox.run_until_idle(world.settings.delivery.delivery_timeout)
-    undelivered = tuple(
-        f"{row.receiver} {row.id}: {attempt.error or attempt.status}"
-        for row, attempt in report.gave_up
-    ) + tuple(f"{row.receiver} {row.id}: still pending ({row.last_error or 'not tried'})"
-              for row in report.pending)
+    timeout = world.settings.delivery.delivery_timeout
+    undelivered = tuple(_gave_up(row, attempt) for row, attempt in report.gave_up) + tuple(
+        f"kept in the outbox for the daemon: {row.receiver} {row.id}: "
+        + (f"last attempt failed: {row.last_error}" if row.last_error else
+           f"not delivered within delivery_timeout {timeout:g}s")
+        for row in report.pending)
     return replace(outcome, undelivered=undelivered)
+
+
+def _gave_up(row: OutboxRow, attempt: Attempt) -> str:
+    """A row that ended undelivered in this run: never "kept", it will not be retried."""
+    what = ("undeliverable (permanent, not retried)" if attempt.status == "undeliverable"
+            else "failed (retries exhausted)")
+    return f"{what}: {row.receiver} {row.id}: {attempt.error or attempt.status}"
 
 
 def shown_findings(outcome: PassOutcome) -> list[Finding]:
@@ -97,19 +106,21 @@ def shown_findings(outcome: PassOutcome) -> list[Finding]:
             if not (f.rule in META_RULES and f.state == "inactive")]
 
 
-def check_json(result: PassResult, outcome: PassOutcome, requests: int) -> dict[str, Any]:
+def check_json(result: PassResult, outcome: PassOutcome, requests: int,
+               rules: Sequence[str] | None = None) -> dict[str, Any]:
     """The contract's ``check --format json`` document."""
     return {
         "evaluated_at": iso(result.now),
         "refreshed_at": iso(result.refreshed_at),
         "requests": requests,
         "findings": [finding_json(f) for f in shown_findings(outcome)],
-        "notifications": [d.to_json() for d in outcome.decisions],
+        "notifications": [d.to_json() for d in _selected(outcome.decisions, rules)],
     }
 
 
 def check_text(
-    result: PassResult, outcome: PassOutcome, requests: int, *, dry_run: bool
+    result: PassResult, outcome: PassOutcome, requests: int, *, dry_run: bool,
+    rules: Sequence[str] | None = None,
 ) -> str:
     findings = shown_findings(outcome)
     shown = findings if len(findings) <= FULL_LISTING else [
@@ -123,8 +134,8 @@ def check_text(
     lines.append(_summary(result, findings, requests))
     lines.extend(_problems(findings))
     lines.append("")
-    lines.append(_notifications_text(outcome.decisions, dry_run=dry_run))
-    lines.extend(f"undelivered, kept in the outbox: {u}" for u in outcome.undelivered)
+    lines.append(_notifications_text(_selected(outcome.decisions, rules), dry_run=dry_run))
+    lines.extend(outcome.undelivered)
     return "\n".join(lines)
 
 
@@ -148,6 +159,20 @@ def _problems(findings: Sequence[Finding]) -> list[str]:
             for f in findings if f.state in ("error", "nodata")][:20]
 
 
+def _selected(decisions: Sequence[Decision], rules: Sequence[str] | None) -> list[Decision]:
+    """With ``--rule``, the notifications about those rules only (the others' pending groups
+    and alertd's own alerts are not what was asked about)."""
+    if not rules:
+        return list(decisions)
+    return [d for d in decisions if set(d.rules) & set(rules)]
+
+
+def _shown_names(names: Sequence[str], noun: str) -> str:
+    if len(names) == 1:
+        return names[0] or "(all)"
+    return f"{len(names)} {noun}" if names else "-"
+
+
 def _notifications_text(decisions: Sequence[Decision], *, dry_run: bool) -> str:
     if not decisions:
         return "no notifications" + (" would be sent" if dry_run else "")
@@ -155,7 +180,8 @@ def _notifications_text(decisions: Sequence[Decision], *, dry_run: bool) -> str:
     rows = []
     for decision in decisions:
         what = verb if decision.suppressed_by is None else f"suppressed ({decision.suppressed_by})"
-        rows.append((decision.receiver, decision.status, str(len(decision.fingerprints)), what,
-                     decision.reason))
-    return table(("RECEIVER", "STATUS", "ALERTS", "OUTCOME", "WHY"), rows)
+        rows.append((decision.receiver, _shown_names(decision.rules, "rules"),
+                     _shown_names(decision.customers, "customers"), decision.status,
+                     str(len(decision.fingerprints)), what, decision.reason))
+    return table(("RECEIVER", "RULE", "CUSTOMER", "STATUS", "ALERTS", "OUTCOME", "WHY"), rows)
 

@@ -1,6 +1,6 @@
 """``alertd demo``: the embedded default — see alertd work in a minute, no Stripe account.
 
-Starts the Stripe simulator (20 customers, 90 days of generated usage with injected incidents),
+Starts the Stripe simulator (40 customers, 90 days of generated usage with injected incidents),
 a local SMTP sink and a webhook sink, writes a config that points alertd at them, and runs the
 real daemon on the example rules in ``rules/``. Each notification is printed as it is
 delivered. To make something happen at once, the simulated clock is set to a moment of the
@@ -23,6 +23,7 @@ import yaml
 
 from alertd.clock import OffsetClock, iso
 from alertd.model import Notification
+from alertd.notify.email import plan_mail
 from alertd.notify.templates import Templates, annotated
 from alertd.service.daemon import Daemon
 from alertd.sim.generator import UsageGenerator
@@ -105,6 +106,9 @@ def delivery_printer(config: Path, write: Callable[[str], None]) -> Callable[[No
             context = templates.notification_context(notification)
             channel = "email"
             target = " ".join(templates.render("email_subject.txt", context).split())
+            mails = len(plan_mail(notification, receiver.email).envelopes)
+            if mails > 1:  # to_customer: one mail per customer, each with its own alerts
+                target += f" — {mails} separate mails, one per customer"
         else:
             channel, target = "webhook", receiver.webhook.url if receiver.webhook else ""
         write(f"delivered  {receiver.name:<6} {channel:<8} {target}")

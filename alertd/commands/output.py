@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alertd.clock import iso
 from alertd.model import Finding
@@ -64,9 +66,19 @@ def bound(finding: Finding) -> str:
 FINDING_COLUMNS = ("RULE", "CUSTOMER", "SERIES", "WINDOW", "VALUE", "BOUND", "LEVEL", "STATE")
 
 
+def local_minute(instant: int, timezone: str) -> str:
+    """``2026-12-01 00:00`` on ``timezone``'s clock (UTC for a name Python does not know)."""
+    try:
+        zone: tzinfo = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return datetime.fromtimestamp(instant, zone).strftime("%Y-%m-%d %H:%M")
+
+
 def finding_row(finding: Finding) -> tuple[str, ...]:
-    start = iso(finding.window.starts_at) or ""
-    window = f"{start[:16].replace('T', ' ')} {finding.window.timezone}"
+    # The period's start on the clock of the zone it is labelled with, not UTC's.
+    window = f"{local_minute(finding.window.starts_at, finding.window.timezone)} " \
+             f"{finding.window.timezone}"
     if not finding.complete:
         window += " (so far)"
     return (

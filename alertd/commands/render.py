@@ -21,6 +21,7 @@ from alertd.errors import ConfigError
 from alertd.logs import MASK, redact, redact_url
 from alertd.model import Notification
 from alertd.notify.email import EmailNotifier
+from alertd.notify.routing import RouteTree
 from alertd.notify.sample import sample_notification
 from alertd.notify.signature import HEADER
 from alertd.notify.templates import Templates
@@ -35,10 +36,15 @@ def main(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise ConfigError(str(exc.args[0]) if exc.args else f"no rule {args.rule!r}") from None
     receivers = _receivers(world.settings, rule.receivers, args.receiver)
-    templates = Templates(_templates_dir(world.settings))
+    templates = Templates(_templates_dir(world.settings),
+                          external_url=world.settings.server.external_url)
     now = int(time.time())
+    routes = RouteTree.from_settings(world.settings)
+    labels = sample_notification(rule, "", now=now).alerts[0].labels
+    destinations = {d.receiver: d for d in routes.destinations(labels, rule.receivers)}
     for receiver in receivers:
-        notification = sample_notification(rule, receiver.name, now=now)
+        notification = sample_notification(rule, receiver.name, now=now,
+                                           destination=destinations.get(receiver.name))
         print(f"=== receiver {receiver.name} ===")
         print(asyncio.run(_render(receiver, world.settings, templates, notification)))
     return 0

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import sys
 
 from alertd import silences
-from alertd.clock import format_duration, iso, parse_duration, parse_instant
+from alertd.alerts import SOURCE_FAILURE, STALE_DATA
+from alertd.clock import format_duration, iso, parse_duration, parse_instant, readable_duration
 from alertd.commands.output import table
 from alertd.config.settings import find_config, load_settings
 from alertd.errors import EXIT_OK, ConfigError
 from alertd.store.sqlite import SqliteStore
+
+META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -60,6 +64,40 @@ async def _add(store: SqliteStore, args: argparse.Namespace, now: int) -> None:
     await silences.add(store, silence)
     print(f"added silence {silence.id} until {iso(silence.ends_at)} "
           f"({format_duration(length)}): {' '.join(str(m) for m in silence.matchers)}")
+    for warning in silence_warnings(silence, length, _rule_names(args)):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+#: A silence longer than this is most likely a typo (``99999d``), so it is pointed out.
+LONG_SILENCE = 90 * 86400
+
+
+def silence_warnings(silence: silences.Silence, length: float,
+                     rules: frozenset[str] | None) -> list[str]:
+    """What looks wrong about a new silence (pure): added anyway, but said. ``rules`` are
+    the loaded rule names, ``None`` when they could not be read."""
+    found = []
+    if length > LONG_SILENCE:
+        found.append(f"the silence lasts {readable_duration(length, units=2)}, until "
+                     f"{iso(silence.ends_at)}; expire it with 'alertd silence expire "
+                     f"{silence.id[:12]}' if that was not meant")
+    known = (rules or frozenset()) | META_RULES
+    for matcher in silence.matchers:
+        if rules is not None and matcher.name in ("rule", "alertname") and matcher.op == "=" \
+                and matcher.value not in known:
+            found.append(f"{matcher}: no rule of that name is loaded (known: "
+                         f"{', '.join(sorted(rules)) or 'none'}); it matches nothing now")
+    return found
+
+
+def _rule_names(args: argparse.Namespace) -> frozenset[str] | None:
+    from alertd.service.world import load_world
+
+    try:
+        world = load_world(getattr(args, "config", None))
+    except (ConfigError, OSError):
+        return None
+    return frozenset(rule.name for rule in world.rules)
 
 
 async def _list(store: SqliteStore, args: argparse.Namespace, now: int) -> None:

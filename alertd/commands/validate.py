@@ -26,6 +26,10 @@ def main(args: argparse.Namespace) -> int:
     if report.problems:
         print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{path or 'defaults'}: configuration, rules and templates are valid "
-          f"({len(report.rule_files)} rule file(s), {report.rules} rule(s))")
+    loaded = f"{len(report.rule_files)} rule file(s), {report.rules} rule(s) loaded"
+    if path is None:
+        print(f"no config file found: the built-in defaults are valid ({loaded}); write "
+              "alertd.yaml (see config.example.yaml) or pass -c CONFIG")
+    else:
+        print(f"{path}: configuration, rules and templates are valid ({loaded})")
     return EXIT_OK

@@ -412,6 +412,10 @@ def describe_period(period: Period, granularity: Granularity, now: int) -> str:
     """``today (America/New_York)`` for the running period, ``on 2025-01-03 (UTC)`` else."""
     if period.contains(now):
         text = _CURRENT[granularity]
+    elif granularity == "hour":
+        # Not the period key (``2026-12-01T15+0000``): the local clock hours a person reads.
+        ends = datetime.fromtimestamp(period.ends_at, calendar.zone(period.timezone))
+        text = f"in the hour {local_time(period.starts_at, period.timezone)[:16]}–{ends:%H:%M}"
     else:
         text = f"{_NAMED[granularity]} {calendar.period_key(period, granularity)}"
     return f"{text} ({period.timezone})"

@@ -215,6 +215,10 @@ class StateSettings(Section):
 
 class ServerSettings(Section):
     listen: str = "127.0.0.1:9464"
+    #: The base URL users reach alertd at (behind a proxy, say): ``externalURL`` and
+    #: ``generatorURL`` of webhooks and the links in every channel point under it. Empty: no
+    #: links.
+    external_url: HttpUrl | Literal[""] = ""
 
     @field_validator("listen")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from alertd.config.settings import Settings, load_settings, secret_problems
 from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
+from alertd.notify.presets.am_checks import alertmanager_problems
 from alertd.notify.templates import check_templates, source_problems
 from alertd.rules.loader import check_rules
 
@@ -50,6 +51,7 @@ def validate_report(config_path: Path | None) -> Report:
     try:
         settings = load_settings(config_path)
         problems += secret_problems(settings, doc or Located("<defaults>", {}, {}))
+        problems += alertmanager_problems(settings, doc or Located("<defaults>", {}, {}))
     except ConfigError as exc:
         problems += exc.problems
         fallback = _fallback_settings(doc, config_path) if doc is not None else None

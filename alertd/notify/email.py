@@ -14,11 +14,16 @@ Addressing (:func:`plan_mail`, pure):
   if other messages remain (``to``, other customers), those are sent and the skipped
   customer is logged as ``email undeliverable``.
 
-Idempotency and threading: every message's ``Message-ID`` is derived from
-``notification.id`` (and the customer, for per-customer messages), so a retry carries the same
-one and mail systems drop the repeat. ``In-Reply-To``/``References`` name a thread root derived
-from the receiver, group key and recipient, so an alert's firing, repeats and resolve thread
-together. ``X-Alertd-Fingerprints`` lists the alerts a message carries.
+Idempotency and threading: every message's ``Message-ID`` is stable across retries, so mail
+systems drop a repeat. The mail that opens an episode (``Notification.opens_thread``: the
+group's first firing) carries the thread's root id as its own ``Message-ID``; the root is
+derived from the receiver, group key, recipient part and the episode's start (the earliest
+``starts_at`` among the alerts), so every later mail of the episode — repeats, escalations,
+the resolve — names that very message in ``In-Reply-To`` and ``References``: a reply to a mail
+that was actually sent. Those later mails have their own ids from ``notification.id``. The
+subject starts with a status tag (``[FIRING]``, ``[RESOLVED]``) and then the same base
+(rule · customer), which ``Thread-Topic`` repeats, so clients that thread by subject keep
+them together too. ``X-Alertd-Fingerprints`` lists the alerts a message carries.
 
 Errors: SMTP 4xx replies, refused connections, disconnects and timeouts raise
 :class:`~alertd.errors.TransientDeliveryError`; 5xx replies, TLS failures, a server without
@@ -113,6 +118,11 @@ def plan_mail(notification: Notification, email: EmailReceiver) -> MailPlan:
             if customer.email:
                 envelopes.append(Envelope(customer_id, (customer.email,), tuple(email.cc),
                                           tuple(alerts)))
+            elif not customer_id:
+                # alertd's own alerts (stale data, source failure) concern the account.
+                rules = ", ".join(sorted({a.rule for a in alerts}))
+                undeliverable.append((customer_id, f"{rules} is alertd's own alert, about no "
+                                      "single customer: to_customer has nobody to mail it to"))
             else:
                 label = f"{customer_id} ({customer.name})" if customer.name else customer_id
                 undeliverable.append((customer_id, f"customer {label} has no email address"))
@@ -139,10 +149,21 @@ def message_id(notification: Notification, part: str, domain: str) -> str:
     return f"<{_token(notification.id)}.{_token(part)}@{domain}>"
 
 
-def thread_id(notification: Notification, part: str, domain: str) -> str:
-    """The same for every message of one group to one recipient: firing, repeats, resolve."""
-    seed = "\x1f".join((notification.receiver, notification.group_key, part))
+def thread_id(notification: Notification, envelope: Envelope, domain: str) -> str:
+    """The ``Message-ID`` of the mail that opened this episode of the group, for one
+    recipient: the same for its firing, repeats and resolve; a new episode gets a new one."""
+    started = min((a.starts_at for a in envelope.alerts), default=notification.created_at)
+    seed = "\x1f".join((notification.receiver, notification.group_key, envelope.part,
+                        str(started)))
     return f"<thread.{hashlib.sha256(seed.encode()).hexdigest()[:32]}@{domain}>"
+
+
+_STATUS_TAG = re.compile(r"^\[[^\]]*\]\s*")
+
+
+def subject_base(subject: str) -> str:
+    """The subject without its leading status tag: the same for every mail of a thread."""
+    return _STATUS_TAG.sub("", subject)
 
 
 def _one_line(text: str) -> str:
@@ -161,7 +182,7 @@ def build_message(notification: Notification, envelope: Envelope, sender: str,
                   rendered: Rendered) -> EmailMessage:
     """The complete MIME message for one envelope. Pure."""
     domain = _domain(sender)
-    thread = thread_id(notification, envelope.part, domain)
+    thread = thread_id(notification, envelope, domain)
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(envelope.to)
@@ -169,9 +190,13 @@ def build_message(notification: Notification, envelope: Envelope, sender: str,
         message["Cc"] = ", ".join(envelope.cc)
     message["Subject"] = rendered.subject
     message["Date"] = formatdate(notification.created_at, usegmt=True)
-    message["Message-ID"] = message_id(notification, envelope.part, domain)
-    message["In-Reply-To"] = thread
-    message["References"] = thread
+    if notification.opens_thread:
+        message["Message-ID"] = thread
+    else:
+        message["Message-ID"] = message_id(notification, envelope.part, domain)
+        message["In-Reply-To"] = thread
+        message["References"] = thread
+    message["Thread-Topic"] = subject_base(rendered.subject)
     message["X-Alertd-Fingerprints"] = ", ".join(a.fingerprint for a in envelope.alerts)
     message["X-Alertd-Status"] = notification.status
     message["X-Alertd-Receiver"] = notification.receiver
@@ -214,8 +239,12 @@ def classify_smtp_error(exc: Exception, where: str) -> DeliveryError:
     if tls_failure is not None:
         return PermanentDeliveryError(f"TLS with {where} failed: {tls_failure}; "
                                       "check smtp.security and the server certificate")
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPServerDisconnected
-                  | aiosmtplib.SMTPConnectError | TimeoutError | OSError):
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        # Connected, then dropped (mid-DATA, say): the server was reached.
+        return TransientDeliveryError(f"{where} closed the connection: {exc} (will retry)")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return TransientDeliveryError(f"{where} did not answer in time: {exc} (will retry)")
+    if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
         return TransientDeliveryError(f"cannot reach {where}: {exc}")
     return PermanentDeliveryError(f"{where}: {exc}; check the smtp settings")
 

@@ -31,7 +31,7 @@ async def notifiers(
     templates_dir = settings.templates_dir
     if templates_dir is not None and not templates_dir.is_absolute():
         templates_dir = settings.base_dir / templates_dir
-    templates = Templates(templates_dir)
+    templates = Templates(templates_dir, external_url=settings.server.external_url)
     async with httpx.AsyncClient(follow_redirects=False, transport=transport) as client:
         built: dict[str, Notifier] = {}
         for receiver in settings.receivers:

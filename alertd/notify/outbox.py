@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,6 +54,14 @@ class DeliveryObserver(Protocol):
     def on_pending(self, count: int) -> None: ...
 
 
+_RETRY_NOTE = re.compile(r" \(will retry\)|, will retry(?=\))")
+
+
+def without_retry_note(reason: str) -> str:
+    """A transient error's text without its "will retry", for when it will not be."""
+    return _RETRY_NOTE.sub("", reason)
+
+
 def next_step(
     row: OutboxRow, error: BaseException | None, now: float, settings: DeliverySettings,
     rng: random.Random,
@@ -68,7 +77,8 @@ def next_step(
     if now >= deadline:
         age = now - row.created_at
         return Attempt(row.id, "failed", attempts, now,
-                       error=f"gave up after {attempts} attempts over {age:.0f}s: {reason}")
+                       error=f"gave up after {attempts} attempts over {age:.0f}s: "
+                             f"{without_retry_note(reason)}")
     retry_at = now + backoff(attempts - 1, base=settings.initial_backoff,
                              cap=settings.max_backoff, rng=rng)
     return Attempt(row.id, "pending", attempts, now, next_attempt_at=min(retry_at, deadline),

@@ -19,13 +19,14 @@ Alertmanager's semantics, which users of ``route:`` already know:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from alertd.config.settings import RootRoute, Route, Settings
 from alertd.errors import ConfigError
+from alertd.notify import labelset
 
 ALL_LABELS = "..."
 
@@ -42,11 +43,15 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """One receiver an alert goes to, through one route (``route_id``), with its timing."""
+    """One receiver an alert goes to, through one route (``route_id``), with its timing.
+
+    ``route_key`` is the route's key as Alertmanager writes it (:mod:`alertd.notify.labelset`).
+    """
 
     receiver: str
     route_id: str
     timing: Timing
+    route_key: str = labelset.ROOT_KEY
 
     def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         """The labels that identify the alert's group at this destination."""
@@ -55,14 +60,15 @@ class Destination:
         return {name: labels.get(name, "") for name in sorted(self.timing.group_by)}
 
     def group_key(self, labels: Mapping[str, str]) -> str:
-        """``route_id{name="value",…}``: stable across restarts, unique per route and group."""
-        pairs = ",".join(f"{k}={json.dumps(v)}" for k, v in self.group_labels(labels).items())
-        return f"{self.route_id}{{{pairs}}}"
+        """Alertmanager's group key, ``{}/{severity="critical"}:{customer="…", rule="…"}``:
+        stable across restarts, one per route and group."""
+        return labelset.group_key(self.route_key, self.group_labels(labels))
 
 
 @dataclass(frozen=True, slots=True)
 class _Node:
     route_id: str
+    route_key: str
     receiver: str | None
     match: tuple[tuple[str, str], ...]
     match_re: tuple[tuple[str, re.Pattern[str]], ...]
@@ -99,15 +105,20 @@ class RouteTree:
     ) -> tuple[Destination, ...]:
         """Where an alert with ``labels`` goes. ``receivers`` is the rule's own list, if any."""
         if receivers is not None:
-            return tuple(Destination(name, "rule", self.root.timing) for name in receivers)
+            # As if the rule had its own route under the root, matching its name.
+            key = labelset.child_key(self.root.route_key, [("rule", labels.get("rule", ""))], [])
+            return tuple(Destination(name, "rule", self.root.timing, key) for name in receivers)
         return tuple(
-            Destination(node.receiver, node.route_id, node.timing)
+            Destination(node.receiver, node.route_id, node.timing, node.route_key)
             for node in _walk(self.root, labels)
             if node.receiver is not None
         )
 
 
 def _compile(route: Route, route_id: str, parent: _Node | None, timing: Timing) -> _Node:
+    # Alertmanager ignores the root route's matchers in its key; so does this.
+    route_key = labelset.ROOT_KEY if parent is None else labelset.child_key(
+        parent.route_key, route.match.items(), route.match_re.items())
     own = Timing(
         group_by=tuple(route.group_by) if route.group_by is not None else timing.group_by,
         group_wait=_pick(route.group_wait, timing.group_wait),
@@ -119,6 +130,7 @@ def _compile(route: Route, route_id: str, parent: _Node | None, timing: Timing) 
     )
     node = _Node(
         route_id=route_id,
+        route_key=route_key,
         receiver=receiver,
         match=tuple(sorted(route.match.items())),
         match_re=tuple((k, _regex(route_id, k, v)) for k, v in sorted(route.match_re.items())),
@@ -130,8 +142,7 @@ def _compile(route: Route, route_id: str, parent: _Node | None, timing: Timing) 
         _compile(child, f"{route_id}.{index}", node, own)
         for index, child in enumerate(route.routes)
     )
-    return _Node(node.route_id, node.receiver, node.match, node.match_re, node.continue_, own,
-                 children)
+    return dataclasses.replace(node, children=children)
 
 
 def _pick(value: float | None, inherited: float) -> float:

@@ -17,6 +17,8 @@ from alertd.calendar import period_containing, shift
 from alertd.conditions import kind_of
 from alertd.conditions.base import SAMPLE_QUOTA, Sample
 from alertd.model import Alert, Bucket, Customer, Notification, NotificationStatus, SeriesKey
+from alertd.notify import labelset
+from alertd.notify.routing import Destination, Timing
 from alertd.rules.schema import Rule
 
 SAMPLE_CUSTOMER = Customer("cus_Q3xL9f2Kd81mPa", "Acme Analytics Inc.", "billing@acme.example",
@@ -86,13 +88,20 @@ def sample_alert(rule: Rule, *, now: int, status: NotificationStatus = "firing",
 
 def sample_notification(rule: Rule, receiver: str, *, now: int,
                         status: NotificationStatus = "firing",
-                        customers: tuple[Customer, ...] = (SAMPLE_CUSTOMER,)) -> Notification:
-    """The notification ``receiver`` would get for ``rule`` (one alert per customer)."""
+                        customers: tuple[Customer, ...] = (SAMPLE_CUSTOMER,),
+                        destination: Destination | None = None) -> Notification:
+    """The notification ``receiver`` would get for ``rule`` (one alert per customer).
+
+    With the route ``destination`` the alerts would take, its group labels and group key are
+    the ones the daemon would send; without, the root route grouping by rule and customer.
+    """
     alerts = tuple(sample_alert(rule, now=now, status=status, customer=c) for c in customers)
-    group_labels = {"rule": rule.name}
-    if len(customers) == 1:
-        group_labels["customer"] = customers[0].id
-    group_key = "{}:{" + ",".join(f'{k}="{v}"' for k, v in group_labels.items()) + "}"
+    if destination is None:
+        destination = Destination(receiver, "root", Timing(("customer", "rule"), 0, 0, 0))
+    group_labels = destination.group_labels(alerts[0].labels)
+    if len(customers) > 1:
+        group_labels.pop("customer", None)
+    group_key = labelset.group_key(destination.route_key, group_labels)
     digest = hashlib.sha256(f"{receiver}\x1f{group_key}\x1f{status}\x1f{now}".encode())
     return Notification(id=f"sample-{digest.hexdigest()[:24]}", receiver=receiver,
                         status=status, group_key=group_key, group_labels=group_labels,

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 HEADER = "Alertd-Signature"
 SCHEME = "v1"
@@ -87,10 +88,13 @@ def parse(header: str) -> tuple[int | None, list[str]]:
     return int(stamps[0]), signatures
 
 
-def verify(secret: str | bytes, body: bytes, header: str, *, now: float,
+def verify(secret: str | bytes, body: bytes, header: str, *, now: float | None = None,
            tolerance: float = DEFAULT_TOLERANCE) -> bool:
     """Whether ``header`` signs ``body`` with ``secret`` at a time within ``tolerance`` of
-    ``now``. Comparison is constant-time; a malformed header is simply not valid."""
+    ``now`` (default: this machine's clock, as the README's snippet uses). Comparison is
+    constant-time; a malformed header is simply not valid."""
+    if now is None:
+        now = time.time()
     timestamp, signatures = parse(header)
     if timestamp is None or not signatures or abs(now - timestamp) > tolerance:
         return False

@@ -74,6 +74,9 @@ class Decision:
     suppressed_by: SuppressedBy | None
     reason: str
     notification: Notification | None = None
+    #: The rules and customers of its alerts, for people reading ``check`` (not in the JSON).
+    rules: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The contract's ``notifications[]`` entry of ``check --format json``."""
@@ -126,7 +129,9 @@ def dedup_decision(
     if not firing:
         return False, "nothing firing" + (" (send_resolved: false)" if announced else "")
     assert sent is not None  # every firing episode is in the log, so there is a log
-    return False, f"already sent at {iso(sent.sent_at)}"
+    # The log records what was handed to the outbox, not what the receiver acknowledged:
+    # say so, rather than claim a delivery that may still be pending or may have failed.
+    return False, f"already queued for delivery at {iso(sent.sent_at)}"
 
 
 def notification_id(
@@ -295,6 +300,8 @@ def _decision(
         suppressed_by=suppressed_by,
         reason=reason,
         notification=notification,
+        rules=tuple(sorted({e.alert.rule for e in entries})),
+        customers=tuple(sorted({e.alert.customer.id for e in entries})),
     )
 
 
@@ -313,6 +320,7 @@ def build_notification(candidate: Candidate, now: int) -> Notification:
         group_labels=dict(group.group_labels),
         alerts=tuple(e.alert for e in _ordered(candidate.firing + candidate.resolved)),
         created_at=now,
+        opens_thread=status == "firing" and (candidate.sent is None or not candidate.sent.firing),
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from alertd import conditions
 from alertd.calendar import period_containing, period_key
+from alertd.clock import iso, readable_duration
 from alertd.errors import InvalidRequestError, SourceError
 from alertd.model import Customer, DataNeed, Finding, Period, Series, SeriesKey, UsageResult
 from alertd.planner import spec_limits_problems
@@ -89,14 +90,18 @@ def error_finding(
     )
 
 
+def _freshness(refreshed_at: int | None, now: int) -> str:
+    if refreshed_at is None or refreshed_at <= 0:
+        return "Stripe gave no refreshed_at"
+    return f"refreshed {iso(refreshed_at)}, {readable_duration(now - refreshed_at, units=2)} ago"
+
+
 def problem_finding(
     rule: Rule, customer: str, now: int, state: str, cause: SourceError | UsageResult
 ) -> Finding:
     """A ``nodata``/``error`` finding for a whole (rule, customer): never a usage verdict."""
     if isinstance(cause, SourceError):
         return error_finding(rule, customer, now, f"could not read usage: {cause}")
-    message = "usage data is stale: refreshed_at " + (
-        "missing" if cause.refreshed_at is None else f"{now - cause.refreshed_at}s old"
-    )
+    message = "usage data is stale: " + _freshness(cause.refreshed_at, now)
     return replace(error_finding(rule, customer, now, message),
                    state="error" if state == "error" else "nodata")

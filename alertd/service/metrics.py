@@ -2,19 +2,37 @@
 
 Names are part of the contract (architecture.md, "Observability"); every stage receives the
 :class:`Metrics` object it reports to through its constructor, so tests can make a fresh one.
+
+Label values known in advance (the two Stripe budgets, the store's error kinds) start at 0, so
+``rate(alertd_stripe_rate_limited_total[5m])`` has a series before the first 429 and an alert
+on it can fire on the first increase. The ``*_created`` series are switched off: they carry a
+process start time per series that nobody graphs and double the exposition.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from alertd import __version__
+
+#: The rate-limit budgets of :mod:`alertd.source.ratelimit` (``budget`` label values).
+BUDGETS = ("analytics", "general")
+#: The ``kind`` label values of ``alertd_store_errors_total``.
+STORE_ERROR_KINDS = ("damaged", "error")
 
 
 class Metrics:
     """All alertd metrics. Also the source layer's request observer."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.stripe_requests = Counter(
@@ -57,6 +75,10 @@ class Metrics:
             "alertd_build_info", "Build information.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        for budget in BUDGETS:
+            self.stripe_rate_limited.labels(budget=budget)
+        for kind in STORE_ERROR_KINDS:
+            self.store_errors.labels(kind=kind)
 
     # The source layer's observer protocol.
     def on_response(self, endpoint: str, code: str, seconds: float) -> None:

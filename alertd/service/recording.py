@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA, meta_finding
-from alertd.clock import format_duration
+from alertd.clock import format_duration, readable_duration
 from alertd.config.settings import Settings
 from alertd.model import Finding, Meter
 from alertd.notify.pipeline import AlertContext, Pipeline
@@ -55,11 +55,14 @@ def meta_findings(
     if result.refreshed_at is not None:
         age = now - result.refreshed_at
         stale = age > settings.stripe.stale_after
+        stale_limit = format_duration(settings.stripe.stale_after)
         findings.append(meta_finding(
             STALE_DATA, active=stale, now=now,
-            message=(f"usage data is {format_duration(age)} old (stale_after "
-                     f"{format_duration(settings.stripe.stale_after)}): no drop or absence "
-                     "alerts are judged until it is fresh again"),
+            message=(f"usage data is {readable_duration(age, units=2)} old (stale_after "
+                     f"{stale_limit}): no drop or absence alerts are judged until it is fresh "
+                     "again") if stale
+            else (f"usage data is fresh again ({readable_duration(age, units=2)} old, "
+                  f"within stale_after {stale_limit})"),
         ))
     limit = settings.stripe.failure_alert_after
     failing = consecutive_failures >= limit

@@ -324,8 +324,9 @@ def test_validate_without_a_config_file_says_so_and_what_it_loaded(
     assert main(["validate"]) == 0
     captured = capsys.readouterr()
     assert captured.err.startswith("no config file found (-c, $ALERTD_CONFIG, ")
-    assert captured.out == ("defaults: configuration, rules and templates are valid "
-                            "(1 rule file(s), 1 rule(s))\n")
+    assert captured.out == ("no config file found: the built-in defaults are valid (1 rule "
+                            "file(s), 1 rule(s) loaded); write alertd.yaml (see "
+                            "config.example.yaml) or pass -c CONFIG\n")
 
 
 # --------------------------------------------------------------------------- 7: precedence

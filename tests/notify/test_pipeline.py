@@ -104,7 +104,7 @@ async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStor
     await p.apply(customers(2), RULES, NOW)
     (first,) = (await p.flush(NOW + 30)).notifications
     (quiet,) = (await p.flush(NOW + 330)).decisions
-    assert quiet.suppressed_by == "dedup" and "already sent" in quiet.reason
+    assert quiet.suppressed_by == "dedup" and "already queued for delivery at" in quiet.reason
     (repeat,) = (await p.flush(NOW + 3630)).notifications
     assert repeat.id != first.id and sent((repeat,)) == sent((first,))
     report = await p.apply(customers(2, level=None), RULES, NOW + 3700)
@@ -113,6 +113,9 @@ async def test_repeat_interval_only_while_firing_then_resolved(store: SqliteStor
     (resolved,) = (await p.flush(NOW + 3930)).notifications
     assert sent((resolved,)) == [("ops", "resolved", ["cus_00", "cus_01"])]
     assert all(a.ends_at == NOW + 3700 for a in resolved.alerts)
+    # Only the first firing opens the mail thread; the repeat and the resolve reply to it.
+    assert (first.opens_thread, repeat.opens_thread, resolved.opens_thread) == (
+        True, False, False)
     assert (await p.flush(NOW + 9999)).decisions == ()  # no repeats after the resolve
     assert await store.load_groups() == {}
 
@@ -173,8 +176,8 @@ async def test_rule_receivers_bypass_routes(store: SqliteStore) -> None:
                                finding("cus_1", "critical")],
                               {**RULES, "spend": own}, NOW, immediate=True)
     by_rule = {n.alerts[0].rule: (n.receiver, n.group_key) for n in report.notifications}
-    assert by_rule == {"spend": ("mail", 'rule{rule="spend"}'),
-                       "quota": ("pager", 'root.0{rule="quota"}')}
+    assert by_rule == {"spend": ("mail", '{}/{rule="spend"}:{rule="spend"}'),
+                       "quota": ("pager", '{}/{severity="critical"}:{rule="quota"}')}
 
 
 async def test_send_resolved_false_sends_no_resolve(store: SqliteStore) -> None:

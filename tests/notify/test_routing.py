@@ -77,7 +77,8 @@ def test_group_key_and_labels() -> None:
     (dest,) = tree().destinations(labels(customer='cus "q"'))
     assert dest.group_labels(labels(customer='cus "q"')) == {"customer": 'cus "q"',
                                                              "rule": "quota"}
-    assert dest.group_key(labels(customer='cus "q"')) == 'root{customer="cus \\"q\\"",rule="quota"}'
+    # Alertmanager's group key: the route's key, then the group labels as Go writes them.
+    assert dest.group_key(labels(customer='cus "q"')) == '{}:{customer="cus \\"q\\"", rule="quota"}'
     everything = tree(group_by=["..."]).destinations(labels())[0]
     assert everything.group_labels(labels()) == dict(sorted(labels().items()))
 

@@ -127,7 +127,7 @@ def test_meta_alerts_concern_all_customers(build) -> None:
     text = TEMPLATES.render("email.txt", context)
     assert "Customer    all customers\n" in text and "Value       n/a" in text
     subject = " ".join(TEMPLATES.render("email_subject.txt", context).split())
-    assert subject == "[FIRING] stale-data · all customers (critical)"
+    assert subject == "[FIRING critical] stale-data · all customers"
     TEMPLATES.render("email.html", context)
 
 

@@ -8,15 +8,29 @@ key ``alertd``, which such receivers ignore.
 and notifies itself. It treats an alert whose ``endsAt`` has passed as resolved, so a firing
 alert is sent with ``endsAt`` one :data:`FIRING_VALIDITY` after the notification: long
 enough to outlast ``repeat_interval`` re-sends, short enough that alerts do not stay firing
-forever if alertd stops.
+forever if alertd stops. That is why, with this preset, ``validate`` refuses
+``send_resolved: false`` (Alertmanager would show the alert active for a day after alertd
+resolved it) and a ``repeat_interval`` of :data:`FIRING_VALIDITY` or more (Alertmanager would
+resolve an alert that is still firing between two re-sends).
+
+Label names in both formats are Prometheus label names, ``[a-zA-Z_][a-zA-Z0-9_]*``:
+Alertmanager answers 400 "invalid label set" to anything else. A rule label or dimension
+named ``team-name`` or ``cost.center`` is sent as ``team_name``, ``cost_center`` (every other
+character becomes ``_``, a leading digit gets a ``_`` in front); where that mapped name is
+already taken by a valid one, the valid one is kept. Labels with an empty value are left out,
+as Alertmanager itself drops them. ``fingerprint`` is Alertmanager's own
+fingerprint of the labels as sent (:mod:`alertd.notify.labelset`), so it equals what
+Alertmanager shows for the same alert.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from alertd.clock import iso
 from alertd.model import Alert, Notification
+from alertd.notify import labelset
 from alertd.notify.presets.base import Payload, PresetContext, string_map
 from alertd.notify.templates import common_pairs
 
@@ -25,9 +39,31 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 FIRING_VALIDITY = 24 * 3600
 
 
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def label_name(name: str) -> str:
+    """``name`` as a valid Prometheus label name (itself when it already is one)."""
+    if _LABEL_NAME.fullmatch(name):
+        return name
+    mapped = _NOT_NAME_CHAR.sub("_", name)
+    return "_" + mapped if not mapped or mapped[0].isdigit() else mapped
+
+
 def labels(alert: Alert) -> dict[str, str]:
-    """The alert's labels as strings, always with ``alertname`` (Alertmanager requires it)."""
-    return {"alertname": alert.rule, **string_map(alert.labels)}
+    """The alert's labels as Alertmanager takes them: strings, valid label names (mapped by
+    :func:`label_name`; a valid name wins over a mapped one), always with ``alertname``, and
+    none with an empty value (Alertmanager drops those: an empty label is an absent one)."""
+    given = {k: v for k, v in {"alertname": alert.rule, **string_map(alert.labels)}.items() if v}
+    found = {name: value for name, value in given.items() if _LABEL_NAME.fullmatch(name)}
+    for name, value in sorted(given.items()):
+        found.setdefault(label_name(name), value)
+    return found
+
+
+def generator_url(context: PresetContext) -> str:
+    return context.external_url
 
 
 def _webhook_alert(alert: Alert, context: PresetContext) -> dict[str, Any]:
@@ -37,8 +73,8 @@ def _webhook_alert(alert: Alert, context: PresetContext) -> dict[str, Any]:
         "annotations": string_map(alert.annotations),
         "startsAt": iso(alert.starts_at),
         "endsAt": iso(alert.ends_at) if alert.ends_at is not None else ZERO_TIME,
-        "generatorURL": context.external_url,
-        "fingerprint": alert.fingerprint,
+        "generatorURL": generator_url(context),
+        "fingerprint": labelset.fingerprint(labels(alert)),
     }
 
 
@@ -51,7 +87,7 @@ def webhook(notification: Notification, context: PresetContext) -> list[Payload]
         "truncatedAlerts": 0,
         "status": notification.status,
         "receiver": notification.receiver,
-        "groupLabels": string_map(notification.group_labels),
+        "groupLabels": {label_name(k): v for k, v in string_map(notification.group_labels).items()},
         "commonLabels": common_pairs([labels(a) for a in alerts]),
         "commonAnnotations": common_pairs([string_map(a.annotations) for a in alerts]),
         "externalURL": context.external_url,
@@ -74,7 +110,7 @@ def _posted_alert(alert: Alert, notification: Notification,
         "endsAt": iso(ends_at),
     }
     if context.external_url:
-        posted["generatorURL"] = context.external_url
+        posted["generatorURL"] = generator_url(context)
     return posted
 
 

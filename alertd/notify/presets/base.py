@@ -35,9 +35,26 @@ def summary(alert: Alert) -> str:
     return alert.annotations.get("summary") or alert.message or f"{alert.rule} {alert.status}"
 
 
+#: How channels name the customer of alertd's own alerts (stale data, source failure).
+ACCOUNT_WIDE = "all customers (alertd's own alert)"
+
+
+def is_meta(alert: Alert) -> bool:
+    """alertd's own alerts are about the whole account: they have no customer."""
+    return not alert.customer.id
+
+
 def customer_label(alert: Alert) -> str:
+    """``Acme (cus_1)``, the id alone without a name; never empty."""
+    if is_meta(alert):
+        return ACCOUNT_WIDE
     name = alert.customer.name
     return f"{name} ({alert.customer.id})" if name else alert.customer.id
+
+
+def link(context: PresetContext, alert: Alert | None = None) -> str:
+    """Where a channel's link points: under ``server.external_url`` (empty: no link)."""
+    return context.external_url
 
 
 def series_label(alert: Alert) -> str:
@@ -45,7 +62,10 @@ def series_label(alert: Alert) -> str:
 
 
 def comparison(alert: Alert) -> str:
-    """The value set against what it is judged by: ``5,900,000 vs threshold 5,000,000``."""
+    """The value set against what it is judged by: ``5,900,000 vs threshold 5,000,000``; for
+    alertd's own alerts, which judge no usage value, their message."""
+    if alert.value is None:
+        return alert.message or alert.status
     value = number(alert.value)
     if alert.projected is not None:
         return f"{value}, projected {number(alert.projected)} vs budget {number(alert.threshold)}"
@@ -67,10 +87,13 @@ def details(alert: Alert) -> dict[str, Any]:
                    "timezone": alert.window.timezone},
         "message": alert.message,
     }
-    return {k: v for k, v in found.items() if v is not None}
+    if is_meta(alert):
+        found["customer"] = ACCOUNT_WIDE
+    return {k: v for k, v in found.items() if v is not None and v != ""}
 
 
 def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (code points), ``…`` marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -17,6 +17,7 @@ from alertd.notify.presets.base import (
     PresetContext,
     customer_label,
     details,
+    is_meta,
     string_map,
     summary,
     truncate,
@@ -40,7 +41,8 @@ def _event(alert: Alert, context: PresetContext) -> dict[str, Any]:
         "dedup_key": alert.fingerprint,
         "payload": {
             "summary": truncate(summary(alert), 1024),
-            "source": customer_label(alert),
+            # PagerDuty requires a source: the customer, or alertd itself for its own alerts.
+            "source": truncate("alertd" if is_meta(alert) else customer_label(alert), 255),
             "severity": severity(alert.severity),
             "timestamp": iso(alert.starts_at),
             "component": alert.meter_name or alert.meter or "usage",
@@ -53,6 +55,7 @@ def _event(alert: Alert, context: PresetContext) -> dict[str, Any]:
     }
     if context.external_url:
         event["client_url"] = context.external_url
+        event["links"] = [{"href": context.external_url, "text": "Open alertd"}]
     return event
 
 

@@ -3,6 +3,7 @@
 ``text`` is the notification line Slack shows in previews. Everything taken from Stripe
 (customer names) is escaped, so a customer named ``<!channel>`` cannot ping anyone.
 Slack allows 50 blocks a message: beyond :data:`MAX_ALERTS` alerts the rest are counted.
+With ``server.external_url`` the footer links there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from alertd.notify.presets.base import (
     PresetContext,
     comparison,
     customer_label,
+    link,
     series_label,
     summary,
     truncate,
@@ -37,8 +39,10 @@ def _section(alert: Alert) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, 3000)}}
 
 
-def _footer(notification: Notification, hidden: int) -> dict[str, Any]:
+def _footer(notification: Notification, hidden: int, context: PresetContext) -> dict[str, Any]:
     text = f"alertd · receiver {escape(notification.receiver)}"
+    if link(context):
+        text += f" · <{escape(link(context))}|open alertd>"
     if hidden:
         text = f"…and {hidden} more alert{'s' if hidden > 1 else ''} · " + text
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
@@ -50,7 +54,7 @@ def message(notification: Notification, context: PresetContext) -> list[Payload]
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(context.title, 150)}},
         *(_section(a) for a in shown),
-        _footer(notification, len(notification.alerts) - len(shown)),
+        _footer(notification, len(notification.alerts) - len(shown), context),
     ]
     body = {
         "text": escape(context.title),
