@@ -3,9 +3,10 @@
 (:func:`evaluations`). Pure; between :mod:`~alertd.backtest.history` (the series at an
 instant) and :mod:`~alertd.backtest.replaying` (which steps the lifecycle on the findings).
 
-Upper thresholds are monotone within a period (usage only grows), so a period costs two
-evaluations unless a level changes, found by bisection; other rules are evaluated at every
-instant of :func:`~alertd.backtest.window.instants`.
+Upper thresholds are monotone within a period while usage only grows, so a period costs two
+evaluations unless a level changes, found by bisection; a period holding a negative row (Stripe
+accepts negative meter events: corrections) and other rules are evaluated at every instant of
+:func:`~alertd.backtest.window.instants`.
 
 **A period's last hour.** History is hourly, and an hour becomes visible only once it has
 ended — by which time, at a period boundary, the period it belongs to is over and a daemon's
@@ -14,9 +15,9 @@ judge a period on its last hour: a ``window: hour`` rule (``hourly usage > 10``)
 fire, and a daily one would miss a crossing in the day's last hour. So each period of an upper
 threshold also gets a *closing* evaluation (:func:`closing_findings`): at the instant its last
 hour becomes visible, the period judged as the running one (as of its last second), on all its
-hours. It comes before the next period's first evaluation at that instant, so the alert fires
-at the period's end, and resolves right after as the next period starts clean, as in the
-daemon. (A ``for:`` longer than nothing cannot play out on an hour window: the whole hour is
+hours, so the alert fires at the period's end. When that is news, the next period is judged
+only once an hour of it is visible, so the firing is announced before the new period resolves
+it. (A ``for:`` longer than nothing cannot play out on an hour window: the whole hour is
 seen at one instant.)
 """
 
@@ -84,7 +85,9 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
 
     For a :func:`monotone` rule the verdicts at the first and last instant of a period bound
     every verdict between them, so a period whose ends agree costs two evaluations, and a
-    change is found by bisection (a few more); other rules are evaluated at every instant.
+    change is found by bisection (a few more) — unless the period holds a negative row (a
+    correction: usage went down, so a crossing may be undone before the period's end), when
+    every instant of it is judged. Other rules are evaluated at every instant.
     """
     def judge_at(instant: int) -> list[Finding]:
         return findings_at(history, customer, instant, window)
@@ -107,11 +110,8 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
         if not instants:
             continue
         before = len(found)
-        first = (instants[0], judge(instants[0]))
-        found.append(first)
-        if len(instants) > 1:
-            last = (instants[-1], judge(instants[-1]))
-            _bisect_changes(instants, first, last, judge, found)
+        starts_at = calendar.floor(ends_at - 1, history.rule.window, history.rule.timezone)
+        _judge_period(instants, judge, found, bisect=not history.corrected(starts_at, ends_at))
         # A crossing only the closing evaluation saw (in the period's last hour) would be
         # resolved by the next period, judged empty, at the very same instant — before it
         # could be announced (``group_wait``), where a daemon would have announced it while
@@ -120,6 +120,21 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
         news = closing_at is not None and _news_at(found[before:], closing_at)
         visible_from = ends_at + HOUR + window.refresh_delay if news else None
     return found
+
+
+def _judge_period(instants: Sequence[int], judge: Callable[[int], list[Finding]],
+                  found: list[Evaluation], *, bisect: bool) -> None:
+    """Appends the period's evaluations: its first and last instant and the changes between
+    them found by bisection, or, where the period's usage went down (a negative correction,
+    so verdicts need not climb), every instant."""
+    if not bisect:
+        found.extend((instant, judge(instant)) for instant in instants)
+        return
+    first = (instants[0], judge(instants[0]))
+    found.append(first)
+    if len(instants) > 1:
+        last = (instants[-1], judge(instants[-1]))
+        _bisect_changes(instants, first, last, judge, found)
 
 
 def _news_at(evaluations: Sequence[Evaluation], instant: int) -> bool:

@@ -130,6 +130,11 @@ class HistorySeries:
         self._groups = {group: _GroupHistory.of(members, frame)
                         for group, members in sorted(grouped.items())}
 
+    def corrected(self, starts_at: int, ends_at: int) -> bool:
+        """Whether a row starting in ``[starts_at, ends_at)`` is negative (a correction)."""
+        low, high = bisect_left(self._starts, starts_at), bisect_left(self._starts, ends_at)
+        return any(row.value < 0 for row in self.rows[low:high])
+
     def visible(self, starts_at: int, refreshed_at: int) -> Sequence[UsageRow]:
         """Rows starting at or after ``starts_at`` that ended by ``refreshed_at``."""
         low = bisect_left(self._starts, starts_at)

@@ -172,13 +172,25 @@ class NoProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayFailure:
+    """A (rule, customer) whose replay raised: reported, so its silence is not read as
+    "would never have fired"."""
+
+    rule: str
+    customer: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
-    """What replaying every rule found: the firings to report (time order) and every
+    """What replaying every rule found: the firings to report (time order), every
     notifying change, warm-up included (time order), for
-    :class:`~alertd.backtest.notifications.NotificationReplay`."""
+    :class:`~alertd.backtest.notifications.NotificationReplay`, and the (rule, customer)
+    pairs that could not be replayed."""
 
     firings: tuple[Firing, ...]
     changes: tuple[Change, ...]
+    failures: tuple[ReplayFailure, ...] = ()
 
 
 def replay_all(
@@ -193,19 +205,22 @@ def replay_all(
     progress = progress or NoProgress()
     progress.start("replaying", sum(len(customers[rule.name]) for rule in rules))
     changes: list[Change] = []
+    failures: list[ReplayFailure] = []
     for rule in rules:
         frame = RuleFrame.of(rule, window)
         for customer in customers[rule.name]:
             rows = histories[(rule.name, customer.id)]
             try:
                 changes += replay_changes(rule, customer, rows, window, frame)
-            except Exception:  # a bug or a rule that slipped past validation: only this one
+            except Exception as exc:  # a bug or a rule that slipped past validation
                 log.exception("replay failed rule=%s customer=%s; its firings are left out",
                               rule.name, customer.id)
+                failures.append(ReplayFailure(rule.name, customer.id,
+                                              f"{type(exc).__name__}: {exc}"))
             progress.advance()
     progress.finish()
     changes.sort(key=_change_order)
-    return Replayed(tuple(firings_of(changes, window.since)), tuple(changes))
+    return Replayed(tuple(firings_of(changes, window.since)), tuple(changes), tuple(failures))
 
 
 def _change_order(change: Change) -> tuple[int, str, str, Dimensions]:

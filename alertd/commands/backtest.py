@@ -3,7 +3,9 @@
 The shell around the pure core in :mod:`alertd.backtest`: load the configuration, list each
 rule's customers, plan one hourly history per (rule, customer) and fetch each planned request
 once, replay, run the transitions through the notification stages, and print a table or the
-contract's JSON (``{"since", "until", "requests", "firings": [...], "notifications": [...]}``).
+contract's JSON (``{"since", "until", "requests", "firings": [...], "notifications": [...]}``,
+plus, only when there are any, ``"errors"``: the (rule, customer) pairs that could not be
+replayed, whose firings are therefore missing).
 A progress bar is drawn on stderr only when stderr is a terminal, so pipes and files see
 nothing but the result. Silences come from the state file when there is one (it is only
 read); grouping and dedup start empty at the warm-up.
@@ -24,6 +26,7 @@ from alertd.backtest import (
     NoProgress,
     NotificationReplay,
     Progress,
+    ReplayFailure,
     ReplayWindow,
     SentNotification,
     history_need,
@@ -130,6 +133,8 @@ class BacktestResult:
     customers: int
     queries: int
     requests: int
+    #: (rule, customer) pairs whose replay raised; their firings are missing from the above.
+    failures: tuple[ReplayFailure, ...] = ()
 
 
 async def run_backtest(
@@ -167,6 +172,7 @@ async def run_backtest(
         customers=len(customers),
         queries=histories.queries,
         requests=histories.requests,
+        failures=replayed.failures,
     )
 
 
@@ -277,13 +283,17 @@ def notification_json(sent: SentNotification) -> dict[str, Any]:
 def backtest_json(result: BacktestResult, requests: int) -> dict[str, Any]:
     """The contract's ``backtest --format json`` document. ``requests`` counts every HTTP
     request of the run (customers, usage, retries)."""
-    return {
+    document: dict[str, Any] = {
         "since": iso(result.window.since),
         "until": iso(result.window.until),
         "requests": requests,
         "firings": [firing_json(f) for f in result.firings],
         "notifications": [notification_json(n) for n in result.notifications],
     }
+    if result.failures:  # only then, so a clean run keeps the contract's keys exactly
+        document["errors"] = [{"rule": f.rule, "customer": f.customer, "message": f.message}
+                              for f in result.failures]
+    return document
 
 
 def firing_row(firing: Firing) -> tuple[str, ...]:
@@ -313,6 +323,8 @@ def backtest_text(result: BacktestResult, requests: int) -> str:
         lines += [table(FIRING_COLUMNS, (firing_row(f) for f in result.firings)), ""]
     if result.notifications:
         lines += [table(NOTIFICATION_COLUMNS, map(notification_row, result.notifications)), ""]
+    lines += [f"not replayed: rule={f.rule} customer={f.customer}: {f.message} "
+              "(its firings are missing above)" for f in result.failures]
     lines.append(_summary(result, requests))
     return "\n".join(lines)
 

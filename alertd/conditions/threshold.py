@@ -1,9 +1,9 @@
 """``threshold`` conditions: one period's usage against a fixed or per-customer bound.
 
-Upper thresholds (``>``, ``>=``) judge the running period, complete or not: usage only grows,
-so a crossing seen early is a crossing. Lower ones (``<``, ``<=``) judge the last period that
-has ended, and only once its data is complete, so "usage dropped" never fires at 00:05
-because the day has just begun; until then the finding is ``nodata``.
+Upper thresholds (``>``, ``>=``) judge the running period, complete or not: usage grows (but
+for corrections, below), so a crossing seen early is a crossing. Lower ones (``<``, ``<=``)
+judge the last period that has ended, and only once its data is complete, so "usage dropped"
+never fires at 00:05 because the day has just begun; until then the finding is ``nodata``.
 
 Bounds come from ``value``, from ``value_from`` (a quota in the customer's Stripe metadata,
 scaled by ``percent``), or from ``levels`` (absolute, or percents of the ``value_from`` quota).
@@ -284,8 +284,9 @@ class ThresholdKind(ThresholdEvaluator, ConditionKind):
         return _condition(rule).op in UPPER_OPS
 
     def grows_within_period(self, rule: Rule) -> bool:
-        # Upper thresholds judge the running period's total, and usage only grows (the
-        # contract's own premise for letting them fire on incomplete data).
+        # Upper thresholds judge the running period's total, which grows but for negative
+        # meter events (corrections); backtest checks a period's rows for those and then
+        # judges every instant instead of bisecting.
         return _condition(rule).op in UPPER_OPS
 
     def levels(self, rule: Rule) -> tuple[str, ...]:

@@ -131,3 +131,33 @@ def test_a_rule_whose_replay_raises_leaves_the_others_replayed(
     assert [f.at for f in replayed.firings] == [D + h * HOUR for h in range(7)]
     assert {f.finding.rule for f in replayed.firings} == {"r"}
     assert "replay failed rule=broken customer=cus_1" in caplog.text
+    # Reported in the result, so the command can say which series are missing.
+    assert [(f.rule, f.customer) for f in replayed.failures] == [("broken", "cus_1")]
+    assert replayed.failures[0].message.startswith("KeyError")
+
+
+def test_a_crossing_a_later_correction_undoes_is_still_found() -> None:
+    # Stripe accepts negative meter events, so a day's total can go down: 150 at 06:00 crosses
+    # > 100 (the daemon fires at 07:00), a correction of -100 at 09:00 takes it back under.
+    # The period's first and last evaluations agree (not firing), so bisection alone would
+    # never look inside and the replay would report nothing.
+    rule = make_rule({"type": "threshold", "op": ">", "value": 100})
+    corrections = {6: 150, 9: -100}
+    rows = hourly(D, D + DAY, lambda t: corrections.get((t - D) // HOUR, 0))
+    replayed = replay(rule, CUSTOMER, rows, ReplayWindow(D, D + DAY, LAG))
+    assert [(iso(f.at), f.kind, f.finding.value) for f in replayed] == [
+        ("2025-01-01T07:00:00Z", "fired", 150.0)]
+
+
+def test_the_command_reports_series_it_could_not_replay() -> None:
+    from alertd.backtest import ReplayFailure
+    from alertd.commands.backtest import BacktestResult, backtest_json, backtest_text
+
+    result = BacktestResult(
+        window=ReplayWindow(D, D + DAY, LAG), firings=(), notifications=(), rules=("r",),
+        customers=1, queries=1, requests=1,
+        failures=(ReplayFailure("r", "cus_1", "KeyError: '!='"),))
+    assert backtest_json(result, 1)["errors"] == [
+        {"rule": "r", "customer": "cus_1", "message": "KeyError: '!='"}]
+    assert ("not replayed: rule=r customer=cus_1: KeyError: '!=' (its firings are missing "
+            "above)") in backtest_text(result, 1)
