@@ -195,9 +195,14 @@ class Directory:
         return dict(await self._meters.get("meters", self._load_meters))
 
     async def check_meters(self, ids: Iterable[str | None]) -> list[str]:
-        """The meter ids among ``ids`` that the account does not have (``None`` = all meters)."""
-        known = await self.meters()
+        """The meter ids among ``ids`` that the account does not have (``None`` = all meters).
+        A miss in the cached list is asked again once before it is refused: a meter created
+        since the list was cached (a reload right after adding it) is not unknown."""
         wanted = dict.fromkeys(i for i in ids if i is not None)
+        known = await self.meters()
+        if any(meter not in known for meter in wanted):
+            known = await self._load_meters()
+            self._meters.put("meters", known)
         return [meter for meter in wanted if meter not in known]
 
     # ----------------------------------------------------------------------- loading

@@ -184,9 +184,23 @@ async def test_meters_are_listed_cached_and_checked() -> None:
         meters = await found.meters()
         assert meters["mtr_7"] == Meter("mtr_7", "Meter 7", "event_7", "active")
         assert len(meters) == 205
+        assert await found.check_meters(["mtr_1", None, "mtr_204"]) == []
+        assert len(app.requests) == 3  # three pages, then the cache
+        # A miss is asked again once (three more pages) before it is refused.
         assert await found.check_meters(["mtr_1", None, "mtr_x", "mtr_204", "mtr_x"]) == ["mtr_x"]
-    assert len(app.requests) == 3  # three pages, then the cache
+    assert len(app.requests) == 6
     assert app.requests[1].url.params["starting_after"] == "mtr_99"
+
+
+async def test_a_meter_created_after_the_list_was_cached_is_not_refused() -> None:
+    account = FakeAccount(meters=3)
+    found, http = directory(Recorder(account), FakeClock())
+    async with http:
+        assert await found.check_meters(["mtr_2"]) == []
+        account.meters.append({"id": "mtr_new", "object": "billing.meter",
+                               "display_name": "New", "event_name": "new", "status": "active"})
+        assert await found.check_meters(["mtr_2", "mtr_new"]) == []
+        assert "mtr_new" in await found.meters()  # and the cache now knows it
 
 
 @pytest.mark.parametrize(
