@@ -330,25 +330,20 @@ def _check_format(text: str) -> None:
         raise TemplateLimitError("a format width or precision over 9999 is not allowed")
 
 
-def _max_bits() -> int:
+def _check_bits(bits: float) -> None:
+    """Refuses an integer result of about ``bits`` bits (``log2`` of it) that would have more
+    than ``max_digits`` digits, before it is computed: the operation itself is what freezes
+    the event loop. (A number under 10^d has d digits or fewer.)"""
     budget = _BUDGET.get()
     digits = (budget.limits if budget is not None else DEFAULT_LIMITS).max_digits
-    return math.ceil(digits * math.log2(10))
-
-
-def _check_bits(bits: int) -> None:
-    """Refuses an integer result of about ``bits`` bits over ``max_digits``, before it is
-    computed: the multiplication itself is what freezes the event loop."""
-    if bits > _max_bits():
-        budget = _BUDGET.get()
-        digits = (budget.limits if budget is not None else DEFAULT_LIMITS).max_digits
+    if bits >= digits * math.log2(10):
         raise TemplateLimitError(f"a number would exceed {digits} digits")
 
 
 def _check_power(base: Any, exponent: Any) -> None:
     if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
-        # log2 of any int is exact enough here, and cheap: the result has that many bits.
-        _check_bits(math.ceil(math.log2(abs(base)) * exponent))
+        # log2 of any int is exact enough here, and cheap: the result's log2 is this.
+        _check_bits(math.log2(abs(base)) * exponent)
 
 
 def _is_int(value: Any) -> bool:

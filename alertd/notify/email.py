@@ -285,9 +285,13 @@ class EmailNotifier:
         await self._deliver(notification, messages)
 
     def messages(self, notification: Notification, plan: MailPlan) -> list[EmailMessage]:
-        # Annotations render once here, not once per envelope (to_customer: one per customer).
+        # Annotations render once here, not once per envelope (to_customer: one per customer);
+        # the envelopes then carry the rendered alerts (the plan depends on customers only).
         shown = annotated(notification)
-        return [self.message(shown, envelope) for envelope in plan.envelopes]
+        rendered = {id(a): r for a, r in zip(notification.alerts, shown.alerts, strict=True)}
+        return [self.message(shown, dataclasses.replace(
+                    envelope, alerts=tuple(rendered[id(a)] for a in envelope.alerts)))
+                for envelope in plan.envelopes]
 
     def message(self, notification: Notification, envelope: Envelope) -> EmailMessage:
         """The message for one envelope of an :func:`annotated` notification."""
