@@ -14,9 +14,10 @@ Limits: templates come from config files and their values from Stripe, so no tem
 freeze or exhaust the daemon. The environment is a :class:`LimitedEnvironment` (Jinja's
 immutable sandbox whose operators, calls, filters, loops and output check a size limit and
 count steps) and every render goes through :func:`render_limited`, which stops a render over
-:class:`RenderLimits` (output size, value size, steps, wall time) with a
-:class:`TemplateLimitError` and turns anything else a template raises into a
-``TemplateRuntimeError``: callers see one kind of error. The checks run inside the render,
+:class:`RenderLimits` (output size, value size, integer digits, steps, wall time) with a
+:class:`TemplateLimitError` (:class:`TemplateTimeLimitError` for wall time) and turns
+anything else a template raises into a ``TemplateRuntimeError``: callers see one kind of
+error. The checks run inside the render,
 so a runaway template stops itself even in a worker thread: notifiers render through
 :func:`off_loop`, which also stops a render whose awaiting task was cancelled.
 :func:`check_template` also renders each template once on sample values under
@@ -505,7 +506,7 @@ def render_limited(template: Template, context: Mapping[str, Any],
 
     Over a limit → :class:`TemplateLimitError`; any other exception a template can cause
     (``range(10**9)``, a division by zero, deep recursion) → ``TemplateRuntimeError`` naming
-    it, so callers handle one kind of error and never retry a template.
+    it, so callers handle one kind of error (retrying only :class:`TemplateTimeLimitError`).
     """
     budget = _Budget(limits)
     token = _BUDGET.set(budget)

@@ -38,8 +38,8 @@ from alertd.clock import Clock, SystemClock
 from alertd.config.settings import Receiver
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from alertd.logs import escape_control, redact_url
-from alertd.notify.base import template_failure
 from alertd.model import Notification
+from alertd.notify.base import template_failure
 from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default

@@ -64,6 +64,7 @@ BOMBS = [
     (POWER, "would exceed 4300 digits"),
     ("{{ ((7 ** 4000) * (7 ** 4000)) % 10 }}", "would exceed 4300 digits"),
     (INT_GROWTH, "would exceed 4300 digits"),
+    ("{{ (7).__lshift__(10**9) }}", "unsafe"),  # Jinja has no <<; the method is off limits
     ("{{ 'x' | center(10**9) }}", "center filter would exceed"),
     ("{{ ('a\nb\n' * 100000) | indent(10000) }}", "indent filter would exceed"),
     ("{{ ('x' * 100000).join('y' * 100000) }}", r"join\(\) would exceed"),

@@ -64,7 +64,7 @@ async def test_an_email_template_out_of_time_is_transient_over_size_permanent() 
     # The render fails before any SMTP connection (the port is closed either way).
     slow = email_notifier(Templates(limits=OUT_OF_TIME), to=["ops@example.com"],
                           subject=LOOP)
-    with pytest.raises(TransientDeliveryError, match="longer than 0.05s") as raised:
+    with pytest.raises(TransientDeliveryError, match=r"longer than 0\.05s") as raised:
         await slow.send(make_notification())
     assert raised.value.receiver == "ops" and "email template failed" in str(raised.value)
 
