@@ -6,7 +6,8 @@ a JSON object, and a filter that masks anything that looks like a Stripe key, a 
 a URL's credentials, wherever it appears, so a secret that slips into an exception text still
 never reaches a log.
 
-One event stays one line, and its fields cannot be forged: each ``%s`` argument is escaped
+One event stays one line, and its fields cannot be forged: each ``%s`` and ``%r`` argument
+(the latter as its ``repr``) is escaped
 (control characters such as ESC and newlines become ``\\x1b``, ``\\n``), cut to
 :data:`MAX_FIELD` characters, and quoted when it holds a space, ``=`` or a quote — so a
 receiver's error body saying ``\\nlevel=error receiver=ops`` shows up as part of one quoted
@@ -43,11 +44,12 @@ _SECRET_PATH_AFTER = frozenset({"services", "webhooks", "hooks", "webhook"})
 _TOKEN_SEGMENT = re.compile(r"[A-Za-z0-9_\-.~%]{16,}")
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, *, secret_path: bool = False) -> str:
     """``url`` safe to show: ``https://…@hooks.example.com/services/…/…?token=…``.
 
     The scheme, host, port and ordinary path segments stay, so the reader can tell which
-    receiver it is.
+    receiver it is. ``secret_path=True`` masks every path segment, for URLs whose whole path
+    may be a token (a heartbeat's ``/api/push/Xk3q9``, a delivery error's webhook).
     """
     try:
         parts = urlsplit(url)
@@ -60,7 +62,8 @@ def redact_url(url: str) -> str:
         f"{pair.split('=', 1)[0]}={MASK}" if "=" in pair else MASK
         for pair in parts.query.split("&") if pair
     )
-    return urlunsplit((parts.scheme, netloc, _redact_path(parts.path), query,
+    path = re.sub(r"[^/]+", MASK, parts.path) if secret_path else _redact_path(parts.path)
+    return urlunsplit((parts.scheme, netloc, path, query,
                        MASK if parts.fragment else ""))
 
 
@@ -109,9 +112,14 @@ def field_value(value: object) -> str:
 _PLACEHOLDER = re.compile(r"%(?:\(\w+\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[a-zA-Z%]")
 
 
+def _as_s(match: re.Match[str]) -> str:
+    placeholder = match.group(0)
+    return placeholder[:-1] + "s" if placeholder.endswith("r") else placeholder
+
+
 def event_message(record: logging.LogRecord) -> str:
-    """The record's message with every ``%s`` argument made a safe field (see the module
-    docstring); other conversions (``%d``, ``%.0f``, ``%r``) are formatted as usual."""
+    """The record's message with every ``%s`` and ``%r`` argument made a safe field (see the
+    module docstring); other conversions (``%d``, ``%.0f``) are formatted as usual."""
     args = record.args
     if not isinstance(args, tuple) or not args:
         return escape_control(record.getMessage())
@@ -119,10 +127,12 @@ def event_message(record: logging.LogRecord) -> str:
                    if m.group(0) != "%%"]
     if len(conversions) != len(args):
         return escape_control(record.getMessage())
-    safe = tuple(field_value(a) if c == "s" else a for c, a in zip(conversions, args,
-                                                                    strict=True))
+    # A repr quotes with ' and leaves = and spaces alone: "reason='receiver=forged'" would
+    # still read as a receiver field, so %r is a field like %s, of the repr's text.
+    safe = tuple(field_value(a) if c == "s" else field_value(repr(a)) if c == "r" else a
+                 for c, a in zip(conversions, args, strict=True))
     try:
-        return escape_control(str(record.msg) % safe)
+        return escape_control(_PLACEHOLDER.sub(_as_s, str(record.msg)) % safe)
     except (TypeError, ValueError):
         return escape_control(record.getMessage())
 

@@ -14,9 +14,10 @@ Limits: templates come from config files and their values from Stripe, so no tem
 freeze or exhaust the daemon. The environment is a :class:`LimitedEnvironment` (Jinja's
 immutable sandbox whose operators, calls, filters, loops and output check a size limit and
 count steps) and every render goes through :func:`render_limited`, which stops a render over
-:class:`RenderLimits` (output size, value size, steps, wall time) with a
-:class:`TemplateLimitError` and turns anything else a template raises into a
-``TemplateRuntimeError``: callers see one kind of error. The checks run inside the render,
+:class:`RenderLimits` (output size, value size, integer digits, steps, wall time) with a
+:class:`TemplateLimitError` (:class:`TemplateTimeLimitError` for wall time) and turns
+anything else a template raises into a ``TemplateRuntimeError``: callers see one kind of
+error. The checks run inside the render,
 so a runaway template stops itself even in a worker thread: notifiers render through
 :func:`off_loop`, which also stops a render whose awaiting task was cancelled.
 :func:`check_template` also renders each template once on sample values under
@@ -174,13 +175,16 @@ class RenderLimits:
     ``max_output``: characters of finished text; ``max_size``: characters or items of any
     value a template builds (``'x' * n``, ``a ~ b``, ``range(n)|list``, a filter's result);
     ``max_steps``: loop iterations, calls, attribute reads, operators and output pieces;
-    ``seconds``: wall time, checked at every step.
+    ``seconds``: wall time, checked at every step; ``max_digits``: decimal digits of an
+    integer that ``**`` or ``*`` makes (one such operation is a single C call that no step
+    check can interrupt: ``7 ** 10**7`` held the GIL for seconds).
     """
 
     max_output: int = 8_000_000
     max_size: int = 4_000_000
     max_steps: int = 2_000_000
     seconds: float = 5.0
+    max_digits: int = 4_300
 
 
 DEFAULT_LIMITS = RenderLimits()
@@ -192,6 +196,11 @@ CHECK_LIMITS = RenderLimits(max_steps=200_000, seconds=1.0)
 
 class TemplateLimitError(SecurityError):
     """A render went over one of its :class:`RenderLimits`; the render stops there."""
+
+
+class TemplateTimeLimitError(TemplateLimitError):
+    """A render ran out of wall time. Unlike the size and step limits this depends on the
+    machine's load as much as on the template, so notifiers treat it as worth a retry."""
 
 
 #: Set by :func:`off_loop` when the task waiting for a worker thread is cancelled.
@@ -234,7 +243,8 @@ class _Budget:
             raise TemplateLimitError(
                 f"template exceeded {self.limits.max_steps} steps (a loop too long?)")
         if time.monotonic() > self.deadline:
-            raise TemplateLimitError(f"template took longer than {self.limits.seconds:g}s")
+            raise TemplateTimeLimitError(
+                f"template took longer than {self.limits.seconds:g}s")
 
     def emit(self, size: int) -> None:
         # Text built inside macros and {% set %} blocks counts too, discarded or not.
@@ -321,14 +331,32 @@ def _check_format(text: str) -> None:
         raise TemplateLimitError("a format width or precision over 9999 is not allowed")
 
 
+def _check_bits(bits: float) -> None:
+    """Refuses an integer result of about ``bits`` bits (``log2`` of it) that would have more
+    than ``max_digits`` digits, before it is computed: the operation itself is what freezes
+    the event loop. (A number under 10^d has d digits or fewer.)"""
+    budget = _BUDGET.get()
+    digits = (budget.limits if budget is not None else DEFAULT_LIMITS).max_digits
+    if bits >= digits * math.log2(10):
+        raise TemplateLimitError(f"a number would exceed {digits} digits")
+
+
 def _check_power(base: Any, exponent: Any) -> None:
     if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
-        _too_big(abs(base).bit_length() * exponent // 8, "a number")
+        # log2 of any int is exact enough here, and cheap: the result's log2 is this.
+        _check_bits(math.log2(abs(base)) * exponent)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "**":
         _check_power(left, right)
+    elif operator == "*" and _is_int(left) and _is_int(right):
+        # The product of an a-bit and a b-bit integer has a + b - 1 or a + b bits.
+        _check_bits(left.bit_length() + right.bit_length() - 1)
     elif operator == "*":
         for sequence, count in ((left, right), (right, left)):
             if isinstance(count, int) and not isinstance(sequence, int | float | bool):
@@ -478,7 +506,7 @@ def render_limited(template: Template, context: Mapping[str, Any],
 
     Over a limit → :class:`TemplateLimitError`; any other exception a template can cause
     (``range(10**9)``, a division by zero, deep recursion) → ``TemplateRuntimeError`` naming
-    it, so callers handle one kind of error and never retry a template.
+    it, so callers handle one kind of error (retrying only :class:`TemplateTimeLimitError`).
     """
     budget = _Budget(limits)
     token = _BUDGET.set(budget)

@@ -28,7 +28,8 @@ them together too. ``X-Alertd-Fingerprints`` lists the alerts a message carries.
 Errors: SMTP 4xx replies, refused connections, disconnects and timeouts raise
 :class:`~alertd.errors.TransientDeliveryError`; 5xx replies, TLS failures, a server without
 STARTTLS when ``starttls`` is asked for, and template failures raise
-:class:`~alertd.errors.PermanentDeliveryError`. When a notification needs several messages and
+:class:`~alertd.errors.PermanentDeliveryError` (a render out of time: transient, see
+:func:`~alertd.notify.base.template_failure`). When a notification needs several messages and
 one fails, a retry sends all of them again with the same ``Message-ID`` values.
 """
 
@@ -51,7 +52,8 @@ from jinja2 import TemplateError
 from alertd.config.settings import EmailReceiver, Receiver, SmtpSettings
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Alert, Notification
-from alertd.notify.templates import Templates
+from alertd.notify.base import template_failure
+from alertd.notify.templates import Templates, annotated
 from alertd.templating import off_loop
 
 log = logging.getLogger(__name__)
@@ -283,17 +285,26 @@ class EmailNotifier:
         await self._deliver(notification, messages)
 
     def messages(self, notification: Notification, plan: MailPlan) -> list[EmailMessage]:
-        return [self.message(notification, envelope) for envelope in plan.envelopes]
+        # Annotations render once here, not once per envelope (to_customer: one per customer);
+        # the envelopes then carry the rendered alerts (the plan depends on customers only).
+        shown = annotated(notification)
+        rendered = {id(a): r for a, r in zip(notification.alerts, shown.alerts, strict=True)}
+        return [self.message(shown, dataclasses.replace(
+                    envelope, alerts=tuple(rendered[id(a)] for a in envelope.alerts)))
+                for envelope in plan.envelopes]
 
     def message(self, notification: Notification, envelope: Envelope) -> EmailMessage:
-        """The message for one envelope; template failures are permanent."""
+        """The message for one envelope of an :func:`annotated` notification."""
         part = dataclasses.replace(
             notification, alerts=envelope.alerts,
             status="firing" if any(a.status == "firing" for a in envelope.alerts) else "resolved")
-        return build_message(notification, envelope, self.smtp.from_, self.render(part))
+        return build_message(notification, envelope, self.smtp.from_,
+                             self.render(part, annotate=False))
 
-    def render(self, notification: Notification) -> Rendered:
-        context: dict[str, Any] = self.templates.notification_context(notification)
+    def render(self, notification: Notification, *, annotate: bool = True) -> Rendered:
+        """Subject, text and HTML; ``annotate=False`` when annotations are rendered already."""
+        context: dict[str, Any] = self.templates.notification_context(notification,
+                                                                       annotate=annotate)
         try:
             if self.email.subject is not None:
                 subject = self.templates.render_source(self.email.subject, context)
@@ -302,8 +313,7 @@ class EmailNotifier:
             text = self.templates.render("email.txt", context)
             html = self.templates.render("email.html", context)
         except TemplateError as exc:
-            raise PermanentDeliveryError(f"email template failed: {exc}",
-                                         receiver=self.receiver.name) from exc
+            raise template_failure("email", exc, self.receiver.name) from exc
         return Rendered(_one_line(subject), text, html)
 
     async def _deliver(self, notification: Notification, messages: list[EmailMessage]) -> None:

@@ -26,7 +26,8 @@ Contract:
 * Every render is bounded (:func:`alertd.templating.render_limited`: output and value sizes,
   steps, wall time) and fails as a ``TemplateError``: a failed annotation is sent as its raw
   text with a warning; a failed notification template makes the delivery permanently failed
-  (the notifiers raise :class:`~alertd.errors.PermanentDeliveryError`), never retried.
+  (the notifiers raise :class:`~alertd.errors.PermanentDeliveryError`), never retried — but
+  for a render out of time, which is retried (:func:`alertd.notify.base.template_failure`).
   ``validate`` renders every template on sample data under the same limits.
 * Instants in a context are aware ``datetime`` objects: the window's in the rule's time zone,
   the rest in UTC. ``window.label`` names the period (``Fri 03 Jan 2025``, ``January 2025``).

@@ -17,10 +17,11 @@ webhook format). Each request carries:
 
 Outcomes: 2xx is delivered. 408, 425, 429, 5xx, timeouts and connection failures raise
 :class:`~alertd.errors.TransientDeliveryError`; any other status, an invalid URL, a custom
-body that is not JSON or whose template fails (over the render limits of
-:mod:`alertd.templating` included) and a missing PagerDuty ``routing_key`` raise
-:class:`~alertd.errors.PermanentDeliveryError` with a snippet of the response. Messages name
-the URL's scheme and host only: webhook paths (Slack's, Discord's) are secrets.
+body that is not JSON or whose template fails (over the size and step limits of
+:mod:`alertd.templating` included; a render out of *time* is transient, see
+:func:`~alertd.notify.base.template_failure`) and a missing PagerDuty ``routing_key`` raise
+:class:`~alertd.errors.PermanentDeliveryError` with a snippet of the response. Messages show
+URLs through :func:`~alertd.logs.redact_url`: webhook paths (Slack's, Discord's) are secrets.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from alertd import __version__
 from alertd.clock import Clock, SystemClock
 from alertd.config.settings import Receiver
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from alertd.logs import escape_control
+from alertd.logs import escape_control, redact_url
 from alertd.model import Notification
+from alertd.notify.base import template_failure
 from alertd.notify.presets import Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default
@@ -52,16 +54,6 @@ def dumps(body: Any) -> bytes:
     """Compact UTF-8 JSON; deterministic for a given notification, so retries match."""
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False,
                       default=json_default).encode()
-
-
-def public_address(url: str) -> str:
-    """``scheme://host[:port]`` of a URL — what error messages and logs may show."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid url>"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}"
 
 
 def _snippet(response: httpx.Response) -> str:
@@ -81,7 +73,7 @@ def classify_response(response: httpx.Response, where: str) -> DeliveryError | N
     if status in RETRYABLE_STATUS or status >= 500:
         return TransientDeliveryError(message + " (will retry)")
     if 300 <= status < 400:
-        location = public_address(response.headers.get("location", ""))
+        location = redact_url(response.headers.get("location", ""), secret_path=True)
         message += f" (a redirect to {location}: set the receiver's url to the final address)"
     return PermanentDeliveryError(message)
 
@@ -111,7 +103,7 @@ class WebhookNotifier:
         self.client = client or httpx.AsyncClient(follow_redirects=False)
         secret = self.webhook.resolved_secret()
         self._secret = secret.get_secret_value() if secret is not None else None
-        self.where = public_address(self.webhook.url)
+        self.where = redact_url(self.webhook.url, secret_path=True)
 
     async def __aenter__(self) -> WebhookNotifier:
         return self
@@ -130,14 +122,15 @@ class WebhookNotifier:
             await self._post(body, self.signed_headers(payload, body))
 
     def requests(self, notification: Notification) -> list[tuple[Payload, bytes]]:
-        """Each request as (payload, exact body bytes). Failures here are permanent."""
+        """Each request as (payload, exact body bytes). Failures are permanent
+        but for a render out of time."""
         try:
             if self.webhook.body is not None:
                 return [self._custom(notification)]
             shown = annotated(notification)
             payloads = preset(self.webhook.preset)(shown, self._preset_context(shown))
         except TemplateError as exc:
-            raise self._permanent(f"webhook template failed: {exc}") from exc
+            raise template_failure("webhook", exc, self.receiver.name) from exc
         return [(p, dumps(p.body)) for p in payloads]
 
     def headers(self, payload: Payload) -> dict[str, str]:

@@ -7,7 +7,8 @@ which alerts when the beats stop: alertd crashed, hangs, or cannot read Stripe a
 
 Contract: at most one beat per ``interval`` and at most one in flight; a beat never delays a
 poll (it runs in the background) and never fails one (errors are logged, then forgotten). The
-URL may carry a secret token, so logs name only its host.
+URL carries a secret (the check's token in its path, sometimes user-info), so logs show it
+only through :func:`~alertd.logs.redact_url`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from alertd import __version__
 from alertd.clock import Clock, SystemClock
 from alertd.config.settings import HeartbeatSettings
+from alertd.logs import redact_url
 from alertd.tasks import cancel
 
 log = logging.getLogger("alertd.heartbeat")
@@ -98,15 +99,15 @@ class Heartbeat:
         """One POST of ``body``; ``True`` when the receiver answered 2xx. Never raises."""
         if self._client is None:
             raise RuntimeError("use 'async with Heartbeat()' before sending")
-        host = urlsplit(url).netloc or "?"
+        where = redact_url(url, secret_path=True)
         try:
             response = await self._client.post(url, json=dict(body))
         except httpx.HTTPError as exc:
-            log.warning("heartbeat failed host=%s error=%s", host, type(exc).__name__)
+            log.warning("heartbeat failed url=%s error=%s", where, type(exc).__name__)
             return False
         if not response.is_success:
-            log.warning("heartbeat refused host=%s status=%d", host, response.status_code)
+            log.warning("heartbeat refused url=%s status=%d", where, response.status_code)
             return False
         self.sent += 1
-        log.debug("heartbeat sent host=%s", host)
+        log.debug("heartbeat sent url=%s", where)
         return True

@@ -54,7 +54,7 @@ async def test_a_template_bomb_does_not_stop_the_daemon(tmp_path: Path, log_file
                 async def delivered() -> bool:
                     nonlocal slowest
                     started = time.monotonic()
-                    health = await client.get(f"{url}/healthz", timeout=5)
+                    health = await client.get(f"{url}/healthz", timeout=10)
                     slowest = max(slowest, time.monotonic() - started)
                     assert health.status_code == 200
                     text = log_file.read_text()
@@ -65,11 +65,13 @@ async def test_a_template_bomb_does_not_stop_the_daemon(tmp_path: Path, log_file
                 await eventually(delivered, timeout=30, what="both notifications and the report")
                 await asyncio.sleep(1.5)  # long enough for a retry, were there one
                 _, samples = metric_samples((await client.get(f"{url}/metrics")).text)
-            assert slowest < 1.0
+            # Generous for a shared 2-core machine at load 10 (these were 1 s and 5 s); a
+            # frozen loop misses /healthz for minutes and ignores SIGTERM altogether.
+            assert slowest < 5.0
             started = time.monotonic()
             daemon.signal(signal.SIGTERM)
-            assert await daemon.exit_code(timeout=10) == 0
-            assert time.monotonic() - started < 5
+            assert await daemon.exit_code(timeout=30) == 0
+            assert time.monotonic() - started < 25
 
     summaries = {hook.body["alerts"][0]["labels"]["alertname"]:
                  hook.body["alerts"][0]["annotations"].get("summary")

@@ -23,7 +23,7 @@ import yaml
 
 from alertd.cli import main
 from alertd.clock import FakeClock
-from alertd.config.settings import DeliverySettings, Receiver
+from alertd.config.settings import DeliverySettings, Receiver, SmtpSettings
 from alertd.logs import (
     MAX_FIELD,
     JsonFormatter,
@@ -33,12 +33,21 @@ from alertd.logs import (
     redact,
     redact_url,
 )
+from alertd.model import Customer
+from alertd.notify.email import EmailNotifier, smtp_client
 from alertd.notify.outbox import Outbox
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier
 from alertd.store.base import Changes
 from alertd.store.sqlite import SqliteStore
-from tests.notify.conftest import HookSink, hook_server, make_notification
+from tests.notify.conftest import (
+    HookSink,
+    RecordingMailHandler,
+    hook_server,
+    make_alert,
+    make_notification,
+    smtp_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SLACK = "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/abcdefghijklmnopqrstuvwx"
@@ -57,6 +66,17 @@ SLACK = "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/abcdefghijklmnopqr
 ])
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://u:tok@hc-ping.com/", "https://…@hc-ping.com/"),
+    ("https://hc-ping.com/0b8a2c4e-1d3f-4a5b-9c7d-2e6f8a0b1c3d", "https://hc-ping.com/…"),
+    ("http://127.0.0.1:3001/api/push/Xk3q9?status=up", "http://127.0.0.1:3001/…/…/…?status=…"),
+    (SLACK, "https://hooks.slack.com/…/…/…/…"),
+])
+def test_redact_url_with_a_secret_path(url: str, shown: str) -> None:
+    """Heartbeats and delivery errors: every path segment may be the token."""
+    assert redact_url(url, secret_path=True) == shown
 
 
 def test_urls_in_log_text_are_redacted() -> None:
@@ -180,4 +200,34 @@ def test_numbers_and_reprs_format_as_before() -> None:
                                "retry in %.0fs attempt=%d what=%r who=%s", (2.6, 3, "a b", "x y"),
                                None)
     line = TextFormatter().format(record)
-    assert line.endswith("retry in 3s attempt=3 what='a b' who=\"x y\"")
+    # %r is a field like %s (of the repr's text): a bare 'a b' could carry a forged key=value.
+    assert line.endswith("retry in 3s attempt=3 what=\"'a b'\" who=\"x y\"")
+
+
+async def test_a_customer_name_in_a_repr_argument_cannot_forge_fields(
+    captured: tuple[io.StringIO, io.StringIO],
+) -> None:
+    """``email undeliverable … reason=%r``: the reason names the customer, whose name comes
+    from Stripe. Its ``receiver=forged`` stays inside the reason, in both formats."""
+    nameless = Customer("cus_evil", "Evil receiver=forged level=debug", None, {})
+    notification = make_notification(make_alert(), make_alert(customer=nameless,
+                                                              fingerprint="fp-evil"))
+    receiver = Receiver.model_validate(
+        {"name": "ops", "email": {"to": ["ops@example.com"], "to_customer": True}})
+    mail = RecordingMailHandler()
+    async with smtp_server(mail) as port:
+        smtp = SmtpSettings.model_validate({"host": "127.0.0.1", "port": port,
+                                            "security": "none", "from": "alertd@example.com"})
+        notifier = EmailNotifier(receiver, smtp, Templates(),
+                                 smtp_factory=lambda s: smtp_client(s, local_hostname="localhost"))
+        await notifier.send(notification)
+    assert len(mail.messages) == 2  # ops and Acme; the nameless customer is logged
+
+    text, document = captured
+    (line,) = [line for line in text.getvalue().splitlines() if "undeliverable" in line]
+    assert [v for k, v in PAIR.findall(line) if k == "receiver"] == ["ops"]
+    assert [v for k, v in PAIR.findall(line) if k == "level"] == ["warning"]
+    (event,) = [json.loads(e) for e in document.getvalue().splitlines()
+                if "undeliverable" in e]
+    assert event["receiver"] == "ops" and event["level"] == "warning"
+    assert "receiver=forged" in event["reason"] and "cus_evil" in event["reason"]

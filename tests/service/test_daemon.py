@@ -229,15 +229,23 @@ def test_census_replaces_a_groups_series_and_counts_every_state() -> None:
     assert census.counts()["firing"] == 1
 
 
-async def test_heartbeat_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("url", "secret"), [
+    ("http://127.0.0.1:{port}/secret-token", "secret-token"),
+    ("http://u:s3cr3tt0ken@127.0.0.1:{port}/", "s3cr3tt0ken"),  # as in https://u:tok@host/
+    ("http://127.0.0.1:{port}/api/push/Xk3q9?status=up&msg=OK", "Xk3q9"),  # Uptime Kuma
+])
+async def test_heartbeat_failure_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture, url: str, secret: str,
+) -> None:
     # An earlier in-process ``logs.configure`` may have left ``alertd`` at ERROR.
     caplog.set_level(logging.WARNING, logger="alertd.heartbeat")
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}/secret-token"
+        url = url.format(port=probe.getsockname()[1])
     async with Heartbeat() as heartbeat:
         assert await heartbeat.send(url, {"status": "ok"}) is False
-    assert "heartbeat failed" in caplog.text and "secret-token" not in caplog.text
+    assert "heartbeat failed" in caplog.text and secret not in caplog.text
+    assert "127.0.0.1" in caplog.text  # which heartbeat, still
 
 
 # --------------------------------------------------------------------------- in-process
