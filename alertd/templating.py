@@ -175,7 +175,8 @@ class RenderLimits:
     ``max_output``: characters of finished text; ``max_size``: characters or items of any
     value a template builds (``'x' * n``, ``a ~ b``, ``range(n)|list``, a filter's result);
     ``max_steps``: loop iterations, calls, attribute reads, operators and output pieces;
-    ``seconds``: wall time, checked at every step; ``max_digits``: decimal digits of an
+    ``seconds``: CPU time of the rendering thread, checked at every step (CPU, not wall
+    time: a loaded machine stretches the wall clock of an honest digest, not its work); ``max_digits``: decimal digits of an
     integer that ``**`` or ``*`` makes (one such operation is a single C call that no step
     check can interrupt: ``7 ** 10**7`` held the GIL for seconds).
     """
@@ -199,8 +200,9 @@ class TemplateLimitError(SecurityError):
 
 
 class TemplateTimeLimitError(TemplateLimitError):
-    """A render ran out of wall time. Unlike the size and step limits this depends on the
-    machine's load as much as on the template, so notifiers treat it as worth a retry."""
+    """A render ran out of time. Unlike the size and step limits this depends on the machine
+    (its speed, and how many renders share the process) as well as on the template, so
+    notifiers treat it as worth a retry."""
 
 
 #: Set by :func:`off_loop` when the task waiting for a worker thread is cancelled.
@@ -232,7 +234,7 @@ class _Budget:
         self.limits = limits
         self.steps = limits.max_steps
         self.emitted = 0
-        self.deadline = time.monotonic() + limits.seconds
+        self.deadline = time.thread_time() + limits.seconds
         self.cancelled = _CANCELLED.get()
 
     def step(self) -> None:
@@ -242,9 +244,9 @@ class _Budget:
         if self.steps < 0:
             raise TemplateLimitError(
                 f"template exceeded {self.limits.max_steps} steps (a loop too long?)")
-        if time.monotonic() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise TemplateTimeLimitError(
-                f"template took longer than {self.limits.seconds:g}s")
+                f"template took longer than {self.limits.seconds:g}s of CPU time")
 
     def emit(self, size: int) -> None:
         # Text built inside macros and {% set %} blocks counts too, discarded or not.
