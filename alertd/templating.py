@@ -176,9 +176,10 @@ class RenderLimits:
     value a template builds (``'x' * n``, ``a ~ b``, ``range(n)|list``, a filter's result);
     ``max_steps``: loop iterations, calls, attribute reads, operators and output pieces;
     ``seconds``: CPU time of the rendering thread, checked at every step (CPU, not wall
-    time: a loaded machine stretches the wall clock of an honest digest, not its work); ``max_digits``: decimal digits of an
-    integer that ``**`` or ``*`` makes (one such operation is a single C call that no step
-    check can interrupt: ``7 ** 10**7`` held the GIL for seconds).
+    time: a loaded machine stretches the wall clock of an honest digest, not its work);
+    ``max_digits``: decimal digits of an integer that ``**`` or ``*`` makes (one such
+    operation is a single C call that no step check can interrupt: ``7 ** 10**7`` held the
+    GIL for seconds).
     """
 
     max_output: int = 8_000_000
