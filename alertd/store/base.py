@@ -102,6 +102,20 @@ class Lease:
         return self.holder == holder and self.expires_at > now
 
 
+def next_lease(current: Lease | None, name: str, holder: str, until: float,
+               now: float) -> Lease | None:
+    """The lease ``holder`` gets when it asks at ``now`` (``None``: ``current`` stands,
+    another holds it). A renewal keeps the generation; taking a free or expired lease bumps
+    it — even one that was ours, since another may have held it in between."""
+    if current is None:
+        return Lease(name, holder, 1, until)
+    if current.holder != holder and current.expires_at > now:
+        return None
+    if current.held_by(holder, now):
+        return Lease(name, holder, current.generation, until)
+    return Lease(name, holder, current.generation + 1, until)
+
+
 class LeaseLostError(StoreError):
     """A fenced write by a leader whose lease has passed to another holder."""
 
@@ -224,6 +238,7 @@ __all__ = [
     "Changes",
     "Lease",
     "LeaseLostError",
+    "next_lease",
     "OutboxRow",
     "OutboxStatus",
     "Silence",

@@ -49,6 +49,7 @@ from alertd.store.base import (
     OutboxRow,
     OutboxStatus,
     SentRecord,
+    next_lease,
 )
 from alertd.store.schema import (
     APPLICATION_ID,
@@ -312,16 +313,11 @@ def _lease(row: sqlite3.Row) -> Lease:
 def _acquire(conn: sqlite3.Connection, name: str, holder: str, until: float,
              now: float) -> Lease:
     row = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        lease = Lease(name, holder, 1, until)
-    else:
-        current = _lease(row)
-        if current.holder != holder and current.expires_at > now:
-            return current
-        if current.held_by(holder, now):
-            lease = Lease(name, holder, current.generation, until)
-        else:  # free again, or ours but expired (another may have written meanwhile)
-            lease = Lease(name, holder, current.generation + 1, until)
+    current = None if row is None else _lease(row)
+    lease = next_lease(current, name, holder, until, now)
+    if lease is None:
+        assert current is not None
+        return current
     conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
                  (lease.name, lease.holder, lease.generation, lease.expires_at))
     return lease
