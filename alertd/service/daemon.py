@@ -63,14 +63,17 @@ from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
-from alertd.store.lock import exclusive
-from alertd.store.sqlite import SqliteStore
+from alertd.service.leader import FencedStore, Leadership
+from alertd.store.base import Lease, Store
+from alertd.store.open import open_store, replica_name
 from alertd.tasks import cancel, wait_first
 
 log = logging.getLogger("alertd.daemon")
 
 #: Grace for running polls, then for deliveries in flight, when stopping (sum < 45 s).
 POLL_GRACE = 10.0
+#: The lease of the one Stripe account of ``stripe.api_key``.
+LEASE_NAME = "stripe"
 DELIVERY_GRACE = 25.0
 #: The same for the old world's polls and deliveries during a reload.
 RELOAD_GRACE = 10.0
@@ -142,7 +145,10 @@ class Daemon:
         self._every_override = every_override
         self._live: Services | None = None
         self._stripe: StripeHandle | None = None
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
+        self.leadership: Leadership | None = None
+        self._lease_stop = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
@@ -196,9 +202,9 @@ class Daemon:
         world's services (group timer, outbox worker), the keep-alive. Tests poll by hand
         inside it."""
         async with AsyncExitStack() as stack:
-            stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
-            self._store = await stack.enter_async_context(SqliteStore(
-                world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
+            store = await stack.enter_async_context(open_store(
+                world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health)))
+            await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
                 self.server_url = await stack.enter_async_context(
@@ -211,10 +217,55 @@ class Daemon:
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
-            orphans = orphaned_rules(await self._store.load_states(), world)
-            await self._live.retire(orphans, int(self.clock.now()),
-                                    "rule no longer in the configuration")
+            if self.leadership is None or self.leadership.leading:
+                orphans = orphaned_rules(await self._store.load_states(), world)
+                await self._live.retire(orphans, int(self.clock.now()),
+                                        "rule no longer in the configuration")
             yield self
+
+    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> None:
+        """Takes (or waits for) the account's lease before anything polls; the store the
+        world gets is fenced by it. Stopping releases the lease. A SQLite file has one
+        process (its lock): that process leads, without a lease."""
+        shared = settings.state.url is not None
+        if not shared:
+            self._store = store
+            self.metrics.leader.labels(LEASE_NAME).set(1)
+            return
+        leadership = Leadership(store, LEASE_NAME, replica_name(settings), settings.state.lease,
+                                self.clock, on_change=lambda on, lease: self._on_lease(
+                                    on, lease, shared))
+        self.leadership = leadership
+        await leadership.renew()
+        self._store = FencedStore(store, leadership)  # type: ignore[assignment]
+        self._lease_stop.clear()
+        self._lease_task = asyncio.create_task(leadership.run(self._lease_stop),
+                                               name="alertd-lease")
+        stack.push_async_callback(self._end_lease)
+
+    async def _end_lease(self) -> None:
+        self._lease_stop.set()
+        if self._lease_task is not None:
+            task, self._lease_task = self._lease_task, None
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                await cancel(task)
+
+    def _on_lease(self, leading: bool, lease: Lease | None, shared: bool) -> None:
+        self.metrics.leader.labels(LEASE_NAME).set(1 if leading else 0)
+        if lease is not None:
+            self.metrics.lease_generation.labels(LEASE_NAME).set(lease.generation)
+            self.metrics.lease_expires.labels(LEASE_NAME).set(lease.expires_at)
+        if shared:
+            self.health.role = "leader" if leading else "standby"
+            self.health.leader = lease.holder if lease is not None else None
+        became = leading and self.leadership is not None and self.leadership.changed.is_set()
+        if self.leadership is not None:
+            self.leadership.changed.clear()
+        if became and self._live is not None:
+            self._reschedule()  # a new leader polls at once, not one interval later
+            self.systemd.status(self._status())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -255,6 +306,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         await self._pause_polls(POLL_GRACE, self._abort)
+        await self._end_lease()  # the standby may take over while deliveries finish
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -293,7 +345,9 @@ class Daemon:
         self._reschedule()
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
         self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-        await new.retire(removed, int(self.clock.now()), "rule removed from the configuration")
+        if self.leadership is None or self.leadership.leading:
+            await new.retire(removed, int(self.clock.now()),
+                             "rule removed from the configuration")
         await old.close()
         if old_stripe is not None and old_stripe is not stripe:
             await old_stripe.close()
@@ -334,7 +388,9 @@ class Daemon:
         if task is not None:
             self._polls.add(task)
         try:
-            if not self.stop_event.is_set():
+            if self.leadership is not None and not self.leadership.leading:
+                log.debug("standby: not polling rules=%s", ",".join(names))
+            elif not self.stop_event.is_set():
                 await self.poll(names)
         except asyncio.CancelledError:
             # A reload or stop cut the poll short on purpose; the next run redoes it.
@@ -363,7 +419,10 @@ class Daemon:
         return outcome
 
     def _status(self) -> str:
-        return self.poller.status(len(self.world.rules), self.world.settings)
+        line = self.poller.status(len(self.world.rules), self.world.settings)
+        if self.health.role is None:
+            return line
+        return f"{self.health.role} ({replica_name(self.world.settings)}); {line}"
 
 
 def _log_problems(event: str, exc: ConfigError) -> None:
@@ -384,6 +443,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     """Settings a reload keeps as they were (the state file and the metrics listener are
     opened once per process), named when the new config changes them."""
     changed = []
+    if old.state.url != new.state.url:
+        changed.append("state.url (the database in use stays in use)")
     if old.state_path() != new.state_path():
         changed.append(f"state.path ({old.state_path()} stays in use)")
     if old.server.listen != new.server.listen:

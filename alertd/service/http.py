@@ -29,6 +29,9 @@ class Health:
     first_poll_done: bool = False
     stale_reason: str | None = None
     store_problem: str | None = None
+    #: ``leader`` or ``standby`` on a shared (PostgreSQL) store; ``None`` with SQLite.
+    role: str | None = None
+    leader: str | None = None
 
     def alive(self, now: float) -> bool:
         return self.last_beat is not None and now - self.last_beat <= self.beat_tolerance
@@ -36,6 +39,8 @@ class Health:
     def not_ready_reason(self) -> str | None:
         if self.store_problem is not None:
             return self.store_problem
+        if self.role == "standby":  # it delivers and takes over; it polls nothing yet
+            return None
         if not self.first_poll_done:
             # Polls that fail from the start would otherwise hide their reason behind this.
             suffix = f" ({self.stale_reason})" if self.stale_reason else ""
@@ -57,7 +62,10 @@ def build_app(metrics: Metrics, health: Health, clock: Clock) -> web.Application
     async def readyz(_: web.Request) -> web.Response:
         reason = health.not_ready_reason()
         if reason is None:
-            return web.Response(text="ready\n")
+            role = "" if health.role is None else f": {health.role}"
+            if health.role == "standby" and health.leader:
+                role += f" (leader {health.leader})"
+            return web.Response(text=f"ready{role}\n")
         return web.Response(status=503, text=f"not ready: {reason}\n")
 
     app = web.Application()

@@ -43,6 +43,7 @@ from alertd.service.metrics import Metrics
 from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
 from alertd.store.base import Store
 from alertd.store.lock import exclusive
+from alertd.store.open import open_store
 from alertd.store.sqlite import SqliteStore
 
 log = logging.getLogger("alertd.daemon")
@@ -238,7 +239,11 @@ async def open_services(
         ))
         await verify_meters(world.rules, stripe.directory)
         store: Store | None = None
-        if state is not None:
+        if state is not None and str(state) != ":memory:" and world.settings.state.url:
+            # The shared PostgreSQL database: no file lock (leases and claims keep the
+            # replicas apart).
+            store = await stack.enter_async_context(open_store(world.settings))
+        elif state is not None:
             if lock_holder is not None:
                 stack.enter_context(exclusive(Path(state), lock_holder))
             store = await stack.enter_async_context(SqliteStore(state))
