@@ -210,6 +210,9 @@ class StateSettings(Section):
     lease: PositiveDuration = 15.0
     #: This replica's name in leases and claims (default: host name and process id).
     replica: str | None = None
+    #: How long a replica holds a notification it is delivering before another may send it
+    #: (again, same Idempotency-Key): longer than the longest receiver timeout.
+    claim: PositiveDuration = 150.0
 
     @field_validator("url")
     @classmethod

@@ -203,7 +203,8 @@ class Daemon:
         inside it."""
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(open_store(
-                world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health)))
+                world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health),
+                claim_seconds=world.settings.state.claim))
             await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
