@@ -38,7 +38,7 @@ from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision, FlushContext, flush_groups
 from alertd.rules.schema import Rule
-from alertd.store.base import LeaseLostError, Changes, Store
+from alertd.store.base import Changes, LeaseLostError, Store
 from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.notify")

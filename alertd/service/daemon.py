@@ -27,6 +27,16 @@ Poll groups: rules with the same ``every`` are one APScheduler job (``max_instan
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
 rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
 ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+
+Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
+(:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
+world records through a store fenced by the lease, and becoming leader reschedules the polls
+to run at once. ``/readyz`` and ``STATUS=`` name the role; a stop releases the lease first,
+so the standby takes over while this process finishes its deliveries. With a SQLite file the
+one process holding its lock leads, without a lease.
+
+Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
+reload, signals — and each step's order matters against the others'.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,6 +61,7 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
+from alertd.service.leader import FencedStore, Leadership
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -63,7 +74,6 @@ from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
-from alertd.service.leader import FencedStore, Leadership
 from alertd.store.base import Lease, Store
 from alertd.store.open import open_store, replica_name
 from alertd.tasks import cancel, wait_first
@@ -205,7 +215,7 @@ class Daemon:
             store = await stack.enter_async_context(open_store(
                 world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health),
                 claim_seconds=world.settings.state.claim))
-            await self._lead(stack, store, world.settings)
+            self._store = shared = await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
                 self.server_url = await stack.enter_async_context(
@@ -214,35 +224,35 @@ class Daemon:
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
             stack.push_async_callback(cancel, keepalive)
-            self._stripe, self._live = await open_world(world, self._store, self._parts)
+            self._stripe, self._live = await open_world(world, shared, self._parts)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
             if self.leadership is None or self.leadership.leading:
-                orphans = orphaned_rules(await self._store.load_states(), world)
+                orphans = orphaned_rules(await shared.load_states(), world)
                 await self._live.retire(orphans, int(self.clock.now()),
                                         "rule no longer in the configuration")
             yield self
 
-    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> None:
+    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> Store:
         """Takes (or waits for) the account's lease before anything polls; the store the
         world gets is fenced by it. Stopping releases the lease. A SQLite file has one
         process (its lock): that process leads, without a lease."""
         shared = settings.state.url is not None
         if not shared:
-            self._store = store
             self.metrics.leader.labels(LEASE_NAME).set(1)
-            return
+            return store
         leadership = Leadership(store, LEASE_NAME, replica_name(settings), settings.state.lease,
                                 self.clock, on_change=lambda on, lease: self._on_lease(
                                     on, lease, shared))
         self.leadership = leadership
         await leadership.renew()
-        self._store = FencedStore(store, leadership)  # type: ignore[assignment]
         self._lease_stop.clear()
         self._lease_task = asyncio.create_task(leadership.run(self._lease_stop),
                                                name="alertd-lease")
         stack.push_async_callback(self._end_lease)
+        # FencedStore is the Store protocol by delegation (__getattr__), which mypy cannot see.
+        return cast(Store, FencedStore(store, leadership))
 
     async def _end_lease(self) -> None:
         self._lease_stop.set()

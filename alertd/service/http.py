@@ -3,7 +3,10 @@
 ``/healthz`` answers 200 while the main loop is alive (it beat within three poll intervals);
 ``/readyz`` answers 200 once the first poll finished, the data is not stale and the state store
 works, else 503 with the reason (a failing store first: nothing is recorded or delivered
-while it fails). The daemon owns a :class:`Health` object and updates it; this module only reads it.
+while it fails). With replicas on PostgreSQL the body names the role (``ready: leader``,
+``ready: standby (leader NAME)``); a standby is ready once its store works — it delivers and
+stands by to take over, and polls nothing until it leads. The daemon owns a :class:`Health`
+object and updates it; this module only reads it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ busiest second: the figure a client's own rate budget must keep at or under the 
 
 from __future__ import annotations
 
-from collections import Counter, deque
 import time
+from collections import Counter, deque
 from typing import Any, Literal
 
 Budget = Literal["analytics", "general"]

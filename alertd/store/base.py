@@ -238,9 +238,9 @@ __all__ = [
     "Changes",
     "Lease",
     "LeaseLostError",
-    "next_lease",
     "OutboxRow",
     "OutboxStatus",
     "Silence",
     "Store",
+    "next_lease",
 ]

@@ -17,6 +17,7 @@ The password never appears in a URL alertd logs: :func:`redacted` is what messag
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -83,16 +84,16 @@ def redacted(url: str) -> str:
 
 
 async def connect(url: str, password: str | None, timeout: float = 10.0
-                  ) -> psycopg.AsyncConnection[dict[str, object]]:
+                  ) -> psycopg.AsyncConnection[dict[str, Any]]:
     """An autocommit connection to ``url`` (``password`` overrides one in the URL), or
     :class:`StoreError` saying what failed without the password."""
-    extra: dict[str, object] = {"connect_timeout": max(1, int(timeout))}
+    extra: dict[str, Any] = {"connect_timeout": max(1, int(timeout))}
     if password is not None:
         extra["password"] = password
     try:
         return await psycopg.AsyncConnection.connect(
             url, autocommit=True, row_factory=psycopg.rows.dict_row,
-            application_name="alertd", **extra)  # type: ignore[arg-type]
+            application_name="alertd", **extra)
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())[:300]
         raise StoreError(
@@ -101,7 +102,7 @@ async def connect(url: str, password: str | None, timeout: float = 10.0
         ) from None
 
 
-async def migrate(conn: psycopg.AsyncConnection[dict[str, object]], url: str) -> int:
+async def migrate(conn: psycopg.AsyncConnection[dict[str, Any]], url: str) -> int:
     """Brings the database to :data:`SCHEMA_VERSION` in one transaction; the version."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))

@@ -25,6 +25,9 @@ Contract, beyond the SQLite store's (one transaction for alert state and its out
 Connection: one connection per store, used by one call at a time (an ``asyncio.Lock``); a
 broken connection is dropped and the next call connects again, so a database restart costs
 the calls in between (each a :class:`~alertd.errors.StoreError` told to the observer).
+
+Why over 400 lines: the one PostgreSQL implementation of the Store protocol; each operation's
+SQL and its transaction stay side by side, as in :mod:`alertd.store.sqlite`.
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ class PostgresStore:
             "ORDER BY o.created_at, o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"
         )
 
-        async def claim(conn: Conn) -> list[dict[str, Any]]:
+        async def claim(conn: Conn) -> list[rows.Row]:
             found = await (await conn.execute(pick.encode(), params)).fetchall()
             kept = in_group_order(found)
             if kept:

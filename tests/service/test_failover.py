@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from alertd.sim.testing import running_simulator
 from alertd.store.postgres import PostgresStore
 from tests.service.test_daemon import (
     DaemonProcess,
@@ -22,7 +23,6 @@ from tests.service.test_daemon import (
     rule,
     write_config,
 )
-from alertd.sim.testing import running_simulator
 
 LEASE = 2.0
 

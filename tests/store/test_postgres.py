@@ -66,7 +66,7 @@ async def test_a_database_from_a_newer_alertd_is_refused(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         conn.execute("CREATE TABLE alertd_schema (version INTEGER NOT NULL)")
         conn.execute("INSERT INTO alertd_schema VALUES (%s)", (SCHEMA_VERSION + 1,))
-    with pytest.raises(StoreError, match="newer alertd .*Upgrade alertd on every replica"):
+    with pytest.raises(StoreError, match=r"newer alertd .*Upgrade alertd on every replica"):
         await PostgresStore(pg_url).open()
 
 
