@@ -20,6 +20,7 @@ from tests.service.test_daemon import (
     eventually,
     get,
     hooks_sink,
+    metric_samples,
     rule,
     write_config,
 )
@@ -91,6 +92,9 @@ async def test_the_standby_takes_over_from_a_killed_leader(
                     return await readyz(url_b) == "ready: leader"
 
                 await eventually(b_leads, 20, "b leads")
+                _, samples = metric_samples((await get(f"{url_b}/metrics")).text)
+                assert samples[("alertd_leader", (("account", "stripe"),))] == 1
+                assert samples[("alertd_lease_generation", (("account", "stripe"),))] == 2
 
                 async def all_delivered() -> bool:
                     async with PostgresStore(pg_url, holder="check") as store:
