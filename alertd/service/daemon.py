@@ -61,7 +61,7 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
-from alertd.service.leader import FencedStore, Leadership
+from alertd.service.leader import LEASE_NAME, FencedStore, Leadership
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -82,8 +82,6 @@ log = logging.getLogger("alertd.daemon")
 
 #: Grace for running polls, then for deliveries in flight, when stopping (sum < 45 s).
 POLL_GRACE = 10.0
-#: The lease of the one Stripe account of ``stripe.api_key``.
-LEASE_NAME = "stripe"
 DELIVERY_GRACE = 25.0
 #: The same for the old world's polls and deliveries during a reload.
 RELOAD_GRACE = 10.0

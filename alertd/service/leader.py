@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from alertd.clock import Clock
 from alertd.errors import StoreError
@@ -38,6 +39,8 @@ log = logging.getLogger("alertd.leader")
 
 #: A lease with less than this share of its length left no longer counts as leading.
 MARGIN = 0.2
+#: The lease of the one Stripe account of ``stripe.api_key``.
+LEASE_NAME = "stripe"
 
 
 class NotLeaderError(LeaseLostError):
@@ -115,6 +118,28 @@ class Leadership:
             except StoreError as exc:
                 log.warning("lease not released lease=%s error=%s", self.name, exc)
         self._tell()
+
+
+@asynccontextmanager
+async def sole_leader(store: Store, holder: str, length: float, clock: Clock, who: str
+                      ) -> AsyncIterator[Store]:
+    """The account's lease for a one-off command that records (``alertd check``), renewed
+    while it runs and released after; :class:`~alertd.errors.StoreError` naming the leader
+    when a replica holds it. Yields ``store`` fenced by it."""
+    leadership = Leadership(store, LEASE_NAME, holder, length, clock)
+    await leadership.renew()
+    if not leadership.leading:
+        current = leadership.lease.holder if leadership.lease is not None else "another process"
+        raise StoreError(
+            f"the state database is led by replica {current}; {who} records and needs the "
+            "lease: use 'alertd check --dry-run', or stop the replicas")
+    stop = asyncio.Event()
+    task = asyncio.create_task(leadership.run(stop), name="alertd-lease")
+    try:
+        yield cast(Store, FencedStore(store, leadership))
+    finally:
+        stop.set()
+        await task
 
 
 class FencedStore:

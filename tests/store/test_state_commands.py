@@ -3,14 +3,18 @@ from a real SQLite file into a real PostgreSQL schema (the CLI, in this process)
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from alertd.cli import main
+from alertd.sim.testing import running_simulator
 from alertd.store.base import Attempt, Changes
 from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
+from tests.service.test_daemon import hooks_sink, rule, write_config
 from tests.store.test_sqlite import FIRING, KEY, NOW, changes, group, notification
 
 
@@ -54,8 +58,6 @@ async def test_state_copy_moves_every_row_and_refuses_a_second_time(
         await store.record_attempts([Attempt("n1", "delivered", 1, NOW + 5)])
     cfg = config(tmp_path, f'url: "{pg_url}"')
     # The CLI runs its own event loop: in a thread, away from this test's.
-    import asyncio
-
     assert await asyncio.to_thread(main, ["state", "copy", "-c", cfg, "--from", str(path)]) == 0
     assert "outbox 2" in capsys.readouterr().out
     async with PostgresStore(pg_url) as store:
@@ -66,3 +68,25 @@ async def test_state_copy_moves_every_row_and_refuses_a_second_time(
         await store.commit_transitions(Changes())
     assert await asyncio.to_thread(main, ["state", "copy", "-c", cfg, "--from", str(path)]) == 2
     assert "already holds alert state" in capsys.readouterr().err
+
+
+async def test_check_records_only_with_the_lease(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with running_simulator(customers=2, days=40, now=None) as sim, \
+            hooks_sink() as hooks:
+        cfg = str(write_config(tmp_path, sim.url, hooks.url, [rule("tokens")],
+                               state={"url": pg_url, "replica": "cli"}))
+        async with PostgresStore(pg_url) as store:
+            held = await store.acquire_lease("stripe", "replica-a", 15, time.time())
+        assert await asyncio.to_thread(main, ["check", "-c", cfg]) == 2
+        assert "led by replica replica-a" in capsys.readouterr().err
+        async with PostgresStore(pg_url) as store:
+            assert await store.load_states() == {}  # nothing recorded
+            await store.release_lease(held)
+        assert await asyncio.to_thread(main, ["check", "-c", cfg]) == 0
+        assert hooks.at("/alertd")  # and delivered
+        async with PostgresStore(pg_url) as store:
+            assert await store.load_states()  # recorded under its own lease, released after
+            (lease,) = await store.leases()
+            assert lease.holder == "cli" and lease.expires_at == 0
