@@ -90,3 +90,17 @@ async def test_check_records_only_with_the_lease(
             assert await store.load_states()  # recorded under its own lease, released after
             (lease,) = await store.leases()
             assert lease.holder == "cli" and lease.expires_at == 0
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("mysql://alertd@db/alertd", "use postgresql://"),
+    ("postgresql://alertd:s3cret@db/alertd", "keep the password out of the URL"),
+])
+def test_a_bad_state_url_is_refused_at_its_key_without_echoing_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, said: str,
+) -> None:
+    assert main(["validate", "-c", config(tmp_path, f'url: "{url}"')]) == 2
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert f"alertd.yaml:3:8: state.url: {said}" in text
+    assert "s3cret" not in text
