@@ -30,10 +30,11 @@ rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
-world records through a store fenced by the lease, and becoming leader reschedules the polls
-to run at once. ``/readyz`` and ``STATUS=`` name the role; a stop releases the lease first,
-so the standby takes over while this process finishes its deliveries. With a SQLite file the
-one process holding its lock leads, without a lease.
+world records through a store fenced by the lease, becoming leader reschedules the polls to
+run at once, and losing the lease cancels the polls in flight. ``/readyz`` and ``STATUS=``
+name the role; a stop releases the lease first, so the standby takes over while this process
+finishes its deliveries. With a SQLite file the one process holding its lock leads, without
+a lease.
 
 Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
 reload, signals — and each step's order matters against the others'.
@@ -269,10 +270,15 @@ class Daemon:
         if shared:
             self.health.role = "leader" if leading else "standby"
             self.health.leader = lease.holder if lease is not None else None
-        became = leading and self.leadership is not None and self.leadership.changed.is_set()
+        changed = self.leadership is not None and self.leadership.changed.is_set()
         if self.leadership is not None:
             self.leadership.changed.clear()
-        if became and self._live is not None:
+        if changed and not leading:
+            # A lost lease ends the polls in flight: the next leader may poll from now on,
+            # and Stripe must never be polled by both (the commit would be refused anyway).
+            for task in list(self._polls):
+                task.cancel()
+        if changed and leading and self._live is not None:
             self._reschedule()  # a new leader polls at once, not one interval later
             self.systemd.status(self._status())
 

@@ -4,6 +4,7 @@ writes, takeover after expiry, a paused leader fenced in the database, release o
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from alertd.clock import FakeClock
 from alertd.service.leader import MARGIN, FencedStore, Leadership, NotLeaderError, leading
 from alertd.store.base import Changes, Lease, LeaseLostError, Store
+from alertd.sim.faults import Fault
 from alertd.store.postgres import PostgresStore
+from tests.service.test_daemon import in_process, rule
 from tests.store.test_sqlite import FIRING, KEY, NOW
 
 LENGTH = 15.0
@@ -67,3 +70,27 @@ async def test_a_stopping_leader_releases_its_lease(pg_url: str) -> None:
         b = Leadership(db, "stripe", "b", LENGTH, clock)
         await b.renew()  # at once, without waiting for the lease to expire
         assert b.role == "leader"
+
+
+async def test_a_daemon_that_loses_its_lease_cancels_its_poll_and_stops_polling(
+    tmp_path: Path, pg_url: str,
+) -> None:
+    async with in_process(tmp_path, [rule("tokens")],
+                          state={"url": pg_url, "replica": "a", "lease": "15s"}) as s:
+        leadership = s.daemon.leadership
+        assert leadership is not None and leadership.role == "leader"
+        assert s.daemon.health.role == "leader"
+        # Every Stripe answer takes 5 s: the poll is in flight when the lease goes.
+        s.sim.add_fault(Fault("slow", delay=5.0))
+        poll = asyncio.create_task(s.daemon._poll_job(("tokens",)))
+        await asyncio.sleep(0.3)
+        s.advance(16)  # a paused past its lease; b takes it over
+        async with PostgresStore(pg_url, holder="b") as other:
+            await other.acquire_lease("stripe", "b", 15, s.clock.now())
+        await leadership.renew()
+        assert leadership.role == "standby" and s.daemon.health.role == "standby"
+        await asyncio.wait_for(poll, 2)  # cancelled long before its answer
+        assert s.daemon.poller.last_poll is None  # nothing recorded
+        before = s.sim.stats()["requests"]
+        await s.daemon._poll_job(("tokens",))  # the scheduler's next run: a standby skips it
+        assert s.sim.stats()["requests"] == before
