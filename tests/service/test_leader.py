@@ -11,8 +11,8 @@ import pytest
 
 from alertd.clock import FakeClock
 from alertd.service.leader import MARGIN, FencedStore, Leadership, NotLeaderError, leading
-from alertd.store.base import Changes, Lease, LeaseLostError, Store
 from alertd.sim.faults import Fault
+from alertd.store.base import Changes, Lease, LeaseLostError, Store
 from alertd.store.postgres import PostgresStore
 from tests.service.test_daemon import in_process, rule
 from tests.store.test_sqlite import FIRING, KEY, NOW
