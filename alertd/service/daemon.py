@@ -27,6 +27,17 @@ Poll groups: rules with the same ``every`` are one APScheduler job (``max_instan
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
 rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
 ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+
+Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
+(:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
+world records through a store fenced by the lease, becoming leader reschedules the polls to
+run at once, and losing the lease cancels the polls in flight. ``/readyz`` and ``STATUS=``
+name the role; a stop releases the lease first, so the standby takes over while this process
+finishes its deliveries. With a SQLite file the one process holding its lock leads, without
+a lease.
+
+Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
+reload, signals — and each step's order matters against the others'.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,6 +62,7 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
+from alertd.service.leader import LEASE_NAME, FencedStore, Leadership
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -63,8 +75,8 @@ from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
-from alertd.store.lock import exclusive
-from alertd.store.sqlite import SqliteStore
+from alertd.store.base import Lease, Store
+from alertd.store.open import open_store, replica_name
 from alertd.tasks import cancel, wait_first
 
 log = logging.getLogger("alertd.daemon")
@@ -142,7 +154,10 @@ class Daemon:
         self._every_override = every_override
         self._live: Services | None = None
         self._stripe: StripeHandle | None = None
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
+        self.leadership: Leadership | None = None
+        self._lease_stop = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
@@ -196,9 +211,10 @@ class Daemon:
         world's services (group timer, outbox worker), the keep-alive. Tests poll by hand
         inside it."""
         async with AsyncExitStack() as stack:
-            stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
-            self._store = await stack.enter_async_context(SqliteStore(
-                world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
+            store = await stack.enter_async_context(open_store(
+                world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health),
+                claim_seconds=world.settings.state.claim))
+            self._store = shared = await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
                 self.server_url = await stack.enter_async_context(
@@ -207,14 +223,64 @@ class Daemon:
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
             stack.push_async_callback(cancel, keepalive)
-            self._stripe, self._live = await open_world(world, self._store, self._parts)
+            self._stripe, self._live = await open_world(world, shared, self._parts)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
-            orphans = orphaned_rules(await self._store.load_states(), world)
-            await self._live.retire(orphans, int(self.clock.now()),
-                                    "rule no longer in the configuration")
+            if self.leadership is None or self.leadership.leading:
+                orphans = orphaned_rules(await shared.load_states(), world)
+                await self._live.retire(orphans, int(self.clock.now()),
+                                        "rule no longer in the configuration")
             yield self
+
+    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> Store:
+        """Takes (or waits for) the account's lease before anything polls; the store the
+        world gets is fenced by it. Stopping releases the lease. A SQLite file has one
+        process (its lock): that process leads, without a lease."""
+        shared = settings.state.url is not None
+        if not shared:
+            self.metrics.leader.labels(LEASE_NAME).set(1)
+            return store
+        leadership = Leadership(store, LEASE_NAME, replica_name(settings), settings.state.lease,
+                                self.clock, on_change=lambda on, lease: self._on_lease(
+                                    on, lease, shared))
+        self.leadership = leadership
+        await leadership.renew()
+        self._lease_stop.clear()
+        self._lease_task = asyncio.create_task(leadership.run(self._lease_stop),
+                                               name="alertd-lease")
+        stack.push_async_callback(self._end_lease)
+        # FencedStore is the Store protocol by delegation (__getattr__), which mypy cannot see.
+        return cast(Store, FencedStore(store, leadership))
+
+    async def _end_lease(self) -> None:
+        self._lease_stop.set()
+        if self._lease_task is not None:
+            task, self._lease_task = self._lease_task, None
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                await cancel(task)
+
+    def _on_lease(self, leading: bool, lease: Lease | None, shared: bool) -> None:
+        self.metrics.leader.labels(LEASE_NAME).set(1 if leading else 0)
+        if lease is not None:
+            self.metrics.lease_generation.labels(LEASE_NAME).set(lease.generation)
+            self.metrics.lease_expires.labels(LEASE_NAME).set(lease.expires_at)
+        if shared:
+            self.health.role = "leader" if leading else "standby"
+            self.health.leader = lease.holder if lease is not None else None
+        changed = self.leadership is not None and self.leadership.changed.is_set()
+        if self.leadership is not None:
+            self.leadership.changed.clear()
+        if changed and not leading:
+            # A lost lease ends the polls in flight: the next leader may poll from now on,
+            # and Stripe must never be polled by both (the commit would be refused anyway).
+            for task in list(self._polls):
+                task.cancel()
+        if changed and leading and self._live is not None:
+            self._reschedule()  # a new leader polls at once, not one interval later
+            self.systemd.status(self._status())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -255,6 +321,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         await self._pause_polls(POLL_GRACE, self._abort)
+        await self._end_lease()  # the standby may take over while deliveries finish
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -293,7 +360,9 @@ class Daemon:
         self._reschedule()
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
         self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-        await new.retire(removed, int(self.clock.now()), "rule removed from the configuration")
+        if self.leadership is None or self.leadership.leading:
+            await new.retire(removed, int(self.clock.now()),
+                             "rule removed from the configuration")
         await old.close()
         if old_stripe is not None and old_stripe is not stripe:
             await old_stripe.close()
@@ -334,7 +403,9 @@ class Daemon:
         if task is not None:
             self._polls.add(task)
         try:
-            if not self.stop_event.is_set():
+            if self.leadership is not None and not self.leadership.leading:
+                log.debug("standby: not polling rules=%s", ",".join(names))
+            elif not self.stop_event.is_set():
                 await self.poll(names)
         except asyncio.CancelledError:
             # A reload or stop cut the poll short on purpose; the next run redoes it.
@@ -363,7 +434,10 @@ class Daemon:
         return outcome
 
     def _status(self) -> str:
-        return self.poller.status(len(self.world.rules), self.world.settings)
+        line = self.poller.status(len(self.world.rules), self.world.settings)
+        if self.health.role is None:
+            return line
+        return f"{self.health.role} ({replica_name(self.world.settings)}); {line}"
 
 
 def _log_problems(event: str, exc: ConfigError) -> None:
@@ -384,6 +458,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     """Settings a reload keeps as they were (the state file and the metrics listener are
     opened once per process), named when the new config changes them."""
     changed = []
+    if old.state.url != new.state.url:
+        changed.append("state.url (the database in use stays in use)")
     if old.state_path() != new.state_path():
         changed.append(f"state.path ({old.state_path()} stays in use)")
     if old.server.listen != new.server.listen:

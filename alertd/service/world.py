@@ -22,7 +22,8 @@ from alertd.rules.loader import RuleSet, load_rules
 from alertd.service.metrics import Metrics
 from alertd.source import Source, build_source
 from alertd.source.directory import Directory
-from alertd.source.http import StripeHTTP
+from alertd.source.http import USER_AGENT, StripeHTTP
+from alertd.store.open import replica_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,13 @@ async def stripe_stack(
     api_key = settings.stripe.resolved_api_key()
     if api_key is None:
         raise ConfigError(NO_KEY)
+    # Replicas name themselves to Stripe (and to the simulator's request log): which one
+    # polled is then visible from the outside.
+    agent = USER_AGENT if settings.state.url is None else \
+        f"{USER_AGENT} replica/{replica_name(settings)}"
     async with StripeHTTP(
-        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics
+        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics,
+        user_agent=agent,
     ) as http:
         directory = Directory(http, clock=clock, refresh=settings.customers.refresh)
         yield StripeStack(http, build_source(http, settings.stripe), directory)

@@ -73,6 +73,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (receiver, group_key, instance))""",
         "CREATE INDEX outbox_group_order ON outbox (receiver, group_key, status, created_at)",
     ),
+    (  # 3: leader leases (one file has one writer, but the daemon asks the same way)
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, generation INTEGER NOT NULL,
+            expires_at REAL NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600
