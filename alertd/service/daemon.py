@@ -288,15 +288,18 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
-        configure(world.settings.log_level, world.settings.log_format)
-        await new.start()
-        self._reschedule()
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
-        self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-        await new.retire(removed, int(self.clock.now()), "rule removed from the configuration")
-        await old.close()
-        if old_stripe is not None and old_stripe is not stripe:
-            await old_stripe.close()
+        try:
+            configure(world.settings.log_level, world.settings.log_format)
+            await new.start()
+            self._reschedule()
+            self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
+            await new.retire(removed, int(self.clock.now()),
+                             "rule removed from the configuration")
+        finally:  # swapped out, the old world is never used again: close it even on failure
+            await old.close()
+            if old_stripe is not None and old_stripe is not stripe:
+                await old_stripe.close()
         for what in restart_only_changes(old.world.settings, world.settings):
             log.warning("reload cannot change %s; restart alertd to apply it", what)
         log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),

@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import OffsetClock
-from alertd.errors import StoreDamagedError
+from alertd.errors import StoreDamagedError, StoreError
 from alertd.model import Finding, Period, SeriesKey
 from alertd.rules.schema import Rule
 from alertd.service.daemon import Daemon, load_checked
@@ -316,13 +316,7 @@ async def test_a_state_file_damaged_at_run_time_makes_the_daemon_unready(
         url, group, state = s.daemon.server_url, ("tokens",), tmp_path / "alertd.db"
         assert (await s.daemon.poll(group)).recorded
         assert (await get(f"{url}/readyz")).status_code == 200
-        other = sqlite3.connect(state)  # another process checkpoints the WAL into the file
-        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        other.close()
-        with state.open("r+b") as file:  # then its pages (all but the header page) go bad
-            for offset in range(4096, state.stat().st_size, 4096):
-                file.seek(offset + 100)
-                file.write(bytes(range(256)) * 2)
+        damage(state)
         s.advance(300)
         with pytest.raises(StoreDamagedError):
             await s.daemon.poll(group)
@@ -454,6 +448,37 @@ async def test_reload_carries_state_resolves_removed_rules_refuses_invalid(
         assert not await s.daemon.reload()
         assert s.daemon.world.rules.names() == ("kept", "added")
         assert (await s.daemon.poll(("kept", "added"))).result.requests == 3
+
+
+def damage(state: Path) -> None:
+    """Checkpoints the WAL into ``state`` (as another process might), then ruins every page
+    but the header: the next read of the store fails."""
+    other = sqlite3.connect(state)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    with state.open("r+b") as file:
+        for offset in range(4096, state.stat().st_size, 4096):
+            file.seek(offset + 100)
+            file.write(bytes(range(256)) * 2)
+
+
+async def test_a_reload_failing_after_the_swap_still_closes_the_old_world(
+    tmp_path: Path,
+) -> None:
+    async with in_process(tmp_path, [rule("kept"), rule("dropped", meter=CALLS)]) as s:
+        await s.daemon.poll(("kept", "dropped"))
+        await eventually(lambda: len(s.hooks.alerts()) == 6, what="six firing alerts")
+        old = s.daemon.services
+        write_rules(s.folder, [rule("kept")])  # retiring "dropped" needs the store...
+        config = yaml.safe_load((s.folder / "alertd.yaml").read_text())
+        config["stripe"]["max_retries"] = 1  # ...and a new Stripe client replaces the old
+        (s.folder / "alertd.yaml").write_text(yaml.safe_dump(config))
+        damage(tmp_path / "alertd.db")
+        with pytest.raises(StoreError):
+            await s.daemon.reload()
+        assert s.daemon.services is not old
+        assert old.closed and old.stripe.http.closed  # no leaked HTTP pools
+        assert not s.daemon.services.stripe.http.closed
 
 
 async def test_reload_without_an_api_key_is_refused(
