@@ -146,6 +146,7 @@ class Daemon:
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
+        self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
 
     @property
     def services(self) -> Services:
@@ -330,7 +331,11 @@ class Daemon:
         running = set(self._polls)
         if running:
             await wait_first(cut, timeout=grace, tasks=running)
-            await asyncio.gather(*(cancel(task) for task in running))
+            self._cut |= running
+            try:
+                await asyncio.gather(*(cancel(task) for task in running))
+            finally:
+                self._cut -= running
 
     async def _poll_job(self, names: PollGroup) -> None:
         task = asyncio.current_task()
@@ -340,8 +345,12 @@ class Daemon:
             if not self.stop_event.is_set():
                 await self.poll(names)
         except asyncio.CancelledError:
-            # A reload or stop cut the poll short on purpose; the next run redoes it.
             log.info("poll cancelled rules=%s", ",".join(names))
+            # Our own reload or stop cut the poll short on purpose (the next run redoes it):
+            # the job ends quietly, or APScheduler would log it as a failure with a
+            # traceback. Any other cancellation is the caller's and goes on up to it.
+            if task is None or task not in self._cut:
+                raise
         except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
             log.warning("poll not recorded rules=%s error=%s", ",".join(names),
                         type(exc).__name__)

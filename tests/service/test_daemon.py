@@ -481,6 +481,34 @@ async def test_a_reload_failing_after_the_swap_still_closes_the_old_world(
         assert not s.daemon.services.stripe.http.closed
 
 
+async def test_a_poll_cut_by_the_daemon_ends_quietly_any_other_cancel_propagates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="alertd.daemon")
+    async with in_process(tmp_path, [rule("tokens")]) as s:
+        await s.daemon.poll(("tokens",))  # the customers are listed: only usage is asked now
+        s.sim.add_fault(Fault("slow", delay=3.0, path="/v1/billing/analytics"))
+
+        async def in_flight() -> asyncio.Task[None]:
+            s.advance(300)
+            before = s.sim.stats()["requests"]
+            job = asyncio.create_task(s.daemon._poll_job(("tokens",)))  # as APScheduler runs it
+            await eventually(lambda: s.sim.stats()["requests"] > before, what="a slow poll")
+            return job
+
+        job = await in_flight()
+        job.cancel()  # not the daemon's doing: the cancellation reaches the canceller
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        assert job.cancelled()
+
+        job = await in_flight()
+        await s.daemon._pause_polls(0.0, asyncio.Event())  # what a reload or stop does
+        assert job.done() and not job.cancelled() and job.exception() is None
+    cancelled = [r for r in caplog.records if r.getMessage() == "poll cancelled rules=tokens"]
+    assert len(cancelled) == 2
+
+
 async def test_reload_without_an_api_key_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
