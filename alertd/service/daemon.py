@@ -154,6 +154,11 @@ class Daemon:
         return self._live
 
     @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat sender while running (``None`` otherwise)."""
+        return self._heartbeat
+
+    @property
     def world(self) -> World:
         return self.services.world
 

@@ -412,13 +412,17 @@ async def test_no_heartbeat_when_a_poll_judges_nothing(tmp_path: Path) -> None:
         heartbeat = {"url": f"{beats.url}/ping", "interval": "1s"}
         rules = [{**rule("ghost"), "customers": ["cus_ghost", "cus_gone"]}, rule("tokens")]
         async with in_process(tmp_path, rules, heartbeat=heartbeat) as s:
+            heartbeat = s.daemon.heartbeat
+            assert heartbeat is not None
             outcome = await s.daemon.poll(("ghost",))
             assert {f.state for f in outcome.result.findings} == {"error"}
-            await asyncio.sleep(0.3)
-            assert beats.arrived == []
+            # poll() starts a beat synchronously or not at all: none was started
+            assert heartbeat.started == 0
             s.advance(60)
             await s.daemon.poll(("tokens",))
+            assert heartbeat.started == 1
             await eventually(lambda: beats.arrived, what="a heartbeat after a judging poll")
+            assert beats.arrived[0].path == "/ping" and heartbeat.sent == 1
 
 
 async def test_reload_carries_state_resolves_removed_rules_refuses_invalid(
