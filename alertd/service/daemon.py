@@ -155,7 +155,7 @@ class Daemon:
 
     @property
     def heartbeat(self) -> Heartbeat | None:
-        """The heartbeat sender while running (``None`` otherwise)."""
+        """The heartbeat sender (``None`` until :meth:`running` has opened it)."""
         return self._heartbeat
 
     @property

@@ -49,10 +49,6 @@ class StripeStack:
     directory: Directory
 
 
-#: Said by ``validate`` too (it checks the key first).
-NO_KEY = NO_API_KEY
-
-
 async def verify_meters(rules: RuleSet, directory: Directory) -> None:
     """Refuse rules that name a meter the Stripe account does not have (one problem each)."""
     missing = set(await directory.check_meters(rule.meter for rule in rules))
@@ -77,7 +73,7 @@ async def stripe_stack(
     """The HTTP client, usage source and directory for ``settings.stripe``."""
     api_key = settings.stripe.resolved_api_key()
     if api_key is None:
-        raise ConfigError(NO_KEY)
+        raise ConfigError(NO_API_KEY)
     async with StripeHTTP(
         settings.stripe, api_key, transport=transport, clock=clock, observer=metrics
     ) as http:
