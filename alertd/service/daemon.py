@@ -161,11 +161,17 @@ class Daemon:
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
+        self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
 
     @property
     def services(self) -> Services:
         assert self._live is not None, "the daemon is not running"
         return self._live
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat sender (``None`` until :meth:`running` has opened it)."""
+        return self._heartbeat
 
     @property
     def world(self) -> World:
@@ -355,17 +361,19 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
-        configure(world.settings.log_level, world.settings.log_format)
-        await new.start()
-        self._reschedule()
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
-        self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-        if self.leadership is None or self.leadership.leading:
-            await new.retire(removed, int(self.clock.now()),
-                             "rule removed from the configuration")
-        await old.close()
-        if old_stripe is not None and old_stripe is not stripe:
-            await old_stripe.close()
+        try:
+            configure(world.settings.log_level, world.settings.log_format)
+            await new.start()
+            self._reschedule()
+            self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
+            if self.leadership is None or self.leadership.leading:
+                await new.retire(removed, int(self.clock.now()),
+                                 "rule removed from the configuration")
+        finally:  # swapped out, the old world is never used again: close it even on failure
+            await old.close()
+            if old_stripe is not None and old_stripe is not stripe:
+                await old_stripe.close()
         for what in restart_only_changes(old.world.settings, world.settings):
             log.warning("reload cannot change %s; restart alertd to apply it", what)
         log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),
@@ -396,7 +404,11 @@ class Daemon:
         running = set(self._polls)
         if running:
             await wait_first(cut, timeout=grace, tasks=running)
-            await asyncio.gather(*(cancel(task) for task in running))
+            self._cut |= running
+            try:
+                await asyncio.gather(*(cancel(task) for task in running))
+            finally:
+                self._cut -= running
 
     async def _poll_job(self, names: PollGroup) -> None:
         task = asyncio.current_task()
@@ -408,8 +420,12 @@ class Daemon:
             elif not self.stop_event.is_set():
                 await self.poll(names)
         except asyncio.CancelledError:
-            # A reload or stop cut the poll short on purpose; the next run redoes it.
             log.info("poll cancelled rules=%s", ",".join(names))
+            # Our own reload or stop cut the poll short on purpose (the next run redoes it):
+            # the job ends quietly, or APScheduler would log it as a failure with a
+            # traceback. Any other cancellation is the caller's and goes on up to it.
+            if task is None or task not in self._cut:
+                raise
         except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
             log.warning("poll not recorded rules=%s error=%s", ",".join(names),
                         type(exc).__name__)

@@ -1,6 +1,9 @@
 """The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``.
 
-``/healthz`` answers 200 while the main loop is alive (it beat within three poll intervals);
+``/healthz`` answers 200 while the main loop is alive: the daemon's keepalive beats every half
+systemd watchdog interval (every 10 s without a watchdog) and ``/healthz`` wants the last beat
+within ``max(3 beats, 60 s)`` (:attr:`Health.beat_tolerance`, set by the daemon; unrelated to
+the poll intervals);
 ``/readyz`` answers 200 once the first poll finished, the data is not stale and the state store
 works, else 503 with the reason (a failing store first: nothing is recorded or delivered
 while it fails). With replicas on PostgreSQL the body names the role (``ready: leader``,

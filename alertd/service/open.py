@@ -113,6 +113,7 @@ class Services:
         self.outbox = outbox
         self.clock = clock
         self._closer = closer
+        self.closed = False
 
     @property
     def recorder(self) -> Pipeline:
@@ -139,6 +140,7 @@ class Services:
     async def close(self) -> None:
         """Closes the notifiers (their HTTP pool); call after :meth:`stop`."""
         await self._closer.aclose()
+        self.closed = True
 
     async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
         """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""

@@ -50,10 +50,6 @@ class StripeStack:
     directory: Directory
 
 
-#: Said by ``validate`` too (it checks the key first).
-NO_KEY = NO_API_KEY
-
-
 async def verify_meters(rules: RuleSet, directory: Directory) -> None:
     """Refuse rules that name a meter the Stripe account does not have (one problem each)."""
     missing = set(await directory.check_meters(rule.meter for rule in rules))
@@ -78,7 +74,7 @@ async def stripe_stack(
     """The HTTP client, usage source and directory for ``settings.stripe``."""
     api_key = settings.stripe.resolved_api_key()
     if api_key is None:
-        raise ConfigError(NO_KEY)
+        raise ConfigError(NO_API_KEY)
     # Replicas name themselves to Stripe (and to the simulator's request log): which one
     # polled is then visible from the outside.
     agent = USER_AGENT if settings.state.url is None else \

@@ -288,6 +288,11 @@ class StripeHTTP:
             f"api_version={self.settings.api_version!r}, requests={self.requests})"
         )
 
+    @property
+    def closed(self) -> bool:
+        """Whether no HTTP client is open (before ``async with``, or after it)."""
+        return self._client is None
+
     async def __aenter__(self) -> StripeHTTP:
         headers = {
             "Stripe-Version": self.settings.api_version,
