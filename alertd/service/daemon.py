@@ -283,6 +283,7 @@ class Daemon:
             # A lost lease ends the polls in flight: the next leader may poll from now on,
             # and Stripe must never be polled by both (the commit would be refused anyway).
             for task in list(self._polls):
+                self._cut.add(task)  # our own cut: the job ends quietly (see _poll_job)
                 task.cancel()
         if changed and leading and self._live is not None:
             self._reschedule()  # a new leader polls at once, not one interval later
@@ -421,7 +422,8 @@ class Daemon:
                 await self.poll(names)
         except asyncio.CancelledError:
             log.info("poll cancelled rules=%s", ",".join(names))
-            # Our own reload or stop cut the poll short on purpose (the next run redoes it):
+            # Our own reload, stop or lost lease cut the poll short on purpose (the next run,
+            # or the next leader, redoes it):
             # the job ends quietly, or APScheduler would log it as a failure with a
             # traceback. Any other cancellation is the caller's and goes on up to it.
             if task is None or task not in self._cut:
@@ -434,6 +436,7 @@ class Daemon:
         finally:
             if task is not None:
                 self._polls.discard(task)
+                self._cut.discard(task)
 
     async def poll(self, names: PollGroup) -> PollOutcome:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
