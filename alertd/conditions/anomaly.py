@@ -36,13 +36,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 from pydantic import BeforeValidator, Field, model_validator
 
-from alertd import calendar as windows
+from alertd import calendar
 from alertd.clock import format_duration
 from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
 from alertd.conditions.base import (
@@ -55,6 +54,7 @@ from alertd.conditions.base import (
     Sample,
     StrictModel,
 )
+from alertd.conditions.columns import BucketColumns, columns_of
 from alertd.conditions.series import data_need, finding, number, window_buckets
 from alertd.config.settings import PositiveDuration
 from alertd.model import (
@@ -72,8 +72,6 @@ from alertd.templating import format_number
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
 
-#: A bucket's value; ``map`` with it reads the ~840 buckets of a judgement at C speed.
-VALUE = attrgetter("value")
 EPOCH = date(1970, 1, 1).toordinal()
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -124,7 +122,7 @@ class AnomalyEvaluator:
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
         """One need: the rule's buckets from ``history`` before the current period's start to
         the end of the current period, or ``now`` rounded up to the minute if earlier."""
-        current = windows.period_containing(now, rule.window, rule.timezone)
+        current = calendar.period_containing(now, rule.window, rule.timezone)
         granularity: Granularity = "hour" if rule.window == "hour" else "day"
         starts_at = history_start(current, granularity, _condition(rule).history)
         return (data_need(rule, customer, now, starts_at, granularity),)
@@ -132,25 +130,26 @@ class AnomalyEvaluator:
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
         """The verdict on the latest complete bucket: ``nodata`` when there is none yet;
         inactive, saying why, before ``min_history``, with too little history, or when the
-        bucket is excluded."""
+        bucket is excluded.
+
+        Reads the series as columns (arrays): no bucket object is made but the judged one."""
         condition = _condition(rule)
-        buckets: Sequence[Bucket] = (
+        columns = columns_of(
             series.buckets if rule.window in ("hour", "day")
             else window_buckets(series, rule.window, rule.timezone)
         )
-        judged_at = latest_complete(buckets)
+        judged_at = latest_complete(columns)
         if judged_at is None:
-            return _nodata(rule, series, buckets, now)
-        judged = buckets[judged_at]
+            return _nodata(rule, series, columns, now)
+        judged = columns[judged_at]
         if judged.value < 0:
             return _negative(rule, series, judged)
         # Completeness grows from the start (the freshness rule): all before it is complete.
-        history = buckets[:judged_at]
-        shortfall = history_shortfall(history, judged, condition.min_history)
+        shortfall = history_shortfall(columns, judged_at, condition.min_history)
         if shortfall is not None:
             return _no_verdict(rule, series, judged, shortfall)
         plan = plan_for(rule.window)
-        values = judged_values(buckets[:judged_at + 1], plan, rule.timezone, condition.exclude)
+        values = judged_values(columns, judged_at, plan, rule.timezone, condition.exclude)
         if values is None:
             return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
         assessment = assess(values, settings_for(condition, plan))
@@ -166,44 +165,44 @@ class AnomalyEvaluator:
 def history_start(current: Period, granularity: Granularity, history: float) -> int:
     """``history`` of local wall-clock time before ``current`` starts, floored to a bucket, so
     ``35d`` means 35 local days even across a DST change."""
-    zone = windows.zone(current.timezone)
+    zone = calendar.zone(current.timezone)
     local = datetime.fromtimestamp(current.starts_at, zone).replace(tzinfo=None)
     earlier = (local - timedelta(seconds=history)).replace(tzinfo=zone)
-    return windows.floor(int(earlier.timestamp()), granularity, current.timezone)
+    return calendar.floor(int(earlier.timestamp()), granularity, current.timezone)
 
 
-def latest_complete(buckets: Sequence[Bucket]) -> int | None:
+def latest_complete(columns: BucketColumns) -> int | None:
     """The index of the last complete bucket (the running one is never judged)."""
-    for index in range(len(buckets) - 1, -1, -1):
-        if buckets[index].complete:
-            return index
-    return None
+    done = np.flatnonzero(columns.complete)
+    return int(done[-1]) if len(done) else None
 
 
-def history_shortfall(history: Sequence[Bucket], judged: Bucket, min_history: float) -> str | None:
-    """Why no verdict can be given yet, or ``None``. History counts from the first bucket with
-    usage: zero-filled buckets before a customer's first use say nothing about them."""
-    first = next((b for b in history if b.value != 0), None)
-    seen = 0 if first is None else judged.starts_at - first.starts_at
+def history_shortfall(columns: BucketColumns, judged_at: int, min_history: float) -> str | None:
+    """Why no verdict can be given yet on bucket ``judged_at``, or ``None``. History counts
+    from the first bucket with usage: zero-filled buckets before a customer's first use say
+    nothing about them."""
+    used = np.flatnonzero(columns.values[:judged_at])
+    seen = 0 if not len(used) else int(columns.starts[judged_at] - columns.starts[used[0]])
     if seen >= min_history:
         return None
     return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
-
 
 
 # --------------------------------------------------------------------------- values
 
 
 def judged_values(
-    buckets: Sequence[Bucket], plan: Plan, tz: str, exclude: Sequence[ExcludePeriod]
+    columns: BucketColumns, judged_at: int, plan: Plan, tz: str,
+    exclude: Sequence[ExcludePeriod],
 ) -> Array | None:
-    """The values up to the judged (last) bucket, one per local unit from the local day of
-    the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
+    """The values up to the judged bucket ``judged_at``, one per local unit from the local day
+    of the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
     bucket is excluded; ``None`` when the judged bucket itself is excluded."""
+    starts, raw = columns.starts[:judged_at + 1], columns.values[:judged_at + 1]
     if plan.unit_seconds:
-        first, values = local_values(buckets, plan.unit_seconds, tz)
+        first, values = local_values(starts, raw, plan.unit_seconds, tz)
     else:
-        first, values = 0, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
+        first, values = 0, raw
     # Negative buckets (corrections) are no usage level to learn: they count as 0.
     values = np.maximum(values, 0.0)
     if exclude and plan.unit_seconds:
@@ -211,7 +210,7 @@ def judged_values(
                           values)
         if np.isnan(values[-1]):
             return None
-    used = np.flatnonzero(np.nan_to_num(values))
+    used = np.flatnonzero(values > 0)  # NaN compares False
     if len(used):
         per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
         unit = first + int(used[0])
@@ -219,18 +218,18 @@ def judged_values(
     return values
 
 
-def local_values(buckets: Sequence[Bucket], unit_seconds: int, tz: str) -> tuple[int, Array]:
+def local_values(starts: np.ndarray, values: np.ndarray, unit_seconds: int, tz: str
+                 ) -> tuple[int, Array]:
     """``(first local unit, values)``, densely by local unit number."""
     if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
-        first = buckets[0].starts_at // unit_seconds
-        if buckets[-1].starts_at // unit_seconds - first + 1 == len(buckets):
-            return first, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
-    units = local_units([b.starts_at for b in buckets], unit_seconds, tz)
-    values = np.full(units[-1] - units[0] + 1, np.nan)
+        first = int(starts[0]) // unit_seconds
+        if int(starts[-1]) // unit_seconds - first + 1 == len(starts):
+            return first, values
+    units = np.asarray(local_units(starts.tolist(), unit_seconds, tz), np.int64)
+    dense = np.full(int(units[-1] - units[0]) + 1, np.nan)
     # A repeated hour (fall back) keeps its later bucket.
-    values[np.asarray(units) - units[0]] = np.fromiter(map(VALUE, buckets), np.float64,
-                                                       len(buckets))
-    return units[0], values
+    dense[units - units[0]] = values
+    return int(units[0]), dense
 
 
 def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
@@ -312,7 +311,7 @@ def utc_offsets(starts: Sequence[int], tz: str, step: int) -> list[int]:
 
 
 def utc_offset(instant: int, tz: str) -> int:
-    offset = datetime.fromtimestamp(instant, UTC).astimezone(windows.zone(tz)).utcoffset()
+    offset = datetime.fromtimestamp(instant, UTC).astimezone(calendar.zone(tz)).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
@@ -373,8 +372,8 @@ def verdict(score: float, active: bool, outside: bool) -> str:
 def span(window: Period, granularity: Granularity) -> str:
     """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
     if granularity != "hour":
-        return f"on {windows.period_key(window, granularity)} ({window.timezone})"
-    start = datetime.fromtimestamp(window.starts_at, windows.zone(window.timezone))
+        return f"on {calendar.period_key(window, granularity)} ({window.timezone})"
+    start = datetime.fromtimestamp(window.starts_at, calendar.zone(window.timezone))
     # Named by wall-clock hours, so the repeated hour of a DST change reads 01:00–02:00 twice.
     return f"{start:%Y-%m-%d %H:%M}–{(start.hour + 1) % 24:02d}:{start:%M} {window.timezone}"
 
@@ -420,11 +419,11 @@ def _negative(rule: Rule, series: Series, judged: Bucket) -> Finding:
     )
 
 
-def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> Finding:
+def _nodata(rule: Rule, series: Series, buckets: BucketColumns, now: int) -> Finding:
     if buckets:
         window = Period(buckets[-1].starts_at, buckets[-1].ends_at, rule.timezone)
     else:
-        window = windows.period_containing(now, rule.window, rule.timezone)
+        window = calendar.period_containing(now, rule.window, rule.timezone)
     return finding(rule, series, window, state="nodata", message="no complete bucket yet")
 
 

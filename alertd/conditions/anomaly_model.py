@@ -55,7 +55,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
@@ -171,7 +170,7 @@ def _choose(
         errors = errors[~np.isnan(errors)]
         if len(errors) < settings.min_errors:
             continue
-        mae = float(np.mean(np.abs(errors)))
+        mae = float(np.abs(errors).sum()) / len(errors)
         if best is None or mae < best[0]:
             best = (mae, method, predicted, anchor, errors)
     if best is None:
@@ -219,18 +218,29 @@ def _predictors(
     return found
 
 
-def _median(block: Array, axis: int) -> Array:
-    """Medians along ``axis`` of a 2-D block, ignoring ``NaN`` (all-``NaN``: ``NaN``)."""
+def _median(block: Array, axis: int = 0) -> Array:
+    """Medians along ``axis`` of a 2-D block (by default: of its columns), ignoring ``NaN``
+    (all-``NaN``: ``NaN``)."""
+    if axis:
+        block = block.T
     if np.isnan(block.sum()):  # one reduction; the values are finite otherwise
         with warnings.catch_warnings():  # an all-NaN column is a NaN median, as meant
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(np.nanmedian(block, axis=axis), dtype=np.float64)
-    ordered = np.sort(block, axis=axis)
-    size = block.shape[axis]
-    middle = np.take(ordered, size // 2, axis=axis)
+            return np.asarray(np.nanmedian(block, axis=0), dtype=np.float64)
+    ordered = np.sort(block, axis=0)
+    size = len(block)
     if size % 2:
-        return np.asarray(middle, np.float64)
-    return np.asarray((middle + np.take(ordered, size // 2 - 1, axis=axis)) / 2, np.float64)
+        return ordered[size // 2]
+    return (ordered[size // 2] + ordered[size // 2 - 1]) * 0.5
+
+
+def _shifted(source: Array, width: int, count: int) -> Array:
+    """Row ``i`` is ``source[i:i + count]``: the ``width`` windows of a trailing statistic,
+    laid out as columns (a few slice copies cost less than a strided view's set-up)."""
+    block = np.empty((width, count))
+    for row in range(width):
+        block[row] = source[row:row + count]
+    return block
 
 
 def trailing_median(values: Array, first: int, width: int) -> Array:
@@ -238,10 +248,11 @@ def trailing_median(values: Array, first: int, width: int) -> Array:
     (``NaN`` where there are none)."""
     end = len(values)
     if first >= width:
-        return _median(sliding_window_view(values[first - width:end - 1], width), 1)
-    padded = np.concatenate((np.full(width, np.nan), values))
-    # Row i of the windows ends just before bucket first + i.
-    return _median(sliding_window_view(padded[first:end - 1 + width], width), 1)
+        source = values[first - width:end - 1]
+    else:
+        # Column i of the windows ends just before bucket first + i.
+        source = np.concatenate((np.full(width - first, np.nan), values[:end - 1]))
+    return _median(_shifted(source, width, end - first))
 
 
 def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[Array, Array]:
@@ -254,21 +265,21 @@ def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[A
     start = max(0, first - adaptation)
     seasons = min(MAX_SEASONS, start // length)
     if seasons:
-        centers = _median(np.vstack([values[start - k * length:end - k * length]
-                                     for k in range(1, seasons + 1)]), 0)
+        block = np.empty((seasons, end - start))
+        for k in range(1, seasons + 1):
+            block[k - 1] = values[start - k * length:end - k * length]
+        centers = _median(block)
     else:  # a young series: each bucket has the seasons it has
-        rows = []
+        block = np.full((MAX_SEASONS, end - start), np.nan)
         for k in range(1, MAX_SEASONS + 1):
-            row = np.full(end - start, np.nan)
             if end - k * length > 0:
                 take = values[max(start - k * length, 0):end - k * length]
-                row[end - start - len(take):] = take
-            rows.append(row)
-        centers = _median(np.vstack(rows), 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(centers > 0, values[start:] / centers, np.nan)
+                block[k - 1, end - start - len(take):] = take
+        centers = _median(block)
+    ratios = np.divide(values[start:], centers, out=np.full(end - start, np.nan),
+                       where=centers > 0)
     factor = trailing_median(ratios, first - start, adaptation)
-    factor = np.where(np.isnan(factor), 1.0, factor)
+    factor[np.isnan(factor)] = 1.0
     anchor = centers[first - start:]
     return anchor * factor, anchor
 
@@ -292,9 +303,8 @@ def _idle(history: Array, expected: Array, spreads: Array, sensitivity: float) -
 def _scaled(spread: float, expected: Array, anchor: Array) -> Array:
     """The spread grown with the level: usage that has tripled strays three times as far
     (never shrunk, so a drop does not narrow the band into false alerts)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(anchor > 0, expected / anchor, 1.0)
-    return np.asarray(spread * np.maximum(np.nan_to_num(factor, nan=1.0), 1.0), np.float64)
+    factor = np.divide(expected, anchor, out=np.ones(len(anchor)), where=anchor > 0)
+    return np.asarray(spread * np.fmax(factor, 1.0), np.float64)  # fmax: NaN counts as 1
 
 
 def _scores(recent: Array, expected: Array, anchor: Array, spread: Array) -> Array:
