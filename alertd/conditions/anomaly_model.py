@@ -141,8 +141,9 @@ def assess(values: Array, settings: Settings) -> Assessment | None:
     recent = values[split:]
     expected, anchor = predicted[split - first:], anchors[split - first:]
     history = values[first:split]
-    ups = _idle(history, expected, _scaled(above, expected, anchor), settings.sensitivity)
-    downs = _scaled(below, expected, anchor)
+    growth = _growth(expected, anchor)
+    ups = _idle(history, expected, above * growth, settings.sensitivity)
+    downs = below * growth
     spreads = np.where(recent >= expected, ups, downs)
     scores = _scores(recent, expected, anchor, spreads)
     episode = _episode(recent, expected, scores, settings)
@@ -219,27 +220,43 @@ def _predictors(
 
 
 def _median(block: Array, axis: int = 0) -> Array:
-    """Medians along ``axis`` of a 2-D block (by default: of its columns), ignoring ``NaN``
-    (all-``NaN``: ``NaN``)."""
-    if axis:
-        block = block.T
+    """Medians along ``axis`` of a 2-D block, ignoring ``NaN`` (all-``NaN``: ``NaN``).
+
+    Exact either way: a few rows by a comparison network over whole rows (the seasons),
+    else one partition of the middle two (sorting is several times slower on short rows)."""
     if np.isnan(block.sum()):  # one reduction; the values are finite otherwise
         with warnings.catch_warnings():  # an all-NaN column is a NaN median, as meant
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(np.nanmedian(block, axis=0), dtype=np.float64)
-    ordered = np.sort(block, axis=0)
-    size = len(block)
-    if size % 2:
-        return ordered[size // 2]
-    return (ordered[size // 2] + ordered[size // 2 - 1]) * 0.5
+            return np.asarray(np.nanmedian(block, axis=axis), dtype=np.float64)
+    size = block.shape[axis]
+    if axis == 0 and size <= 4:
+        return _few_median(block)
+    lo, hi = (size - 1) // 2, size // 2
+    middle = np.partition(block, (lo, hi), axis=axis)
+    low, high = np.take(middle, lo, axis=axis), np.take(middle, hi, axis=axis)
+    return np.asarray(low if lo == hi else (low + high) * 0.5, np.float64)
+
+
+def _few_median(rows: Array) -> Array:
+    """The median of one to four rows, column by column, by comparisons."""
+    if len(rows) == 1:
+        return np.asarray(rows[0], np.float64)
+    if len(rows) == 2:
+        return np.asarray((rows[0] + rows[1]) * 0.5, np.float64)
+    low, high = np.minimum(rows[0], rows[1]), np.maximum(rows[0], rows[1])
+    if len(rows) == 3:
+        return np.asarray(np.maximum(low, np.minimum(high, rows[2])), np.float64)
+    # Of four, the middle two are the larger of the pair minima and the smaller of the maxima.
+    low2, high2 = np.minimum(rows[2], rows[3]), np.maximum(rows[2], rows[3])
+    return np.asarray((np.maximum(low, low2) + np.minimum(high, high2)) * 0.5, np.float64)
 
 
 def _shifted(source: Array, width: int, count: int) -> Array:
-    """Row ``i`` is ``source[i:i + count]``: the ``width`` windows of a trailing statistic,
-    laid out as columns (a few slice copies cost less than a strided view's set-up)."""
-    block = np.empty((width, count))
-    for row in range(width):
-        block[row] = source[row:row + count]
+    """Row ``i`` is ``source[i:i + width]``: the windows of a trailing statistic (a few
+    column copies cost less than a strided view's set-up)."""
+    block = np.empty((count, width))
+    for column in range(width):
+        block[:, column] = source[column:column + count]
     return block
 
 
@@ -250,9 +267,9 @@ def trailing_median(values: Array, first: int, width: int) -> Array:
     if first >= width:
         source = values[first - width:end - 1]
     else:
-        # Column i of the windows ends just before bucket first + i.
+        # Window i ends just before bucket first + i.
         source = np.concatenate((np.full(width - first, np.nan), values[:end - 1]))
-    return _median(_shifted(source, width, end - first))
+    return _median(_shifted(source, width, end - first), 1)
 
 
 def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[Array, Array]:
@@ -300,11 +317,11 @@ def _idle(history: Array, expected: Array, spreads: Array, sensitivity: float) -
     return np.where(idle, np.maximum(spreads, floor), spreads)
 
 
-def _scaled(spread: float, expected: Array, anchor: Array) -> Array:
-    """The spread grown with the level: usage that has tripled strays three times as far
-    (never shrunk, so a drop does not narrow the band into false alerts)."""
+def _growth(expected: Array, anchor: Array) -> Array:
+    """How much a spread grows with the level: usage that has tripled strays three times as
+    far (never shrunk, so a drop does not narrow the band into false alerts)."""
     factor = np.divide(expected, anchor, out=np.ones(len(anchor)), where=anchor > 0)
-    return np.asarray(spread * np.fmax(factor, 1.0), np.float64)  # fmax: NaN counts as 1
+    return np.fmax(factor, 1.0)  # fmax: NaN counts as 1
 
 
 def _scores(recent: Array, expected: Array, anchor: Array, spread: Array) -> Array:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from itertools import count as numbering
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -189,11 +190,7 @@ def _binned(
         index = _slot_indices(slots, rows, need)
         values = np.fromiter(map(_VALUE, rows), np.float64, len(rows))
         if rule.group_by:
-            dimensions = list(map(_DIMENSIONS, rows))
-            group_of = {d: _group_of(d, rule.group_by) for d in set(dimensions)}
-            names = sorted(set(group_of.values()))
-            number_of = {d: names.index(group) for d, group in group_of.items()}
-            ids = np.fromiter(map(number_of.__getitem__, dimensions), np.int64, len(rows))
+            names, ids = _group_ids(rows, rule.group_by)
         else:
             names, ids = [()], np.zeros(len(rows), np.int64)
         # One bincount over (group, slot) cells: rows outside the range go to a spare cell.
@@ -205,6 +202,22 @@ def _binned(
             if present[number_]:
                 sums[group] = binned[number_ * count:(number_ + 1) * count]
     return sums
+
+
+def _group_ids(rows: Sequence[UsageRow], group_by: Sequence[str]
+               ) -> tuple[list[Dimensions], np.ndarray]:
+    """The sorted group-by value sets of ``rows`` and each row's number among them. Each
+    row's dimensions are hashed once (hashing nested tuples is most of the cost): the first
+    row with a given set numbers it, by its position."""
+    codes: dict[Dimensions, int] = {}
+    raw = np.fromiter(map(codes.setdefault, map(_DIMENSIONS, rows), numbering()), np.int64,
+                      len(rows))
+    group_of = {code: _group_of(dimensions, group_by) for dimensions, code in codes.items()}
+    names = sorted(set(group_of.values()))
+    table = np.zeros(len(rows), np.int64)
+    for code, group in group_of.items():
+        table[code] = names.index(group)
+    return names, table[raw]
 
 
 _VALUE = attrgetter("value")
