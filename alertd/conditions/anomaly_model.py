@@ -74,6 +74,8 @@ MIN_SIDE = 12
 IDLE = 0.05
 #: ...and there a use is unusual above MARGIN times this quantile of their non-zero buckets.
 BUSY = 0.9
+#: A series is gappy when this fraction of its busy-expected buckets were empty.
+GAPS = 0.1
 #: The exit band is this fraction of the entry band.
 EXIT = 0.5
 #: The spread is at least this fraction of the expected value.
@@ -118,6 +120,8 @@ class Assessment:
     errors: int
     active: bool
     started: int | None
+    #: Whether empty buckets where usage was expected are common in this series' history.
+    gappy: bool = False
 
     @property
     def outside(self) -> bool:
@@ -126,9 +130,26 @@ class Assessment:
 
 def assess(values: Array, settings: Settings) -> Assessment | None:
     """The assessment of ``values[-1]``; ``None`` when no predictor has ``min_errors``
-    measured errors yet, or the judged bucket is excluded (``NaN``)."""
+    measured errors yet, or the judged bucket is excluded (``NaN``).
+
+    A *gappy* series (:func:`gappy`: empty buckets where usage was expected are common) is
+    judged a second time on its non-empty buckets only, and an empty bucket in it is as usual."""
     if len(values) < 2 or np.isnan(values[-1]):
         return None
+    first = _assess(values, settings, gaps=False)
+    if first is None or not first.gappy:
+        return first
+    return _assess(np.where(values == 0, np.nan, values), settings, gaps=True,
+                   judged=float(values[-1]))
+
+
+def _assess(values: Array, settings: Settings, *, gaps: bool, judged: float | None = None
+            ) -> Assessment | None:
+    """:func:`assess`; with ``gaps``, the empty buckets are ``NaN`` in ``values`` and the
+    judged bucket's own value is ``judged``."""
+    if gaps and judged == 0:
+        values = values.copy()
+        values[-1] = 0.0
     end = len(values)
     first = max(0, end - settings.lookback - settings.pool)
     split = max(first, end - settings.lookback - 1)
@@ -146,17 +167,20 @@ def assess(values: Array, settings: Settings) -> Assessment | None:
     downs = below * growth
     spreads = np.where(recent >= expected, ups, downs)
     scores = _scores(recent, expected, anchor, spreads)
+    if gaps:  # an empty bucket of a gappy series is as usual, and ends no episode by itself
+        scores = np.where(recent == 0, np.nan, scores)
     episode = _episode(recent, expected, scores, settings)
     value, center, spread = float(values[-1]), float(expected[-1]), float(spreads[-1])
     if not np.isnan(anchor[-1]) and abs(value - anchor[-1]) < abs(value - center):
         center = float(anchor[-1])  # the usual explains it better than the adapted level
     k = settings.sensitivity
-    score = float(scores[-1])
+    score = 0.0 if np.isnan(scores[-1]) else float(scores[-1])
     return Assessment(
         value=value, expected=center, spread=spread, low=max(center - k * float(downs[-1]), 0.0),
         high=center + k * float(ups[-1]), score=score, method=method,
         errors=int(np.count_nonzero(~np.isnan(values[first:split]))),
         active=episode is not None, started=episode,
+        gappy=not gaps and gappy(history, predicted[:split - first]),
     )
 
 
@@ -315,6 +339,22 @@ def _idle(history: Array, expected: Array, spreads: Array, sensitivity: float) -
         return spreads
     floor = quantile(busy, BUSY) * MARGIN / sensitivity
     return np.where(idle, np.maximum(spreads, floor), spreads)
+
+
+def gappy(history: Array, predicted: Array) -> bool:
+    """Whether the series' empty buckets are part of its normal: at least :data:`GAPS` of the
+    history buckets where the predictor expected real usage (not an idle slot) were empty.
+    Such a customer uses the product in bursts with empty hours between (or reports in
+    batches): an empty hour says nothing, and learning from it would widen the band on both
+    sides (the prediction dips, the errors grow), hiding the real changes."""
+    busy = history[history > 0]
+    if len(busy) < MIN_SIDE:
+        return False
+    expecting = predicted > IDLE * quantile(busy, 0.5)
+    expecting &= ~np.isnan(history)
+    if np.count_nonzero(expecting) < MIN_SIDE:
+        return False
+    return float(np.mean(history[expecting] == 0)) >= GAPS
 
 
 def _growth(expected: Array, anchor: Array) -> Array:
