@@ -17,6 +17,9 @@ hour or day) is never complete, because its period has not ended.
 Also here: :func:`window_buckets` (day buckets summed into the rule's weeks and months),
 :func:`data_need` (the one request shape every evaluator asks for) and the small helpers that
 build findings, so every evaluator words them the same way.
+
+Why over 400 lines: the freshness rule, the binning and the finding helpers are what every
+evaluator shares; one module, so that no kind imports another kind for them.
 """
 
 from __future__ import annotations
