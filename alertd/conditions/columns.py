@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import repeat
+from operator import attrgetter
 from typing import overload
 
 import numpy as np
 
 from alertd.model import Bucket
 
+_COLUMNS = (("starts_at", np.int64), ("ends_at", np.int64), ("value", np.float64),
+            ("complete", np.bool_))
 _FIELDS = tuple(getattr(Bucket, name) for name in ("starts_at", "ends_at", "value", "complete"))
 
 
@@ -49,12 +52,10 @@ class BucketColumns(Sequence[Bucket]):
         if isinstance(buckets, BucketColumns):
             return buckets
         count = len(buckets)
-        return cls(
-            np.fromiter((b.starts_at for b in buckets), np.int64, count),
-            np.fromiter((b.ends_at for b in buckets), np.int64, count),
-            np.fromiter((b.value for b in buckets), np.float64, count),
-            np.fromiter((b.complete for b in buckets), np.bool_, count),
-        )
+        # ``map`` with an attribute getter reads the buckets at C speed (a backtest's series
+        # are tuples of buckets, ~840 an hourly anomaly judgement).
+        return cls(*(np.fromiter(map(attrgetter(name), buckets), dtype, count)
+                     for name, dtype in _COLUMNS))
 
     def __len__(self) -> int:
         return len(self.values)
