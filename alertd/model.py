@@ -22,7 +22,7 @@ that no stage imports another stage for a type.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,6 +199,8 @@ class Series:
 
     ``dimensions`` is what the series measures (fixed filters plus its group-by values).
     ``refreshed_at`` is the source's freshness at fetch time; ``None`` means unknown.
+    ``buckets`` is any sequence of buckets: a tuple, or the columns (numpy arrays, buckets made
+    when read) that ``build_series`` gives (:mod:`alertd.conditions.columns`).
     """
 
     key: SeriesKey
@@ -206,7 +208,7 @@ class Series:
     dimensions: Dimensions
     granularity: Granularity
     timezone: str
-    buckets: tuple[Bucket, ...]
+    buckets: Sequence[Bucket]
     refreshed_at: int | None
 
 
