@@ -1,0 +1,134 @@
+"""What alertd knows about a customer's billing: priced subscription items, their billing
+periods, and credit — plus the pure arithmetic the money conditions share.
+
+Where it sits: :mod:`alertd.source.billing` builds a :class:`CustomerBilling` per customer (on
+the general budget, cached for ``stripe.prices_refresh``); the engine attaches it to the
+:class:`~alertd.model.Customer` it hands to evaluators (``customer.billing``), so the cost and
+credit conditions stay pure functions of (rule, series, customer, now).
+
+A billing period is the subscription *item's* ``current_period_start``/``current_period_end``
+(Stripe moved them from the subscription to its items in ``2025-03-31.basil``; alertd reads the
+item's and falls back to the subscription's for older API versions).
+
+Credit: the credit balance summary's ``available_balance`` moves only when an invoice is
+finalised, so the *ongoing* balance is ``available − priced usage of the current billing period``
+(usage not yet invoiced), per currency. ``granted`` is the sum of the customer's credit grants
+that are in effect (not voided, not expired), the base ``below_percent`` is measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alertd.model import Bucket, Period
+from alertd.pricing import PricePlan, UnsupportedPrice, cost, format_money, quantity_of
+
+
+@dataclass(frozen=True, slots=True)
+class BillingItem:
+    """One subscription item with a metered price: its price and its current period."""
+
+    item: str
+    price: PricePlan | UnsupportedPrice
+    period: Period
+
+    @property
+    def meter(self) -> str | None:
+        return self.price.meter
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """A customer's credit in one currency, in major units."""
+
+    currency: str
+    available: Decimal
+    granted: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerBilling:
+    """A customer's priced items and credit; ``problem`` says why it could not be read."""
+
+    items: tuple[BillingItem, ...] = ()
+    credit: tuple[Credit, ...] = ()
+    problem: str | None = None
+
+    def items_for(self, meter: str) -> list[BillingItem]:
+        return [item for item in self.items if item.meter == meter]
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A meter's usage of its billing period so far, and what it costs."""
+
+    item: BillingItem
+    plan: PricePlan
+    quantity: Decimal
+    amount: Decimal
+
+
+class BillingProblem(Exception):
+    """Why a cost cannot be stated for a (customer, meter); becomes an ``error`` finding."""
+
+
+def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
+             currency: str | None = None) -> tuple[BillingItem, PricePlan]:
+    """The one priced item of ``meter`` for ``customer``, or :class:`BillingProblem` naming
+    customer, meter and price."""
+    if billing is None:
+        raise BillingProblem(f"customer {customer}: no billing data was read")
+    if billing.problem is not None:
+        raise BillingProblem(f"customer {customer}: {billing.problem}")
+    if meter is None:
+        raise BillingProblem("a cost needs the rule's meter (one price per meter)")
+    items = billing.items_for(meter)
+    if not items:
+        raise BillingProblem(f"customer {customer} has no active subscription item with a "
+                             f"price for meter {meter}: no amount is guessed")
+    if len(items) > 1:
+        ids = ", ".join(item.price.id for item in items)
+        raise BillingProblem(f"customer {customer} has {len(items)} prices for meter {meter} "
+                             f"({ids}): alertd prices a meter with one price")
+    item = items[0]
+    if isinstance(item.price, UnsupportedPrice):
+        raise BillingProblem(f"customer {customer}, meter {meter}, price {item.price.id}: "
+                             f"unsupported price shape: {item.price.reason}")
+    if currency is not None and item.price.currency != currency:
+        raise BillingProblem(
+            f"customer {customer}, meter {meter}, price {item.price.id} is in "
+            f"{item.price.currency.upper()}, the rule in {currency.upper()}: not converted")
+    return item, item.price
+
+
+def period_total(buckets: Sequence[Bucket], period: Period) -> tuple[float, bool]:
+    """The usage of the buckets that overlap ``period``, and whether all of them are complete.
+
+    Usage is read in hour buckets, so a period that starts mid-hour counts its first hour
+    whole (Stripe's own periods start at the subscription's anchor second)."""
+    inside = [b for b in buckets
+              if b.ends_at > period.starts_at and b.starts_at < period.ends_at]
+    return sum(b.value for b in inside), all(b.complete for b in inside)
+
+
+def priced(item: BillingItem, plan: PricePlan, quantity: float) -> Priced:
+    amount_of = quantity_of(quantity)
+    return Priced(item, plan, amount_of, cost(plan, amount_of))
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return format_money(amount, currency)
+
+
+def credit_in(billing: CustomerBilling | None, customer: str, currency: str) -> Credit:
+    """The customer's credit in ``currency``, or :class:`BillingProblem`."""
+    if billing is None or billing.problem is not None:
+        raise BillingProblem(f"customer {customer}: "
+                             f"{'no billing data was read' if billing is None else billing.problem}")
+    for credit in billing.credit:
+        if credit.currency == currency:
+            return credit
+    raise BillingProblem(f"customer {customer} has no credit in {currency.upper()} "
+                         f"(no credit grant in that currency)")
