@@ -125,8 +125,8 @@ def money(amount: Decimal, currency: str) -> str:
 def credit_in(billing: CustomerBilling | None, customer: str, currency: str) -> Credit:
     """The customer's credit in ``currency``, or :class:`BillingProblem`."""
     if billing is None or billing.problem is not None:
-        raise BillingProblem(f"customer {customer}: "
-                             f"{'no billing data was read' if billing is None else billing.problem}")
+        why = "no billing data was read" if billing is None else billing.problem
+        raise BillingProblem(f"customer {customer}: {why}")
     for credit in billing.credit:
         if credit.currency == currency:
             return credit

@@ -124,7 +124,8 @@ class PricePlan:
 
     def shape(self) -> str:
         if self.scheme == "per_unit" and self.divide_by is not None:
-            return f"per_unit, packages of {self.divide_by} rounded {'up' if self.round_up else 'down'}"
+            direction = "up" if self.round_up else "down"
+            return f"per_unit, packages of {self.divide_by} rounded {direction}"
         return "per_unit" if self.scheme == "per_unit" else f"tiered {self.scheme}"
 
 
@@ -206,7 +207,8 @@ def parse_price(raw: Any) -> PricePlan | UnsupportedPrice:
     if not isinstance(raw, dict):
         return UnsupportedPrice("?", None, "the price is not an object")
     price_id = str(raw.get("id") or "?")[:100]
-    recurring = raw.get("recurring") if isinstance(raw.get("recurring"), dict) else {}
+    recurring_raw = raw.get("recurring")
+    recurring: dict[str, Any] = recurring_raw if isinstance(recurring_raw, dict) else {}
     meter = recurring.get("meter")
     meter = meter if isinstance(meter, str) and meter else None
     try:

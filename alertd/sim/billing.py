@@ -33,7 +33,7 @@ from alertd.sim.profiles import API_CALLS, STORAGE, TOKENS, customer_index
 if TYPE_CHECKING:
     from alertd.sim.generator import UsageGenerator
 
-_TOKEN_TIERS = {
+_TOKEN_TIERS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "free": ("graduated", [{"up_to": 1_000_000, "unit_amount_decimal": "0"},
                            {"up_to": None, "unit_amount_decimal": "0.001"}]),
     "enterprise": ("volume", [{"up_to": 10_000_000, "unit_amount_decimal": "0.001"},

@@ -47,13 +47,13 @@ from typing import Any
 
 from aiohttp import web
 
+from alertd.sim.billing_endpoints import add_routes
 from alertd.sim.controls import Controls
 from alertd.sim.endpoints import LIVEMODE, StripeEndpoints
 from alertd.sim.faults import Fault, FaultAction, FaultPlan, break_body
 from alertd.sim.generator import UsageGenerator
 from alertd.sim.profiles import METERS
 from alertd.sim.stripe_form import StripeRequestError
-from alertd.sim.billing_endpoints import add_routes
 from alertd.sim.traffic import Budget, RateLimiter, TrafficStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
