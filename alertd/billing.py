@@ -18,8 +18,10 @@ that are in effect (not voided, not expired), the base ``below_percent`` is meas
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from alertd.model import Bucket, Period
@@ -74,6 +76,11 @@ class BillingProblem(Exception):
     """Why a cost cannot be stated for a (customer, meter); becomes an ``error`` finding."""
 
 
+class NoCredit(BillingProblem):
+    """The customer has no credit in the price's currency: nothing to burn down, so the
+    finding is ``nodata`` (neither fires nor resolves), not an error."""
+
+
 def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
              currency: str | None = None) -> tuple[BillingItem, PricePlan]:
     """The one priced item of ``meter`` for ``customer``, or :class:`BillingProblem` naming
@@ -103,6 +110,40 @@ def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
     return item, item.price
 
 
+def _add_months(instant: int, months: int) -> int:
+    at = datetime.fromtimestamp(instant, UTC)
+    index = at.year * 12 + at.month - 1 + months
+    year, month = divmod(index, 12)
+    day = min(at.day, calendar.monthrange(year, month + 1)[1])
+    return int(at.replace(year=year, month=month + 1, day=day).timestamp())
+
+
+def period_at(period: Period, now: int) -> Period:
+    """The billing period containing ``now``, from an item's current period: itself, or the
+    same anchor moved by whole months (a period of 28–31 days) or whole lengths (any other),
+    for ``--at``/backtest instants and for a renewal since the last refresh.
+
+    Stripe clamps an anchor on the 29th–31st to a shorter month's last day and returns to the
+    anchor day after; moving from a clamped period start keeps the clamped day (documented as
+    an approximation in docs/pricing.md)."""
+    if period.contains(now):
+        return period
+    length = period.ends_at - period.starts_at
+    if 28 * 86400 <= length <= 31 * 86400:
+        months = ((datetime.fromtimestamp(now, UTC).year * 12
+                   + datetime.fromtimestamp(now, UTC).month)
+                  - (datetime.fromtimestamp(period.starts_at, UTC).year * 12
+                     + datetime.fromtimestamp(period.starts_at, UTC).month))
+        for shift in (months - 1, months, months + 1):
+            start, end = _add_months(period.starts_at, shift), _add_months(period.starts_at,
+                                                                          shift + 1)
+            if start <= now < end:
+                return Period(start, end)
+    steps = (now - period.starts_at) // length
+    start = period.starts_at + steps * length
+    return Period(start, start + length)
+
+
 def period_total(buckets: Sequence[Bucket], period: Period) -> tuple[float, bool]:
     """The usage of the buckets that overlap ``period``, and whether all of them are complete.
 
@@ -130,5 +171,5 @@ def credit_in(billing: CustomerBilling | None, customer: str, currency: str) -> 
     for credit in billing.credit:
         if credit.currency == currency:
             return credit
-    raise BillingProblem(f"customer {customer} has no credit in {currency.upper()} "
+    raise NoCredit(f"customer {customer} has no credit in {currency.upper()} "
                          f"(no credit grant in that currency)")

@@ -12,7 +12,7 @@ meter (usage not yet invoiced; :mod:`alertd.billing`). Exactly one of:
 
 The finding's ``value`` is the ongoing balance in the currency's major unit; ``threshold`` the
 amount it is judged against (0 for ``depletes_within``); ``details["depletes_at"]`` the local
-date it runs out at the burn rate (``None``: not within the period). Not judged per period:
+date it runs out at the burn rate (``None``: not within the current billing period). Not judged per period:
 the alert lasts until the balance recovers, which a top-up (a new grant) does, and then it
 resolves. No price, several prices, an unsupported price shape, no credit in the price's
 currency, or billing that could not be read: an ``error`` finding naming customer, meter and
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from alertd.billing import BillingProblem, credit_in
+from alertd.billing import BillingProblem, NoCredit, credit_in
 from alertd.clock import readable_duration
 from alertd.conditions.base import Bound, ConditionKind, ConditionModel, RuleIssue, Sample
 from alertd.conditions.money import (
@@ -88,7 +88,10 @@ def _depletes_at(usage: Any, available: Decimal, per_second: float, as_of: int) 
         return as_of
     if per_second <= 0:
         return None
-    return int(as_of + (units - usage.quantity) / per_second)
+    at = int(as_of + (units - usage.quantity) / per_second)
+    # Past the period's end the invoice is finalised and the tiers start afresh: the run
+    # rate of this period says nothing reliable about then.
+    return at if at < usage.period.ends_at else None
 
 
 class CreditKind(ConditionKind):
@@ -108,7 +111,8 @@ class CreditKind(ConditionKind):
             usage = period_usage(rule, series, customer, now, currency)
             credit = credit_in(customer.billing, customer.id, usage.plan.currency)
         except BillingProblem as exc:
-            return not_judged(rule, series, now, NotJudged("error", str(exc)))
+            state = "nodata" if isinstance(exc, NoCredit) else "error"
+            return not_judged(rule, series, now, NotJudged(state, str(exc)))
         except NotJudged as exc:
             return not_judged(rule, series, now, exc)
         unbilled = usage.amount()

@@ -15,8 +15,8 @@ engine from :mod:`alertd.source.billing`.
   that currency. No price for the meter, several prices, a price in another currency, an
   unsupported price shape, or billing that could not be read: an ``error`` finding naming the
   customer, meter and price, never a guessed amount.
-* ``now`` past the cached item's period end (the subscription renewed since the last refresh):
-  ``nodata`` until the next refresh reads the new period.
+* ``now`` outside the item's current period (``--at``, backtest, or a renewal since the last
+  refresh): the period of the same anchor that contains ``now`` (:func:`~alertd.billing.period_at`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from alertd.billing import BillingItem, BillingProblem, item_for, period_total
+from alertd.billing import BillingItem, BillingProblem, item_for, period_at, period_total
 from alertd.calendar import floor
 from alertd.conditions.series import data_need, finding, local_date, number
 from alertd.model import Customer, DataNeed, Finding, Period, Series
@@ -125,11 +125,7 @@ def period_usage(rule: Rule, series: Series, customer: Customer, now: int,
         item, plan = item_for(customer.billing, customer.id, rule.meter, currency)
     except BillingProblem as exc:
         raise NotJudged("error", str(exc)) from None
-    period = item.period
-    if now >= period.ends_at:
-        raise NotJudged("nodata", f"the billing period of {item.item} ended at "
-                                  f"{local_date(period.ends_at, 'UTC')}; waiting for the "
-                                  f"prices refresh to read the new one")
+    period = period_at(item.period, now)
     quantity, complete = period_total(series.buckets, period)
     return PeriodUsage(item, plan, period, quantity, complete)
 

@@ -153,35 +153,38 @@ class SimBilling:
         plan = self._tokens_plan(customer)
         return int(cost(plan, Decimal(total)).scaleb(minor_digits(plan.currency)))
 
-    def grants(self, customer: str, now: int) -> list[Grant]:
+    def _first_grant(self, customer: str, now: int) -> tuple[Grant, int] | None:
+        """The deterministic grant of every third customer, and what the previous period's
+        invoice consumed of it (minor units)."""
         index = self.index(customer)
-        if index is None:
-            return []
-        found = [g for g in self.topups if g.customer == customer and g.effective_at <= now]
-        if index % 3 != 0:
-            return found
+        if index is None or index % 3 != 0:
+            return None
         start, _ = current_period(index, now)
         previous, _ = current_period(index, start - 1)
         spent = self._cost_minor(customer, previous, start, now)
         factor = 1.3 + 0.2 * (index % 4)
         unit = 10 ** minor_digits(currency_of(index))
         value = math.ceil(spent * factor / unit) * unit
-        first = Grant(f"credgr_sim_{index + 1:06d}", customer, currency_of(index), value, previous)
-        return [first, *found]
+        if value == 0:
+            return None  # nothing was spent last period: no grant to size
+        grant = Grant(f"credgr_sim_{index + 1:06d}", customer, currency_of(index), value,
+                      previous)
+        return grant, spent
+
+    def grants(self, customer: str, now: int) -> list[Grant]:
+        first = self._first_grant(customer, now)
+        later = [g for g in self.topups if g.customer == customer and g.effective_at <= now]
+        return ([first[0]] if first else []) + later
 
     def available(self, customer: str, now: int) -> dict[str, int]:
         """Available balance by currency: grants minus invoiced (previous period) usage."""
-        index = self.index(customer)
         totals: dict[str, int] = {}
-        grants = self.grants(customer, now)
-        for grant in grants:
+        first = self._first_grant(customer, now)
+        if first is not None:
+            grant, spent = first
+            totals[grant.currency] = max(0, grant.value - spent)
+        for grant in self.grants(customer, now)[1 if first else 0:]:
             totals[grant.currency] = totals.get(grant.currency, 0) + grant.value
-        if index is not None and index % 3 == 0 and grants:
-            start, _ = current_period(index, now)
-            previous, _ = current_period(index, start - 1)
-            currency = currency_of(index)
-            invoiced = self._cost_minor(customer, previous, start, now)
-            totals[currency] = max(0, totals[currency] - invoiced)
         return totals
 
     def top_up(self, customer: str, currency: str, value: int, now: int) -> Grant:

@@ -47,8 +47,8 @@ class BillingEndpoints:
         form = parse_form(request.query.items())
         check_known(form, ())
         expand = form.get("expand")
-        found = price_json(request.match_info["price"],
-                           tiers=isinstance(expand, list) and "tiers" in expand)
+        expanded = expand.values() if isinstance(expand, dict) else [expand]
+        found = price_json(request.match_info["price"], tiers="tiers" in expanded)
         if found is None:
             raise StripeRequestError(404, f"No such price: '{request.match_info['price']}'",
                                      code="resource_missing", param="id")
