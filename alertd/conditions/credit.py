@@ -12,7 +12,8 @@ meter (usage not yet invoiced; :mod:`alertd.billing`). Exactly one of:
 
 The finding's ``value`` is the ongoing balance in the currency's major unit; ``threshold`` the
 amount it is judged against (0 for ``depletes_within``); ``details["depletes_at"]`` the local
-date it runs out at the burn rate (``None``: not within the current billing period). Not judged per period:
+date it runs out at the burn rate (``None``: not within the current billing
+period). Not judged per period:
 the alert lasts until the balance recovers, which a top-up (a new grant) does, and then it
 resolves. No price, several prices, an unsupported price shape, no credit in the price's
 currency, or billing that could not be read: an ``error`` finding naming customer, meter and

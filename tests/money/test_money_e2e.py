@@ -134,7 +134,8 @@ async def test_forecast_names_the_crossing_day_within_one_day(
     for index in range(CUSTOMERS):
         customer = f"cus_sim_{index + 1:06d}"
         start, end = period_of(customer, at)
-        if at - start < 4 * DAY or end - at < 8 * DAY or token_plan(sim, customer).currency != "usd":
+        mid_period = at - start >= 4 * DAY and end - at >= 8 * DAY
+        if not mid_period or token_plan(sim, customer).currency != "usd":
             continue
         # a budget the real usage crosses five days later: the day of that crossing is known
         crossing_day = floor(at + 5 * DAY, "day", "UTC") + DAY // 2
