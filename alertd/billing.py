@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from alertd.model import Bucket, Period
-from alertd.pricing import PricePlan, UnsupportedPrice, cost, format_money, quantity_of
+from alertd.pricing import (
+    SUPPORTED_SHAPES,
+    PricePlan,
+    UnsupportedPrice,
+    cost,
+    format_money,
+    quantity_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +109,8 @@ def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
     item = items[0]
     if isinstance(item.price, UnsupportedPrice):
         raise BillingProblem(f"customer {customer}, meter {meter}, price {item.price.id}: "
-                             f"unsupported price shape: {item.price.reason}")
+                             f"unsupported price shape: {item.price.reason} (supported: "
+                             f"{'; '.join(SUPPORTED_SHAPES)})")
     if currency is not None and item.price.currency != currency:
         raise BillingProblem(
             f"customer {customer}, meter {meter}, price {item.price.id} is in "
