@@ -65,25 +65,34 @@ class BillingSource:
             return CustomerBilling(problem=f"could not read its prices or credit: {exc}")
         return CustomerBilling(items=items, credit=credits)
 
-    async def _load_items(self, customer: str) -> tuple[BillingItem, ...]:
-        items: list[BillingItem] = []
+    async def _pages(self, path: str, params: list[tuple[str, str]], endpoint: str,
+                     what: str) -> list[dict[str, Any]]:
+        """Every object of a Stripe list, pages of 100, at most :data:`MAX_PAGES` of them."""
+        found: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
-            params = [("customer", customer), ("status", "active"), ("limit", str(PAGE_SIZE)),
-                      ("expand[]", "data.items.data.price")]
+            page_params = [*params, ("limit", str(PAGE_SIZE))]
             if cursor is not None:
-                params.append(("starting_after", cursor))
-            body, request_id = await self.http.get("/v1/subscriptions", params,
-                                                   budget="general", endpoint="subscriptions")
-            page = _list(body, "subscriptions", request_id)
-            for subscription in page:
-                items += [await self._item(raw, subscription)
-                          for raw in _items_of(subscription, request_id)]
+                page_params.append(("starting_after", cursor))
+            body, request_id = await self.http.get(path, page_params, budget="general",
+                                                   endpoint=endpoint)
+            page = _list(body, what, request_id)
+            found += page
             if not body.get("has_more") or not page:
-                return tuple(items)
+                return found
             cursor = str(page[-1].get("id"))
-        raise MalformedResponseError(f"customer {customer} has more than "
-                                     f"{MAX_PAGES * PAGE_SIZE} active subscriptions")
+        raise MalformedResponseError(f"more than {MAX_PAGES * PAGE_SIZE} {what}: not read")
+
+    async def _load_items(self, customer: str) -> tuple[BillingItem, ...]:
+        subscriptions = await self._pages(
+            "/v1/subscriptions", [("customer", customer), ("status", "active"),
+                                  ("expand[]", "data.items.data.price")],
+            "subscriptions", f"active subscriptions of {customer}")
+        items: list[BillingItem] = []
+        for subscription in subscriptions:
+            items += [await self._item(raw, subscription)
+                      for raw in _items_of(subscription, None)]
+        return tuple(items)
 
     async def _item(self, raw: dict[str, Any], subscription: dict[str, Any]) -> BillingItem:
         price = parse_price(raw.get("price"))
@@ -110,10 +119,9 @@ class BillingSource:
              ("filter[applicability_scope][price_type]", "metered")],
             budget="general", endpoint="credit_balance_summary")
         available = _balances(summary, request_id)
-        grants, request_id = await self.http.get(
-            "/v1/billing/credit_grants", [("customer", customer), ("limit", str(PAGE_SIZE))],
-            budget="general", endpoint="credit_grants")
-        granted = _granted(_list(grants, "credit grants", request_id), now)
+        grants = await self._pages("/v1/billing/credit_grants", [("customer", customer)],
+                                   "credit_grants", f"credit grants of {customer}")
+        granted = _granted(grants, now)
         return tuple(Credit(currency, amount, granted.get(currency, Decimal(0)))
                      for currency, amount in sorted(available.items()))
 
