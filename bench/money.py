@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.clock import FakeClock  # noqa: E402
-from alertd.service.open import Collaborators, open_services  # noqa: E402
-from alertd.service.world import load_world  # noqa: E402
-from alertd.sim.testing import TEST_NOW, SimulatorProcess  # noqa: E402
+from alertd.clock import SystemClock
+from alertd.service.open import Collaborators, open_services
+from alertd.service.world import load_world
+from alertd.sim.testing import TEST_NOW, SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MONEY = ("spend.yaml", "credit.yaml")
@@ -46,7 +46,7 @@ def config(folder: Path, url: str, money: bool) -> Path:
 async def passes(path: Path, count: int) -> list[int]:
     found = []
     world = load_world(path)
-    async with open_services(world, Collaborators(FakeClock(start=TEST_NOW))) as services:
+    async with open_services(world, Collaborators(SystemClock())) as services:
         for _ in range(count):
             found.append((await services.engine.run_pass(TEST_NOW)).requests)
     return found
@@ -65,8 +65,8 @@ def main() -> None:
         endpoints = sim.stats()["by_endpoint"]
     print(f"customers {args.customers}, passes {args.passes}")
     print(f"{'':28}{'pass 1':>10}{'later passes':>16}")
-    print(f"{'usage rules only':28}{plain[0]:>10}{str(plain[1:]):>16}")
-    print(f"{'with spend and credit rules':28}{money[0]:>10}{str(money[1:]):>16}")
+    print(f"{'usage rules only':28}{plain[0]:>10}{plain[1:]!s:>16}")
+    print(f"{'with spend and credit rules':28}{money[0]:>10}{money[1:]!s:>16}")
     same = money[1:] == plain[1:]
     print(f"later passes equal (target: yes): {'yes' if same else 'NO'}")
     for name in ("subscriptions.list", "prices.retrieve", "credit_balance_summary",
