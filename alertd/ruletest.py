@@ -13,7 +13,9 @@ never changes what the replay sees afterwards — the result of a test is the sa
 not other tests share its file. A fixture bucket becomes visible once it has ended by
 ``refreshed_at`` (the evaluation instant minus ``refreshed_lag``).
 
-The format is documented in ``rules/tests/threshold_test.yaml``."""
+The format is documented in ``rules/tests/threshold_test.yaml``; customers may also carry
+``items`` (Stripe price objects with their billing periods) and ``credit`` for money rules
+(``rules/tests/spend_test.yaml``, ``credit_test.yaml``)."""
 
 from __future__ import annotations
 
