@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ async def test_forecast_names_the_crossing_day_within_one_day(
     for found in findings:
         customer = found["customer"]
         named = found["message"].rsplit("crosses on ", 1)[-1][:10]
-        gap = abs(int(named[-2:]) - int(actual[customer][-2:]))
+        gap = abs((date.fromisoformat(named) - date.fromisoformat(actual[customer])).days)
         assert gap <= 1, (customer, named, actual[customer], found["message"])
         assert found["state"] == "firing", found["message"]
         assert "projected $" in found["message"]
