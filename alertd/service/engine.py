@@ -265,7 +265,7 @@ class Engine:
         total: _Tally,
     ) -> None:
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
-        in_batch = await self._with_billing(rules, in_batch, now)
+        in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
         for rule in rules:
             for customer in in_batch[rule.name]:
@@ -286,7 +286,7 @@ class Engine:
         total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
         total.requests += len(failures)
 
-    async def _with_billing(
+    async def with_billing(
         self, rules: Sequence[Rule], in_batch: dict[str, list[Customer]], now: int
     ) -> dict[str, list[Customer]]:
         """The customers of rules that price usage, with their billing attached (read on the
