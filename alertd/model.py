@@ -24,7 +24,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from alertd.billing import CustomerBilling
 
 Granularity = Literal["hour", "day", "week", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("hour", "day", "week", "month")
@@ -77,6 +80,9 @@ class Customer:
     name: str | None = None
     email: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    #: Prices, billing periods and credit, attached by the engine for the rules that price
+    #: usage (``measure: cost``, ``credit``); ``None`` for every other rule.
+    billing: CustomerBilling | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

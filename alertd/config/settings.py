@@ -183,6 +183,10 @@ class StripeSettings(Section):
     #: hourly buckets for 5 meters with ~40 group values each), and a customers page (100 with
     #: full metadata, 50 keys of 500 characters) is under 3 MB.
     max_response_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    #: How long customers' prices, billing periods and credit are kept before they are read
+    #: again (general budget; only rules with measure: cost, window: billing_period or a
+    #: credit condition read them).
+    billing_refresh: PositiveDuration = 3600.0
     #: Consecutive failed polls after which the source-failure meta-alert fires.
     failure_alert_after: Annotated[int, Field(ge=1)] = 3
 

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from alertd.conditions.money import wants_billing
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
 from alertd.errors import NotFoundError, SourceError
@@ -58,6 +59,7 @@ from alertd.service.guarded import (
     unread,
 )
 from alertd.source import Source
+from alertd.source.billing import BillingSource
 from alertd.source.directory import Directory, Selected, selection_key
 
 log = logging.getLogger("alertd.engine")
@@ -142,13 +144,19 @@ class Engine:
         *,
         sent: Callable[[], int] | None = None,
         batch_customers: int = BATCH_CUSTOMERS,
+        billing: BillingSource | None = None,
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
-        meters included); without it a pass counts one request per usage query."""
+        meters included); without it a pass counts one request per usage query. ``billing``
+        reads prices and credit for the rules that price usage (default: on the directory's
+        client, kept for ``stripe.billing_refresh``)."""
         self.settings = settings
         self.rules = rules
         self.source = source
         self.directory = directory
+        self.billing = billing or BillingSource(
+            directory.http, clock=directory.http.clock,
+            refresh=settings.stripe.billing_refresh)
         self._sent = sent
         self.batch_customers = batch_customers
 
@@ -257,6 +265,7 @@ class Engine:
         total: _Tally,
     ) -> None:
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
+        in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
         for rule in rules:
             for customer in in_batch[rule.name]:
@@ -276,6 +285,25 @@ class Engine:
         total.queries += len(the_plan.queries)
         total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
         total.requests += len(failures)
+
+    async def with_billing(
+        self, rules: Sequence[Rule], in_batch: dict[str, list[Customer]], now: int
+    ) -> dict[str, list[Customer]]:
+        """The customers of rules that price usage, with their billing attached (read on the
+        general budget, cached; a failure is carried as the billing's ``problem``)."""
+        credit: dict[str, bool] = {}
+        for rule in rules:
+            if wants_billing(rule):
+                for customer in in_batch[rule.name]:
+                    credit[customer.id] = (credit.get(customer.id, False)
+                                           or rule.condition.type == "credit")
+        if not credit:
+            return in_batch
+        found = await asyncio.gather(*(self.billing.billing(cid, credit=flag, now=now)
+                                       for cid, flag in credit.items()))
+        billing = dict(zip(credit, found, strict=True))
+        return {name: [replace(c, billing=billing[c.id]) if c.id in billing else c for c in cs]
+                for name, cs in in_batch.items()}
 
     async def _fetch_all(
         self, queries: Sequence[UsageQuery]
