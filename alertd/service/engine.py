@@ -45,7 +45,7 @@ from alertd.model import (
     UsageQuery,
     UsageResult,
 )
-from alertd.planner import RequestPlan, extract_rows, plan
+from alertd.planner import RequestPlan, plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.service.guarded import (
@@ -57,6 +57,7 @@ from alertd.service.guarded import (
     stale_finding,
     unread,
 )
+from alertd.service.reads import BatchReads, BucketCache, CacheCounts, prepare, save
 from alertd.source import Source
 from alertd.source.directory import Directory, Selected, selection_key
 
@@ -142,15 +143,20 @@ class Engine:
         *,
         sent: Callable[[], int] | None = None,
         batch_customers: int = BATCH_CUSTOMERS,
+        cache: BucketCache | None = None,
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
-        meters included); without it a pass counts one request per usage query."""
+        meters included); without it a pass counts one request per usage query. With
+        ``cache`` a pass reads from Stripe only what may still change (:mod:`alertd.buckets`)."""
         self.settings = settings
         self.rules = rules
         self.source = source
         self.directory = directory
         self._sent = sent
         self.batch_customers = batch_customers
+        self.cache = cache
+        #: What the cache saved, over this engine's passes.
+        self.cache_counts = CacheCounts()
 
     async def select_customers(
         self, rules: Sequence[Rule], only: set[str] | None = None
@@ -265,9 +271,14 @@ class Engine:
                     total.findings.append(need)
                 else:
                     needs[(rule.name, customer.id)] = need
-        the_plan = plan(needs.values())
+        reads = await prepare(self.cache, needs.values(), now, self.cache_counts)
+        the_plan = plan(reads.fetch_needs)
         outcomes = await self._fetch_all(the_plan.queries)
-        findings, series, refreshed = self._judge(rules, in_batch, needs, the_plan, outcomes, now)
+        self.cache_counts.rows_fetched += sum(
+            len(o.rows) for o in outcomes if isinstance(o, UsageResult))
+        findings, series, refreshed, good = self._judge(
+            rules, in_batch, needs, _Reading(the_plan, reads), outcomes, now)
+        await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
         total.findings.extend(findings)
         total.series.update(series)
@@ -300,19 +311,22 @@ class Engine:
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         needs: Mapping[tuple[str, str], DataNeed],
-        the_plan: RequestPlan,
+        reading: _Reading,
         outcomes: Sequence[UsageResult | SourceError | Exception],
         now: int,
-    ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int]]:
+    ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int], list[DataNeed]]:
+        """Findings, active series, freshness seen, and the needs whose answers were good
+        (fresh and read), whose keys the cache may keep."""
         findings: list[Finding] = []
         all_series: dict[SeriesKey, Series] = {}
         refreshed: list[int] = []
+        good: list[DataNeed] = []
         for rule in rules:
             for customer in by_rule[rule.name]:
                 need = needs.get((rule.name, customer.id))
                 if need is None:
                     continue  # its need could not be worked out: already an error finding
-                outcome = outcomes[the_plan.query_index(need)]
+                outcome = outcomes[reading.query_index(need)]
                 if isinstance(outcome, Exception):
                     findings.append(error_finding(rule, customer.id, now, unread(outcome)))
                     continue
@@ -322,24 +336,24 @@ class Engine:
                 if self._stale(outcome, now):
                     findings.append(stale_finding(rule, customer.id, now, outcome))
                     continue
-                judged = self._judge_one(rule, customer, need, the_plan, outcome, now)
+                good.append(need)
+                judged = self._judge_one(rule, customer, need, reading, outcome, now)
                 for finding, series in judged:
                     findings.append(finding)
                     if finding.active and series is not None:
                         all_series[series.key] = replace(
                             series, buckets=series.buckets[-RECENT_BUCKETS:]
                         )
-        return findings, all_series, refreshed
+        return findings, all_series, refreshed, good
 
     def _judge_one(
-        self, rule: Rule, customer: Customer, need: DataNeed, the_plan: RequestPlan,
+        self, rule: Rule, customer: Customer, need: DataNeed, reading: _Reading,
         outcome: UsageResult, now: int,
     ) -> list[tuple[Finding, Series | None]]:
         """Each series of one (rule, customer) with its finding; an exception while building
         the series fails the (rule, customer), one while judging a series only that series."""
         try:
-            _, spec = the_plan.serving(need)
-            rows = extract_rows(need, spec, outcome.rows)
+            rows = reading.reads.rows_of(need, reading.plan, outcome)
             all_series = build_series(rule, need, rows, outcome.refreshed_at, now=now,
                                       freshness_lag=self.settings.stripe.freshness_lag)
         except Exception as exc:
@@ -352,6 +366,17 @@ class Engine:
         if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
             return False  # the GA endpoint reports no freshness at all
         return is_stale(result.refreshed_at, now, self.settings.stripe.stale_after)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """A batch's plan with the cache reads it was planned from."""
+
+    plan: RequestPlan
+    reads: BatchReads
+
+    def query_index(self, need: DataNeed) -> int:
+        return self.plan.query_index(self.reads.fetched_need(need))
 
 
 def _tally_problems(
