@@ -45,7 +45,7 @@ from alertd.model import (
     UsageQuery,
     UsageResult,
 )
-from alertd.planner import RequestPlan, plan
+from alertd.planner import plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.service.guarded import (
@@ -57,7 +57,15 @@ from alertd.service.guarded import (
     stale_finding,
     unread,
 )
-from alertd.service.reads import BatchReads, BucketCache, CacheCounts, prepare, save
+from alertd.service.reads import (
+    BucketCache,
+    CacheCounts,
+    Reading,
+    prepare,
+    prune,
+    save,
+    widening_needs,
+)
 from alertd.source import Source
 from alertd.source.directory import Directory, Selected, selection_key
 
@@ -241,6 +249,7 @@ class Engine:
         for start in range(0, len(ids), self.batch_customers):
             batch = set(ids[start:start + self.batch_customers])
             await self._run_batch(rules, by_rule, batch, now, total)
+        await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
         return PassResult(
@@ -271,13 +280,16 @@ class Engine:
                     total.findings.append(need)
                 else:
                     needs[(rule.name, customer.id)] = need
-        reads = await prepare(self.cache, needs.values(), now, self.cache_counts)
+        names = {rule.name for rule in rules}
+        others = [r for r in self.rules.rules if r.name not in names] if self.cache else []
+        reads = await prepare(self.cache, needs.values(), now, self.cache_counts,
+                              widening_needs(others, sorted(batch), now))
         the_plan = plan(reads.fetch_needs)
         outcomes = await self._fetch_all(the_plan.queries)
         self.cache_counts.rows_fetched += sum(
             len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         findings, series, refreshed, good = self._judge(
-            rules, in_batch, needs, _Reading(the_plan, reads), outcomes, now)
+            rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
         await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
         total.findings.extend(findings)
@@ -311,7 +323,7 @@ class Engine:
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         needs: Mapping[tuple[str, str], DataNeed],
-        reading: _Reading,
+        reading: Reading,
         outcomes: Sequence[UsageResult | SourceError | Exception],
         now: int,
     ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int], list[DataNeed]]:
@@ -347,7 +359,7 @@ class Engine:
         return findings, all_series, refreshed, good
 
     def _judge_one(
-        self, rule: Rule, customer: Customer, need: DataNeed, reading: _Reading,
+        self, rule: Rule, customer: Customer, need: DataNeed, reading: Reading,
         outcome: UsageResult, now: int,
     ) -> list[tuple[Finding, Series | None]]:
         """Each series of one (rule, customer) with its finding; an exception while building
@@ -366,17 +378,6 @@ class Engine:
         if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
             return False  # the GA endpoint reports no freshness at all
         return is_stale(result.refreshed_at, now, self.settings.stripe.stale_after)
-
-
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    """A batch's plan with the cache reads it was planned from."""
-
-    plan: RequestPlan
-    reads: BatchReads
-
-    def query_index(self, need: DataNeed) -> int:
-        return self.plan.query_index(self.reads.fetched_need(need))
 
 
 def _tally_problems(

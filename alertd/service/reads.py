@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from alertd import conditions
 from alertd.buckets import (
     BucketEntry,
     CachePolicy,
@@ -26,11 +27,13 @@ from alertd.buckets import (
     cut,
     fetch_range,
     key_needs,
+    settled_before,
     updated,
 )
 from alertd.errors import StoreError
 from alertd.model import DataNeed, UsageResult, UsageRow
 from alertd.planner import RequestPlan, extract_rows
+from alertd.rules.schema import Rule
 from alertd.store.base import BucketStore
 
 log = logging.getLogger("alertd.engine")
@@ -50,7 +53,9 @@ class CacheCounts:
     """What the cache saved, across a pass (for benches and metrics)."""
 
     keys: int = 0
-    shrunk: int = 0
+    #: Keys with settled history that was read from Stripe (no entry, a full re-read, a rule
+    #: looking further back); a key whose range lies inside the settle window is never one.
+    full: int = 0
     rows_fetched: int = 0
 
 
@@ -94,11 +99,44 @@ class BatchReads:
                         now, policy) for k in sorted(keys)]
 
 
+def widening_needs(rules: Iterable[Rule], customers: Iterable[str], now: int
+                   ) -> list[DataNeed]:
+    """The needs other rules (other poll groups) have of ``customers``: a key's entry covers
+    the hull of *every* rule's range, so polls of different ``every`` keep one entry of one
+    extent instead of each re-reading in full what the other trimmed. A need depends on the
+    customer only by its id, so each rule's is worked out once. A rule whose need cannot be
+    had is skipped here (its own poll reports it)."""
+    templates: list[DataNeed] = []
+    for rule in rules:
+        try:
+            templates.append(conditions.needs(rule, "", now)[0])
+        except Exception:
+            continue
+    return [replace(t, customer=c) for c in customers for t in templates]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A batch's plan with the cache reads it was planned from."""
+
+    plan: RequestPlan
+    reads: BatchReads
+
+    def query_index(self, need: DataNeed) -> int:
+        """The index of the request serving ``need`` (through its key's fetched need)."""
+        return self.plan.query_index(self.reads.fetched_need(need))
+
+
 async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int,
-                  counts: CacheCounts | None = None) -> BatchReads:
-    """The batch's keys, their stored entries and what to fetch for each."""
+                  counts: CacheCounts | None = None, widening: Iterable[DataNeed] = ()
+                  ) -> BatchReads:
+    """The batch's keys, their stored entries and what to fetch for each. ``widening``
+    needs stretch the range of keys the batch has (:func:`widening_needs`), add none."""
     needs = list(needs)
     hulls = key_needs(needs)
+    if cache is not None:
+        wider = key_needs([*needs, *widening])
+        hulls = {k: wider[k] for k in hulls}
     entries: dict[str, BucketEntry] = {}
     if cache is not None and hulls:
         try:
@@ -111,7 +149,8 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:
         counts.keys += len(hulls)
-        counts.shrunk += sum(fetched[k] != h for k, h in hulls.items())
+        counts.full += sum(fetched[k] == h and settled_before(h, now, policy) > h.starts_at
+                           for k, h in hulls.items())
     return reads
 
 
@@ -125,3 +164,15 @@ async def save(cache: BucketCache | None, reads: BatchReads, good: Sequence[Data
         await cache.store.save_buckets(entries, now)
     except StoreError as exc:
         log.warning("could not write the bucket cache error=%s", exc)
+
+
+async def prune(cache: BucketCache | None, now: int) -> None:
+    """Drops entries nobody saved for ``full_reread_every``: their next read would be a full
+    one anyway, so they hold nothing of use (keys of removed rules, changed filters, customers
+    gone). Keeps the cache bounded by what the rule set reads."""
+    if cache is None or not cache.writable:
+        return
+    try:
+        await cache.store.prune_buckets(int(now - cache.policy.full_reread_every))
+    except StoreError as exc:
+        log.warning("could not prune the bucket cache error=%s", exc)
