@@ -27,7 +27,7 @@ from alertd.buckets import CachePolicy
 from alertd.clock import SystemClock
 from alertd.commands.check import run_check
 from alertd.config.settings import Settings
-from alertd.model import Finding, UsageQuery
+from alertd.model import Finding, MeterSpec, UsageQuery
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
@@ -41,22 +41,26 @@ from alertd.store.sqlite import SqliteStore
 TOKENS = "mtr_sim_tokens"
 HOUR = 3600
 DAY = 86_400
+Dims = tuple[tuple[str, str], ...]
 POLICY = CachePolicy(settle_window=DAY, full_reread_every=7 * DAY)
 
 
 @dataclass(frozen=True)
 class Adjustment:
-    """``delta`` added to ``customer``'s ``meter`` at ``instant``, visible from ``made_at``."""
+    """``delta`` added to ``customer``'s ``meter`` at ``instant`` with ``dims``, visible from
+    ``made_at`` (the first answer as of then or later)."""
 
     customer: str
     meter: str
     instant: int
     delta: int
     made_at: int
+    dims: tuple[tuple[str, str], ...] = (("model", "gpt-4"), ("tier", "standard"))
 
 
 class AdjustedGenerator(UsageGenerator):
-    """The simulator's generator plus late events (positive) and cancellations (negative)."""
+    """The simulator's generator plus late events (positive) and cancellations (negative),
+    applied to every series of an answer that holds them, as Stripe would."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -67,13 +71,24 @@ class AdjustedGenerator(UsageGenerator):
         for adj in self.adjustments:
             if (adj.customer == query.customer and adj.made_at <= as_of
                     and query.starts_at <= adj.instant < min(query.ends_at, as_of)):
-                groups = [_adjusted(g, adj, query) if _plain(g, adj.meter) else g
-                          for g in groups]
+                for spec in query.meters or (MeterSpec(None),):
+                    groups = _apply(groups, spec, adj, query)
         return [g for g in groups if len(g)]
 
 
-def _plain(group: RowGroup, meter: str) -> bool:
-    return group.meter == meter and not group.dimensions
+def _apply(groups: list[RowGroup], spec: MeterSpec, adj: Adjustment, query: UsageQuery
+           ) -> list[RowGroup]:
+    dims = dict(adj.dims)
+    if (spec.meter not in (adj.meter, None) or spec.tenant_filters
+            or any(dims.get(k) not in values for k, values in spec.dimension_filters)):
+        return groups
+    target = {k: dims[k] for k in spec.group_by}
+    for i, group in enumerate(groups):
+        if group.meter == spec.meter and dict(group.dimensions) == target:
+            return [*groups[:i], _adjusted(group, adj, query), *groups[i + 1:]]
+    empty = np.zeros(0, dtype=np.int64)
+    fresh = RowGroup(spec.meter, tuple(sorted(target.items())), empty, empty, empty)
+    return [*groups, _adjusted(fresh, adj, query)]
 
 
 def _adjusted(group: RowGroup, adj: Adjustment, query: UsageQuery) -> RowGroup:
@@ -166,30 +181,33 @@ async def test_a_cancellation_that_lowers_usage_lowers_the_value(sim: Simulator,
                                                                  tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "state.db") as store:
         cache = BucketCache(store, POLICY)
-        start, _ = await findings(sim, [rule("day", "day")], cache)
+        month = [rule("month", "month")]
+        start, _ = await findings(sim, month, cache)
         sim.advance(600)
         now = int(sim.now())
         who = customer(sim, 1)
+        # Yesterday's usage cancelled (to nothing, if it was less): the month total drops.
         sim.generator.adjustments.append(
-            Adjustment(who, TOKENS, now - 3 * HOUR, -10**12, now - 600))
-        engine = await assert_warm_equals_cold(sim, [rule("day", "day")], cache)
+            Adjustment(who, TOKENS, now - 20 * HOUR, -10**9, now - 600))
+        engine = await assert_warm_equals_cold(sim, month, cache)
         assert engine.cache_counts.full == 0
-        later, _ = await findings(sim, [rule("day", "day")], cache)
+        later, _ = await findings(sim, month, cache)
         value = {f[1]: f[4] for f in later}
         was = {f[1]: f[4] for f in start}
         assert value[who] < was[who]
+        assert all(value[c] >= was[c] for c in value if c != who)
 
 
 async def test_a_reload_that_changes_filters_reads_the_new_query(sim: Simulator,
                                                                  tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "state.db") as store:
         cache = BucketCache(store, POLICY)
-        pro = [rule("tier", "month", filters={"tier": "pro"})]
+        pro = [rule("tier", "month", filters={"tier": "standard"})]
         await findings(sim, pro, cache)
         sim.advance(600)
         same = await assert_warm_equals_cold(sim, [*pro, rule("other", "hour")], cache)
         assert same.cache_counts.full == 0  # the unchanged rule's keys stay warm
-        changed = [rule("tier", "month", filters={"tier": ["pro", "free"]})]
+        changed = [rule("tier", "month", filters={"tier": ["standard", "premium"]})]
         engine = await assert_warm_equals_cold(sim, changed, cache)
         assert engine.cache_counts.full == 3  # a new query: read in full, not the old rows
 
@@ -262,10 +280,12 @@ async def _dry_run_then_check(sim: Simulator, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the property
 
+DIMS = st.tuples(st.tuples(st.just("model"), st.sampled_from(["gpt-4", "claude-3"])),
+                 st.tuples(st.just("tier"), st.sampled_from(["standard", "premium"])))
 STEP = st.tuples(
     st.integers(min_value=60, max_value=8 * HOUR),  # time to the next poll
     st.lists(st.tuples(st.integers(0, 2), st.integers(0, 23 * HOUR),
-                       st.integers(-10**7, 10**7)), max_size=3),  # late events, cancellations
+                       st.integers(-10**7, 10**7), DIMS), max_size=3),  # late, cancelled
 )
 
 
@@ -273,22 +293,25 @@ STEP = st.tuples(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, min_size=1, max_size=4))
 def test_a_warm_cache_gives_the_findings_of_a_cold_full_read(
-    steps: list[tuple[int, list[tuple[int, int, int]]]], tmp_path_factory: pytest.TempPathFactory
+    steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Whatever the polls' spacing and whatever changes inside the settle window (back-dated
     events, cancellations), every poll's findings with the cache equal a cold full read's."""
     asyncio.run(_property(steps, tmp_path_factory.mktemp("cache") / "state.db"))
 
 
-async def _property(steps: list[tuple[int, list[tuple[int, int, int]]]], path: Path) -> None:
+async def _property(steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], path: Path
+                    ) -> None:
     generator = AdjustedGenerator(customers=3, seed=7, days=40, now=TEST_NOW)
-    rules = [*RULES, rule("dims", "month", group_by=["model"])]
+    rules = [*RULES, rule("models", "month", group_by=["model"]),
+             rule("standard", "month", filters={"tier": "standard"})]
     async with Simulator(generator, port=0, now=TEST_NOW) as sim, SqliteStore(path) as store:
         cache = BucketCache(store, POLICY)
         await assert_warm_equals_cold(sim, rules, cache)
         for advance, changes in steps:
             sim.advance(advance)
             now = int(sim.now())
-            generator.adjustments += [Adjustment(customer(sim, who), TOKENS, now - back, delta, 0)
-                                      for who, back, delta in changes]
+            generator.adjustments += [
+                Adjustment(customer(sim, who), TOKENS, now - back, delta, 0, dims)
+                for who, back, delta, dims in changes]
             await assert_warm_equals_cold(sim, rules, cache)
