@@ -293,7 +293,8 @@ STEP = st.tuples(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, min_size=1, max_size=4))
 def test_a_warm_cache_gives_the_findings_of_a_cold_full_read(
-    steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], tmp_path_factory: pytest.TempPathFactory
+    steps: list[tuple[int, list[tuple[int, int, int, Dims]]]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Whatever the polls' spacing and whatever changes inside the settle window (back-dated
     events, cancellations), every poll's findings with the cache equal a cold full read's."""
