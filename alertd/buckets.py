@@ -35,6 +35,7 @@ import json
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from alertd import calendar
 from alertd.model import DataNeed, UsageRow
@@ -128,6 +129,56 @@ def updated(key: str, need: DataNeed, fetched: DataNeed, entry: BucketEntry | No
     return BucketEntry(key, need.starts_at, settled,
                        now if full or entry is None else entry.full_at,
                        tuple(r for r in rows if r.starts_at < settled))
+
+
+#: How much longer than the settle window a range may be and still be asked for as hours: a
+#: shrunk range is the settle window, the time since the previous poll and the part of a day
+#: before the window (the window starts at a bucket start), so two days cover daily polls.
+RECENT_EXTRA = 2 * 86_400
+
+
+def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
+    """What to plan for ``fetched`` (a key's need, possibly shrunk by :func:`fetch_range`).
+
+    A recent day need (at most ``settle_window`` + :data:`RECENT_EXTRA` long, as every shrunk
+    one is, and as a rule's current day or week is) is asked for as hours: in UTC when its time
+    zone is a whole number of hours from UTC over the range (hours of every such zone are UTC's
+    hours), else in its own zone. Then every shrunk need of a customer is of one granularity
+    and zone, so they all share a request (up to 5 meters) instead of one request per
+    granularity and time zone; :func:`rebucket` sums the hours back into the need's days. The
+    hours of a shrunk range are few (at most ``settle_window`` plus a poll interval plus a
+    day), so rows stay few too. A longer (full) read stays as it is.
+    """
+    if fetched.ends_at - fetched.starts_at > policy.settle_window + RECENT_EXTRA:
+        return fetched
+    zone = "UTC" if _whole_hours(fetched) else fetched.timezone
+    return replace(fetched, granularity="hour", timezone=zone)
+
+
+def _whole_hours(need: DataNeed) -> bool:
+    return all(_offset_seconds(at, need.timezone) % 3600 == 0
+               for at in (need.starts_at, need.ends_at))
+
+
+def _offset_seconds(instant: int, tz: str) -> int:
+    offset = datetime.fromtimestamp(instant, calendar.zone(tz)).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
+def rebucket(rows: Sequence[UsageRow], need: DataNeed) -> list[UsageRow]:
+    """Rows of hours summed into ``need``'s buckets (its granularity, its time zone), clipped
+    to its range as Stripe clips them, in the planner's order (bucket, then dimensions)."""
+    sums: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}
+    meter = need.spec.meter
+    for r in rows:
+        start = calendar.floor(r.starts_at, need.granularity, need.timezone)
+        group = (start, r.dimensions)
+        sums[group] = sums.get(group, 0.0) + r.value
+    out: list[UsageRow] = []
+    for (start, dims), value in sorted(sums.items()):
+        end = min(calendar.next_start(start, need.granularity, need.timezone), need.ends_at)
+        out.append(UsageRow(max(start, need.starts_at), end, value, meter, dims))
+    return out
 
 
 def cut(need: DataNeed, rows: Sequence[UsageRow]) -> list[UsageRow]:

@@ -26,7 +26,9 @@ from alertd.buckets import (
     combine,
     cut,
     fetch_range,
+    hourly,
     key_needs,
+    rebucket,
     settled_before,
     updated,
 )
@@ -66,17 +68,19 @@ class BatchReads:
     hulls: dict[str, DataNeed]
     fetched: dict[str, DataNeed]
     entries: dict[str, BucketEntry]
+    #: What the planner plans for each key: its fetched need, or that as hours.
+    planned: dict[str, DataNeed] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, list[UsageRow]] = field(default_factory=dict)
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
         """What the planner plans: one need per key."""
-        return list(self.fetched.values())
+        return list(self.planned.values())
 
     def fetched_need(self, need: DataNeed) -> DataNeed:
         """The planned need whose request serves ``need``."""
-        return self.fetched[self._keys[need]]
+        return self.planned[self._keys[need]]
 
     def rows_of(self, need: DataNeed, the_plan: RequestPlan, outcome: UsageResult
                 ) -> list[UsageRow]:
@@ -84,10 +88,12 @@ class BatchReads:
         key = self._keys[need]
         rows = self._rows.get(key)
         if rows is None:
-            fetched = self.fetched[key]
-            _, spec = the_plan.serving(fetched)
-            rows = combine(self.hulls[key], fetched, self.entries.get(key),
-                           extract_rows(fetched, spec, outcome.rows))
+            fetched, planned = self.fetched[key], self.planned[key]
+            _, spec = the_plan.serving(planned)
+            fresh = extract_rows(planned, spec, outcome.rows)
+            if planned != fetched:
+                fresh = rebucket(fresh, fetched)
+            rows = combine(self.hulls[key], fetched, self.entries.get(key), fresh)
             self._rows[key] = rows
         return cut(need, rows)
 
@@ -145,7 +151,9 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
             log.warning("could not read the bucket cache, reading in full error=%s", exc)
     policy = cache.policy if cache is not None else CachePolicy()
     fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
-    reads = BatchReads(hulls, fetched, entries)
+    planned = {k: hourly(f, policy) if cache is not None else f
+               for k, f in fetched.items()}
+    reads = BatchReads(hulls, fetched, entries, planned)
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:
         counts.keys += len(hulls)
