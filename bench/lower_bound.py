@@ -1,11 +1,12 @@
 """The fewest requests any plan can use, computed without :func:`alertd.planner.plan`.
 
 :func:`steady_state_needs` gives what a poll with a warm bucket cache asks for; the lower
-bound of those is the steady-state bound. The benchmarks print both beside the planner's request count (``bench/planner.py``,
-``bench/fetch.py``, ``bench/dryrun.py``), and ``tests/test_planner.py`` uses it as an
-independent oracle for the planner's optimality. Nothing in alertd itself needs it, so it lives
-here. The model is the planner's (see the :mod:`alertd.planner` docstring); only
-:func:`alertd.planner.covering_spec` — which specs one spec can serve — is shared.
+bound of those is the steady-state bound. The benchmarks print them beside the planner's
+request count (``bench/planner.py``, ``bench/fetch.py``, ``bench/dryrun.py``), and
+``tests/test_planner.py`` uses it as an independent oracle for the planner's optimality.
+Nothing in alertd itself needs it, so it lives here. The model is the planner's (see the
+:mod:`alertd.planner` docstring); only :func:`alertd.planner.covering_spec` — which specs
+one spec can serve — is shared (and, for the steady state, the cache's own range decisions).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ each following pass is a steady cycle. Printed per cycle, beside their targets:
 
 * **requests ÷ bound**: usage requests planned ÷ the bound for that pass — for the warm-up the
   lower bound of full reads (recent ranges as hours; the cache-less cold bound is printed
-  too), for steady cycles the steady-state bound (:func:`bench.lower_bound.steady_state_needs` with the
-  time since the previous pass) for steady cycles (target 1.00);
+  too), for steady cycles the steady-state bound
+  (:func:`bench.lower_bound.steady_state_needs` with the time since the previous pass);
+  target 1.00;
 * **rows ÷ warm-up**: rows fetched in a steady cycle ÷ rows of the warm-up (target ≤ 5 %);
 * achieved requests/s, CPU seconds of this process per 1,000 requests, peak RSS.
 """
