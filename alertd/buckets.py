@@ -155,6 +155,18 @@ def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
     return replace(fetched, granularity="hour", timezone=zone)
 
 
+def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy) -> dict[str, DataNeed]:
+    """What to plan for each key of one batch: :func:`hourly`, except where a request of the
+    need's own granularity and zone is made for the customer anyway (another key is read in
+    full, e.g. a rule just added): then it joins that request instead of costing an hourly one.
+    """
+    planned = {k: hourly(f, policy) for k, f in fetched.items()}
+    anyway = {(p.customer, p.granularity, p.timezone) for k, p in planned.items()
+              if p == fetched[k]}
+    return {k: f if (f.customer, f.granularity, f.timezone) in anyway else planned[k]
+            for k, f in fetched.items()}
+
+
 def _whole_hours(need: DataNeed) -> bool:
     return all(_offset_seconds(at, need.timezone) % 3600 == 0
                for at in (need.starts_at, need.ends_at))

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from functools import lru_cache
 
-from alertd.buckets import CachePolicy, hourly, key_needs, settled_before
+from alertd.buckets import CachePolicy, key_needs, planned_needs, settled_before
 from alertd.model import DataNeed, MeterSpec
 from alertd.planner import covering_spec
 from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS
@@ -58,7 +58,7 @@ def steady_state_needs(needs: Iterable[DataNeed], now: int, every: float,
     """What a poll with a warm bucket cache plans at ``now``, the previous poll ``every``
     seconds before: per cache key, the range from where that poll found buckets not yet
     settled (:func:`alertd.buckets.settled_before`) — the whole range for a key with no
-    settled history — as hours when it is recent (:func:`alertd.buckets.hourly`).
+    settled history — as the cache plans it (:func:`alertd.buckets.planned_needs`: as hours when recent).
 
     :func:`lower_bound` of these is the steady-state bound: the planner's model, with the
     ranges the cache leaves. Every recent need of a customer is then hourly in UTC (or in its
@@ -66,12 +66,11 @@ def steady_state_needs(needs: Iterable[DataNeed], now: int, every: float,
     read spends one per granularity and zone on.
     """
     policy = policy or CachePolicy()
-    out: list[DataNeed] = []
-    for hull in key_needs(needs).values():
+    fetched: dict[str, DataNeed] = {}
+    for key, hull in key_needs(needs).items():
         start = settled_before(hull, int(now - every), policy)
-        fetched = hull if start <= hull.starts_at else replace(hull, starts_at=start)
-        out.append(hourly(fetched, policy))
-    return out
+        fetched[key] = hull if start <= hull.starts_at else replace(hull, starts_at=start)
+    return list(planned_needs(fetched, policy).values())
 
 
 def _order(spec: MeterSpec) -> tuple[object, ...]:

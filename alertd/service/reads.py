@@ -26,8 +26,8 @@ from alertd.buckets import (
     combine,
     cut,
     fetch_range,
-    hourly,
     key_needs,
+    planned_needs,
     rebucket,
     settled_before,
     updated,
@@ -151,8 +151,7 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
             log.warning("could not read the bucket cache, reading in full error=%s", exc)
     policy = cache.policy if cache is not None else CachePolicy()
     fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
-    planned = {k: hourly(f, policy) if cache is not None else f
-               for k, f in fetched.items()}
+    planned = planned_needs(fetched, policy) if cache is not None else fetched
     reads = BatchReads(hulls, fetched, entries, planned)
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:
