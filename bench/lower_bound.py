@@ -58,7 +58,8 @@ def steady_state_needs(needs: Iterable[DataNeed], now: int, every: float,
     """What a poll with a warm bucket cache plans at ``now``, the previous poll ``every``
     seconds before: per cache key, the range from where that poll found buckets not yet
     settled (:func:`alertd.buckets.settled_before`) — the whole range for a key with no
-    settled history — as the cache plans it (:func:`alertd.buckets.planned_needs`: as hours when recent).
+    settled history — as the cache plans it (:func:`alertd.buckets.planned_needs`: as hours
+    when recent).
 
     :func:`lower_bound` of these is the steady-state bound: the planner's model, with the
     ranges the cache leaves. Every recent need of a customer is then hourly in UTC (or in its
