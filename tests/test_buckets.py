@@ -17,7 +17,10 @@ from alertd.buckets import (
     decode_rows,
     encode_rows,
     fetch_range,
+    hourly,
     key_needs,
+    planned_needs,
+    rebucket,
     reread_after,
     settled_before,
     updated,
@@ -115,3 +118,28 @@ async def test_the_store_keeps_replaces_and_prunes_entries(tmp_path: Path) -> No
         conn.execute("UPDATE usage_buckets SET rows = 'garbage'")
     async with SqliteStore(path) as store:
         assert await store.load_buckets([entry.key]) == {}  # read again in full, no failure
+
+
+def test_recent_day_needs_are_asked_as_hours_and_summed_back() -> None:
+    recent = replace(NEED, timezone="America/New_York", starts_at=NOW - 31 * HOUR,
+                     ends_at=NOW)  # from yesterday's midnight in New York (UTC-4 today)
+    asked = hourly(recent, POLICY)
+    assert (asked.granularity, asked.timezone) == ("hour", "UTC")
+    assert hourly(NEED, POLICY) == NEED  # a long (full) read stays in days
+    kolkata = replace(recent, timezone="Asia/Kolkata")
+    assert hourly(kolkata, POLICY).timezone == "Asia/Kolkata"  # half-hour offset: own hours
+    hours = [UsageRow(t, t + HOUR, 1.0, "mtr_a", (("model", "m"),))
+             for t in range(recent.starts_at, NOW, HOUR)]
+    # 2025-03-09 in New York had 23 hours (DST began), then 8 hours of today.
+    assert rebucket(hours, recent) == [
+        UsageRow(recent.starts_at, NOW - 8 * HOUR, 23.0, "mtr_a", (("model", "m"),)),
+        UsageRow(NOW - 8 * HOUR, NOW, 8.0, "mtr_a", (("model", "m"),))]
+
+
+def test_a_shrunk_need_joins_a_request_made_anyway() -> None:
+    full = replace(NEED, spec=replace(SPEC, meter="mtr_b"))
+    shrunk = replace(NEED, starts_at=NOW - DAY - 12 * HOUR)
+    other_zone = replace(shrunk, timezone="Europe/Berlin")
+    planned = planned_needs({"full": full, "shrunk": shrunk, "berlin": other_zone}, POLICY)
+    assert planned["full"] == full and planned["shrunk"] == shrunk  # day UTC is asked anyway
+    assert planned["berlin"].granularity == "hour"
