@@ -78,6 +78,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             name TEXT PRIMARY KEY, holder TEXT NOT NULL, generation INTEGER NOT NULL,
             expires_at REAL NOT NULL)""",
     ),
+    (  # 4: the bucket cache (alertd.buckets): one row per cache key, its rows as JSON
+        """CREATE TABLE usage_buckets (
+            key TEXT PRIMARY KEY, covered_from INTEGER NOT NULL, covered_to INTEGER NOT NULL,
+            full_at INTEGER NOT NULL, saved_at INTEGER NOT NULL, rows TEXT NOT NULL)""",
+        "CREATE INDEX usage_buckets_saved ON usage_buckets (saved_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600
