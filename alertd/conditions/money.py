@@ -74,6 +74,11 @@ def wants_billing(rule: Rule) -> bool:
         or rule.condition.type == "credit"
 
 
+def wants_credit(rule: Rule) -> bool:
+    """Whether ``rule`` also needs the customer's credit balance and grants."""
+    return rule.condition.type == "credit"
+
+
 def billing_need(rule: Rule, customer: str, now: int) -> DataNeed:
     """Hour buckets (UTC) over the last :data:`LOOKBACK`: any billing period containing
     ``now`` and the run rate before it."""
