@@ -261,7 +261,10 @@ def test_the_generator_reaches_every_outcome(
     what: str, wanted: Callable[[UsageBody | MalformedResponseError], bool]
 ) -> None:
     """The property above could not pass by only ever meeting junk: the same generator finds
-    bodies that read, with repeats and negative values, and the refusals the issue is about."""
+    bodies that read, with repeats and negative values, and the refusals the issue is about.
+    Derandomized, so the search is the same every run: a rare outcome found once is found
+    always, instead of missing one run in many (a huge integer was missed once in 5,000)."""
     found = find(usage_documents(), lambda document: bool(wanted(_read(document))),
-                 settings=settings(max_examples=5000, database=None, phases=[Phase.generate]))
+                 settings=settings(max_examples=20000, database=None, phases=[Phase.generate],
+                                   derandomize=True))
     assert wanted(_read(found)), what
