@@ -51,6 +51,9 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
+from alertd.service.status import status_context
+from alertd.web.app import StatusContext
+from alertd.web.board import Board
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -136,6 +139,9 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
+        #: What the polls found, for the status page (alertd.web).
+        self.board = Board()
+        self.status: StatusContext | None = None
         self._abort = asyncio.Event()
         self._parts = Collaborators(self.clock, self.metrics, stripe_transport, smtp_factory,
                                     on_delivered)
@@ -150,6 +156,11 @@ class Daemon:
     @property
     def services(self) -> Services:
         assert self._live is not None, "the daemon is not running"
+        return self._live
+
+    @property
+    def live_services(self) -> Services | None:
+        """The running world's services, ``None`` before they open (the status page)."""
         return self._live
 
     @property
@@ -201,8 +212,10 @@ class Daemon:
                 world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
             listen = world.settings.server.listen
             if listen:
+                self.status = status_context(world.settings.server, self._store, self.board,
+                                             self.clock, self)
                 self.server_url = await stack.enter_async_context(
-                    serve(listen, self.metrics, self.health, self.clock))
+                    serve(listen, self.metrics, self.health, self.clock, self.status))
                 log.info("serving metrics url=%s/metrics", self.server_url)
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
@@ -352,8 +365,10 @@ class Daemon:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
-        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names,
-                                         int(self.clock.now()))
+        now = int(self.clock.now())
+        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now)
+        self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
+                          customers=outcome.result.customers, series=outcome.result.series)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:

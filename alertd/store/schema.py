@@ -73,6 +73,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (receiver, group_key, instance))""",
         "CREATE INDEX outbox_group_order ON outbox (receiver, group_key, status, created_at)",
     ),
+    (  # 3: the status page's notification history, newest first (alertd.store.pages)
+        "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
+        "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600

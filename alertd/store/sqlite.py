@@ -21,7 +21,8 @@ The file format (schema versions, migrations, refusing newer, foreign or damaged
 modes) is in :mod:`alertd.store.schema`.
 
 Why over 400 lines: it is the one implementation of the Store protocol; each operation's SQL and
-its transaction stay side by side.
+its transaction stay side by side (the status page's queries are built in
+:mod:`alertd.store.pages`).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ from alertd.store.base import (
     GroupEntry,
     GroupId,
     NotificationGroup,
+    OutboxCursor,
     OutboxRow,
     OutboxStatus,
     SentRecord,
 )
+from alertd.store import pages
 from alertd.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -248,6 +251,29 @@ class SqliteStore:
             "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
         ).rowcount)
 
+    # ----------------------------------------------------------------- status page
+
+    async def outbox_page(
+        self, *, status: OutboxStatus | None = None, receiver: str | None = None,
+        before: OutboxCursor | None = None, limit: int = 50,
+    ) -> list[OutboxRow]:
+        sql, params = pages.page_query(_OUTBOX_COLUMNS, status, receiver, before, limit)
+        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+
+    async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
+        sql, params = pages.for_alert_query(_OUTBOX_COLUMNS, fingerprint, scan)
+        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+
+    async def outbox_row(self, row_id: str) -> OutboxRow | None:
+        return await self._read(lambda c: _one_row(c, row_id))
+
+    async def resend(self, row_id: str, now: float) -> OutboxRow | None:
+        def work(conn: sqlite3.Connection) -> OutboxRow | None:
+            pages.resend(conn, row_id, now)
+            return _one_row(conn, row_id)
+
+        return await self._write(work)
+
     # ----------------------------------------------------------------- silences
 
     async def add_silence(self, silence: Silence) -> None:
@@ -415,6 +441,12 @@ def _outbox_row(row: sqlite3.Row) -> OutboxRow:
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
     )
+
+
+def _one_row(conn: sqlite3.Connection, row_id: str) -> OutboxRow | None:
+    row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.id = ?",
+                       (row_id,)).fetchone()
+    return None if row is None else _outbox_row(row)
 
 
 def _silence(row: sqlite3.Row) -> Silence:
