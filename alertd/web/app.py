@@ -26,6 +26,7 @@ from aiohttp import web
 from alertd import silences as silence_ops
 from alertd.clock import Clock
 from alertd.errors import SourceError, StoreError
+from alertd.model import Bucket
 from alertd.source import Source
 from alertd.store.base import OutboxCursor, OutboxStatus, Store
 from alertd.web import auth
@@ -65,6 +66,13 @@ def _number(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def bucket_label(starts_at: int, buckets: Sequence[Bucket]) -> str:
+    """``MM-DD`` when every bucket starts at midnight UTC, else ``MM-DD HH:MM``."""
+    daily = all(b.starts_at % 86400 == 0 for b in buckets)
+    return dt.datetime.fromtimestamp(starts_at, dt.UTC).strftime(
+        "%m-%d" if daily else "%m-%d %H:%M")
 
 
 def environment() -> jinja2.Environment:
@@ -123,7 +131,7 @@ async def alert_page(request: web.Request) -> web.Response:
     if entry is None:
         raise web.HTTPNotFound(text="no pending or firing alert with this fingerprint (it may "
                                "have resolved: see the notification history)\n")
-    chart = bar_chart([(_when(b.starts_at)[:16], b.value) for b in entry.recent],
+    chart = bar_chart([(bucket_label(b.starts_at, entry.recent), b.value) for b in entry.recent],
                       threshold=entry.threshold, band=entry.band)
     sent = await ctx.store.outbox_for_alert(entry.fingerprint)
     return render(request, "alert.html", entry=entry, chart=chart, sent=sent[:PAGE],

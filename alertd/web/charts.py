@@ -82,7 +82,7 @@ def bar_chart(
 
 
 def _x_labels(labels: Sequence[str], pad: int, slot: float) -> tuple[tuple[float, str], ...]:
-    step = max(1, len(labels) // 6)
+    step = max(1, -(-len(labels) // 6))  # at most six labels, so they never overlap
     return tuple((pad + i * slot + slot / 2, label) for i, label in enumerate(labels)
                  if i % step == 0)
 
