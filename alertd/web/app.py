@@ -31,7 +31,7 @@ from alertd.source import Source
 from alertd.store.base import OutboxCursor, OutboxStatus, Store
 from alertd.web import auth
 from alertd.web.board import Board
-from alertd.web.charts import bar_chart, stacked_chart, stacked_rows
+from alertd.charts import bar_chart, stacked_chart, stacked_rows
 from alertd.web.usage import UsageView
 
 PAGE = 50

@@ -11,7 +11,7 @@ answer is kept :data:`CACHE_SECONDS` in a cache of at most :data:`CACHE_ENTRIES`
 (least recently used out first), so reloading a page or the API spends nothing.
 
 :func:`daily_sums` (pure) turns the rows into ``{date: {dimension value: sum}}``; rows without
-the key count under ``"(none)"``. :func:`alertd.web.charts.stacked_rows` shapes them as the
+the key count under ``"(none)"``. :func:`alertd.charts.stacked_rows` shapes them as the
 guide's back end does.
 """
 

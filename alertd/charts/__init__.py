@@ -2,7 +2,7 @@
 guide's stacked daily usage by a dimension.
 
 Where it sits: the status page's templates draw these shapes as inline SVG (escaped by
-Jinja2); :mod:`alertd.web.png` paints the same bar shapes into the PNG that alert emails
+Jinja2); :mod:`alertd.charts.png` paints the same bar shapes into the PNG that alert emails
 carry. Nothing here does I/O. :func:`stacked_rows` builds the rows the way the guide's back
 end does: one row per date with a value per dimension value, plus ``{value}_start`` and
 ``{value}_end`` — the cumulative bounds a stacked-bar library draws from.

@@ -2,7 +2,7 @@
 
 Where it sits: :mod:`alertd.notify.email` attaches :func:`chart_png` of a firing alert's
 recent buckets as an inline image (``Content-ID``) that the HTML part shows with
-``cid:``. It paints the rectangles of :func:`alertd.web.charts.bar_chart` — bars, the
+``cid:``. It paints the rectangles of :func:`alertd.charts.bar_chart` — bars, the
 threshold line, the band — on white, and encodes them with :mod:`zlib` as an 8-bit RGB PNG
 (signature, IHDR, one IDAT, IEND). No text: the email's table gives the numbers. A chart is
 at most :data:`MAX_PIXELS` pixels, so an email's image stays a few kilobytes.
@@ -14,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-from alertd.web.charts import BAND_COLOUR, Chart, bar_chart
+from alertd.charts import BAND_COLOUR, Chart, bar_chart
 
 MAX_PIXELS = 1200 * 400
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
