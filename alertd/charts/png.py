@@ -42,7 +42,7 @@ def encode(width: int, height: int, pixels: bytearray) -> bytes:
 
 def _fill(pixels: bytearray, width: int, height: int, box: tuple[float, float, float, float],
           colour: bytes) -> None:
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (round(v) for v in box)
     x0, x1 = max(0, min(x0, x1)), min(width, max(x0, x1))
     y0, y1 = max(0, min(y0, y1)), min(height, max(y0, y1))
     row = colour * (x1 - x0)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alertd.model import Alert, Notification
 from alertd.charts.png import chart_png
+from alertd.model import Alert, Notification
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,8 @@ def build_message(notification: Notification, envelope: Envelope, sender: str,
     if chart is not None and f"cid:{chart.cid}" in rendered.html:
         # text/plain | multipart/related (text/html, image/png): the image belongs to the
         # HTML alternative, which refers to it by Content-ID.
-        html_part = message.get_payload()[1]
+        html_part = list(message.iter_parts())[1]
+        assert isinstance(html_part, EmailMessage)  # parts of an EmailMessage are ones too
         html_part.add_related(chart.png, "image", "png", cid=f"<{chart.cid}>",
                               filename="recent-usage.png", disposition="inline")
     return message

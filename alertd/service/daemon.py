@@ -51,9 +51,6 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
-from alertd.service.status import status_context
-from alertd.web.app import StatusContext
-from alertd.web.board import Board
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -64,11 +61,14 @@ from alertd.service.open import (
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
+from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
 from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 from alertd.tasks import cancel, wait_first
+from alertd.web.app import StatusContext
+from alertd.web.board import Board
 
 log = logging.getLogger("alertd.daemon")
 

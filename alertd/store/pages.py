@@ -19,6 +19,7 @@ from typing import Any
 
 from alertd.store.base import OutboxCursor, OutboxStatus
 
+
 def page_query(
     columns: str, status: OutboxStatus | None, receiver: str | None,
     before: OutboxCursor | None, limit: int,

@@ -40,6 +40,7 @@ from alertd.alerts import AlertState
 from alertd.errors import StoreError
 from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence
+from alertd.store import pages
 from alertd.store.base import (
     Attempt,
     Changes,
@@ -51,7 +52,6 @@ from alertd.store.base import (
     OutboxStatus,
     SentRecord,
 )
-from alertd.store import pages
 from alertd.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,

@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from alertd import silences as silence_ops
+from alertd.charts import series_keys, stacked_rows
 from alertd.errors import SourceError
 from alertd.store.base import OutboxRow
 from alertd.web.app import KEY, PAGE, _int, cursor, status_of
-from alertd.charts import series_keys, stacked_rows
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -24,6 +24,7 @@ import jinja2
 from aiohttp import web
 
 from alertd import silences as silence_ops
+from alertd.charts import bar_chart, stacked_chart, stacked_rows
 from alertd.clock import Clock
 from alertd.errors import SourceError, StoreError
 from alertd.model import Bucket
@@ -31,7 +32,6 @@ from alertd.source import Source
 from alertd.store.base import OutboxCursor, OutboxStatus, Store
 from alertd.web import auth
 from alertd.web.board import Board
-from alertd.charts import bar_chart, stacked_chart, stacked_rows
 from alertd.web.usage import UsageView
 
 PAGE = 50
@@ -278,6 +278,7 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
+@web.middleware
 async def store_failed(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -291,7 +292,7 @@ def install(app: web.Application, ctx: StatusContext) -> None:
 
     app[KEY] = ctx
     app.middlewares.append(auth.middleware(ctx.access))
-    app.middlewares.append(web.middleware(store_failed))
+    app.middlewares.append(store_failed)
     add = app.router
     add.add_get("/", overview)
     add.add_get("/alerts/{fingerprint}", alert_page)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 SESSION_COOKIE = "alertd_session"
 #: The form token of this request, for templates.
@@ -143,21 +144,20 @@ async def _check_form(access: Access, request: web.Request) -> web.StreamRespons
     return None
 
 
-def middleware(access: Access) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def middleware(access: Access) -> Middleware:
     """Access control, the CSRF cookie and its check, and headers that keep pages private."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS - {"/login"}:
             return await handler(request)
-        if request.path != "/login":
-            if (access.required and not _authenticated(access, request)) or (
-                    not access.required and not access.open_without):
-                return _refusal(access, request)
-        cookie = request.cookies.get(CSRF_COOKIE)
-        fresh = cookie is None
-        if fresh:
-            cookie = secrets.token_urlsafe(24)
+        allowed = (_authenticated(access, request) if access.required
+                   else access.open_without)
+        if request.path != "/login" and not allowed:
+            return _refusal(access, request)
+        offered = request.cookies.get(CSRF_COOKIE)
+        fresh = offered is None
+        cookie = secrets.token_urlsafe(24) if offered is None else offered
         request[CSRF] = access.csrf_for(cookie)
         if request.method not in ("GET", "HEAD"):
             refused = await _check_form(access, request)

@@ -113,7 +113,7 @@ def entry_for(
 
 
 def _order(entry: Entry) -> tuple[int, int, str, str]:
-    # Firing before pending, meta alerts first among them, then the oldest first.
+    # Firing before pending, meta alerts first among them, then by rule (a stable order).
     return (ACTIVE_STATES.index(entry.state), 0 if entry.meta else 1, entry.key.rule,
             entry.fingerprint)
 

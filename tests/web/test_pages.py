@@ -109,8 +109,8 @@ async def test_a_token_guards_every_page(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cret-token\n")
     async with in_process(tmp_path, [rule("tokens")],
-                          server={"token_file": str(secret)}) as s:
-        async with httpx.AsyncClient(base_url=s.daemon.server_url) as client:
+                          server={"token_file": str(secret)}) as s, \
+            httpx.AsyncClient(base_url=s.daemon.server_url) as client:
             for path in ("/", "/silences", "/notifications", "/customers", "/api/v1/alerts",
                          "/api/v1/silences", "/api/v1/notifications"):
                 answer = await client.get(path)
@@ -135,8 +135,8 @@ async def test_basic_auth_and_no_credentials_off_loopback(tmp_path: Path) -> Non
     creds = tmp_path / "basic"
     creds.write_text("ops:pa55word\n")
     async with in_process(tmp_path, [rule("tokens")],
-                          server={"basic_auth_file": str(creds)}) as s:
-        async with httpx.AsyncClient(base_url=s.daemon.server_url) as client:
+                          server={"basic_auth_file": str(creds)}) as s, \
+            httpx.AsyncClient(base_url=s.daemon.server_url) as client:
             assert (await client.get("/")).status_code == 401
             token = base64.b64encode(b"ops:pa55word").decode()
             answer = await client.get("/", headers={"Authorization": f"Basic {token}"})
