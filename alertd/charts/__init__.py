@@ -10,6 +10,7 @@ end does: one row per date with a value per dimension value, plus ``{value}_star
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,29 @@ def bar_chart(
         legend.append(("expected band", BAND_COLOUR))
     return Chart(width, height, bars, lines, drawn_band, tuple(legend), top,
                  _x_labels([label for label, _ in values], pad, slot))
+
+
+def comparable_values(
+    buckets: Sequence[tuple[int, float]], window_start: int, value: float | None
+) -> tuple[list[float], bool]:
+    """The bucket values to draw against a threshold: as they are, or — when the alert's
+    ``value`` is the total of its window (a month-to-date threshold over daily buckets) —
+    their running total within the window, so the threshold line means what it says.
+    Returns the values and whether they are cumulative."""
+    raw = [v for _, v in buckets]
+    inside = [v for start, v in buckets if start >= window_start]
+    total = sum(inside)
+    if value is None or len(inside) < 2 or not math.isclose(total, value, rel_tol=1e-6,
+                                                               abs_tol=1e-9):
+        return raw, False
+    running, drawn = 0.0, []
+    for start, v in buckets:
+        if start >= window_start:
+            running += v
+            drawn.append(running)
+        else:
+            drawn.append(v)
+    return drawn, True
 
 
 def _x_labels(labels: Sequence[str], pad: int, slot: float) -> tuple[tuple[float, str], ...]:

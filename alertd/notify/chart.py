@@ -8,7 +8,8 @@ chart of an envelope before rendering, passes its Content-ID to the HTML templat
 image sends no unused attachment. Mail clients no longer render inline SVG; PNG they all do.
 
 The chart is the first firing alert's recent buckets with its threshold (or its anomaly
-band) drawn in, painted by :mod:`alertd.charts.png`. The Content-ID is derived from the
+band) drawn in — as a running total within the window when the alert's value is the window's
+total (:func:`alertd.charts.comparable_values`) — painted by :mod:`alertd.charts.png`. The Content-ID is derived from the
 notification id and the alert fingerprint, so a retry sends the same message.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alertd.charts import comparable_values
 from alertd.charts.png import chart_png
 from alertd.model import Alert, Notification
 
@@ -41,6 +43,8 @@ def email_chart(notification: Notification, domain: str) -> EmailChart | None:
     alert = next((a for a in notification.alerts if a.status == "firing" and a.recent), None)
     if alert is None:
         return None
-    values = [(str(b.starts_at), b.value) for b in alert.recent]
+    drawn, _ = comparable_values([(b.starts_at, b.value) for b in alert.recent],
+                                 alert.window.starts_at, alert.value)
+    values = [(str(b.starts_at), v) for b, v in zip(alert.recent, drawn, strict=True)]
     png = chart_png(values, threshold=alert.threshold, band=_band(alert))
     return EmailChart(f"chart.{notification.id[:16]}.{alert.fingerprint}@{domain}", png)

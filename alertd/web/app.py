@@ -24,7 +24,7 @@ import jinja2
 from aiohttp import web
 
 from alertd import silences as silence_ops
-from alertd.charts import bar_chart, stacked_chart, stacked_rows
+from alertd.charts import bar_chart, comparable_values, stacked_chart, stacked_rows
 from alertd.clock import Clock
 from alertd.errors import SourceError, StoreError
 from alertd.model import Bucket
@@ -131,10 +131,14 @@ async def alert_page(request: web.Request) -> web.Response:
     if entry is None:
         raise web.HTTPNotFound(text="no pending or firing alert with this fingerprint (it may "
                                "have resolved: see the notification history)\n")
-    chart = bar_chart([(bucket_label(b.starts_at, entry.recent), b.value) for b in entry.recent],
+    values, cumulative = comparable_values([(b.starts_at, b.value) for b in entry.recent],
+                                           entry.window_start, entry.value)
+    chart = bar_chart([(bucket_label(b.starts_at, entry.recent), v)
+                       for b, v in zip(entry.recent, values, strict=True)],
                       threshold=entry.threshold, band=entry.band)
     sent = await ctx.store.outbox_for_alert(entry.fingerprint)
     return render(request, "alert.html", entry=entry, chart=chart, sent=sent[:PAGE],
+                  cumulative=cumulative,
                   matchers="\n".join(entry.silence_matchers))
 
 

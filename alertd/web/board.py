@@ -44,6 +44,8 @@ class Entry:
     refreshed_at: int | None
     recent: tuple[Bucket, ...] = ()
     dimensions: tuple[tuple[str, str], ...] = ()
+    #: Where the finding's window starts (its value is judged over the window).
+    window_start: int = 0
 
     @property
     def meta(self) -> bool:
@@ -108,7 +110,7 @@ def entry_for(
         customer=customer or Customer(finding.key.customer), since=since, polled_at=now,
         refreshed_at=series.refreshed_at if series else None,
         recent=series.buckets[-recent_buckets:] if series else (),
-        dimensions=tuple(finding.dimensions),
+        dimensions=tuple(finding.dimensions), window_start=finding.window.starts_at,
     )
 
 

@@ -107,9 +107,11 @@ async def test_customer_chart_bars_and_legend_match_daily_sums(
 
 
 async def test_silence_created_from_an_alert_page(tmp_path: Path, browser: Any) -> None:
-    async with in_process(tmp_path, [rule("tokens", value=10)]) as s:
+    async with in_process(tmp_path, [rule("tokens", value=500_000)]) as s:
         outcome = await s.daemon.poll(("tokens",))
-        finding = next(f for f in outcome.findings if f.state == "firing")
+        # The firing series closest to its threshold: its chart shows the line mid-way.
+        finding = min((f for f in outcome.findings if f.state == "firing"),
+                      key=lambda f: f.value or 0.0)
         page = await browser.new_page()
         await page.goto(f"{s.daemon.server_url}/alerts/{finding.key.fingerprint}")
         assert await page.inner_text("h1") == "firing tokens"

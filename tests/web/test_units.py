@@ -6,7 +6,13 @@ import base64
 
 import pytest
 
-from alertd.charts import bar_chart, series_keys, stacked_chart, stacked_rows
+from alertd.charts import (
+    bar_chart,
+    comparable_values,
+    series_keys,
+    stacked_chart,
+    stacked_rows,
+)
 from alertd.model import Bucket, Finding, Period, Series, SeriesKey, UsageRow
 from alertd.web.auth import Access, is_loopback, same_origin, session_value
 from alertd.web.board import Board
@@ -106,3 +112,10 @@ def test_access_checks() -> None:
     assert not is_loopback("0.0.0.0:9464") and not is_loopback("alertd.example:80")
     assert same_origin(None, "h:1") and same_origin("http://h:1", "h:1")
     assert not same_origin("http://evil:1", "h:1") and not same_origin("null", "h:1")
+
+
+def test_buckets_are_drawn_cumulatively_when_the_value_is_the_windows_total() -> None:
+    buckets = [(0, 5.0), (10, 1.0), (20, 2.0), (30, 3.0)]
+    assert comparable_values(buckets, 10, 6.0) == ([5.0, 1.0, 3.0, 6.0], True)
+    assert comparable_values(buckets, 10, 3.0) == ([5.0, 1.0, 2.0, 3.0], False)  # per bucket
+    assert comparable_values(buckets, 10, None) == ([5.0, 1.0, 2.0, 3.0], False)
