@@ -9,8 +9,9 @@ pending series, each with 30 recent buckets; then serves the real aiohttp applic
 over HTTP (``--rounds`` requests each, after one warm-up): the overview (first and last
 page), an alert's page (its chart and its notifications), the history (first page, a page
 deep in it, failed only), silences, and the JSON API. Prints p50/p95 per page beside the
-target: p95 ≤ 100 ms for every page of 50 rows (1 s for the API's largest page, 500 rows). The customer chart is not here: it is one cached Stripe
-request (``alertd.web.usage``), whose cost is Stripe's latency, measured by ``fetch.py``.
+target: p95 ≤ 100 ms for every page of 50 rows (1 s for the API's largest page, 500 rows).
+The customer chart is not here: it is one cached Stripe request (``alertd.web.usage``), whose
+cost is Stripe's latency, measured by ``fetch.py``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from alertd.alerts import AlertState  # noqa: E402
-from alertd.clock import SystemClock  # noqa: E402
-from alertd.model import (  # noqa: E402
+from alertd.alerts import AlertState
+from alertd.clock import SystemClock
+from alertd.model import (
     Alert,
     Bucket,
     Customer,
@@ -39,14 +40,14 @@ from alertd.model import (  # noqa: E402
     Series,
     SeriesKey,
 )
-from alertd.service.http import Health, serve  # noqa: E402
-from alertd.service.metrics import Metrics  # noqa: E402
-from alertd.store.base import Attempt, Changes  # noqa: E402
-from alertd.store.sqlite import SqliteStore  # noqa: E402
-from alertd.web.app import StatusContext  # noqa: E402
-from alertd.web.auth import Access  # noqa: E402
-from alertd.web.board import Board  # noqa: E402
-from bench.common import machine_note  # noqa: E402
+from alertd.service.http import Health, serve
+from alertd.service.metrics import Metrics
+from alertd.store.base import Attempt, Changes
+from alertd.store.sqlite import SqliteStore
+from alertd.web.app import StatusContext
+from alertd.web.auth import Access
+from alertd.web.board import Board
+from bench.common import machine_note
 
 TARGET_P95_MS = 100.0
 NOW = 1_741_608_000

@@ -9,8 +9,9 @@ image sends no unused attachment. Mail clients no longer render inline SVG; PNG 
 
 The chart is the first firing alert's recent buckets with its threshold (or its anomaly
 band) drawn in — as a running total within the window when the alert's value is the window's
-total (:func:`alertd.charts.comparable_values`) — painted by :mod:`alertd.charts.png`. The Content-ID is derived from the
-notification id and the alert fingerprint, so a retry sends the same message.
+total (:func:`alertd.charts.comparable_values`) — painted by :mod:`alertd.charts.png`. The
+Content-ID is derived from the notification id and the alert fingerprint, so a retry sends
+the same message.
 """
 
 from __future__ import annotations
