@@ -139,8 +139,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
-        #: What the polls found, for the status page (alertd.web).
-        self.board = Board()
+        self.board = Board()  # what the polls found, for the status page (alertd.web)
         self.status: StatusContext | None = None
         self._abort = asyncio.Event()
         self._parts = Collaborators(self.clock, self.metrics, stripe_transport, smtp_factory,
@@ -156,11 +155,6 @@ class Daemon:
     @property
     def services(self) -> Services:
         assert self._live is not None, "the daemon is not running"
-        return self._live
-
-    @property
-    def live_services(self) -> Services | None:
-        """The running world's services, ``None`` before they open (the status page)."""
         return self._live
 
     @property
@@ -213,7 +207,7 @@ class Daemon:
             listen = world.settings.server.listen
             if listen:
                 self.status = status_context(world.settings.server, self._store, self.board,
-                                             self.clock, self)
+                                             self.clock, lambda: self._live)
                 self.server_url = await stack.enter_async_context(
                     serve(listen, self.metrics, self.health, self.clock, self.status))
                 log.info("serving metrics url=%s/metrics", self.server_url)

@@ -4,13 +4,13 @@ Where it sits: :meth:`alertd.service.daemon.Daemon.running` builds one
 :class:`~alertd.web.app.StatusContext` when ``server.listen`` is set. Credentials come from
 ``server.token_file`` / ``server.basic_auth_file`` (read once at start; a bad file is a
 :class:`~alertd.errors.ConfigError` naming the setting). The context reaches the live world
-through the daemon (``services``), so after a reload the pages read the new world's source,
+through ``live_services``, so after a reload the pages read the new world's source,
 meters and outbox without being rebuilt.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
 from alertd.clock import Clock
 from alertd.config.settings import ServerSettings
@@ -20,13 +20,6 @@ from alertd.store.base import Store
 from alertd.web.app import StatusContext
 from alertd.web.auth import Access, is_loopback
 from alertd.web.board import Board
-
-
-class Live(Protocol):
-    """The daemon as the status page sees it."""
-
-    @property
-    def live_services(self) -> Services | None: ...
 
 
 def access_for(server: ServerSettings) -> Access:
@@ -41,19 +34,21 @@ def access_for(server: ServerSettings) -> Access:
 
 
 def status_context(
-    server: ServerSettings, store: Store, board: Board, clock: Clock, daemon: Live
+    server: ServerSettings, store: Store, board: Board, clock: Clock,
+    live_services: Callable[[], Services | None],
 ) -> StatusContext:
+    """``live_services`` answers the running world's services (``None`` before they open)."""
     def source() -> Source | None:
-        live = daemon.live_services
+        live = live_services()
         return live.stripe.source if live is not None else None
 
     def wake() -> None:
-        live = daemon.live_services
+        live = live_services()
         if live is not None and live.outbox is not None:
             live.outbox.wake()
 
     def meters() -> list[str]:
-        live = daemon.live_services
+        live = live_services()
         if live is None:
             return []
         return sorted({r.meter for r in live.world.rules if r.meter})
