@@ -197,6 +197,12 @@ class Store(SilenceStore, Protocol):
 
     async def outbox_row(self, row_id: str) -> OutboxRow | None: ...
 
+    async def attempts(self, row_id: str, *, limit: int = 100) -> list[Attempt]:
+        """The newest ``limit`` delivery attempts at one row (each as
+        :meth:`record_attempt` recorded it), oldest first; deleted with the row by
+        :meth:`prune_outbox`."""
+        ...
+
     async def resend(self, row_id: str, now: float) -> OutboxRow | None:
         """Puts a ``failed`` or ``undeliverable`` row back to ``pending`` with its attempts
         reset, due at ``now`` (same id, so the same idempotency key). Returns the row as it

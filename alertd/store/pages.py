@@ -2,8 +2,12 @@
 
 Where it sits: :class:`~alertd.store.sqlite.SqliteStore` runs these in its store thread for
 the :class:`~alertd.store.base.Store` methods ``outbox_page``, ``outbox_for_alert``,
-``outbox_row`` and ``resend`` (another backend implements the same four methods; their
+``outbox_row``, ``attempts`` and ``resend`` (another backend implements the same four methods; their
 contracts are in :mod:`alertd.store.base`).
+
+Every delivery attempt is logged (:func:`log_attempt`, in the transaction that records it)
+in ``outbox_attempts``, and pruned with its outbox row; a row has a bounded number of them
+(``delivery.max_age`` over the backoff), and :func:`attempts` reads at most ``limit``.
 
 Paging is by key (``created_at, id`` below the previous page's last row), never by OFFSET, so
 page 500 of a large outbox costs what page 1 does: the ``outbox_history`` index (migration 3)
@@ -17,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from alertd.store.base import OutboxCursor, OutboxStatus
+from alertd.store.base import Attempt, OutboxCursor, OutboxStatus
 
 
 def page_query(
@@ -61,3 +65,24 @@ def resend(conn: sqlite3.Connection, row_id: str, now: float) -> bool:
         (now, row_id),
     )
     return cursor.rowcount == 1
+
+
+def log_attempt(conn: sqlite3.Connection, attempt: Attempt) -> None:
+    conn.execute("INSERT INTO outbox_attempts (id, attempt, at, status, error) "
+                 "VALUES (?, ?, ?, ?, ?)",
+                 (attempt.id, attempt.attempts, attempt.at, attempt.status, attempt.error))
+
+
+def prune_attempts(conn: sqlite3.Connection, before: float) -> None:
+    """The attempts of the rows ``prune_outbox`` is about to delete."""
+    conn.execute("DELETE FROM outbox_attempts WHERE id IN (SELECT id FROM outbox "
+                 "WHERE status != 'pending' AND created_at < ?)", (before,))
+
+
+def attempts(conn: sqlite3.Connection, row_id: str, limit: int) -> list[Attempt]:
+    """The newest ``limit`` attempts at one row, oldest first."""
+    rows = conn.execute(
+        "SELECT attempt, at, status, error FROM outbox_attempts WHERE id = ? "
+        "ORDER BY at DESC, rowid DESC LIMIT ?", (row_id, max(1, min(limit, 1000)))).fetchall()
+    return [Attempt(row_id, r["status"], r["attempt"], r["at"], error=r["error"])
+            for r in reversed(rows)]

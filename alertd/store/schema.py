@@ -76,6 +76,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: the status page's notification history, newest first (alertd.store.pages)
         "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
         "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
+        # Every delivery attempt with its outcome and error (the history shows them all).
+        """CREATE TABLE outbox_attempts (
+            id TEXT NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
+            status TEXT NOT NULL, error TEXT)""",
+        "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -224,14 +224,19 @@ class SqliteStore:
 
     async def record_attempt(self, attempt: Attempt) -> None:
         delivered_at = attempt.at if attempt.status == "delivered" else None
-        await self._write(lambda c: c.execute(
-            "UPDATE outbox SET status = ?, attempts = ?, "
-            "next_attempt_at = COALESCE(?, next_attempt_at), "
-            "last_error = COALESCE(?, last_error), delivered_at = COALESCE(?, delivered_at) "
-            "WHERE id = ?",
-            (attempt.status, attempt.attempts, attempt.next_attempt_at, attempt.error,
-             delivered_at, attempt.id),
-        ))
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, "
+                "next_attempt_at = COALESCE(?, next_attempt_at), "
+                "last_error = COALESCE(?, last_error), delivered_at = COALESCE(?, delivered_at) "
+                "WHERE id = ?",
+                (attempt.status, attempt.attempts, attempt.next_attempt_at, attempt.error,
+                 delivered_at, attempt.id),
+            )
+            pages.log_attempt(conn, attempt)
+
+        await self._write(work)
 
     async def outbox(self, status: OutboxStatus | None = None) -> list[OutboxRow]:
         sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
@@ -247,9 +252,13 @@ class SqliteStore:
             "SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]))
 
     async def prune_outbox(self, before: float) -> int:
-        return await self._write(lambda c: c.execute(
-            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
-        ).rowcount)
+        def work(conn: sqlite3.Connection) -> int:
+            pages.prune_attempts(conn, before)
+            return conn.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
+            ).rowcount
+
+        return await self._write(work)
 
     # ----------------------------------------------------------------- status page
 
@@ -266,6 +275,9 @@ class SqliteStore:
 
     async def outbox_row(self, row_id: str) -> OutboxRow | None:
         return await self._read(lambda c: _one_row(c, row_id))
+
+    async def attempts(self, row_id: str, *, limit: int = 100) -> list[Attempt]:
+        return await self._read(lambda c: pages.attempts(c, row_id, limit))
 
     async def resend(self, row_id: str, now: float) -> OutboxRow | None:
         def work(conn: sqlite3.Connection) -> OutboxRow | None:

@@ -243,7 +243,8 @@ async def notification_page(request: web.Request) -> web.Response:
     if row is None:
         raise web.HTTPNotFound(text="no notification with this id (finished ones are pruned "
                                "after notify.keep_delivered)\n")
-    return render(request, "notification.html", row=row)
+    return render(request, "notification.html", row=row,
+                  attempts=await ctx.store.attempts(row.id))
 
 
 async def resend(request: web.Request) -> web.Response:

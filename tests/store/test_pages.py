@@ -81,3 +81,22 @@ async def test_resend_puts_a_failed_row_back_in_line_once(tmp_path: Path) -> Non
         assert kept is not None and kept.status == "delivered"  # never sent twice
         assert await store.resend("missing", NOW) is None
         assert await store.outbox_row("missing") is None
+
+
+async def test_every_attempt_is_kept_with_its_error_until_the_row_is_pruned(
+    tmp_path: Path
+) -> None:
+    async with SqliteStore(tmp_path / "alertd.db") as store:
+        await store.commit_transitions(Changes(outbox=(notification("a"),)))
+        await store.record_attempt(Attempt("a", "pending", 1, NOW + 1, NOW + 6, "HTTP 503"))
+        await store.record_attempt(Attempt("a", "pending", 2, NOW + 6, NOW + 16, "timed out"))
+        await store.record_attempt(Attempt("a", "undeliverable", 3, NOW + 16, error="HTTP 400"))
+        await store.resend("a", NOW + 100)
+        await store.record_attempt(Attempt("a", "delivered", 1, NOW + 101))
+        seen = [(a.attempts, a.at, a.status, a.error) for a in await store.attempts("a")]
+        assert seen == [(1, NOW + 1, "pending", "HTTP 503"), (2, NOW + 6, "pending", "timed out"),
+                        (3, NOW + 16, "undeliverable", "HTTP 400"),
+                        (1, NOW + 101, "delivered", None)]
+        assert [a.at for a in await store.attempts("a", limit=2)] == [NOW + 16, NOW + 101]
+        assert await store.prune_outbox(NOW + 1) == 1
+        assert await store.attempts("a") == []

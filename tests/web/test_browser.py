@@ -174,6 +174,10 @@ async def test_resend_of_a_failed_notification_delivers_it_once(
             await page.wait_for_timeout(300)
             await page.reload()
             assert await page.inner_text("#status") == "delivered"
+            outcomes = await page.eval_on_selector_all(
+                "#attempts tbody tr[data-status]", "rows => rows.map(r => r.dataset.status)")
+            assert outcomes == ["undeliverable", "delivered"]  # each attempt, with its error
+            assert "answered 400" in await page.inner_text("table#attempts")
             await asyncio.sleep(1.0)  # nothing more arrives
             assert len(arrived) == 2 and arrived[0]["key"] == arrived[1]["key"] == row.id
             done = await store.outbox_row(row.id)
