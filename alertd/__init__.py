@@ -14,8 +14,8 @@ Periods and time zones are :mod:`alertd.calendar`. The shell that runs it all â€
 poll scheduling, recording, the daemon and its HTTP, metrics, heartbeat and sd_notify side
 doors, and :func:`alertd.service.open.open_services` â€” is :mod:`alertd.service`; the commands
 in :mod:`alertd.commands` are its front doors; :mod:`alertd.web` is the status page on the
-daemon's HTTP server, and :mod:`alertd.charts` the chart shapes it and alert emails draw. See ``alertd.model`` for the shared value types
-and ``alertd.errors`` for the error tree.
+daemon's HTTP server, and :mod:`alertd.charts` the chart shapes it and alert emails draw. See
+``alertd.model`` for the shared value types and ``alertd.errors`` for the error tree.
 """
 
 __version__ = "0.1.0"
