@@ -7,9 +7,9 @@ of the rules it polled (a series that stopped being pending or firing leaves the
 the board holds at most one entry per active series and needs no pruning.
 
 It lives in memory: after a restart it fills in with the first poll of each rule. ``since``
-is when the series entered its state as this process saw it — for a firing series the
-lifecycle's ``firing_since`` when the caller passes the stored states (the daemon does), so a
-restart does not reset it. Paging is over a list sorted once per poll, so a page costs
+is when the series entered its state as this process saw it; a caller that passes the stored
+states gets the lifecycle's ``firing_since``/``pending_since`` instead (the daemon does not
+yet: after a restart, ``since`` starts at the first poll). Paging is over a list sorted once per poll, so a page costs
 O(page size) however many series are active.
 """
 
