@@ -9,8 +9,8 @@ the board holds at most one entry per active series and needs no pruning.
 It lives in memory: after a restart it fills in with the first poll of each rule. ``since``
 is when the series entered its state as this process saw it; a caller that passes the stored
 states gets the lifecycle's ``firing_since``/``pending_since`` instead (the daemon does not
-yet: after a restart, ``since`` starts at the first poll). Paging is over a list sorted once per poll, so a page costs
-O(page size) however many series are active.
+yet: after a restart, ``since`` starts at the first poll). Paging is over a list sorted once
+per poll, so a page costs O(page size) however many series are active.
 """
 
 from __future__ import annotations
