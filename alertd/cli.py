@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--receiver", metavar="NAME")
 
     _silence_parser(commands)
+    _state_parser(commands)
 
     simulate = commands.add_parser(
         "simulate", help="run the local Stripe simulator",
@@ -161,6 +162,24 @@ def _silence_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     expire = actions.add_parser("expire", help="expire a silence now")
     _config_arg(expire)
     expire.add_argument("id")
+
+
+def _state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    state = commands.add_parser("state", help="migrate the state store, or copy it to PostgreSQL")
+    actions = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    migrate = actions.add_parser(
+        "migrate", help="bring the state store (state.url or state.path) to this version's "
+        "schema; the daemon does this at start too")
+    _config_arg(migrate)
+    copy = actions.add_parser(
+        "copy", help="copy a SQLite state file into an empty PostgreSQL database (stop the "
+        "daemon using the file first)")
+    _config_arg(copy)
+    copy.add_argument("--from", dest="source", required=True, metavar="FILE",
+                      help="the SQLite state file")
+    copy.add_argument("--to", metavar="URL",
+                      help="postgresql://USER@HOST:PORT/DB (default: state.url); the password "
+                      "from state.password_file, ALERTD_STATE_PASSWORD or PGPASSWORD")
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -83,6 +83,10 @@ def backoff(retry: int, *, base: float, cap: float, rng: random.Random) -> float
 EPOCH_RANGE = (946_684_800, 4_102_444_800)
 _AGO = re.compile(r"\s+ago$")
 INSTANT_FORMS = "ISO 8601 (2025-01-03T04:30:00Z), 30d or '30d ago' (30 days ago), or unix seconds"
+#: Every instant, however written, must fall in 1970-01-01 .. 9999-01-01 (exclusive): windows
+#: and calendars reach some way either side of it, and outside this range Python's datetime
+#: (years 1..9999) would fail there, deep inside a check, instead of here as a usage error.
+INSTANT_RANGE = (0, 253_370_764_800)
 
 
 def parse_instant(text: str, now: float, *, option: str = "time") -> int:
@@ -94,17 +98,35 @@ def parse_instant(text: str, now: float, *, option: str = "time") -> int:
     ``ValueError``) whose one-line message names ``option`` and the accepted forms.
     """
     spoken = _AGO.sub("", text.strip())
-    if _DURATION.match(spoken):
-        return int(now - parse_duration(spoken))
     if spoken.isdigit():
         return _epoch(int(spoken), text, option)
+    try:
+        if _DURATION.match(spoken):
+            instant = now - parse_duration(spoken)
+        else:
+            instant = _iso(spoken, text, option)
+        return _in_range(int(instant), text, option)
+    except OverflowError:  # a duration so long it is infinite, or an ISO time past datetime
+        return _in_range(None, text, option)
+
+
+def _iso(spoken: str, text: str, option: str) -> float:
     try:
         parsed = datetime.fromisoformat(spoken.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"{option}: not a time: {text!r} (use {INSTANT_FORMS})") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp())
+    return parsed.timestamp()
+
+
+def _in_range(instant: int | None, text: str, option: str) -> int:
+    low, high = INSTANT_RANGE
+    if instant is not None and low <= instant < high:
+        return instant
+    raise UsageError(
+        f"{option}: {text!r} is not a time between 1970 and 9998; use {INSTANT_FORMS}"
+    )
 
 
 def _epoch(seconds: int, text: str, option: str) -> int:

@@ -11,22 +11,30 @@ Contracts:
 * :class:`Background` runs one loop ``run(stop)`` that returns soon after its ``stop`` event
   is set. :meth:`Background.stop` sets it, gives the loop ``grace`` seconds (cut short once an
   ``abort`` event is set), then cancels what is left, and says whether the loop finished by
-  itself. Starting a running one, or stopping a stopped one, does nothing.
-* :func:`cancel` aborts a task and waits until it is gone; its exception, if any, is dropped.
+  itself. Starting a running one, or stopping a stopped one, does nothing. A loop that has
+  finished (or crashed) no longer counts as running, so ``start`` starts it anew; a crash is
+  logged with its traceback when it is noticed (by ``running``, ``start`` or ``stop``). A
+  ``stop`` that is itself cancelled during the grace still cancels the loop before it goes.
+* :func:`cancel` aborts a task and waits until it is gone; its exception, if any, is not
+  raised but logged (a cancellation is not an exception).
 * :func:`wait_first` returns when any event is set, every task is done, or the timeout
   passes, whichever comes first; it never raises for those reasons and leaves no waiter
-  behind. With ``clock`` the timeout is slept on that clock (a fake clock in tests).
+  behind. With only a timeout it sleeps that long; with nothing at all it returns at once.
+  With ``clock`` the timeout is slept on that clock (a fake clock in tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from alertd.clock import Clock
 
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+log = logging.getLogger("alertd.tasks")
 
 
 class Background:
@@ -39,11 +47,17 @@ class Background:
 
     @property
     def running(self) -> bool:
+        """Whether the loop's task is alive; one that has finished is forgotten (its crash
+        logged), so that :meth:`start` can run it again."""
+        task = self._task
+        if task is not None and task.done():
+            self._task = None
+            _log_outcome(task)
         return self._task is not None
 
     def start(self, run: Loop) -> None:
         """Runs ``run(stop)`` as a task, unless one is already running."""
-        if self._task is None:
+        if not self.running:
             self._stop.clear()
             self._task = asyncio.create_task(run(self._stop), name=self.name)
 
@@ -55,16 +69,31 @@ class Background:
         if task is None:
             return True
         self._stop.set()
-        await wait_first(*(() if abort is None else (abort,)), timeout=grace, tasks=(task,))
-        finished = task.done()
-        await cancel(task)
+        finished = False
+        try:
+            await wait_first(*(() if abort is None else (abort,)), timeout=grace, tasks=(task,))
+            finished = task.done()
+        finally:  # even when this stop is itself cancelled: never leave the loop running
+            await cancel(task)
         return finished
 
 
 async def cancel(task: asyncio.Task[Any]) -> None:
-    """Aborts ``task`` (a no-op when it is done) and waits until it has gone."""
+    """Aborts ``task`` (a no-op when it is done) and waits until it has gone; an exception
+    it ended with is logged, not raised."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    _log_outcome(task)
+
+
+def _log_outcome(task: asyncio.Task[Any]) -> None:
+    """Logs how a finished task failed, if it did (a cancellation is no failure)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("background task %s failed: %s: %s", task.get_name(),
+                  type(error).__name__, error, exc_info=error)
 
 
 async def wait_first(
@@ -76,8 +105,11 @@ async def wait_first(
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(e.wait()) for e in events]
     if tasks:
         waiters.append(asyncio.ensure_future(asyncio.wait(tasks)))
-    if clock is not None and timeout is not None:
-        waiters.append(asyncio.ensure_future(clock.sleep(timeout)))
+    if timeout is not None and (clock is not None or not waiters):
+        # on the given clock, or on the loop's when there is nothing else to wait for
+        # (asyncio.wait refuses an empty set; the timeout must still be slept)
+        waiters.append(asyncio.ensure_future(
+            asyncio.sleep(max(0.0, timeout)) if clock is None else clock.sleep(timeout)))
         timeout = None
     if not waiters:
         return

@@ -3,7 +3,10 @@
 Usage::
 
     python bench/notify.py [--burst 2000] [--trickle 300] [--interval 0.02]
-                           [--concurrency 4]
+                           [--concurrency 4] [--state postgresql://postgres@127.0.0.1/test]
+
+``--state`` runs the same on a PostgreSQL database (a schema of its own, dropped after)
+instead of a SQLite file: outbox throughput on both backends, target >= 2,000/s on either.
 
 alertd side (this process): the real notification pipeline (``Pipeline.evaluate``: lifecycle,
 routing, grouping, dedup, one SQLite transaction for states and outbox rows) on a SQLite state
@@ -37,10 +40,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,6 +60,7 @@ from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
 from alertd.sinks import Delivery, webhook_sink
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 from bench.common import (
     Figure,
@@ -149,12 +155,20 @@ def settings_for(url: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_alertd(url: str, folder: Path, concurrency: int) -> AsyncIterator[Alertd]:
-    """Pipeline and outbox worker on a SQLite file in ``folder``, delivering to ``url``."""
+async def running_alertd(url: str, folder: Path, concurrency: int,
+                        state: str | None = None) -> AsyncIterator[Alertd]:
+    """Pipeline and outbox worker on a SQLite file in ``folder`` (or the PostgreSQL database
+    ``state``), delivering to ``url``."""
     settings = settings_for(url)
     clock = SystemClock()
-    async with SqliteStore(folder / "alertd.db") as store, \
-            notifiers(settings, clock=clock) as built:
+    async with contextlib.AsyncExitStack() as stack:
+        store: SqliteStore | PostgresStore
+        if state is None:
+            store = SqliteStore(folder / "alertd.db")
+        else:
+            store = PostgresStore(stack.enter_context(fresh_schema(state)))
+        await stack.enter_async_context(store)
+        built = await stack.enter_async_context(notifiers(settings, clock=clock))
         outbox = Outbox(store, built, settings.delivery, clock, concurrency=concurrency)
         pipeline = Pipeline(store, RouteTree.from_settings(settings), settings.receivers,
                             on_commit=outbox.wake)
@@ -163,6 +177,22 @@ async def running_alertd(url: str, folder: Path, concurrency: int) -> AsyncItera
             yield Alertd(pipeline, outbox)
         finally:
             await outbox.stop(grace=5.0)
+
+
+@contextlib.contextmanager
+def fresh_schema(base: str) -> Iterator[str]:
+    """A URL on ``base`` whose connections see a new schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    try:
+        sep = "&" if "?" in base else "?"
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
 
 
 def firing(customer: str, now: int) -> Finding:
@@ -247,8 +277,10 @@ async def main(args: argparse.Namespace) -> None:
     await asyncio.to_thread(sink.start)
     try:
         with tempfile.TemporaryDirectory() as folder:
-            async with running_alertd(sink.url, Path(folder), args.concurrency) as alertd:
-                print(f"webhook sink (child process) at {sink.url}; state file in {folder}")
+            async with running_alertd(sink.url, Path(folder), args.concurrency,
+                                      args.state) as alertd:
+                where = "PostgreSQL" if args.state else f"state file in {folder}"
+                print(f"webhook sink (child process) at {sink.url}; {where}")
                 if args.trickle:
                     rows = await trickle(alertd, sink, args.trickle, args.interval)
                     print_table(f"trickle: {args.trickle} state changes, one every "
@@ -276,6 +308,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trickle", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--state", help="a postgresql:// URL: bench the PostgreSQL store")
     parser.add_argument("--profile", action="store_true", help="cProfile the burst")
     parser.add_argument("--serve-sink", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()

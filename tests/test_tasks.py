@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from alertd.clock import FakeClock
 from alertd.tasks import Background, cancel, wait_first
@@ -86,3 +89,89 @@ async def test_wait_first_sleeps_on_the_given_clock() -> None:
     clock = FakeClock(1000.0)
     await asyncio.wait_for(wait_first(asyncio.Event(), timeout=600.0, clock=clock), 5.0)
     assert clock.sleeps == [600.0]
+
+
+async def test_wait_first_with_only_a_timeout_sleeps_it() -> None:
+    # nothing else to wait on: still the whole timeout, not an immediate return
+    clock = FakeClock(1000.0)
+    await asyncio.wait_for(wait_first(timeout=0.01, clock=clock), 5.0)
+    assert clock.sleeps == [0.01]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(wait_first(timeout=0.05), 5.0)
+    assert loop.time() - started >= 0.04
+
+
+async def test_wait_first_lower_bounds() -> None:
+    # each way out waits for its cause: an unset event and a running task hold it back
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await wait_first(asyncio.Event(), timeout=0.05)
+    assert loop.time() - started >= 0.04
+    started = loop.time()
+    slow = asyncio.create_task(asyncio.sleep(0.05))
+    await wait_first(asyncio.Event(), tasks=(slow,))
+    assert slow.done() and loop.time() - started >= 0.04
+    clock = FakeClock(1000.0)
+    event = asyncio.Event()
+    await wait_first(event, timeout=600.0, clock=clock)
+    assert clock.sleeps == [600.0] and clock.now() == 1600.0
+
+
+async def test_a_stop_cancelled_during_its_grace_still_cancels_the_loop() -> None:
+    gone = asyncio.Event()
+
+    async def stubborn(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            gone.set()
+
+    worker = Background("test-orphan")
+    worker.start(stubborn)
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(worker.stop(grace=60.0))
+    await asyncio.sleep(0.01)  # now inside the grace
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    assert stopping.cancelled()
+    assert gone.is_set() and not worker.running
+
+
+async def test_a_crashed_loop_is_not_running_is_logged_and_starts_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = 0
+
+    async def crashing(stop: asyncio.Event) -> None:
+        nonlocal runs
+        runs += 1
+        raise RuntimeError("loop broke")
+
+    worker = Background("test-crash")
+    with caplog.at_level(logging.ERROR, logger="alertd.tasks"):
+        worker.start(crashing)
+        await asyncio.sleep(0.01)
+        assert not worker.running
+        worker.start(crashing)
+        await asyncio.sleep(0.01)
+        assert runs == 2
+        assert await worker.stop(grace=1.0) is True
+    failures = [r for r in caplog.records if "test-crash failed" in r.getMessage()]
+    assert len(failures) == 2 and "loop broke" in failures[0].getMessage()
+    assert failures[0].exc_info is not None
+
+
+async def test_cancel_logs_the_error_a_task_ended_with(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(failing(), name="test-failing")
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="alertd.tasks"):
+        await cancel(task)
+        await cancel(asyncio.create_task(asyncio.sleep(3600)))  # a cancellation: no log
+    assert [r.getMessage() for r in caplog.records] == [
+        "background task test-failing failed: RuntimeError: boom"]

@@ -17,6 +17,7 @@ _MODULES = {
     "backtest": "alertd.commands.backtest",
     "render": "alertd.commands.render",
     "silence": "alertd.commands.silence",
+    "state": "alertd.commands.state",
     "simulate": "alertd.commands.simulate",
     "demo": "alertd.commands.demo",
 }

@@ -53,7 +53,7 @@ from alertd.service.engine import Engine
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import World, load_world
 from alertd.silences import Silence
-from alertd.store.sqlite import SqliteStore
+from alertd.store.open import open_store
 
 if TYPE_CHECKING:
     from alertd.source import Source
@@ -102,9 +102,9 @@ async def stored_silences(world: World) -> list[Silence]:
     """Every silence in the state file, expired ones included (each applies over its own
     time range); none when there is no state file yet."""
     path = world.settings.state_path()
-    if not path.exists():
+    if world.settings.state.url is None and not path.exists():
         return []
-    async with SqliteStore(path) as store:
+    async with open_store(world.settings) as store:
         return await store.silences(0, include_expired=True)
 
 

@@ -54,7 +54,8 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     path = world.settings.state_path()
     # A dry run with no state file yet evaluates against an empty in-memory store, so it
     # creates nothing on disk; it takes no lock and delivers nothing.
-    state = ":memory:" if dry_run and not path.exists() else path
+    fresh = dry_run and not path.exists() and world.settings.state.url is None
+    state = ":memory:" if fresh else path
     async with open_services(
         world, Collaborators(clock), state=state, deliver=not dry_run,
         lock_holder=None if dry_run else "'alertd check' without --dry-run",

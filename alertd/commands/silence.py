@@ -19,7 +19,7 @@ from alertd.clock import format_duration, iso, parse_duration, parse_instant, re
 from alertd.commands.output import table
 from alertd.config.settings import find_config, load_settings
 from alertd.errors import EXIT_OK, ConfigError
-from alertd.store.sqlite import SqliteStore
+from alertd.store.open import AnyStore, open_store
 
 META_RULES = frozenset({STALE_DATA, SOURCE_FAILURE})
 
@@ -33,7 +33,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(find_config(getattr(args, "config", None)))
     now = int(time.time())
-    async with SqliteStore(settings.state_path()) as store:
+    async with open_store(settings) as store:
         try:
             if args.silence_command == "add":
                 await _add(store, args, now)
@@ -47,7 +47,7 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _add(store: SqliteStore, args: argparse.Namespace, now: int) -> None:
+async def _add(store: AnyStore, args: argparse.Namespace, now: int) -> None:
     starts_at = parse_instant(args.start, now, option="--start") if args.start else now
     try:
         length = parse_duration(args.duration)
@@ -100,7 +100,7 @@ def _rule_names(args: argparse.Namespace) -> frozenset[str] | None:
     return frozenset(rule.name for rule in world.rules)
 
 
-async def _list(store: SqliteStore, args: argparse.Namespace, now: int) -> None:
+async def _list(store: AnyStore, args: argparse.Namespace, now: int) -> None:
     found = await silences.listing(store, now, include_expired=args.all)
     if not found:
         print("no silences" if args.all else "no active or pending silences (--all for expired)")

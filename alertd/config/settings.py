@@ -203,6 +203,37 @@ class StripeSettings(Section):
 
 class StateSettings(Section):
     path: Path | None = None
+    #: ``postgresql://USER@HOST:PORT/DB``: the PostgreSQL store, shared by replicas.
+    url: str | None = None
+    password_file: Path | None = None
+    #: How long a leader's lease lasts without a renewal (a standby takes over after it).
+    lease: PositiveDuration = 15.0
+    #: This replica's name in leases and claims (default: host name and process id).
+    replica: str | None = None
+    #: How long a replica holds a notification it is delivering before another may send it
+    #: (again, same Idempotency-Key): longer than the longest receiver timeout.
+    claim: PositiveDuration = 150.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("use postgresql://USER@HOST:PORT/DATABASE (or leave it out for "
+                             "the SQLite file at state.path)")
+        if value is not None and ":" in (value.split("://", 1)[1].split("@", 1)[0]
+                                         if "@" in value else ""):
+            raise ValueError("keep the password out of the URL: use state.password_file or "
+                             "ALERTD_STATE_PASSWORD")
+        return value
+
+    def resolved_password(self) -> SecretStr | None:
+        """The database password: ``state.password_file``, else ``ALERTD_STATE_PASSWORD``
+        (libpq's own ``PGPASSWORD`` and ``~/.pgpass`` work too, read by the driver)."""
+        secret = read_secret(None, self.password_file, "state.password_file")
+        if secret is None and os.environ.get("ALERTD_STATE_PASSWORD"):
+            secret = read_secret(SecretStr(os.environ["ALERTD_STATE_PASSWORD"]), None,
+                                 "ALERTD_STATE_PASSWORD")
+        return secret
 
     def resolved_path(self) -> Path:
         if self.path is not None:
@@ -421,6 +452,10 @@ class Settings(BaseSettings):
     def rule_pattern(self, pattern: str) -> str:
         """A ``rule_files`` glob as it is matched: relative ones under the config's folder."""
         return pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
+
+    def state_where(self) -> str:
+        """The store for messages: the PostgreSQL URL (it holds no password) or the file."""
+        return self.state.url or str(self.state_path())
 
     def state_path(self) -> Path:
         path = self.state.resolved_path()

@@ -21,6 +21,13 @@ Contract:
   concurrently (bounded) and each group's notifications in order, so a firing is never
   overtaken by its own resolve.
 * Retries live here and only here; notifiers make one attempt.
+* Bookkeeping is batched: the outcomes of a round are written together
+  (:meth:`~alertd.store.base.Store.record_attempts`, one transaction per
+  :data:`RECORD_BATCH` outcomes or per round, whichever comes first) — one transaction per
+  attempt held SQLite to ~300 notifications/s. A crash before the batch is written leaves
+  those rows pending: they are sent again under the same id, as above.
+* Several replicas on one PostgreSQL database may all run an outbox: the store hands each
+  row to one replica at a time (its claim), see :mod:`alertd.store.postgres`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ from alertd.store.base import Attempt, OutboxRow, Store
 from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.outbox")
+
+#: Outcomes written in one transaction at most (a round's are written at its end anyway).
+RECORD_BATCH = 100
 
 
 class DeliveryObserver(Protocol):
@@ -136,6 +146,7 @@ class Outbox:
         self.idle_poll = idle_poll
         self.retention = retention
         self._wakes = {name: asyncio.Event() for name in self.notifiers}
+        self._unrecorded: list[tuple[OutboxRow, Attempt, _Sink | None]] = []
         self._worker = Background("alertd-outbox")
 
     def wake(self) -> None:
@@ -193,6 +204,7 @@ class Outbox:
                     f"receiver {row.receiver!r} is not configured any more",
                     receiver=row.receiver)
                 await self._record(row, error, sink)
+        await self._flush()
 
     # ----------------------------------------------------------------- internals
 
@@ -242,7 +254,11 @@ class Outbox:
         for row in rows:
             by_group.setdefault(row.group_key, []).append(row)
         limit = asyncio.Semaphore(self.concurrency)
-        await _together([self._chain(chain, limit, sink) for chain in by_group.values()])
+        try:
+            await _together([self._chain(chain, limit, sink) for chain in by_group.values()])
+        finally:
+            # Shielded: a drain that cancels the round still records what was sent.
+            await asyncio.shield(self._flush())
 
     async def _chain(
         self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None
@@ -269,16 +285,27 @@ class Outbox:
         self, row: OutboxRow, error: BaseException | None, sink: _Sink | None
     ) -> Attempt:
         attempt = next_step(row, error, self.clock.now(), self.settings, self.rng)
-        await self.store.record_attempt(attempt)
-        outcome = "retry" if attempt.status == "pending" else attempt.status
-        if self.observer is not None:
-            self.observer.on_delivery(row.receiver, outcome)
-        if sink is not None:
-            sink.append((row, attempt))
-        if attempt.status == "delivered" and self.on_delivered is not None:
-            self.on_delivered(row.notification)
-        _log_attempt(row, attempt, self.clock.now())
+        self._unrecorded.append((row, attempt, sink))
+        if len(self._unrecorded) >= RECORD_BATCH:
+            await self._flush()
         return attempt
+
+    async def _flush(self) -> None:
+        """Writes the outcomes not yet recorded in one transaction, then tells about them."""
+        batch, self._unrecorded = self._unrecorded, []
+        if not batch:
+            return
+        await self.store.record_attempts([attempt for _, attempt, _ in batch])
+        now = self.clock.now()
+        for row, attempt, sink in batch:
+            outcome = "retry" if attempt.status == "pending" else attempt.status
+            if self.observer is not None:
+                self.observer.on_delivery(row.receiver, outcome)
+            if sink is not None:
+                sink.append((row, attempt))
+            if attempt.status == "delivered" and self.on_delivered is not None:
+                self.on_delivered(row.notification)
+            _log_attempt(row, attempt, now)
 
     async def _report_pending(self) -> None:
         if self.observer is not None:

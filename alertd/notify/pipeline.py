@@ -38,7 +38,7 @@ from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision, FlushContext, flush_groups
 from alertd.rules.schema import Rule
-from alertd.store.base import Changes, Store
+from alertd.store.base import Changes, LeaseLostError, Store
 from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.notify")
@@ -255,6 +255,8 @@ class Pipeline:
                 due = await self.next_flush_at()
                 if due is not None:
                     delay = min(idle, due - clock.now())
+            except LeaseLostError as exc:  # a standby replica: the leader flushes
+                log.debug("not flushing groups: %s", exc)
             except Exception:  # the timer must outlive one bad flush (a full disk, a bug)
                 log.exception("flushing notification groups failed; retrying in %gs", idle)
             await wait_first(stop, self._changed, timeout=max(delay, 0.05), clock=clock)

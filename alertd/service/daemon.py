@@ -27,6 +27,17 @@ Poll groups: rules with the same ``every`` are one APScheduler job (``max_instan
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
 rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
 ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+
+Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
+(:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
+world records through a store fenced by the lease, becoming leader reschedules the polls to
+run at once, and losing the lease cancels the polls in flight. ``/readyz`` and ``STATUS=``
+name the role; a stop releases the lease first, so the standby takes over while this process
+finishes its deliveries. With a SQLite file the one process holding its lock leads, without
+a lease.
+
+Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
+reload, signals — and each step's order matters against the others'.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,6 +62,7 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
+from alertd.service.leader import LEASE_NAME, FencedStore, Leadership
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
@@ -64,8 +76,8 @@ from alertd.service.recording import judged_any
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
-from alertd.store.lock import exclusive
-from alertd.store.sqlite import SqliteStore
+from alertd.store.base import Lease, Store
+from alertd.store.open import open_store, replica_name
 from alertd.tasks import cancel, wait_first
 from alertd.web.app import StatusContext
 from alertd.web.board import Board
@@ -147,15 +159,24 @@ class Daemon:
         self._every_override = every_override
         self._live: Services | None = None
         self._stripe: StripeHandle | None = None
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
+        self.leadership: Leadership | None = None
+        self._lease_stop = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
+        self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
 
     @property
     def services(self) -> Services:
         assert self._live is not None, "the daemon is not running"
         return self._live
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat sender (``None`` until :meth:`running` has opened it)."""
+        return self._heartbeat
 
     @property
     def world(self) -> World:
@@ -201,9 +222,10 @@ class Daemon:
         world's services (group timer, outbox worker), the keep-alive. Tests poll by hand
         inside it."""
         async with AsyncExitStack() as stack:
-            stack.enter_context(exclusive(world.settings.state_path(), "the daemon"))
-            self._store = await stack.enter_async_context(SqliteStore(
-                world.settings.state_path(), observer=StoreWatch(self.metrics, self.health)))
+            store = await stack.enter_async_context(open_store(
+                world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health),
+                claim_seconds=world.settings.state.claim))
+            self._store = shared = await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
                 self.status = status_context(world.settings.server, self._store, self.board,
@@ -214,14 +236,65 @@ class Daemon:
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
             stack.push_async_callback(cancel, keepalive)
-            self._stripe, self._live = await open_world(world, self._store, self._parts)
+            self._stripe, self._live = await open_world(world, shared, self._parts)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
-            orphans = orphaned_rules(await self._store.load_states(), world)
-            await self._live.retire(orphans, int(self.clock.now()),
-                                    "rule no longer in the configuration")
+            if self.leadership is None or self.leadership.leading:
+                orphans = orphaned_rules(await shared.load_states(), world)
+                await self._live.retire(orphans, int(self.clock.now()),
+                                        "rule no longer in the configuration")
             yield self
+
+    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> Store:
+        """Takes (or waits for) the account's lease before anything polls; the store the
+        world gets is fenced by it. Stopping releases the lease. A SQLite file has one
+        process (its lock): that process leads, without a lease."""
+        shared = settings.state.url is not None
+        if not shared:
+            self.metrics.leader.labels(LEASE_NAME).set(1)
+            return store
+        leadership = Leadership(store, LEASE_NAME, replica_name(settings), settings.state.lease,
+                                self.clock, on_change=lambda on, lease: self._on_lease(
+                                    on, lease, shared))
+        self.leadership = leadership
+        await leadership.renew()
+        self._lease_stop.clear()
+        self._lease_task = asyncio.create_task(leadership.run(self._lease_stop),
+                                               name="alertd-lease")
+        stack.push_async_callback(self._end_lease)
+        # FencedStore is the Store protocol by delegation (__getattr__), which mypy cannot see.
+        return cast(Store, FencedStore(store, leadership))
+
+    async def _end_lease(self) -> None:
+        self._lease_stop.set()
+        if self._lease_task is not None:
+            task, self._lease_task = self._lease_task, None
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                await cancel(task)
+
+    def _on_lease(self, leading: bool, lease: Lease | None, shared: bool) -> None:
+        self.metrics.leader.labels(LEASE_NAME).set(1 if leading else 0)
+        if lease is not None:
+            self.metrics.lease_generation.labels(LEASE_NAME).set(lease.generation)
+            self.metrics.lease_expires.labels(LEASE_NAME).set(lease.expires_at)
+        if shared:
+            self.health.role = "leader" if leading else "standby"
+            self.health.leader = lease.holder if lease is not None else None
+        changed = self.leadership is not None and self.leadership.changed.is_set()
+        if self.leadership is not None:
+            self.leadership.changed.clear()
+        if changed and not leading:
+            # A lost lease ends the polls in flight: the next leader may poll from now on,
+            # and Stripe must never be polled by both (the commit would be refused anyway).
+            for task in list(self._polls):
+                self._cut.add(task)  # our own cut: the job ends quietly (see _poll_job)
+                task.cancel()
+        if changed and leading and self._live is not None:
+            self._reschedule()  # a new leader polls at once, not one interval later
+            self.systemd.status(self._status())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,6 +335,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         await self._pause_polls(POLL_GRACE, self._abort)
+        await self._end_lease()  # the standby may take over while deliveries finish
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -295,15 +369,19 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
-        configure(world.settings.log_level, world.settings.log_format)
-        await new.start()
-        self._reschedule()
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
-        self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-        await new.retire(removed, int(self.clock.now()), "rule removed from the configuration")
-        await old.close()
-        if old_stripe is not None and old_stripe is not stripe:
-            await old_stripe.close()
+        try:
+            configure(world.settings.log_level, world.settings.log_format)
+            await new.start()
+            self._reschedule()
+            self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
+            if self.leadership is None or self.leadership.leading:
+                await new.retire(removed, int(self.clock.now()),
+                                 "rule removed from the configuration")
+        finally:  # swapped out, the old world is never used again: close it even on failure
+            await old.close()
+            if old_stripe is not None and old_stripe is not stripe:
+                await old_stripe.close()
         for what in restart_only_changes(old.world.settings, world.settings):
             log.warning("reload cannot change %s; restart alertd to apply it", what)
         log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),
@@ -334,18 +412,29 @@ class Daemon:
         running = set(self._polls)
         if running:
             await wait_first(cut, timeout=grace, tasks=running)
-            await asyncio.gather(*(cancel(task) for task in running))
+            self._cut |= running
+            try:
+                await asyncio.gather(*(cancel(task) for task in running))
+            finally:
+                self._cut -= running
 
     async def _poll_job(self, names: PollGroup) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._polls.add(task)
         try:
-            if not self.stop_event.is_set():
+            if self.leadership is not None and not self.leadership.leading:
+                log.debug("standby: not polling rules=%s", ",".join(names))
+            elif not self.stop_event.is_set():
                 await self.poll(names)
         except asyncio.CancelledError:
-            # A reload or stop cut the poll short on purpose; the next run redoes it.
             log.info("poll cancelled rules=%s", ",".join(names))
+            # Our own reload, stop or lost lease cut the poll short on purpose (the next run,
+            # or the next leader, redoes it):
+            # the job ends quietly, or APScheduler would log it as a failure with a
+            # traceback. Any other cancellation is the caller's and goes on up to it.
+            if task is None or task not in self._cut:
+                raise
         except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
             log.warning("poll not recorded rules=%s error=%s", ",".join(names),
                         type(exc).__name__)
@@ -354,6 +443,7 @@ class Daemon:
         finally:
             if task is not None:
                 self._polls.discard(task)
+                self._cut.discard(task)
 
     async def poll(self, names: PollGroup) -> PollOutcome:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
@@ -372,7 +462,10 @@ class Daemon:
         return outcome
 
     def _status(self) -> str:
-        return self.poller.status(len(self.world.rules), self.world.settings)
+        line = self.poller.status(len(self.world.rules), self.world.settings)
+        if self.health.role is None:
+            return line
+        return f"{self.health.role} ({replica_name(self.world.settings)}); {line}"
 
 
 def _log_problems(event: str, exc: ConfigError) -> None:
@@ -393,6 +486,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     """Settings a reload keeps as they were (the state file and the metrics listener are
     opened once per process), named when the new config changes them."""
     changed = []
+    if old.state.url != new.state.url:
+        changed.append("state.url (the database in use stays in use)")
     if old.state_path() != new.state_path():
         changed.append(f"state.path ({old.state_path()} stays in use)")
     if old.server.listen != new.server.listen:

@@ -53,8 +53,8 @@ from alertd.service.guarded import (
     evaluate_or_error,
     internal_error,
     need_or_error,
-    problem_finding,
     source_failure,
+    stale_finding,
     unread,
 )
 from alertd.source import Source
@@ -320,7 +320,7 @@ class Engine:
                     # As of --at, anything refreshed later is not yet refreshed.
                     refreshed.append(min(outcome.refreshed_at, now))
                 if self._stale(outcome, now):
-                    findings.append(problem_finding(rule, customer.id, now, "nodata", outcome))
+                    findings.append(stale_finding(rule, customer.id, now, outcome))
                     continue
                 judged = self._judge_one(rule, customer, need, the_plan, outcome, now)
                 for finding, series in judged:

@@ -3,7 +3,7 @@ the failure becomes that (rule, customer)'s ``error`` finding and nothing else.
 
 Where it sits: :class:`~alertd.service.engine.Engine` calls these around the pure core — working
 out a need (:func:`need_or_error`), judging a series (:func:`evaluate_or_error`) — and builds
-the findings for what could not be read (:func:`error_finding`, :func:`problem_finding`). Each
+the findings for what could not be read (:func:`error_finding`, :func:`stale_finding`). Each
 failure is logged once with ``rule=`` and ``customer=``; :func:`source_failure` says which
 errors count towards the source-failure meta alert (see :mod:`alertd.service.engine`).
 """
@@ -96,12 +96,8 @@ def _freshness(refreshed_at: int | None, now: int) -> str:
     return f"refreshed {iso(refreshed_at)}, {readable_duration(now - refreshed_at, units=2)} ago"
 
 
-def problem_finding(
-    rule: Rule, customer: str, now: int, state: str, cause: SourceError | UsageResult
-) -> Finding:
-    """A ``nodata``/``error`` finding for a whole (rule, customer): never a usage verdict."""
-    if isinstance(cause, SourceError):
-        return error_finding(rule, customer, now, f"could not read usage: {cause}")
-    message = "usage data is stale: " + _freshness(cause.refreshed_at, now)
-    return replace(error_finding(rule, customer, now, message),
-                   state="error" if state == "error" else "nodata")
+def stale_finding(rule: Rule, customer: str, now: int, usage: UsageResult) -> Finding:
+    """The ``nodata`` finding for a (rule, customer) whose usage is too stale to judge:
+    never a usage verdict. (Unreadable usage is an :func:`error_finding`.)"""
+    message = "usage data is stale: " + _freshness(usage.refreshed_at, now)
+    return replace(error_finding(rule, customer, now, message), state="nodata")

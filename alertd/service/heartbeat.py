@@ -56,6 +56,7 @@ class Heartbeat:
         timeout: float = 10.0,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.started = 0  # beats after_poll started (answered or not): what tests observe
         self.sent = 0
         self._transport = transport
         self._timeout = timeout
@@ -90,6 +91,7 @@ class Heartbeat:
                                                              settings.interval):
             return False
         self._last_sent = now
+        self.started += 1
         self._in_flight = asyncio.create_task(
             self.send(settings.url, heartbeat_body(summary)), name="alertd-heartbeat"
         )

@@ -1,10 +1,16 @@
 """The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``, and
 the status page with its JSON API (:mod:`alertd.web`) when the daemon passes its context.
 
-``/healthz`` answers 200 while the main loop is alive (it beat within three poll intervals);
+``/healthz`` answers 200 while the main loop is alive: the daemon's keepalive beats every half
+systemd watchdog interval (every 10 s without a watchdog) and ``/healthz`` wants the last beat
+within ``max(3 beats, 60 s)`` (:attr:`Health.beat_tolerance`, set by the daemon; unrelated to
+the poll intervals);
 ``/readyz`` answers 200 once the first poll finished, the data is not stale and the state store
 works, else 503 with the reason (a failing store first: nothing is recorded or delivered
-while it fails). The daemon owns a :class:`Health` object and updates it; this module only reads it.
+while it fails). With replicas on PostgreSQL the body names the role (``ready: leader``,
+``ready: standby (leader NAME)``); a standby is ready once its store works — it delivers and
+stands by to take over, and polls nothing until it leads. The daemon owns a :class:`Health`
+object and updates it; this module only reads it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class Health:
     first_poll_done: bool = False
     stale_reason: str | None = None
     store_problem: str | None = None
+    #: ``leader`` or ``standby`` on a shared (PostgreSQL) store; ``None`` with SQLite.
+    role: str | None = None
+    leader: str | None = None
 
     def alive(self, now: float) -> bool:
         return self.last_beat is not None and now - self.last_beat <= self.beat_tolerance
@@ -38,6 +47,8 @@ class Health:
     def not_ready_reason(self) -> str | None:
         if self.store_problem is not None:
             return self.store_problem
+        if self.role == "standby":  # it delivers and takes over; it polls nothing yet
+            return None
         if not self.first_poll_done:
             # Polls that fail from the start would otherwise hide their reason behind this.
             suffix = f" ({self.stale_reason})" if self.stale_reason else ""
@@ -61,7 +72,10 @@ def build_app(
     async def readyz(_: web.Request) -> web.Response:
         reason = health.not_ready_reason()
         if reason is None:
-            return web.Response(text="ready\n")
+            role = "" if health.role is None else f": {health.role}"
+            if health.role == "standby" and health.leader:
+                role += f" (leader {health.leader})"
+            return web.Response(text=f"ready{role}\n")
         return web.Response(status=503, text=f"not ready: {reason}\n")
 
     app = web.Application()

@@ -71,6 +71,19 @@ class Metrics:
             "(damaged: the file is corrupt; error: locked, full, unwritable).", ["kind"],
             registry=r,
         )
+        self.leader = Gauge(
+            "alertd_leader", "1 while this replica leads the account (polls and records).",
+            ["account"], registry=r,
+        )
+        self.lease_generation = Gauge(
+            "alertd_lease_generation", "Generation of the account's lease as last seen.",
+            ["account"], registry=r,
+        )
+        self.lease_expires = Gauge(
+            "alertd_lease_expires_timestamp_seconds",
+            "When the account's lease, as last seen, expires (unix seconds).", ["account"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "alertd_build_info", "Build information.", ["version"], registry=r
         )

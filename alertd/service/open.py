@@ -39,10 +39,12 @@ from alertd.notify.outbox import Outbox
 from alertd.notify.pipeline import Pipeline
 from alertd.notify.routing import RouteTree
 from alertd.service.engine import Engine
+from alertd.service.leader import sole_leader
 from alertd.service.metrics import Metrics
 from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
 from alertd.store.base import Store
 from alertd.store.lock import exclusive
+from alertd.store.open import open_store, replica_name
 from alertd.store.sqlite import SqliteStore
 
 log = logging.getLogger("alertd.daemon")
@@ -111,6 +113,7 @@ class Services:
         self.outbox = outbox
         self.clock = clock
         self._closer = closer
+        self.closed = False
 
     @property
     def recorder(self) -> Pipeline:
@@ -137,6 +140,7 @@ class Services:
     async def close(self) -> None:
         """Closes the notifiers (their HTTP pool); call after :meth:`stop`."""
         await self._closer.aclose()
+        self.closed = True
 
     async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
         """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""
@@ -238,7 +242,15 @@ async def open_services(
         ))
         await verify_meters(world.rules, stripe.directory)
         store: Store | None = None
-        if state is not None:
+        if state is not None and str(state) != ":memory:" and world.settings.state.url:
+            # The shared PostgreSQL database: no file lock; a command that records takes the
+            # account's lease instead (refused while a replica leads).
+            store = await stack.enter_async_context(open_store(world.settings))
+            if lock_holder is not None:
+                store = await stack.enter_async_context(sole_leader(
+                    store, replica_name(world.settings), world.settings.state.lease,
+                    parts.clock, lock_holder))
+        elif state is not None:
             if lock_holder is not None:
                 stack.enter_context(exclusive(Path(state), lock_holder))
             store = await stack.enter_async_context(SqliteStore(state))

@@ -47,7 +47,7 @@ from alertd.rules.schema import Rule
 from alertd.service.engine import Engine, PassResult
 from alertd.service.http import Health
 from alertd.service.metrics import Metrics
-from alertd.service.recording import meta_findings, poll_failed, record_pass
+from alertd.service.recording import judged_any, meta_findings, poll_failed, record_pass
 from alertd.service.world import World
 
 log = logging.getLogger("alertd.poll")
@@ -152,9 +152,9 @@ class Poller:
         recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
         # Counted only once recorded: a poll that crashes while recording adds to the count
         # (in poll) instead of resetting it first.
+        # judged_any holds for a pass with no findings at all (no series is no failure)
         errors = [f for f in result.findings if f.state == "error"]
-        self._count_fruitless(group, not failed and bool(errors)
-                              and len(errors) == len(result.findings),
+        self._count_fruitless(group, not failed and not judged_any(result),
                               errors[0].message if errors else "")
         if result.refreshed_at is not None:
             self._refreshed[group] = result.refreshed_at

@@ -22,7 +22,8 @@ from alertd.rules.loader import RuleSet, load_rules
 from alertd.service.metrics import Metrics
 from alertd.source import Source, build_source
 from alertd.source.directory import Directory
-from alertd.source.http import StripeHTTP
+from alertd.source.http import USER_AGENT, StripeHTTP
+from alertd.store.open import replica_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +50,6 @@ class StripeStack:
     directory: Directory
 
 
-#: Said by ``validate`` too (it checks the key first).
-NO_KEY = NO_API_KEY
-
-
 async def verify_meters(rules: RuleSet, directory: Directory) -> None:
     """Refuse rules that name a meter the Stripe account does not have (one problem each)."""
     missing = set(await directory.check_meters(rule.meter for rule in rules))
@@ -77,9 +74,14 @@ async def stripe_stack(
     """The HTTP client, usage source and directory for ``settings.stripe``."""
     api_key = settings.stripe.resolved_api_key()
     if api_key is None:
-        raise ConfigError(NO_KEY)
+        raise ConfigError(NO_API_KEY)
+    # Replicas name themselves to Stripe (and to the simulator's request log): which one
+    # polled is then visible from the outside.
+    agent = USER_AGENT if settings.state.url is None else \
+        f"{USER_AGENT} replica/{replica_name(settings)}"
     async with StripeHTTP(
-        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics
+        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics,
+        user_agent=agent,
     ) as http:
         directory = Directory(http, clock=clock, refresh=settings.customers.refresh)
         yield StripeStack(http, build_source(http, settings.stripe), directory)

@@ -260,7 +260,8 @@ class Simulator:
             return response
         endpoint = request.match_info.route.name or "unknown"
         budget: Budget = "analytics" if endpoint == "meter_usage" else "general"
-        self.traffic.arrive(budget, endpoint, time.monotonic())
+        self.traffic.arrive(budget, endpoint, time.monotonic(),
+                            request.headers.get("User-Agent", ""))
         status = 500
         try:
             response, delay = await self._answer(request, handler, budget, endpoint, request_id)

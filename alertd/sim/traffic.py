@@ -8,6 +8,7 @@ busiest second: the figure a client's own rate budget must keep at or under the 
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from typing import Any, Literal
 
@@ -53,6 +54,10 @@ class RateLimiter:
         return True
 
 
+#: How many of the latest requests ``/__stats`` lists.
+RECENT_REQUESTS = 5000
+
+
 class TrafficStats:
     """What ``GET /__stats`` reports."""
 
@@ -69,10 +74,16 @@ class TrafficStats:
         self.peak_per_second: dict[Budget, int] = dict.fromkeys(BUDGETS, 0)
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.by_agent: Counter[str] = Counter()
+        #: The latest requests, bounded: (wall-clock unix time, User-Agent, endpoint). Shows
+        #: which replica polled when (alertd's replicas name themselves in the User-Agent).
+        self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_REQUESTS)
 
-    def arrive(self, budget: Budget, endpoint: str, now: float) -> None:
+    def arrive(self, budget: Budget, endpoint: str, now: float, agent: str = "") -> None:
         self.requests += 1
         self.by_endpoint[endpoint] += 1
+        self.by_agent[agent[:200]] += 1
+        self.recent.append((time.time(), agent[:200], endpoint))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         seen = self._arrivals[budget].add(now)
@@ -96,6 +107,9 @@ class TrafficStats:
             "peak_per_second": dict(self.peak_per_second),
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
+            "by_agent": dict(sorted(self.by_agent.items())),
+            "recent": [{"at": at, "agent": agent, "endpoint": endpoint}
+                       for at, agent, endpoint in self.recent],
             "elapsed": 0.0 if self.first_at is None or self.last_at is None
             else self.last_at - self.first_at,
         }

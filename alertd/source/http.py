@@ -266,8 +266,10 @@ class StripeHTTP:
         budgets: Budgets | None = None,
         observer: RequestObserver | None = None,
         rng: random.Random | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.settings = settings
+        self.user_agent = user_agent
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.budgets = budgets if budgets is not None else Budgets.from_settings(
             settings, self.clock
@@ -286,10 +288,15 @@ class StripeHTTP:
             f"api_version={self.settings.api_version!r}, requests={self.requests})"
         )
 
+    @property
+    def closed(self) -> bool:
+        """Whether no HTTP client is open (before ``async with``, or after it)."""
+        return self._client is None
+
     async def __aenter__(self) -> StripeHTTP:
         headers = {
             "Stripe-Version": self.settings.api_version,
-            "User-Agent": USER_AGENT,
+            "User-Agent": self.user_agent,
             "Accept": "application/json",
         }
         if self._api_key is not None:

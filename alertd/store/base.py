@@ -6,17 +6,20 @@ that :meth:`Store.commit_transitions` writes in a single transaction — new ale
 the outbox rows they cause commit together or not at all. The outbox worker then reads due
 rows and records every attempt. Silences are kept here too.
 
-:mod:`alertd.store.sqlite` is the implementation; another backend implements :class:`Store`.
+:mod:`alertd.store.sqlite` (one file, the default) and :mod:`alertd.store.postgres` (one
+database shared by replicas) implement it; :func:`alertd.store.open.open_store` picks one from
+the settings. Leases (:class:`Lease`) say which replica leads a Stripe account.
 Every method raises :class:`~alertd.errors.StoreError` when the store cannot be used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from alertd.alerts import AlertState
+from alertd.errors import StoreError
 from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence, SilenceStore
 
@@ -83,6 +86,40 @@ class SentRecord:
         return (self.receiver, self.group_key)
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who leads ``name`` (one Stripe account) until ``expires_at`` (unix seconds).
+
+    ``generation`` grows by one each time the lease changes hands: a leader passes its lease
+    as the fence of every write, and a write whose generation is no longer the stored one is
+    refused (:class:`LeaseLostError`), so a leader that was paused past its lease and
+    replaced cannot write after the fact."""
+
+    name: str
+    holder: str
+    generation: int
+    expires_at: float
+
+    def held_by(self, holder: str, now: float) -> bool:
+        return self.holder == holder and self.expires_at > now
+
+
+def next_lease(current: Lease | None, name: str, holder: str, until: float,
+               now: float) -> Lease | None:
+    """The lease ``holder`` gets when it asks at ``now`` (``None``: ``current`` stands,
+    another holds it). A renewal keeps the generation; taking a free or expired lease bumps
+    it — even one that was ours, since another may have held it in between."""
+    if current is None:
+        return Lease(name, holder, 1, until)
+    if current.holder != holder and current.expires_at > now:
+        return None
+    if current.held_by(holder, now):
+        return Lease(name, holder, current.generation, until)
+    return Lease(name, holder, current.generation + 1, until)
+
+
+class LeaseLostError(StoreError):
+    """A fenced write by a leader whose lease has passed to another holder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +187,23 @@ class Store(SilenceStore, Protocol):
         """The earliest :attr:`NotificationGroup.due_at` of all groups, ``None`` without groups."""
         ...
 
-    async def commit_transitions(self, changes: Changes) -> None:
-        """Writes all of ``changes`` in one transaction."""
+    async def commit_transitions(self, changes: Changes, fence: Lease | None = None) -> None:
+        """Writes all of ``changes`` in one transaction; with a ``fence``, only while that
+        lease's generation is still the stored one (else :class:`LeaseLostError`, nothing
+        written)."""
         ...
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> Lease:
+        """Takes or renews the lease ``name`` for ``holder`` until ``now + ttl`` when it is
+        free, expired or already ``holder``'s; returns the lease as it now stands (another
+        holder's when it is taken). Taking it over bumps the generation; renewing keeps it."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Ends ``lease`` now (a clean stop) so a standby need not wait for it to expire."""
+        ...
+
+    async def leases(self) -> list[Lease]: ...
 
     async def due_deliveries(
         self, now: float, receiver: str | None = None, limit: int = 200
@@ -168,6 +219,10 @@ class Store(SilenceStore, Protocol):
         ...
 
     async def record_attempt(self, attempt: Attempt) -> None: ...
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Several attempts in one transaction (the outbox worker's batched bookkeeping)."""
+        ...
 
     async def outbox(self, status: OutboxStatus | None = None) -> list[OutboxRow]:
         """Outbox rows (of one status), oldest first: for reports and ``check``."""
@@ -214,9 +269,12 @@ class Store(SilenceStore, Protocol):
 __all__ = [
     "Attempt",
     "Changes",
+    "Lease",
+    "LeaseLostError",
     "OutboxCursor",
     "OutboxRow",
     "OutboxStatus",
     "Silence",
     "Store",
+    "next_lease",
 ]

@@ -2,15 +2,15 @@
 
 Where it sits: :class:`~alertd.store.sqlite.SqliteStore` runs these in its store thread for
 the :class:`~alertd.store.base.Store` methods ``outbox_page``, ``outbox_for_alert``,
-``outbox_row``, ``attempts`` and ``resend`` (another backend implements the same four methods; their
-contracts are in :mod:`alertd.store.base`).
+``outbox_row``, ``attempts`` and ``resend`` (:mod:`alertd.store.postgres` has the same
+queries in its own SQL; the contracts are in :mod:`alertd.store.base`).
 
-Every delivery attempt is logged (:func:`log_attempt`, in the transaction that records it)
+Every delivery attempt is logged (:func:`log_attempts`, in the ``record_attempts`` transaction)
 in ``outbox_attempts``, and pruned with its outbox row; a row has a bounded number of them
 (``delivery.max_age`` over the backoff), and :func:`attempts` reads at most ``limit``.
 
 Paging is by key (``created_at, id`` below the previous page's last row), never by OFFSET, so
-page 500 of a large outbox costs what page 1 does: the ``outbox_history`` index (migration 3)
+page 500 of a large outbox costs what page 1 does: the ``outbox_history`` index (migration 4)
 serves the newest-first order, with or without a status filter. Finding the rows of one alert
 reads each candidate's JSON: it is bounded by ``scan`` rows (newest first) because the outbox
 is pruned (``notify.keep_delivered``) and a page shows only the latest few.
@@ -19,6 +19,7 @@ is pruned (``notify.keep_delivered``) and a page shows only the latest few.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from alertd.store.base import Attempt, OutboxCursor, OutboxStatus
@@ -67,10 +68,11 @@ def resend(conn: sqlite3.Connection, row_id: str, now: float) -> bool:
     return cursor.rowcount == 1
 
 
-def log_attempt(conn: sqlite3.Connection, attempt: Attempt) -> None:
-    conn.execute("INSERT INTO outbox_attempts (id, attempt, at, status, error) "
-                 "VALUES (?, ?, ?, ?, ?)",
-                 (attempt.id, attempt.attempts, attempt.at, attempt.status, attempt.error))
+def log_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> None:
+    """Logs a batch of attempts in the transaction that records them (``record_attempts``)."""
+    conn.executemany("INSERT INTO outbox_attempts (id, attempt, at, status, error) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     [(a.id, a.attempts, a.at, a.status, a.error) for a in attempts])
 
 
 def prune_attempts(conn: sqlite3.Connection, before: float) -> None:

@@ -73,7 +73,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (receiver, group_key, instance))""",
         "CREATE INDEX outbox_group_order ON outbox (receiver, group_key, status, created_at)",
     ),
-    (  # 3: the status page's notification history, newest first (alertd.store.pages)
+    (  # 3: leader leases (one file has one writer, but the daemon asks the same way)
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, generation INTEGER NOT NULL,
+            expires_at REAL NOT NULL)""",
+    ),
+    (  # 4: the status page's notification history, newest first (alertd.store.pages)
         "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
         "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
         # Every delivery attempt with its outcome and error (the history shows them all).

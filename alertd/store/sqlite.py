@@ -28,9 +28,8 @@ its transaction stay side by side (the status page's queries are built in
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -38,19 +37,21 @@ from typing import Any, Protocol, TypeVar
 
 from alertd.alerts import AlertState
 from alertd.errors import StoreError
-from alertd.model import Alert, Notification, SeriesKey
+from alertd.model import SeriesKey
 from alertd.silences import Silence
-from alertd.store import pages
+from alertd.store import pages, rows
 from alertd.store.base import (
     Attempt,
     Changes,
-    GroupEntry,
     GroupId,
+    Lease,
+    LeaseLostError,
     NotificationGroup,
     OutboxCursor,
     OutboxRow,
     OutboxStatus,
     SentRecord,
+    next_lease,
 )
 from alertd.store.schema import (
     APPLICATION_ID,
@@ -65,9 +66,7 @@ T = TypeVar("T")
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "StoreObserver"]
 
-_OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in (
-    "id", "receiver", "group_key", "notification", "status", "attempts", "next_attempt_at",
-    "last_error", "created_at", "delivered_at"))
+_OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in rows.OUTBOX_COLUMNS)
 #: An earlier pending row of the same receiver and group as row ``o``: a group's notifications
 #: are delivered in order, so a row waits while one ahead of it waits for its retry.
 _EARLIER_IN_GROUP = (
@@ -189,8 +188,27 @@ class SqliteStore:
 
         return await self._read(query)
 
-    async def commit_transitions(self, changes: Changes) -> None:
-        await self._write(lambda c: _apply_changes(c, changes))
+    async def commit_transitions(self, changes: Changes, fence: Lease | None = None) -> None:
+        def commit(conn: sqlite3.Connection) -> None:
+            if fence is not None:
+                _check_fence(conn, fence)
+            _apply_changes(conn, changes)
+
+        await self._write(commit)
+
+    # ----------------------------------------------------------------- leases
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> Lease:
+        return await self._write(lambda c: _acquire(c, name, holder, now + ttl, now))
+
+    async def release_lease(self, lease: Lease) -> None:
+        await self._write(lambda c: c.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND generation = ?",
+            (lease.name, lease.holder, lease.generation)))
+
+    async def leases(self) -> list[Lease]:
+        return await self._read(lambda c: [_lease(r) for r in c.execute(
+            "SELECT * FROM leases ORDER BY name")])
 
     # ----------------------------------------------------------------- outbox
 
@@ -206,7 +224,7 @@ class SqliteStore:
         sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE {where} "
                "ORDER BY o.created_at, o.id LIMIT ?")
         params.append(limit)
-        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
 
     async def next_attempt_at(self, receiver: str | None = None) -> float | None:
         sql = ("SELECT MIN(o.next_attempt_at) FROM outbox o WHERE o.status = 'pending' "
@@ -223,18 +241,20 @@ class SqliteStore:
         return await self._read(query)
 
     async def record_attempt(self, attempt: Attempt) -> None:
-        delivered_at = attempt.at if attempt.status == "delivered" else None
+        await self.record_attempts((attempt,))
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        if not attempts:
+            return
+        params = [_attempt_params(a) for a in attempts]
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "UPDATE outbox SET status = ?, attempts = ?, "
                 "next_attempt_at = COALESCE(?, next_attempt_at), "
-                "last_error = COALESCE(?, last_error), delivered_at = COALESCE(?, delivered_at) "
-                "WHERE id = ?",
-                (attempt.status, attempt.attempts, attempt.next_attempt_at, attempt.error,
-                 delivered_at, attempt.id),
-            )
-            pages.log_attempt(conn, attempt)
+                "last_error = COALESCE(?, last_error), "
+                "delivered_at = COALESCE(?, delivered_at) WHERE id = ?", params)
+            pages.log_attempts(conn, attempts)
 
         await self._write(work)
 
@@ -245,7 +265,7 @@ class SqliteStore:
             sql += " WHERE o.status = ?"
             params = (status,)
         sql += " ORDER BY o.created_at, o.id"
-        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
 
     async def pending_count(self) -> int:
         return await self._read(lambda c: int(c.execute(
@@ -267,11 +287,11 @@ class SqliteStore:
         before: OutboxCursor | None = None, limit: int = 50,
     ) -> list[OutboxRow]:
         sql, params = pages.page_query(_OUTBOX_COLUMNS, status, receiver, before, limit)
-        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
 
     async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
         sql, params = pages.for_alert_query(_OUTBOX_COLUMNS, fingerprint, scan)
-        return await self._read(lambda c: [_outbox_row(r) for r in c.execute(sql, params)])
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
 
     async def outbox_row(self, row_id: str) -> OutboxRow | None:
         return await self._read(lambda c: _one_row(c, row_id))
@@ -292,9 +312,7 @@ class SqliteStore:
         await self._write(lambda c: c.execute(
             "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by, "
             "created_at, expired) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (silence.id, _json([str(m) for m in silence.matchers]), silence.starts_at,
-             silence.ends_at, silence.comment, silence.created_by, silence.created_at,
-             int(silence.expired)),
+            rows.silence_params(silence),
         ))
 
     async def silences(self, now: int, *, include_expired: bool = False) -> list[Silence]:
@@ -303,7 +321,7 @@ class SqliteStore:
         if not include_expired:
             sql += " WHERE expired = 0 AND ends_at > ?"
             params = (now,)
-        return await self._read(lambda c: [_silence(r) for r in c.execute(sql, params)])
+        return await self._read(lambda c: [rows.silence(r) for r in c.execute(sql, params)])
 
     async def expire_silence(self, silence_id: str, now: int) -> Silence | None:
         def expire(conn: sqlite3.Connection) -> Silence | None:
@@ -312,7 +330,7 @@ class SqliteStore:
                 (now, silence_id),
             )
             row = conn.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
-            return None if row is None else _silence(row)
+            return None if row is None else rows.silence(row)
 
         return await self._write(expire)
 
@@ -320,72 +338,62 @@ class SqliteStore:
 # --------------------------------------------------------------------------- rows
 
 
-def _json(value: Any) -> str:
-    # default=str: condition details may hold values JSON lacks; they are only shown to people.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+def _attempt_params(attempt: Attempt) -> tuple[object, ...]:
+    delivered_at = attempt.at if attempt.status == "delivered" else None
+    return (attempt.status, attempt.attempts, attempt.next_attempt_at, attempt.error,
+            delivered_at, attempt.id)
 
 
-def _group_text(key: SeriesKey) -> str:
-    return _json([list(pair) for pair in key.group])
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(row["name"], row["holder"], row["generation"], row["expires_at"])
+
+
+def _acquire(conn: sqlite3.Connection, name: str, holder: str, until: float,
+             now: float) -> Lease:
+    row = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+    current = None if row is None else _lease(row)
+    lease = next_lease(current, name, holder, until, now)
+    if lease is None:
+        assert current is not None
+        return current
+    conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+                 (lease.name, lease.holder, lease.generation, lease.expires_at))
+    return lease
+
+
+def _check_fence(conn: sqlite3.Connection, fence: Lease) -> None:
+    row = conn.execute("SELECT * FROM leases WHERE name = ?", (fence.name,)).fetchone()
+    if row is None or (row["holder"], row["generation"]) != (fence.holder, fence.generation):
+        raise LeaseLostError(
+            f"lease {fence.name!r} generation {fence.generation} is no longer held by "
+            f"{fence.holder}: another replica leads it now; nothing was written")
 
 
 def _load_states(
-    conn: sqlite3.Connection, rules: list[str] | None
+    conn: sqlite3.Connection, names: list[str] | None
 ) -> dict[SeriesKey, AlertState]:
-    if rules is None:
-        rows = list(conn.execute("SELECT rule, customer, grp, state FROM alert_state"))
+    if names is None:
+        found = list(conn.execute("SELECT rule, customer, grp, state FROM alert_state"))
     else:
-        rows = []
-        for start in range(0, len(rules), 500):
-            chunk = rules[start:start + 500]
+        found = []
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            rows.extend(conn.execute(
+            found.extend(conn.execute(
                 f"SELECT rule, customer, grp, state FROM alert_state WHERE rule IN ({marks})",
                 chunk,
             ))
-    return {
-        SeriesKey(r["rule"], r["customer"], tuple((k, v) for k, v in json.loads(r["grp"]))):
-            AlertState.from_dict(json.loads(r["state"]))
-        for r in rows
-    }
+    return dict(rows.state_item(r) for r in found)
 
 
 def _load_groups(conn: sqlite3.Connection) -> dict[GroupId, NotificationGroup]:
-    entries: dict[GroupId, list[GroupEntry]] = {}
-    for row in conn.execute("SELECT * FROM group_alerts ORDER BY instance"):
-        entries.setdefault((row["receiver"], row["group_key"]), []).append(
-            GroupEntry(row["instance"], row["rank"], Alert.from_dict(json.loads(row["alert"])))
-        )
-    groups: dict[GroupId, NotificationGroup] = {}
-    for row in conn.execute("SELECT * FROM alert_groups"):
-        ident = (row["receiver"], row["group_key"])
-        groups[ident] = NotificationGroup(
-            receiver=row["receiver"],
-            group_key=row["group_key"],
-            group_labels=json.loads(row["group_labels"]),
-            group_wait=row["group_wait"],
-            group_interval=row["group_interval"],
-            repeat_interval=row["repeat_interval"],
-            send_resolved=bool(row["send_resolved"]),
-            created_at=row["created_at"],
-            flushed_at=row["flushed_at"],
-            entries=tuple(entries.get(ident, ())),
-        )
-    return groups
+    return rows.groups_from(conn.execute("SELECT * FROM alert_groups"),
+                            conn.execute("SELECT * FROM group_alerts ORDER BY instance"))
 
 
 def _load_sent(conn: sqlite3.Connection) -> dict[GroupId, SentRecord]:
-    return {
-        (row["receiver"], row["group_key"]): SentRecord(
-            receiver=row["receiver"],
-            group_key=row["group_key"],
-            firing=json.loads(row["firing"]),
-            resolved=frozenset(json.loads(row["resolved"])),
-            sent_at=row["sent_at"],
-            notification_id=row["notification_id"],
-        )
-        for row in conn.execute("SELECT * FROM notification_log")
-    }
+    return {(r["receiver"], r["group_key"]): rows.sent_record(r)
+            for r in conn.execute("SELECT * FROM notification_log")}
 
 
 def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
@@ -394,18 +402,19 @@ def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
         for table in ("alert_groups", "group_alerts", "notification_log"):
             conn.execute(f"DELETE FROM {table} WHERE receiver = ? AND group_key = ?", ident)
     for group in changes.groups:
-        _write_group(conn, group)
+        ident = (group.receiver, group.group_key)
+        conn.execute("DELETE FROM group_alerts WHERE receiver = ? AND group_key = ?", ident)
+        conn.execute("INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     rows.group_params(group))
+        conn.executemany("INSERT INTO group_alerts VALUES (?, ?, ?, ?, ?)",
+                         rows.entry_params(group))
     for record in changes.sent:
-        conn.execute(
-            "INSERT OR REPLACE INTO notification_log VALUES (?, ?, ?, ?, ?, ?)",
-            (record.receiver, record.group_key, _json(dict(record.firing)),
-             _json(sorted(record.resolved)), record.sent_at, record.notification_id),
-        )
+        conn.execute("INSERT OR REPLACE INTO notification_log VALUES (?, ?, ?, ?, ?, ?)",
+                     rows.sent_params(record))
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (id, receiver, group_key, notification, status, "
         "attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
-        [(n.id, n.receiver, n.group_key, _json(n.to_dict()), n.created_at, n.created_at)
-         for n in changes.outbox],
+        [rows.outbox_params(n) for n in changes.outbox],
     )
 
 
@@ -413,53 +422,15 @@ def _write_states(
     conn: sqlite3.Connection, states: Mapping[SeriesKey, AlertState | None]
 ) -> None:
     for key, state in states.items():
-        ident = (key.rule, key.customer, _group_text(key))
         if state is None:
-            conn.execute(
-                "DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ?", ident
-            )
-            continue
-        updated = max(v for v in (state.last_active_at, state.resolved_at, 0) if v is not None)
-        conn.execute(
-            "INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
-            (*ident, key.fingerprint, _json(state.to_dict()), updated),
-        )
-
-
-def _write_group(conn: sqlite3.Connection, group: NotificationGroup) -> None:
-    ident = (group.receiver, group.group_key)
-    conn.execute("DELETE FROM group_alerts WHERE receiver = ? AND group_key = ?", ident)
-    conn.execute(
-        "INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*ident, _json(dict(group.group_labels)), group.group_wait, group.group_interval,
-         group.repeat_interval, int(group.send_resolved), group.created_at, group.flushed_at),
-    )
-    conn.executemany(
-        "INSERT INTO group_alerts VALUES (?, ?, ?, ?, ?)",
-        [(*ident, e.instance, e.rank, _json(e.alert.to_dict())) for e in group.entries],
-    )
-
-
-def _outbox_row(row: sqlite3.Row) -> OutboxRow:
-    return OutboxRow(
-        id=row["id"],
-        receiver=row["receiver"],
-        group_key=row["group_key"],
-        notification=Notification.from_dict(json.loads(row["notification"])),
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-    )
+            conn.execute("DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ?",
+                         (key.rule, key.customer, rows.group_text(key)))
+        else:
+            conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
+                         rows.state_params(key, state))
 
 
 def _one_row(conn: sqlite3.Connection, row_id: str) -> OutboxRow | None:
     row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.id = ?",
                        (row_id,)).fetchone()
-    return None if row is None else _outbox_row(row)
-
-
-def _silence(row: sqlite3.Row) -> Silence:
-    return Silence.from_dict({**dict(row), "matchers": json.loads(row["matchers"])})
+    return None if row is None else rows.outbox_row(row)

@@ -66,6 +66,11 @@ def one_line(result: subprocess.CompletedProcess[str], *words: str) -> str:
     ("garbage", ("--at", "not a time", "'garbage'", "ISO 8601", "30d ago", "unix seconds")),
     ("1735689600000", ("--at", "milliseconds")),
     ("4 fortnights ago", ("--at", "not a time")),
+    # out of range however written: was "internal error: OverflowError" (exit 1), or exit 0
+    # with a year-0 traceback logged for every rule and customer
+    ("99999999999999999999d", ("--at", "between 1970 and 9998")),
+    ("9999-12-31T23:00:00", ("--at", "between 1970 and 9998")),
+    ("0001-01-01", ("--at", "between 1970 and 9998")),
 ])
 def test_a_bad_at_is_one_line(tmp_path: Path, value: str, words: tuple[str, ...]) -> None:
     one_line(alertd("check", "--dry-run", "-c", str(write_config(tmp_path)), "--at", value,

@@ -24,7 +24,8 @@ from alertd.notify.base import Notifier
 from alertd.notify.outbox import Outbox
 from alertd.service.metrics import Metrics
 from alertd.sinks import serve_posts
-from alertd.store.base import Changes
+from alertd.store.base import Changes, Store
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 
 NOW = 1_735_689_600
@@ -69,22 +70,28 @@ class AlwaysDown(ScriptedNotifier):
         raise TransientDeliveryError("HTTP 503 from hooks.example.com")
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "alertd.db") as opened:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Each outbox test on both backends: same interface, same behaviour."""
+    opened: Store
+    if request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "alertd.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("pg_url"), holder="test-replica")
+    async with opened:  # type: ignore[attr-defined]
         yield opened
 
 
-async def queue(store: SqliteStore, *notifications: Notification) -> None:
+async def queue(store: Store, *notifications: Notification) -> None:
     await store.commit_transitions(Changes(outbox=notifications))
 
 
-def outbox(store: SqliteStore, notifiers: dict[str, Notifier], clock: FakeClock,
+def outbox(store: Store, notifiers: dict[str, Notifier], clock: FakeClock,
            settings: DeliverySettings = FAST, **kwargs: object) -> Outbox:
     return Outbox(store, notifiers, settings, clock, rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
 
 
-async def test_transient_failures_retry_with_jittered_backoff(store: SqliteStore) -> None:
+async def test_transient_failures_retry_with_jittered_backoff(store: Store) -> None:
     clock = FakeClock(NOW)
     flaky = ScriptedNotifier(*[TransientDeliveryError("HTTP 503")] * 3)
     await queue(store, note("n1"))
@@ -98,7 +105,7 @@ async def test_transient_failures_retry_with_jittered_backoff(store: SqliteStore
     assert (row.status, row.attempts, row.last_error) == ("delivered", 4, "HTTP 503")
 
 
-async def test_gives_up_after_max_age_and_reports(store: SqliteStore) -> None:
+async def test_gives_up_after_max_age_and_reports(store: Store) -> None:
     clock = FakeClock(NOW)
     down = AlwaysDown()
     await queue(store, note("n1"))
@@ -112,7 +119,7 @@ async def test_gives_up_after_max_age_and_reports(store: SqliteStore) -> None:
     assert (await store.outbox())[0].status == "failed"
 
 
-async def test_permanent_failure_is_undeliverable_without_retry(store: SqliteStore) -> None:
+async def test_permanent_failure_is_undeliverable_without_retry(store: Store) -> None:
     clock = FakeClock(NOW)
     rejecting = ScriptedNotifier(PermanentDeliveryError("HTTP 404 from hooks.example.com"))
     await queue(store, note("n1"))
@@ -123,7 +130,7 @@ async def test_permanent_failure_is_undeliverable_without_retry(store: SqliteSto
     assert report.outcomes == {"undeliverable": 1}
 
 
-async def test_a_failing_receiver_never_repeats_another(store: SqliteStore) -> None:
+async def test_a_failing_receiver_never_repeats_another(store: Store) -> None:
     clock = FakeClock(NOW)
     down, healthy = AlwaysDown(), ScriptedNotifier()
     await queue(store, note("to-down", "down"), note("to-healthy", "healthy"))
@@ -134,7 +141,7 @@ async def test_a_failing_receiver_never_repeats_another(store: SqliteStore) -> N
                                                               "to-healthy": "delivered"}
 
 
-async def test_a_hung_receiver_never_delays_another(store: SqliteStore) -> None:
+async def test_a_hung_receiver_never_delays_another(store: Store) -> None:
     gate = asyncio.Event()
     hung, healthy = ScriptedNotifier(gate=gate), ScriptedNotifier()
     worker = Outbox(store, {"hung": hung, "healthy": healthy}, FAST, SystemClock(),
@@ -155,7 +162,7 @@ async def test_a_hung_receiver_never_delays_another(store: SqliteStore) -> None:
     assert [r.id for r in await store.outbox("delivered")] == ["quick", "stuck"]
 
 
-async def test_a_group_is_delivered_in_order(store: SqliteStore) -> None:
+async def test_a_group_is_delivered_in_order(store: Store) -> None:
     clock = FakeClock(NOW)
     flaky = ScriptedNotifier(TransientDeliveryError("timeout"))
     other = ScriptedNotifier()
@@ -168,7 +175,7 @@ async def test_a_group_is_delivered_in_order(store: SqliteStore) -> None:
     assert other.calls == ["elsewhere"]
 
 
-async def test_rows_of_an_unconfigured_receiver_are_undeliverable(store: SqliteStore) -> None:
+async def test_rows_of_an_unconfigured_receiver_are_undeliverable(store: Store) -> None:
     await queue(store, note("n1", "removed-in-reload"))
     report = await outbox(store, {"ops": ScriptedNotifier()}, FakeClock(NOW)).run_until_idle(5)
     (row,) = await store.outbox()
@@ -176,7 +183,7 @@ async def test_rows_of_an_unconfigured_receiver_are_undeliverable(store: SqliteS
     assert report.outcomes == {"undeliverable": 1}
 
 
-async def test_metrics_count_outcomes_and_pending(store: SqliteStore) -> None:
+async def test_metrics_count_outcomes_and_pending(store: Store) -> None:
     metrics = Metrics()
     flaky = ScriptedNotifier(TransientDeliveryError("HTTP 429"))
     await queue(store, note("n1"))
@@ -233,7 +240,7 @@ async def serving(receiver: LoopbackReceiver) -> AsyncIterator[str]:
             receiver.release.set()  # before the server waits for the held request
 
 
-async def test_a_503_then_recovery_delivers_once_with_the_same_key(store: SqliteStore) -> None:
+async def test_a_503_then_recovery_delivers_once_with_the_same_key(store: Store) -> None:
     receiver = LoopbackReceiver(503, 503)
     async with serving(receiver) as url, httpx.AsyncClient() as client:
         await queue(store, note("n1"))
@@ -299,7 +306,7 @@ async def test_killed_after_delivery_before_it_was_recorded(tmp_path: Path) -> N
     assert all(key == body_id for _, key, body_id in receiver.requests)
 
 
-async def test_background_worker_reports_deliveries_and_drains(store: SqliteStore) -> None:
+async def test_background_worker_reports_deliveries_and_drains(store: Store) -> None:
     delivered: list[str] = []
     metrics = Metrics()
     worker = Outbox(store, {"ops": ScriptedNotifier()}, FAST, SystemClock(), observer=metrics,
@@ -317,7 +324,7 @@ async def test_background_worker_reports_deliveries_and_drains(store: SqliteStor
     assert sample("alertd_notifications_total", {"receiver": "ops", "outcome": "delivered"}) == 1
 
 
-async def test_drain_cancels_a_hung_attempt_which_stays_pending(store: SqliteStore) -> None:
+async def test_drain_cancels_a_hung_attempt_which_stays_pending(store: Store) -> None:
     hung = ScriptedNotifier(gate=asyncio.Event())
     worker = Outbox(store, {"ops": hung}, FAST, SystemClock(), idle_poll=0.05)
     await queue(store, note("n1"))

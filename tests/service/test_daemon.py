@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import OffsetClock
-from alertd.errors import StoreDamagedError
+from alertd.errors import StoreDamagedError, StoreError
 from alertd.model import Finding, Period, SeriesKey
 from alertd.rules.schema import Rule
 from alertd.service.daemon import Daemon, load_checked
@@ -316,13 +316,7 @@ async def test_a_state_file_damaged_at_run_time_makes_the_daemon_unready(
         url, group, state = s.daemon.server_url, ("tokens",), tmp_path / "alertd.db"
         assert (await s.daemon.poll(group)).recorded
         assert (await get(f"{url}/readyz")).status_code == 200
-        other = sqlite3.connect(state)  # another process checkpoints the WAL into the file
-        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        other.close()
-        with state.open("r+b") as file:  # then its pages (all but the header page) go bad
-            for offset in range(4096, state.stat().st_size, 4096):
-                file.seek(offset + 100)
-                file.write(bytes(range(256)) * 2)
+        damage(state)
         s.advance(300)
         with pytest.raises(StoreDamagedError):
             await s.daemon.poll(group)
@@ -418,13 +412,17 @@ async def test_no_heartbeat_when_a_poll_judges_nothing(tmp_path: Path) -> None:
         heartbeat = {"url": f"{beats.url}/ping", "interval": "1s"}
         rules = [{**rule("ghost"), "customers": ["cus_ghost", "cus_gone"]}, rule("tokens")]
         async with in_process(tmp_path, rules, heartbeat=heartbeat) as s:
+            heartbeat = s.daemon.heartbeat
+            assert heartbeat is not None
             outcome = await s.daemon.poll(("ghost",))
             assert {f.state for f in outcome.result.findings} == {"error"}
-            await asyncio.sleep(0.3)
-            assert beats.arrived == []
+            # poll() starts a beat synchronously or not at all: none was started
+            assert heartbeat.started == 0
             s.advance(60)
             await s.daemon.poll(("tokens",))
+            assert heartbeat.started == 1
             await eventually(lambda: beats.arrived, what="a heartbeat after a judging poll")
+            assert beats.arrived[0].path == "/ping" and heartbeat.sent == 1
 
 
 async def test_reload_carries_state_resolves_removed_rules_refuses_invalid(
@@ -454,6 +452,65 @@ async def test_reload_carries_state_resolves_removed_rules_refuses_invalid(
         assert not await s.daemon.reload()
         assert s.daemon.world.rules.names() == ("kept", "added")
         assert (await s.daemon.poll(("kept", "added"))).result.requests == 3
+
+
+def damage(state: Path) -> None:
+    """Checkpoints the WAL into ``state`` (as another process might), then ruins every page
+    but the header: the next read of the store fails."""
+    other = sqlite3.connect(state)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    with state.open("r+b") as file:
+        for offset in range(4096, state.stat().st_size, 4096):
+            file.seek(offset + 100)
+            file.write(bytes(range(256)) * 2)
+
+
+async def test_a_reload_failing_after_the_swap_still_closes_the_old_world(
+    tmp_path: Path,
+) -> None:
+    async with in_process(tmp_path, [rule("kept"), rule("dropped", meter=CALLS)]) as s:
+        await s.daemon.poll(("kept", "dropped"))
+        await eventually(lambda: len(s.hooks.alerts()) == 6, what="six firing alerts")
+        old = s.daemon.services
+        write_rules(s.folder, [rule("kept")])  # retiring "dropped" needs the store...
+        config = yaml.safe_load((s.folder / "alertd.yaml").read_text())
+        config["stripe"]["max_retries"] = 1  # ...and a new Stripe client replaces the old
+        (s.folder / "alertd.yaml").write_text(yaml.safe_dump(config))
+        damage(tmp_path / "alertd.db")
+        with pytest.raises(StoreError):
+            await s.daemon.reload()
+        assert s.daemon.services is not old
+        assert old.closed and old.stripe.http.closed  # no leaked HTTP pools
+        assert not s.daemon.services.stripe.http.closed
+
+
+async def test_a_poll_cut_by_the_daemon_ends_quietly_any_other_cancel_propagates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="alertd.daemon")
+    async with in_process(tmp_path, [rule("tokens")]) as s:
+        await s.daemon.poll(("tokens",))  # the customers are listed: only usage is asked now
+        s.sim.add_fault(Fault("slow", delay=3.0, path="/v1/billing/analytics"))
+
+        async def in_flight() -> asyncio.Task[None]:
+            s.advance(300)
+            before = s.sim.stats()["requests"]
+            job = asyncio.create_task(s.daemon._poll_job(("tokens",)))  # as APScheduler runs it
+            await eventually(lambda: s.sim.stats()["requests"] > before, what="a slow poll")
+            return job
+
+        job = await in_flight()
+        job.cancel()  # not the daemon's doing: the cancellation reaches the canceller
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        assert job.cancelled()
+
+        job = await in_flight()
+        await s.daemon._pause_polls(0.0, asyncio.Event())  # what a reload or stop does
+        assert job.done() and not job.cancelled() and job.exception() is None
+    cancelled = [r for r in caplog.records if r.getMessage() == "poll cancelled rules=tokens"]
+    assert len(cancelled) == 2
 
 
 async def test_reload_without_an_api_key_is_refused(

@@ -1,5 +1,6 @@
-"""The state store's status-page queries on a real SQLite file: keyset pages of the
-notification history, the rows of one alert, one row, and resend."""
+"""The state store's status-page queries on both backends (a real SQLite file, the real
+PostgreSQL server): keyset pages of the notification history, the rows of one alert, one row,
+resend and the attempt log."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import psycopg
+
 from alertd.model import Alert, Notification
 from alertd.store.base import Attempt, Changes
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
+from tests.store.conftest import OpenStore
 from tests.store.test_sqlite import NOW, alert, notification
 
 
-async def test_history_pages_newest_first_without_gaps_or_repeats(tmp_path: Path) -> None:
+async def test_history_pages_newest_first_without_gaps_or_repeats(make_store: OpenStore) -> None:
     rows = tuple(notification(f"n{i:03}", created_at=NOW + i // 3) for i in range(120))
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=rows))
         seen, before = [], None
         while True:
@@ -29,8 +34,8 @@ async def test_history_pages_newest_first_without_gaps_or_repeats(tmp_path: Path
         assert seen == expected
 
 
-async def test_history_filters_by_status_and_receiver(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+async def test_history_filters_by_status_and_receiver(make_store: OpenStore) -> None:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=(
             notification("a"), notification("b", receiver="hooks"),
             notification("c", created_at=NOW + 1))))
@@ -53,14 +58,14 @@ async def test_history_queries_use_their_index(tmp_path: Path) -> None:
         assert "outbox_history" in plan and "TEMP B-TREE" not in plan, plan
 
 
-async def test_rows_of_one_alert(tmp_path: Path) -> None:
+async def test_rows_of_one_alert(make_store: OpenStore) -> None:
     mine = dataclasses.replace(alert(), fingerprint="aaaa000011112222")
     other = dataclasses.replace(alert("cus_2"), fingerprint="bbbb000011112222")
 
     def carrying(nid: str, *alerts: Alert, at: int = NOW) -> Notification:
         return Notification(nid, "ops", "firing", "g1", {}, alerts, at)
 
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=(
             carrying("n1", mine), carrying("n2", other), carrying("n3", mine, other, at=NOW + 1))))
         assert [r.id for r in await store.outbox_for_alert(mine.fingerprint)] == ["n3", "n1"]
@@ -68,8 +73,8 @@ async def test_rows_of_one_alert(tmp_path: Path) -> None:
         assert [r.id for r in await store.outbox_for_alert(mine.fingerprint, scan=1)] == ["n3"]
 
 
-async def test_resend_puts_a_failed_row_back_in_line_once(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+async def test_resend_puts_a_failed_row_back_in_line_once(make_store: OpenStore) -> None:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=(notification("a"), notification("b"))))
         await store.record_attempt(Attempt("a", "undeliverable", 1, NOW + 1, error="HTTP 400"))
         again = await store.resend("a", NOW + 100)
@@ -84,9 +89,9 @@ async def test_resend_puts_a_failed_row_back_in_line_once(tmp_path: Path) -> Non
 
 
 async def test_every_attempt_is_kept_with_its_error_until_the_row_is_pruned(
-    tmp_path: Path
+    make_store: OpenStore,
 ) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=(notification("a"),)))
         await store.record_attempt(Attempt("a", "pending", 1, NOW + 1, NOW + 6, "HTTP 503"))
         await store.record_attempt(Attempt("a", "pending", 2, NOW + 6, NOW + 16, "timed out"))
@@ -100,3 +105,16 @@ async def test_every_attempt_is_kept_with_its_error_until_the_row_is_pruned(
         assert [a.at for a in await store.attempts("a", limit=2)] == [NOW + 16, NOW + 101]
         assert await store.prune_outbox(NOW + 1) == 1
         assert await store.attempts("a") == []
+
+
+async def test_history_queries_use_their_index_on_postgresql(pg_url: str) -> None:
+    rows = tuple(notification(f"n{i:04}", created_at=NOW + i) for i in range(2000))
+    async with PostgresStore(pg_url, holder="test-replica") as store:
+        await store.commit_transitions(Changes(outbox=rows))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ANALYZE outbox")
+        for sql in ("SELECT * FROM outbox o ORDER BY o.created_at DESC, o.id DESC LIMIT 50",
+                    "SELECT * FROM outbox o WHERE o.status = 'failed' "
+                    "ORDER BY o.created_at DESC, o.id DESC LIMIT 50"):
+            plan = " ".join(str(r[0]) for r in conn.execute(f"EXPLAIN {sql}"))
+            assert "outbox_history" in plan and "Sort" not in plan, plan

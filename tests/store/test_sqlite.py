@@ -1,4 +1,6 @@
-"""The SQLite state store against real files: schema, migration, refusal, one transaction."""
+"""The state store on both backends (real SQLite files, a real PostgreSQL schema): what is
+written reads back, one transaction, idempotent outbox, queries; and the SQLite file format:
+schema, migration, refusal."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from alertd.model import Alert, Customer, Notification, Period, SeriesKey
 from alertd.store.base import Attempt, Changes, GroupEntry, NotificationGroup, SentRecord
 from alertd.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from alertd.store.sqlite import SqliteStore
+from tests.store.conftest import OpenStore
 
 NOW = 1_735_689_600
 KEY = SeriesKey("gpt4-daily", "cus_1", (("model", "gpt-4"), ("tier", "pro")))
@@ -67,11 +70,10 @@ async def test_new_file_gets_the_current_schema_in_wal_mode(tmp_path: Path) -> N
             "group_alerts"} <= tables
 
 
-async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "alertd.db"
-    async with SqliteStore(path) as store:
+async def test_everything_survives_a_reopen(make_store: OpenStore) -> None:
+    async with make_store() as store:
         await store.commit_transitions(changes())
-    async with SqliteStore(path) as store:
+    async with make_store() as store:
         assert await store.load_states() == {KEY: FIRING}
         assert await store.load_states(["other-rule"]) == {}
         assert await store.load_groups() == {("ops", "g1"): group()}
@@ -83,8 +85,8 @@ async def test_everything_survives_a_reopen(tmp_path: Path) -> None:
         assert await store.next_group_due() == NOW + 30
 
 
-async def test_forgetting_states_and_dropping_groups(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+async def test_forgetting_states_and_dropping_groups(make_store: OpenStore) -> None:
+    async with make_store() as store:
         await store.commit_transitions(changes())
         await store.commit_transitions(Changes(states={KEY: None},
                                                dropped_groups=(("ops", "g1"),)))
@@ -112,8 +114,8 @@ async def test_a_failure_mid_commit_writes_neither_state_nor_outbox(tmp_path: Pa
         assert await store.outbox() == []
 
 
-async def test_outbox_insert_is_idempotent(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+async def test_outbox_insert_is_idempotent(make_store: OpenStore) -> None:
+    async with make_store() as store:
         await store.commit_transitions(Changes(outbox=(notification(),)))
         await store.record_attempt(Attempt("n1", "delivered", 1, NOW + 5))
         await store.commit_transitions(Changes(outbox=(notification(),)))  # a redo
@@ -121,8 +123,8 @@ async def test_outbox_insert_is_idempotent(tmp_path: Path) -> None:
         assert (row.status, row.attempts, row.delivered_at) == ("delivered", 1, NOW + 5)
 
 
-async def test_outbox_queries(tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+async def test_outbox_queries(make_store: OpenStore) -> None:
+    async with make_store() as store:
         rows = (notification("late", created_at=NOW + 10), notification("early"),
                 notification("other", receiver="hooks"))
         await store.commit_transitions(Changes(outbox=rows))
@@ -190,7 +192,7 @@ async def test_another_applications_database_is_refused(tmp_path: Path) -> None:
         await SqliteStore(path).open()
 
 
-async def test_using_a_closed_store_says_so(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "alertd.db")
+async def test_using_a_closed_store_says_so(make_store: OpenStore) -> None:
+    store = make_store()
     with pytest.raises(StoreError, match="not open"):
         await store.load_states()

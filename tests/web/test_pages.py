@@ -150,3 +150,23 @@ async def test_pages_are_off_without_credentials_off_loopback(tmp_path: Path) ->
             page = await client.get("/")
             assert page.status_code == 403 and "server.token_file" in page.text
             assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_the_status_page_on_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    """The same pages from a daemon whose state is in PostgreSQL: the alert's delivered row,
+    the history (page and API), and the notification's page with its one attempt."""
+    async with in_process(tmp_path, [rule("tokens", value=10)],
+                          state={"url": pg_url, "replica": "a", "lease": "15s"}) as s:
+        outcome = await s.daemon.poll(("tokens",))
+        finding = next(f for f in outcome.findings if f.state == "firing")
+        await eventually(lambda: s.hooks.at("/alertd"), what="the webhook")
+        async with httpx.AsyncClient(base_url=s.daemon.server_url) as client:
+            await eventually(lambda: _delivered(client, finding.key.fingerprint),
+                             what="a delivered row on the alert page")
+            api = (await client.get("/api/v1/notifications?status=delivered")).json()
+            (row,) = api["notifications"]
+            history = await client.get("/notifications")
+            assert history.status_code == 200 and row["id"] in history.text
+            page = await client.get(f"/notifications/{row['id']}")
+            assert page.status_code == 200
+            assert re.findall(r'<tr data-status="([a-z]+)">', page.text) == ["delivered"]
