@@ -22,9 +22,12 @@ that no stage imports another stage for a type.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from alertd.billing import CustomerBilling
 
 Granularity = Literal["hour", "day", "week", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("hour", "day", "week", "month")
@@ -77,6 +80,9 @@ class Customer:
     name: str | None = None
     email: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    #: Prices, billing periods and credit, attached by the engine for the rules that price
+    #: usage (``measure: cost``, ``credit``); ``None`` for every other rule.
+    billing: CustomerBilling | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +205,8 @@ class Series:
 
     ``dimensions`` is what the series measures (fixed filters plus its group-by values).
     ``refreshed_at`` is the source's freshness at fetch time; ``None`` means unknown.
+    ``buckets`` is any sequence of buckets: a tuple, or the columns (numpy arrays, buckets made
+    when read) that ``build_series`` gives (:mod:`alertd.conditions.columns`).
     """
 
     key: SeriesKey
@@ -206,7 +214,7 @@ class Series:
     dimensions: Dimensions
     granularity: Granularity
     timezone: str
-    buckets: tuple[Bucket, ...]
+    buckets: Sequence[Bucket]
     refreshed_at: int | None
 
 

@@ -13,20 +13,24 @@ never changes what the replay sees afterwards — the result of a test is the sa
 not other tests share its file. A fixture bucket becomes visible once it has ended by
 ``refreshed_at`` (the evaluation instant minus ``refreshed_lag``).
 
-The format is documented in ``rules/tests/threshold_test.yaml``."""
+The format is documented in ``rules/tests/threshold_test.yaml``; customers may also carry
+``items`` (Stripe price objects with their billing periods) and ``credit`` for money rules
+(``rules/tests/spend_test.yaml``, ``credit_test.yaml``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from alertd import conditions
 from alertd.backtest import SeriesStates, judge
+from alertd.billing import BillingItem, Credit, CustomerBilling
 from alertd.calendar import next_start
 from alertd.clock import parse_instant
 from alertd.config.settings import Duration, load_settings
@@ -38,9 +42,11 @@ from alertd.model import (
     Dimensions,
     Finding,
     Granularity,
+    Period,
     UsageRow,
     make_dimensions,
 )
+from alertd.pricing import parse_price
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.source.search import SearchQueryError, parse_search
@@ -75,11 +81,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FixtureItem(_Model):
+    """A subscription item: a Stripe price object as the API returns it (tiers included) and
+    its current period."""
+
+    price: dict[str, Any]
+    period_start: Instant
+    period_end: Instant
+
+
+class FixtureCredit(_Model):
+    """Credit in one currency, in major units (``"120.00"``)."""
+
+    currency: str
+    available: Decimal
+    granted: Decimal
+
+
 class FixtureCustomer(_Model):
     id: str
     name: str | None = None
     email: str | None = None
     metadata: dict[str, str] = {}
+    #: Prices and credit for rules with ``measure: cost``, ``window: billing_period`` or
+    #: ``credit`` (what :mod:`alertd.source.billing` would read from Stripe).
+    items: list[FixtureItem] = []
+    credit: list[FixtureCredit] = []
+
+    def customer(self) -> Customer:
+        billing = CustomerBilling(
+            items=tuple(BillingItem(f"si_{self.id}_{n}", parse_price(item.price),
+                                    Period(item.period_start, item.period_end))
+                        for n, item in enumerate(self.items)),
+            credit=tuple(Credit(c.currency.lower(), c.available, c.granted)
+                         for c in self.credit),
+        )
+        return Customer(self.id, self.name, self.email, dict(self.metadata), billing=billing)
 
 
 class FixtureSeries(_Model):
@@ -144,7 +181,7 @@ def load_test_file(path: Path) -> tuple[TestFile, _Fixture]:
         raise ConfigError(validation_problems(exc, doc)) from None
     config = load_settings(path.parent / spec.config if spec.config else None)
     rules = load_rules([path.parent / f for f in spec.rule_files], config)
-    customers = {c.id: Customer(c.id, c.name, c.email, dict(c.metadata)) for c in spec.customers}
+    customers = {c.id: c.customer() for c in spec.customers}
     rows: dict[str, list[tuple[UsageRow, str | None]]] = {}
     for series in spec.series:
         customers.setdefault(series.customer, Customer(series.customer))

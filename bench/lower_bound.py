@@ -1,18 +1,22 @@
 """The fewest requests any plan can use, computed without :func:`alertd.planner.plan`.
 
-The benchmarks print it beside the planner's request count (``bench/planner.py``,
-``bench/fetch.py``, ``bench/dryrun.py``), and ``tests/test_planner.py`` uses it as an
-independent oracle for the planner's optimality. Nothing in alertd itself needs it, so it lives
-here. The model is the planner's (see the :mod:`alertd.planner` docstring); only
-:func:`alertd.planner.covering_spec` — which specs one spec can serve — is shared.
+:func:`steady_state_needs` gives what a poll with a warm bucket cache asks for; the lower
+bound of those is the steady-state bound. The benchmarks print them beside the planner's
+request count (``bench/planner.py``, ``bench/fetch.py``, ``bench/dryrun.py``), and
+``tests/test_planner.py`` uses it as an independent oracle for the planner's optimality.
+Nothing in alertd itself needs it, so it lives here. The model is the planner's (see the
+:mod:`alertd.planner` docstring); only :func:`alertd.planner.covering_spec` — which specs
+one spec can serve — is shared (and, for the steady state, the cache's own range decisions).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 
+from alertd.buckets import CachePolicy, key_needs, planned_needs, settled_before
 from alertd.model import DataNeed, MeterSpec
 from alertd.planner import covering_spec
 from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS
@@ -47,6 +51,27 @@ def lower_bound(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
         if fewest:
             total += max(-(-sum(fewest) // max_meters), max(fewest))
     return total
+
+
+def steady_state_needs(needs: Iterable[DataNeed], now: int, every: float,
+                       policy: CachePolicy | None = None) -> list[DataNeed]:
+    """What a poll with a warm bucket cache plans at ``now``, the previous poll ``every``
+    seconds before: per cache key, the range from where that poll found buckets not yet
+    settled (:func:`alertd.buckets.settled_before`) — the whole range for a key with no
+    settled history — as the cache plans it (:func:`alertd.buckets.planned_needs`: as hours
+    when recent).
+
+    :func:`lower_bound` of these is the steady-state bound: the planner's model, with the
+    ranges the cache leaves. Every recent need of a customer is then hourly in UTC (or in its
+    own zone, for a zone a fraction of an hour from UTC), so they share requests that a cold
+    read spends one per granularity and zone on.
+    """
+    policy = policy or CachePolicy()
+    fetched: dict[str, DataNeed] = {}
+    for key, hull in key_needs(needs).items():
+        start = settled_before(hull, int(now - every), policy)
+        fetched[key] = hull if start <= hull.starts_at else replace(hull, starts_at=start)
+    return list(planned_needs(fetched, policy).values())
 
 
 def _order(spec: MeterSpec) -> tuple[object, ...]:

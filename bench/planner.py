@@ -15,7 +15,9 @@ Printed, each beside its reference:
 * **requests per cycle** and the **lower bound** (:func:`bench.lower_bound.lower_bound`, computed
   independently of the plan); **ratio** = requests ÷ lower bound, target 1.00;
 * for scale: one request per need, and requests when only identical specs are shared;
-* **planning time**: the first call in this process (cold caches) and the best of five.
+* **planning time**: the first call in this process (cold caches) and the best of five;
+* **steady state**: what a poll with a warm bucket cache plans (``--every`` after the previous
+  one; :func:`bench.lower_bound.steady_state_needs`) beside the steady-state bound.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from alertd.clock import parse_instant
 from alertd.model import MeterSpec
 from alertd.planner import RequestPlan, plan
 from alertd.rules.schema import Rule
-from bench.lower_bound import lower_bound
+from bench.lower_bound import lower_bound, steady_state_needs
 
 TOKENS, CALLS, STORAGE = "mtr_sim_tokens", "mtr_sim_api_calls", "mtr_sim_storage"
 NY, BERLIN, KOLKATA = "America/New_York", "Europe/Berlin", "Asia/Kolkata"
@@ -86,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--at", default="2025-03-12T15:37:00Z")
+    parser.add_argument("--every", type=float, default=300.0,
+                        help="seconds between polls, for the steady-state bound (default 300)")
     args = parser.parse_args()
     now = parse_instant(args.at, time.time())
     rules = [Rule.model_validate(raw) for raw in RULES]
@@ -112,7 +116,18 @@ def main() -> None:
     print(f"requests per customer       {len(result.queries) / len(customers):>8.2f}")
     print(f"planning time, cold         {cold * 1000:>8.1f} ms")
     print(f"planning time, best of 5    {warm * 1000:>8.1f} ms")
+    steady = steady_state_needs(needs, now, args.every)
+    steady_plan = plan(steady)
+    steady_bound = lower_bound(steady)
+    print(f"steady state (warm bucket cache, polls every {args.every:.0f} s):")
+    print(f"  requests per cycle        {len(steady_plan.queries):>8}")
+    print(f"  steady-state bound        {steady_bound:>8}  (lower bound of the cached ranges)")
+    print(f"  ratio                     {len(steady_plan.queries) / steady_bound:>8.2f}"
+          "  (target 1.00)")
+    print(f"  bound ÷ cold bound        {steady_bound / bound:>8.2f}")
+    print(f"  requests per customer     {len(steady_plan.queries) / len(customers):>8.2f}")
     _print_first_customer(result, customers[0])
+    _print_first_customer(steady_plan, customers[0])
 
 
 def _print_first_customer(result: RequestPlan, customer: str) -> None:

@@ -14,6 +14,9 @@ async def test_demo_delivers_and_prints_within_seconds() -> None:
     assert delivered, lines
     channels = {line.split()[2] for line in delivered}
     assert channels == {"email", "webhook"}
+    # Alerts in money: a spend and a credit alert (rules/spend.yaml, rules/credit.yaml).
+    assert any("token-spend" in line for line in delivered), delivered
+    assert any("token-credit" in line for line in delivered), delivered
     # Each delivery line is followed by an indented summary of its alerts.
     first = lines.index(delivered[0])
     assert lines[first + 1].startswith("    ")

@@ -151,6 +151,9 @@ async def run_backtest(
     rules = select_rules(engine.rules.rules, rule_names)
     only = set(customer_ids) if customer_ids else None
     by_rule = await engine.customers_by_rule(rules, only)
+    # Money rules are replayed with today's prices and credit (Stripe keeps no history of a
+    # balance summary), their periods moved to each instant's (billing.period_at).
+    by_rule = await engine.with_billing(rules, dict(by_rule), window.until)
     needs = {
         (rule.name, customer.id): history_need(rule, customer.id, window.since, window.until)
         for rule in rules

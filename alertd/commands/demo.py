@@ -4,7 +4,8 @@ Starts the Stripe simulator (40 customers, 90 days of generated usage with injec
 a local SMTP sink and a webhook sink, writes a config that points alertd at them, and runs the
 real daemon on the example rules in ``rules/``. Each notification is printed as it is
 delivered. To make something happen at once, the simulated clock is set to a moment of the
-generated history where incidents are under way (quota overuse, spikes, stopped usage), and
+generated history where incidents are under way (quota overuse, spikes, stopped usage; the
+simulator's prices and credit grants make the spend and credit rules fire too), and
 every rule is polled every few seconds; the demo's clock then runs at real speed from there.
 Ctrl-C (or ``--seconds``) stops everything cleanly.
 """

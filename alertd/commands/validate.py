@@ -2,7 +2,8 @@
 ``FILE:LINE:COL: message``; exit 2 when there is any. Contacts nothing.
 
 Says which config file it read (or that none was found and the built-in defaults were
-checked), and how many rule files and rules it loaded."""
+checked), and how many rule files and rules it loaded; with rules that price usage, which
+Stripe price shapes alertd supports."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from alertd.config.settings import DEFAULT_CONFIG_PATHS, find_config
 from alertd.config.validate import validate_report
 from alertd.errors import EXIT_CONFIG, EXIT_OK
+from alertd.pricing import SUPPORTED_SHAPES
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,4 +34,8 @@ def main(args: argparse.Namespace) -> int:
               "alertd.yaml (see config.example.yaml) or pass -c CONFIG")
     else:
         print(f"{path}: configuration, rules and templates are valid ({loaded})")
+    if report.priced:
+        print(f"{report.priced} rule(s) price usage with each customer's Stripe price for the "
+              f"meter; supported price shapes: {'; '.join(SUPPORTED_SHAPES)}. Any other "
+              "(or no price, or another currency) is an error finding naming the price.")
     return EXIT_OK

@@ -1,12 +1,10 @@
 """``anomaly`` conditions: is the latest complete bucket far outside what this series usually does?
 
-Sits between ``series.build_series`` and the alert lifecycle: :class:`AnomalyEvaluator` asks for
-the trailing ``history`` of hourly (``window: hour``) or daily buckets (``window: day``), lays
-them out by *local* hour (or day) number — so "the same hour of the week" means the same local
-wall-clock hour across DST — and judges the **latest complete** bucket, never the running one,
-with :func:`alertd.conditions.anomaly_model.assess` (its module docstring has the method and
-why: the best of a recent-level and two seasonal predictors, a band from that predictor's own
-heavy-tailed errors, episodes with hysteresis).
+This module is the condition's settings, its rule checks and the kind; the evaluation (local
+time, ``exclude``, the verdict's wording) is :mod:`alertd.conditions.anomaly_eval`, the detector
+itself :mod:`alertd.conditions.anomaly_model` (its docstring has the method and why: the best
+of a recent-level and two seasonal predictors, a band from that predictor's own heavy-tailed
+errors, episodes with hysteresis).
 
 Settings, from the rule:
 
@@ -18,33 +16,31 @@ Settings, from the rule:
   calendar (``dates: [12-25]``, ``weekdays: [sat, sun]``, ``hours: [0, 6]``), in the rule's
   time zone. An excluded judged bucket gets an inactive finding that says so.
 * ``min_volume`` — a bucket whose value and expectation are both below it is never unusual.
-* ``direction`` — ``up``, ``down`` or ``both``; ``min_history`` — no verdict until this much
-  time has passed since the customer's first usage (zero-filled buckets before it say nothing
-  about them, and are not learned from).
+* ``direction`` — ``up``, ``down`` or ``both``; ``history`` (default 35d) — how much is read;
+  ``min_history`` (default 1d) — no verdict until this much time has passed since the
+  customer's first usage (zero-filled buckets before it say nothing about them, and are not
+  learned from).
 
 The finding is active for the whole episode, so a five-hour burst is one firing; it says the
-expected value, the band, the predictor and, in an episode, since when.
-
-**Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
-learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
-fires nor resolves), and negative history buckets count as 0, so one large correction neither
-drags the expectation down nor widens the band.
+expected value, the band, the predictor and, in an episode, since when. Negative usage
+(corrections) is not judged (see :mod:`alertd.conditions.anomaly_eval`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from operator import attrgetter
+import re
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
 from pydantic import BeforeValidator, Field, model_validator
 
-from alertd import calendar as windows
 from alertd.clock import format_duration
-from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
+from alertd.conditions.anomaly_eval import (
+    METHOD_DAY_OF_WEEK,
+    METHOD_HOUR_OF_DAY,
+    METHOD_HOUR_OF_WEEK,
+    AnomalyEvaluator,
+)
 from alertd.conditions.base import (
     ADJECTIVE,
     Baseline,
@@ -55,377 +51,17 @@ from alertd.conditions.base import (
     Sample,
     StrictModel,
 )
-from alertd.conditions.series import data_need, finding, number, window_buckets
 from alertd.config.settings import PositiveDuration
-from alertd.model import (
-    NO_FIGURES,
-    Bucket,
-    Customer,
-    DataNeed,
-    Finding,
-    Granularity,
-    Period,
-    Series,
-)
+from alertd.model import Granularity
 from alertd.templating import format_number
 
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
 
-#: A bucket's value; ``map`` with it reads the ~840 buckets of a judgement at C speed.
-VALUE = attrgetter("value")
-EPOCH = date(1970, 1, 1).toordinal()
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-METHOD_HOUR_OF_DAY = "same hour of day"
-METHOD_HOUR_OF_WEEK = "same hour of week"
-METHOD_DAY_OF_WEEK = "same weekday"
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """How buckets of one size are judged (counts in buckets; see :class:`Settings`)."""
-
-    unit_seconds: int
-    seasons: tuple[tuple[int, str], ...]
-    pool: int
-    lookback: int
-    hold: int
-    min_adaptation: int
-    min_errors: int
-
-
-HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
-              pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
-DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK),), pool=28, lookback=7, hold=0, min_adaptation=3,
-             min_errors=7)
-#: Weeks and months (not accepted by rule validation, but judged sensibly if asked): no seasons.
-LONGER = Plan(0, (), pool=12, lookback=2, hold=0, min_adaptation=2, min_errors=3)
-
-
-def plan_for(window: Granularity) -> Plan:
-    return HOURLY if window == "hour" else DAILY if window == "day" else LONGER
-
-
-def settings_for(condition: AnomalyCondition, plan: Plan) -> Settings:
-    unit = plan.unit_seconds or 30 * 86400
-    adaptation = max(plan.min_adaptation, round(condition.adaptation / unit))
-    return Settings(
-        sensitivity=condition.sensitivity, adaptation=adaptation, pool=plan.pool,
-        lookback=plan.lookback, hold=plan.hold, seasons=plan.seasons,
-        direction=condition.direction, min_volume=condition.min_volume,
-        min_errors=plan.min_errors,
-    )
-
-
-class AnomalyEvaluator:
-    """Judges ``condition: {type: anomaly}`` rules (the module docstring has the method)."""
-
-    def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
-        """One need: the rule's buckets from ``history`` before the current period's start to
-        the end of the current period, or ``now`` rounded up to the minute if earlier."""
-        current = windows.period_containing(now, rule.window, rule.timezone)
-        granularity: Granularity = "hour" if rule.window == "hour" else "day"
-        starts_at = history_start(current, granularity, _condition(rule).history)
-        return (data_need(rule, customer, now, starts_at, granularity),)
-
-    def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
-        """The verdict on the latest complete bucket: ``nodata`` when there is none yet;
-        inactive, saying why, before ``min_history``, with too little history, or when the
-        bucket is excluded."""
-        condition = _condition(rule)
-        buckets: Sequence[Bucket] = (
-            series.buckets if rule.window in ("hour", "day")
-            else window_buckets(series, rule.window, rule.timezone)
-        )
-        judged_at = latest_complete(buckets)
-        if judged_at is None:
-            return _nodata(rule, series, buckets, now)
-        judged = buckets[judged_at]
-        if judged.value < 0:
-            return _negative(rule, series, judged)
-        # Completeness grows from the start (the freshness rule): all before it is complete.
-        history = buckets[:judged_at]
-        shortfall = history_shortfall(history, judged, condition.min_history)
-        if shortfall is not None:
-            return _no_verdict(rule, series, judged, shortfall)
-        plan = plan_for(rule.window)
-        values = judged_values(buckets[:judged_at + 1], plan, rule.timezone, condition.exclude)
-        if values is None:
-            return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
-        assessment = assess(values, settings_for(condition, plan))
-        if assessment is None:
-            return _no_verdict(rule, series, judged,
-                               f"not enough history yet to learn this {rule.window}'s usual")
-        return judge(rule, condition, series, judged, assessment)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def history_start(current: Period, granularity: Granularity, history: float) -> int:
-    """``history`` of local wall-clock time before ``current`` starts, floored to a bucket, so
-    ``35d`` means 35 local days even across a DST change."""
-    zone = windows.zone(current.timezone)
-    local = datetime.fromtimestamp(current.starts_at, zone).replace(tzinfo=None)
-    earlier = (local - timedelta(seconds=history)).replace(tzinfo=zone)
-    return windows.floor(int(earlier.timestamp()), granularity, current.timezone)
-
-
-def latest_complete(buckets: Sequence[Bucket]) -> int | None:
-    """The index of the last complete bucket (the running one is never judged)."""
-    for index in range(len(buckets) - 1, -1, -1):
-        if buckets[index].complete:
-            return index
-    return None
-
-
-def history_shortfall(history: Sequence[Bucket], judged: Bucket, min_history: float) -> str | None:
-    """Why no verdict can be given yet, or ``None``. History counts from the first bucket with
-    usage: zero-filled buckets before a customer's first use say nothing about them."""
-    first = next((b for b in history if b.value != 0), None)
-    seen = 0 if first is None else judged.starts_at - first.starts_at
-    if seen >= min_history:
-        return None
-    return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
-
-
-
-# --------------------------------------------------------------------------- values
-
-
-def judged_values(
-    buckets: Sequence[Bucket], plan: Plan, tz: str, exclude: Sequence[ExcludePeriod]
-) -> Array | None:
-    """The values up to the judged (last) bucket, one per local unit from the local day of
-    the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
-    bucket is excluded; ``None`` when the judged bucket itself is excluded."""
-    if plan.unit_seconds:
-        first, values = local_values(buckets, plan.unit_seconds, tz)
-    else:
-        first, values = 0, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
-    # Negative buckets (corrections) are no usage level to learn: they count as 0.
-    values = np.maximum(values, 0.0)
-    if exclude and plan.unit_seconds:
-        values = np.where(excluded(first, len(values), plan.unit_seconds, exclude), np.nan,
-                          values)
-        if np.isnan(values[-1]):
-            return None
-    used = np.flatnonzero(np.nan_to_num(values))
-    if len(used):
-        per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
-        unit = first + int(used[0])
-        values = values[max(unit - unit % per_day - first, 0):]
-    return values
-
-
-def local_values(buckets: Sequence[Bucket], unit_seconds: int, tz: str) -> tuple[int, Array]:
-    """``(first local unit, values)``, densely by local unit number."""
-    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
-        first = buckets[0].starts_at // unit_seconds
-        if buckets[-1].starts_at // unit_seconds - first + 1 == len(buckets):
-            return first, np.fromiter(map(VALUE, buckets), np.float64, len(buckets))
-    units = local_units([b.starts_at for b in buckets], unit_seconds, tz)
-    values = np.full(units[-1] - units[0] + 1, np.nan)
-    # A repeated hour (fall back) keeps its later bucket.
-    values[np.asarray(units) - units[0]] = np.fromiter(map(VALUE, buckets), np.float64,
-                                                       len(buckets))
-    return units[0], values
-
-
-def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
-             ) -> np.ndarray:
-    """Which of the local units ``first .. first + count - 1`` any period excludes."""
-    per_day = 86400 // unit_seconds
-    units = np.arange(first, first + count)
-    days = units // per_day
-    mask = np.zeros(count, dtype=bool)
-    for period in periods:
-        if period.from_ is not None:
-            lo, hi = _bounds(period, unit_seconds)
-            mask |= (units >= lo) & (units < hi)
-            continue
-        hit = np.ones(count, dtype=bool)
-        if period.weekdays:
-            wanted = [WEEKDAYS.index(day) for day in period.weekdays]
-            hit &= np.isin((days + 3) % 7, wanted)  # day 0 (1970-01-01) was a Thursday
-        if period.dates:
-            hit &= _on_dates(days, period.dates)
-        if period.hours:
-            start, stop = period.hours
-            if per_day == 1:  # a day bucket is excluded only by hours covering all of it
-                hit &= start == 0 and stop == 24
-            else:
-                hour = units % per_day
-                hit &= (hour >= start) & (hour < stop) if start < stop else (
-                    (hour >= start) | (hour < stop))
-        mask |= hit
-    return mask
-
-
-def _bounds(period: ExcludePeriod, unit_seconds: int) -> tuple[int, int]:
-    """``[lo, hi)`` in local units: a date ``to`` includes its whole day."""
-    def unit_of(moment: date | datetime, end: bool) -> int:
-        if isinstance(moment, datetime):
-            seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
-            return -(-int(seconds) // unit_seconds) if end else int(seconds) // unit_seconds
-        day = moment.toordinal() - EPOCH + (1 if end else 0)
-        return day * (86400 // unit_seconds)
-
-    assert period.from_ is not None
-    return unit_of(period.from_, False), unit_of(period.to or period.from_, True)
-
-
-def _on_dates(days: np.ndarray, dates: Sequence[str]) -> np.ndarray:
-    unique = np.unique(days)
-    names = {int(day): date.fromordinal(int(day) + EPOCH).strftime("%m-%d") for day in unique}
-    wanted = {day for day, name in names.items() if name in dates}
-    return np.isin(days, list(wanted))
-
-
-# --------------------------------------------------------------------------- local time
-
-
-def local_units(starts: Sequence[int], unit_seconds: int, tz: str) -> list[int]:
-    """Local wall-clock hour (or day) numbers since 1970-01-01 local time, for sorted instants.
-
-    The zone's offset is looked up once a day and per bucket only around a change: a lookup
-    costs more than everything else done with a bucket."""
-    if tz == "UTC":
-        return [start // unit_seconds for start in starts]
-    offsets = utc_offsets(starts, tz, step=max(1, 86400 // unit_seconds))
-    return [(start + offset) // unit_seconds
-            for start, offset in zip(starts, offsets, strict=True)]
-
-
-def utc_offsets(starts: Sequence[int], tz: str, step: int) -> list[int]:
-    if not starts:
-        return []
-    probes = sorted({*range(0, len(starts), step), len(starts) - 1})
-    known = {i: utc_offset(starts[i], tz) for i in probes}
-    offsets = [0] * len(starts)
-    for left, right in zip(probes, [*probes[1:], len(starts)], strict=True):
-        same = right == len(starts) or known[left] == known[right]
-        for i in range(left, right):
-            offsets[i] = known[left] if same else utc_offset(starts[i], tz)
-    return offsets
-
-
-def utc_offset(instant: int, tz: str) -> int:
-    offset = datetime.fromtimestamp(instant, UTC).astimezone(windows.zone(tz)).utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
-
-
-# --------------------------------------------------------------------------- verdict
-
-
-def judge(
-    rule: Rule, condition: AnomalyCondition, series: Series, judged: Bucket,
-    assessment: Assessment,
-) -> Finding:
-    """The finding for ``judged``: active while its episode lasts."""
-    value, expected = judged.value, assessment.expected
-    low, high = assessment.low, assessment.high
-    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
-    active = assessment.active
-    message = (
-        f"{verdict(assessment.score, active, assessment.outside)}: {number(value)} "
-        f"{span(window, rule.window)}, expected {number(expected)} "
-        f"({number(low)}–{number(high)}, {assessment.method})"
-    )
-    size = judged.ends_at - judged.starts_at
-    since = None
-    if active and assessment.started:
-        since = judged.starts_at - assessment.started * size
-        began = Period(since, since + size, rule.timezone)
-        message += f"; unusual since {span(began, rule.window)}"
-    quiet = value < condition.min_volume and expected < condition.min_volume
-    if quiet:
-        message += f"; both below min_volume {number(condition.min_volume)}"
-    details = {
-        "band": [low, high],
-        "method": assessment.method,
-        "score": round(assessment.score, 2),
-        "sensitivity": condition.sensitivity,
-        "direction": condition.direction,
-        "samples": assessment.errors,
-        "episode_since": since,
-    }
-    return _finding(rule, series, judged, active, message, baseline=expected, details=details)
-
-
-def outside(score: float, sensitivity: float, direction: Direction) -> bool:
-    if direction == "up":
-        return score > sensitivity
-    if direction == "down":
-        return score < -sensitivity
-    return abs(score) > sensitivity
-
-
-def verdict(score: float, active: bool, outside: bool) -> str:
-    if not active:
-        return "as usual"
-    if not outside:
-        return "back inside the band, episode held"
-    return "unusually high" if score > 0 else "unusually low"
-
-
-def span(window: Period, granularity: Granularity) -> str:
-    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
-    if granularity != "hour":
-        return f"on {windows.period_key(window, granularity)} ({window.timezone})"
-    start = datetime.fromtimestamp(window.starts_at, windows.zone(window.timezone))
-    # Named by wall-clock hours, so the repeated hour of a DST change reads 01:00–02:00 twice.
-    return f"{start:%Y-%m-%d %H:%M}–{(start.hour + 1) % 24:02d}:{start:%M} {window.timezone}"
-
-
-# --------------------------------------------------------------------------- findings
-
-
-def _condition(rule: Rule) -> AnomalyCondition:
-    if not isinstance(rule.condition, AnomalyCondition):
-        raise TypeError(f"rule {rule.name} has no anomaly condition")
-    return rule.condition
-
-
-def _finding(
-    rule: Rule,
-    series: Series,
-    judged: Bucket,
-    active: bool,
-    message: str,
-    *,
-    baseline: float | None = None,
-    details: dict[str, object] | None = None,
-) -> Finding:
-    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
-    return finding(
-        rule, series, window, message=message, value=judged.value, active=active,
-        complete=True, level=rule.severity if active else None,
-        figures=NO_FIGURES if baseline is None else Baseline(baseline),
-        details=details or {},
-    )
-
-
-def _no_verdict(rule: Rule, series: Series, judged: Bucket, reason: str) -> Finding:
-    return _finding(rule, series, judged, False, reason, details={"method": "none"})
-
-
-def _negative(rule: Rule, series: Series, judged: Bucket) -> Finding:
-    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
-    return finding(
-        rule, series, window, state="nodata", value=judged.value, complete=True,
-        message=(f"net usage {number(judged.value)} {span(window, rule.window)}: corrections "
-                 "(negative meter events) exceed the usage, so it is not judged as an anomaly"),
-    )
-
-
-def _nodata(rule: Rule, series: Series, buckets: Sequence[Bucket], now: int) -> Finding:
-    if buckets:
-        window = Period(buckets[-1].starts_at, buckets[-1].ends_at, rule.timezone)
-    else:
-        window = windows.period_containing(now, rule.window, rule.timezone)
-    return finding(rule, series, window, state="nodata", message="no complete bucket yet")
+__all__ = [
+    "ANOMALY", "METHOD_DAY_OF_WEEK", "METHOD_HOUR_OF_DAY", "METHOD_HOUR_OF_WEEK",
+    "AnomalyCondition", "AnomalyEvaluator", "AnomalyKind", "ExcludePeriod",
+]
 
 
 # --------------------------------------------------------------------------- the kind
@@ -453,6 +89,15 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _month_day(text: object) -> object:
+    if isinstance(text, str) and not _MONTH_DAY.fullmatch(text):
+        raise ValueError(f"dates are MM-DD, every year (12-25 for Christmas), not {text!r}")
+    return text
+
+
+_MONTH_DAY = re.compile(r"(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
+
+
 class ExcludePeriod(StrictModel):
     """Buckets an anomaly rule neither judges nor learns from (launches, holidays, outages),
     in the rule's time zone: ``from``/``to`` dates or date-times (``to`` inclusive for a date),
@@ -461,8 +106,7 @@ class ExcludePeriod(StrictModel):
 
     from_: date | datetime | None = Field(None, alias="from")
     to: date | datetime | None = None
-    dates: tuple[Annotated[str, Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")],
-                 ...] = ()
+    dates: tuple[Annotated[str, BeforeValidator(_month_day)], ...] = ()
     weekdays: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()
     hours: Annotated[tuple[Annotated[int, Field(ge=0, le=24)], ...], Field(max_length=2)] = ()
 
@@ -478,10 +122,24 @@ class ExcludePeriod(StrictModel):
 
 
 def _exclude_item(value: object) -> object:
-    """``2025-12-25`` alone is that one day."""
-    if isinstance(value, (str, date)):
+    """``2025-12-25`` alone is that one day (a date-time alone: that one instant's bucket)."""
+    if isinstance(value, str):
+        value = _moment(value)
+    if isinstance(value, date):
         return {"from": value, "to": value}
     return value
+
+
+def _moment(text: str) -> date | datetime:
+    for parse in (date.fromisoformat, datetime.fromisoformat):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    raise ValueError(f"give a date (2025-12-25), a date-time (2025-12-25T09:00), or from/to "
+                     f"or dates/weekdays/hours, not {text!r}")
+
+
 
 
 class AnomalyCondition(ConditionModel):
@@ -525,6 +183,12 @@ def _sample(rule: Rule, condition: AnomalyCondition) -> Sample:
                   details={"band": [baseline - spread, baseline + spread],
                            "method": METHOD_HOUR_OF_WEEK},
                   recent_level=baseline)
+
+
+def _condition(rule: Rule) -> AnomalyCondition:
+    if not isinstance(rule.condition, AnomalyCondition):
+        raise TypeError(f"rule {rule.name} has no anomaly condition")
+    return rule.condition
 
 
 class AnomalyKind(AnomalyEvaluator, ConditionKind):

@@ -45,8 +45,20 @@ band's width; ``hold`` buckets inside it are bridged). It is reconstructed from 
 is learned from the buckets *before* the lookback, so an anomaly never widens the band it is
 judged against. A rule's ``keep_firing_for`` then bridges dips below the exit band.
 
-No model, no training step, no download: a few sorts and partitions over at most
-``pool + lookback`` buckets (~0.15 ms per judgement).
+**Gappy series.** Some customers leave many hours empty where usage was expected (they use the
+product in bursts, or report in batches): when at least :data:`GAPS` of the history's buckets
+in non-idle slots are empty, the empty hours are normal for them, say nothing, and would widen
+the band on both sides if learned from. Such a series is judged a second time with its empty
+buckets left out (``NaN``), and an empty judged bucket is as usual (a stop is the ``absence``
+kind's to tell, which learns each customer's usual gaps). Empty hours that the profile predicts
+(nights, weekends) are idle slots, not gaps.
+
+No model, no training step, no download: a few partitions over at most ``pool + lookback``
+buckets, each step over whole arrays (medians of a few seasons by comparisons, of trailing
+windows by one partition), a fraction of a millisecond per judgement.
+
+Why over 400 lines: one method, documented here once, whose steps read each other's arrays;
+split, its docstring would describe code in another module.
 """
 
 from __future__ import annotations
@@ -55,7 +67,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
@@ -75,6 +86,8 @@ MIN_SIDE = 12
 IDLE = 0.05
 #: ...and there a use is unusual above MARGIN times this quantile of their non-zero buckets.
 BUSY = 0.9
+#: A series is gappy when this fraction of its busy-expected buckets were empty.
+GAPS = 0.1
 #: The exit band is this fraction of the entry band.
 EXIT = 0.5
 #: The spread is at least this fraction of the expected value.
@@ -119,6 +132,8 @@ class Assessment:
     errors: int
     active: bool
     started: int | None
+    #: Whether empty buckets where usage was expected are common in this series' history.
+    gappy: bool = False
 
     @property
     def outside(self) -> bool:
@@ -127,9 +142,26 @@ class Assessment:
 
 def assess(values: Array, settings: Settings) -> Assessment | None:
     """The assessment of ``values[-1]``; ``None`` when no predictor has ``min_errors``
-    measured errors yet, or the judged bucket is excluded (``NaN``)."""
+    measured errors yet, or the judged bucket is excluded (``NaN``).
+
+    A *gappy* series (:func:`gappy`: empty buckets where usage was expected are common) is
+    judged a second time on its non-empty buckets only, and an empty bucket in it is as usual."""
     if len(values) < 2 or np.isnan(values[-1]):
         return None
+    first = _assess(values, settings, gaps=False)
+    if first is None or not first.gappy:
+        return first
+    return _assess(np.where(values == 0, np.nan, values), settings, gaps=True,
+                   judged=float(values[-1]))
+
+
+def _assess(values: Array, settings: Settings, *, gaps: bool, judged: float | None = None
+            ) -> Assessment | None:
+    """:func:`assess`; with ``gaps``, the empty buckets are ``NaN`` in ``values`` and the
+    judged bucket's own value is ``judged``."""
+    if gaps and judged == 0:
+        values = values.copy()
+        values[-1] = 0.0
     end = len(values)
     first = max(0, end - settings.lookback - settings.pool)
     split = max(first, end - settings.lookback - 1)
@@ -142,21 +174,25 @@ def assess(values: Array, settings: Settings) -> Assessment | None:
     recent = values[split:]
     expected, anchor = predicted[split - first:], anchors[split - first:]
     history = values[first:split]
-    ups = _idle(history, expected, _scaled(above, expected, anchor), settings.sensitivity)
-    downs = _scaled(below, expected, anchor)
+    growth = _growth(expected, anchor)
+    ups = _idle(history, expected, above * growth, settings.sensitivity)
+    downs = below * growth
     spreads = np.where(recent >= expected, ups, downs)
     scores = _scores(recent, expected, anchor, spreads)
+    if gaps:  # an empty bucket of a gappy series is as usual, and ends no episode by itself
+        scores = np.where(recent == 0, np.nan, scores)
     episode = _episode(recent, expected, scores, settings)
     value, center, spread = float(values[-1]), float(expected[-1]), float(spreads[-1])
     if not np.isnan(anchor[-1]) and abs(value - anchor[-1]) < abs(value - center):
         center = float(anchor[-1])  # the usual explains it better than the adapted level
     k = settings.sensitivity
-    score = float(scores[-1])
+    score = 0.0 if np.isnan(scores[-1]) else float(scores[-1])
     return Assessment(
         value=value, expected=center, spread=spread, low=max(center - k * float(downs[-1]), 0.0),
         high=center + k * float(ups[-1]), score=score, method=method,
         errors=int(np.count_nonzero(~np.isnan(values[first:split]))),
         active=episode is not None, started=episode,
+        gappy=not gaps and gappy(history, predicted[:split - first]),
     )
 
 
@@ -171,7 +207,7 @@ def _choose(
         errors = errors[~np.isnan(errors)]
         if len(errors) < settings.min_errors:
             continue
-        mae = float(np.mean(np.abs(errors)))
+        mae = float(np.abs(errors).sum()) / len(errors)
         if best is None or mae < best[0]:
             best = (mae, method, predicted, anchor, errors)
     if best is None:
@@ -219,18 +255,45 @@ def _predictors(
     return found
 
 
-def _median(block: Array, axis: int) -> Array:
-    """Medians along ``axis`` of a 2-D block, ignoring ``NaN`` (all-``NaN``: ``NaN``)."""
+def _median(block: Array, axis: int = 0) -> Array:
+    """Medians along ``axis`` of a 2-D block, ignoring ``NaN`` (all-``NaN``: ``NaN``).
+
+    Exact either way: a few rows by a comparison network over whole rows (the seasons),
+    else one partition of the middle two (sorting is several times slower on short rows)."""
     if np.isnan(block.sum()):  # one reduction; the values are finite otherwise
         with warnings.catch_warnings():  # an all-NaN column is a NaN median, as meant
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.asarray(np.nanmedian(block, axis=axis), dtype=np.float64)
-    ordered = np.sort(block, axis=axis)
     size = block.shape[axis]
-    middle = np.take(ordered, size // 2, axis=axis)
-    if size % 2:
-        return np.asarray(middle, np.float64)
-    return np.asarray((middle + np.take(ordered, size // 2 - 1, axis=axis)) / 2, np.float64)
+    if axis == 0 and size <= 4:
+        return _few_median(block)
+    lo, hi = (size - 1) // 2, size // 2
+    middle = np.partition(block, (lo, hi), axis=axis)
+    low, high = np.take(middle, lo, axis=axis), np.take(middle, hi, axis=axis)
+    return np.asarray(low if lo == hi else (low + high) * 0.5, np.float64)
+
+
+def _few_median(rows: Array) -> Array:
+    """The median of one to four rows, column by column, by comparisons."""
+    if len(rows) == 1:
+        return np.asarray(rows[0], np.float64)
+    if len(rows) == 2:
+        return np.asarray((rows[0] + rows[1]) * 0.5, np.float64)
+    low, high = np.minimum(rows[0], rows[1]), np.maximum(rows[0], rows[1])
+    if len(rows) == 3:
+        return np.asarray(np.maximum(low, np.minimum(high, rows[2])), np.float64)
+    # Of four, the middle two are the larger of the pair minima and the smaller of the maxima.
+    low2, high2 = np.minimum(rows[2], rows[3]), np.maximum(rows[2], rows[3])
+    return np.asarray((np.maximum(low, low2) + np.minimum(high, high2)) * 0.5, np.float64)
+
+
+def _shifted(source: Array, width: int, count: int) -> Array:
+    """Row ``i`` is ``source[i:i + width]``: the windows of a trailing statistic (a few
+    column copies cost less than a strided view's set-up)."""
+    block = np.empty((count, width))
+    for column in range(width):
+        block[:, column] = source[column:column + count]
+    return block
 
 
 def trailing_median(values: Array, first: int, width: int) -> Array:
@@ -238,10 +301,11 @@ def trailing_median(values: Array, first: int, width: int) -> Array:
     (``NaN`` where there are none)."""
     end = len(values)
     if first >= width:
-        return _median(sliding_window_view(values[first - width:end - 1], width), 1)
-    padded = np.concatenate((np.full(width, np.nan), values))
-    # Row i of the windows ends just before bucket first + i.
-    return _median(sliding_window_view(padded[first:end - 1 + width], width), 1)
+        source = values[first - width:end - 1]
+    else:
+        # Window i ends just before bucket first + i.
+        source = np.concatenate((np.full(width - first, np.nan), values[:end - 1]))
+    return _median(_shifted(source, width, end - first), 1)
 
 
 def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[Array, Array]:
@@ -254,21 +318,21 @@ def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[A
     start = max(0, first - adaptation)
     seasons = min(MAX_SEASONS, start // length)
     if seasons:
-        centers = _median(np.vstack([values[start - k * length:end - k * length]
-                                     for k in range(1, seasons + 1)]), 0)
+        block = np.empty((seasons, end - start))
+        for k in range(1, seasons + 1):
+            block[k - 1] = values[start - k * length:end - k * length]
+        centers = _median(block)
     else:  # a young series: each bucket has the seasons it has
-        rows = []
+        block = np.full((MAX_SEASONS, end - start), np.nan)
         for k in range(1, MAX_SEASONS + 1):
-            row = np.full(end - start, np.nan)
             if end - k * length > 0:
                 take = values[max(start - k * length, 0):end - k * length]
-                row[end - start - len(take):] = take
-            rows.append(row)
-        centers = _median(np.vstack(rows), 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(centers > 0, values[start:] / centers, np.nan)
+                block[k - 1, end - start - len(take):] = take
+        centers = _median(block)
+    ratios = np.divide(values[start:], centers, out=np.full(end - start, np.nan),
+                       where=centers > 0)
     factor = trailing_median(ratios, first - start, adaptation)
-    factor = np.where(np.isnan(factor), 1.0, factor)
+    factor[np.isnan(factor)] = 1.0
     anchor = centers[first - start:]
     return anchor * factor, anchor
 
@@ -289,12 +353,27 @@ def _idle(history: Array, expected: Array, spreads: Array, sensitivity: float) -
     return np.where(idle, np.maximum(spreads, floor), spreads)
 
 
-def _scaled(spread: float, expected: Array, anchor: Array) -> Array:
-    """The spread grown with the level: usage that has tripled strays three times as far
-    (never shrunk, so a drop does not narrow the band into false alerts)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(anchor > 0, expected / anchor, 1.0)
-    return np.asarray(spread * np.maximum(np.nan_to_num(factor, nan=1.0), 1.0), np.float64)
+def gappy(history: Array, predicted: Array) -> bool:
+    """Whether the series' empty buckets are part of its normal: at least :data:`GAPS` of the
+    history buckets where the predictor expected real usage (not an idle slot) were empty.
+    Such a customer uses the product in bursts with empty hours between (or reports in
+    batches): an empty hour says nothing, and learning from it would widen the band on both
+    sides (the prediction dips, the errors grow), hiding the real changes."""
+    busy = history[history > 0]
+    if len(busy) < MIN_SIDE:
+        return False
+    expecting = predicted > IDLE * quantile(busy, 0.5)
+    expecting &= ~np.isnan(history)
+    if np.count_nonzero(expecting) < MIN_SIDE:
+        return False
+    return float(np.mean(history[expecting] == 0)) >= GAPS
+
+
+def _growth(expected: Array, anchor: Array) -> Array:
+    """How much a spread grows with the level: usage that has tripled strays three times as
+    far (never shrunk, so a drop does not narrow the band into false alerts)."""
+    factor = np.divide(expected, anchor, out=np.ones(len(anchor)), where=anchor > 0)
+    return np.fmax(factor, 1.0)  # fmax: NaN counts as 1
 
 
 def _scores(recent: Array, expected: Array, anchor: Array, spread: Array) -> Array:

@@ -30,10 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from alertd import calendar
 from alertd.clock import format_duration, readable_duration
+from alertd.conditions import cost
 from alertd.conditions.base import (
     SAMPLE_QUOTA,
     Bound,
@@ -43,6 +44,8 @@ from alertd.conditions.base import (
     Sample,
     ValueFrom,
 )
+from alertd.conditions.cost import cost_bounds
+from alertd.conditions.money import billing_need, split_money, wants_billing
 from alertd.conditions.series import (
     NOMINAL_SECONDS,
     complete_buckets,
@@ -71,6 +74,7 @@ from alertd.model import (
     Period,
     Series,
 )
+from alertd.pricing import Money
 from alertd.templating import format_number
 
 if TYPE_CHECKING:
@@ -90,9 +94,18 @@ class ForecastCondition(ConditionModel):
     min_elapsed: Duration = 3 * 86400.0
     #: How far back the run rate is measured.
     rate_window: PositiveDuration = 7 * 86400.0
+    #: ``cost``: the projected invoice amount (:mod:`alertd.conditions.cost`); its ``value``
+    #: is an amount with a currency, moved to ``cost_value``.
+    measure: Literal["usage", "cost"] = "usage"
+    cost_value: Money | None = Field(None, exclude=True)
+
+    _money = model_validator(mode="before")(split_money)
 
     @model_validator(mode="after")
     def _budget(self) -> ForecastCondition:
+        if self.measure == "cost":
+            cost_bounds(self.cost_value, None, self.value_from)
+            return self
         if (self.value is None) == (self.value_from is None):
             raise ValueError("a forecast needs exactly one budget: 'value' or 'value_from'")
         return self
@@ -194,6 +207,8 @@ class ForecastEvaluator:
     """The :class:`~alertd.conditions.base.Evaluator` of ``forecast`` conditions."""
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
+        if wants_billing(rule):
+            return (billing_need(rule, customer, now),)
         granularity = granularity_for(rule)
         current = calendar.period_containing(now, rule.window, rule.timezone)
         latest = calendar.period_containing(now, granularity, rule.timezone)
@@ -202,6 +217,8 @@ class ForecastEvaluator:
         return (data_need(rule, customer, now, min(current.starts_at, earliest.starts_at)),)
 
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
+        if wants_billing(rule):
+            return cost.forecast(rule, _condition(rule), series, customer, now, ProjectedTotal)
         period = calendar.period_containing(now, rule.window, rule.timezone)
         budget = budget_for(_condition(rule), customer)
         if isinstance(budget, QuotaProblem):
@@ -317,10 +334,18 @@ class ForecastKind(ForecastEvaluator, ConditionKind):
         return True
 
     def check(self, rule: Rule) -> list[RuleIssue]:
+        if wants_billing(rule):
+            return cost.check(rule)
         return _issues(rule, _condition(rule))
 
     def sample(self, rule: Rule) -> Sample:
-        return _sample(rule, _condition(rule))
+        condition = _condition(rule)
+        if condition.measure == "cost":
+            sampled = cost.sample(rule, condition.cost_value, None)
+            return Sample(sampled.value, f"projected {sampled.message}",
+                          ProjectedTotal(sampled.value / 1.18, sampled.value),
+                          details={"crosses_at": "2025-03-20"})
+        return _sample(rule, condition)
 
 
 FORECAST = ForecastKind()

@@ -16,6 +16,7 @@ from alertd.conditions.absence import ABSENCE
 from alertd.conditions.anomaly import ANOMALY
 from alertd.conditions.base import ConditionKind, ConditionModel
 from alertd.conditions.change import CHANGE
+from alertd.conditions.credit import CREDIT
 from alertd.conditions.forecast import FORECAST
 from alertd.conditions.threshold import THRESHOLD
 from alertd.errors import AlertdError
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from alertd.rules.schema import Rule
 
 KINDS: dict[str, ConditionKind] = {
-    kind.type: kind for kind in (THRESHOLD, CHANGE, ANOMALY, FORECAST, ABSENCE)
+    kind.type: kind for kind in (THRESHOLD, CHANGE, ANOMALY, FORECAST, ABSENCE, CREDIT)
 }
 
 _listeners: list[Callable[[], None]] = []

@@ -17,24 +17,27 @@ hour or day) is never complete, because its period has not ended.
 Also here: :func:`window_buckets` (day buckets summed into the rule's weeks and months),
 :func:`data_need` (the one request shape every evaluator asks for) and the small helpers that
 build findings, so every evaluator words them the same way.
+
+Why over 400 lines: the freshness rule, the binning and the finding helpers are what every
+evaluator shares; one module, so that no kind imports another kind for them.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from itertools import repeat
+from itertools import count as numbering
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alertd import calendar
+from alertd.conditions.columns import BucketColumns
 from alertd.model import (
     NO_FIGURES,
     Bucket,
@@ -143,10 +146,13 @@ def build_series(
     Many rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows
     per series, and this runs for every rule and customer every cycle), a few in a loop (numpy
     costs more than it saves on the one row of a monthly threshold); sums add in row order
-    either way.
+    either way. The series carry their buckets as :class:`BucketColumns` (arrays; bucket
+    objects are made only when read).
     """
     slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
-    sums = (_binned if len(rows) >= FEW_ROWS else _looped)(rule, need, rows, slots)
+    sums: Mapping[Dimensions, Sequence[float] | np.ndarray] = (
+        _binned(rule, need, rows, slots) if len(rows) >= FEW_ROWS
+        else _looped(rule, need, rows, slots))
     capped = None if refreshed_at is None else min(refreshed_at, now)
     complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
     return [
@@ -178,29 +184,43 @@ def _looped(
 
 def _binned(
     rule: Rule, need: DataNeed, rows: Sequence[UsageRow], slots: _Slots
-) -> dict[Dimensions, list[float]]:
+) -> dict[Dimensions, np.ndarray]:
     count = len(slots.periods)
-    sums: dict[Dimensions, list[float]] = {}
+    sums: dict[Dimensions, np.ndarray] = {}
     if not rule.group_by:
-        sums[()] = [0.0] * count
+        sums[()] = np.zeros(count)
     if rows:
         index = _slot_indices(slots, rows, need)
         values = np.fromiter(map(_VALUE, rows), np.float64, len(rows))
         if rule.group_by:
-            dimensions = list(map(_DIMENSIONS, rows))
-            group_of = {d: _group_of(d, rule.group_by) for d in set(dimensions)}
-            names = sorted(set(group_of.values()))
-            number_of = {d: names.index(group) for d, group in group_of.items()}
-            ids = np.fromiter(map(number_of.__getitem__, dimensions), np.int64, len(rows))
+            names, ids = _group_ids(rows, rule.group_by)
         else:
             names, ids = [()], np.zeros(len(rows), np.int64)
+        # One bincount over (group, slot) cells: rows outside the range go to a spare cell.
         inside = index >= 0
+        cells = np.where(inside, ids * count + index, len(names) * count)
+        binned = np.bincount(cells, weights=values, minlength=len(names) * count + 1)
+        present = np.bincount(ids[inside], minlength=len(names))
         for number_, group in enumerate(names):
-            chosen = inside & (ids == number_)
-            if chosen.any():
-                binned = np.bincount(index[chosen], weights=values[chosen], minlength=count)
-                sums[group] = binned.tolist()
+            if present[number_]:
+                sums[group] = binned[number_ * count:(number_ + 1) * count]
     return sums
+
+
+def _group_ids(rows: Sequence[UsageRow], group_by: Sequence[str]
+               ) -> tuple[list[Dimensions], np.ndarray]:
+    """The sorted group-by value sets of ``rows`` and each row's number among them. Each
+    row's dimensions are hashed once (hashing nested tuples is most of the cost): the first
+    row with a given set numbers it, by its position."""
+    codes: dict[Dimensions, int] = {}
+    raw = np.fromiter(map(codes.setdefault, map(_DIMENSIONS, rows), numbering()), np.int64,
+                      len(rows))
+    group_of = {code: _group_of(dimensions, group_by) for dimensions, code in codes.items()}
+    names = sorted(set(group_of.values()))
+    table = np.zeros(len(rows), np.int64)
+    for code, group in group_of.items():
+        table[code] = names.index(group)
+    return names, table[raw]
 
 
 _VALUE = attrgetter("value")
@@ -250,43 +270,28 @@ def _series(
     need: DataNeed,
     group: Dimensions,
     slots: _Slots,
-    values: Sequence[float],
+    values: Sequence[float] | np.ndarray,
     refreshed_at: int | None,
     complete_before: float,
 ) -> Series:
     # Only the first slot can start before the range and only the last end after it.
-    starts, ends = list(slots.starts), list(slots.ends)
+    starts, ends = slots.starts_array.copy(), slots.ends_array.copy()
     starts[0], ends[-1] = max(starts[0], need.starts_at), min(ends[-1], need.ends_at)
     # The slot's own end, not the clipped one: a running period is never complete. Ends are
     # increasing, so the complete buckets are a prefix.
     done = bisect_right(slots.ends, min(complete_before, need.ends_at))
-    complete = [True] * done + [False] * (len(ends) - done)
+    complete = np.arange(len(ends)) < done
     return Series(
         key=SeriesKey(rule.name, need.customer, group),
         meter=rule.meter,
         dimensions=series_dimensions(need.spec.dimension_filters, group),
         granularity=need.granularity,
         timezone=need.timezone,
-        buckets=make_buckets(starts, ends, values, complete),
+        # Columns: the buckets are made only if something reads them (the anomaly kind reads
+        # the arrays).
+        buckets=BucketColumns(starts, ends, np.asarray(values, np.float64), complete),
         refreshed_at=refreshed_at,
     )
-
-
-_BUCKET_FIELDS = tuple(getattr(Bucket, name) for name in ("starts_at", "ends_at", "value",
-                                                             "complete"))
-
-
-def make_buckets(
-    starts: Sequence[int], ends: Sequence[int], values: Sequence[float],
-    complete: Sequence[bool],
-) -> tuple[Bucket, ...]:
-    """``Bucket(s, e, v, c)`` for each, built field by field through the slots' descriptors:
-    a frozen dataclass's ``__init__`` costs twice as much, and a series has ~840 buckets."""
-    buckets = list(map(object.__new__, repeat(Bucket, len(starts))))
-    for descriptor, column in zip(_BUCKET_FIELDS, (starts, ends, values, complete),
-                                  strict=True):
-        deque(map(descriptor.__set__, buckets, column), maxlen=0)
-    return tuple(buckets)
 
 
 def series_dimensions(filters: Filters, group: Dimensions) -> Dimensions:

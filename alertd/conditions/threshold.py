@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from alertd import calendar
+from alertd.conditions import cost
 from alertd.conditions.base import (
     ADJECTIVE,
     SAMPLE_QUOTA,
@@ -42,6 +43,8 @@ from alertd.conditions.base import (
     Sample,
     ValueFrom,
 )
+from alertd.conditions.cost import cost_bounds
+from alertd.conditions.money import billing_need, split_money, wants_billing
 from alertd.conditions.series import (
     data_need,
     describe_period,
@@ -52,6 +55,7 @@ from alertd.conditions.series import (
     window_buckets,
 )
 from alertd.model import Bucket, Customer, DataNeed, Finding, Granularity, Period, Series
+from alertd.pricing import Money
 from alertd.templating import format_number
 
 if TYPE_CHECKING:
@@ -64,9 +68,19 @@ class ThresholdCondition(ConditionModel):
     value: float | None = None
     value_from: ValueFrom | None = None
     levels: dict[str, float] | None = None
+    #: ``cost``: the priced usage of the billing period (:mod:`alertd.conditions.cost`), its
+    #: ``value``/``levels`` amounts with a currency, moved to ``cost_value``/``cost_levels``.
+    measure: Literal["usage", "cost"] = "usage"
+    cost_value: Money | None = Field(None, exclude=True)
+    cost_levels: dict[str, Money] | None = Field(None, exclude=True)
+
+    _money = model_validator(mode="before")(split_money)
 
     @model_validator(mode="after")
     def _one_bound(self) -> ThresholdCondition:
+        if self.measure == "cost":
+            cost_bounds(self.cost_value, self.cost_levels, self.value_from)
+            return self
         if self.levels is not None:
             if self.value is not None:
                 raise ValueError("use either 'value' or 'levels', not both")
@@ -153,10 +167,14 @@ class ThresholdEvaluator:
     """The :class:`~alertd.conditions.base.Evaluator` of ``threshold`` conditions."""
 
     def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
+        if wants_billing(rule):
+            return (billing_need(rule, customer, now),)
         return (data_need(rule, customer, now, judged_period(rule, now).starts_at),)
 
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
         condition = _condition(rule)
+        if wants_billing(rule):
+            return cost.threshold(rule, condition, series, customer, now)
         period = judged_period(rule, now)
         bounds = bounds_for(condition, customer, rule.severity)
         if isinstance(bounds, QuotaProblem):
@@ -291,14 +309,18 @@ class ThresholdKind(ThresholdEvaluator, ConditionKind):
 
     def levels(self, rule: Rule) -> tuple[str, ...]:
         condition = _condition(rule)
+        if condition.cost_levels:
+            return tuple(name for name, _ in cost.ordered(condition.cost_levels))
         if condition.levels:
             return tuple(name for name, _ in condition.ordered_levels())
         return (rule.severity,)
 
     def check(self, rule: Rule) -> list[RuleIssue]:
-        return value_from_issues(_condition(rule).value_from)
+        return value_from_issues(_condition(rule).value_from) + cost.check(rule)
 
     def sample(self, rule: Rule) -> Sample:
+        if _condition(rule).measure == "cost":
+            return cost.sample(rule, _condition(rule).cost_value, _condition(rule).cost_levels)
         return _sample(rule, _condition(rule))
 
 

@@ -183,8 +183,18 @@ class StripeSettings(Section):
     #: hourly buckets for 5 meters with ~40 group values each), and a customers page (100 with
     #: full metadata, 50 keys of 500 characters) is under 3 MB.
     max_response_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    #: How long customers' prices, billing periods and credit are kept before they are read
+    #: again (general budget; only rules with measure: cost, window: billing_period or a
+    #: credit condition read them).
+    billing_refresh: PositiveDuration = 3600.0
     #: Consecutive failed polls after which the source-failure meta-alert fires.
     failure_alert_after: Annotated[int, Field(ge=1)] = 3
+    #: Keep complete usage buckets in the state store between polls (alertd.buckets).
+    bucket_cache: bool = True
+    #: How far back a poll re-reads: Stripe takes back-dated events and cancellations for 24 h.
+    settle_window: Duration = 86_400.0
+    #: How often each cached series is read in full anyway (repairs the cache).
+    full_reread_every: PositiveDuration = 7 * 86_400.0
 
     def resolved_api_key(self) -> SecretStr | None:
         """The key, or ``None`` when none is set; :class:`ConfigError` for a key or key file

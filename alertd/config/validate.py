@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from alertd.conditions.money import wants_billing
 from alertd.config.settings import Settings, load_settings, secret_problems
 from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
@@ -30,6 +31,8 @@ class Report:
     problems: list[Problem]
     rule_files: tuple[str, ...] = ()
     rules: int = 0
+    #: How many of them price usage (measure: cost, window: billing_period, credit).
+    priced: int = 0
 
 
 def validate_config(config_path: Path | None) -> list[Problem]:
@@ -65,7 +68,8 @@ def validate_report(config_path: Path | None) -> Report:
     problems += rule_problems
     problems += _template_dir_problems(settings, doc)
     problems += _inline_template_problems(settings, doc)
-    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules))
+    priced = sum(1 for rule in rules if wants_billing(rule))
+    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules), priced)
 
 
 def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:

@@ -15,7 +15,7 @@ import re
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from alertd.conditions import registry
@@ -101,6 +101,9 @@ class Rule(_Strict):
     tenant_filters: dict[str, FilterValue] = {}
     group_by: Annotated[list[str], Field(max_length=2)] = []
     window: Granularity = "day"
+    #: ``window: billing_period`` in the rule file: judged over each subscription item's own
+    #: current period (the loader keeps ``window: month`` for the calendar code's sake).
+    billing_period: bool = Field(False, exclude=True)
     timezone: TimeZone = "UTC"
     every: PositiveDuration = 900.0
     #: One of the registered kinds' models (:func:`_condition_union`, set below).
@@ -113,6 +116,15 @@ class Rule(_Strict):
     receivers: list[str] | None = None
     #: Where the rule was read from, for messages (set by the loader, never by users).
     source: Location | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _billing_window(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("window") == "billing_period":
+            return {**data, "window": "month", "billing_period": True}
+        if isinstance(data, dict) and "billing_period" in data:
+            raise ValueError("billing_period: write window: billing_period")
+        return data
 
     @field_validator("name")
     @classmethod

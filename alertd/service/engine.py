@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from alertd.conditions.money import wants_billing
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
 from alertd.errors import NotFoundError, SourceError
@@ -45,7 +46,7 @@ from alertd.model import (
     UsageQuery,
     UsageResult,
 )
-from alertd.planner import RequestPlan, extract_rows, plan
+from alertd.planner import plan
 from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.service.guarded import (
@@ -57,7 +58,17 @@ from alertd.service.guarded import (
     stale_finding,
     unread,
 )
+from alertd.service.reads import (
+    BucketCache,
+    CacheCounts,
+    Reading,
+    prepare,
+    prune,
+    save,
+    widening_needs,
+)
 from alertd.source import Source
+from alertd.source.billing import BillingSource
 from alertd.source.directory import Directory, Selected, selection_key
 
 log = logging.getLogger("alertd.engine")
@@ -142,15 +153,26 @@ class Engine:
         *,
         sent: Callable[[], int] | None = None,
         batch_customers: int = BATCH_CUSTOMERS,
+        billing: BillingSource | None = None,
+        cache: BucketCache | None = None,
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
-        meters included); without it a pass counts one request per usage query."""
+        meters included); without it a pass counts one request per usage query. ``billing``
+        reads prices and credit for the rules that price usage (default: on the directory's
+        client, kept for ``stripe.billing_refresh``). With ``cache`` a pass reads from Stripe
+        only what may still change (:mod:`alertd.buckets`)."""
         self.settings = settings
         self.rules = rules
         self.source = source
         self.directory = directory
+        self.billing = billing or BillingSource(
+            directory.http, clock=directory.http.clock,
+            refresh=settings.stripe.billing_refresh)
         self._sent = sent
         self.batch_customers = batch_customers
+        self.cache = cache
+        #: What the cache saved, over this engine's passes.
+        self.cache_counts = CacheCounts()
 
     async def select_customers(
         self, rules: Sequence[Rule], only: set[str] | None = None
@@ -235,6 +257,7 @@ class Engine:
         for start in range(0, len(ids), self.batch_customers):
             batch = set(ids[start:start + self.batch_customers])
             await self._run_batch(rules, by_rule, batch, now, total)
+        await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
         return PassResult(
@@ -257,6 +280,7 @@ class Engine:
         total: _Tally,
     ) -> None:
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
+        in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
         for rule in rules:
             for customer in in_batch[rule.name]:
@@ -265,9 +289,17 @@ class Engine:
                     total.findings.append(need)
                 else:
                     needs[(rule.name, customer.id)] = need
-        the_plan = plan(needs.values())
+        names = {rule.name for rule in rules}
+        others = [r for r in self.rules.rules if r.name not in names] if self.cache else []
+        reads = await prepare(self.cache, needs.values(), now, self.cache_counts,
+                              widening_needs(others, sorted(batch), now))
+        the_plan = plan(reads.fetch_needs)
         outcomes = await self._fetch_all(the_plan.queries)
-        findings, series, refreshed = self._judge(rules, in_batch, needs, the_plan, outcomes, now)
+        self.cache_counts.rows_fetched += sum(
+            len(o.rows) for o in outcomes if isinstance(o, UsageResult))
+        findings, series, refreshed, good = self._judge(
+            rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
+        await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
         total.findings.extend(findings)
         total.series.update(series)
@@ -276,6 +308,25 @@ class Engine:
         total.queries += len(the_plan.queries)
         total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
         total.requests += len(failures)
+
+    async def with_billing(
+        self, rules: Sequence[Rule], in_batch: dict[str, list[Customer]], now: int
+    ) -> dict[str, list[Customer]]:
+        """The customers of rules that price usage, with their billing attached (read on the
+        general budget, cached; a failure is carried as the billing's ``problem``)."""
+        credit: dict[str, bool] = {}
+        for rule in rules:
+            if wants_billing(rule):
+                for customer in in_batch[rule.name]:
+                    credit[customer.id] = (credit.get(customer.id, False)
+                                           or rule.condition.type == "credit")
+        if not credit:
+            return in_batch
+        found = await asyncio.gather(*(self.billing.billing(cid, credit=flag, now=now)
+                                       for cid, flag in credit.items()))
+        billing = dict(zip(credit, found, strict=True))
+        return {name: [replace(c, billing=billing[c.id]) if c.id in billing else c for c in cs]
+                for name, cs in in_batch.items()}
 
     async def _fetch_all(
         self, queries: Sequence[UsageQuery]
@@ -300,19 +351,22 @@ class Engine:
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         needs: Mapping[tuple[str, str], DataNeed],
-        the_plan: RequestPlan,
+        reading: Reading,
         outcomes: Sequence[UsageResult | SourceError | Exception],
         now: int,
-    ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int]]:
+    ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int], list[DataNeed]]:
+        """Findings, active series, freshness seen, and the needs whose answers were good
+        (fresh and read), whose keys the cache may keep."""
         findings: list[Finding] = []
         all_series: dict[SeriesKey, Series] = {}
         refreshed: list[int] = []
+        good: list[DataNeed] = []
         for rule in rules:
             for customer in by_rule[rule.name]:
                 need = needs.get((rule.name, customer.id))
                 if need is None:
                     continue  # its need could not be worked out: already an error finding
-                outcome = outcomes[the_plan.query_index(need)]
+                outcome = outcomes[reading.query_index(need)]
                 if isinstance(outcome, Exception):
                     findings.append(error_finding(rule, customer.id, now, unread(outcome)))
                     continue
@@ -322,24 +376,24 @@ class Engine:
                 if self._stale(outcome, now):
                     findings.append(stale_finding(rule, customer.id, now, outcome))
                     continue
-                judged = self._judge_one(rule, customer, need, the_plan, outcome, now)
+                good.append(need)
+                judged = self._judge_one(rule, customer, need, reading, outcome, now)
                 for finding, series in judged:
                     findings.append(finding)
                     if finding.active and series is not None:
                         all_series[series.key] = replace(
                             series, buckets=series.buckets[-RECENT_BUCKETS:]
                         )
-        return findings, all_series, refreshed
+        return findings, all_series, refreshed, good
 
     def _judge_one(
-        self, rule: Rule, customer: Customer, need: DataNeed, the_plan: RequestPlan,
+        self, rule: Rule, customer: Customer, need: DataNeed, reading: Reading,
         outcome: UsageResult, now: int,
     ) -> list[tuple[Finding, Series | None]]:
         """Each series of one (rule, customer) with its finding; an exception while building
         the series fails the (rule, customer), one while judging a series only that series."""
         try:
-            _, spec = the_plan.serving(need)
-            rows = extract_rows(need, spec, outcome.rows)
+            rows = reading.reads.rows_of(need, reading.plan, outcome)
             all_series = build_series(rule, need, rows, outcome.refreshed_at, now=now,
                                       freshness_lag=self.settings.stripe.freshness_lag)
         except Exception as exc:

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from alertd.alerts import META_POLICIES
+from alertd.buckets import CachePolicy
 from alertd.clock import Clock
 from alertd.config.settings import Settings
 from alertd.errors import SourceError
@@ -41,8 +42,9 @@ from alertd.notify.routing import RouteTree
 from alertd.service.engine import Engine
 from alertd.service.leader import sole_leader
 from alertd.service.metrics import Metrics
+from alertd.service.reads import BucketCache
 from alertd.service.world import StripeStack, World, stripe_stack, verify_meters
-from alertd.store.base import Store
+from alertd.store.base import BucketStore, Store
 from alertd.store.lock import exclusive
 from alertd.store.open import open_store, replica_name
 from alertd.store.sqlite import SqliteStore
@@ -217,8 +219,19 @@ async def build_services(
         on_commit=outbox.wake if outbox is not None else None,
     )
     engine = Engine(settings, world.rules, stripe.source, stripe.directory,
-                    sent=lambda: stripe.http.requests)
+                    sent=lambda: stripe.http.requests,
+                    cache=bucket_cache(settings, store, writable=deliver))
     return Services(world, stripe, engine, pipeline, outbox, parts.clock, closer)
+
+
+def bucket_cache(settings: Settings, store: Store | None, *, writable: bool
+                 ) -> BucketCache | None:
+    """The bucket cache on ``store`` (none when disabled or the store keeps none); read-only
+    without delivery — ``check --dry-run`` may read the cache, never write it."""
+    if store is None or not settings.stripe.bucket_cache or not isinstance(store, BucketStore):
+        return None
+    policy = CachePolicy(settings.stripe.settle_window, settings.stripe.full_reread_every)
+    return BucketCache(store, policy, writable=writable)
 
 
 @asynccontextmanager

@@ -16,6 +16,9 @@ endpoint                                                    notes
                                                             first
 ``GET /v1/customers``, ``/v1/customers/{id}``,              list (newest first, paged), retrieve,
 ``/v1/customers/search``                                    search (``page``/``next_page``)
+``GET /v1/subscriptions?customer=``, ``/v1/prices/{id}``      billing (:mod:`alertd.sim.billing`):
+``GET|POST /v1/billing/credit_grants``,                     items with their own periods, prices
+``GET /v1/billing/credit_balance_summary``                  (``expand[]=tiers``), grants, balances
 ``GET /__incidents?since=&until=&customer=&kind=&meter=``   the labelled incidents
 ``GET|POST /__now``                                         the server clock (``{"now": T}``,
                                                             ``{"advance": S}``, ``{"now": null}``)
@@ -44,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from alertd.sim.billing_endpoints import add_routes
 from alertd.sim.controls import Controls
 from alertd.sim.endpoints import LIVEMODE, StripeEndpoints
 from alertd.sim.faults import Fault, FaultAction, FaultPlan, break_body
@@ -237,6 +241,7 @@ class Simulator:
         get("/v1/customers", stripe.customers, name="customers.list")
         get("/v1/customers/search", stripe.search, name="customers.search")
         get("/v1/customers/{customer}", stripe.customer, name="customers.retrieve")
+        self.billing = add_routes(app, self).billing
         controls = Controls(self)
         get("/__incidents", controls.incidents)
         get("/__now", controls.get_now)

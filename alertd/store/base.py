@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from alertd.alerts import AlertState
+from alertd.buckets import BucketEntry
 from alertd.errors import StoreError
 from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence, SilenceStore
@@ -266,8 +267,35 @@ class Store(SilenceStore, Protocol):
         ...
 
 
+@runtime_checkable
+class BucketStore(Protocol):
+    """The bucket cache (:mod:`alertd.buckets`): complete usage buckets kept between polls, so
+    a poll asks Stripe only for what may still change. A backend that keeps alert state
+    implements these three too (the SQLite store in :mod:`alertd.store.sqlite_buckets`); the
+    daemon runs without a cache on a store that does not (it reads everything every poll).
+
+    An entry is one value per key, replaced whole: no method needs more than "the entries of
+    these keys", "replace these entries" and "drop entries nobody wrote since". A read that
+    finds an entry it cannot decode leaves it out (the next poll reads that key in full).
+    """
+
+    async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
+        """The stored entries of ``keys`` (those there are)."""
+        ...
+
+    async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
+        """Replaces the entries of the same keys, in one transaction, stamped ``now``."""
+        ...
+
+    async def prune_buckets(self, before: int) -> int:
+        """Deletes entries last saved before ``before`` (keys no rule or customer uses any
+        more); how many."""
+        ...
+
+
 __all__ = [
     "Attempt",
+    "BucketStore",
     "Changes",
     "Lease",
     "LeaseLostError",

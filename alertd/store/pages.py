@@ -10,7 +10,7 @@ in ``outbox_attempts``, and pruned with its outbox row; a row has a bounded numb
 (``delivery.max_age`` over the backoff), and :func:`attempts` reads at most ``limit``.
 
 Paging is by key (``created_at, id`` below the previous page's last row), never by OFFSET, so
-page 500 of a large outbox costs what page 1 does: the ``outbox_history`` index (migration 4)
+page 500 of a large outbox costs what page 1 does: the ``outbox_history`` index (migration 5)
 serves the newest-first order, with or without a status filter. Finding the rows of one alert
 reads each candidate's JSON: it is bounded by ``scan`` rows (newest first) because the outbox
 is pruned (``notify.keep_delivered``) and a page shows only the latest few.

@@ -67,7 +67,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
         "ALTER TABLE outbox ADD COLUMN claimed_until DOUBLE PRECISION",
     ),
-    (  # 3: the status page's history, newest first, and every delivery attempt (SQLite 4)
+    (  # 3: the status page's history, newest first, and every delivery attempt (SQLite 5)
         "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
         "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
         # seq orders attempts recorded at the same instant (SQLite's rowid).

@@ -78,7 +78,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             name TEXT PRIMARY KEY, holder TEXT NOT NULL, generation INTEGER NOT NULL,
             expires_at REAL NOT NULL)""",
     ),
-    (  # 4: the status page's notification history, newest first (alertd.store.pages)
+    (  # 4: the bucket cache (alertd.buckets): one row per cache key, its rows as JSON
+        """CREATE TABLE usage_buckets (
+            key TEXT PRIMARY KEY, covered_from INTEGER NOT NULL, covered_to INTEGER NOT NULL,
+            full_at INTEGER NOT NULL, saved_at INTEGER NOT NULL, rows TEXT NOT NULL)""",
+        "CREATE INDEX usage_buckets_saved ON usage_buckets (saved_at)",
+    ),
+    (  # 5: the status page's notification history, newest first (alertd.store.pages)
         "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
         "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
         # Every delivery attempt with its outcome and error (the history shows them all).

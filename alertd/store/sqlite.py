@@ -61,6 +61,7 @@ from alertd.store.schema import (
     store_error,
     transaction,
 )
+from alertd.store.sqlite_buckets import SqliteBuckets
 
 T = TypeVar("T")
 
@@ -85,8 +86,11 @@ class StoreObserver(Protocol):
         ...
 
 
-class SqliteStore:
-    """The :class:`~alertd.store.base.Store` on one SQLite file. Use ``async with``."""
+class SqliteStore(SqliteBuckets):
+    """The :class:`~alertd.store.base.Store` on one SQLite file. Use ``async with``.
+
+    Also the :class:`~alertd.store.base.BucketStore` (the bucket cache, in
+    :mod:`alertd.store.sqlite_buckets`)."""
 
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 5.0,

@@ -109,7 +109,7 @@ def entry_for(
         band=_band(finding), message=finding.message, meter=finding.meter,
         customer=customer or Customer(finding.key.customer), since=since, polled_at=now,
         refreshed_at=series.refreshed_at if series else None,
-        recent=series.buckets[-recent_buckets:] if series else (),
+        recent=tuple(series.buckets[-recent_buckets:]) if series else (),
         dimensions=tuple(finding.dimensions), window_start=finding.window.starts_at,
     )
 

@@ -152,3 +152,38 @@ def test_build_series_equals_a_per_row_loop(
                    p.ends_at <= min(need.ends_at - 300, need.ends_at))
             for p, value in zip(periods, expected[series.key.group], strict=True)
         )
+
+
+def gappy_usage(hours: int, seed: int = 3) -> np.ndarray:
+    """About 100 an hour, but a fifth of the hours empty at random (a customer who reports in
+    batches, or uses the product in bursts)."""
+    rng = random.Random(seed)
+    return np.asarray([0.0 if rng.random() < 0.2 else 100.0 * rng.uniform(0.9, 1.1)
+                       for _ in range(hours)])
+
+
+def test_a_gappy_series_is_judged_on_its_non_empty_buckets() -> None:
+    """Its empty hours are as usual, and do not widen the band: a doubling still alerts, and is
+    the narrower for the gaps being left out of what is learned."""
+    settings = Settings(seasons=((24, "day"), (168, "week")))
+    history = gappy_usage(35 * 24)
+    empty = assess(np.append(history, 0.0), settings)
+    assert empty is not None and not empty.active and empty.score == 0.0
+    doubled = assess(np.append(history, 200.0), settings)
+    assert doubled is not None and doubled.active and doubled.score > settings.sensitivity
+    assert doubled.high < 150.0
+    steady = np.asarray([100.0 * random.Random(i).uniform(0.9, 1.1) for i in range(35 * 24)])
+    plain = assess(np.append(steady, 200.0), settings)
+    assert plain is not None and plain.active and not plain.gappy
+
+
+def test_empty_night_hours_are_not_gaps() -> None:
+    """Empty hours the profile predicts (nights) make no series gappy: a stop in its busy hours
+    is still judged as one."""
+    day = [0.0] * 8 + [100.0] * 16
+    values = np.asarray([v * random.Random(i).uniform(0.9, 1.1)
+                         for i, v in enumerate(day * 35)])
+    values = values[:-6]  # the judged hour is 17:00 of the last day...
+    values[-2:] = 0.0  # ...and usage stopped at 16:00
+    found = assess(values, Settings(seasons=((24, "day"), (168, "week"))))
+    assert found is not None and not found.gappy and found.active and found.score < 0

@@ -133,7 +133,7 @@ CASES = {
             condition: {type: spike}
         """,
         ["a.yaml:3:23: condition.type: unknown type 'spike' (expected one of threshold, "
-         "change, anomaly, forecast, absence)"],
+         "change, anomaly, forecast, absence, credit)"],
     ),
     "condition without a type": (
         """

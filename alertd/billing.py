@@ -1,0 +1,183 @@
+"""What alertd knows about a customer's billing: priced subscription items, their billing
+periods, and credit — plus the pure arithmetic the money conditions share.
+
+Where it sits: :mod:`alertd.source.billing` builds a :class:`CustomerBilling` per customer (on
+the general budget, cached for ``stripe.prices_refresh``); the engine attaches it to the
+:class:`~alertd.model.Customer` it hands to evaluators (``customer.billing``), so the cost and
+credit conditions stay pure functions of (rule, series, customer, now).
+
+A billing period is the subscription *item's* ``current_period_start``/``current_period_end``
+(Stripe moved them from the subscription to its items in ``2025-03-31.basil``; alertd reads the
+item's and falls back to the subscription's for older API versions).
+
+Credit: the credit balance summary's ``available_balance`` moves only when an invoice is
+finalised, so the *ongoing* balance is ``available − priced usage of the current billing period``
+(usage not yet invoiced), per currency. ``granted`` is the sum of the customer's credit grants
+that are in effect (not voided, not expired), the base ``below_percent`` is measured against.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from alertd.model import Bucket, Period
+from alertd.pricing import (
+    SUPPORTED_SHAPES,
+    PricePlan,
+    UnsupportedPrice,
+    cost,
+    format_money,
+    quantity_of,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingItem:
+    """One subscription item with a metered price: its price and its current period."""
+
+    item: str
+    price: PricePlan | UnsupportedPrice
+    period: Period
+
+    @property
+    def meter(self) -> str | None:
+        return self.price.meter
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """A customer's credit in one currency, in major units."""
+
+    currency: str
+    available: Decimal
+    granted: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerBilling:
+    """A customer's priced items and credit; ``problem`` says why it could not be read."""
+
+    items: tuple[BillingItem, ...] = ()
+    credit: tuple[Credit, ...] = ()
+    problem: str | None = None
+
+    def items_for(self, meter: str) -> list[BillingItem]:
+        return [item for item in self.items if item.meter == meter]
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A meter's usage of its billing period so far, and what it costs."""
+
+    item: BillingItem
+    plan: PricePlan
+    quantity: Decimal
+    amount: Decimal
+
+
+class BillingProblem(Exception):
+    """Why a cost cannot be stated for a (customer, meter); becomes an ``error`` finding."""
+
+
+class NoCredit(BillingProblem):
+    """The customer has no credit in the price's currency: nothing to burn down, so the
+    finding is ``nodata`` (neither fires nor resolves), not an error."""
+
+
+def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
+             currency: str | None = None) -> tuple[BillingItem, PricePlan]:
+    """The one priced item of ``meter`` for ``customer``, or :class:`BillingProblem` naming
+    customer, meter and price."""
+    if billing is None:
+        raise BillingProblem(f"customer {customer}: no billing data was read")
+    if billing.problem is not None:
+        raise BillingProblem(f"customer {customer}: {billing.problem}")
+    if meter is None:
+        raise BillingProblem("a cost needs the rule's meter (one price per meter)")
+    items = billing.items_for(meter)
+    if not items:
+        raise BillingProblem(f"customer {customer} has no active subscription item with a "
+                             f"price for meter {meter}: no amount is guessed")
+    if len(items) > 1:
+        ids = ", ".join(item.price.id for item in items)
+        raise BillingProblem(f"customer {customer} has {len(items)} prices for meter {meter} "
+                             f"({ids}): alertd prices a meter with one price")
+    item = items[0]
+    if isinstance(item.price, UnsupportedPrice):
+        raise BillingProblem(f"customer {customer}, meter {meter}, price {item.price.id}: "
+                             f"unsupported price shape: {item.price.reason} (supported: "
+                             f"{'; '.join(SUPPORTED_SHAPES)})")
+    if currency is not None and item.price.currency != currency:
+        raise BillingProblem(
+            f"customer {customer}, meter {meter}, price {item.price.id} is in "
+            f"{item.price.currency.upper()}, the rule in {currency.upper()}: not converted")
+    return item, item.price
+
+
+def _add_months(instant: int, months: int) -> int:
+    at = datetime.fromtimestamp(instant, UTC)
+    index = at.year * 12 + at.month - 1 + months
+    year, month = divmod(index, 12)
+    day = min(at.day, calendar.monthrange(year, month + 1)[1])
+    return int(at.replace(year=year, month=month + 1, day=day).timestamp())
+
+
+def period_at(period: Period, now: int) -> Period:
+    """The billing period containing ``now``, from an item's current period: itself, or the
+    same anchor moved by whole months (a period of 28–31 days) or whole lengths (any other),
+    for ``--at``/backtest instants and for a renewal since the last refresh.
+
+    Stripe clamps an anchor on the 29th–31st to a shorter month's last day and returns to the
+    anchor day after; moving from a clamped period start keeps the clamped day (documented as
+    an approximation in docs/pricing.md)."""
+    if period.contains(now):
+        return period
+    length = period.ends_at - period.starts_at
+    if 28 * 86400 <= length <= 31 * 86400:
+        months = ((datetime.fromtimestamp(now, UTC).year * 12
+                   + datetime.fromtimestamp(now, UTC).month)
+                  - (datetime.fromtimestamp(period.starts_at, UTC).year * 12
+                     + datetime.fromtimestamp(period.starts_at, UTC).month))
+        for shift in (months - 1, months, months + 1):
+            start, end = _add_months(period.starts_at, shift), _add_months(period.starts_at,
+                                                                          shift + 1)
+            if start <= now < end:
+                return Period(start, end)
+    steps = (now - period.starts_at) // length
+    start = period.starts_at + steps * length
+    return Period(start, start + length)
+
+
+def period_total(buckets: Sequence[Bucket], period: Period) -> tuple[float, bool]:
+    """The usage of the buckets that overlap ``period``, and whether all of them are complete.
+
+    Usage is read in hour buckets, so a period that starts mid-hour counts its first hour
+    whole (Stripe's own periods start at the subscription's anchor second)."""
+    inside = [b for b in buckets
+              if b.ends_at > period.starts_at and b.starts_at < period.ends_at]
+    return sum(b.value for b in inside), all(b.complete for b in inside)
+
+
+def priced(item: BillingItem, plan: PricePlan, quantity: float) -> Priced:
+    amount_of = quantity_of(quantity)
+    return Priced(item, plan, amount_of, cost(plan, amount_of))
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return format_money(amount, currency)
+
+
+def credit_in(billing: CustomerBilling | None, customer: str, currency: str) -> Credit:
+    """The customer's credit in ``currency``, or :class:`BillingProblem`."""
+    if billing is None or billing.problem is not None:
+        why = "no billing data was read" if billing is None else billing.problem
+        raise BillingProblem(f"customer {customer}: {why}")
+    for credit in billing.credit:
+        if credit.currency == currency:
+            return credit
+    raise NoCredit(f"customer {customer} has no credit in {currency.upper()} "
+                         f"(no credit grant in that currency)")

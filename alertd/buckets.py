@@ -1,0 +1,224 @@
+"""The bucket cache's decisions: what a poll asks Stripe for, and what it keeps. Pure.
+
+Where it sits::
+
+    needs --key_needs--> one hull need per cache key --fetch_range(entry)--> the (shrunk) need
+        the planner plans --source--> rows --combine(entry)--> the key's rows --cut--> each need
+        --updated--> the entry the store keeps (alertd.store.base.BucketStore)
+
+A *cache key* is everything that makes a query's rows distinct: customer, granularity, time
+zone, meter, dimension filters, tenant filters and group-by (:func:`cache_key`). Rules whose
+needs share a key share one entry, which covers the hull of their ranges — so the entry is
+bounded by the longest of those rules' needs: rows before its start are dropped.
+
+A poll re-reads only what may still change (:func:`fetch_range`): the running bucket and the
+``settle_window`` before it, from the start of the bucket that window's start falls in — as of
+the time the entry was *read*, so a bucket is taken from the cache only if it was already final
+when Stripe answered for it (:func:`settled_before`; an entry keeps only those rows). Stripe
+accepts back-dated meter events and event cancellations for up to 24 hours (usage can go
+*down*), and aggregates with a lag of minutes, so a bucket that ended more than 24 h ago (plus
+the freshness lag) is final: 24 h is the default. Everything before comes from the entry.
+A full read (the whole range from Stripe) happens when there is no entry, when the entry does
+not cover the need (a rule now looks further back, or the entry stops before the window), and
+every ``full_reread_every`` — which repairs whatever a cache could get wrong (events back-dated
+beyond the window, a bug). A re-read *replaces* every row of its range: a bucket whose usage
+was cancelled to nothing disappears from the entry as it disappears from Stripe's answer.
+
+Rows equal a cold full read's exactly when nothing before the window changed since it was
+cached: :func:`combine` is cached rows of ``[start, fetched_from)`` followed by the fresh rows,
+both already in the planner's order (bucket, then dimensions).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from alertd import calendar
+from alertd.model import DataNeed, UsageRow
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How long buckets may still change, and how often everything is read again anyway."""
+
+    settle_window: float = 86_400.0
+    full_reread_every: float = 7 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class BucketEntry:
+    """The cached rows of one key: complete for ``[covered_from, covered_to)``.
+
+    ``full_at`` is when the whole range was last read from Stripe. ``rows`` are the key's own
+    rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted.
+    """
+
+    key: str
+    covered_from: int
+    covered_to: int
+    full_at: int
+    rows: tuple[UsageRow, ...]
+
+
+def cache_key(need: DataNeed) -> str:
+    """The key of the rows ``need`` asks for, whatever range it asks them over."""
+    spec = need.spec
+    return json.dumps([need.customer, need.granularity, need.timezone, spec.meter,
+                       spec.dimension_filters, spec.tenant_filters, spec.group_by],
+                      separators=(",", ":"))
+
+
+def key_needs(needs: Iterable[DataNeed]) -> dict[str, DataNeed]:
+    """One need per cache key: the hull of the ranges of the needs sharing it."""
+    hulls: dict[str, DataNeed] = {}
+    for need in needs:
+        key = cache_key(need)
+        seen = hulls.get(key)
+        hulls[key] = need if seen is None else replace(
+            seen, starts_at=min(seen.starts_at, need.starts_at),
+            ends_at=max(seen.ends_at, need.ends_at))
+    return hulls
+
+
+def settled_before(need: DataNeed, now: int, policy: CachePolicy) -> int:
+    """Where the buckets of ``need`` that can no longer change end, as of ``now``: the start
+    of the bucket that ``now - settle_window`` falls in, within ``need``'s range."""
+    start = calendar.floor(int(now - policy.settle_window), need.granularity, need.timezone)
+    return min(max(start, need.starts_at), need.ends_at)
+
+
+def reread_after(key: str, policy: CachePolicy) -> float:
+    """How long after its last full read a key is read in full again: between half and all of
+    ``full_reread_every``, fixed per key, so entries warmed together are not all re-read in the
+    same poll a week later (after the first, their full reads stay spread)."""
+    return policy.full_reread_every * (0.5 + 0.5 * (zlib.crc32(key.encode()) / 2**32))
+
+
+def fetch_range(need: DataNeed, entry: BucketEntry | None, now: int, policy: CachePolicy
+                ) -> DataNeed:
+    """The need to ask Stripe for: ``need`` itself (a full read) or the part of it from where
+    the entry's buckets were not yet settled when they were read."""
+    if entry is None or now - entry.full_at >= reread_after(entry.key, policy):
+        return need
+    if not need.starts_at >= entry.covered_from or not (
+            need.starts_at < entry.covered_to < need.ends_at):
+        return need  # the rule looks further back, or the entry holds nothing of use
+    return replace(need, starts_at=entry.covered_to)
+
+
+def combine(need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
+            rows: Sequence[UsageRow]) -> list[UsageRow]:
+    """The key's rows over ``need``'s range: cached ones before ``fetched`` starts, then
+    ``rows`` (what Stripe said for ``fetched``'s range, already cut to the key's spec)."""
+    if entry is None or fetched.starts_at <= need.starts_at:
+        return list(rows)
+    kept = [r for r in entry.rows if need.starts_at <= r.starts_at < fetched.starts_at]
+    return kept + list(rows)
+
+
+def updated(key: str, need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
+            rows: Sequence[UsageRow], now: int, policy: CachePolicy) -> BucketEntry:
+    """The entry to keep after a successful read of ``fetched`` (``rows``: :func:`combine`'s):
+    the settled rows only — the others are read again next time anyway."""
+    full = entry is None or fetched.starts_at <= need.starts_at
+    settled = settled_before(need, now, policy)
+    return BucketEntry(key, need.starts_at, settled,
+                       now if full or entry is None else entry.full_at,
+                       tuple(r for r in rows if r.starts_at < settled))
+
+
+#: How much longer than the settle window a range may be and still be asked for as hours: a
+#: shrunk range is the settle window, the time since the previous poll and the part of a day
+#: before the window (the window starts at a bucket start), so two days cover daily polls.
+RECENT_EXTRA = 2 * 86_400
+
+
+def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
+    """What to plan for ``fetched`` (a key's need, possibly shrunk by :func:`fetch_range`).
+
+    A recent day need (at most ``settle_window`` + :data:`RECENT_EXTRA` long, as every shrunk
+    one is, and as a rule's current day or week is) is asked for as hours: in UTC when its time
+    zone is a whole number of hours from UTC over the range (hours of every such zone are UTC's
+    hours), else in its own zone. Then every shrunk need of a customer is of one granularity
+    and zone, so they all share a request (up to 5 meters) instead of one request per
+    granularity and time zone; :func:`rebucket` sums the hours back into the need's days. The
+    hours of a shrunk range are few (at most ``settle_window`` plus a poll interval plus a
+    day), so rows stay few too. A longer (full) read stays as it is.
+    """
+    if fetched.ends_at - fetched.starts_at > policy.settle_window + RECENT_EXTRA:
+        return fetched
+    zone = "UTC" if _whole_hours(fetched) else fetched.timezone
+    return replace(fetched, granularity="hour", timezone=zone)
+
+
+def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy) -> dict[str, DataNeed]:
+    """What to plan for each key of one batch: :func:`hourly`, except where a request of the
+    need's own granularity and zone is made for the customer anyway (another key is read in
+    full, e.g. a rule just added): then it joins that request instead of costing an hourly one.
+    """
+    planned = {k: hourly(f, policy) for k, f in fetched.items()}
+    anyway = {(p.customer, p.granularity, p.timezone) for k, p in planned.items()
+              if p == fetched[k]}
+    return {k: f if (f.customer, f.granularity, f.timezone) in anyway else planned[k]
+            for k, f in fetched.items()}
+
+
+def _whole_hours(need: DataNeed) -> bool:
+    return all(_offset_seconds(at, need.timezone) % 3600 == 0
+               for at in (need.starts_at, need.ends_at))
+
+
+def _offset_seconds(instant: int, tz: str) -> int:
+    offset = datetime.fromtimestamp(instant, calendar.zone(tz)).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
+def rebucket(rows: Sequence[UsageRow], need: DataNeed) -> list[UsageRow]:
+    """Rows of hours summed into ``need``'s buckets (its granularity, its time zone), clipped
+    to its range as Stripe clips them, in the planner's order (bucket, then dimensions)."""
+    sums: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}
+    meter = need.spec.meter
+    for r in rows:
+        start = calendar.floor(r.starts_at, need.granularity, need.timezone)
+        group = (start, r.dimensions)
+        sums[group] = sums.get(group, 0.0) + r.value
+    out: list[UsageRow] = []
+    for (start, dims), value in sorted(sums.items()):
+        end = min(calendar.next_start(start, need.granularity, need.timezone), need.ends_at)
+        out.append(UsageRow(max(start, need.starts_at), end, value, meter, dims))
+    return out
+
+
+def cut(need: DataNeed, rows: Sequence[UsageRow]) -> list[UsageRow]:
+    """The rows of ``need``'s own range out of its key's rows."""
+    return [r for r in rows if need.starts_at <= r.starts_at < need.ends_at]
+
+
+# --------------------------------------------------------------------------- the stored form
+
+
+def encode_rows(rows: Iterable[UsageRow]) -> str:
+    """Rows as compact JSON (the meter is in the key). ``repr`` of a float round-trips."""
+    return json.dumps([[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]]
+                       for r in rows], separators=(",", ":"))
+
+
+def decode_rows(text: str, meter: str | None) -> tuple[UsageRow, ...]:
+    """The rows :func:`encode_rows` wrote; ``ValueError`` for anything else."""
+    try:
+        return tuple(UsageRow(int(s), int(e), float(v), meter,
+                              tuple((str(k), str(x)) for k, x in dims))
+                     for s, e, v, dims in json.loads(text))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a cached bucket list: {exc}") from None
+
+
+def key_meter(key: str) -> str | None:
+    """The meter a :func:`cache_key` names."""
+    meter = json.loads(key)[3]
+    return None if meter is None else str(meter)
+

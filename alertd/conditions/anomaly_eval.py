@@ -1,0 +1,396 @@
+"""The evaluation of ``anomaly`` conditions: series → local-time values → assessment → finding.
+
+Sits between ``series.build_series`` and the alert lifecycle: :class:`AnomalyEvaluator` asks for
+the trailing ``history`` of hourly (``window: hour``) or daily buckets (``window: day``), lays
+them out by *local* hour (or day) number — so "the same hour of the week" means the same local
+wall-clock hour across DST — blanks ``exclude`` periods out, and judges the **latest complete**
+bucket, never the running one, with :func:`alertd.conditions.anomaly_model.assess` (its module
+docstring has the method). :mod:`alertd.conditions.anomaly` holds the condition's settings, its
+rule checks and the kind, and documents each setting.
+
+It reads a series as columns (:mod:`alertd.conditions.columns`): the ~840 buckets of an hourly
+rule's history stay numpy arrays, and only the judged bucket becomes a :class:`Bucket`.
+
+**Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
+learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
+fires nor resolves), and negative history buckets count as 0, so one large correction neither
+drags the expectation down nor widens the band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+
+from alertd import calendar
+from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
+from alertd.conditions.base import Baseline
+from alertd.conditions.columns import BucketColumns, columns_of
+from alertd.conditions.series import data_need, finding, number, window_buckets
+from alertd.model import (
+    NO_FIGURES,
+    Bucket,
+    Customer,
+    DataNeed,
+    Finding,
+    Granularity,
+    Period,
+    Series,
+)
+
+if TYPE_CHECKING:
+    from alertd.conditions.anomaly import AnomalyCondition, ExcludePeriod
+    from alertd.rules.schema import Rule
+
+EPOCH = date(1970, 1, 1).toordinal()
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+METHOD_HOUR_OF_DAY = "same hour of day"
+METHOD_HOUR_OF_WEEK = "same hour of week"
+METHOD_DAY_OF_WEEK = "same weekday"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How buckets of one size are judged (counts in buckets; see :class:`Settings`)."""
+
+    unit_seconds: int
+    seasons: tuple[tuple[int, str], ...]
+    pool: int
+    lookback: int
+    hold: int
+    min_adaptation: int
+    min_errors: int
+
+
+HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
+              pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
+DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK),), pool=28, lookback=7, hold=0, min_adaptation=3,
+             min_errors=7)
+#: Weeks and months (not accepted by rule validation, but judged sensibly if asked): no seasons.
+LONGER = Plan(0, (), pool=12, lookback=2, hold=0, min_adaptation=2, min_errors=3)
+
+
+def plan_for(window: Granularity) -> Plan:
+    return HOURLY if window == "hour" else DAILY if window == "day" else LONGER
+
+
+def settings_for(condition: AnomalyCondition, plan: Plan) -> Settings:
+    unit = plan.unit_seconds or 30 * 86400
+    adaptation = max(plan.min_adaptation, round(condition.adaptation / unit))
+    return Settings(
+        sensitivity=condition.sensitivity, adaptation=adaptation, pool=plan.pool,
+        lookback=plan.lookback, hold=plan.hold, seasons=plan.seasons,
+        direction=condition.direction, min_volume=condition.min_volume,
+        min_errors=plan.min_errors,
+    )
+
+
+class AnomalyEvaluator:
+    """Judges ``condition: {type: anomaly}`` rules (the module docstring has the method)."""
+
+    def needs(self, rule: Rule, customer: str, now: int) -> tuple[DataNeed, ...]:
+        """One need: the rule's buckets from ``history`` before the current period's start to
+        the end of the current period, or ``now`` rounded up to the minute if earlier."""
+        current = calendar.period_containing(now, rule.window, rule.timezone)
+        granularity: Granularity = "hour" if rule.window == "hour" else "day"
+        starts_at = history_start(current, granularity, _condition(rule).history)
+        return (data_need(rule, customer, now, starts_at, granularity),)
+
+    def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
+        """The verdict on the latest complete bucket: ``nodata`` when there is none yet;
+        inactive, saying why, before ``min_history``, with too little history, or when the
+        bucket is excluded.
+
+        Reads the series as columns (arrays): no bucket object is made but the judged one."""
+        condition = _condition(rule)
+        columns = columns_of(
+            series.buckets if rule.window in ("hour", "day")
+            else window_buckets(series, rule.window, rule.timezone)
+        )
+        judged_at = latest_complete(columns)
+        if judged_at is None:
+            return _nodata(rule, series, columns, now)
+        judged = columns[judged_at]
+        if judged.value < 0:
+            return _negative(rule, series, judged)
+        # Completeness grows from the start (the freshness rule): all before it is complete.
+        shortfall = history_shortfall(columns, judged_at, condition.min_history)
+        if shortfall is not None:
+            return _no_verdict(rule, series, judged, shortfall)
+        plan = plan_for(rule.window)
+        values = judged_values(columns, judged_at, plan, rule.timezone, condition.exclude)
+        if values is None:
+            return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
+        assessment = assess(values, settings_for(condition, plan))
+        if assessment is None:
+            return _no_verdict(rule, series, judged,
+                               f"not enough history yet to learn this {rule.window}'s usual")
+        return judge(rule, condition, series, judged, assessment)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def history_start(current: Period, granularity: Granularity, history: float) -> int:
+    """``history`` of local wall-clock time before ``current`` starts, floored to a bucket, so
+    ``35d`` means 35 local days even across a DST change."""
+    zone = calendar.zone(current.timezone)
+    local = datetime.fromtimestamp(current.starts_at, zone).replace(tzinfo=None)
+    earlier = (local - timedelta(seconds=history)).replace(tzinfo=zone)
+    return calendar.floor(int(earlier.timestamp()), granularity, current.timezone)
+
+
+def latest_complete(columns: BucketColumns) -> int | None:
+    """The index of the last complete bucket (the running one is never judged)."""
+    done = np.flatnonzero(columns.complete)
+    return int(done[-1]) if len(done) else None
+
+
+def history_shortfall(columns: BucketColumns, judged_at: int, min_history: float) -> str | None:
+    """Why no verdict can be given yet on bucket ``judged_at``, or ``None``. History counts
+    from the first bucket with usage: zero-filled buckets before a customer's first use say
+    nothing about them."""
+    used = np.flatnonzero(columns.values[:judged_at])
+    seen = 0 if not len(used) else int(columns.starts[judged_at] - columns.starts[used[0]])
+    if seen >= min_history:
+        return None
+    return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def judged_values(
+    columns: BucketColumns, judged_at: int, plan: Plan, tz: str,
+    exclude: Sequence[ExcludePeriod],
+) -> Array | None:
+    """The values up to the judged bucket ``judged_at``, one per local unit from the local day
+    of the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
+    bucket is excluded; ``None`` when the judged bucket itself is excluded."""
+    starts, raw = columns.starts[:judged_at + 1], columns.values[:judged_at + 1]
+    if plan.unit_seconds:
+        first, values = local_values(starts, raw, plan.unit_seconds, tz)
+    else:
+        first, values = 0, raw
+    # Negative buckets (corrections) are no usage level to learn: they count as 0.
+    values = np.maximum(values, 0.0)
+    if exclude and plan.unit_seconds:
+        values = np.where(excluded(first, len(values), plan.unit_seconds, exclude), np.nan,
+                          values)
+        if np.isnan(values[-1]):
+            return None
+    used = np.flatnonzero(values > 0)  # NaN compares False
+    if len(used):
+        per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
+        unit = first + int(used[0])
+        values = values[max(unit - unit % per_day - first, 0):]
+    return values
+
+
+def local_values(starts: np.ndarray, values: np.ndarray, unit_seconds: int, tz: str
+                 ) -> tuple[int, Array]:
+    """``(first local unit, values)``, densely by local unit number."""
+    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
+        first = int(starts[0]) // unit_seconds
+        if int(starts[-1]) // unit_seconds - first + 1 == len(starts):
+            return first, values
+    units = np.asarray(local_units(starts.tolist(), unit_seconds, tz), np.int64)
+    dense = np.full(int(units[-1] - units[0]) + 1, np.nan)
+    # A repeated hour (fall back) keeps its later bucket.
+    dense[units - units[0]] = values
+    return int(units[0]), dense
+
+
+def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
+             ) -> np.ndarray:
+    """Which of the local units ``first .. first + count - 1`` any period excludes."""
+    per_day = 86400 // unit_seconds
+    units = np.arange(first, first + count)
+    days = units // per_day
+    mask = np.zeros(count, dtype=bool)
+    for period in periods:
+        if period.from_ is not None:
+            lo, hi = _bounds(period, unit_seconds)
+            mask |= (units >= lo) & (units < hi)
+            continue
+        hit = np.ones(count, dtype=bool)
+        if period.weekdays:
+            wanted = [WEEKDAYS.index(day) for day in period.weekdays]
+            hit &= np.isin((days + 3) % 7, wanted)  # day 0 (1970-01-01) was a Thursday
+        if period.dates:
+            hit &= _on_dates(days, period.dates)
+        if period.hours:
+            start, stop = period.hours
+            if per_day == 1:  # a day bucket is excluded only by hours covering all of it
+                hit &= start == 0 and stop == 24
+            else:
+                hour = units % per_day
+                hit &= (hour >= start) & (hour < stop) if start < stop else (
+                    (hour >= start) | (hour < stop))
+        mask |= hit
+    return mask
+
+
+def _bounds(period: ExcludePeriod, unit_seconds: int) -> tuple[int, int]:
+    """``[lo, hi)`` in local units: a date ``to`` includes its whole day."""
+    def unit_of(moment: date | datetime, end: bool) -> int:
+        if isinstance(moment, datetime):
+            seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
+            return -(-int(seconds) // unit_seconds) if end else int(seconds) // unit_seconds
+        day = moment.toordinal() - EPOCH + (1 if end else 0)
+        return day * (86400 // unit_seconds)
+
+    assert period.from_ is not None
+    lo = unit_of(period.from_, False)
+    # A lone instant (from == to) is the bucket it falls in, not an empty range.
+    return lo, max(unit_of(period.to or period.from_, True), lo + 1)
+
+
+def _on_dates(days: np.ndarray, dates: Sequence[str]) -> np.ndarray:
+    unique = np.unique(days)
+    names = {int(day): date.fromordinal(int(day) + EPOCH).strftime("%m-%d") for day in unique}
+    wanted = {day for day, name in names.items() if name in dates}
+    return np.isin(days, list(wanted))
+
+
+# --------------------------------------------------------------------------- local time
+
+
+def local_units(starts: Sequence[int], unit_seconds: int, tz: str) -> list[int]:
+    """Local wall-clock hour (or day) numbers since 1970-01-01 local time, for sorted instants.
+
+    The zone's offset is looked up once a day and per bucket only around a change: a lookup
+    costs more than everything else done with a bucket."""
+    if tz == "UTC":
+        return [start // unit_seconds for start in starts]
+    offsets = utc_offsets(starts, tz, step=max(1, 86400 // unit_seconds))
+    return [(start + offset) // unit_seconds
+            for start, offset in zip(starts, offsets, strict=True)]
+
+
+def utc_offsets(starts: Sequence[int], tz: str, step: int) -> list[int]:
+    if not starts:
+        return []
+    probes = sorted({*range(0, len(starts), step), len(starts) - 1})
+    known = {i: utc_offset(starts[i], tz) for i in probes}
+    offsets = [0] * len(starts)
+    for left, right in zip(probes, [*probes[1:], len(starts)], strict=True):
+        same = right == len(starts) or known[left] == known[right]
+        for i in range(left, right):
+            offsets[i] = known[left] if same else utc_offset(starts[i], tz)
+    return offsets
+
+
+def utc_offset(instant: int, tz: str) -> int:
+    offset = datetime.fromtimestamp(instant, UTC).astimezone(calendar.zone(tz)).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def judge(
+    rule: Rule, condition: AnomalyCondition, series: Series, judged: Bucket,
+    assessment: Assessment,
+) -> Finding:
+    """The finding for ``judged``: active while its episode lasts."""
+    value, expected = judged.value, assessment.expected
+    low, high = assessment.low, assessment.high
+    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
+    active = assessment.active
+    message = (
+        f"{verdict(assessment.score, active, assessment.outside)}: {number(value)} "
+        f"{span(window, rule.window)}, expected {number(expected)} "
+        f"({number(low)}–{number(high)}, {assessment.method})"
+    )
+    size = judged.ends_at - judged.starts_at
+    since = None
+    if active and assessment.started:
+        since = judged.starts_at - assessment.started * size
+        began = Period(since, since + size, rule.timezone)
+        message += f"; unusual since {span(began, rule.window)}"
+    quiet = value < condition.min_volume and expected < condition.min_volume
+    if quiet:
+        message += f"; both below min_volume {number(condition.min_volume)}"
+    details = {
+        "band": [low, high],
+        "method": assessment.method,
+        "score": round(assessment.score, 2),
+        "sensitivity": condition.sensitivity,
+        "direction": condition.direction,
+        "samples": assessment.errors,
+        "episode_since": since,
+    }
+    return _finding(rule, series, judged, active, message, baseline=expected, details=details)
+
+
+def verdict(score: float, active: bool, outside: bool) -> str:
+    if not active:
+        return "as usual"
+    if not outside:
+        return "back inside the band, episode held"
+    return "unusually high" if score > 0 else "unusually low"
+
+
+def span(window: Period, granularity: Granularity) -> str:
+    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
+    if granularity != "hour":
+        return f"on {calendar.period_key(window, granularity)} ({window.timezone})"
+    start = datetime.fromtimestamp(window.starts_at, calendar.zone(window.timezone))
+    # Named by wall-clock hours, so the repeated hour of a DST change reads 01:00–02:00 twice.
+    return f"{start:%Y-%m-%d %H:%M}–{(start.hour + 1) % 24:02d}:{start:%M} {window.timezone}"
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _condition(rule: Rule) -> AnomalyCondition:
+    # The condition model lives with the kind (anomaly.py, which imports this module).
+    if rule.condition.type != "anomaly":
+        raise TypeError(f"rule {rule.name} has no anomaly condition")
+    return cast("AnomalyCondition", rule.condition)
+
+
+def _finding(
+    rule: Rule,
+    series: Series,
+    judged: Bucket,
+    active: bool,
+    message: str,
+    *,
+    baseline: float | None = None,
+    details: dict[str, object] | None = None,
+) -> Finding:
+    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
+    return finding(
+        rule, series, window, message=message, value=judged.value, active=active,
+        complete=True, level=rule.severity if active else None,
+        figures=NO_FIGURES if baseline is None else Baseline(baseline),
+        details=details or {},
+    )
+
+
+def _no_verdict(rule: Rule, series: Series, judged: Bucket, reason: str) -> Finding:
+    return _finding(rule, series, judged, False, reason, details={"method": "none"})
+
+
+def _negative(rule: Rule, series: Series, judged: Bucket) -> Finding:
+    window = Period(judged.starts_at, judged.ends_at, rule.timezone)
+    return finding(
+        rule, series, window, state="nodata", value=judged.value, complete=True,
+        message=(f"net usage {number(judged.value)} {span(window, rule.window)}: corrections "
+                 "(negative meter events) exceed the usage, so it is not judged as an anomaly"),
+    )
+
+
+def _nodata(rule: Rule, series: Series, buckets: BucketColumns, now: int) -> Finding:
+    if buckets:
+        window = Period(buckets[-1].starts_at, buckets[-1].ends_at, rule.timezone)
+    else:
+        window = calendar.period_containing(now, rule.window, rule.timezone)
+    return finding(rule, series, window, state="nodata", message="no complete bucket yet")

@@ -1,0 +1,126 @@
+"""The bucket cache in steady state: a warm-up pass, then steady passes, against the simulator.
+
+Usage::
+
+    python bench/steady.py [--customers 1000] [--cycles 3] [--latency 0.02] [--rate 100]
+
+The simulator runs in a child process (real time, ``--rate`` analytics requests per sliding
+second, ``--latency`` per answer). alertd's side is what the daemon runs each poll:
+:class:`alertd.service.engine.Engine` over the Stripe stack, with the bucket cache on a real
+SQLite state file (``stripe.settle_window`` 24 h), evaluating the sixteen-rule mixed set of
+``bench/planner.py`` for every customer. Pass 1 warms the cache (every key read in full);
+each following pass is a steady cycle. Printed per cycle, beside their targets:
+
+* **requests ÷ bound**: usage requests planned ÷ the bound for that pass — for the warm-up the
+  lower bound of full reads (recent ranges as hours; the cache-less cold bound is printed
+  too), for steady cycles the steady-state bound
+  (:func:`bench.lower_bound.steady_state_needs` with the time since the previous pass);
+  target 1.00;
+* **rows ÷ warm-up**: rows fetched in a steady cycle ÷ rows of the warm-up (target ≤ 5 %);
+* achieved requests/s, CPU seconds of this process per 1,000 requests, peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alertd import conditions
+from alertd.buckets import CachePolicy
+from alertd.clock import SystemClock
+from alertd.config.settings import CustomerSelection
+from alertd.rules.loader import RuleSet
+from alertd.service.engine import Engine
+from alertd.service.reads import BucketCache
+from alertd.service.world import stripe_stack
+from alertd.sim.testing import SimulatorProcess
+from alertd.store.sqlite import SqliteStore
+from bench.common import (
+    Figure,
+    figure,
+    machine_note,
+    mixed_rules,
+    peak_rss_mb,
+    print_table,
+    simulator_settings,
+)
+from bench.lower_bound import lower_bound, steady_state_needs
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(machine_note())
+    rules = mixed_rules()
+    with SimulatorProcess(customers=args.customers, rate=int(args.rate),
+                          latency=args.latency) as sim, tempfile.TemporaryDirectory() as tmp:
+        settings = simulator_settings(sim.url, rate=args.rate)
+        async with stripe_stack(settings, clock=SystemClock()) as stack, \
+                SqliteStore(Path(tmp) / "alertd.db") as store:
+            customers = [c.id for c in await stack.directory.customers(
+                CustomerSelection(all=True))]
+            engine = Engine(settings, RuleSet(tuple(rules)), stack.source, stack.directory,
+                            sent=lambda: stack.http.requests,
+                            cache=BucketCache(store, CachePolicy()))
+            warm_rows = 0.0
+            previous: float | None = None
+            for cycle in range(1 + args.cycles):
+                now = int(time.time())
+                needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
+                # The warm-up reads every key in full, recent ones as hours (no previous poll).
+                since = 10**9 if previous is None else now - previous
+                bound = lower_bound(steady_state_needs(needs, now, since))
+                if previous is None:
+                    print(f"cold lower bound without the cache: {lower_bound(needs)} requests")
+                rows_before = engine.cache_counts.rows_fetched
+                cpu, wall = time.process_time(), time.perf_counter()
+                result = await engine.run_pass(now)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                rows = engine.cache_counts.rows_fetched - rows_before
+                warm_rows = warm_rows or rows
+                print_table(_title(cycle, len(customers), wall), _figures(
+                    result.queries, result.requests, bound, rows, warm_rows, wall, cpu,
+                    steady=cycle > 0, failures=len(result.failures)))
+                previous = now
+
+
+def _title(cycle: int, customers: int, wall: float) -> str:
+    what = "warm-up (cold cache)" if cycle == 0 else f"steady cycle {cycle}"
+    return f"{what}: {customers} customers × 16 rules, {wall:.1f} s"
+
+
+def _figures(queries: int, requests: int, bound: int, rows: int, warm_rows: float,
+             wall: float, cpu: float, *, steady: bool, failures: int) -> list[Figure]:
+    figures = [
+        figure("usage requests planned", queries, "{:.0f}"),
+        figure("bound" + (" (steady state)" if steady else " (full reads)"), bound, "{:.0f}"),
+        figure("requests ÷ bound", queries / bound, "{:.2f}", "1.00",
+               lambda v: abs(v - 1) < 0.005),
+        figure("HTTP requests sent", requests, "{:.0f}"),
+        figure("rows fetched", rows, "{:.0f}"),
+        figure("achieved requests/s", requests / wall, "{:.1f}", "≥ 95 when budget-bound"),
+        figure("CPU s per 1,000 requests (alertd)", 1000 * cpu / max(requests, 1), "{:.2f}"),
+        figure("peak RSS (MB)", peak_rss_mb(), "{:.0f}", "≤ 150", lambda v: v <= 150),
+        figure("failed requests", failures, "{:.0f}", "0", lambda v: v == 0),
+    ]
+    if steady:
+        figures.insert(5, figure("rows ÷ warm-up", rows / warm_rows, "{:.1%}", "≤ 5 %",
+                                 lambda v: v <= 0.05))
+    return figures
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--cycles", type=int, default=3, help="steady cycles after the warm-up")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--latency", type=float, default=0.02)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

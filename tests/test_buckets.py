@@ -1,0 +1,145 @@
+"""The bucket cache's pure decisions (alertd.buckets) and its SQLite table."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from alertd.buckets import (
+    BucketEntry,
+    CachePolicy,
+    cache_key,
+    combine,
+    decode_rows,
+    encode_rows,
+    fetch_range,
+    hourly,
+    key_needs,
+    planned_needs,
+    rebucket,
+    reread_after,
+    settled_before,
+    updated,
+)
+from alertd.model import DataNeed, MeterSpec, UsageRow
+from alertd.store.sqlite import SqliteStore
+
+HOUR = 3600
+DAY = 86_400
+NOW = 1_741_608_000  # 2025-03-10T12:00Z
+POLICY = CachePolicy(settle_window=DAY, full_reread_every=7 * DAY)
+SPEC = MeterSpec("mtr_a", (("tier", ("pro",)),), (), ("model",))
+NEED = DataNeed("cus_1", SPEC, "day", "UTC", NOW - 30 * DAY - 12 * HOUR, NOW)
+
+
+def row(start: int, value: float = 1.0) -> UsageRow:
+    return UsageRow(start, start + DAY, value, "mtr_a", (("model", "m"),))
+
+
+def test_the_key_names_everything_that_makes_a_query_distinct() -> None:
+    keys = {cache_key(NEED), cache_key(replace(NEED, customer="cus_2")),
+            cache_key(replace(NEED, granularity="hour")),
+            cache_key(replace(NEED, timezone="Europe/Paris")),
+            cache_key(replace(NEED, spec=replace(SPEC, meter="mtr_b"))),
+            cache_key(replace(NEED, spec=replace(SPEC, dimension_filters=()))),
+            cache_key(replace(NEED, spec=replace(SPEC, tenant_filters=(("u", ("x",)),)))),
+            cache_key(replace(NEED, spec=replace(SPEC, group_by=())))}
+    assert len(keys) == 8
+    assert cache_key(replace(NEED, starts_at=NOW - DAY)) == cache_key(NEED)  # not the range
+
+
+def test_needs_of_one_key_share_the_hull_of_their_ranges() -> None:
+    short = replace(NEED, starts_at=NOW - 2 * DAY, ends_at=NOW + HOUR)
+    hull = key_needs([NEED, short])[cache_key(NEED)]
+    assert (hull.starts_at, hull.ends_at) == (NEED.starts_at, NOW + HOUR)
+
+
+def test_the_first_read_is_full_then_only_what_was_not_settled_when_read() -> None:
+    assert fetch_range(NEED, None, NOW, POLICY) == NEED
+    entry = updated("k", NEED, NEED, None, [row(NOW - 12 * HOUR - 3 * DAY)], NOW, POLICY)
+    # Settled: buckets before the start of the day NOW - 24 h falls in (yesterday 00:00).
+    assert entry.covered_to == settled_before(NEED, NOW, POLICY) == NOW - 12 * HOUR - DAY
+    later = replace(NEED, ends_at=NOW + HOUR)
+    assert fetch_range(later, entry, NOW + HOUR, POLICY).starts_at == entry.covered_to
+    # Days later (polls failed meanwhile): still from where the entry stopped being final.
+    assert fetch_range(later, entry, NOW + 3 * DAY, POLICY).starts_at == entry.covered_to
+
+
+def test_a_rule_looking_further_back_or_a_due_reread_reads_in_full() -> None:
+    entry = BucketEntry("k", NEED.starts_at, NOW - 2 * DAY, NOW, ())
+    further = replace(NEED, starts_at=NEED.starts_at - DAY)
+    assert fetch_range(further, entry, NOW, POLICY) == further
+    due = NOW + math.ceil(reread_after("k", POLICY))
+    assert fetch_range(NEED, entry, due, POLICY) == NEED
+    assert fetch_range(NEED, entry, due - 1, POLICY) != NEED
+
+
+def test_full_rereads_are_spread_between_half_and_all_of_the_period() -> None:
+    afters = [reread_after(f"key{i}", POLICY) for i in range(200)]
+    assert all(3.5 * DAY <= a <= 7 * DAY for a in afters)
+    assert max(afters) - min(afters) > 2 * DAY
+
+
+def test_a_reread_replaces_its_range_and_the_entry_keeps_settled_rows_only() -> None:
+    first = NEED.starts_at
+    cached = BucketEntry("k", first, NOW - 3 * DAY - 12 * HOUR, NOW - DAY,
+                         (row(first), row(NOW - 4 * DAY - 12 * HOUR)))
+    fetched = replace(NEED, starts_at=cached.covered_to)
+    rows = combine(NEED, fetched, cached, [row(NOW - 12 * HOUR, 5.0)])  # a bucket cancelled
+    assert [r.starts_at for r in rows] == [first, NOW - 4 * DAY - 12 * HOUR, NOW - 12 * HOUR]
+    entry = updated("k", NEED, fetched, cached, rows, NOW, POLICY)
+    assert entry.full_at == NOW - DAY  # a partial read keeps the last full read's time
+    assert [r.starts_at for r in entry.rows] == [first, NOW - 4 * DAY - 12 * HOUR]
+
+
+def test_rows_round_trip_exactly() -> None:
+    rows = (row(NOW, 0.1 + 0.2), UsageRow(NOW, NOW + HOUR, 1e300, "mtr_a", ()))
+    assert decode_rows(encode_rows(rows), "mtr_a") == rows
+    with pytest.raises(ValueError):
+        decode_rows('[["x"]]', "mtr_a")
+
+
+async def test_the_store_keeps_replaces_and_prunes_entries(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    entry = BucketEntry(cache_key(NEED), NEED.starts_at, NOW - DAY, NOW, (row(NOW - 5 * DAY),))
+    other = replace(entry, key=cache_key(replace(NEED, customer="cus_2")), rows=())
+    async with SqliteStore(path) as store:
+        await store.save_buckets([entry, other], NOW)
+        assert await store.load_buckets([entry.key, "nope"]) == {entry.key: entry}
+        await store.save_buckets([replace(entry, rows=())], NOW + DAY)
+        assert (await store.load_buckets([entry.key]))[entry.key].rows == ()
+        assert await store.prune_buckets(NOW + 1) == 1  # "other" was not saved since
+        assert set(await store.load_buckets([entry.key, other.key])) == {entry.key}
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE usage_buckets SET rows = 'garbage'")
+    async with SqliteStore(path) as store:
+        assert await store.load_buckets([entry.key]) == {}  # read again in full, no failure
+
+
+def test_recent_day_needs_are_asked_as_hours_and_summed_back() -> None:
+    recent = replace(NEED, timezone="America/New_York", starts_at=NOW - 31 * HOUR,
+                     ends_at=NOW)  # from yesterday's midnight in New York (UTC-4 today)
+    asked = hourly(recent, POLICY)
+    assert (asked.granularity, asked.timezone) == ("hour", "UTC")
+    assert hourly(NEED, POLICY) == NEED  # a long (full) read stays in days
+    kolkata = replace(recent, timezone="Asia/Kolkata")
+    assert hourly(kolkata, POLICY).timezone == "Asia/Kolkata"  # half-hour offset: own hours
+    hours = [UsageRow(t, t + HOUR, 1.0, "mtr_a", (("model", "m"),))
+             for t in range(recent.starts_at, NOW, HOUR)]
+    # 2025-03-09 in New York had 23 hours (DST began), then 8 hours of today.
+    assert rebucket(hours, recent) == [
+        UsageRow(recent.starts_at, NOW - 8 * HOUR, 23.0, "mtr_a", (("model", "m"),)),
+        UsageRow(NOW - 8 * HOUR, NOW, 8.0, "mtr_a", (("model", "m"),))]
+
+
+def test_a_shrunk_need_joins_a_request_made_anyway() -> None:
+    full = replace(NEED, spec=replace(SPEC, meter="mtr_b"))
+    shrunk = replace(NEED, starts_at=NOW - DAY - 12 * HOUR)
+    other_zone = replace(shrunk, timezone="Europe/Berlin")
+    planned = planned_needs({"full": full, "shrunk": shrunk, "berlin": other_zone}, POLICY)
+    assert planned["full"] == full and planned["shrunk"] == shrunk  # day UTC is asked anyway
+    assert planned["berlin"].granularity == "hour"
