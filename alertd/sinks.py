@@ -49,6 +49,8 @@ class ReceivedMail:
     message: EmailMessage
     tls: bool
     login: bytes | None
+    #: The message's bytes as they arrived (to parse again, e.g. with ``email.policy.strict``).
+    raw: bytes = b""
 
 
 @dataclass
@@ -78,6 +80,7 @@ class RecordingMailHandler:
             envelope.mail_from, list(envelope.rcpt_tos), message,
             server.transport.get_extra_info("ssl_object") is not None,
             getattr(session.auth_data, "login", None),
+            bytes(envelope.content),
         )
         if self.data_replies:
             self.rejected.append(received)

@@ -260,6 +260,25 @@ class ServerSettings(Section):
     #: ``generatorURL`` of webhooks and the links in every channel point under it. Empty: no
     #: links.
     external_url: HttpUrl | Literal[""] = ""
+    #: The status page's bearer token (``Authorization: Bearer``, or the login form), one line.
+    token_file: Path | None = None
+    #: ``USER:PASSWORD`` on one line for HTTP basic authentication of the status page.
+    basic_auth_file: Path | None = None
+
+    def resolved_token(self) -> SecretStr | None:
+        return read_secret(None, self.token_file, "server.token_file")
+
+    def resolved_basic_auth(self) -> tuple[str, SecretStr] | None:
+        """``(user, password)`` from :attr:`basic_auth_file`; :class:`ConfigError` unless it
+        holds ``USER:PASSWORD``."""
+        secret = read_secret(None, self.basic_auth_file, "server.basic_auth_file")
+        if secret is None:
+            return None
+        user, colon, password = secret.get_secret_value().partition(":")
+        if not colon or not user or not password:
+            raise ConfigError(f"server.basic_auth_file: {self.basic_auth_file} must hold "
+                              "USER:PASSWORD on one line (its content is not shown)")
+        return user, SecretStr(password)
 
     @field_validator("listen")
     @classmethod

@@ -53,6 +53,7 @@ from alertd.config.settings import EmailReceiver, Receiver, SmtpSettings
 from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from alertd.model import Alert, Notification
 from alertd.notify.base import template_failure
+from alertd.notify.chart import EmailChart, email_chart
 from alertd.notify.templates import Templates, annotated
 from alertd.templating import off_loop
 
@@ -178,6 +179,8 @@ class Rendered:
     subject: str
     text: str
     html: str
+    #: The inline chart the HTML may show by ``cid:`` (attached only when it does).
+    chart: EmailChart | None = None
 
 
 def build_message(notification: Notification, envelope: Envelope, sender: str,
@@ -207,6 +210,14 @@ def build_message(notification: Notification, envelope: Envelope, sender: str,
     message["X-Auto-Response-Suppress"] = "All"
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    chart = rendered.chart
+    if chart is not None and f"cid:{chart.cid}" in rendered.html:
+        # text/plain | multipart/related (text/html, image/png): the image belongs to the
+        # HTML alternative, which refers to it by Content-ID.
+        html_part = list(message.iter_parts())[1]
+        assert isinstance(html_part, EmailMessage)  # parts of an EmailMessage are ones too
+        html_part.add_related(chart.png, "image", "png", cid=f"<{chart.cid}>",
+                              filename="recent-usage.png", disposition="inline")
     return message
 
 
@@ -305,6 +316,8 @@ class EmailNotifier:
         """Subject, text and HTML; ``annotate=False`` when annotations are rendered already."""
         context: dict[str, Any] = self.templates.notification_context(notification,
                                                                        annotate=annotate)
+        chart = email_chart(notification, _domain(self.smtp.from_))
+        context["chart_cid"] = chart.cid if chart is not None else None
         try:
             if self.email.subject is not None:
                 subject = self.templates.render_source(self.email.subject, context)
@@ -314,7 +327,7 @@ class EmailNotifier:
             html = self.templates.render("email.html", context)
         except TemplateError as exc:
             raise template_failure("email", exc, self.receiver.name) from exc
-        return Rendered(_one_line(subject), text, html)
+        return Rendered(_one_line(subject), text, html, chart)
 
     async def _deliver(self, notification: Notification, messages: list[EmailMessage]) -> None:
         where = f"SMTP server {self.smtp.host}:{self.smtp.port}"

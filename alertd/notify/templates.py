@@ -86,6 +86,7 @@ ALERT_NAMES = frozenset(templating.TEMPLATE_NAMES) | {"annotations", "fingerprin
 NOTIFICATION_NAMES = frozenset({
     "alerts", "status", "receiver", "group_labels", "group_key", "firing", "resolved",
     "common_labels", "common_annotations", "notification_id", "created_at", "external_url",
+    "chart_cid",
 })
 
 SEVERITY_COLOURS = {
@@ -320,6 +321,8 @@ def notification_context(notification: Notification, *, external_url: str = "",
         "common_annotations": common_pairs([a.annotations for a in notification.alerts]),
         "notification_id": notification.id, "created_at": _in_zone(notification.created_at),
         "external_url": external_url,
+        # The email notifier sets the inline chart's Content-ID (alertd.notify.chart).
+        "chart_cid": None,
     }
 
 

@@ -73,11 +73,14 @@ from alertd.service.open import (
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
+from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
 from alertd.store.base import Lease, Store
 from alertd.store.open import open_store, replica_name
 from alertd.tasks import cancel, wait_first
+from alertd.web.app import StatusContext
+from alertd.web.board import Board
 
 log = logging.getLogger("alertd.daemon")
 
@@ -148,6 +151,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
+        self.board = Board()  # what the polls found, for the status page (alertd.web)
+        self.status: StatusContext | None = None
         self._abort = asyncio.Event()
         self._parts = Collaborators(self.clock, self.metrics, stripe_transport, smtp_factory,
                                     on_delivered)
@@ -223,8 +228,10 @@ class Daemon:
             self._store = shared = await self._lead(stack, store, world.settings)
             listen = world.settings.server.listen
             if listen:
+                self.status = status_context(world.settings.server, self._store, self.board,
+                                             self.clock, lambda: self._live)
                 self.server_url = await stack.enter_async_context(
-                    serve(listen, self.metrics, self.health, self.clock))
+                    serve(listen, self.metrics, self.health, self.clock, self.status))
                 log.info("serving metrics url=%s/metrics", self.server_url)
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
@@ -442,8 +449,10 @@ class Daemon:
         """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
         heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
-        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names,
-                                         int(self.clock.now()))
+        now = int(self.clock.now())
+        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now)
+        self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
+                          customers=outcome.result.customers, series=outcome.result.series)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:

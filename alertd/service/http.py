@@ -1,4 +1,5 @@
-"""The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``.
+"""The HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz`` on ``server.listen``, and
+the status page with its JSON API (:mod:`alertd.web`) when the daemon passes its context.
 
 ``/healthz`` answers 200 while the main loop is alive: the daemon's keepalive beats every half
 systemd watchdog interval (every 10 s without a watchdog) and ``/healthz`` wants the last beat
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from alertd.clock import Clock
 from alertd.errors import ConfigError
 from alertd.service.metrics import Metrics
+from alertd.web.app import StatusContext, install
 
 
 @dataclass
@@ -54,7 +56,9 @@ class Health:
         return self.stale_reason
 
 
-def build_app(metrics: Metrics, health: Health, clock: Clock) -> web.Application:
+def build_app(
+    metrics: Metrics, health: Health, clock: Clock, status: StatusContext | None = None
+) -> web.Application:
     async def metrics_handler(_: web.Request) -> web.Response:
         response = web.Response(body=metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -78,17 +82,22 @@ def build_app(metrics: Metrics, health: Health, clock: Clock) -> web.Application
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if status is not None:
+        install(app, status)
     return app
 
 
 @asynccontextmanager
-async def serve(listen: str, metrics: Metrics, health: Health, clock: Clock) -> AsyncIterator[str]:
+async def serve(
+    listen: str, metrics: Metrics, health: Health, clock: Clock,
+    status: StatusContext | None = None,
+) -> AsyncIterator[str]:
     """Serve on ``HOST:PORT`` (port 0 picks one) and yield the base URL.
 
     An address that cannot be bound (in use, not this host's, a privileged port) is a
     :class:`ConfigError` naming ``server.listen``."""
     host, port = listen.rsplit(":", 1)
-    runner = web.AppRunner(build_app(metrics, health, clock), access_log=None)
+    runner = web.AppRunner(build_app(metrics, health, clock, status), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
     try:

@@ -28,6 +28,8 @@ OutboxStatus = Literal["pending", "delivered", "failed", "undeliverable"]
 
 #: ``(receiver, group_key)``
 GroupId = tuple[str, str]
+#: ``(created_at, id)`` of an outbox row: where the next page of the history starts.
+OutboxCursor = tuple[float, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,37 @@ class Store(SilenceStore, Protocol):
         """Deletes finished rows (delivered, failed, undeliverable) older than ``before``."""
         ...
 
+    # The status page's queries (alertd.web); a backend answers each with one indexed query.
+
+    async def outbox_page(
+        self, *, status: OutboxStatus | None = None, receiver: str | None = None,
+        before: OutboxCursor | None = None, limit: int = 50,
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` (at most 500) rows, newest first (``created_at``, then ``id``,
+        descending), of one status and receiver when given, strictly older than ``before``
+        (the previous page's last ``(created_at, id)``): keyset paging, never an offset."""
+        ...
+
+    async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
+        """Rows whose notification carries the alert ``fingerprint``, newest first, looked for
+        among the newest ``scan`` rows."""
+        ...
+
+    async def outbox_row(self, row_id: str) -> OutboxRow | None: ...
+
+    async def attempts(self, row_id: str, *, limit: int = 100) -> list[Attempt]:
+        """The newest ``limit`` delivery attempts at one row (each as
+        :meth:`record_attempt` recorded it), oldest first; deleted with the row by
+        :meth:`prune_outbox`."""
+        ...
+
+    async def resend(self, row_id: str, now: float) -> OutboxRow | None:
+        """Puts a ``failed`` or ``undeliverable`` row back to ``pending`` with its attempts
+        reset, due at ``now`` (same id, so the same idempotency key). Returns the row as it
+        is now; ``None`` when there is no such row. A row in another status is left as it is
+        (the caller sees its status)."""
+        ...
+
 
 @runtime_checkable
 class BucketStore(Protocol):
@@ -266,6 +299,7 @@ __all__ = [
     "Changes",
     "Lease",
     "LeaseLostError",
+    "OutboxCursor",
     "OutboxRow",
     "OutboxStatus",
     "Silence",

@@ -4,9 +4,9 @@ Where it sits: a one-off step when a deployment grows from one process to replic
 is opened (and migrated) the ordinary way, so a damaged, foreign or newer file is refused as
 at start; the database is migrated, then every row of the state tables is inserted in ONE
 transaction — alert states, groups, the notification log, the outbox (pending rows keep
-their ids, so the receivers' ``Idempotency-Key`` stays) and silences. Leases are not copied:
-the first replica to start takes them. A database that already holds state is refused, so a
-copy never mixes two histories; stop the daemon using the file first.
+their ids, so the receivers' ``Idempotency-Key`` stays), its attempt log and silences. Leases
+are not copied: the first replica to start takes them. A database that already holds state is
+refused, so a copy never mixes two histories; stop the daemon using the file first.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                          "notification_id"),
     "outbox": ("id", "receiver", "group_key", "notification", "status", "attempts",
                "next_attempt_at", "last_error", "created_at", "delivered_at"),
+    # The status page's attempt log; PostgreSQL numbers the rows (seq) in the file's order.
+    "outbox_attempts": ("id", "attempt", "at", "status", "error"),
     "silences": ("id", "matchers", "starts_at", "ends_at", "comment", "created_by",
                  "created_at", "expired"),
 }

@@ -67,6 +67,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
         "ALTER TABLE outbox ADD COLUMN claimed_until DOUBLE PRECISION",
     ),
+    (  # 3: the status page's history, newest first, and every delivery attempt (SQLite 5)
+        "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
+        "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
+        # seq orders attempts recorded at the same instant (SQLite's rowid).
+        """CREATE TABLE outbox_attempts (
+            seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, error TEXT)""",
+        "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Any constant: the advisory lock that serialises migrations across replicas.

@@ -53,6 +53,7 @@ from alertd.store.base import (
     Lease,
     LeaseLostError,
     NotificationGroup,
+    OutboxCursor,
     OutboxRow,
     OutboxStatus,
     SentRecord,
@@ -300,6 +301,11 @@ class PostgresStore:
                     "last_error = COALESCE(%s, last_error), "
                     "delivered_at = COALESCE(%s, delivered_at), claimed_by = NULL, "
                     "claimed_until = NULL WHERE id = %s", params)
+                # The attempt log (the status page's), in the same transaction.
+                await cur.executemany(
+                    "INSERT INTO outbox_attempts (id, attempt, at, status, error) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [(a.id, a.attempts, a.at, a.status, a.error) for a in attempts])
 
         await self._run(record, write=True)
 
@@ -315,11 +321,72 @@ class PostgresStore:
 
     async def prune_outbox(self, before: float) -> int:
         async def prune(conn: Conn) -> int:
+            await conn.execute(
+                "DELETE FROM outbox_attempts WHERE id IN (SELECT id FROM outbox "
+                "WHERE status <> 'pending' AND created_at < %s)", (before,))
             cur = await conn.execute(
                 "DELETE FROM outbox WHERE status <> 'pending' AND created_at < %s", (before,))
             return cur.rowcount
 
         return await self._run(prune, write=True)
+
+    # ----------------------------------------------------------------- status page
+
+    async def outbox_page(
+        self, *, status: OutboxStatus | None = None, receiver: str | None = None,
+        before: OutboxCursor | None = None, limit: int = 50,
+    ) -> list[OutboxRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("o.status = %s")
+            params.append(status)
+        if receiver is not None:
+            where.append("o.receiver = %s")
+            params.append(receiver)
+        if before is not None:
+            where.append("(o.created_at, o.id) < (%s, %s)")
+            params.extend(before)
+        sql = f"SELECT {_COLUMNS} FROM outbox o"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY o.created_at DESC, o.id DESC LIMIT %s"
+        params.append(max(1, min(limit, 500)))
+        return [rows.outbox_row(r) for r in await self._rows(sql, params)]
+
+    async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
+        # As SQLite's (alertd.store.pages): the fingerprint quoted as a JSON string, with
+        # LIKE's wildcards removed, among the newest ``scan`` rows.
+        pattern = '%"fingerprint":"' + fingerprint.replace("%", "").replace("_", "") + '"%'
+        found = await self._rows(
+            f"SELECT {_COLUMNS} FROM (SELECT * FROM outbox ORDER BY created_at DESC, id DESC "
+            "LIMIT %s) o WHERE o.notification LIKE %s ORDER BY o.created_at DESC, o.id DESC",
+            (max(0, scan), pattern))
+        return [rows.outbox_row(r) for r in found]
+
+    async def outbox_row(self, row_id: str) -> OutboxRow | None:
+        found = await self._rows(f"SELECT {_COLUMNS} FROM outbox o WHERE o.id = %s", (row_id,))
+        return rows.outbox_row(found[0]) if found else None
+
+    async def attempts(self, row_id: str, *, limit: int = 100) -> list[Attempt]:
+        found = await self._rows(
+            "SELECT attempt, at, status, error FROM outbox_attempts WHERE id = %s "
+            "ORDER BY at DESC, seq DESC LIMIT %s", (row_id, max(1, min(limit, 1000))))
+        return [Attempt(row_id, r["status"], r["attempt"], r["at"], error=r["error"])
+                for r in reversed(found)]
+
+    async def resend(self, row_id: str, now: float) -> OutboxRow | None:
+        async def work(conn: Conn) -> OutboxRow | None:
+            # Any stale claim goes too, so the next replica to look may take it at once.
+            await conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = %s, "
+                "claimed_by = NULL, claimed_until = NULL "
+                "WHERE id = %s AND status IN ('failed', 'undeliverable')", (now, row_id))
+            row = await (await conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox o WHERE o.id = %s", (row_id,))).fetchone()
+            return None if row is None else rows.outbox_row(row)
+
+        return await self._run(work, write=True)
 
     # ----------------------------------------------------------------- silences
 

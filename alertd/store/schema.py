@@ -84,6 +84,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             full_at INTEGER NOT NULL, saved_at INTEGER NOT NULL, rows TEXT NOT NULL)""",
         "CREATE INDEX usage_buckets_saved ON usage_buckets (saved_at)",
     ),
+    (  # 5: the status page's notification history, newest first (alertd.store.pages)
+        "CREATE INDEX outbox_history ON outbox (created_at DESC, id DESC)",
+        "CREATE INDEX outbox_history_status ON outbox (status, created_at DESC, id DESC)",
+        # Every delivery attempt with its outcome and error (the history shows them all).
+        """CREATE TABLE outbox_attempts (
+            id TEXT NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
+            status TEXT NOT NULL, error TEXT)""",
+        "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600

@@ -21,7 +21,8 @@ The file format (schema versions, migrations, refusing newer, foreign or damaged
 modes) is in :mod:`alertd.store.schema`.
 
 Why over 400 lines: it is the one implementation of the Store protocol; each operation's SQL and
-its transaction stay side by side.
+its transaction stay side by side (the status page's queries are built in
+:mod:`alertd.store.pages`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from alertd.alerts import AlertState
 from alertd.errors import StoreError
 from alertd.model import SeriesKey
 from alertd.silences import Silence
-from alertd.store import rows
+from alertd.store import pages, rows
 from alertd.store.base import (
     Attempt,
     Changes,
@@ -46,6 +47,7 @@ from alertd.store.base import (
     Lease,
     LeaseLostError,
     NotificationGroup,
+    OutboxCursor,
     OutboxRow,
     OutboxStatus,
     SentRecord,
@@ -246,13 +248,19 @@ class SqliteStore(SqliteBuckets):
         await self.record_attempts((attempt,))
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        if attempts:
-            params = [_attempt_params(a) for a in attempts]
-            await self._write(lambda c: c.executemany(
+        if not attempts:
+            return
+        params = [_attempt_params(a) for a in attempts]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "UPDATE outbox SET status = ?, attempts = ?, "
                 "next_attempt_at = COALESCE(?, next_attempt_at), "
                 "last_error = COALESCE(?, last_error), "
-                "delivered_at = COALESCE(?, delivered_at) WHERE id = ?", params))
+                "delivered_at = COALESCE(?, delivered_at) WHERE id = ?", params)
+            pages.log_attempts(conn, attempts)
+
+        await self._write(work)
 
     async def outbox(self, status: OutboxStatus | None = None) -> list[OutboxRow]:
         sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
@@ -268,9 +276,39 @@ class SqliteStore(SqliteBuckets):
             "SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]))
 
     async def prune_outbox(self, before: float) -> int:
-        return await self._write(lambda c: c.execute(
-            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
-        ).rowcount)
+        def work(conn: sqlite3.Connection) -> int:
+            pages.prune_attempts(conn, before)
+            return conn.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (before,)
+            ).rowcount
+
+        return await self._write(work)
+
+    # ----------------------------------------------------------------- status page
+
+    async def outbox_page(
+        self, *, status: OutboxStatus | None = None, receiver: str | None = None,
+        before: OutboxCursor | None = None, limit: int = 50,
+    ) -> list[OutboxRow]:
+        sql, params = pages.page_query(_OUTBOX_COLUMNS, status, receiver, before, limit)
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
+
+    async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
+        sql, params = pages.for_alert_query(_OUTBOX_COLUMNS, fingerprint, scan)
+        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
+
+    async def outbox_row(self, row_id: str) -> OutboxRow | None:
+        return await self._read(lambda c: _one_row(c, row_id))
+
+    async def attempts(self, row_id: str, *, limit: int = 100) -> list[Attempt]:
+        return await self._read(lambda c: pages.attempts(c, row_id, limit))
+
+    async def resend(self, row_id: str, now: float) -> OutboxRow | None:
+        def work(conn: sqlite3.Connection) -> OutboxRow | None:
+            pages.resend(conn, row_id, now)
+            return _one_row(conn, row_id)
+
+        return await self._write(work)
 
     # ----------------------------------------------------------------- silences
 
@@ -394,3 +432,9 @@ def _write_states(
         else:
             conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
                          rows.state_params(key, state))
+
+
+def _one_row(conn: sqlite3.Connection, row_id: str) -> OutboxRow | None:
+    row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.id = ?",
+                       (row_id,)).fetchone()
+    return None if row is None else rows.outbox_row(row)

@@ -1,7 +1,7 @@
 """The bucket cache on the SQLite store: the :class:`~alertd.store.base.BucketStore` methods.
 
 Where it sits: mixed into :class:`~alertd.store.sqlite.SqliteStore` (same connection, same
-worker thread, same error handling); the table is migration 3 of :mod:`alertd.store.schema`.
+worker thread, same error handling); the table is migration 4 of :mod:`alertd.store.schema`.
 One row per cache key holds that key's rows as compact JSON (:func:`alertd.buckets.encode_rows`):
 a poll reads and replaces whole entries, a batch of customers at a time, so nothing here keeps
 rows in memory between batches — the cache lives on disk.

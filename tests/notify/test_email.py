@@ -50,7 +50,7 @@ async def test_multipart_text_and_html_with_headers(smtp_server, mail_sink, buil
     assert received.rcpt_tos == ["ops@example.com"]
     assert message.get_content_type() == "multipart/alternative"
     parts = [part.get_content_type() for part in message.iter_parts()]
-    assert parts == ["text/plain", "text/html"]
+    assert parts == ["text/plain", "multipart/related"]  # the HTML with its chart
     assert message["Subject"] == "[FIRING critical] gpt4-daily-usage · Acme Analytics Inc."
     assert message["To"] == "ops@example.com"
     assert message["X-Alertd-Fingerprints"] == "fp-cus_acme"

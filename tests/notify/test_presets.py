@@ -45,7 +45,9 @@ def test_alertmanager_webhook_common_labels_and_end_times(build) -> None:
     assert body["commonLabels"]["team"] == "ml"
     assert [a["endsAt"] for a in body["alerts"]] == ["0001-01-01T00:00:00Z",
                                                     "2025-01-03T16:10:00Z"]
-    assert body["alerts"][0]["generatorURL"] == "https://alertd.example"
+    # generatorURL links to the alert's page on the status page (by alertd's fingerprint).
+    assert body["alerts"][0]["generatorURL"] == (
+        f"https://alertd.example/alerts/{firing.fingerprint}")
 
 
 def test_alertmanager_labels_always_carry_alertname(build) -> None:

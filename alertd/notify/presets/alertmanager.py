@@ -62,8 +62,10 @@ def labels(alert: Alert) -> dict[str, str]:
     return found
 
 
-def generator_url(context: PresetContext) -> str:
-    return context.external_url
+def alert_page(external_url: str, fingerprint: str) -> str:
+    """The alert's page on the status page (``/alerts/{fingerprint}``) under
+    ``server.external_url``; empty without one."""
+    return f"{external_url.rstrip('/')}/alerts/{fingerprint}" if external_url else ""
 
 
 def _webhook_alert(alert: Alert, context: PresetContext) -> dict[str, Any]:
@@ -73,7 +75,9 @@ def _webhook_alert(alert: Alert, context: PresetContext) -> dict[str, Any]:
         "annotations": string_map(alert.annotations),
         "startsAt": iso(alert.starts_at),
         "endsAt": iso(alert.ends_at) if alert.ends_at is not None else ZERO_TIME,
-        "generatorURL": generator_url(context),
+        # alertd's own fingerprint names the alert's status page; "fingerprint" is
+        # Alertmanager's hash of the label set.
+        "generatorURL": alert_page(context.external_url, alert.fingerprint),
         "fingerprint": labelset.fingerprint(labels(alert)),
     }
 
@@ -110,7 +114,7 @@ def _posted_alert(alert: Alert, notification: Notification,
         "endsAt": iso(ends_at),
     }
     if context.external_url:
-        posted["generatorURL"] = generator_url(context)
+        posted["generatorURL"] = alert_page(context.external_url, alert.fingerprint)
     return posted
 
 
