@@ -42,6 +42,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = f"needs {', '.join(missing)} on PATH (not installed)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}; CI must install it (.ci/run)", pytrace=False)
+    # A user's laptop without the program: skip, saying why (CI failed above instead).
     pytest.skip(reason)
 
 
@@ -75,6 +76,7 @@ def pg_server() -> str:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{problem}; CI must run the server (.ci/run waits for it)",
                         pytrace=False)
+        # No PostgreSQL server here (a user's laptop): skip, saying why; CI failed above.
         pytest.skip(problem)
     return PG_BASE
 

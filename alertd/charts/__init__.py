@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: Colours of the stacked series, in legend order (colour-blind-safe Okabe–Ito palette).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -162,3 +163,14 @@ def stacked_chart(
                              (end - start) * scale, colours[key], f"{row['date']} {key}", value))
     return Chart(width, height, tuple(bars), (), None, tuple(colours.items()), top,
                  _x_labels([str(r["date"]) for r in rows], pad, slot))
+
+
+def band_of(details: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The ``(low, high)`` band an anomaly finding carries in its ``details``, if any."""
+    raw = details.get("band")
+    if isinstance(raw, list | tuple) and len(raw) == 2:
+        try:
+            return float(raw[0]), float(raw[1])
+        except (TypeError, ValueError):
+            return None
+    return None

@@ -18,25 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alertd.charts import comparable_values
+from alertd.charts import band_of, comparable_values
 from alertd.charts.png import chart_png
-from alertd.model import Alert, Notification
+from alertd.model import Notification
 
 
 @dataclass(frozen=True, slots=True)
 class EmailChart:
     cid: str  # without the angle brackets
     png: bytes
-
-
-def _band(alert: Alert) -> tuple[float, float] | None:
-    raw = alert.details.get("band")
-    if isinstance(raw, list | tuple) and len(raw) == 2:
-        try:
-            return float(raw[0]), float(raw[1])
-        except (TypeError, ValueError):
-            return None
-    return None
 
 
 def email_chart(notification: Notification, domain: str) -> EmailChart | None:
@@ -47,5 +37,5 @@ def email_chart(notification: Notification, domain: str) -> EmailChart | None:
     drawn, _ = comparable_values([(b.starts_at, b.value) for b in alert.recent],
                                  alert.window.starts_at, alert.value)
     values = [(str(b.starts_at), v) for b, v in zip(alert.recent, drawn, strict=True)]
-    png = chart_png(values, threshold=alert.threshold, band=_band(alert))
+    png = chart_png(values, threshold=alert.threshold, band=band_of(alert.details))
     return EmailChart(f"chart.{notification.id[:16]}.{alert.fingerprint}@{domain}", png)

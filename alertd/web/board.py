@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA, AlertState
+from alertd.charts import band_of
 from alertd.model import Bucket, Customer, Finding, Series, SeriesKey
 
 ACTIVE_STATES = ("firing", "pending")
@@ -82,16 +83,6 @@ class Entry:
         }
 
 
-def _band(finding: Finding) -> tuple[float, float] | None:
-    raw = finding.details.get("band")
-    if isinstance(raw, list | tuple) and len(raw) == 2:
-        try:
-            return float(raw[0]), float(raw[1])
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
 def entry_for(
     finding: Finding, now: int, *, previous: Entry | None, state: AlertState | None,
     customer: Customer | None, series: Series | None, recent_buckets: int = 30,
@@ -106,7 +97,7 @@ def entry_for(
     return Entry(
         fingerprint=finding.key.fingerprint, key=finding.key, state=finding.state,
         level=finding.level, value=finding.value, threshold=finding.threshold,
-        band=_band(finding), message=finding.message, meter=finding.meter,
+        band=band_of(finding.details), message=finding.message, meter=finding.meter,
         customer=customer or Customer(finding.key.customer), since=since, polled_at=now,
         refreshed_at=series.refreshed_at if series else None,
         recent=tuple(series.buckets[-recent_buckets:]) if series else (),

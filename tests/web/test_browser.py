@@ -42,6 +42,7 @@ async def browser() -> AsyncIterator[Any]:
     except ImportError:  # the test extra installs it; CI must not skip for want of it
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("needs the Python package playwright (pip install -e '.[test]')")
+        # Outside CI (installed without the test extra): skip, saying why.
         pytest.skip("needs the Python package playwright (pip install -e '.[test]')")
 
     async with async_playwright() as driver:
