@@ -6,7 +6,8 @@ deadline of its series comes; :mod:`bench.latency` drives the same functions on 
 clock. Everything here is pure: data and ``now`` in, an instant out.
 
 Why a read can wait, kind by kind (``every``, the rule's interval, stays the longest a series
-goes unread, except where noted; ``min_interval`` the shortest):
+goes unread, except where noted; ``min_interval``, or ``every`` when that is shorter, the
+shortest):
 
 * **A firing or pending series** (or any active verdict) is read at ``every``: a pending one
   must be judged again once ``for`` has passed, a firing one must be seen to resolve.
@@ -151,7 +152,7 @@ def series_deadline(
         if judged is not None and not kind.reads_running_period(rule):
             due = completion_deadline(now, every, judged, rule.timezone,
                                       pacing.freshness_lag + data_delay)
-    return max(due, now + pacing.min_interval)
+    return max(due, now + min(pacing.min_interval, every))
 
 
 def _projectable(rule: Rule, finding: Finding) -> bool:
