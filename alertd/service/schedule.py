@@ -86,13 +86,11 @@ class DeadlineBook:
         requests read (at least one). Each is booked for ``every`` until its read reports."""
         limit = max(1, math.floor(requests / max(self.requests_per_customer, 1e-9)))
         taken: list[str] = []
-        self._drop_stale()
         while self._heap and self._heap[0][0] <= now and len(taken) < limit:
-            _, customer = heapq.heappop(self._heap)
-            taken.append(customer)
-            self._drop_stale()
-        for customer in taken:
-            self._book(customer, now + self.every)
+            due, customer = heapq.heappop(self._heap)
+            if self._due.get(customer) == due:  # else a stale entry
+                taken.append(customer)
+                self._book(customer, now + self.every)
         return taken
 
     def observe(
@@ -128,6 +126,8 @@ class DeadlineBook:
             self.requests_per_customer = 0.5 * self.requests_per_customer + 0.5 * measured
 
     def _book(self, customer: str, due: float) -> None:
+        if self._due.get(customer) == due:
+            return  # booked already: one heap entry per deadline
         self._due[customer] = due
         heapq.heappush(self._heap, (due, customer))
 

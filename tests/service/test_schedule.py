@@ -61,6 +61,17 @@ def test_new_customers_are_due_now_and_the_budget_takes_the_earliest_first() -> 
     assert book.take(TEST_NOW + 2 * HOUR, requests=1) == ["c"]
 
 
+def test_a_customer_is_taken_once_per_deadline() -> None:
+    # The read books the same deadline the tick booked provisionally (every): one entry.
+    book = DeadlineBook(HOUR, PACING)
+    book.admit(["a", "b"])
+    assert sorted(book.take(TEST_NOW, requests=10)) == ["a", "b"]
+    book.observe({"quota": _rule()}, ["a", "b"], [], TEST_NOW, TEST_NOW)
+    assert book.due_at("a") == TEST_NOW + HOUR
+    assert sorted(book.take(TEST_NOW + HOUR, requests=10)) == ["a", "b"]
+    assert book.take(TEST_NOW + HOUR + 1, requests=10) == []
+
+
 def test_a_taken_customer_stays_booked_when_its_read_never_reports() -> None:
     book = DeadlineBook(HOUR, PACING)
     book.admit(["a"])
