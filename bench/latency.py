@@ -57,16 +57,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.alerts import AlertState, Policy, apply, describe  # noqa: E402
-from alertd.conditions.registry import kind_of  # noqa: E402
-from alertd.deadlines import Pacing  # noqa: E402
-from alertd.model import Bucket, Customer, Finding, Series, SeriesKey  # noqa: E402
-from alertd.rules.schema import Rule  # noqa: E402
-from alertd.service.schedule import DeadlineBook  # noqa: E402
-from alertd.sim.generator import UsageGenerator  # noqa: E402
-from alertd.sim.incidents import BLOCK_SECONDS  # noqa: E402
-from alertd.sim.profiles import DAY_SECONDS, SLOT_SECONDS, SLOTS_PER_DAY, TOKENS  # noqa: E402
-from bench.common import figure, machine_note, peak_rss_mb, percentile, print_table  # noqa: E402
+from alertd.alerts import AlertState, Policy, apply, describe
+from alertd.conditions.registry import kind_of
+from alertd.deadlines import Pacing
+from alertd.model import Bucket, Customer, Finding, Series, SeriesKey
+from alertd.rules.schema import Rule
+from alertd.service.schedule import DeadlineBook
+from alertd.sim.generator import UsageGenerator
+from alertd.sim.incidents import BLOCK_SECONDS
+from alertd.sim.profiles import DAY_SECONDS, SLOT_SECONDS, SLOTS_PER_DAY, TOKENS
+from bench.common import figure, machine_note, peak_rss_mb, percentile, print_table
 
 HOUR = 3600
 #: A day with incidents: the second day of an incident block (history starts 40 days back).
