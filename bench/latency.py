@@ -131,6 +131,7 @@ class Reader:
     policy: Policy
     states: dict[str, AlertState] = field(default_factory=dict)
     reads: int = 0
+    per_customer: Counter[str] = field(default_factory=Counter)
 
     def read(self, customer: str, at: float, now: int) -> Finding:
         number = self.account.index[customer]
@@ -146,6 +147,7 @@ class Reader:
         state, steps = apply(before, finding, self.policy, now)
         self.states[customer] = state
         self.reads += 1
+        self.per_customer[customer] += 1
         return replace(finding, state=describe(before, state, steps, finding))
 
 
@@ -154,6 +156,7 @@ class Run:
     detected: dict[str, float]  # customer → when its first firing finding was recorded
     reads: int
     busy: float  # seconds of the budget used
+    per_customer: Counter[str] = field(default_factory=Counter)
 
 
 def run_deadlines(account: Account, rule: Rule, args: argparse.Namespace) -> Run:
@@ -184,7 +187,7 @@ def run_deadlines(account: Account, rule: Rule, args: argparse.Namespace) -> Run
             if f.active and f.customer not in detected:
                 detected[f.customer] = recorded
         now = max(now + args.tick, recorded)
-    return Run(detected, reader.reads, busy)
+    return Run(detected, reader.reads, busy, reader.per_customer)
 
 
 def run_round_robin(account: Account, rule: Rule, args: argparse.Namespace,
@@ -292,8 +295,16 @@ def main() -> None:
     print("\nlatency distribution (crossing → notification, freshness lag excluded):")
     for name, run in (("deadlines", deadline), ("round-robin", robin)):
         print(f"  {name:<12} {distribution(latencies(run, crossings))}")
-    reads = Counter(_bucket_of(account, n) for n in range(len(account.ids)))
-    print(f"\ncustomers by their day total as a share of quota: {dict(sorted(reads.items()))}")
+    shares = Counter(_bucket_of(account, n) for n in range(len(account.ids)))
+    print(f"\ncustomers by their day total as a share of quota: {dict(sorted(shares.items()))}")
+    print("deadline reads per customer over the run, by that share "
+          f"(round-robin: {hours * HOUR / single_pass:.0f} each):")
+    by_share: dict[str, list[int]] = {}
+    for number, customer in enumerate(account.ids):
+        by_share.setdefault(_bucket_of(account, number), []).append(
+            deadline.per_customer[customer])
+    for share, counts in sorted(by_share.items()):
+        print(f"  {share:>8}: mean {sum(counts) / len(counts):.1f}, max {max(counts)}")
 
 
 def _bucket_of(account: Account, customer: int) -> str:
