@@ -65,8 +65,11 @@ class DeadlineBook:
         for customer in current - self._current:
             if customer not in self._due:
                 self._book(customer, -math.inf)
-        for customer in self._current - current:
+        gone = self._current - current
+        for customer in gone:
             self._due.pop(customer, None)
+        if gone:
+            self._memory = {k: m for k, m in self._memory.items() if k.customer in current}
         self._current = current
         if len(self._heap) > 4 * len(self._due) + 64:  # stale entries pile up: rebuild
             self._heap = [(due, c) for c, due in self._due.items()]

@@ -185,3 +185,30 @@ async def test_with_deadlines_off_every_poll_reads_everyone(tmp_path: Path) -> N
         assert first is not None and second is not None
         assert len(first.result.customers) == len(second.result.customers) == 3
         assert not math.isnan(first.result.now)
+
+
+async def test_a_reload_forgets_the_deadlines_so_everyone_is_due(tmp_path: Path) -> None:
+    async with twenty_customers(tmp_path, [quota_rule()], schedule={"tick": "60s"}) as s:
+        first = await s.daemon.poll_due(("quota",))
+        assert first is not None and len(first.result.customers) == 20
+        s.advance(60)
+        soon = await s.daemon.poll_due(("quota",))  # at noon everyone is far below
+        assert soon is None or len(soon.result.customers) < 20
+        assert await s.daemon.reload()
+        again = await s.daemon.poll_due(("quota",))
+        assert again is not None and len(again.result.customers) == 20
+
+
+async def test_a_tick_takes_no_more_than_its_share_of_the_budget(tmp_path: Path) -> None:
+    # 2 requests/s × a 2 s tick: four customers a tick, the earliest deadlines (all new) first.
+    stripe = {"requests_per_second": 2}
+    async with twenty_customers(tmp_path, [quota_rule()], stripe=stripe,
+                                schedule={"tick": "2s"}) as s:
+        seen: set[str] = set()
+        for _ in range(3):
+            outcome = await s.daemon.poll_due(("quota",))
+            assert outcome is not None
+            assert len(outcome.result.customers) == 4 and outcome.result.requests <= 4
+            assert not seen & set(outcome.result.customers)  # nobody twice before all are read
+            seen |= set(outcome.result.customers)
+            s.advance(2)
