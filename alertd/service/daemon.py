@@ -25,7 +25,10 @@ signals and systemd. Signals only set events (style principle 9); the main loop 
 
 Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
-rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
+rule of a group that needs the same data. With ``schedule.deadlines`` (the default) a job runs
+every ``schedule.tick`` and reads only the customers whose deadline has come
+(:mod:`alertd.service.schedule`); a reload starts with no deadlines, so everyone is due. The
+keep-alive (``WATCHDOG=1`` at half
 ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease

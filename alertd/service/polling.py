@@ -11,6 +11,10 @@ Stripe has told us nothing new, so the usage findings are not recorded (evaluati
 data fresh enough); the meta findings (stale data, failing source) always are, because "no
 news for too long" is exactly what the stale-data alert is about.
 
+A scheduled tick (:mod:`alertd.service.schedule`) is a poll of some of the group's customers:
+its findings are recorded without the gate (its customers were last read at other refreshes),
+and it updates the census and the customers seen for those customers only.
+
 A poll never raises a :class:`~alertd.errors.SourceError`: a failed read becomes a failed
 pass, counted towards the source-failure meta alert, and never a usage verdict.
 
