@@ -28,8 +28,8 @@ Poll groups: rules with the same ``every`` are one APScheduler job (``max_instan
 rule of a group that needs the same data. With ``schedule.deadlines`` (the default) a job runs
 every ``schedule.tick`` and reads only the customers whose deadline has come
 (:mod:`alertd.service.schedule`); a reload starts with no deadlines, so everyone is due. The
-keep-alive (``WATCHDOG=1`` at half
-``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+keep-alive (``WATCHDOG=1`` at half ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a
+long reload never starves it.
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
