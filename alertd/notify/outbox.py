@@ -60,6 +60,10 @@ log = logging.getLogger("alertd.outbox")
 RECORD_BATCH = 100
 #: Groups of one receiver sent concurrently, by default.
 CONCURRENCY = 8
+#: Due rows one round of one receiver takes (and, on PostgreSQL, claims) at most.
+ROUND_ROWS = 200
+#: Seconds between pending-count reports while full rounds follow one another.
+PENDING_EVERY = 5.0
 
 
 class DeliveryObserver(Protocol):
@@ -230,15 +234,23 @@ class Outbox:
 
     async def _serve(self, receiver: str, stop: asyncio.Event) -> None:
         wake = self._wakes[receiver]
+        reported = float("-inf")
         while not stop.is_set():
             wake.clear()
             delay = self.idle_poll
             try:
-                await self._round(receiver, None)
-                await self._report_pending()
-                upcoming = await self.store.next_attempt_at(receiver)
-                if upcoming is not None:
-                    delay = min(delay, upcoming - self.clock.now())
+                full = await self._round(receiver, None) >= ROUND_ROWS
+                # A full round means more is due now: no need to ask when (nor, more than
+                # every PENDING_EVERY seconds, how much is left) before the next one.
+                if not full or self.clock.monotonic() - reported >= PENDING_EVERY:
+                    await self._report_pending()
+                    reported = self.clock.monotonic()
+                if full:
+                    delay = 0.0
+                else:
+                    upcoming = await self.store.next_attempt_at(receiver)
+                    if upcoming is not None:
+                        delay = min(delay, upcoming - self.clock.now())
             except StoreError as exc:
                 log.error("outbox unavailable receiver=%s error=%s", receiver, exc)
             except Exception:  # the worker must outlive a bug in one round
@@ -256,8 +268,9 @@ class Outbox:
                 log.error("outbox housekeeping failed error=%s", exc)
             await wait_first(stop, timeout=3600.0, clock=self.clock)
 
-    async def _round(self, receiver: str, sink: _Sink | None) -> None:
-        rows = await self.store.due_deliveries(self.clock.now(), receiver)
+    async def _round(self, receiver: str, sink: _Sink | None) -> int:
+        """One batch of due rows of ``receiver``, sent and recorded; how many rows it had."""
+        rows = await self.store.due_deliveries(self.clock.now(), receiver, ROUND_ROWS)
         by_group: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_group.setdefault(row.group_key, []).append(row)
@@ -273,6 +286,7 @@ class Outbox:
         finally:
             # Shielded: a drain that cancels the round still records what was sent.
             await asyncio.shield(self._flush())
+        return len(rows)
 
     async def _chain(
         self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None,
