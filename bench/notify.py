@@ -201,7 +201,7 @@ async def backend_pid(store: SqliteStore | PostgresStore) -> int | None:
     if not isinstance(store, PostgresStore):
         return None
     await store.pending_count()  # connects
-    conn = store._conn  # noqa: SLF001 - a benchmark reading the server pid, nothing else
+    conn = store._conn  # a benchmark reading the server's pid, nothing else
     return None if conn is None else conn.info.backend_pid
 
 
