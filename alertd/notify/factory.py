@@ -14,11 +14,9 @@ from alertd.clock import Clock
 from alertd.config.settings import Settings
 from alertd.notify.base import Notifier
 from alertd.notify.email import EmailNotifier, SmtpFactory
+from alertd.notify.outbox import CONCURRENCY
 from alertd.notify.templates import Templates
 from alertd.notify.webhook import WebhookNotifier, webhook_session
-
-#: Requests in flight per webhook receiver the shared pool is sized for (the outbox's default).
-CONCURRENCY = 8
 
 
 @asynccontextmanager
@@ -29,7 +27,8 @@ async def notifiers(
     smtp_factory: SmtpFactory | None = None,
     concurrency: int = CONCURRENCY,
 ) -> AsyncIterator[dict[str, Notifier]]:
-    """``{receiver name: notifier}`` for every receiver in ``settings``."""
+    """``{receiver name: notifier}`` for every receiver in ``settings``; the HTTP pool holds
+    ``concurrency`` connections per webhook receiver (the outbox's groups in flight)."""
     templates_dir = settings.templates_dir
     if templates_dir is not None and not templates_dir.is_absolute():
         templates_dir = settings.base_dir / templates_dir
