@@ -49,6 +49,8 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 
 def go_quote(text: str) -> str:
     """``text`` as Go's ``%q`` writes it (``strconv.Quote``)."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # nothing to escape (the common case: ids, rule names)
     out = ['"']
     for char in text:
         if char in _GO_ESCAPES:

@@ -26,6 +26,10 @@ Contract:
   :data:`RECORD_BATCH` outcomes or per round, whichever comes first) — one transaction per
   attempt held SQLite to ~300 notifications/s. A crash before the batch is written leaves
   those rows pending: they are sent again under the same id, as above.
+* A :class:`~alertd.notify.base.Staged` notifier (webhooks) has a round's rows rendered
+  ahead of their sends, many per worker-thread hop (:mod:`alertd.notify.ahead`); a row whose
+  render failed fails alone, as its ``send`` would have. ``send_timeout`` bounds the I/O;
+  the render has its own limits (:mod:`alertd.templating`).
 * Several replicas on one PostgreSQL database may all run an outbox: the store hands each
   row to one replica at a time (its claim), see :mod:`alertd.store.postgres`.
 """
@@ -37,6 +41,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,7 +49,8 @@ from alertd.clock import Clock, SystemClock, backoff
 from alertd.config.settings import DeliverySettings
 from alertd.errors import PermanentDeliveryError, StoreError
 from alertd.model import Notification
-from alertd.notify.base import Notifier
+from alertd.notify.ahead import RenderAhead
+from alertd.notify.base import Notifier, Staged
 from alertd.store.base import Attempt, OutboxRow, Store
 from alertd.tasks import Background, wait_first
 
@@ -52,6 +58,12 @@ log = logging.getLogger("alertd.outbox")
 
 #: Outcomes written in one transaction at most (a round's are written at its end anyway).
 RECORD_BATCH = 100
+#: Groups of one receiver sent concurrently, by default.
+CONCURRENCY = 8
+#: Due rows one round of one receiver takes (and, on PostgreSQL, claims) at most.
+ROUND_ROWS = 200
+#: Seconds between pending-count reports while full rounds follow one another.
+PENDING_EVERY = 5.0
 
 
 class DeliveryObserver(Protocol):
@@ -129,7 +141,7 @@ class Outbox:
         observer: DeliveryObserver | None = None,
         on_delivered: Callable[[Notification], None] | None = None,
         rng: random.Random | None = None,
-        concurrency: int = 4,
+        concurrency: int = CONCURRENCY,
         send_timeout: float = 120.0,
         idle_poll: float = 30.0,
         retention: float = 7 * 86400.0,
@@ -222,15 +234,23 @@ class Outbox:
 
     async def _serve(self, receiver: str, stop: asyncio.Event) -> None:
         wake = self._wakes[receiver]
+        reported = float("-inf")
         while not stop.is_set():
             wake.clear()
             delay = self.idle_poll
             try:
-                await self._round(receiver, None)
-                await self._report_pending()
-                upcoming = await self.store.next_attempt_at(receiver)
-                if upcoming is not None:
-                    delay = min(delay, upcoming - self.clock.now())
+                full = await self._round(receiver, None) >= ROUND_ROWS
+                # A full round means more is due now: no need to ask when (nor, more than
+                # every PENDING_EVERY seconds, how much is left) before the next one.
+                if not full or self.clock.monotonic() - reported >= PENDING_EVERY:
+                    await self._report_pending()
+                    reported = self.clock.monotonic()
+                if full:
+                    delay = 0.0
+                else:
+                    upcoming = await self.store.next_attempt_at(receiver)
+                    if upcoming is not None:
+                        delay = min(delay, upcoming - self.clock.now())
             except StoreError as exc:
                 log.error("outbox unavailable receiver=%s error=%s", receiver, exc)
             except Exception:  # the worker must outlive a bug in one round
@@ -248,33 +268,49 @@ class Outbox:
                 log.error("outbox housekeeping failed error=%s", exc)
             await wait_first(stop, timeout=3600.0, clock=self.clock)
 
-    async def _round(self, receiver: str, sink: _Sink | None) -> None:
-        rows = await self.store.due_deliveries(self.clock.now(), receiver)
+    async def _round(self, receiver: str, sink: _Sink | None) -> int:
+        """One batch of due rows of ``receiver``, sent and recorded; how many rows it had."""
+        rows = await self.store.due_deliveries(self.clock.now(), receiver, ROUND_ROWS)
         by_group: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_group.setdefault(row.group_key, []).append(row)
         limit = asyncio.Semaphore(self.concurrency)
+        notifier = self.notifiers[receiver]
         try:
-            await _together([self._chain(chain, limit, sink) for chain in by_group.values()])
+            async with AsyncExitStack() as stack:
+                ahead = None
+                if rows and isinstance(notifier, Staged):
+                    ahead = await stack.enter_async_context(RenderAhead(notifier, rows))
+                await _together([self._chain(chain, limit, sink, ahead)
+                                 for chain in by_group.values()])
         finally:
             # Shielded: a drain that cancels the round still records what was sent.
             await asyncio.shield(self._flush())
+        return len(rows)
 
     async def _chain(
-        self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None
+        self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None,
+        ahead: RenderAhead | None,
     ) -> None:
         """One group's due rows in order; stops at a row that must wait for a retry."""
         async with limit:
             for row in rows:
-                attempt = await self._attempt(row, sink)
+                attempt = await self._attempt(row, sink, ahead)
                 if attempt.status == "pending":
                     return
 
-    async def _attempt(self, row: OutboxRow, sink: _Sink | None) -> Attempt:
+    async def _attempt(
+        self, row: OutboxRow, sink: _Sink | None, ahead: RenderAhead | None = None
+    ) -> Attempt:
         error: BaseException | None = None
         try:
-            async with asyncio.timeout(self.send_timeout):
-                await self.notifiers[row.receiver].send(row.notification)
+            if ahead is None:
+                async with asyncio.timeout(self.send_timeout):
+                    await self.notifiers[row.receiver].send(row.notification)
+            else:
+                prepared = await ahead.get(row)
+                async with asyncio.timeout(self.send_timeout):
+                    await ahead.notifier.deliver(prepared)
         except TimeoutError:
             error = TimeoutError(f"no answer within {self.send_timeout:g}s")
         except Exception as exc:  # a notifier bug must not stop delivery to the others

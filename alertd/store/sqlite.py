@@ -225,8 +225,11 @@ class SqliteStore(SqliteBuckets):
         if receiver is not None:
             where += " AND o.receiver = ?"
             params.append(receiver)
-        sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE {where} "
-               "ORDER BY o.created_at, o.id LIMIT ?")
+        # Walked in delivery order on the status index (read backwards), stopping at
+        # ``limit``: the planner's choice, outbox_due, visited every pending row and sorted
+        # them on every round — quadratic over a backlog.
+        sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_history_status "
+               f"WHERE {where} ORDER BY o.created_at, o.id LIMIT ?")
         params.append(limit)
         return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
 

@@ -6,7 +6,6 @@ import json
 import socket
 from typing import Any
 
-import httpx
 import pytest
 
 from alertd.clock import FakeClock
@@ -16,7 +15,7 @@ from alertd.model import Notification
 from alertd.notify import labelset
 from alertd.notify.signature import verify
 from alertd.notify.templates import Templates
-from alertd.notify.webhook import USER_AGENT, WebhookNotifier
+from alertd.notify.webhook import USER_AGENT, WebhookNotifier, webhook_session
 
 TEMPLATES = Templates(external_url="https://alertd.example")
 
@@ -234,16 +233,12 @@ async def test_errors_never_show_the_secret_url_path(hook, build) -> None:
     assert base in str(caught.value)
 
 
-async def test_a_client_passed_in_is_used_and_left_open(build) -> None:
-    seen: list[httpx.Request] = []
-
-    def app(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(202)
-
-    client = httpx.AsyncClient(transport=httpx.MockTransport(app))
-    async with WebhookNotifier(receiver("https://hooks.example/x"), TEMPLATES,
-                               client=client) as notifier:
+async def test_a_session_passed_in_is_used_and_left_open(hook, build) -> None:
+    sink, base = hook
+    session = webhook_session(2)
+    async with WebhookNotifier(receiver(base), TEMPLATES, session=session) as notifier:
         await notifier.send(build.notification())
-    assert len(seen) == 1 and not client.is_closed
-    await client.aclose()
+        await notifier.send(build.notification(id="n-0002"))
+    assert [r.headers["Idempotency-Key"] for r in sink.requests] == ["n-0001", "n-0002"]
+    assert not session.closed
+    await session.close()

@@ -68,23 +68,26 @@ def alert_page(external_url: str, fingerprint: str) -> str:
     return f"{external_url.rstrip('/')}/alerts/{fingerprint}" if external_url else ""
 
 
-def _webhook_alert(alert: Alert, context: PresetContext) -> dict[str, Any]:
+def _webhook_alert(alert: Alert, shown: dict[str, str], context: PresetContext
+                   ) -> dict[str, Any]:
+    """One alert of the webhook body; ``shown`` is its :func:`labels` (made once)."""
     return {
         "status": alert.status,
-        "labels": labels(alert),
+        "labels": shown,
         "annotations": string_map(alert.annotations),
         "startsAt": iso(alert.starts_at),
         "endsAt": iso(alert.ends_at) if alert.ends_at is not None else ZERO_TIME,
         # alertd's own fingerprint names the alert's status page; "fingerprint" is
         # Alertmanager's hash of the label set.
         "generatorURL": alert_page(context.external_url, alert.fingerprint),
-        "fingerprint": labelset.fingerprint(labels(alert)),
+        "fingerprint": labelset.fingerprint(shown),
     }
 
 
 def webhook(notification: Notification, context: PresetContext) -> list[Payload]:
     """Alertmanager's webhook body, plus ``alertd`` with the full alerts."""
     alerts = notification.alerts
+    shown = [labels(a) for a in alerts]
     body = {
         "version": "4",
         "groupKey": notification.group_key,
@@ -92,10 +95,10 @@ def webhook(notification: Notification, context: PresetContext) -> list[Payload]
         "status": notification.status,
         "receiver": notification.receiver,
         "groupLabels": {label_name(k): v for k, v in string_map(notification.group_labels).items()},
-        "commonLabels": common_pairs([labels(a) for a in alerts]),
+        "commonLabels": common_pairs(shown),
         "commonAnnotations": common_pairs([string_map(a.annotations) for a in alerts]),
         "externalURL": context.external_url,
-        "alerts": [_webhook_alert(a, context) for a in alerts],
+        "alerts": [_webhook_alert(a, s, context) for a, s in zip(alerts, shown, strict=True)],
         "alertd": {"notification_id": notification.id,
                    "alerts": [a.to_dict() for a in alerts]},
     }
