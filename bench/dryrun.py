@@ -50,6 +50,7 @@ from alertd.rules.schema import Rule
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import World
 from alertd.sim.testing import SimulatorProcess
+from alertd.usage_columns import UsageColumns
 from bench.common import (
     SIM_QUOTA_KEY,
     Figure,
@@ -108,7 +109,7 @@ class Case:
 
     rule: Rule
     customer: Customer
-    rows: list[UsageRow]
+    rows: UsageColumns
 
 
 def build_cases(rules: Sequence[Rule], count: int, now: int, seed: int) -> list[Case]:
@@ -119,7 +120,9 @@ def build_cases(rules: Sequence[Rule], count: int, now: int, seed: int) -> list[
     for rule in rules:
         for customer in customers:
             need = conditions.needs(rule, customer.id, now)[0]
-            cases.append(Case(rule, customer, synthetic_rows(rule, need, now, rng)))
+            # As the source hands them: columns (alertd.usage_columns), not row objects.
+            rows = UsageColumns.of(synthetic_rows(rule, need, now, rng))
+            cases.append(Case(rule, customer, rows))
     return cases
 
 
