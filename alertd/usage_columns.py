@@ -196,3 +196,30 @@ def _frozen(column: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
         array = array.view()
         array.flags.writeable = False
     return array
+
+
+def summed(starts: np.ndarray, ends: np.ndarray, values: np.ndarray, codes: np.ndarray,
+           meter: str | None, dimensions: Sequence[Dimensions]) -> UsageColumns:
+    """One row per distinct ``(start, end, code)``, its value the sum of those rows' values
+    *in row order* (as a loop adding them one by one would make it, to the last bit), sorted by
+    start, end and code — ``dimensions[code]``, which must be sorted, so this is the order of
+    the rows' dimensions too. All rows of ``meter``."""
+    if not len(starts):
+        return UsageColumns.empty()
+    order = np.lexsort((codes, ends, starts))
+    s, e, c = starts[order], ends[order], codes[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (s[1:] != s[:-1]) | (e[1:] != e[:-1]) | (c[1:] != c[:-1])
+    cell = np.empty(len(order), np.int64)
+    cell[order] = np.cumsum(first) - 1
+    # bincount adds each cell's weights in input order: the rows' own order.
+    sums = np.bincount(cell, weights=values, minlength=int(np.count_nonzero(first)))
+    return UsageColumns(s[first], e[first], sums, np.zeros(len(sums), np.int64), (meter,),
+                        c[first], dimensions)
+
+
+def sorted_table(dimensions: Sequence[Dimensions]) -> tuple[list[Dimensions], np.ndarray]:
+    """The distinct entries of a dimensions table, sorted, and each entry's index among them."""
+    names = sorted(set(dimensions))
+    index = {name: number for number, name in enumerate(names)}
+    return names, np.fromiter(map(index.__getitem__, dimensions), np.int64, len(dimensions))
