@@ -9,7 +9,9 @@ docstring has the method). :mod:`alertd.conditions.anomaly` holds the condition'
 rule checks and the kind, and documents each setting.
 
 It reads a series as columns (:mod:`alertd.conditions.columns`): the ~840 buckets of an hourly
-rule's history stay numpy arrays, and only the judged bucket becomes a :class:`Bucket`.
+rule's history stay numpy arrays, and only the judged bucket becomes a :class:`Bucket`. The
+local-time layout and the ``exclude`` mask are :mod:`alertd.conditions.anomaly_time`'s, worked
+out once per (zone, range) and shared by every series of the rule.
 
 **Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
 learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from alertd import calendar
 from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
+from alertd.conditions.anomaly_time import excluded, local_values
 from alertd.conditions.base import Baseline
 from alertd.conditions.columns import BucketColumns, columns_of
 from alertd.conditions.series import data_need, finding, number, window_buckets
@@ -45,9 +48,6 @@ from alertd.model import (
 if TYPE_CHECKING:
     from alertd.conditions.anomaly import AnomalyCondition, ExcludePeriod
     from alertd.rules.schema import Rule
-
-EPOCH = date(1970, 1, 1).toordinal()
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 METHOD_HOUR_OF_DAY = "same hour of day"
 METHOD_HOUR_OF_WEEK = "same hour of week"
@@ -190,105 +190,6 @@ def judged_values(
         unit = first + int(used[0])
         values = values[max(unit - unit % per_day - first, 0):]
     return values
-
-
-def local_values(starts: np.ndarray, values: np.ndarray, unit_seconds: int, tz: str
-                 ) -> tuple[int, Array]:
-    """``(first local unit, values)``, densely by local unit number."""
-    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
-        first = int(starts[0]) // unit_seconds
-        if int(starts[-1]) // unit_seconds - first + 1 == len(starts):
-            return first, values
-    units = np.asarray(local_units(starts.tolist(), unit_seconds, tz), np.int64)
-    dense = np.full(int(units[-1] - units[0]) + 1, np.nan)
-    # A repeated hour (fall back) keeps its later bucket.
-    dense[units - units[0]] = values
-    return int(units[0]), dense
-
-
-def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
-             ) -> np.ndarray:
-    """Which of the local units ``first .. first + count - 1`` any period excludes."""
-    per_day = 86400 // unit_seconds
-    units = np.arange(first, first + count)
-    days = units // per_day
-    mask = np.zeros(count, dtype=bool)
-    for period in periods:
-        if period.from_ is not None:
-            lo, hi = _bounds(period, unit_seconds)
-            mask |= (units >= lo) & (units < hi)
-            continue
-        hit = np.ones(count, dtype=bool)
-        if period.weekdays:
-            wanted = [WEEKDAYS.index(day) for day in period.weekdays]
-            hit &= np.isin((days + 3) % 7, wanted)  # day 0 (1970-01-01) was a Thursday
-        if period.dates:
-            hit &= _on_dates(days, period.dates)
-        if period.hours:
-            start, stop = period.hours
-            if per_day == 1:  # a day bucket is excluded only by hours covering all of it
-                hit &= start == 0 and stop == 24
-            else:
-                hour = units % per_day
-                hit &= (hour >= start) & (hour < stop) if start < stop else (
-                    (hour >= start) | (hour < stop))
-        mask |= hit
-    return mask
-
-
-def _bounds(period: ExcludePeriod, unit_seconds: int) -> tuple[int, int]:
-    """``[lo, hi)`` in local units: a date ``to`` includes its whole day."""
-    def unit_of(moment: date | datetime, end: bool) -> int:
-        if isinstance(moment, datetime):
-            seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
-            return -(-int(seconds) // unit_seconds) if end else int(seconds) // unit_seconds
-        day = moment.toordinal() - EPOCH + (1 if end else 0)
-        return day * (86400 // unit_seconds)
-
-    assert period.from_ is not None
-    lo = unit_of(period.from_, False)
-    # A lone instant (from == to) is the bucket it falls in, not an empty range.
-    return lo, max(unit_of(period.to or period.from_, True), lo + 1)
-
-
-def _on_dates(days: np.ndarray, dates: Sequence[str]) -> np.ndarray:
-    unique = np.unique(days)
-    names = {int(day): date.fromordinal(int(day) + EPOCH).strftime("%m-%d") for day in unique}
-    wanted = {day for day, name in names.items() if name in dates}
-    return np.isin(days, list(wanted))
-
-
-# --------------------------------------------------------------------------- local time
-
-
-def local_units(starts: Sequence[int], unit_seconds: int, tz: str) -> list[int]:
-    """Local wall-clock hour (or day) numbers since 1970-01-01 local time, for sorted instants.
-
-    The zone's offset is looked up once a day and per bucket only around a change: a lookup
-    costs more than everything else done with a bucket."""
-    if tz == "UTC":
-        return [start // unit_seconds for start in starts]
-    offsets = utc_offsets(starts, tz, step=max(1, 86400 // unit_seconds))
-    return [(start + offset) // unit_seconds
-            for start, offset in zip(starts, offsets, strict=True)]
-
-
-def utc_offsets(starts: Sequence[int], tz: str, step: int) -> list[int]:
-    if not starts:
-        return []
-    probes = sorted({*range(0, len(starts), step), len(starts) - 1})
-    known = {i: utc_offset(starts[i], tz) for i in probes}
-    offsets = [0] * len(starts)
-    for left, right in zip(probes, [*probes[1:], len(starts)], strict=True):
-        same = right == len(starts) or known[left] == known[right]
-        for i in range(left, right):
-            offsets[i] = known[left] if same else utc_offset(starts[i], tz)
-    return offsets
-
-
-def utc_offset(instant: int, tz: str) -> int:
-    offset = datetime.fromtimestamp(instant, UTC).astimezone(calendar.zone(tz)).utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
 
 
 # --------------------------------------------------------------------------- verdict
