@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -66,6 +67,10 @@ class Plan:
     min_adaptation: int
     min_errors: int
 
+
+#: How many judged buckets' names (:func:`span`, :func:`period_key`) are kept: a pass judges
+#: one bucket per rule window and zone.
+NAMES = 256
 
 HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
               pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
@@ -147,16 +152,19 @@ def history_start(current: Period, granularity: Granularity, history: float) -> 
 
 def latest_complete(columns: BucketColumns) -> int | None:
     """The index of the last complete bucket (the running one is never judged)."""
-    done = np.flatnonzero(columns.complete)
-    return int(done[-1]) if len(done) else None
+    complete = columns.complete
+    if not len(complete):
+        return None
+    last = len(complete) - 1 - int(np.argmax(complete[::-1]))  # argmax: the first True
+    return last if complete[last] else None
 
 
 def history_shortfall(columns: BucketColumns, judged_at: int, min_history: float) -> str | None:
     """Why no verdict can be given yet on bucket ``judged_at``, or ``None``. History counts
     from the first bucket with usage: zero-filled buckets before a customer's first use say
     nothing about them."""
-    used = np.flatnonzero(columns.values[:judged_at])
-    seen = 0 if not len(used) else int(columns.starts[judged_at] - columns.starts[used[0]])
+    first = first_nonzero(columns.values[:judged_at])
+    seen = 0 if first is None else int(columns.starts[judged_at] - columns.starts[first])
     if seen >= min_history:
         return None
     return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
@@ -184,12 +192,21 @@ def judged_values(
                           values)
         if np.isnan(values[-1]):
             return None
-    used = np.flatnonzero(values > 0)  # NaN compares False
-    if len(used):
+    used = first_nonzero(values > 0)  # NaN compares False
+    if used is not None:
         per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
-        unit = first + int(used[0])
+        unit = first + used
         values = values[max(unit - unit % per_day - first, 0):]
     return values
+
+
+def first_nonzero(values: np.ndarray) -> int | None:
+    """The index of the first non-zero entry, or ``None`` (one pass that stops at it, where
+    ``flatnonzero`` would list them all)."""
+    if not len(values):
+        return None
+    first = int(np.argmax(values != 0))
+    return first if values[first] != 0 else None
 
 
 # --------------------------------------------------------------------------- verdict
@@ -238,8 +255,10 @@ def verdict(score: float, active: bool, outside: bool) -> str:
     return "unusually high" if score > 0 else "unusually low"
 
 
+@lru_cache(maxsize=NAMES)
 def span(window: Period, granularity: Granularity) -> str:
-    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
+    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise.
+    Cached: every series of a rule is judged on the same bucket."""
     if granularity != "hour":
         return f"on {calendar.period_key(window, granularity)} ({window.timezone})"
     start = datetime.fromtimestamp(window.starts_at, calendar.zone(window.timezone))
@@ -272,8 +291,14 @@ def _finding(
         rule, series, window, message=message, value=judged.value, active=active,
         complete=True, level=rule.severity if active else None,
         figures=NO_FIGURES if baseline is None else Baseline(baseline),
-        details=details or {},
+        period_key=period_key(window, rule.window), details=details or {},
     )
+
+
+@lru_cache(maxsize=NAMES)
+def period_key(window: Period, granularity: Granularity) -> str:
+    """:func:`alertd.calendar.period_key`, cached as :func:`span` is."""
+    return calendar.period_key(window, granularity)
 
 
 def _no_verdict(rule: Rule, series: Series, judged: Bucket, reason: str) -> Finding:

@@ -143,15 +143,15 @@ def build_series(
     a group-by key missing from a row counts as the value ``""``.
 
     Many rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows
-    per series, and this runs for every rule and customer every cycle), a few in a loop (numpy
-    costs more than it saves on the one row of a monthly threshold); sums add in row order
-    either way. The series carry their buckets as :class:`BucketColumns` (arrays; bucket
+    per series, and this runs for every rule and customer every cycle) — from columns
+    (:class:`~alertd.usage_columns.UsageColumns`, as the source hands them) with no Python
+    per row —, a few in a loop (numpy costs more than it saves on the one row of a monthly
+    threshold); sums add in row order either way. The series carry their buckets as :class:`BucketColumns` (arrays; bucket
     objects are made only when read).
     """
     slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
     sums: Mapping[Dimensions, Sequence[float] | np.ndarray] = (
-        _binned(rule, need, rows, slots)
-        if isinstance(rows, UsageColumns) or len(rows) >= FEW_ROWS
+        _binned(rule, need, rows, slots) if len(rows) >= FEW_ROWS
         else _looped(rule, need, rows, slots))
     capped = None if refreshed_at is None else min(refreshed_at, now)
     complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
@@ -209,13 +209,16 @@ def _binned(
 
 @dataclass(frozen=True, slots=True)
 class _Slots:
-    """A need's calendar periods, their starts and ends (as arrays too)."""
+    """A need's calendar periods, their starts and ends (as arrays too); ``step`` when the
+    periods are all that long and follow each other without a gap (hours; days in a zone
+    without DST), else 0."""
 
     periods: tuple[Period, ...]
     starts: tuple[int, ...]
     ends: tuple[int, ...]
     starts_array: np.ndarray
     ends_array: np.ndarray
+    step: int
 
 
 @lru_cache(maxsize=1024)
@@ -225,17 +228,23 @@ def _slots(starts_at: int, ends_at: int, granularity: Granularity, tz: str) -> _
     periods = tuple(calendar.periods(starts_at, ends_at, granularity, tz))
     starts = tuple(slot.starts_at for slot in periods)
     ends = tuple(slot.ends_at for slot in periods)
-    return _Slots(periods, starts, ends, np.asarray(starts, np.int64),
-                  np.asarray(ends, np.int64))
+    starts_array, ends_array = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+    lengths = np.unique(ends_array - starts_array)
+    regular = len(lengths) == 1 and bool(np.array_equal(starts_array[1:], ends_array[:-1]))
+    return _Slots(periods, starts, ends, starts_array, ends_array,
+                  int(lengths[0]) if regular else 0)
 
 
 def _slot_indices(slots: _Slots, instants: np.ndarray, need: DataNeed) -> np.ndarray:
     """Each row's slot index (``instants``: the rows' starts), -1 for a row outside the range
     or between slots."""
+    inside = (instants >= need.starts_at) & (instants < need.ends_at)
+    if slots.step:  # the range lies within the slots, and a row in it is in the slot its
+        # start falls in: one division
+        return np.where(inside, (instants - slots.starts[0]) // slots.step, -1)
     index = np.searchsorted(slots.starts_array, instants, side="right") - 1
     safe = np.maximum(index, 0)
-    ok = ((instants >= need.starts_at) & (instants < need.ends_at) & (index >= 0)
-          & (instants < slots.ends_array[safe]))
+    ok = inside & (index >= 0) & (instants < slots.ends_array[safe])
     return np.where(ok, index, -1)
 
 
