@@ -206,9 +206,8 @@ def summed(starts: np.ndarray, ends: np.ndarray, values: np.ndarray, codes: np.n
     the rows' dimensions too. All rows of ``meter``."""
     if not len(starts):
         return UsageColumns.empty()
-    order = np.lexsort((codes, ends, starts))
-    s, e, c = starts[order], ends[order], codes[order]
-    first = np.ones(len(order), bool)
+    order, (s, e, c) = _sorted(starts, ends, codes)
+    first = np.ones(len(s), bool)
     first[1:] = (s[1:] != s[:-1]) | (e[1:] != e[:-1]) | (c[1:] != c[:-1])
     cell = np.empty(len(order), np.int64)
     cell[order] = np.cumsum(first) - 1
@@ -216,6 +215,28 @@ def summed(starts: np.ndarray, ends: np.ndarray, values: np.ndarray, codes: np.n
     sums = np.bincount(cell, weights=values, minlength=int(np.count_nonzero(first)))
     return UsageColumns(s[first], e[first], sums, np.zeros(len(sums), np.int64), (meter,),
                         c[first], dimensions)
+
+
+#: Codes below this are sorted with the start in one int64 key (no overflow: times are below
+#: 2^38, see alertd.source.body.MAX_INSTANT).
+_ONE_KEY_CODES = 1 << 24
+
+Columns3 = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _sorted(starts: np.ndarray, ends: np.ndarray, codes: np.ndarray
+            ) -> tuple[np.ndarray, Columns3]:
+    """The order that sorts the rows by (start, end, code), and the three so sorted. Rows of
+    one start have one end in every answer (the bucket's): then one stable sort of
+    ``start x codes + code`` does it, several times cheaper than sorting by three keys."""
+    span = int(codes.max()) + 1
+    if span <= _ONE_KEY_CODES and int(starts.min()) >= 0:
+        order = np.argsort(starts * span + codes, kind="stable")
+        s, e = starts[order], ends[order]
+        if not np.any((s[1:] == s[:-1]) & (e[1:] != e[:-1])):
+            return order, (s, e, codes[order])
+    order = np.lexsort((codes, ends, starts))
+    return order, (starts[order], ends[order], codes[order])
 
 
 def sorted_table(dimensions: Sequence[Dimensions]) -> tuple[list[Dimensions], np.ndarray]:

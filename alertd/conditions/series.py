@@ -146,8 +146,8 @@ def build_series(
     per series, and this runs for every rule and customer every cycle) — from columns
     (:class:`~alertd.usage_columns.UsageColumns`, as the source hands them) with no Python
     per row —, a few in a loop (numpy costs more than it saves on the one row of a monthly
-    threshold); sums add in row order either way. The series carry their buckets as :class:`BucketColumns` (arrays; bucket
-    objects are made only when read).
+    threshold); sums add in row order either way. The series carry their buckets as
+    :class:`BucketColumns` (arrays; bucket objects are made only when read).
     """
     slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
     sums: Mapping[Dimensions, Sequence[float] | np.ndarray] = (
