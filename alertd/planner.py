@@ -158,8 +158,9 @@ def _extract_columns(need: DataNeed, rows: UsageColumns,
     names, group_of = sorted_table(groups)
     codes = rows.dimension_codes
     chosen = ((rows.meter_codes == rows.meters.index(need.spec.meter))
-              & np.asarray(passes, bool).reshape(len(passes))[codes]
               & (rows.starts >= need.starts_at) & (rows.starts < need.ends_at))
+    if not all(passes):
+        chosen &= np.asarray(passes, bool).reshape(len(passes))[codes]
     return summed(rows.starts[chosen], rows.ends[chosen], rows.values[chosen],
                   group_of[codes[chosen]], need.spec.meter, names)
 
