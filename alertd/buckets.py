@@ -264,7 +264,7 @@ def decode_rows(text: str, meter: str | None) -> UsageColumns:
         return UsageColumns(_exact(starts, np.int64), _exact(ends, np.int64),
                             _exact(values, np.float64), np.zeros(len(codes), np.int64),
                             (meter,), codes, table)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"not a cached bucket list: {exc}") from None
 
 
