@@ -36,9 +36,13 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
+
+import numpy as np
 
 from alertd import calendar
-from alertd.model import DataNeed, UsageRow
+from alertd.model import DataNeed, Dimensions, UsageRow
+from alertd.usage_columns import UsageColumns, concatenated, sorted_table, summed
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +58,15 @@ class BucketEntry:
     """The cached rows of one key: complete for ``[covered_from, covered_to)``.
 
     ``full_at`` is when the whole range was last read from Stripe. ``rows`` are the key's own
-    rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted.
+    rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted: a tuple, or
+    columns (:class:`~alertd.usage_columns.UsageColumns`, as :func:`decode_rows` reads them).
     """
 
     key: str
     covered_from: int
     covered_to: int
     full_at: int
-    rows: tuple[UsageRow, ...]
+    rows: Sequence[UsageRow]
 
 
 def cache_key(need: DataNeed) -> str:
@@ -111,9 +116,15 @@ def fetch_range(need: DataNeed, entry: BucketEntry | None, now: int, policy: Cac
 
 
 def combine(need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
-            rows: Sequence[UsageRow]) -> list[UsageRow]:
+            rows: Sequence[UsageRow]) -> Sequence[UsageRow]:
     """The key's rows over ``need``'s range: cached ones before ``fetched`` starts, then
-    ``rows`` (what Stripe said for ``fetched``'s range, already cut to the key's spec)."""
+    ``rows`` (what Stripe said for ``fetched``'s range, already cut to the key's spec).
+    Columns in, columns out (a few array operations); other rows give a list."""
+    if isinstance(rows, UsageColumns):
+        if entry is None or fetched.starts_at <= need.starts_at:
+            return rows
+        cached = UsageColumns.of(entry.rows).starting_in(need.starts_at, fetched.starts_at)
+        return concatenated([cached, rows])
     if entry is None or fetched.starts_at <= need.starts_at:
         return list(rows)
     kept = [r for r in entry.rows if need.starts_at <= r.starts_at < fetched.starts_at]
@@ -126,9 +137,11 @@ def updated(key: str, need: DataNeed, fetched: DataNeed, entry: BucketEntry | No
     the settled rows only — the others are read again next time anyway."""
     full = entry is None or fetched.starts_at <= need.starts_at
     settled = settled_before(need, now, policy)
+    kept: Sequence[UsageRow] = (
+        rows.select(rows.starts < settled) if isinstance(rows, UsageColumns)
+        else tuple(r for r in rows if r.starts_at < settled))
     return BucketEntry(key, need.starts_at, settled,
-                       now if full or entry is None else entry.full_at,
-                       tuple(r for r in rows if r.starts_at < settled))
+                       now if full or entry is None else entry.full_at, kept)
 
 
 #: How much longer than the settle window a range may be and still be asked for as hours: a
@@ -177,9 +190,12 @@ def _offset_seconds(instant: int, tz: str) -> int:
     return 0 if offset is None else int(offset.total_seconds())
 
 
-def rebucket(rows: Sequence[UsageRow], need: DataNeed) -> list[UsageRow]:
+def rebucket(rows: Sequence[UsageRow], need: DataNeed) -> Sequence[UsageRow]:
     """Rows of hours summed into ``need``'s buckets (its granularity, its time zone), clipped
-    to its range as Stripe clips them, in the planner's order (bucket, then dimensions)."""
+    to its range as Stripe clips them, in the planner's order (bucket, then dimensions).
+    Columns in, columns out; other rows give a list."""
+    if isinstance(rows, UsageColumns):
+        return _rebucket_columns(rows, need)
     sums: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}
     meter = need.spec.meter
     for r in rows:
@@ -193,8 +209,30 @@ def rebucket(rows: Sequence[UsageRow], need: DataNeed) -> list[UsageRow]:
     return out
 
 
-def cut(need: DataNeed, rows: Sequence[UsageRow]) -> list[UsageRow]:
-    """The rows of ``need``'s own range out of its key's rows."""
+def _rebucket_columns(rows: UsageColumns, need: DataNeed) -> UsageColumns:
+    """:func:`rebucket` of columns: each distinct hour is floored once, the sums by
+    :func:`~alertd.usage_columns.summed` (in row order, as the loop adds them)."""
+    if not len(rows):
+        return UsageColumns.empty()
+    hours, hour_of = np.unique(rows.starts, return_inverse=True)
+    floors = [calendar.floor(h, need.granularity, need.timezone) for h in hours.tolist()]
+    starts = np.asarray(floors, np.int64)[hour_of.reshape(len(rows))]
+    names, rank = sorted_table(rows.dimensions)
+    buckets = sorted(set(floors))
+    ends = {b: min(calendar.next_start(b, need.granularity, need.timezone), need.ends_at)
+            for b in buckets}
+    # The end depends on the bucket only, so summing per (bucket, bucket) is per bucket.
+    out = summed(starts, starts, rows.values, rank[rows.dimension_codes], need.spec.meter,
+                 names)
+    clipped_ends = np.asarray([ends[b] for b in out.starts.tolist()], np.int64)
+    return UsageColumns(np.maximum(out.starts, need.starts_at), clipped_ends, out.values,
+                        out.meter_codes, out.meters, out.dimension_codes, out.dimensions)
+
+
+def cut(need: DataNeed, rows: Sequence[UsageRow]) -> Sequence[UsageRow]:
+    """The rows of ``need``'s own range out of its key's rows (columns stay columns)."""
+    if isinstance(rows, UsageColumns):
+        return rows.starting_in(need.starts_at, need.ends_at)
     return [r for r in rows if need.starts_at <= r.starts_at < need.ends_at]
 
 
@@ -203,18 +241,47 @@ def cut(need: DataNeed, rows: Sequence[UsageRow]) -> list[UsageRow]:
 
 def encode_rows(rows: Iterable[UsageRow]) -> str:
     """Rows as compact JSON (the meter is in the key). ``repr`` of a float round-trips."""
+    if isinstance(rows, UsageColumns):
+        dims = [[list(d) for d in dimensions] for dimensions in rows.dimensions]
+        return json.dumps([[s, e, v, dims[c]] for s, e, v, c in zip(
+            rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
+            rows.dimension_codes.tolist(), strict=True)], separators=(",", ":"))
     return json.dumps([[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]]
                        for r in rows], separators=(",", ":"))
 
 
-def decode_rows(text: str, meter: str | None) -> tuple[UsageRow, ...]:
-    """The rows :func:`encode_rows` wrote; ``ValueError`` for anything else."""
+def decode_rows(text: str, meter: str | None) -> UsageColumns:
+    """The rows :func:`encode_rows` wrote, as columns; ``ValueError`` for anything else.
+    Each distinct dimension set is read once."""
     try:
-        return tuple(UsageRow(int(s), int(e), float(v), meter,
-                              tuple((str(k), str(x)) for k, x in dims))
-                     for s, e, v, dims in json.loads(text))
-    except (TypeError, ValueError) as exc:
+        raw = json.loads(text)
+        if not isinstance(raw, list):
+            raise TypeError("not a list")
+        if not raw:
+            return UsageColumns.empty()
+        starts, ends, values, dims = zip(*raw, strict=True)
+        table, codes = _dimension_codes(dims)
+        return UsageColumns(_exact(starts, np.int64), _exact(ends, np.int64),
+                            _exact(values, np.float64), np.zeros(len(codes), np.int64),
+                            (meter,), codes, table)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"not a cached bucket list: {exc}") from None
+
+
+def _exact(items: Sequence[object], dtype: type[np.generic]) -> np.ndarray:
+    """``items`` as a 1-D array of ``dtype``, refusing what is no number (a string, ``None``,
+    a list) rather than converting it."""
+    if not all(type(item) in (int, float) for item in items):
+        raise ValueError("a time or value that is no number")
+    return np.asarray(items, dtype)
+
+
+def _dimension_codes(dims: Sequence[Any]) -> tuple[list[Dimensions], np.ndarray]:
+    """Each row's ``[[key, value], ...]`` read once per distinct set: the sets, each row's."""
+    keys = [tuple(map(tuple, d)) for d in dims]
+    table: dict[tuple[Any, ...], int] = {}
+    codes = np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
+    return [tuple((str(k), str(x)) for k, x in entry) for entry in table], codes
 
 
 def key_meter(key: str) -> str | None:

@@ -141,10 +141,13 @@ class UsageResult:
 
     ``refreshed_at`` is the oldest freshness seen across the sub-requests (``None`` when the
     source does not report one). ``requests`` counts HTTP requests spent, retries included.
+    ``rows`` is any sequence of rows: the analytics source hands columns (numpy arrays, rows
+    made when read: :mod:`alertd.usage_columns`), which the planner, the bucket cache and
+    ``build_series`` read as arrays.
     """
 
     query: UsageQuery
-    rows: tuple[UsageRow, ...]
+    rows: Sequence[UsageRow]
     refreshed_at: int | None
     requests: int = 1
     request_ids: tuple[str, ...] = ()

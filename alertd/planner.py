@@ -43,8 +43,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from alertd.model import DataNeed, Filters, Granularity, MeterSpec, UsageQuery, UsageRow
 from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS, spec_breaches
+from alertd.usage_columns import UsageColumns, sorted_table, summed
 
 #: Branch-and-bound nodes spent on one meter's specs before settling for the best found so far.
 #: Rule sets with a dozen specs of one meter in one group finish in a few hundred nodes.
@@ -110,7 +113,7 @@ def serves(serving: MeterSpec, spec: MeterSpec) -> bool:
 
 
 def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRow]
-                 ) -> list[UsageRow]:
+                 ) -> Sequence[UsageRow]:
     """The rows ``need`` would get from its own query, cut out of a covering query's ``rows``.
 
     Keeps rows of the need's meter (``None``: the all-meters rows) whose dimensions pass the
@@ -118,6 +121,7 @@ def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRo
     whose bucket starts inside ``[need.starts_at, need.ends_at)``; sums them per bucket and the
     need's own group-by values, which become the result's only dimensions. Sorted by bucket,
     then dimensions. Raises ``ValueError`` when ``serving_spec`` cannot serve the need.
+    Columns (:class:`~alertd.usage_columns.UsageColumns`) give columns, any other rows a list.
     """
     spec = need.spec
     if not serves(serving_spec, spec):
@@ -125,6 +129,8 @@ def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRo
     checks = [(key, frozenset(values)) for key, values in spec.dimension_filters
               if (key, values) not in serving_spec.dimension_filters]
     kept = set(spec.group_by)
+    if isinstance(rows, UsageColumns):
+        return _extract_columns(need, rows, checks, kept)
     sums: dict[tuple[int, int, tuple[tuple[str, str], ...]], float] = defaultdict(float)
     for row in rows:
         if row.meter != spec.meter or not need.starts_at <= row.starts_at < need.ends_at:
@@ -135,6 +141,28 @@ def extract_rows(need: DataNeed, serving_spec: MeterSpec, rows: Sequence[UsageRo
             sums[(row.starts_at, row.ends_at, group)] += row.value
     return [UsageRow(start, end, value, spec.meter, group)
             for (start, end, group), value in sorted(sums.items())]
+
+
+def _extract_columns(need: DataNeed, rows: UsageColumns,
+                     checks: Sequence[tuple[str, frozenset[str]]], kept: set[str]
+                     ) -> UsageColumns:
+    """:func:`extract_rows` of columns, as columns: the filters and the group-by values are
+    worked out once per distinct dimension set, the sums by :func:`summed` (in row order)."""
+    if need.spec.meter not in rows.meters:
+        return UsageColumns.empty()
+    passes, groups = [], []
+    for dimensions in rows.dimensions:
+        found = dict(dimensions)
+        passes.append(all(found.get(key) in values for key, values in checks))
+        groups.append(tuple(sorted((k, v) for k, v in dimensions if k in kept)))
+    names, group_of = sorted_table(groups)
+    codes = rows.dimension_codes
+    chosen = ((rows.meter_codes == rows.meters.index(need.spec.meter))
+              & (rows.starts >= need.starts_at) & (rows.starts < need.ends_at))
+    if not all(passes):
+        chosen &= np.asarray(passes, bool).reshape(len(passes))[codes]
+    return summed(rows.starts[chosen], rows.ends[chosen], rows.values[chosen],
+                  group_of[codes[chosen]], need.spec.meter, names)
 
 
 # --------------------------------------------------------------------------- the plan

@@ -201,7 +201,7 @@ async def fetch_histories(
 
 
 def _rows_of(the_plan: RequestPlan, results: Sequence[UsageResult], need: DataNeed
-             ) -> list[UsageRow]:
+             ) -> Sequence[UsageRow]:
     _, spec = the_plan.serving(need)
     return extract_rows(need, spec, results[the_plan.query_index(need)].rows)
 

@@ -9,7 +9,9 @@ docstring has the method). :mod:`alertd.conditions.anomaly` holds the condition'
 rule checks and the kind, and documents each setting.
 
 It reads a series as columns (:mod:`alertd.conditions.columns`): the ~840 buckets of an hourly
-rule's history stay numpy arrays, and only the judged bucket becomes a :class:`Bucket`.
+rule's history stay numpy arrays, and only the judged bucket becomes a :class:`Bucket`. The
+local-time layout and the ``exclude`` mask are :mod:`alertd.conditions.anomaly_time`'s, worked
+out once per (zone, range) and shared by every series of the rule.
 
 **Negative usage** (corrections: Stripe accepts negative meter events) is no usage level to
 learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
@@ -21,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from alertd import calendar
 from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
+from alertd.conditions.anomaly_time import excluded, local_values
 from alertd.conditions.base import Baseline
 from alertd.conditions.columns import BucketColumns, columns_of
 from alertd.conditions.series import data_need, finding, number, window_buckets
@@ -46,9 +50,6 @@ if TYPE_CHECKING:
     from alertd.conditions.anomaly import AnomalyCondition, ExcludePeriod
     from alertd.rules.schema import Rule
 
-EPOCH = date(1970, 1, 1).toordinal()
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
 METHOD_HOUR_OF_DAY = "same hour of day"
 METHOD_HOUR_OF_WEEK = "same hour of week"
 METHOD_DAY_OF_WEEK = "same weekday"
@@ -66,6 +67,10 @@ class Plan:
     min_adaptation: int
     min_errors: int
 
+
+#: How many judged buckets' names (:func:`span`, :func:`period_key`) are kept: a pass judges
+#: one bucket per rule window and zone.
+NAMES = 256
 
 HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
               pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
@@ -147,16 +152,19 @@ def history_start(current: Period, granularity: Granularity, history: float) -> 
 
 def latest_complete(columns: BucketColumns) -> int | None:
     """The index of the last complete bucket (the running one is never judged)."""
-    done = np.flatnonzero(columns.complete)
-    return int(done[-1]) if len(done) else None
+    complete = columns.complete
+    if not len(complete):
+        return None
+    last = len(complete) - 1 - int(np.argmax(complete[::-1]))  # argmax: the first True
+    return last if complete[last] else None
 
 
 def history_shortfall(columns: BucketColumns, judged_at: int, min_history: float) -> str | None:
     """Why no verdict can be given yet on bucket ``judged_at``, or ``None``. History counts
     from the first bucket with usage: zero-filled buckets before a customer's first use say
     nothing about them."""
-    used = np.flatnonzero(columns.values[:judged_at])
-    seen = 0 if not len(used) else int(columns.starts[judged_at] - columns.starts[used[0]])
+    first = first_nonzero(columns.values[:judged_at])
+    seen = 0 if first is None else int(columns.starts[judged_at] - columns.starts[first])
     if seen >= min_history:
         return None
     return f"not enough history: {seen // 86400:g} of {min_history / 86400:g} days"
@@ -184,111 +192,21 @@ def judged_values(
                           values)
         if np.isnan(values[-1]):
             return None
-    used = np.flatnonzero(values > 0)  # NaN compares False
-    if len(used):
+    used = first_nonzero(values > 0)  # NaN compares False
+    if used is not None:
         per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
-        unit = first + int(used[0])
+        unit = first + used
         values = values[max(unit - unit % per_day - first, 0):]
     return values
 
 
-def local_values(starts: np.ndarray, values: np.ndarray, unit_seconds: int, tz: str
-                 ) -> tuple[int, Array]:
-    """``(first local unit, values)``, densely by local unit number."""
-    if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
-        first = int(starts[0]) // unit_seconds
-        if int(starts[-1]) // unit_seconds - first + 1 == len(starts):
-            return first, values
-    units = np.asarray(local_units(starts.tolist(), unit_seconds, tz), np.int64)
-    dense = np.full(int(units[-1] - units[0]) + 1, np.nan)
-    # A repeated hour (fall back) keeps its later bucket.
-    dense[units - units[0]] = values
-    return int(units[0]), dense
-
-
-def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]
-             ) -> np.ndarray:
-    """Which of the local units ``first .. first + count - 1`` any period excludes."""
-    per_day = 86400 // unit_seconds
-    units = np.arange(first, first + count)
-    days = units // per_day
-    mask = np.zeros(count, dtype=bool)
-    for period in periods:
-        if period.from_ is not None:
-            lo, hi = _bounds(period, unit_seconds)
-            mask |= (units >= lo) & (units < hi)
-            continue
-        hit = np.ones(count, dtype=bool)
-        if period.weekdays:
-            wanted = [WEEKDAYS.index(day) for day in period.weekdays]
-            hit &= np.isin((days + 3) % 7, wanted)  # day 0 (1970-01-01) was a Thursday
-        if period.dates:
-            hit &= _on_dates(days, period.dates)
-        if period.hours:
-            start, stop = period.hours
-            if per_day == 1:  # a day bucket is excluded only by hours covering all of it
-                hit &= start == 0 and stop == 24
-            else:
-                hour = units % per_day
-                hit &= (hour >= start) & (hour < stop) if start < stop else (
-                    (hour >= start) | (hour < stop))
-        mask |= hit
-    return mask
-
-
-def _bounds(period: ExcludePeriod, unit_seconds: int) -> tuple[int, int]:
-    """``[lo, hi)`` in local units: a date ``to`` includes its whole day."""
-    def unit_of(moment: date | datetime, end: bool) -> int:
-        if isinstance(moment, datetime):
-            seconds = (moment.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
-            return -(-int(seconds) // unit_seconds) if end else int(seconds) // unit_seconds
-        day = moment.toordinal() - EPOCH + (1 if end else 0)
-        return day * (86400 // unit_seconds)
-
-    assert period.from_ is not None
-    lo = unit_of(period.from_, False)
-    # A lone instant (from == to) is the bucket it falls in, not an empty range.
-    return lo, max(unit_of(period.to or period.from_, True), lo + 1)
-
-
-def _on_dates(days: np.ndarray, dates: Sequence[str]) -> np.ndarray:
-    unique = np.unique(days)
-    names = {int(day): date.fromordinal(int(day) + EPOCH).strftime("%m-%d") for day in unique}
-    wanted = {day for day, name in names.items() if name in dates}
-    return np.isin(days, list(wanted))
-
-
-# --------------------------------------------------------------------------- local time
-
-
-def local_units(starts: Sequence[int], unit_seconds: int, tz: str) -> list[int]:
-    """Local wall-clock hour (or day) numbers since 1970-01-01 local time, for sorted instants.
-
-    The zone's offset is looked up once a day and per bucket only around a change: a lookup
-    costs more than everything else done with a bucket."""
-    if tz == "UTC":
-        return [start // unit_seconds for start in starts]
-    offsets = utc_offsets(starts, tz, step=max(1, 86400 // unit_seconds))
-    return [(start + offset) // unit_seconds
-            for start, offset in zip(starts, offsets, strict=True)]
-
-
-def utc_offsets(starts: Sequence[int], tz: str, step: int) -> list[int]:
-    if not starts:
-        return []
-    probes = sorted({*range(0, len(starts), step), len(starts) - 1})
-    known = {i: utc_offset(starts[i], tz) for i in probes}
-    offsets = [0] * len(starts)
-    for left, right in zip(probes, [*probes[1:], len(starts)], strict=True):
-        same = right == len(starts) or known[left] == known[right]
-        for i in range(left, right):
-            offsets[i] = known[left] if same else utc_offset(starts[i], tz)
-    return offsets
-
-
-def utc_offset(instant: int, tz: str) -> int:
-    offset = datetime.fromtimestamp(instant, UTC).astimezone(calendar.zone(tz)).utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
+def first_nonzero(values: np.ndarray) -> int | None:
+    """The index of the first non-zero entry, or ``None`` (one pass that stops at it, where
+    ``flatnonzero`` would list them all)."""
+    if not len(values):
+        return None
+    first = int(np.argmax(values != 0))
+    return first if values[first] != 0 else None
 
 
 # --------------------------------------------------------------------------- verdict
@@ -337,8 +255,10 @@ def verdict(score: float, active: bool, outside: bool) -> str:
     return "unusually high" if score > 0 else "unusually low"
 
 
+@lru_cache(maxsize=NAMES)
 def span(window: Period, granularity: Granularity) -> str:
-    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise."""
+    """``2025-01-03 14:00–15:00 UTC`` for an hour, ``on 2025-01-03 (UTC)`` otherwise.
+    Cached: every series of a rule is judged on the same bucket."""
     if granularity != "hour":
         return f"on {calendar.period_key(window, granularity)} ({window.timezone})"
     start = datetime.fromtimestamp(window.starts_at, calendar.zone(window.timezone))
@@ -371,8 +291,14 @@ def _finding(
         rule, series, window, message=message, value=judged.value, active=active,
         complete=True, level=rule.severity if active else None,
         figures=NO_FIGURES if baseline is None else Baseline(baseline),
-        details=details or {},
+        period_key=period_key(window, rule.window), details=details or {},
     )
+
+
+@lru_cache(maxsize=NAMES)
+def period_key(window: Period, granularity: Granularity) -> str:
+    """:func:`alertd.calendar.period_key`, cached as :func:`span` is."""
+    return calendar.period_key(window, granularity)
 
 
 def _no_verdict(rule: Rule, series: Series, judged: Bucket, reason: str) -> Finding:

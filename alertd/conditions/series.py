@@ -30,8 +30,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from itertools import count as numbering
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,6 +54,7 @@ from alertd.model import (
     make_filters,
 )
 from alertd.templating import format_number
+from alertd.usage_columns import UsageColumns
 
 if TYPE_CHECKING:
     from alertd.rules.schema import Rule
@@ -144,10 +143,11 @@ def build_series(
     a group-by key missing from a row counts as the value ``""``.
 
     Many rows are binned with numpy (an hourly rule with five weeks of history has ~840 rows
-    per series, and this runs for every rule and customer every cycle), a few in a loop (numpy
-    costs more than it saves on the one row of a monthly threshold); sums add in row order
-    either way. The series carry their buckets as :class:`BucketColumns` (arrays; bucket
-    objects are made only when read).
+    per series, and this runs for every rule and customer every cycle) — from columns
+    (:class:`~alertd.usage_columns.UsageColumns`, as the source hands them) with no Python
+    per row —, a few in a loop (numpy costs more than it saves on the one row of a monthly
+    threshold); sums add in row order either way. The series carry their buckets as
+    :class:`BucketColumns` (arrays; bucket objects are made only when read).
     """
     slots = _slots(need.starts_at, need.ends_at, need.granularity, need.timezone)
     sums: Mapping[Dimensions, Sequence[float] | np.ndarray] = (
@@ -155,10 +155,9 @@ def build_series(
         else _looped(rule, need, rows, slots))
     capped = None if refreshed_at is None else min(refreshed_at, now)
     complete_before = effective_refreshed_at(refreshed_at, now) - freshness_lag
-    return [
-        _series(rule, need, group, slots, values_, capped, complete_before)
-        for group, values_ in sorted(sums.items())
-    ]
+    axis = _axis(need, slots, complete_before)
+    return [_series(rule, need, group, axis, values_, capped)
+            for group, values_ in sorted(sums.items())]
 
 
 #: From this many rows on, numpy bins them.
@@ -190,10 +189,11 @@ def _binned(
     if not rule.group_by:
         sums[()] = np.zeros(count)
     if rows:
-        index = _slot_indices(slots, rows, need)
-        values = np.fromiter(map(_VALUE, rows), np.float64, len(rows))
+        columns = UsageColumns.of(rows)
+        index = _slot_indices(slots, columns.starts, need)
+        values = columns.values
         if rule.group_by:
-            names, ids = _group_ids(rows, rule.group_by)
+            names, ids = columns.dimension_groups(rule.group_by)
         else:
             names, ids = [()], np.zeros(len(rows), np.int64)
         # One bincount over (group, slot) cells: rows outside the range go to a spare cell.
@@ -207,36 +207,18 @@ def _binned(
     return sums
 
 
-def _group_ids(rows: Sequence[UsageRow], group_by: Sequence[str]
-               ) -> tuple[list[Dimensions], np.ndarray]:
-    """The sorted group-by value sets of ``rows`` and each row's number among them. Each
-    row's dimensions are hashed once (hashing nested tuples is most of the cost): the first
-    row with a given set numbers it, by its position."""
-    codes: dict[Dimensions, int] = {}
-    raw = np.fromiter(map(codes.setdefault, map(_DIMENSIONS, rows), numbering()), np.int64,
-                      len(rows))
-    group_of = {code: _group_of(dimensions, group_by) for dimensions, code in codes.items()}
-    names = sorted(set(group_of.values()))
-    table = np.zeros(len(rows), np.int64)
-    for code, group in group_of.items():
-        table[code] = names.index(group)
-    return names, table[raw]
-
-
-_VALUE = attrgetter("value")
-_START = attrgetter("starts_at")
-_DIMENSIONS = attrgetter("dimensions")
-
-
 @dataclass(frozen=True, slots=True)
 class _Slots:
-    """A need's calendar periods, their starts and ends (as arrays too)."""
+    """A need's calendar periods, their starts and ends (as arrays too); ``step`` when the
+    periods are all that long and follow each other without a gap (hours; days in a zone
+    without DST), else 0."""
 
     periods: tuple[Period, ...]
     starts: tuple[int, ...]
     ends: tuple[int, ...]
     starts_array: np.ndarray
     ends_array: np.ndarray
+    step: int
 
 
 @lru_cache(maxsize=1024)
@@ -246,17 +228,23 @@ def _slots(starts_at: int, ends_at: int, granularity: Granularity, tz: str) -> _
     periods = tuple(calendar.periods(starts_at, ends_at, granularity, tz))
     starts = tuple(slot.starts_at for slot in periods)
     ends = tuple(slot.ends_at for slot in periods)
-    return _Slots(periods, starts, ends, np.asarray(starts, np.int64),
-                  np.asarray(ends, np.int64))
+    starts_array, ends_array = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+    lengths = np.unique(ends_array - starts_array)
+    regular = len(lengths) == 1 and bool(np.array_equal(starts_array[1:], ends_array[:-1]))
+    return _Slots(periods, starts, ends, starts_array, ends_array,
+                  int(lengths[0]) if regular else 0)
 
 
-def _slot_indices(slots: _Slots, rows: Sequence[UsageRow], need: DataNeed) -> np.ndarray:
-    """Each row's slot index, -1 for a row outside the range or between slots."""
-    instants = np.fromiter(map(_START, rows), np.int64, len(rows))
+def _slot_indices(slots: _Slots, instants: np.ndarray, need: DataNeed) -> np.ndarray:
+    """Each row's slot index (``instants``: the rows' starts), -1 for a row outside the range
+    or between slots."""
+    inside = (instants >= need.starts_at) & (instants < need.ends_at)
+    if slots.step:  # the range lies within the slots, and a row in it is in the slot its
+        # start falls in: one division
+        return np.where(inside, (instants - slots.starts[0]) // slots.step, -1)
     index = np.searchsorted(slots.starts_array, instants, side="right") - 1
     safe = np.maximum(index, 0)
-    ok = ((instants >= need.starts_at) & (instants < need.ends_at) & (index >= 0)
-          & (instants < slots.ends_array[safe]))
+    ok = inside & (index >= 0) & (instants < slots.ends_array[safe])
     return np.where(ok, index, -1)
 
 
@@ -265,15 +253,16 @@ def _group_of(dimensions: Dimensions, group_by: Sequence[str]) -> Dimensions:
     return tuple(sorted((key, found.get(key, "")) for key in group_by))
 
 
-def _series(
-    rule: Rule,
-    need: DataNeed,
-    group: Dimensions,
-    slots: _Slots,
-    values: Sequence[float] | np.ndarray,
-    refreshed_at: int | None,
-    complete_before: float,
-) -> Series:
+@dataclass(frozen=True, slots=True)
+class _Axis:
+    """The time columns every series of one need shares (read-only arrays)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    complete: np.ndarray
+
+
+def _axis(need: DataNeed, slots: _Slots, complete_before: float) -> _Axis:
     # Only the first slot can start before the range and only the last end after it.
     starts, ends = slots.starts_array.copy(), slots.ends_array.copy()
     starts[0], ends[-1] = max(starts[0], need.starts_at), min(ends[-1], need.ends_at)
@@ -281,6 +270,19 @@ def _series(
     # increasing, so the complete buckets are a prefix.
     done = bisect_right(slots.ends, min(complete_before, need.ends_at))
     complete = np.arange(len(ends)) < done
+    for column in (starts, ends, complete):
+        column.flags.writeable = False
+    return _Axis(starts, ends, complete)
+
+
+def _series(
+    rule: Rule,
+    need: DataNeed,
+    group: Dimensions,
+    axis: _Axis,
+    values: Sequence[float] | np.ndarray,
+    refreshed_at: int | None,
+) -> Series:
     return Series(
         key=SeriesKey(rule.name, need.customer, group),
         meter=rule.meter,
@@ -289,7 +291,8 @@ def _series(
         timezone=need.timezone,
         # Columns: the buckets are made only if something reads them (the anomaly kind reads
         # the arrays).
-        buckets=BucketColumns(starts, ends, np.asarray(values, np.float64), complete),
+        buckets=BucketColumns(axis.starts, axis.ends, np.asarray(values, np.float64),
+                              axis.complete),
         refreshed_at=refreshed_at,
     )
 

@@ -71,7 +71,7 @@ class BatchReads:
     #: What the planner plans for each key: its fetched need, or that as hours.
     planned: dict[str, DataNeed] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
-    _rows: dict[str, list[UsageRow]] = field(default_factory=dict)
+    _rows: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
@@ -83,7 +83,7 @@ class BatchReads:
         return self.planned[self._keys[need]]
 
     def rows_of(self, need: DataNeed, the_plan: RequestPlan, outcome: UsageResult
-                ) -> list[UsageRow]:
+                ) -> Sequence[UsageRow]:
         """``need``'s rows: its key's cached and fetched rows, cut to its range."""
         key = self._keys[need]
         rows = self._rows.get(key)

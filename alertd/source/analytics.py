@@ -10,9 +10,11 @@ refuses, without sending, a query Stripe would reject: unaligned minutes, too ma
 keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
 :class:`~alertd.errors.MalformedResponseError`, never a zero — that includes a value that is
 not finite or beyond ±10^18 and a time outside 1970–9999, see :mod:`alertd.source.body`).
-Answers run to thousands of rows, so each row first goes through :func:`quick_row`, which only
-accepts the expected JSON types and ranges; any other row is read by :func:`read_row`, whose
-errors name the row and the field.
+Answers run to thousands of rows, so each row first goes through :func:`quick_fields`, which
+only accepts the expected JSON types and ranges; any other row is read by :func:`read_row`,
+whose errors name the row and the field. The rows of an answer become columns
+(:class:`~alertd.usage_columns.UsageColumns`) with no row object made, so everything after
+(the planner's cut, the bucket cache, the series) works on arrays.
 
 A row ``id`` that repeats within one answer is the same row sent twice: only its first copy is
 kept (summing both would double the usage), and the source logs the repeated ids with the
@@ -47,6 +49,7 @@ from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult
 from alertd.source.body import MAX_INSTANT, MAX_USAGE, BodyReader
 from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
 from alertd.stripe_limits import MAX_METERS, spec_breaches
+from alertd.usage_columns import UsageColumns, concatenated
 
 log = logging.getLogger("alertd.source")
 
@@ -210,7 +213,7 @@ class UsageBody(NamedTuple):
     """One analytics answer, read: its rows, freshness, ``has_more``, and the ids of rows it
     sent more than once (each dropped after its first copy)."""
 
-    rows: list[UsageRow]
+    rows: UsageColumns
     refreshed_at: int | None
     has_more: bool
     repeated: tuple[str, ...] = ()
@@ -243,22 +246,42 @@ def parse_usage_body(body: Any, request_id: str | None) -> UsageBody:
         raise reader.malformed("neither 'rows' nor 'data' is in the body")
     data = reader.items(container.get("data"), "the rows' 'data'")
     has_more = reader.flag(container.get("has_more", False), "'has_more'")
-    # The quick reader takes the common rows; anything it does not expect (the oldest field
-    # names, a float time, a wrong type) goes to the careful one, which names what is wrong.
+    rows, repeated = read_rows(reader, data)
+    return UsageBody(rows, refreshed, has_more, repeated)
+
+
+#: One row's fields: starts_at, ends_at, value, meter, dimensions.
+RowFields = tuple[int, int, float, str | None, Dimensions]
+
+
+def read_rows(reader: BodyReader, data: list[Any]) -> tuple[UsageColumns, tuple[str, ...]]:
+    """The rows of ``data`` as columns, without those whose string ``id`` came before (and
+    the ids so left out). No row object is made: each row's fields go straight to columns.
+
+    The quick reader takes the common rows; anything it does not expect (the oldest field
+    names, a float time, a wrong type) goes to the careful one, which names what is wrong."""
     known: dict[tuple[Any, ...], Dimensions] = {}
-    rows = [
-        quick_row(raw, known) or read_row(reader, raw, index) for index, raw in enumerate(data)
-    ]
-    kept, repeated = _first_copies(rows, data)
-    return UsageBody(kept, refreshed, has_more, repeated)
+    fields = [quick_fields(raw, known) or _fields_of(read_row(reader, raw, index))
+              for index, raw in enumerate(data)]
+    fields, repeated = _first_copies(fields, data)
+    if not fields:
+        return UsageColumns.empty(), repeated
+    starts, ends, values, meters, dimensions = zip(*fields, strict=True)
+    return UsageColumns.from_lists(starts, ends, values, meters, dimensions), repeated
 
 
-def _first_copies(rows: list[UsageRow], data: list[Any]) -> tuple[list[UsageRow], tuple[str, ...]]:
-    """``rows`` without those whose string ``id`` (read from the raw ``data``) came before."""
+def _fields_of(row: UsageRow) -> RowFields:
+    return row.starts_at, row.ends_at, row.value, row.meter, row.dimensions
+
+
+def _first_copies(fields: list[RowFields], data: list[Any]
+                  ) -> tuple[list[RowFields], tuple[str, ...]]:
+    """``fields`` without the rows whose string ``id`` (read from the raw ``data``) came
+    before."""
     seen: set[str] = set()
     repeated: list[str] = []
-    kept: list[UsageRow] = []
-    for row, raw in zip(rows, data, strict=True):
+    kept: list[RowFields] = []
+    for row, raw in zip(fields, data, strict=True):
         row_id = raw.get("id")
         if type(row_id) is str:
             if row_id in seen:
@@ -266,7 +289,7 @@ def _first_copies(rows: list[UsageRow], data: list[Any]) -> tuple[list[UsageRow]
                 continue
             seen.add(row_id)
         kept.append(row)
-    return (kept, tuple(repeated)) if repeated else (rows, ())
+    return (kept, tuple(repeated)) if repeated else (fields, ())
 
 
 #: Tells a missing ``meter`` (maybe the oldest ``meter_id`` is there) from ``meter: null``.
@@ -274,13 +297,19 @@ _ABSENT: Any = object()
 
 
 def quick_row(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> UsageRow | None:
-    """``raw`` as a row when it has exactly the expected JSON types, else ``None``.
+    """:func:`quick_fields` as a row."""
+    fields = quick_fields(raw, known)
+    return None if fields is None else UsageRow(*fields)
+
+
+def quick_fields(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> RowFields | None:
+    """``raw``'s fields when it has exactly the expected JSON types, else ``None``.
 
     Expected: an object with integer ``starts_at``/``ends_at`` in ``[0, MAX_INSTANT)``, an
     integer or float ``value`` (not a bool) within ±``MAX_USAGE`` (so not ``NaN``), a ``meter``
     that is a string or ``null``, and ``dimensions`` absent, ``null`` or an object whose values
-    are strings or ``null``. Whenever this returns a row,
-    :func:`read_row` returns an equal one; ``None`` promises nothing: the row may still be valid.
+    are strings or ``null``. Whenever this returns fields, :func:`read_row` returns a row of
+    the same fields; ``None`` promises nothing: the row may still be valid.
 
     ``known`` maps the ``dimensions`` items already read in this body to their
     :data:`Dimensions`, so rows of one series share one tuple and it is sorted once.
@@ -305,7 +334,7 @@ def quick_row(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> UsageRow | 
     dimensions = _quick_dimensions(raw.get("dimensions"), known)
     if dimensions is None:
         return None
-    return UsageRow(starts, ends, float(value), meter, dimensions)
+    return starts, ends, float(value), meter, dimensions
 
 
 def _quick_dimensions(raw: Any, known: dict[tuple[Any, ...], Dimensions]) -> Dimensions | None:
@@ -382,7 +411,7 @@ def split_point(query: UsageQuery) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class _Fetched:
-    rows: tuple[UsageRow, ...]
+    rows: UsageColumns
     refreshed_at: int | None
     requests: int
     request_ids: tuple[str, ...]
@@ -390,7 +419,7 @@ class _Fetched:
     def __add__(self, other: _Fetched) -> _Fetched:
         known = [r for r in (self.refreshed_at, other.refreshed_at) if r is not None]
         return _Fetched(
-            self.rows + other.rows,
+            concatenated([self.rows, other.rows]),
             min(known) if known else None,
             self.requests + other.requests,
             self.request_ids + other.request_ids,
@@ -434,12 +463,12 @@ class MeterUsageSource:
             )
         ids = (response.request_id,) if response.request_id else ()
         if not has_more:
-            return _Fetched(tuple(rows), refreshed, response.attempts, ids)
+            return _Fetched(rows, refreshed, response.attempts, ids)
         middle = split_point(query)
         if middle is None:
             raise _incomplete(query, response.request_id)
         # The partial rows are dropped: each half is asked again in full.
-        spent = _Fetched((), refreshed, response.attempts, ids)
+        spent = _Fetched(UsageColumns.empty(), refreshed, response.attempts, ids)
         first = await self._fetch_range(_with_range(query, query.starts_at, middle))
         second = await self._fetch_range(_with_range(query, middle, query.ends_at))
         return spent + first + second
