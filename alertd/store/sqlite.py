@@ -377,14 +377,15 @@ def _load_states(
     conn: sqlite3.Connection, names: list[str] | None
 ) -> dict[SeriesKey, AlertState]:
     if names is None:
-        found = list(conn.execute("SELECT rule, customer, grp, state FROM alert_state"))
+        found = list(conn.execute("SELECT rule, customer, grp, account, state FROM alert_state"))
     else:
         found = []
         for start in range(0, len(names), 500):
             chunk = names[start:start + 500]
             marks = ",".join("?" * len(chunk))
             found.extend(conn.execute(
-                f"SELECT rule, customer, grp, state FROM alert_state WHERE rule IN ({marks})",
+                f"SELECT rule, customer, grp, account, state FROM alert_state "
+                f"WHERE rule IN ({marks})",
                 chunk,
             ))
     return dict(rows.state_item(r) for r in found)
@@ -427,10 +428,10 @@ def _write_states(
 ) -> None:
     for key, state in states.items():
         if state is None:
-            conn.execute("DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ?",
-                         (key.rule, key.customer, rows.group_text(key)))
+            conn.execute("DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ? "
+                         "AND account = ?", rows.state_where(key))
         else:
-            conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
                          rows.state_params(key, state))
 
 

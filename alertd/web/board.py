@@ -124,10 +124,13 @@ class Board:
         customers: Mapping[str, Customer] | None = None,
         series: Mapping[SeriesKey, Series] | None = None,
         states: Mapping[SeriesKey, AlertState] | None = None,
+        account: str = "",
     ) -> None:
-        """The active series of ``rules`` are exactly the active ``findings`` now."""
+        """The active series of ``rules`` (of ``account``) are exactly the active
+        ``findings`` now."""
         polled = set(rules)
-        kept = {f: e for f, e in self.entries.items() if e.key.rule not in polled}
+        kept = {f: e for f, e in self.entries.items()
+                if e.key.rule not in polled or e.key.account != account}
         for finding in findings:
             if finding.state not in ACTIVE_STATES:
                 continue
