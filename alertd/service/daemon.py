@@ -36,6 +36,14 @@ name the role; a stop releases the lease first, so the standby takes over while 
 finishes its deliveries. With a SQLite file the one process holding its lock leads, without
 a lease.
 
+Several Stripe accounts (``accounts:``, :mod:`alertd.accounts`): the world has one lane per
+account (:class:`~alertd.service.open.Lane`: client, engine, pipeline on a store that shows
+it only its own alerts), and the daemon one lease, poller and set of poll jobs per account.
+The leases are spread over the replicas (:mod:`alertd.service.spread`); gaining an account's
+lease reschedules that account's polls to run at once, losing it cancels that account's polls
+in flight. ``/readyz`` and ``STATUS=`` name the accounts this replica leads. Adding or
+removing an account takes a restart.
+
 Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
 reload, signals — and each step's order matters against the others'.
 """

@@ -50,6 +50,8 @@ log = logging.getLogger("alertd.leader")
 PRESENCE = "replica:"
 #: A presence lasts this share of the lease: gone before the account leases it renewed with.
 PRESENCE_SHARE = 0.8
+#: How long a departed replica's presence row is kept before it is deleted (seconds).
+PRESENCE_KEPT = 86_400.0
 
 
 def fair_share(accounts: int, replicas: int) -> int:
@@ -112,6 +114,7 @@ class Leads:
             for leadership in self.leaderships.values():
                 leadership.observe(leadership.lease)
             return
+        await self._forget_departed(leases, now)
         plan = plan_round(leases, list(self.leaderships), self.holder, now)
         if self.last_round is None or (plan.share, plan.replicas) != (
                 self.last_round.share, self.last_round.replicas):
@@ -128,6 +131,16 @@ class Leads:
                 await leadership.renew()
             else:
                 leadership.observe(seen.get(name))
+
+    async def _forget_departed(self, leases: Sequence[Lease], now: float) -> None:
+        """Deletes presences gone for :data:`PRESENCE_KEPT` (a replica named by host and
+        process id leaves one per start), so the lease table stays small."""
+        if any(lease.name.startswith(PRESENCE) and lease.expires_at < now - PRESENCE_KEPT
+               for lease in leases):
+            try:
+                await self.store.drop_leases(PRESENCE, now - PRESENCE_KEPT)
+            except StoreError as exc:
+                log.warning("old presences not dropped error=%s", exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds every ``length / 3`` seconds until ``stop``; then releases everything."""

@@ -247,6 +247,15 @@ class PostgresStore:
         return [_lease(r) for r in await self._rows(
             "SELECT * FROM leases WHERE generation > 0 ORDER BY name")]
 
+    async def drop_leases(self, prefix: str, expired_before: float) -> int:
+        async def drop(conn: Conn) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM leases WHERE left(name, %s) = %s AND expires_at < %s",
+                (len(prefix), prefix, expired_before))
+            return cursor.rowcount
+
+        return await self._run(drop, write=True)
+
     # ----------------------------------------------------------------- outbox
 
     async def due_deliveries(

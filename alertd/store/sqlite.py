@@ -214,6 +214,11 @@ class SqliteStore(SqliteBuckets):
         return await self._read(lambda c: [_lease(r) for r in c.execute(
             "SELECT * FROM leases ORDER BY name")])
 
+    async def drop_leases(self, prefix: str, expired_before: float) -> int:
+        return await self._write(lambda c: c.execute(
+            "DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires_at < ?",
+            (len(prefix), prefix, expired_before)).rowcount)
+
     # ----------------------------------------------------------------- outbox
 
     async def due_deliveries(

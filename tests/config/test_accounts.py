@@ -142,5 +142,5 @@ def test_accounts_without_a_stripe_key_need_none(tmp_path: Path,
 def test_an_unreadable_key_file_is_a_config_error_at_run_time(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {"accounts": [
         {"name": "eu", "api_key_file": str(tmp_path / "missing.key")}]}))
-    with pytest.raises(ConfigError, match="accounts.eu.api_key_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"accounts\.eu\.api_key_file: cannot read"):
         accounts_of(settings)

@@ -174,6 +174,6 @@ def test_the_first_release_fingerprints_are_unchanged() -> None:
     key = SeriesKey("tokens", "cus_1", (("model", "gpt-4"),))
     # What the first release computed, so stored state and receivers' keys stay valid.
     assert key.fingerprint == hashlib.sha256(
-        "tokens\x1fcus_1\x1fmodel=gpt-4".encode()).hexdigest()[:16]
+        b"tokens\x1fcus_1\x1fmodel=gpt-4").hexdigest()[:16]
     eu, us = (SeriesKey("tokens", "cus_1", key.group, account) for account in ("eu", "us"))
     assert len({key.fingerprint, eu.fingerprint, us.fingerprint}) == 3

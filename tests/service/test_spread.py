@@ -3,12 +3,15 @@ of real :class:`Leads` on the PostgreSQL server with a fake clock (no waiting)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from alertd.clock import FakeClock
 from alertd.service.leader import Leadership
 from alertd.service.spread import (
     PRESENCE,
+    PRESENCE_KEPT,
     Leads,
     describe_leads,
     fair_share,
@@ -17,6 +20,7 @@ from alertd.service.spread import (
 )
 from alertd.store.base import Lease
 from alertd.store.postgres import PostgresStore
+from alertd.store.sqlite import SqliteStore
 
 LENGTH = 15.0
 NOW = 1_767_225_600.0
@@ -121,3 +125,24 @@ async def test_a_clean_stop_frees_every_lease_and_the_presence(pg_url: str) -> N
         assert b.led() == NAMES
         live = live_replicas(await db.leases(), "b", clock.now())
         assert live == {"b"}
+
+
+async def test_presences_of_replicas_long_gone_are_deleted(pg_url: str) -> None:
+    clock = FakeClock(NOW)
+    async with PostgresStore(pg_url, holder="t") as db:
+        for gone in ("host:101", "host:102"):  # replicas named by host and pid, restarted
+            await db.acquire_lease(f"{PRESENCE}{gone}", gone, 1.0, NOW - PRESENCE_KEPT - 10)
+        await db.acquire_lease(f"{PRESENCE}recent", "recent", 1.0, NOW - 60)
+        a = replica(db, "a", clock, NAMES[:2])
+        await a.round()
+        names = {lease.name for lease in await db.leases()}
+    assert names == {f"{PRESENCE}a", f"{PRESENCE}recent", *NAMES[:2]}
+
+
+async def test_sqlite_drops_only_old_leases_of_the_prefix(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "alertd.db") as db:
+        await db.acquire_lease(f"{PRESENCE}old", "old", 1.0, NOW - 100)
+        await db.acquire_lease(f"{PRESENCE}new", "new", 1.0, NOW)
+        await db.acquire_lease("stripe:eu", "old", 1.0, NOW - 100)
+        assert await db.drop_leases(PRESENCE, NOW - 50) == 1
+        assert {lease.name for lease in await db.leases()} == {f"{PRESENCE}new", "stripe:eu"}
