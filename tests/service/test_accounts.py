@@ -177,3 +177,23 @@ def test_the_first_release_fingerprints_are_unchanged() -> None:
         b"tokens\x1fcus_1\x1fmodel=gpt-4").hexdigest()[:16]
     eu, us = (SeriesKey("tokens", "cus_1", key.group, account) for account in ("eu", "us"))
     assert len({key.fingerprint, eu.fingerprint, us.fingerprint}) == 3
+
+
+async def test_a_reload_keeps_unchanged_accounts_and_refuses_a_new_one(tmp_path: Path) -> None:
+    async with two_accounts(tmp_path, [rule("tokens")]) as s:
+        await s.daemon.poll(("tokens",), "eu")
+        before = dict(s.daemon._stripe)
+        path = tmp_path / "alertd.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["accounts"][1]["requests_per_second"] = 7  # us only
+        path.write_text(yaml.safe_dump(config))
+        assert await s.daemon.reload()
+        assert s.daemon._stripe["eu"] is before["eu"]  # one budget, warm cache
+        assert s.daemon._stripe["us"] is not before["us"]
+        assert s.daemon.services.lane("us").world.settings.stripe.requests_per_second == 7
+        assert (await s.daemon.poll(("tokens",), "us")).recorded
+        config["accounts"].append({"name": "apac", "api_key": API_KEY,
+                                   "api_base": s.eu.url})
+        path.write_text(yaml.safe_dump(config))
+        assert not await s.daemon.reload()  # takes a restart
+        assert [lane.account.name for lane in s.daemon.services.lanes] == ["eu", "us"]
