@@ -292,6 +292,7 @@ class Daemon:
                                            account=a.name) for a in accounts}
             self.poller = self.pollers[accounts[0].name]
         else:
+            self.poller.account = accounts[0].name
             self.pollers = {accounts[0].name: self.poller}
         if settings.state.url is None:
             for account in accounts:

@@ -59,10 +59,13 @@ class Entry:
         if self.key.customer:
             matchers.append(f"customer={self.key.customer}")
         matchers.extend(f"{name}={value}" for name, value in self.key.group)
+        if self.key.account:
+            matchers.append(f"account={self.key.account}")
         return matchers
 
     def to_dict(self) -> dict[str, object]:
         return {
+            **({"account": self.key.account} if self.key.account else {}),
             "fingerprint": self.fingerprint,
             "rule": self.key.rule,
             "customer": {"id": self.customer.id, "name": self.customer.name},
