@@ -113,6 +113,12 @@ async def test_two_accounts_are_polled_and_recorded_apart(tmp_path: Path) -> Non
         assert samples[("alertd_leader", (("account", "eu"),))] == 1
         assert samples[("alertd_leader", (("account", "us"),))] == 1
         assert samples[("alertd_alerts", (("state", "firing"),))] == 9
+        # The status page lists both accounts' alerts, each named by its account.
+        api = (await get(f"{url}/api/v1/alerts")).json()
+        listed = sorted((a["account"], a["rule"]) for a in api["alerts"]
+                        if a["state"] == "firing")
+        assert listed == sorted([("eu", "tokens")] * 3 + [("eu", "eu-calls")] * 3
+                                + [("us", "tokens")] * 3)
 
     async with SqliteStore(tmp_path / "alertd.db") as store:
         states = await store.load_states()
