@@ -13,17 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import OffsetClock
 from alertd.commands.check import check_accounts
+from alertd.errors import StoreError
 from alertd.model import SeriesKey
 from alertd.service.daemon import Daemon, load_checked
 from alertd.service.open import Collaborators, open_services
 from alertd.service.systemd import SystemdNotifier
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 from tests.service.test_daemon import (
     Hooks,
@@ -203,3 +206,29 @@ async def test_a_reload_keeps_unchanged_accounts_and_refuses_a_new_one(tmp_path:
         path.write_text(yaml.safe_dump(config))
         assert not await s.daemon.reload()  # takes a restart
         assert [lane.account.name for lane in s.daemon.services.lanes] == ["eu", "us"]
+
+
+async def test_a_recording_check_takes_every_accounts_lease(tmp_path: Path, pg_url: str
+                                                            ) -> None:
+    async with running_simulator(customers=2, days=40, now=TEST_NOW) as eu, \
+            running_simulator(customers=2, days=40, now=TEST_NOW) as us, \
+            hooks_sink() as hooks:
+        config = accounts_config(tmp_path, {"eu": eu.url, "us": us.url}, hooks.url,
+                                 [rule("tokens")], state={"url": pg_url, "replica": "check"})
+        world = load_checked(config)
+        parts = Collaborators(OffsetClock(TEST_NOW - time.time()))
+        async with open_services(world, parts, state="db", deliver=False,
+                                 lock_holder="this test") as services:
+            await check_accounts(services, TEST_NOW, None, None, dry_run=False)
+        async with PostgresStore(pg_url, holder="t") as store:
+            states = await store.load_states()
+            leases = {lease.name: lease for lease in await store.leases()}
+            assert {n: (lease.holder, lease.expires_at) for n, lease in leases.items()} == {
+                "stripe:eu": ("check", 0), "stripe:us": ("check", 0)}  # released after
+            await store.acquire_lease("stripe:us", "replica-b", 60, time.time())
+        assert sorted(k.account for k in states if k.rule == "tokens") == [
+            "eu", "eu", "us", "us"]
+        with pytest.raises(StoreError, match=r"led by replica replica-b \(lease stripe:us\)"):
+            async with open_services(world, parts, state="db", deliver=False,
+                                     lock_holder="this test"):
+                pass
