@@ -25,8 +25,11 @@ signals and systemd. Signals only set events (style principle 9); the main loop 
 
 Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
-rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
-``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+rule of a group that needs the same data. With ``schedule.deadlines`` (the default) a job runs
+every ``schedule.tick`` and reads only the customers whose deadline has come
+(:mod:`alertd.service.schedule`); a reload starts with no deadlines, so everyone is due. The
+keep-alive (``WATCHDOG=1`` at half ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a
+long reload never starves it.
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
@@ -83,6 +86,7 @@ from alertd.service.open import (
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
+from alertd.service.schedule import DuePolls
 from alertd.service.spread import Leads, describe_leads, merge_health, names_changed
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
@@ -159,6 +163,8 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.poller = Poller(self.metrics, self.health)
+        self.schedule = DuePolls()  # deadlines per poll group (alertd.service.schedule)
+        self.schedules: dict[str, DuePolls] = {"": self.schedule}  # by account
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
@@ -268,6 +274,8 @@ class Daemon:
             stack.push_async_callback(cancel, keepalive)
             self._stripe, self._live = await open_world(world, store, self._parts,
                                                         store_for=self._store_for)
+            for lane in self._live.lanes:
+                self.schedules[lane.account.name].reset(lane.world, self._every_override)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
@@ -291,9 +299,13 @@ class Daemon:
             self.pollers = {a.name: Poller(self.metrics, Health(), census=self.poller.census,
                                            account=a.name) for a in accounts}
             self.poller = self.pollers[accounts[0].name]
+            # Customer ids of two accounts may be alike: each account has its deadlines.
+            self.schedules = {a.name: DuePolls() for a in accounts}
+            self.schedule = self.schedules[accounts[0].name]
         else:
             self.poller.account = accounts[0].name
             self.pollers = {accounts[0].name: self.poller}
+            self.schedules = {accounts[0].name: self.schedule}
         if settings.state.url is None:
             for account in accounts:
                 self.metrics.leader.labels(account.label).set(1)
@@ -450,6 +462,8 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
+        for lane in new.lanes:  # no knowledge: all due now
+            self.schedules[lane.account.name].reset(lane.world, self._every_override)
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
         try:
             configure(world.settings.log_level, world.settings.log_format)
@@ -491,12 +505,13 @@ class Daemon:
             if account is not None and name != account:
                 continue
             for every, names in poll_groups(lane.world.rules, self._every_override).items():
+                interval = self.schedules[name].interval(every)  # a tick with deadlines
                 suffix = f" for {lane.account.label}" if name else ""
                 self._scheduler.add_job(
-                    self._poll_job, "interval", seconds=every, args=[names, name],
+                    self._poll_job, "interval", seconds=interval, args=[names, name],
                     id=f"poll-{name}-{every:g}s" if name else f"poll-{every:g}s",
                     name=f"poll every {every:g}s ({len(names)} rules){suffix}",
-                    jitter=min(every * 0.05, 15.0), max_instances=1, coalesce=True,
+                    jitter=min(interval * 0.05, 15.0), max_instances=1, coalesce=True,
                     next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
                 )
 
@@ -526,7 +541,7 @@ class Daemon:
                 log.debug("standby: not polling rules=%s account=%s", ",".join(names),
                           account or "-")
             elif not self.stop_event.is_set():
-                await self.poll(names, account)
+                await self.poll_due(names, account)
         except asyncio.CancelledError:
             log.info("poll cancelled rules=%s", ",".join(names))
             # Our own reload, stop or lost lease cut the poll short on purpose (the next run,
@@ -546,21 +561,36 @@ class Daemon:
                 self._polling.pop(task, None)
                 self._cut.discard(task)
 
-    async def poll(self, names: PollGroup, account: str | None = None) -> PollOutcome:
-        """One poll of ``names`` of ``account`` (default: the first) in the running world
-        (see :meth:`Poller.poll`); then the heartbeat (when the poll read Stripe) and
-        ``STATUS=``."""
+    async def poll_due(self, names: PollGroup, account: str | None = None
+                       ) -> PollOutcome | None:
+        """A scheduled poll of ``account`` (default: the first): of the customers whose
+        deadline has come (``None`` when none has), or of everyone when deadlines are off
+        (:mod:`alertd.service.schedule`)."""
+        lane = self.services.lane(self.accounts[0].name if account is None else account)
+        schedule = self.schedules[lane.account.name]
+        customers = await schedule.due(lane.engine, lane.world, names, self.clock.now())
+        if customers is not None and not customers:
+            return None
+        return await self.poll(names, customers, account=lane.account.name)
+
+    async def poll(self, names: PollGroup, customers: list[str] | None = None,
+                   account: str | None = None) -> PollOutcome:
+        """One poll of ``names`` of ``account`` (default: the first) in the running world,
+        of all their customers or of ``customers`` (see :meth:`Poller.poll`); then the
+        heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
         lane = live.lane(self.accounts[0].name if account is None else account)
         poller = self.pollers[lane.account.name]
         now = int(self.clock.now())
         try:
-            outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now)
+            outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now,
+                                        customers)
         finally:
             self._merge_health()
+        self.schedules[lane.account.name].learn(lane.world, names, outcome.result)
         self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
                           customers=outcome.result.customers, series=outcome.result.series,
-                          account=lane.account.name)
+                          only=customers, account=lane.account.name)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:

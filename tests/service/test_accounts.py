@@ -82,11 +82,11 @@ async def test_two_accounts_are_polled_and_recorded_apart(tmp_path: Path) -> Non
         url = s.daemon.server_url
         assert (await get(f"{url}/readyz")).status_code == 503  # neither polled yet
         started = s.us.stats()["requests"]  # each checked its rules' meters at start
-        eu = await s.daemon.poll(("tokens", "eu-calls"), "eu")
+        eu = await s.daemon.poll(("tokens", "eu-calls"), account="eu")
         eu_requests, us_requests = s.eu.stats()["requests"], s.us.stats()["requests"]
         assert eu_requests > 1 and us_requests == started  # each account asks its own Stripe
         assert (await get(f"{url}/readyz")).status_code == 503  # us not polled yet
-        us = await s.daemon.poll(("tokens",), "us")
+        us = await s.daemon.poll(("tokens",), account="us")
         assert s.eu.stats()["requests"] == eu_requests and s.us.stats()["requests"] > 0
         assert (await get(f"{url}/readyz")).status_code == 200
 
@@ -141,14 +141,14 @@ async def test_two_accounts_are_polled_and_recorded_apart(tmp_path: Path) -> Non
 
 async def test_the_state_of_one_account_survives_a_pass_of_the_other(tmp_path: Path) -> None:
     async with two_accounts(tmp_path, [rule("tokens")]) as s:
-        await s.daemon.poll(("tokens",), "eu")
-        await s.daemon.poll(("tokens",), "us")
+        await s.daemon.poll(("tokens",), account="eu")
+        await s.daemon.poll(("tokens",), account="us")
         async with SqliteStore(tmp_path / "alertd.db") as store:
             before = await store.load_states()
         assert {k.account for k in before} == {"eu", "us"}
         s.eu.advance(300)
         s.daemon.clock.offset += 300  # type: ignore[attr-defined]
-        await s.daemon.poll(("tokens",), "eu")  # us is not polled: its state stays as it was
+        await s.daemon.poll(("tokens",), account="eu")  # us is not polled: its state stays
         async with SqliteStore(tmp_path / "alertd.db") as store:
             after = await store.load_states()
     assert {k: v for k, v in after.items() if k.account == "us"} == {
@@ -190,7 +190,7 @@ def test_the_first_release_fingerprints_are_unchanged() -> None:
 
 async def test_a_reload_keeps_unchanged_accounts_and_refuses_a_new_one(tmp_path: Path) -> None:
     async with two_accounts(tmp_path, [rule("tokens")]) as s:
-        await s.daemon.poll(("tokens",), "eu")
+        await s.daemon.poll(("tokens",), account="eu")
         before = dict(s.daemon._stripe)
         path = tmp_path / "alertd.yaml"
         config = yaml.safe_load(path.read_text())
@@ -200,7 +200,7 @@ async def test_a_reload_keeps_unchanged_accounts_and_refuses_a_new_one(tmp_path:
         assert s.daemon._stripe["eu"] is before["eu"]  # one budget, warm cache
         assert s.daemon._stripe["us"] is not before["us"]
         assert s.daemon.services.lane("us").world.settings.stripe.requests_per_second == 7
-        assert (await s.daemon.poll(("tokens",), "us")).recorded
+        assert (await s.daemon.poll(("tokens",), account="us")).recorded
         config["accounts"].append({"name": "apac", "api_key": API_KEY,
                                    "api_base": s.eu.url})
         path.write_text(yaml.safe_dump(config))
