@@ -288,13 +288,16 @@ def alert_labels(
     dimensions: Sequence[tuple[str, str]],
 ) -> dict[str, str]:
     """Routing, grouping and silence labels: the rule's labels, the series' dimensions, then
-    ``alertname``/``rule``, ``customer``, ``severity`` and ``meter`` (which win on a clash)."""
+    ``alertname``/``rule``, ``customer``, ``severity``, ``meter`` and (with ``accounts:``)
+    ``account``, which win on a clash."""
     labels = {**rule_labels, **dict(dimensions)}
     labels.update(alertname=key.rule, rule=key.rule, severity=severity)
     if key.customer:
         labels["customer"] = key.customer
     if meter:
         labels["meter"] = meter
+    if key.account:
+        labels["account"] = key.account
     return labels
 
 
@@ -340,21 +343,22 @@ def build_alert(
         projected=finding.projected,
         details=finding.details,
         recent=tuple(recent),
+        account=finding.key.account,
     )
 
 
 def meta_finding(
-    kind: str, *, active: bool, now: int, message: str, customer: str = ""
+    kind: str, *, active: bool, now: int, message: str, customer: str = "", account: str = ""
 ) -> Finding:
     """A finding for a meta alert (:data:`STALE_DATA`, :data:`SOURCE_FAILURE`).
 
     Feed it to the pipeline with the other findings; it is applied with
     :data:`META_POLICIES` and routed like any alert (labels ``alertname``, ``severity``).
-    ``customer`` empty means the whole account.
+    ``customer`` empty means the whole account; ``account`` names it (with ``accounts:``).
     """
     policy = META_POLICIES[kind]
     return Finding(
-        key=SeriesKey(kind, customer),
+        key=SeriesKey(kind, customer, account=account),
         meter=None,
         dimensions=(),
         window=Period(now, now),

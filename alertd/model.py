@@ -195,11 +195,16 @@ class SeriesKey:
     rule: str
     customer: str
     group: Dimensions = ()
+    #: The Stripe account of ``accounts:`` it belongs to; ``""`` for the one account of
+    #: ``stripe.api_key`` (:mod:`alertd.accounts`), whose fingerprints stay as they were.
+    account: str = ""
 
     @property
     def fingerprint(self) -> str:
-        text = "\x1f".join([self.rule, self.customer, *(f"{k}={v}" for k, v in self.group)])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        parts = [self.rule, self.customer, *(f"{k}={v}" for k, v in self.group)]
+        if self.account:
+            parts.append(f"\x1eaccount={self.account}")
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,10 +333,13 @@ class Alert:
     projected: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     recent: tuple[Bucket, ...] = ()
+    #: The Stripe account of ``accounts:`` (``""``: the one of ``stripe.api_key``).
+    account: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form; :meth:`from_dict` reverses it exactly (used by the outbox)."""
         return {
+            **({"account": self.account} if self.account else {}),
             "fingerprint": self.fingerprint,
             "status": self.status,
             "rule": self.rule,
@@ -394,6 +402,7 @@ class Alert:
             details=dict(raw.get("details") or {}),
             recent=tuple(Bucket(int(s), int(e), float(v), bool(c))
                          for s, e, v, c in raw.get("recent") or ()),
+            account=raw.get("account", ""),
         )
 
 

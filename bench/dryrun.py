@@ -272,7 +272,7 @@ async def _measure_pass(world: World, sim: SimulatorProcess, rate: float) -> Non
             progress.cancel()
         sent = stack.http.requests - sent_before
         with Stopwatch() as pipeline:
-            outcome = await record(services, result, meters, dry_run=True)
+            outcome = await record(services.lanes[0], result, meters, dry_run=True)
     total = listing.wall + passing.wall + pipeline.wall
     states = Counter(f.state for f in outcome.findings)
     would_send = sum(1 for d in outcome.decisions if d.notification is not None)

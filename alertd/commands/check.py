@@ -24,8 +24,9 @@ from alertd.errors import EXIT_OK, EXIT_SOURCE, ConfigError
 from alertd.logs import configure
 from alertd.model import Finding, Meter
 from alertd.notify.stages import Decision
+from alertd.rules.loader import select_rules
 from alertd.service.engine import PassResult
-from alertd.service.open import Collaborators, Services, open_services
+from alertd.service.open import Collaborators, Lane, Services, open_services
 from alertd.service.recording import PassOutcome, meta_findings, record_pass
 from alertd.service.world import World, load_world
 from alertd.store.base import Attempt, OutboxRow
@@ -60,10 +61,9 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
         world, Collaborators(clock), state=state, deliver=not dry_run,
         lock_holder=None if dry_run else "'alertd check' without --dry-run",
     ) as services:
-        result = await services.engine.run_pass(now, rule_names=rules, customer_ids=customers)
-        requests = services.stripe.http.requests
-        outcome = await record(services, result, await services.stripe.directory.meters(),
-                               dry_run=dry_run)
+        result, outcome = await check_accounts(services, now, rules, customers,
+                                               dry_run=dry_run)
+        requests = sum(lane.stripe.http.requests for lane in services.lanes)
     if output == "json":
         print(dumps(check_json(result, outcome, requests, rules)))
     else:
@@ -71,16 +71,57 @@ async def run_check(world: World, args: argparse.Namespace) -> int:
     return EXIT_SOURCE if result.failures else EXIT_OK
 
 
+async def check_accounts(
+    services: Services, now: int, rules: Sequence[str] | None,
+    customers: Sequence[str] | None, *, dry_run: bool,
+) -> tuple[PassResult, PassOutcome]:
+    """One pass of every watched account (:mod:`alertd.accounts`), each recorded by its own
+    pipeline, then delivered together; the findings and notifications of them all."""
+    select_rules(services.world.rules.rules, rules)  # an unknown --rule is a usage error
+    results, outcomes = [], []
+    for lane in services.lanes:
+        names = None if rules is None else [r for r in rules if r in lane.world.rules.names()]
+        if names is not None and not names:
+            continue
+        result = await lane.engine.run_pass(now, rule_names=names, customer_ids=customers)
+        results.append(result)
+        outcomes.append(await record(lane, result, await lane.stripe.directory.meters(),
+                                     dry_run=dry_run))
+    outcome = PassOutcome(tuple(f for o in outcomes for f in o.findings),
+                          tuple(d for o in outcomes for d in o.decisions))
+    return merged(results, now), await deliver(services, outcome)
+
+
+def merged(results: Sequence[PassResult], now: int) -> PassResult:
+    """The passes of several accounts as one (pure; the one pass itself for one account)."""
+    if len(results) == 1:
+        return results[0]
+    refreshed = [r.refreshed_at for r in results if r.refreshed_at is not None]
+    return PassResult(
+        now=now, findings=tuple(f for r in results for f in r.findings),
+        requests=sum(r.requests for r in results),
+        refreshed_at=min(refreshed) if refreshed else None,
+        customers={k: c for r in results for k, c in r.customers.items()},
+        series={k: v for r in results for k, v in r.series.items()},
+        failures=tuple(e for r in results for e in r.failures),
+        queries=sum(r.queries for r in results))
+
+
 async def record(
-    services: Services, result: PassResult, meters: Mapping[str, Meter], *, dry_run: bool,
+    lane: Lane, result: PassResult, meters: Mapping[str, Meter], *, dry_run: bool,
 ) -> PassOutcome:
-    """Run the findings through the pipeline; without ``dry_run``, commit and deliver."""
-    world = services.world
+    """Run one account's findings through its pipeline (committed unless ``dry_run``)."""
     # Only the stale-data check makes sense for one pass: the source-failure alert counts
     # failed polls in a row, which only the daemon sees (a pass of its own would resolve it).
-    extra = [f for f in meta_findings(result, world.settings, 0) if f.rule == STALE_DATA]
-    outcome = await record_pass(services.recorder, world.rules, result, meters, extra=extra,
-                                dry_run=dry_run, immediate=True)
+    extra = [f for f in meta_findings(result, lane.world.settings, 0) if f.rule == STALE_DATA]
+    return await record_pass(lane.recorder, lane.world.rules, result, meters, extra=extra,
+                             dry_run=dry_run, immediate=True)
+
+
+async def deliver(services: Services, outcome: PassOutcome) -> PassOutcome:
+    """Deliver what the passes queued, for at most ``delivery_timeout`` (not in a dry run);
+    what is left is listed."""
+    world = services.world
     if services.outbox is None:
         return outcome
     report = await services.outbox.run_until_idle(world.settings.delivery.delivery_timeout)

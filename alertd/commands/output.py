@@ -28,6 +28,8 @@ def window_json(finding: Finding) -> dict[str, Any]:
 def finding_json(finding: Finding) -> dict[str, Any]:
     """One finding in the contract's ``check`` shape."""
     entry: dict[str, Any] = {
+        # Only with accounts: (alertd.accounts), so the first release's document is unchanged.
+        **({"account": finding.key.account} if finding.key.account else {}),
         "rule": finding.rule,
         "customer": finding.customer,
         "meter": finding.meter,
@@ -83,7 +85,7 @@ def finding_row(finding: Finding) -> tuple[str, ...]:
         window += " (so far)"
     return (
         finding.rule,
-        finding.customer,
+        f"{finding.key.account}/{finding.customer}" if finding.key.account else finding.customer,
         series_label(finding),
         window,
         number(finding.value),

@@ -211,6 +211,67 @@ class StripeSettings(Section):
         return key
 
 
+#: An account's name: part of its lease (``stripe:NAME``), labels, fingerprints and URLs.
+ACCOUNT_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+#: The ``stripe:`` settings an account of ``accounts:`` may set for itself.
+ACCOUNT_OVERRIDES = ("api_base", "api_version", "source", "array_filters",
+                     "requests_per_second", "general_requests_per_second", "max_in_flight",
+                     "timeout", "freshness_lag", "stale_after")
+
+
+class AccountSettings(Section):
+    """One Stripe account of ``accounts:`` (:mod:`alertd.accounts`): a name, its key (the
+    key itself, a file holding it, or the environment variable holding it), and the
+    ``stripe:`` settings that differ for it; the rest is taken from ``stripe:``."""
+
+    name: Annotated[str, Field(pattern=ACCOUNT_NAME)]
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    api_base: HttpUrl | None = None
+    api_version: str | None = None
+    source: Literal["meter_usage", "event_summaries"] | None = None
+    array_filters: Literal["auto", "always", "never"] | None = None
+    requests_per_second: Annotated[float, Field(gt=0)] | None = None
+    general_requests_per_second: Annotated[float, Field(gt=0)] | None = None
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    timeout: PositiveDuration | None = None
+    freshness_lag: Duration | None = None
+    stale_after: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AccountSettings:
+        given = [k for k in ("api_key", "api_key_file", "api_key_env") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"account {self.name}: set exactly one of api_key, api_key_file "
+                             f"or api_key_env (found {', '.join(given) or 'none'})")
+        return self
+
+    def resolved_api_key(self) -> SecretStr:
+        """The account's key; :class:`ConfigError` when it cannot be had or used."""
+        where = f"accounts.{self.name}"
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env, "")
+            if not value:
+                raise ConfigError(f"{where}.api_key_env: the environment variable "
+                                  f"{self.api_key_env} is not set")
+            key = read_secret(SecretStr(value), None, self.api_key_env)
+        else:
+            key = read_secret(self.api_key, self.api_key_file, f"{where}.api_key_file")
+        assert key is not None  # _one_key
+        problem = api_key_problem(key, f"{where}.api_key")
+        if problem is not None:
+            raise ConfigError(problem)
+        return key
+
+    def stripe_settings(self, base: StripeSettings) -> StripeSettings:
+        """``base`` with this account's key and overrides (the key resolved now)."""
+        update: dict[str, Any] = {k: getattr(self, k) for k in ACCOUNT_OVERRIDES
+                                  if getattr(self, k) is not None}
+        update.update(api_key=self.resolved_api_key(), api_key_file=None)
+        return base.model_copy(update=update)
+
+
 class StateSettings(Section):
     path: Path | None = None
     #: ``postgresql://USER@HOST:PORT/DB``: the PostgreSQL store, shared by replicas.
@@ -439,6 +500,9 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     heartbeat: HeartbeatSettings = HeartbeatSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    #: Several Stripe accounts in one deployment (:mod:`alertd.accounts`); empty: the one
+    #: account of ``stripe.api_key``.
+    accounts: list[AccountSettings] = []
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: The folder relative paths are resolved against (the config file's folder).
@@ -517,6 +581,7 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any] | None = None)
         *_route_problems(settings, doc),
         *_smtp_problems(settings.smtp, doc),
         *_secret_pair_problems(settings, doc, environment),
+        *_account_problems(settings, doc),
     ]
     if problems:
         raise ConfigError(problems)
@@ -589,6 +654,26 @@ def _secret_pair_problems(
     return problems
 
 
+def _account_problems(settings: Settings, doc: Located) -> list[Problem]:
+    """Account names used twice, and a ``stripe:`` key beside ``accounts:`` (which key
+    would the accounts use?)."""
+    problems = []
+    seen: set[str] = set()
+    for index, account in enumerate(settings.accounts):
+        if account.name in seen:
+            problems.append(doc.problem(("accounts", index, "name"), f"accounts: the name "
+                                        f"{account.name!r} is used twice; names are unique",
+                                        at_value=True))
+        seen.add(account.name)
+    stripe = doc.data.get("stripe") if isinstance(doc.data, dict) else None
+    for key in ("api_key", "api_key_file"):
+        if settings.accounts and isinstance(stripe, dict) and key in stripe:
+            problems.append(doc.problem(("stripe", key), f"stripe.{key}: with accounts:, "
+                                        "each account names its own key; move this one into "
+                                        "an account"))
+    return problems
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -621,10 +706,13 @@ def secret_problems(settings: Settings, doc: Located) -> list[Problem]:
     stripe_at = _secret_origin(("stripe",), "api_key", "api_key_file", settings.stripe.api_key,
                                settings.stripe.api_key_file, environment)
     try:
-        if settings.stripe.resolved_api_key() is None:
+        if not settings.accounts and settings.stripe.resolved_api_key() is None:
             problems.append(Problem("", 0, 0, NO_API_KEY))
     except ConfigError as exc:
         problems += _relocated(exc, doc, stripe_at)
+    for index, account in enumerate(settings.accounts):
+        key = next(k for k in ("api_key", "api_key_file", "api_key_env") if getattr(account, k))
+        problems += _resolve(account.resolved_api_key, doc, ("accounts", index, key))
     smtp_at = _secret_origin(("smtp",), "password", "password_file", settings.smtp.password,
                              settings.smtp.password_file, environment)
     problems += _resolve(settings.smtp.resolved_password, doc, smtp_at)

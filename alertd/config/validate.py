@@ -8,6 +8,7 @@ files are still checked with what can be read of the config, so one run shows ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alertd.conditions.money import wants_billing
-from alertd.config.settings import Settings, load_settings, secret_problems
+from alertd.config.settings import ACCOUNT_NAME, Settings, load_settings, secret_problems
 from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
 from alertd.notify.presets.am_checks import alertmanager_problems
@@ -125,6 +126,12 @@ def _fallback_settings(doc: Located, config_path: Path | None) -> Settings | Non
     stripe = raw.get("stripe")
     if isinstance(stripe, dict) and "source" in stripe:
         partial["stripe"] = {"source": stripe["source"]}
+    # The account names rules may name (their keys are not needed to check rules).
+    accounts = raw.get("accounts")
+    names = {a.get("name") for a in accounts if isinstance(a, dict)} \
+        if isinstance(accounts, list) else set()
+    partial["accounts"] = [{"name": n, "api_key_env": "UNUSED"} for n in sorted(
+        n for n in names if isinstance(n, str) and re.fullmatch(ACCOUNT_NAME, n))]
     try:
         return Settings(**partial)
     except ValidationError:

@@ -57,7 +57,9 @@ class Destination:
         """The labels that identify the alert's group at this destination."""
         if ALL_LABELS in self.timing.group_by:
             return dict(sorted(labels.items()))
-        return {name: labels.get(name, "") for name in sorted(self.timing.group_by)}
+        # A group never spans two Stripe accounts (whose leaders flush their own groups).
+        names = {*self.timing.group_by, *(("account",) if "account" in labels else ())}
+        return {name: labels.get(name, "") for name in sorted(names)}
 
     def group_key(self, labels: Mapping[str, str]) -> str:
         """Alertmanager's group key, ``{}/{severity="critical"}:{customer="…", rule="…"}``:

@@ -80,7 +80,8 @@ TEMPLATE_FILES = ("email_subject.txt", "email.txt", "email.html", "webhook_title
 
 #: What :func:`alert_context` offers: the names annotations may use
 #: (:data:`alertd.templating.TEMPLATE_NAMES`) plus what notification templates also show.
-ALERT_NAMES = frozenset(templating.TEMPLATE_NAMES) | {"annotations", "fingerprint", "recent"}
+ALERT_NAMES = frozenset(templating.TEMPLATE_NAMES) | {"annotations", "fingerprint", "recent",
+                                                       "account"}
 
 #: Names a notification template (subject, email body, webhook body) may use.
 NOTIFICATION_NAMES = frozenset({
@@ -259,6 +260,7 @@ def alert_context(alert: Alert) -> dict[str, Any]:
     tz = alert.window.timezone
     return {
         "fingerprint": alert.fingerprint, "status": alert.status, "rule": alert.rule,
+        "account": alert.account,  # "" without accounts: (alertd.accounts)
         "severity": alert.severity, "level": alert.labels.get("level", alert.severity),
         "customer": {
             "id": alert.customer.id,

@@ -233,6 +233,7 @@ def _checked_problems(
     ]
     problems += _template_problems(rule, doc, at, context.templates)
     problems += _receiver_problems(rule, doc, at, context.receivers)
+    problems += _account_problems(rule, doc, at, context.settings)
     return problems
 
 
@@ -346,6 +347,20 @@ def _template_problems(
                 message = f"{kind}.{key}: {issue.message}{where}"
                 problems.append(doc.problem((*at, kind, key), message, at_value=True))
     return problems
+
+
+def _account_problems(rule: Rule, doc: Located, at: Path_, settings: Settings
+                      ) -> list[Problem]:
+    """Accounts a rule names that ``accounts:`` does not have."""
+    known = [account.name for account in settings.accounts]
+    configured = ", ".join(known) if known else "none: the config has no accounts: list"
+    return [
+        doc.problem((*at, "accounts", index),
+                    f"accounts: unknown account {name!r} (configured accounts: {configured})",
+                    at_value=True)
+        for index, name in enumerate(rule.accounts or ())
+        if name not in known
+    ]
 
 
 def _receiver_problems(

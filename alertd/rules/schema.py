@@ -114,6 +114,8 @@ class Rule(_Strict):
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     receivers: list[str] | None = None
+    #: The Stripe accounts of ``accounts:`` it watches (default: every one).
+    accounts: Annotated[list[str], Field(min_length=1)] | None = None
     #: Where the rule was read from, for messages (set by the loader, never by users).
     source: Location | None = Field(None, exclude=True)
 

@@ -39,6 +39,14 @@ name the role; a stop releases the lease first, so the standby takes over while 
 finishes its deliveries. With a SQLite file the one process holding its lock leads, without
 a lease.
 
+Several Stripe accounts (``accounts:``, :mod:`alertd.accounts`): the world has one lane per
+account (:class:`~alertd.service.open.Lane`: client, engine, pipeline on a store that shows
+it only its own alerts), and the daemon one lease, poller and set of poll jobs per account.
+The leases are spread over the replicas (:mod:`alertd.service.spread`); gaining an account's
+lease reschedules that account's polls to run at once, losing it cancels that account's polls
+in flight. ``/readyz`` and ``STATUS=`` name the accounts this replica leads. Adding or
+removing an account takes a restart.
+
 Why over 400 lines: it is the process's one lifecycle — store, lease, server, world, polls,
 reload, signals — and each step's order matters against the others'.
 """
@@ -57,7 +65,8 @@ from typing import Any, cast
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd.clock import Clock, SystemClock
+from alertd.accounts import Account, account_store, accounts_of
+from alertd.clock import Clock, SystemClock, iso
 from alertd.config.settings import Settings, find_config
 from alertd.config.validate import validate_config
 from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
@@ -65,18 +74,20 @@ from alertd.logs import configure
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
-from alertd.service.leader import LEASE_NAME, FencedStore, Leadership
+from alertd.service.leader import FencedStore, Leadership
 from alertd.service.metrics import Metrics
 from alertd.service.open import (
     Collaborators,
+    Handles,
     Services,
-    StripeHandle,
+    StoreFor,
     open_world,
     orphaned_rules,
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.schedule import DuePolls
+from alertd.service.spread import Leads, describe_leads, merge_health, names_changed
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
@@ -153,6 +164,7 @@ class Daemon:
         self.health = Health()
         self.poller = Poller(self.metrics, self.health)
         self.schedule = DuePolls()  # deadlines per poll group (alertd.service.schedule)
+        self.schedules: dict[str, DuePolls] = {"": self.schedule}  # by account
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
@@ -163,14 +175,20 @@ class Daemon:
                                     on_delivered)
         self._every_override = every_override
         self._live: Services | None = None
-        self._stripe: StripeHandle | None = None
+        self._stripe: Handles = {}
         self._store: Store | None = None
-        self.leadership: Leadership | None = None
+        self._store_for: StoreFor | None = None
+        #: The watched accounts (fixed for the process), their leases and their pollers.
+        self.accounts: tuple[Account, ...] = ()
+        self.leaderships: dict[str, Leadership] = {}
+        self.pollers: dict[str, Poller] = {"": self.poller}
+        self._leads: Leads | None = None
         self._lease_stop = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._polls: set[asyncio.Task[None]] = set()
+        self._polling: dict[asyncio.Task[None], str] = {}  # each poll's account
         self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
 
     @property
@@ -186,6 +204,17 @@ class Daemon:
     @property
     def world(self) -> World:
         return self.services.world
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """The first account's lease (the only one without ``accounts:``); ``None`` with a
+        SQLite file."""
+        return next(iter(self.leaderships.values()), None)
+
+    def leads(self, account: str) -> bool:
+        """Whether this process polls and records ``account`` now."""
+        leadership = self.leaderships.get(account)
+        return leadership is None or leadership.leading
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -230,7 +259,9 @@ class Daemon:
             store = await stack.enter_async_context(open_store(
                 world.settings, "the daemon", observer=StoreWatch(self.metrics, self.health),
                 claim_seconds=world.settings.state.claim))
-            self._store = shared = await self._lead(stack, store, world.settings)
+            self._store = store
+            self._store_for = await self._lead(stack, store, world.settings,
+                                               accounts_of(world.settings))
             listen = world.settings.server.listen
             if listen:
                 self.status = status_context(world.settings.server, self._store, self.board,
@@ -241,36 +272,64 @@ class Daemon:
             self._heartbeat = await stack.enter_async_context(Heartbeat(self.clock))
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
             stack.push_async_callback(cancel, keepalive)
-            self._stripe, self._live = await open_world(world, shared, self._parts)
-            self.schedule.reset(world, self._every_override)
+            self._stripe, self._live = await open_world(world, store, self._parts,
+                                                        store_for=self._store_for)
+            for lane in self._live.lanes:
+                self.schedules[lane.account.name].reset(lane.world, self._every_override)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
-            if self.leadership is None or self.leadership.leading:
-                orphans = orphaned_rules(await shared.load_states(), world)
-                await self._live.retire(orphans, int(self.clock.now()),
-                                        "rule no longer in the configuration")
+            for lane in self._live.lanes:
+                if self.leads(lane.account.name):
+                    orphans = orphaned_rules(await lane.recorder.store.load_states(), lane.world)
+                    await self._live.retire(orphans, int(self.clock.now()),
+                                            "rule no longer in the configuration",
+                                            account=lane.account.name)
             yield self
 
-    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings) -> Store:
-        """Takes (or waits for) the account's lease before anything polls; the store the
-        world gets is fenced by it. Stopping releases the lease. A SQLite file has one
-        process (its lock): that process leads, without a lease."""
-        shared = settings.state.url is not None
-        if not shared:
-            self.metrics.leader.labels(LEASE_NAME).set(1)
-            return store
-        leadership = Leadership(store, LEASE_NAME, replica_name(settings), settings.state.lease,
-                                self.clock, on_change=lambda on, lease: self._on_lease(
-                                    on, lease, shared))
-        self.leadership = leadership
-        await leadership.renew()
+    async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings,
+                    accounts: tuple[Account, ...]) -> StoreFor:
+        """Takes (or waits for) each account's lease before anything polls; each account's
+        pipeline records through a store fenced by its lease. One account renews its lease
+        on its own; several are spread over the replicas (:mod:`alertd.service.spread`).
+        Stopping releases the leases. A SQLite file has one process (its lock): that process
+        leads every account, without a lease."""
+        self.accounts = accounts
+        if len(accounts) > 1:
+            self.pollers = {a.name: Poller(self.metrics, Health(), census=self.poller.census,
+                                           account=a.name) for a in accounts}
+            self.poller = self.pollers[accounts[0].name]
+            # Customer ids of two accounts may be alike: each account has its deadlines.
+            self.schedules = {a.name: DuePolls() for a in accounts}
+            self.schedule = self.schedules[accounts[0].name]
+        else:
+            self.poller.account = accounts[0].name
+            self.pollers = {accounts[0].name: self.poller}
+            self.schedules = {accounts[0].name: self.schedule}
+        if settings.state.url is None:
+            for account in accounts:
+                self.metrics.leader.labels(account.label).set(1)
+            return lambda account: account_store(store, account.name)
+        holder = replica_name(settings)
+        for account in accounts:
+            self.leaderships[account.name] = Leadership(
+                store, account.lease, holder, settings.state.lease, self.clock,
+                on_change=self._lease_watcher(account))
         self._lease_stop.clear()
-        self._lease_task = asyncio.create_task(leadership.run(self._lease_stop),
-                                               name="alertd-lease")
+        if len(accounts) == 1:
+            only = self.leaderships[accounts[0].name]
+            await only.renew()
+            run = only.run(self._lease_stop)
+        else:
+            self._leads = Leads(store, {one.name: one for one in self.leaderships.values()},
+                                holder, settings.state.lease, self.clock)
+            await self._leads.round()
+            run = self._leads.run(self._lease_stop)
+        self._lease_task = asyncio.create_task(run, name="alertd-lease")
         stack.push_async_callback(self._end_lease)
         # FencedStore is the Store protocol by delegation (__getattr__), which mypy cannot see.
-        return cast(Store, FencedStore(store, leadership))
+        return lambda account: account_store(
+            cast(Store, FencedStore(store, self.leaderships[account.name])), account.name)
 
     async def _end_lease(self) -> None:
         self._lease_stop.set()
@@ -281,26 +340,49 @@ class Daemon:
             except (TimeoutError, asyncio.CancelledError):
                 await cancel(task)
 
-    def _on_lease(self, leading: bool, lease: Lease | None, shared: bool) -> None:
-        self.metrics.leader.labels(LEASE_NAME).set(1 if leading else 0)
+    def _lease_watcher(self, account: Account) -> Callable[[bool, Lease | None], None]:
+        return lambda leading, lease: self._on_lease(account, leading, lease)
+
+    def _on_lease(self, account: Account, leading: bool, lease: Lease | None) -> None:
+        self.metrics.leader.labels(account.label).set(1 if leading else 0)
         if lease is not None:
-            self.metrics.lease_generation.labels(LEASE_NAME).set(lease.generation)
-            self.metrics.lease_expires.labels(LEASE_NAME).set(lease.expires_at)
-        if shared:
-            self.health.role = "leader" if leading else "standby"
-            self.health.leader = lease.holder if lease is not None else None
-        changed = self.leadership is not None and self.leadership.changed.is_set()
-        if self.leadership is not None:
-            self.leadership.changed.clear()
+            self.metrics.lease_generation.labels(account.label).set(lease.generation)
+            self.metrics.lease_expires.labels(account.label).set(lease.expires_at)
+        self._show_role()
+        leadership = self.leaderships.get(account.name)
+        changed = leadership is not None and leadership.changed.is_set()
+        if leadership is not None:
+            leadership.changed.clear()
         if changed and not leading:
-            # A lost lease ends the polls in flight: the next leader may poll from now on,
-            # and Stripe must never be polled by both (the commit would be refused anyway).
-            for task in list(self._polls):
-                self._cut.add(task)  # our own cut: the job ends quietly (see _poll_job)
-                task.cancel()
+            # A lost lease ends the account's polls in flight: the next leader may poll from
+            # now on, and Stripe must never be polled by both (the commit would be refused).
+            for task, of in list(self._polling.items()):
+                if of == account.name:
+                    self._cut.add(task)  # our own cut: the job ends quietly (see _poll_job)
+                    task.cancel()
         if changed and leading and self._live is not None:
-            self._reschedule()  # a new leader polls at once, not one interval later
+            self._reschedule(account.name)  # a new leader polls at once, not one interval later
             self.systemd.status(self._status())
+
+    def _show_role(self) -> None:
+        """``/readyz``'s role: leader or standby, and with several accounts which ones."""
+        led = [one for one in self.leaderships.values() if one.leading]
+        self.health.role = "leader" if led else "standby"
+        if len(self.leaderships) == 1:
+            (only,) = self.leaderships.values()
+            self.health.leader = only.lease.holder if only.lease is not None else None
+        else:
+            labels = {a.lease: a.label for a in self.accounts}
+            self.health.leads = describe_leads(
+                {one.name: one for one in self.leaderships.values()}, labels)
+            self._merge_health()
+
+    def _merge_health(self) -> None:
+        """With several accounts: ready once every account this replica leads has been
+        polled and is fresh (each account's poller keeps its own facts)."""
+        if len(self.pollers) > 1:
+            merge_health(self.health, {a.label: self.pollers[a.name].health
+                                       for a in self.accounts if self.leads(a.name)})
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -350,8 +432,8 @@ class Daemon:
     # ------------------------------------------------------------------ world
 
     async def _close_stripe(self) -> None:
-        if self._stripe is not None:
-            await self._stripe.close()
+        for handle in self._stripe.values():
+            await handle.close()
 
     async def _close_services(self) -> None:
         await self.services.stop(0.0)
@@ -366,7 +448,12 @@ class Daemon:
             # Off the loop: reading a large rule set takes up to a second, and /healthz, the
             # watchdog and deliveries must not wait for it.
             world = await asyncio.to_thread(load_checked, old.world.config_path or self.config)
-            stripe, new = await open_world(world, self._store, self._parts, old_stripe)
+            accounts = [a.name for a in accounts_of(world.settings)]
+            if names_changed([a.name for a in self.accounts], accounts):
+                raise ConfigError("accounts: adding or removing an account takes a restart "
+                                  "(each account's lease is taken at start)")
+            stripe, new = await open_world(world, self._store, self._parts, old_stripe,
+                                           store_for=self._store_for)
         except Exception as exc:  # whatever the cause, the running world stays
             self.systemd.ready(f"reload failed: {_refusal(exc)}; still running the previous "
                                "configuration")
@@ -375,41 +462,58 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
-        self.schedule.reset(world, self._every_override)  # no knowledge: all due now
+        for lane in new.lanes:  # no knowledge: all due now
+            self.schedules[lane.account.name].reset(lane.world, self._every_override)
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
         try:
             configure(world.settings.log_level, world.settings.log_format)
             await new.start()
             self._reschedule()
-            self.poller.forget(removed, poll_groups(world.rules, self._every_override).values())
-            if self.leadership is None or self.leadership.leading:
-                await new.retire(removed, int(self.clock.now()),
-                                 "rule removed from the configuration")
+            for lane in new.lanes:
+                name = lane.account.name
+                gone = sorted(set(old.lane(name).world.rules.names())
+                              - set(lane.world.rules.names()))
+                self.pollers[name].forget(
+                    gone, poll_groups(lane.world.rules, self._every_override).values())
+                if self.leads(name):
+                    await new.retire(gone, int(self.clock.now()),
+                                     "rule removed from the configuration", account=name)
         finally:  # swapped out, the old world is never used again: close it even on failure
             await old.close()
-            if old_stripe is not None and old_stripe is not stripe:
-                await old_stripe.close()
+            for name, handle in old_stripe.items():
+                if handle is not stripe.get(name):
+                    await handle.close()
         for what in restart_only_changes(old.world.settings, world.settings):
             log.warning("reload cannot change %s; restart alertd to apply it", what)
+        kept = all(stripe[name] is old_stripe.get(name) for name in stripe)
         log.info("reloaded rules=%d removed=%d stripe_client=%s", len(world.rules),
-                 len(removed), "kept" if stripe is old_stripe else "new")
+                 len(removed), "kept" if kept else "new")
         self.systemd.ready(self._status())
         return True
 
     # ------------------------------------------------------------------ polling
 
-    def _reschedule(self) -> None:
+    def _reschedule(self, account: str | None = None) -> None:
+        """One job per (account, poll group), starting now; only ``account``'s when given."""
         if self._scheduler is None:
             return
-        self._scheduler.remove_all_jobs()
-        for every, names in poll_groups(self.world.rules, self._every_override).items():
-            interval = self.schedule.interval(every)  # a tick with deadlines, else every
-            self._scheduler.add_job(
-                self._poll_job, "interval", seconds=interval, args=[names],
-                id=f"poll-{every:g}s", name=f"poll every {every:g}s ({len(names)} rules)",
-                jitter=min(interval * 0.05, 15.0), max_instances=1, coalesce=True,
-                next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
-            )
+        for job in self._scheduler.get_jobs():
+            if account is None or job.args[1] == account:
+                job.remove()
+        for lane in self.services.lanes:
+            name = lane.account.name
+            if account is not None and name != account:
+                continue
+            for every, names in poll_groups(lane.world.rules, self._every_override).items():
+                interval = self.schedules[name].interval(every)  # a tick with deadlines
+                suffix = f" for {lane.account.label}" if name else ""
+                self._scheduler.add_job(
+                    self._poll_job, "interval", seconds=interval, args=[names, name],
+                    id=f"poll-{name}-{every:g}s" if name else f"poll-{every:g}s",
+                    name=f"poll every {every:g}s ({len(names)} rules){suffix}",
+                    jitter=min(interval * 0.05, 15.0), max_instances=1, coalesce=True,
+                    next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
+                )
 
     async def _pause_polls(self, grace: float, cut: asyncio.Event) -> None:
         """No new polls; running ones get ``grace`` seconds (less once ``cut`` is set), then
@@ -426,15 +530,18 @@ class Daemon:
             finally:
                 self._cut -= running
 
-    async def _poll_job(self, names: PollGroup) -> None:
+    async def _poll_job(self, names: PollGroup, account: str | None = None) -> None:
         task = asyncio.current_task()
+        account = self.accounts[0].name if account is None else account
         if task is not None:
             self._polls.add(task)
+            self._polling[task] = account
         try:
-            if self.leadership is not None and not self.leadership.leading:
-                log.debug("standby: not polling rules=%s", ",".join(names))
+            if not self.leads(account):
+                log.debug("standby: not polling rules=%s account=%s", ",".join(names),
+                          account or "-")
             elif not self.stop_event.is_set():
-                await self.poll_due(names)
+                await self.poll_due(names, account)
         except asyncio.CancelledError:
             log.info("poll cancelled rules=%s", ",".join(names))
             # Our own reload, stop or lost lease cut the poll short on purpose (the next run,
@@ -451,29 +558,39 @@ class Daemon:
         finally:
             if task is not None:
                 self._polls.discard(task)
+                self._polling.pop(task, None)
                 self._cut.discard(task)
 
-    async def poll_due(self, names: PollGroup) -> PollOutcome | None:
-        """A scheduled poll: of the customers whose deadline has come (``None`` when none
-        has), or of everyone when deadlines are off (:mod:`alertd.service.schedule`)."""
-        live = self.services
-        customers = await self.schedule.due(live.engine, live.world, names, self.clock.now())
+    async def poll_due(self, names: PollGroup, account: str | None = None
+                       ) -> PollOutcome | None:
+        """A scheduled poll of ``account`` (default: the first): of the customers whose
+        deadline has come (``None`` when none has), or of everyone when deadlines are off
+        (:mod:`alertd.service.schedule`)."""
+        lane = self.services.lane(self.accounts[0].name if account is None else account)
+        schedule = self.schedules[lane.account.name]
+        customers = await schedule.due(lane.engine, lane.world, names, self.clock.now())
         if customers is not None and not customers:
             return None
-        return await self.poll(names, customers)
+        return await self.poll(names, customers, account=lane.account.name)
 
-    async def poll(self, names: PollGroup, customers: list[str] | None = None) -> PollOutcome:
-        """One poll of ``names`` in the running world, of all their customers or of
-        ``customers`` (see :meth:`Poller.poll`); then the heartbeat (when the poll read
-        Stripe) and ``STATUS=``."""
+    async def poll(self, names: PollGroup, customers: list[str] | None = None,
+                   account: str | None = None) -> PollOutcome:
+        """One poll of ``names`` of ``account`` (default: the first) in the running world,
+        of all their customers or of ``customers`` (see :meth:`Poller.poll`); then the
+        heartbeat (when the poll read Stripe) and ``STATUS=``."""
         live = self.services
+        lane = live.lane(self.accounts[0].name if account is None else account)
+        poller = self.pollers[lane.account.name]
         now = int(self.clock.now())
-        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now,
-                                         customers)
-        self.schedule.learn(live.world, names, outcome.result)
+        try:
+            outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now,
+                                        customers)
+        finally:
+            self._merge_health()
+        self.schedules[lane.account.name].learn(lane.world, names, outcome.result)
         self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
                           customers=outcome.result.customers, series=outcome.result.series,
-                          only=customers)
+                          only=customers, account=lane.account.name)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:
@@ -484,9 +601,18 @@ class Daemon:
 
     def _status(self) -> str:
         line = self.poller.status(len(self.world.rules), self.world.settings)
+        if len(self.pollers) > 1:
+            line = f"{len(self.world.rules)} rules, {len(self.accounts)} accounts; " + "; ".join(
+                f"{a.label}: last poll {iso(self.pollers[a.name].last_poll) or 'not yet'}"
+                for a in self.accounts if self.leads(a.name))
+            reason = self.health.stale_reason
+            line = f"{line}; {reason}" if reason else line
         if self.health.role is None:
             return line
-        return f"{self.health.role} ({replica_name(self.world.settings)}); {line}"
+        who = replica_name(self.world.settings)
+        if self.health.leads is not None:
+            who = f"{who}; {self.health.leads}"
+        return f"{self.health.role} ({who}); {line}"
 
 
 def _log_problems(event: str, exc: ConfigError) -> None:

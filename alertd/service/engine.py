@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from alertd.accounts import with_account
 from alertd.conditions.money import wants_billing, wants_credit
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
@@ -110,6 +111,8 @@ class PassResult:
     #: Usage queries planned for the pass, plus customer lookups that failed (``failures``
     #: are among them).
     queries: int = 0
+    #: The Stripe account of ``accounts:`` the pass read (its findings' keys carry it).
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +162,16 @@ class Engine:
         batch_customers: int = BATCH_CUSTOMERS,
         billing: BillingSource | None = None,
         cache: BucketCache | None = None,
+        account: str = "",
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
         meters included); without it a pass counts one request per usage query. ``billing``
         reads prices and credit for the rules that price usage (default: on the directory's
         client, kept for ``stripe.billing_refresh``). With ``cache`` a pass reads from Stripe
-        only what may still change (:mod:`alertd.buckets`)."""
+        only what may still change (:mod:`alertd.buckets`). ``account`` names the Stripe
+        account of ``accounts:`` the pass reads, for its findings' identity."""
         self.settings = settings
+        self.account = account
         self.rules = rules
         self.source = source
         self.directory = directory
@@ -264,15 +270,17 @@ class Engine:
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
+        findings, series = with_account(tuple(total.findings), total.series, self.account)
         return PassResult(
             now=now,
-            findings=tuple(total.findings),
+            findings=findings,
             requests=total.requests,
             queries=total.queries,
             refreshed_at=min(total.refreshed) if total.refreshed else None,
             customers=customers,
-            series=total.series,
+            series=series,
             failures=tuple(total.failures),
+            account=self.account,
         )
 
     async def _run_batch(

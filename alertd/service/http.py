@@ -8,9 +8,10 @@ the poll intervals);
 ``/readyz`` answers 200 once the first poll finished, the data is not stale and the state store
 works, else 503 with the reason (a failing store first: nothing is recorded or delivered
 while it fails). With replicas on PostgreSQL the body names the role (``ready: leader``,
-``ready: standby (leader NAME)``); a standby is ready once its store works — it delivers and
-stands by to take over, and polls nothing until it leads. The daemon owns a :class:`Health`
-object and updates it; this module only reads it.
+``ready: standby (leader NAME)``; with several accounts, which ones it leads:
+``ready: leader (leads eu; standby for us (leader b))``); a standby is ready once its store
+works — it delivers and stands by to take over, and polls nothing until it leads. The
+daemon owns a :class:`Health` object and updates it; this module only reads it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Health:
     #: ``leader`` or ``standby`` on a shared (PostgreSQL) store; ``None`` with SQLite.
     role: str | None = None
     leader: str | None = None
+    #: With several accounts: which ones this replica leads (``leads eu; standby for us``).
+    leads: str | None = None
 
     def alive(self, now: float) -> bool:
         return self.last_beat is not None and now - self.last_beat <= self.beat_tolerance
@@ -73,7 +76,9 @@ def build_app(
         reason = health.not_ready_reason()
         if reason is None:
             role = "" if health.role is None else f": {health.role}"
-            if health.role == "standby" and health.leader:
+            if health.leads is not None:
+                role += f" ({health.leads})"
+            elif health.role == "standby" and health.leader:
                 role += f" (leader {health.leader})"
             return web.Response(text=f"ready{role}\n")
         return web.Response(status=503, text=f"not ready: {reason}\n")

@@ -1,10 +1,12 @@
 """One leader per Stripe account: the lease loop, and the store view that fences its writes.
 
-Where it sits: the daemon runs one :class:`Leadership` per account (today one: the account of
-``stripe.api_key``, lease name ``stripe``). Only the leader polls Stripe and records (alert
-state, groups, outbox rows); every replica delivers (the outbox claims rows itself). A
-standby holds no state of its own: every pass loads alert states and groups from the shared
-database, so on takeover it continues exactly where the old leader's last commit left off.
+Where it sits: the daemon runs one :class:`Leadership` per Stripe account (lease ``stripe``
+for the one account of ``stripe.api_key``, ``stripe:NAME`` for each of ``accounts:``; several
+are spread over the replicas by :mod:`alertd.service.spread`). Only the leader polls Stripe
+and records (alert state, groups, outbox rows); every replica delivers (the outbox claims
+rows itself). A standby holds no state of its own: every pass loads alert states and groups
+from the shared database, so on takeover it continues exactly where the old leader's last
+commit left off.
 
 Contract:
 
@@ -26,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 from alertd.clock import Clock
@@ -39,7 +41,7 @@ log = logging.getLogger("alertd.leader")
 
 #: A lease with less than this share of its length left no longer counts as leading.
 MARGIN = 0.2
-#: The lease of the one Stripe account of ``stripe.api_key``.
+#: The lease of the one Stripe account of ``stripe.api_key`` (:data:`alertd.accounts.SOLE_LEASE`).
 LEASE_NAME = "stripe"
 
 
@@ -109,6 +111,24 @@ class Leadership:
             await wait_first(stop, timeout=self.length / 3, clock=self.clock)
         await self.release()
 
+    def observe(self, lease: Lease | None) -> None:
+        """Notes who holds the lease, without asking for it (:mod:`alertd.service.spread`:
+        a replica at its share leaves free accounts to others)."""
+        self.lease = lease
+        self._tell()
+
+    async def hand_over(self) -> None:
+        """Stops leading first (the polls in flight are cancelled), then frees the lease for
+        a replica with room to take (:mod:`alertd.service.spread`)."""
+        lease, self.lease = self.lease, None
+        self._tell()
+        if lease is not None and lease.holder == self.holder:
+            try:
+                await self.store.release_lease(lease)
+                log.info("lease handed over lease=%s replica=%s", self.name, self.holder)
+            except StoreError as exc:  # it runs out on its own
+                log.warning("lease not released lease=%s error=%s", self.name, exc)
+
     async def release(self) -> None:
         lease, self.lease = self.lease, None
         if lease is not None and lease.holder == self.holder:
@@ -121,25 +141,34 @@ class Leadership:
 
 
 @asynccontextmanager
-async def sole_leader(store: Store, holder: str, length: float, clock: Clock, who: str
-                      ) -> AsyncIterator[Store]:
-    """The account's lease for a one-off command that records (``alertd check``), renewed
-    while it runs and released after; :class:`~alertd.errors.StoreError` naming the leader
-    when a replica holds it. Yields ``store`` fenced by it."""
-    leadership = Leadership(store, LEASE_NAME, holder, length, clock)
-    await leadership.renew()
-    if not leadership.leading:
-        current = leadership.lease.holder if leadership.lease is not None else "another process"
-        raise StoreError(
-            f"the state database is led by replica {current}; {who} records and needs the "
-            "lease: use 'alertd check --dry-run', or stop the replicas")
-    stop = asyncio.Event()
-    task = asyncio.create_task(leadership.run(stop), name="alertd-lease")
-    try:
-        yield cast(Store, FencedStore(store, leadership))
-    finally:
-        stop.set()
-        await task
+async def sole_leader(store: Store, holder: str, length: float, clock: Clock, who: str,
+                      names: Sequence[str] = (LEASE_NAME,)) -> AsyncIterator[list[Store]]:
+    """Every account's lease (``names``) for a one-off command that records (``alertd
+    check``), renewed while it runs and released after; :class:`~alertd.errors.StoreError`
+    naming the leader when a replica holds one. Yields ``store`` fenced by each lease, in
+    the order of ``names``."""
+    async with AsyncExitStack() as stack:
+        fenced = []
+        for name in names:
+            leadership = Leadership(store, name, holder, length, clock)
+            await leadership.renew()
+            if not leadership.leading:
+                current = leadership.lease.holder if leadership.lease is not None else \
+                    "another process"
+                raise StoreError(
+                    f"the state database is led by replica {current} (lease {name}); {who} "
+                    "records and needs the lease: use 'alertd check --dry-run', or stop the "
+                    "replicas")
+            stop = asyncio.Event()
+            task = asyncio.create_task(leadership.run(stop), name=f"alertd-lease-{name}")
+            stack.push_async_callback(_ended, stop, task)
+            fenced.append(cast(Store, FencedStore(store, leadership)))
+        yield fenced
+
+
+async def _ended(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()
+    await task
 
 
 class FencedStore:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from alertd.accounts import Account, account_store, accounts_of, rules_for
 from alertd.alerts import META_POLICIES
 from alertd.buckets import CachePolicy
 from alertd.clock import Clock
@@ -94,28 +95,18 @@ def orphaned_rules(stored: Iterable[SeriesKey], world: World) -> list[str]:
     return sorted({key.rule for key in stored} - known)
 
 
-class Services:
-    """One world's Stripe client, engine, pipeline (with its group timer) and outbox worker.
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One watched Stripe account's part of a world (:mod:`alertd.accounts`): the world as
+    the account sees it (its ``stripe`` settings, the rules that watch it), its Stripe
+    client, engine, and pipeline (``None`` when opened without a store) on a store that
+    shows it only its own alerts and groups."""
 
-    ``pipeline`` is ``None`` when opened without a store, ``outbox`` when opened without
-    delivery. Lifecycle: :func:`build_services` → :meth:`start` → :meth:`stop` →
-    :meth:`close`. Two services never run their timer or worker at once on one store: a
-    reload stops the old ones before starting the new ones, so no group is flushed and no row
-    sent twice.
-    """
-
-    def __init__(
-        self, world: World, stripe: StripeStack, engine: Engine, pipeline: Pipeline | None,
-        outbox: Outbox | None, clock: Clock, closer: AsyncExitStack,
-    ) -> None:
-        self.world = world
-        self.stripe = stripe
-        self.engine = engine
-        self.pipeline = pipeline
-        self.outbox = outbox
-        self.clock = clock
-        self._closer = closer
-        self.closed = False
+    account: Account
+    world: World
+    stripe: StripeStack
+    engine: Engine
+    pipeline: Pipeline | None
 
     @property
     def recorder(self) -> Pipeline:
@@ -124,18 +115,65 @@ class Services:
             raise RuntimeError("these services were opened without a state store")
         return self.pipeline
 
+
+class Services:
+    """One world's lanes (one per Stripe account: client, engine, pipeline with its group
+    timer) and its outbox worker, which delivers for every account.
+
+    ``stripe``, ``engine`` and ``pipeline`` are the first lane's (the only one without
+    ``accounts:``). ``pipeline`` is ``None`` when opened without a store, ``outbox`` when
+    opened without delivery. Lifecycle: :func:`build_services` → :meth:`start` →
+    :meth:`stop` → :meth:`close`. Two services never run their timers or worker at once on
+    one store: a reload stops the old ones before starting the new ones, so no group is
+    flushed and no row sent twice.
+    """
+
+    def __init__(
+        self, world: World, lanes: Sequence[Lane], outbox: Outbox | None, clock: Clock,
+        closer: AsyncExitStack,
+    ) -> None:
+        self.world = world
+        self.lanes = tuple(lanes)
+        self.outbox = outbox
+        self.clock = clock
+        self._closer = closer
+        self.closed = False
+
+    @property
+    def stripe(self) -> StripeStack:
+        return self.lanes[0].stripe
+
+    @property
+    def engine(self) -> Engine:
+        return self.lanes[0].engine
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self.lanes[0].pipeline
+
+    @property
+    def recorder(self) -> Pipeline:
+        """The first lane's pipeline (see :attr:`Lane.recorder`)."""
+        return self.lanes[0].recorder
+
+    def lane(self, account: str) -> Lane:
+        """The lane of the account named ``account`` (``""``: the one of ``stripe.api_key``)."""
+        return next(lane for lane in self.lanes if lane.account.name == account)
+
     async def start(self) -> None:
-        """Starts the group timer and the outbox worker (pending rows are sent at once)."""
-        if self.pipeline is not None:
-            await self.pipeline.start(self.clock)
+        """Starts the group timers and the outbox worker (pending rows are sent at once)."""
+        for lane in self.lanes:
+            if lane.pipeline is not None:
+                await lane.pipeline.start(self.clock)
         if self.outbox is not None:
             await self.outbox.start()
 
     async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
-        """Stops the timer, then the worker: attempts in flight get ``grace`` seconds (less
+        """Stops the timers, then the worker: attempts in flight get ``grace`` seconds (less
         once ``abort`` is set); the rest are cancelled and their rows stay pending."""
-        if self.pipeline is not None:
-            await self.pipeline.stop()
+        for lane in self.lanes:
+            if lane.pipeline is not None:
+                await lane.pipeline.stop()
         if self.outbox is not None and not await self.outbox.drain(grace, abort):
             log.warning("deliveries in flight left unfinished stay queued for the next start")
 
@@ -144,12 +182,15 @@ class Services:
         await self._closer.aclose()
         self.closed = True
 
-    async def retire(self, rules: Sequence[str], now: int, note: str) -> None:
-        """Resolves and forgets the alerts of ``rules`` (removed from the configuration)."""
-        if rules:
-            report = await self.recorder.retire_rules(rules, now, note=note)
-            log.info("retired rules=%s resolved=%d note=%r", ",".join(rules),
-                     len(report.transitions), note)
+    async def retire(self, rules: Sequence[str], now: int, note: str, *,
+                     account: str | None = None) -> None:
+        """Resolves and forgets the alerts of ``rules`` (removed from the configuration), in
+        the lane of ``account``, or in every lane."""
+        for lane in self.lanes:
+            if rules and account in (None, lane.account.name):
+                report = await lane.recorder.retire_rules(rules, now, note=note)
+                log.info("retired rules=%s resolved=%d account=%s note=%r", ",".join(rules),
+                         len(report.transitions), lane.account.label, note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,23 +204,44 @@ class Collaborators:
     on_delivered: Callable[[Any], None] | None = None
 
 
+#: The store each account's pipeline records through (its lease fences it, on PostgreSQL).
+StoreFor = Callable[[Account], Store]
+#: Open Stripe handles by account name.
+Handles = dict[str, StripeHandle]
+
+
 async def open_world(
-    world: World, store: Store, parts: Collaborators, current: StripeHandle | None = None
-) -> tuple[StripeHandle, Services]:
-    """The services of ``world``, not started, on ``current`` when ``world`` would build the
-    same Stripe handle, else on a new one. On failure nothing new stays open."""
-    if current is not None and current.identity == stripe_identity(world.settings):
-        stripe = current
-    else:
-        stripe = await open_stripe(world.settings, parts.clock, parts.metrics,
-                                   parts.stripe_transport)
+    world: World, store: Store, parts: Collaborators, current: Mapping[str, StripeHandle] = {},
+    store_for: StoreFor | None = None,
+) -> tuple[Handles, Services]:
+    """The services of ``world``, not started: one lane per account, each on its handle in
+    ``current`` when ``world`` would build the same one, else on a new one. On failure
+    nothing new stays open."""
+    accounts = accounts_of(world.settings)
+    handles: Handles = {}
     try:
-        await _check_meters(world, stripe)
-        return stripe, await build_services(world, stripe.stack, store, parts)
+        for account in accounts:
+            kept = current.get(account.name)
+            if kept is not None and kept.identity == stripe_identity(account.settings):
+                handles[account.name] = kept
+            else:
+                handles[account.name] = await open_stripe(
+                    account.settings, parts.clock, parts.metrics, parts.stripe_transport)
+            await _check_meters(lane_world(world, account), handles[account.name])
+        stacks = [(account, handles[account.name].stack) for account in accounts]
+        return handles, await build_services(world, stacks, store, parts, store_for=store_for)
     except BaseException:
-        if stripe is not current:
-            await stripe.close()
+        for name, handle in handles.items():
+            if handle is not current.get(name):
+                await handle.close()
         raise
+
+
+def lane_world(world: World, account: Account) -> World:
+    """``world`` as ``account`` sees it: its settings, the rules that watch it."""
+    if not account.name:
+        return world
+    return World(account.settings, rules_for(world.rules, account.name), world.config_path)
 
 
 async def _check_meters(world: World, stripe: StripeHandle) -> None:
@@ -194,10 +256,13 @@ async def _check_meters(world: World, stripe: StripeHandle) -> None:
 
 
 async def build_services(
-    world: World, stripe: StripeStack, store: Store | None, parts: Collaborators, *,
-    deliver: bool = True,
+    world: World, stripe: StripeStack | Sequence[tuple[Account, StripeStack]],
+    store: Store | None, parts: Collaborators, *, deliver: bool = True,
+    store_for: StoreFor | None = None,
 ) -> Services:
-    """The services of ``world`` on ``stripe`` and ``store``, not started yet.
+    """The services of ``world`` on ``stripe`` (one stack, or one per account) and
+    ``store``, not started yet. ``store_for`` gives each account's pipeline its store
+    (default: ``store`` showing that account's alerts only).
 
     Without ``store`` there is no pipeline and no outbox; without ``deliver`` no notifiers
     and no outbox (the pipeline's commits then wake nothing)."""
@@ -214,14 +279,29 @@ async def build_services(
             raise
         outbox = Outbox(store, built, settings.delivery, clock=parts.clock,
                         observer=parts.metrics, on_delivered=parts.on_delivered)
+    stacks = [(accounts_of(settings)[0], stripe)] if isinstance(stripe, StripeStack) else stripe
+    lanes = []
+    for account, stack in stacks:
+        lane_store = None if store is None else (
+            store_for(account) if store_for is not None else account_store(store, account.name))
+        lanes.append(build_lane(lane_world(world, account), account, stack, lane_store, outbox,
+                                deliver=deliver))
+    return Services(world, lanes, outbox, parts.clock, closer)
+
+
+def build_lane(world: World, account: Account, stripe: StripeStack, store: Store | None,
+               outbox: Outbox | None, *, deliver: bool) -> Lane:
+    """One account's engine and pipeline (see :class:`Lane`)."""
+    settings = world.settings
     pipeline = None if store is None else Pipeline(
         store, RouteTree.from_settings(settings), settings.receivers,
         on_commit=outbox.wake if outbox is not None else None,
     )
     engine = Engine(settings, world.rules, stripe.source, stripe.directory,
                     sent=lambda: stripe.http.requests,
-                    cache=bucket_cache(settings, store, writable=deliver))
-    return Services(world, stripe, engine, pipeline, outbox, parts.clock, closer)
+                    cache=bucket_cache(settings, store, writable=deliver),
+                    account=account.name)
+    return Lane(account, world, stripe, engine, pipeline)
 
 
 def bucket_cache(settings: Settings, store: Store | None, *, writable: bool
@@ -249,24 +329,32 @@ async def open_services(
     pipeline; with ``deliver`` too, the notifiers and the outbox.
     """
     async with AsyncExitStack() as stack:
-        stripe = await stack.enter_async_context(stripe_stack(
-            world.settings, clock=parts.clock, metrics=parts.metrics,
-            transport=parts.stripe_transport,
-        ))
-        await verify_meters(world.rules, stripe.directory)
+        accounts = accounts_of(world.settings)
+        stacks = []
+        for account in accounts:
+            stripe = await stack.enter_async_context(stripe_stack(
+                account.settings, clock=parts.clock, metrics=parts.metrics,
+                transport=parts.stripe_transport,
+            ))
+            await verify_meters(lane_world(world, account).rules, stripe.directory)
+            stacks.append((account, stripe))
         store: Store | None = None
+        store_for: StoreFor | None = None
         if state is not None and str(state) != ":memory:" and world.settings.state.url:
-            # The shared PostgreSQL database: no file lock; a command that records takes the
-            # account's lease instead (refused while a replica leads).
+            # The shared PostgreSQL database: no file lock; a command that records takes
+            # every account's lease instead (refused while a replica leads one).
             store = await stack.enter_async_context(open_store(world.settings))
             if lock_holder is not None:
-                store = await stack.enter_async_context(sole_leader(
+                fenced = await stack.enter_async_context(sole_leader(
                     store, replica_name(world.settings), world.settings.state.lease,
-                    parts.clock, lock_holder))
+                    parts.clock, lock_holder, names=[a.lease for a in accounts]))
+                by_name = {a.name: s for a, s in zip(accounts, fenced, strict=True)}
+                store_for = lambda a: account_store(by_name[a.name], a.name)  # noqa: E731
         elif state is not None:
             if lock_holder is not None:
                 stack.enter_context(exclusive(Path(state), lock_holder))
             store = await stack.enter_async_context(SqliteStore(state))
-        services = await build_services(world, stripe, store, parts, deliver=deliver)
+        services = await build_services(world, stacks, store, parts, deliver=deliver,
+                                        store_for=store_for)
         stack.push_async_callback(services.close)
         yield services

@@ -77,23 +77,26 @@ def has_news(previous: int | None, refreshed_at: int | None) -> bool:
 
 
 class AlertCensus:
-    """The latest lifecycle state of every alert series seen, for ``alertd_alerts{state}``."""
+    """The latest lifecycle state of every alert series seen, for ``alertd_alerts{state}``
+    (one census for every account's poller)."""
 
     def __init__(self) -> None:
         self._states: dict[SeriesKey, str] = {}
 
-    def replace(self, rules: Iterable[str], findings: Iterable[Finding]) -> None:
-        """The series of ``rules`` are exactly those of ``findings`` now."""
+    def replace(self, rules: Iterable[str], findings: Iterable[Finding], account: str = ""
+                ) -> None:
+        """The series of ``rules`` of ``account`` are exactly those of ``findings`` now."""
         gone = set(rules)
-        self._states = {k: s for k, s in self._states.items() if k.rule not in gone}
+        self._states = {k: s for k, s in self._states.items()
+                        if k.rule not in gone or k.account != account}
         self._states.update((f.key, f.state) for f in findings)
 
     def update(self, findings: Iterable[Finding]) -> None:
         """The series of ``findings`` are in these states now; the others are as they were."""
         self._states.update((f.key, f.state) for f in findings)
 
-    def forget(self, rules: Iterable[str]) -> None:
-        self.replace(rules, ())
+    def forget(self, rules: Iterable[str], account: str = "") -> None:
+        self.replace(rules, (), account)
 
     def counts(self) -> dict[str, int]:
         """Series per state, every state present (0 included) so the gauge never has gaps."""
@@ -122,10 +125,14 @@ class Poller:
     The source-failure alert counts the worst group's failures in a row, so one group that
     keeps failing holds it firing while other groups succeed (instead of flapping)."""
 
-    def __init__(self, metrics: Metrics, health: Health) -> None:
+    def __init__(self, metrics: Metrics, health: Health, *, census: AlertCensus | None = None,
+                 account: str = "") -> None:
+        """``account`` names the Stripe account of ``accounts:`` it polls; ``census`` is
+        shared by every account's poller."""
         self.metrics = metrics
         self.health = health
-        self.census = AlertCensus()
+        self.account = account
+        self.census = census or AlertCensus()
         self.stale = False
         self.last_poll: int | None = None
         self.last_refreshed: int | None = None
@@ -183,7 +190,7 @@ class Poller:
 
     def forget(self, removed_rules: Iterable[str], groups: Iterable[PollGroup]) -> None:
         """After a reload: drop removed rules' series and the memory of old groups."""
-        self.census.forget(removed_rules)
+        self.census.forget(removed_rules, self.account)
         current = set(groups)
         self._refreshed = {g: r for g, r in self._refreshed.items() if g in current}
         self._customers = {g: c for g, c in self._customers.items() if g in current}
@@ -264,11 +271,11 @@ class Poller:
         for finding in usage:
             self.metrics.rule_evaluations.labels(rule=finding.rule, outcome=finding.state).inc()
             self.metrics.rule_last_evaluation.labels(rule=finding.rule).set(result.now)
-        self.census.replace({f.rule for f in meta}, meta)
+        self.census.replace({f.rule for f in meta}, meta, self.account)
         if outcome.recorded and outcome.partial:
             self.census.update(usage)
         elif outcome.recorded and (usage or not outcome.failed):
-            self.census.replace(outcome.group, usage)
+            self.census.replace(outcome.group, usage, self.account)
         self._set_alert_gauge()
         self.health.stale_reason = self.not_ready_reason(settings)
 

@@ -57,7 +57,7 @@ def meta_findings(
         stale = age > settings.stripe.stale_after
         stale_limit = format_duration(settings.stripe.stale_after)
         findings.append(meta_finding(
-            STALE_DATA, active=stale, now=now,
+            STALE_DATA, active=stale, now=now, account=result.account,
             message=(f"usage data is {readable_duration(age, units=2)} old (stale_after "
                      f"{stale_limit}): no drop or absence alerts are judged until it is fresh "
                      "again") if stale
@@ -68,7 +68,7 @@ def meta_findings(
     failing = consecutive_failures >= limit
     detail = "; ".join(sorted({str(f) for f in result.failures})[:3])
     findings.append(meta_finding(
-        SOURCE_FAILURE, active=failing, now=now,
+        SOURCE_FAILURE, active=failing, now=now, account=result.account,
         message=f"{consecutive_failures} polls in a row failed to read Stripe: {detail}"
         if failing else "Stripe answers again",
     ))

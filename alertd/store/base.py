@@ -206,6 +206,11 @@ class Store(SilenceStore, Protocol):
 
     async def leases(self) -> list[Lease]: ...
 
+    async def drop_leases(self, prefix: str, expired_before: float) -> int:
+        """Deletes the leases named ``prefix…`` that expired before ``expired_before`` (the
+        presence rows of replicas gone for good); how many."""
+        ...
+
     async def due_deliveries(
         self, now: float, receiver: str | None = None, limit: int = 200
     ) -> list[OutboxRow]:

@@ -21,7 +21,8 @@ from alertd.store.schema import open_database
 
 #: The tables copied, with the columns both backends have, in a foreign-key-free order.
 TABLES: dict[str, tuple[str, ...]] = {
-    "alert_state": ("rule", "customer", "grp", "fingerprint", "state", "updated_at"),
+    "alert_state": ("rule", "customer", "grp", "fingerprint", "state", "updated_at",
+                    "account"),
     "alert_groups": ("receiver", "group_key", "group_labels", "group_wait", "group_interval",
                      "repeat_interval", "send_resolved", "created_at", "flushed_at"),
     "group_alerts": ("receiver", "group_key", "instance", "rank", "alert"),

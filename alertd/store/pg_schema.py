@@ -76,6 +76,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, error TEXT)""",
         "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
     ),
+    (  # 4: alert state keyed by Stripe account too (SQLite 6); '' is stripe.api_key's
+        "ALTER TABLE alert_state ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE alert_state DROP CONSTRAINT alert_state_pkey",
+        "ALTER TABLE alert_state ADD PRIMARY KEY (rule, customer, grp, account)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Any constant: the advisory lock that serialises migrations across replicas.

@@ -183,7 +183,7 @@ class PostgresStore:
     # ----------------------------------------------------------------- states, groups, log
 
     async def load_states(self, rules: Iterable[str] | None = None) -> dict[SeriesKey, AlertState]:
-        sql = "SELECT rule, customer, grp, state FROM alert_state"
+        sql = "SELECT rule, customer, grp, account, state FROM alert_state"
         if rules is None:
             return dict(rows.state_item(r) for r in await self._rows(sql))
         found = await self._rows(sql + " WHERE rule = ANY(%s)", (sorted(set(rules)),))
@@ -246,6 +246,15 @@ class PostgresStore:
     async def leases(self) -> list[Lease]:
         return [_lease(r) for r in await self._rows(
             "SELECT * FROM leases WHERE generation > 0 ORDER BY name")]
+
+    async def drop_leases(self, prefix: str, expired_before: float) -> int:
+        async def drop(conn: Conn) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM leases WHERE left(name, %s) = %s AND expires_at < %s",
+                (len(prefix), prefix, expired_before))
+            return cursor.rowcount
+
+        return await self._run(drop, write=True)
 
     # ----------------------------------------------------------------- outbox
 
@@ -465,12 +474,13 @@ async def _apply_changes(conn: Conn, changes: Changes) -> None:
         for key, state in changes.states.items():
             if state is None:
                 await cur.execute(
-                    "DELETE FROM alert_state WHERE rule = %s AND customer = %s AND grp = %s",
-                    (key.rule, key.customer, rows.group_text(key)))
+                    "DELETE FROM alert_state WHERE rule = %s AND customer = %s AND grp = %s "
+                    "AND account = %s", rows.state_where(key))
             else:
                 await cur.execute(
-                    "INSERT INTO alert_state VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT "
-                    "(rule, customer, grp) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
+                    "INSERT INTO alert_state VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
+                    "(rule, customer, grp, account) DO UPDATE SET "
+                    "fingerprint = EXCLUDED.fingerprint, "
                     "state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
                     rows.state_params(key, state))
         for ident in changes.dropped_groups:

@@ -35,15 +35,21 @@ def group_text(key: SeriesKey) -> str:
 
 
 def state_params(key: SeriesKey, state: AlertState) -> tuple[Any, ...]:
-    """``alert_state`` columns: rule, customer, grp, fingerprint, state, updated_at."""
+    """``alert_state`` columns: rule, customer, grp, fingerprint, state, updated_at,
+    account."""
     updated = max(v for v in (state.last_active_at, state.resolved_at, 0) if v is not None)
     return (key.rule, key.customer, group_text(key), key.fingerprint,
-            to_json(state.to_dict()), updated)
+            to_json(state.to_dict()), updated, key.account)
+
+
+def state_where(key: SeriesKey) -> tuple[Any, ...]:
+    """The ``alert_state`` primary key of ``key``: rule, customer, grp, account."""
+    return (key.rule, key.customer, group_text(key), key.account)
 
 
 def state_item(row: Row) -> tuple[SeriesKey, AlertState]:
     key = SeriesKey(row["rule"], row["customer"],
-                    tuple((k, v) for k, v in json.loads(row["grp"])))
+                    tuple((k, v) for k, v in json.loads(row["grp"])), row["account"])
     return key, AlertState.from_dict(json.loads(row["state"]))
 
 

@@ -93,6 +93,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             status TEXT NOT NULL, error TEXT)""",
         "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
     ),
+    (  # 6: alert state keyed by Stripe account too (alertd.accounts); '' is stripe.api_key's
+        """CREATE TABLE alert_state_by_account (
+            rule TEXT NOT NULL, customer TEXT NOT NULL, grp TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL,
+            account TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (rule, customer, grp, account))""",
+        """INSERT INTO alert_state_by_account (rule, customer, grp, fingerprint, state,
+            updated_at) SELECT rule, customer, grp, fingerprint, state, updated_at
+            FROM alert_state""",
+        "DROP TABLE alert_state",
+        "ALTER TABLE alert_state_by_account RENAME TO alert_state",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600

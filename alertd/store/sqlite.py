@@ -214,6 +214,11 @@ class SqliteStore(SqliteBuckets):
         return await self._read(lambda c: [_lease(r) for r in c.execute(
             "SELECT * FROM leases ORDER BY name")])
 
+    async def drop_leases(self, prefix: str, expired_before: float) -> int:
+        return await self._write(lambda c: c.execute(
+            "DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires_at < ?",
+            (len(prefix), prefix, expired_before)).rowcount)
+
     # ----------------------------------------------------------------- outbox
 
     async def due_deliveries(
@@ -380,14 +385,15 @@ def _load_states(
     conn: sqlite3.Connection, names: list[str] | None
 ) -> dict[SeriesKey, AlertState]:
     if names is None:
-        found = list(conn.execute("SELECT rule, customer, grp, state FROM alert_state"))
+        found = list(conn.execute("SELECT rule, customer, grp, account, state FROM alert_state"))
     else:
         found = []
         for start in range(0, len(names), 500):
             chunk = names[start:start + 500]
             marks = ",".join("?" * len(chunk))
             found.extend(conn.execute(
-                f"SELECT rule, customer, grp, state FROM alert_state WHERE rule IN ({marks})",
+                f"SELECT rule, customer, grp, account, state FROM alert_state "
+                f"WHERE rule IN ({marks})",
                 chunk,
             ))
     return dict(rows.state_item(r) for r in found)
@@ -430,10 +436,10 @@ def _write_states(
 ) -> None:
     for key, state in states.items():
         if state is None:
-            conn.execute("DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ?",
-                         (key.rule, key.customer, rows.group_text(key)))
+            conn.execute("DELETE FROM alert_state WHERE rule = ? AND customer = ? AND grp = ? "
+                         "AND account = ?", rows.state_where(key))
         else:
-            conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?, ?, ?, ?, ?)",
                          rows.state_params(key, state))
 
 

@@ -59,10 +59,13 @@ class Entry:
         if self.key.customer:
             matchers.append(f"customer={self.key.customer}")
         matchers.extend(f"{name}={value}" for name, value in self.key.group)
+        if self.key.account:
+            matchers.append(f"account={self.key.account}")
         return matchers
 
     def to_dict(self) -> dict[str, object]:
         return {
+            **({"account": self.key.account} if self.key.account else {}),
             "fingerprint": self.fingerprint,
             "rule": self.key.rule,
             "customer": {"id": self.customer.id, "name": self.customer.name},
@@ -125,13 +128,15 @@ class Board:
         series: Mapping[SeriesKey, Series] | None = None,
         states: Mapping[SeriesKey, AlertState] | None = None,
         only: Collection[str] | None = None,
+        account: str = "",
     ) -> None:
-        """The active series of ``rules`` are exactly the active ``findings`` now (of the
-        customers in ``only``, when a poll read only those)."""
+        """The active series of ``rules`` (of ``account``) are exactly the active
+        ``findings`` now (of the customers in ``only``, when a poll read only those)."""
         polled = set(rules)
         findings = list(findings)
         read = None if only is None else {*only, *(f.key.customer for f in findings)}
         kept = {f: e for f, e in self.entries.items() if e.key.rule not in polled
+                or e.key.account != account
                 or (read is not None and e.key.customer not in read)}
         for finding in findings:
             if finding.state not in ACTIVE_STATES:

@@ -1,0 +1,146 @@
+"""Stripe accounts: which ones a deployment watches, and what each one's alerts are called.
+
+Where it sits: between the settings and everything that talks to Stripe. A configuration
+watches either the one account of ``stripe.api_key`` (the first release's shape) or every
+account of ``accounts:``::
+
+    accounts:
+      - {name: eu, api_key_file: /run/credentials/alertd.service/stripe_eu}
+      - {name: us, api_key_env: STRIPE_US_KEY, requests_per_second: 50}
+
+Each :class:`Account` carries a whole :class:`~alertd.config.settings.Settings` whose
+``stripe`` section is that account's (its key, and the keys it overrides over ``stripe:``),
+so everything built from settings — the HTTP client and its rate budgets, the usage source,
+the customer directory, the engine — is built per account unchanged: the budgets are per
+account, as Stripe's limits are.
+
+Identity (:func:`with_account`): with ``accounts:``, every alert series carries its
+account's name (:attr:`~alertd.model.SeriesKey.account`), so two accounts' ``cus_123`` are
+two series, with two fingerprints, and the ``account`` label (routing, grouping — a group
+never spans accounts — silences, templates, webhooks). The one account of
+``stripe.api_key`` is named ``""``: its series, fingerprints and stored state are exactly the
+first release's. Its lease is still ``stripe``; an account of ``accounts:`` leads under
+``stripe:NAME``.
+
+A rule watches every account unless it names ``accounts: [..]`` (:func:`rules_for`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from alertd.alerts import AlertState
+from alertd.buckets import BucketEntry
+from alertd.config.settings import Settings
+from alertd.model import Finding, Series, SeriesKey
+from alertd.rules.loader import RuleSet
+from alertd.store.base import BucketStore, GroupId, NotificationGroup, Store
+
+#: The lease of the one account of ``stripe.api_key`` (the first release's name).
+SOLE_LEASE = "stripe"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One watched Stripe account: its name (``""`` for the one of ``stripe.api_key``) and
+    the settings everything for it is built from."""
+
+    name: str
+    settings: Settings
+
+    @property
+    def lease(self) -> str:
+        """The lease its leader holds: ``stripe``, or ``stripe:NAME``."""
+        return f"{SOLE_LEASE}:{self.name}" if self.name else SOLE_LEASE
+
+    @property
+    def label(self) -> str:
+        """Its name in metrics (``alertd_leader{account}``) and logs."""
+        return self.name or SOLE_LEASE
+
+
+def accounts_of(settings: Settings) -> tuple[Account, ...]:
+    """The accounts ``settings`` watches, in configuration order; their keys are read now
+    (:class:`~alertd.errors.ConfigError` when one cannot be had)."""
+    if not settings.accounts:
+        return (Account("", settings),)
+    return tuple(
+        Account(entry.name, settings.model_copy(
+            update={"stripe": entry.stripe_settings(settings.stripe)}))
+        for entry in settings.accounts)
+
+
+def rules_for(rules: RuleSet, account: str) -> RuleSet:
+    """The rules that watch ``account``: those naming it, and those naming no account."""
+    if not account:
+        return rules
+    return RuleSet(tuple(r for r in rules if r.accounts is None or account in r.accounts),
+                   rules.files)
+
+
+def with_account(
+    findings: tuple[Finding, ...], series: dict[SeriesKey, Series], account: str,
+) -> tuple[tuple[Finding, ...], dict[SeriesKey, Series]]:
+    """Findings and series of one pass, their keys carrying ``account`` (pure; unchanged for
+    the account ``""``)."""
+    if not account:
+        return findings, series
+    stamped = tuple(replace(f, key=replace(f.key, account=account)) for f in findings)
+    moved: dict[SeriesKey, Series] = {}
+    for key, one in series.items():
+        new_key = replace(key, account=account)
+        moved[new_key] = replace(one, key=new_key)
+    return stamped, moved
+
+
+
+class AccountView:
+    """``store`` as one account's pipeline sees it (the account of ``accounts:`` named
+    ``account``): only its alert states and its groups (those whose labels name it) are
+    loaded, so its leader flushes its own groups and no other's; its cached usage buckets
+    are keyed apart; every other call (commits, the notification log, silences, the outbox)
+    goes to ``store`` unchanged."""
+
+    def __init__(self, store: Store, account: str) -> None:
+        self._store = store
+        self.account = account
+
+    async def load_states(self, rules: Iterable[str] | None = None
+                          ) -> dict[SeriesKey, AlertState]:
+        found = await self._store.load_states(rules)
+        return {key: state for key, state in found.items() if key.account == self.account}
+
+    async def load_groups(self) -> dict[GroupId, NotificationGroup]:
+        found = await self._store.load_groups()
+        return {ident: group for ident, group in found.items()
+                if group.group_labels.get("account", "") == self.account}
+
+    async def next_group_due(self) -> float | None:
+        return min((group.due_at for group in (await self.load_groups()).values()),
+                   default=None)
+
+    # Two accounts may have the same customer and meter ids: their cached usage is apart.
+    async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
+        prefix = self._bucket_prefix
+        found = await cast(BucketStore, self._store).load_buckets(prefix + k for k in keys)
+        return {key.removeprefix(prefix): replace(entry, key=key.removeprefix(prefix))
+                for key, entry in found.items()}
+
+    async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
+        await cast(BucketStore, self._store).save_buckets(
+            (replace(e, key=self._bucket_prefix + e.key) for e in entries), now)
+
+    @property
+    def _bucket_prefix(self) -> str:
+        return f"account={self.account}\x1f"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def account_store(store: Store, account: str) -> Store:
+    """``store`` for ``account``'s pipeline: as it is for the account ``""``."""
+    # AccountView is the Store protocol by delegation (__getattr__), which mypy cannot see.
+    return cast(Store, AccountView(store, account)) if account else store
