@@ -470,32 +470,35 @@ async def _check_fence(conn: Conn, fence: Lease) -> None:
 
 
 async def _apply_changes(conn: Conn, changes: Changes) -> None:
+    """One statement per kind of change, each with all its rows (``executemany`` pipelines
+    them): a commit of a thousand transitions is a handful of round trips, not thousands."""
+    gone = [rows.state_where(key) for key, state in changes.states.items() if state is None]
+    kept = [rows.state_params(key, state) for key, state in changes.states.items()
+            if state is not None]
     async with conn.cursor() as cur:
-        for key, state in changes.states.items():
-            if state is None:
-                await cur.execute(
-                    "DELETE FROM alert_state WHERE rule = %s AND customer = %s AND grp = %s "
-                    "AND account = %s", rows.state_where(key))
-            else:
-                await cur.execute(
-                    "INSERT INTO alert_state VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
-                    "(rule, customer, grp, account) DO UPDATE SET "
-                    "fingerprint = EXCLUDED.fingerprint, "
-                    "state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
-                    rows.state_params(key, state))
-        for ident in changes.dropped_groups:
+        if gone:
+            await cur.executemany(
+                "DELETE FROM alert_state WHERE rule = %s AND customer = %s AND grp = %s "
+                "AND account = %s", gone)
+        if kept:
+            await cur.executemany(
+                "INSERT INTO alert_state VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
+                "(rule, customer, grp, account) DO UPDATE SET "
+                "fingerprint = EXCLUDED.fingerprint, "
+                "state = EXCLUDED.state, updated_at = EXCLUDED.updated_at", kept)
+        if changes.dropped_groups:
             for table in ("alert_groups", "group_alerts", "notification_log"):
-                await cur.execute(
+                await cur.executemany(
                     f"DELETE FROM {table} WHERE receiver = %s AND group_key = %s".encode(),
-                    ident)
-        for group in changes.groups:
-            await _write_group(cur, group)
-        for record in changes.sent:
-            await cur.execute(
+                    list(changes.dropped_groups))
+        await _write_groups(cur, changes.groups)
+        if changes.sent:
+            await cur.executemany(
                 "INSERT INTO notification_log VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT "
                 "(receiver, group_key) DO UPDATE SET firing = EXCLUDED.firing, "
                 "resolved = EXCLUDED.resolved, sent_at = EXCLUDED.sent_at, "
-                "notification_id = EXCLUDED.notification_id", rows.sent_params(record))
+                "notification_id = EXCLUDED.notification_id",
+                [rows.sent_params(record) for record in changes.sent])
         if changes.outbox:
             await cur.executemany(
                 "INSERT INTO outbox (id, receiver, group_key, notification, status, attempts, "
@@ -503,17 +506,21 @@ async def _apply_changes(conn: Conn, changes: Changes) -> None:
                 "ON CONFLICT (id) DO NOTHING", [rows.outbox_params(n) for n in changes.outbox])
 
 
-async def _write_group(cur: psycopg.AsyncCursor[dict[str, Any]], group: NotificationGroup
-                       ) -> None:
-    ident = (group.receiver, group.group_key)
-    await cur.execute("DELETE FROM group_alerts WHERE receiver = %s AND group_key = %s", ident)
-    await cur.execute(
+async def _write_groups(cur: psycopg.AsyncCursor[dict[str, Any]],
+                        groups: Iterable[NotificationGroup]) -> None:
+    """Each group's row and its whole entry list, replaced (the last write of a group wins)."""
+    latest = {(group.receiver, group.group_key): group for group in groups}
+    if not latest:
+        return
+    await cur.executemany("DELETE FROM group_alerts WHERE receiver = %s AND group_key = %s",
+                          list(latest))
+    await cur.executemany(
         "INSERT INTO alert_groups VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
         "(receiver, group_key) DO UPDATE SET group_labels = EXCLUDED.group_labels, "
         "group_wait = EXCLUDED.group_wait, group_interval = EXCLUDED.group_interval, "
         "repeat_interval = EXCLUDED.repeat_interval, send_resolved = EXCLUDED.send_resolved, "
         "created_at = EXCLUDED.created_at, flushed_at = EXCLUDED.flushed_at",
-        rows.group_params(group))
-    if group.entries:
-        await cur.executemany("INSERT INTO group_alerts VALUES (%s, %s, %s, %s, %s)",
-                              rows.entry_params(group))
+        [rows.group_params(group) for group in latest.values()])
+    entries = [entry for group in latest.values() for entry in rows.entry_params(group)]
+    if entries:
+        await cur.executemany("INSERT INTO group_alerts VALUES (%s, %s, %s, %s, %s)", entries)
