@@ -24,6 +24,14 @@ every ``full_reread_every`` — which repairs whatever a cache could get wrong (
 beyond the window, a bug). A re-read *replaces* every row of its range: a bucket whose usage
 was cancelled to nothing disappears from the entry as it disappears from Stripe's answer.
 
+Hours of the running buckets: a key read as hours (:func:`hourly`: a day, week or month key
+whose unsettled part is recent) also keeps the *hours* of its first unsettled bucket that were
+already settled when read (``[covered_to, hours_to)``, the zone they were read in). The next poll
+asks Stripe only from ``hours_to`` — the settle window and the time since that poll, whatever
+the hour of the day — and sums the kept and fresh hours back into the key's buckets
+(:func:`hours_from`, :func:`rebucket`). Without it, a day key re-read yesterday and today in
+full each poll (up to 48 hours for a 24-hour window), a week key its whole week.
+
 Rows equal a cold full read's exactly when nothing before the window changed since it was
 cached: :func:`combine` is cached rows of ``[start, fetched_from)`` followed by the fresh rows,
 both already in the planner's order (bucket, then dimensions).
@@ -36,6 +44,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from alertd import calendar
 from alertd.model import DataNeed, UsageRow
@@ -54,7 +63,9 @@ class BucketEntry:
     """The cached rows of one key: complete for ``[covered_from, covered_to)``.
 
     ``full_at`` is when the whole range was last read from Stripe. ``rows`` are the key's own
-    rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted.
+    rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted. ``hours`` are
+    the key's hourly rows (in ``hours_zone``) of ``[covered_to, hours_to)``, settled when read,
+    for a key read as hours; none when ``hours_to <= covered_to``.
     """
 
     key: str
@@ -62,6 +73,9 @@ class BucketEntry:
     covered_to: int
     full_at: int
     rows: tuple[UsageRow, ...]
+    hours: tuple[UsageRow, ...] = ()
+    hours_to: int = 0
+    hours_zone: str = ""
 
 
 def cache_key(need: DataNeed) -> str:
@@ -121,14 +135,45 @@ def combine(need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
 
 
 def updated(key: str, need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
-            rows: Sequence[UsageRow], now: int, policy: CachePolicy) -> BucketEntry:
+            rows: Sequence[UsageRow], now: int, policy: CachePolicy,
+            hours: Sequence[UsageRow] = (), hours_zone: str = "") -> BucketEntry:
     """The entry to keep after a successful read of ``fetched`` (``rows``: :func:`combine`'s):
-    the settled rows only — the others are read again next time anyway."""
+    the settled rows only — the others are read again next time anyway. ``hours``: the key's
+    hourly rows (in ``hours_zone``) from ``fetched``'s start, when it was read as hours; the
+    settled ones of the first unsettled bucket are kept too."""
     full = entry is None or fetched.starts_at <= need.starts_at
     settled = settled_before(need, now, policy)
+    hours_to = settled
+    if hours_zone:
+        hours_to = min(max(hours_settled_before(now, hours_zone, policy), settled), need.ends_at)
     return BucketEntry(key, need.starts_at, settled,
                        now if full or entry is None else entry.full_at,
-                       tuple(r for r in rows if r.starts_at < settled))
+                       tuple(r for r in rows if r.starts_at < settled),
+                       tuple(r for r in hours if settled <= r.starts_at < hours_to),
+                       hours_to, hours_zone if hours_to > settled else "")
+
+
+def hours_settled_before(now: int, zone: str, policy: CachePolicy) -> int:
+    """Where the hours (of ``zone``) that can no longer change end, as of ``now``."""
+    return calendar.floor(int(now - policy.settle_window), "hour", zone)
+
+
+def hours_from(planned: DataNeed, fetched: DataNeed, entry: BucketEntry | None) -> DataNeed:
+    """``planned`` (``fetched`` as hours) starting where ``entry``'s kept hours end, when they
+    are the hours of ``fetched``'s first bucket in the zone ``planned`` reads; else itself."""
+    if (entry is None or planned.granularity != "hour" or planned == fetched
+            or entry.hours_zone != planned.timezone or entry.covered_to != fetched.starts_at
+            or not fetched.starts_at < entry.hours_to < planned.ends_at):
+        return planned
+    return replace(planned, starts_at=entry.hours_to)
+
+
+def kept_hours(planned: DataNeed, fetched: DataNeed, entry: BucketEntry | None
+               ) -> list[UsageRow]:
+    """The entry's hours that :func:`hours_from` left out of ``planned``: those before it."""
+    if entry is None or planned.starts_at <= fetched.starts_at:
+        return []
+    return [r for r in entry.hours if fetched.starts_at <= r.starts_at < planned.starts_at]
 
 
 #: How much longer than the settle window a range may be and still be asked for as hours: a
@@ -155,16 +200,19 @@ def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
     return replace(fetched, granularity="hour", timezone=zone)
 
 
-def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy) -> dict[str, DataNeed]:
+def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy,
+                  entries: dict[str, BucketEntry] | None = None) -> dict[str, DataNeed]:
     """What to plan for each key of one batch: :func:`hourly`, except where a request of the
     need's own granularity and zone is made for the customer anyway (another key is read in
     full, e.g. a rule just added): then it joins that request instead of costing an hourly one.
+    An hourly need starts where its entry's kept hours end (:func:`hours_from`).
     """
+    entries = entries or {}
     planned = {k: hourly(f, policy) for k, f in fetched.items()}
     anyway = {(p.customer, p.granularity, p.timezone) for k, p in planned.items()
               if p == fetched[k]}
-    return {k: f if (f.customer, f.granularity, f.timezone) in anyway else planned[k]
-            for k, f in fetched.items()}
+    return {k: f if (f.customer, f.granularity, f.timezone) in anyway
+            else hours_from(planned[k], f, entries.get(k)) for k, f in fetched.items()}
 
 
 def _whole_hours(need: DataNeed) -> bool:
@@ -203,22 +251,59 @@ def cut(need: DataNeed, rows: Sequence[UsageRow]) -> list[UsageRow]:
 
 def encode_rows(rows: Iterable[UsageRow]) -> str:
     """Rows as compact JSON (the meter is in the key). ``repr`` of a float round-trips."""
-    return json.dumps([[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]]
-                       for r in rows], separators=(",", ":"))
+    return json.dumps(_plain(rows), separators=(",", ":"))
 
 
 def decode_rows(text: str, meter: str | None) -> tuple[UsageRow, ...]:
     """The rows :func:`encode_rows` wrote; ``ValueError`` for anything else."""
     try:
-        return tuple(UsageRow(int(s), int(e), float(v), meter,
-                              tuple((str(k), str(x)) for k, x in dims))
-                     for s, e, v, dims in json.loads(text))
+        return _usage_rows(json.loads(text), meter)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not a cached bucket list: {exc}") from None
 
 
+def encode_entry(entry: BucketEntry) -> str:
+    """An entry's rows (and kept hours) as the stored payload: :func:`encode_rows`' list when
+    it keeps no hours (the form every entry had before hours were kept), else an object."""
+    if entry.hours_to <= entry.covered_to:
+        return encode_rows(entry.rows)
+    return json.dumps({"rows": _plain(entry.rows), "hours": _plain(entry.hours),
+                       "hours_to": entry.hours_to, "zone": entry.hours_zone},
+                      separators=(",", ":"))
+
+
+def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, text: str
+                 ) -> BucketEntry:
+    """The entry :func:`encode_entry` stored; ``ValueError`` for anything else."""
+    meter = key_meter(key)
+    try:
+        payload = json.loads(text)
+        if isinstance(payload, list):
+            return BucketEntry(key, covered_from, covered_to, full_at,
+                               _usage_rows(payload, meter))
+        return BucketEntry(key, covered_from, covered_to, full_at,
+                           _usage_rows(payload["rows"], meter),
+                           _usage_rows(payload["hours"], meter), int(payload["hours_to"]),
+                           str(payload["zone"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"not a cached bucket entry: {exc!r}") from None
+
+
+def _plain(rows: Iterable[UsageRow]) -> list[list[object]]:
+    return [[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]] for r in rows]
+
+
+def _usage_rows(items: Any, meter: str | None) -> tuple[UsageRow, ...]:
+    return tuple(UsageRow(int(s), int(e), float(v), meter,
+                          tuple((str(k), str(x)) for k, x in dims))
+                 for s, e, v, dims in items)
+
+
 def key_meter(key: str) -> str | None:
-    """The meter a :func:`cache_key` names."""
-    meter = json.loads(key)[3]
+    """The meter a :func:`cache_key` names; ``ValueError`` for anything else."""
+    try:
+        meter = json.loads(key)[3]
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"not a cache key: {exc!r}") from None
     return None if meter is None else str(meter)
 

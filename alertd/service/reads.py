@@ -26,6 +26,7 @@ from alertd.buckets import (
     combine,
     cut,
     fetch_range,
+    kept_hours,
     key_needs,
     planned_needs,
     rebucket,
@@ -72,6 +73,8 @@ class BatchReads:
     planned: dict[str, DataNeed] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, list[UsageRow]] = field(default_factory=dict)
+    #: The hours of keys read as hours (kept and fresh), from their fetched need's start.
+    _hours: dict[str, list[UsageRow]] = field(default_factory=dict)
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
@@ -89,11 +92,14 @@ class BatchReads:
         rows = self._rows.get(key)
         if rows is None:
             fetched, planned = self.fetched[key], self.planned[key]
+            entry = self.entries.get(key)
             _, spec = the_plan.serving(planned)
             fresh = extract_rows(planned, spec, outcome.rows)
             if planned != fetched:
-                fresh = rebucket(fresh, fetched)
-            rows = combine(self.hulls[key], fetched, self.entries.get(key), fresh)
+                hours = kept_hours(planned, fetched, entry) + fresh
+                self._hours[key] = hours
+                fresh = rebucket(hours, fetched)
+            rows = combine(self.hulls[key], fetched, entry, fresh)
             self._rows[key] = rows
         return cut(need, rows)
 
@@ -102,7 +108,13 @@ class BatchReads:
         """Entries for the keys of ``good`` needs whose rows were put together."""
         keys = {self._keys[n] for n in good} & self._rows.keys()
         return [updated(k, self.hulls[k], self.fetched[k], self.entries.get(k), self._rows[k],
-                        now, policy) for k in sorted(keys)]
+                        now, policy, self._hours.get(k, ()), self._hours_zone(k))
+                for k in sorted(keys)]
+
+    def _hours_zone(self, key: str) -> str:
+        """The zone of the hours a key was read as, or ``""`` if it was not read as hours."""
+        planned = self.planned[key]
+        return planned.timezone if key in self._hours and planned.granularity == "hour" else ""
 
 
 def widening_needs(rules: Iterable[Rule], customers: Iterable[str], now: int
@@ -151,7 +163,7 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
             log.warning("could not read the bucket cache, reading in full error=%s", exc)
     policy = cache.policy if cache is not None else CachePolicy()
     fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
-    planned = planned_needs(fetched, policy) if cache is not None else fetched
+    planned = planned_needs(fetched, policy, entries) if cache is not None else fetched
     reads = BatchReads(hulls, fetched, entries, planned)
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:

@@ -76,6 +76,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, error TEXT)""",
         "CREATE INDEX outbox_attempts_of ON outbox_attempts (id, at)",
     ),
+    (  # 4: the bucket cache (alertd.store.pg_buckets), SQLite's migration 4
+        """CREATE TABLE usage_buckets (
+            key TEXT PRIMARY KEY, covered_from BIGINT NOT NULL, covered_to BIGINT NOT NULL,
+            full_at BIGINT NOT NULL, saved_at BIGINT NOT NULL, rows TEXT NOT NULL)""",
+        "CREATE INDEX usage_buckets_saved ON usage_buckets (saved_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Any constant: the advisory lock that serialises migrations across replicas.
