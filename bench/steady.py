@@ -3,6 +3,10 @@
 Usage::
 
     python bench/steady.py [--customers 1000] [--cycles 3] [--latency 0.02] [--rate 100]
+    python bench/steady.py --daemon [--customers 10000] [--cycles 2] [--every 60]
+
+``--daemon`` runs the real ``alertd run`` in a child process instead (``bench/steady_daemon.py``
+says how); the figures are the same.
 
 The simulator runs in a child process (real time, ``--rate`` analytics requests per sliding
 second, ``--latency`` per answer). alertd's side is what the daemon runs each poll:
@@ -36,7 +40,7 @@ from alertd.buckets import CachePolicy
 from alertd.clock import SystemClock
 from alertd.config.settings import CustomerSelection
 from alertd.rules.loader import RuleSet
-from alertd.service.engine import Engine
+from alertd.service.engine import BATCH_CUSTOMERS, Engine
 from alertd.service.reads import BucketCache
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import SimulatorProcess
@@ -65,7 +69,8 @@ async def main(args: argparse.Namespace) -> None:
                 CustomerSelection(all=True))]
             engine = Engine(settings, RuleSet(tuple(rules)), stack.source, stack.directory,
                             sent=lambda: stack.http.requests,
-                            cache=BucketCache(store, CachePolicy()))
+                            cache=BucketCache(store, CachePolicy()),
+                            batch_customers=args.batch_customers)
             warm_rows = 0.0
             previous: float | None = None
             for cycle in range(1 + args.cycles):
@@ -119,8 +124,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=3, help="steady cycles after the warm-up")
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--batch-customers", type=int, default=BATCH_CUSTOMERS,
+                        help="customers per batch (most; alertd's default)")
+    parser.add_argument("--daemon", action="store_true",
+                        help="run the real `alertd run` against the simulator")
+    parser.add_argument("--every", type=float, default=60.0,
+                        help="--daemon: every rule's poll interval, seconds (accelerated)")
+    parser.add_argument("--limit", type=float, default=4 * 3600.0,
+                        help="--daemon: give up after this many seconds")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.daemon:
+        from bench.steady_daemon import run
+
+        asyncio.run(run(arguments))
+    else:
+        asyncio.run(main(arguments))

@@ -41,6 +41,12 @@ from alertd.store.base import BucketStore
 
 log = logging.getLogger("alertd.engine")
 
+#: Rows one batch may fetch, about: what a batch holds in memory is its answers' rows (and what
+#: is built from them), so this, not the number of customers, bounds the pass's peak memory.
+BATCH_ROWS = 60_000
+#: The first batch of a pass, before the rows a customer costs are known.
+FIRST_BATCH = 10
+
 
 @dataclass(frozen=True, slots=True)
 class BucketCache:
@@ -115,6 +121,14 @@ class BatchReads:
         """The zone of the hours a key was read as, or ``""`` if it was not read as hours."""
         planned = self.planned[key]
         return planned.timezone if key in self._hours and planned.granularity == "hour" else ""
+
+
+def next_batch_size(rows: int, customers: int, most: int, budget: int = BATCH_ROWS) -> int:
+    """How many customers the next batch takes, after one of ``customers`` fetched ``rows``:
+    as many as :data:`BATCH_ROWS` holds at that cost (a cold cache's full reads cost about
+    twenty times a warm poll's), between 1 and ``most``."""
+    per_customer = rows / max(customers, 1)
+    return max(1, min(most, int(budget // per_customer) if per_customer else most))
 
 
 def widening_needs(rules: Iterable[Rule], customers: Iterable[str], now: int
