@@ -97,6 +97,8 @@ class _Tally:
     queries: int = 0
     requests: int = 0
     rows: int = 0
+    #: Rows the batches read from the bucket cache.
+    cached: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +253,9 @@ class Engine:
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
         answers and series are dropped before the next is fetched — memory stays flat however
-        many customers the account has. A batch is sized by the rows the previous one fetched
-        per customer (:func:`~alertd.service.reads.next_batch_size`), so a cold cache's full
-        reads take fewer customers at a time than a warm poll. Only the series of active
+        many customers the account has. A batch is sized by the rows the previous one held per
+        customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
+        memory is bounded by rows, not by customers or rules. Only the series of active
         findings are kept (trimmed to their last :data:`RECENT_BUCKETS`), for the
         notifications' recent-usage table.
         """
@@ -269,10 +271,11 @@ class Engine:
         start, size = 0, min(FIRST_BATCH, self.batch_customers)
         while start < len(ids):
             batch = set(ids[start:start + size])
-            rows = total.rows
+            rows, cached = total.rows, total.cached
             await self._run_batch(rules, by_rule, batch, now, total)
             start += len(batch)
-            size = next_batch_size(total.rows - rows, len(batch), self.batch_customers)
+            size = next_batch_size(total.rows - rows, total.cached - cached, len(batch),
+                                   self.batch_customers)
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
@@ -315,6 +318,7 @@ class Engine:
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows
         total.rows += rows
+        total.cached += reads.cached_rows
         findings, series, refreshed, good = self._judge(
             rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
         await save(self.cache, reads, good, now)

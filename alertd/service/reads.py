@@ -41,9 +41,12 @@ from alertd.store.base import BucketStore
 
 log = logging.getLogger("alertd.engine")
 
-#: Rows one batch may fetch, about: what a batch holds in memory is its answers' rows (and what
-#: is built from them), so this, not the number of customers, bounds the pass's peak memory.
-BATCH_ROWS = 60_000
+#: What one batch may hold, about, in cached rows (a fetched row costs :data:`FETCHED_WEIGHT`:
+#: its answer's text and parse, the series built from it). A batch's memory is its rows, so
+#: this, not the number of customers, bounds a pass's peak memory (about 60 MB over the
+#: process's own at this budget, measured with ``bench/steady.py``).
+BATCH_ROWS = 120_000
+FETCHED_WEIGHT = 2
 #: The first batch of a pass, before the rows a customer costs are known.
 FIRST_BATCH = 10
 
@@ -81,6 +84,11 @@ class BatchReads:
     _rows: dict[str, list[UsageRow]] = field(default_factory=dict)
     #: The hours of keys read as hours (kept and fresh), from their fetched need's start.
     _hours: dict[str, list[UsageRow]] = field(default_factory=dict)
+
+    @property
+    def cached_rows(self) -> int:
+        """The rows of the batch's cache entries (days and kept hours)."""
+        return sum(len(e.rows) + len(e.hours) for e in self.entries.values())
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
@@ -123,11 +131,13 @@ class BatchReads:
         return planned.timezone if key in self._hours and planned.granularity == "hour" else ""
 
 
-def next_batch_size(rows: int, customers: int, most: int, budget: int = BATCH_ROWS) -> int:
-    """How many customers the next batch takes, after one of ``customers`` fetched ``rows``:
-    as many as :data:`BATCH_ROWS` holds at that cost (a cold cache's full reads cost about
-    twenty times a warm poll's), between 1 and ``most``."""
-    per_customer = rows / max(customers, 1)
+def next_batch_size(fetched: int, cached: int, customers: int, most: int,
+                    budget: int = BATCH_ROWS) -> int:
+    """How many customers the next batch takes, after one of ``customers`` fetched ``fetched``
+    rows and read ``cached`` from the cache: as many as :data:`BATCH_ROWS` holds at that cost
+    (a cold cache's full reads cost about twice a warm poll's cached rows), from 1 to ``most``.
+    """
+    per_customer = (FETCHED_WEIGHT * fetched + cached) / max(customers, 1)
     return max(1, min(most, int(budget // per_customer) if per_customer else most))
 
 
