@@ -294,9 +294,14 @@ def _plain(rows: Iterable[UsageRow]) -> list[list[object]]:
 
 
 def _usage_rows(items: Any, meter: str | None) -> tuple[UsageRow, ...]:
-    return tuple(UsageRow(int(s), int(e), float(v), meter,
-                          tuple((str(k), str(x)) for k, x in dims))
-                 for s, e, v, dims in items)
+    """Rows of :func:`_plain` lists; rows of one group share one dimensions tuple (a key's
+    history is thousands of rows of a few groups: this is most of its memory otherwise)."""
+    shared: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+    rows = []
+    for s, e, v, dims in items:
+        group = tuple((str(k), str(x)) for k, x in dims)
+        rows.append(UsageRow(int(s), int(e), float(v), meter, shared.setdefault(group, group)))
+    return tuple(rows)
 
 
 def key_meter(key: str) -> str | None:

@@ -43,9 +43,10 @@ log = logging.getLogger("alertd.engine")
 
 #: What one batch may hold, about, in cached rows (a fetched row costs :data:`FETCHED_WEIGHT`:
 #: its answer's text and parse, the series built from it). A batch's memory is its rows, so
-#: this, not the number of customers, bounds a pass's peak memory (about 60 MB over the
-#: process's own at this budget, measured with ``bench/steady.py``).
-BATCH_ROWS = 120_000
+#: this, not the number of customers, bounds a pass's peak memory (about 50 MB over the
+#: process's own at this budget, measured with ``bench/steady.py``). Fewer customers a batch
+#: also means fewer requests in flight: a budget of 100 requests/s at 1 s latency wants 100.
+BATCH_ROWS = 100_000
 FETCHED_WEIGHT = 2
 #: The first batch of a pass, before the rows a customer costs are known.
 FIRST_BATCH = 10
