@@ -32,6 +32,7 @@ from alertd.model import Finding, MeterSpec, UsageQuery
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
+from alertd.service.open import bucket_cache
 from alertd.service.reads import BATCH_ROWS, BucketCache, next_batch_size
 from alertd.service.world import load_world, stripe_stack
 from alertd.sim.generator import RowGroup, UsageGenerator, bucket_edges
@@ -308,6 +309,16 @@ async def _dry_run_then_check(sim: Simulator, tmp_path: Path) -> None:
     assert _count(tmp_path) == 0
     assert await run_check(load_world(config), namespace(False)) == 0
     assert _count(tmp_path) == 3  # one key per customer: the same command does write it
+
+
+async def test_the_daemon_keeps_the_cache_in_either_store(sim: Simulator,
+                                                          backend: Opener) -> None:
+    async with backend() as store:
+        cache = bucket_cache(settings_for(sim), store, writable=True)
+        assert cache is not None and cache.store is store and cache.writable
+        off = settings_for(sim).model_copy(update={"stripe": settings_for(sim).stripe.model_copy(
+            update={"bucket_cache": False})})
+        assert bucket_cache(off, store, writable=True) is None
 
 
 def test_batches_take_as_many_customers_as_the_row_budget_holds() -> None:
