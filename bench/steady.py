@@ -87,20 +87,22 @@ async def main(args: argparse.Namespace) -> None:
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 rows = engine.cache_counts.rows_fetched - rows_before
                 warm_rows = warm_rows or rows
-                print_table(_title(cycle, len(customers), wall), _figures(
+                print_table(title(cycle, len(customers), wall), figures(
                     result.queries, result.requests, bound, rows, warm_rows, wall, cpu,
-                    steady=cycle > 0, failures=len(result.failures)))
+                    steady=cycle > 0, failures=len(result.failures), rss=peak_rss_mb()))
                 previous = now
 
 
-def _title(cycle: int, customers: int, wall: float) -> str:
+def title(cycle: int, customers: int, wall: float, who: str = "") -> str:
     what = "warm-up (cold cache)" if cycle == 0 else f"steady cycle {cycle}"
-    return f"{what}: {customers} customers × 16 rules, {wall:.1f} s"
+    return f"{who}{what}: {customers} customers × 16 rules, {wall:.1f} s"
 
 
-def _figures(queries: int, requests: int, bound: int, rows: int, warm_rows: float,
-             wall: float, cpu: float, *, steady: bool, failures: int) -> list[Figure]:
-    figures = [
+def figures(queries: int, requests: int, bound: int, rows: int, warm_rows: float,
+            wall: float, cpu: float, *, steady: bool, failures: int, rss: float,
+            who: str = "alertd") -> list[Figure]:
+    """One cycle's table: ``rss`` is the peak RSS in MB, ``who`` the process measured."""
+    found = [
         figure("usage requests planned", queries, "{:.0f}"),
         figure("bound" + (" (steady state)" if steady else " (full reads)"), bound, "{:.0f}"),
         figure("requests ÷ bound", queries / bound, "{:.2f}", "1.00",
@@ -108,14 +110,14 @@ def _figures(queries: int, requests: int, bound: int, rows: int, warm_rows: floa
         figure("HTTP requests sent", requests, "{:.0f}"),
         figure("rows fetched", rows, "{:.0f}"),
         figure("achieved requests/s", requests / wall, "{:.1f}", "≥ 95 when budget-bound"),
-        figure("CPU s per 1,000 requests (alertd)", 1000 * cpu / max(requests, 1), "{:.2f}"),
-        figure("peak RSS (MB)", peak_rss_mb(), "{:.0f}", "≤ 150", lambda v: v <= 150),
+        figure(f"CPU s per 1,000 requests ({who})", 1000 * cpu / max(requests, 1), "{:.2f}"),
+        figure(f"peak RSS of {who} (MB)", rss, "{:.0f}", "≤ 150", lambda v: v <= 150),
         figure("failed requests", failures, "{:.0f}", "0", lambda v: v == 0),
     ]
     if steady:
-        figures.insert(5, figure("rows ÷ warm-up", rows / warm_rows, "{:.1%}", "≤ 5 %",
-                                 lambda v: v <= 0.05))
-    return figures
+        found.insert(5, figure("rows ÷ warm-up", rows / warm_rows, "{:.1%}", "≤ 5 %",
+                               lambda v: v <= 0.05))
+    return found
 
 
 def parse_args() -> argparse.Namespace:

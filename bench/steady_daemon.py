@@ -12,7 +12,7 @@ in a SQLite file. The daemon's ``poll done`` log lines say what each poll planne
 sent (``requests``) and was answered (``rows``); the first poll warms the cache, each later one
 is a steady cycle. Printed per poll, beside the targets: requests ÷ the bound (computed here
 as ``bench/steady.py`` does, at the poll's start), rows ÷ warm-up, the daemon's CPU seconds per
-1,000 requests and its peak RSS (``VmHWM``, the whole process).
+1,000 requests and its peak RSS so far (``VmHWM``).
 """
 
 from __future__ import annotations
@@ -32,19 +32,22 @@ import yaml
 from aiohttp import web
 
 from alertd import conditions
+from alertd.clock import SystemClock
+from alertd.config.settings import CustomerSelection
 from alertd.rules.schema import Rule
+from alertd.service.world import stripe_stack
 from alertd.sim.testing import API_KEY, SimulatorProcess
 from alertd.sinks import serve_posts
 from bench.common import (
     SIM_QUOTA_KEY,
-    Figure,
     child_cpu_seconds,
-    figure,
     machine_note,
     print_table,
+    simulator_settings,
 )
 from bench.lower_bound import lower_bound, steady_state_needs
 from bench.planner import RULES
+from bench.steady import figures, title
 
 _POLL = re.compile(r"poll done .*customers=(\d+) requests=(\d+) queries=(\d+) rows=(\d+) "
                    r"failures=(\d+)")
@@ -61,6 +64,7 @@ class Poll:
     failures: int
     cpu: float
     at: float
+    rss: float
 
 
 def daemon_rules(every: float) -> list[dict[str, Any]]:
@@ -103,7 +107,7 @@ async def start(config: Path) -> asyncio.subprocess.Process:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The peak resident set size of a live process (``VmHWM``), in MB."""
+    """The peak resident set size of a live process so far (``VmHWM``), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -129,7 +133,8 @@ async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, ever
         match = _POLL.search(text)
         if match:
             numbers = [int(g) for g in match.groups()]
-            found.append(Poll(*numbers, cpu=child_cpu_seconds(proc.pid), at=time.time()))
+            found.append(Poll(*numbers, cpu=child_cpu_seconds(proc.pid), at=time.time(),
+                              rss=peak_rss_mb(proc.pid)))
             # The next poll starts when this one is done, or when it falls due if later.
             starts.append(max(time.time(), starts[-1] + every))
             print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
@@ -153,7 +158,6 @@ async def run(args: argparse.Namespace) -> None:
             proc = await start(config)
             try:
                 found = await polls(proc, 1 + args.cycles, args.limit, args.every, starts)
-                rss = peak_rss_mb(proc.pid)
             finally:
                 if proc.returncode is None:
                     proc.terminate()
@@ -166,44 +170,13 @@ async def run(args: argparse.Namespace) -> None:
         since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
         bound = lower_bound(steady_state_needs(needs, now, since))
         wall = poll.at - starts[cycle]
-        print_table(_title(cycle, poll.customers, wall), _figures(
-            poll, bound, warm_rows, wall, poll.cpu - cpu_before, rss, steady=cycle > 0))
+        print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
+            poll.queries, poll.requests, bound, poll.rows, warm_rows, wall,
+            poll.cpu - cpu_before, steady=cycle > 0, failures=poll.failures, rss=poll.rss,
+            who="alertd run"))
         cpu_before = poll.cpu
 
 
 async def _customer_ids(url: str) -> list[str]:
-    from alertd.clock import SystemClock
-    from alertd.config.settings import CustomerSelection
-    from alertd.service.world import stripe_stack
-    from bench.common import simulator_settings
-
     async with stripe_stack(simulator_settings(url), clock=SystemClock()) as stack:
         return [c.id for c in await stack.directory.customers(CustomerSelection(all=True))]
-
-
-def _title(cycle: int, customers: int, wall: float) -> str:
-    what = "warm-up (cold cache)" if cycle == 0 else f"steady cycle {cycle}"
-    return f"alertd run, {what}: {customers} customers × 16 rules, {wall:.1f} s"
-
-
-def _figures(poll: Poll, bound: int, warm_rows: int, wall: float, cpu: float, rss: float,
-             *, steady: bool) -> list[Figure]:
-    figures: list[Figure] = [
-        figure("usage requests planned", poll.queries, "{:.0f}"),
-        figure("bound" + (" (steady state)" if steady else " (full reads)"), bound, "{:.0f}"),
-        figure("requests ÷ bound", poll.queries / bound, "{:.2f}", "1.00",
-               lambda v: abs(v - 1) < 0.005),
-        figure("HTTP requests sent", poll.requests, "{:.0f}"),
-        figure("rows fetched", poll.rows, "{:.0f}"),
-        figure("achieved requests/s", poll.requests / wall, "{:.1f}",
-               "≥ 95 when budget-bound"),
-        figure("CPU s per 1,000 requests (alertd run)", 1000 * cpu / max(poll.requests, 1),
-               "{:.2f}"),
-        figure("peak RSS of alertd run (MB, whole run)", rss, "{:.0f}", "≤ 150",
-               lambda v: v <= 150),
-        figure("failed requests", poll.failures, "{:.0f}", "0", lambda v: v == 0),
-    ]
-    if steady:
-        figures.insert(5, figure("rows ÷ warm-up", poll.rows / warm_rows, "{:.1%}", "≤ 5 %",
-                                 lambda v: v <= 0.05))
-    return figures
