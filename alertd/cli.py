@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the daemon (systemd ExecStart)")
+    run = commands.add_parser(
+        "run", help="run the daemon (systemd ExecStart)",
+        description="Run the daemon. Each rule's customers are read when their series could "
+        "next matter, and at each rule's 'every' at the latest: a customer far below a limit "
+        "less often, one climbing towards it sooner (schedule.deadlines, on by default; "
+        "'schedule: {deadlines: false}' reads every customer at 'every', as before). "
+        "README: 'How alertd spends the Stripe budget'.")
     _config_arg(run)
 
     check = commands.add_parser(

@@ -7,8 +7,9 @@ Usage (through ``bench/steady.py``)::
 What runs, each in its own process: the simulator (real time, ``--rate`` analytics requests
 per sliding second, ``--latency`` per answer), a loopback webhook sink, and ``alertd run`` with
 the sixteen-rule mixed set of ``bench/planner.py``, every rule polled every ``--every`` seconds
-(accelerated: the default 15 minutes would make a bench of hours), its state and bucket cache
-in a SQLite file. The daemon's ``poll done`` log lines say what each poll planned (``queries``),
+(accelerated: the default 15 minutes would make a bench of hours) for every customer (the
+deadline scheduler off: this measures the cache's cycles), its state and bucket cache in a
+SQLite file. The daemon's ``poll done`` log lines say what each poll planned (``queries``),
 sent (``requests``) and was answered (``rows``); the first poll warms the cache, each later one
 is a steady cycle. Printed per poll, beside the targets: requests ÷ the bound (computed here
 as ``bench/steady.py`` does, at the poll's start), rows ÷ warm-up, the daemon's CPU seconds per
@@ -93,6 +94,8 @@ def write_config(folder: Path, sim: str, sink: str, every: float, rate: float) -
         "server": {"listen": ""}, "rule_files": ["rules.yaml"], "customers": {"all": True},
         "receivers": [{"name": "hooks", "webhook": {"url": f"{sink}/hook"}}],
         "route": {"receiver": "hooks"}, "log_level": "info",
+        # Every poll reads every customer: the cache's cycles, not the scheduler's picks.
+        "schedule": {"deadlines": False},
     }))
     return path
 

@@ -395,6 +395,22 @@ class DeliverySettings(Section):
     max_backoff: PositiveDuration = 600.0
 
 
+class ScheduleSettings(Section):
+    """The deadline scheduler (:mod:`alertd.service.schedule`, :mod:`alertd.deadlines`)."""
+
+    #: Read each customer when its series could next matter (``every`` at the latest);
+    #: false: every poll reads every customer of its rules at ``every``, as before.
+    deadlines: bool = True
+    #: How often each poll group looks for customers whose deadline has come.
+    tick: PositiveDuration = 30.0
+    #: A customer is never read again sooner than this after a read.
+    min_interval: PositiveDuration = 60.0
+    #: A threshold's crossing is projected at this many times the series' recent peak rate.
+    safety: Annotated[float, Field(ge=1.0)] = 3.0
+    #: The remembered peak growth rate halves over this long without a higher one.
+    peak_half_life: PositiveDuration = 86_400.0
+
+
 class HeartbeatSettings(Section):
     url: HttpUrl | None = None
     interval: PositiveDuration = 300.0
@@ -422,6 +438,7 @@ class Settings(BaseSettings):
     customers: CustomerSelection = CustomerSelection()
     delivery: DeliverySettings = DeliverySettings()
     heartbeat: HeartbeatSettings = HeartbeatSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: The folder relative paths are resolved against (the config file's folder).

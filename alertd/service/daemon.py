@@ -25,8 +25,11 @@ signals and systemd. Signals only set events (style principle 9); the main loop 
 
 Poll groups: rules with the same ``every`` are one APScheduler job (``max_instances=1``,
 ``coalesce``, a little jitter so groups do not start in lockstep), so one fetch serves every
-rule of a group that needs the same data. The keep-alive (``WATCHDOG=1`` at half
-``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a long reload never starves it.
+rule of a group that needs the same data. With ``schedule.deadlines`` (the default) a job runs
+every ``schedule.tick`` and reads only the customers whose deadline has come
+(:mod:`alertd.service.schedule`); a reload starts with no deadlines, so everyone is due. The
+keep-alive (``WATCHDOG=1`` at half ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a
+long reload never starves it.
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
@@ -73,6 +76,7 @@ from alertd.service.open import (
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
+from alertd.service.schedule import DuePolls
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
 from alertd.service.world import World, load_world
@@ -148,6 +152,7 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.poller = Poller(self.metrics, self.health)
+        self.schedule = DuePolls()  # deadlines per poll group (alertd.service.schedule)
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.server_url: str | None = None
@@ -237,6 +242,7 @@ class Daemon:
             keepalive = asyncio.create_task(self._keepalive(), name="alertd-keepalive")
             stack.push_async_callback(cancel, keepalive)
             self._stripe, self._live = await open_world(world, shared, self._parts)
+            self.schedule.reset(world, self._every_override)
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
@@ -369,6 +375,7 @@ class Daemon:
         await self._pause_polls(RELOAD_GRACE, self.stop_event)
         await old.stop(RELOAD_GRACE, self.stop_event)
         self._live, self._stripe = new, stripe
+        self.schedule.reset(world, self._every_override)  # no knowledge: all due now
         removed = sorted(set(old.world.rules.names()) - set(world.rules.names()))
         try:
             configure(world.settings.log_level, world.settings.log_format)
@@ -396,10 +403,11 @@ class Daemon:
             return
         self._scheduler.remove_all_jobs()
         for every, names in poll_groups(self.world.rules, self._every_override).items():
+            interval = self.schedule.interval(every)  # a tick with deadlines, else every
             self._scheduler.add_job(
-                self._poll_job, "interval", seconds=every, args=[names],
+                self._poll_job, "interval", seconds=interval, args=[names],
                 id=f"poll-{every:g}s", name=f"poll every {every:g}s ({len(names)} rules)",
-                jitter=min(every * 0.05, 15.0), max_instances=1, coalesce=True,
+                jitter=min(interval * 0.05, 15.0), max_instances=1, coalesce=True,
                 next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
             )
 
@@ -426,7 +434,7 @@ class Daemon:
             if self.leadership is not None and not self.leadership.leading:
                 log.debug("standby: not polling rules=%s", ",".join(names))
             elif not self.stop_event.is_set():
-                await self.poll(names)
+                await self.poll_due(names)
         except asyncio.CancelledError:
             log.info("poll cancelled rules=%s", ",".join(names))
             # Our own reload, stop or lost lease cut the poll short on purpose (the next run,
@@ -445,14 +453,27 @@ class Daemon:
                 self._polls.discard(task)
                 self._cut.discard(task)
 
-    async def poll(self, names: PollGroup) -> PollOutcome:
-        """One poll of ``names`` in the running world (see :meth:`Poller.poll`); then the
-        heartbeat (when the poll read Stripe) and ``STATUS=``."""
+    async def poll_due(self, names: PollGroup) -> PollOutcome | None:
+        """A scheduled poll: of the customers whose deadline has come (``None`` when none
+        has), or of everyone when deadlines are off (:mod:`alertd.service.schedule`)."""
+        live = self.services
+        customers = await self.schedule.due(live.engine, live.world, names, self.clock.now())
+        if customers is not None and not customers:
+            return None
+        return await self.poll(names, customers)
+
+    async def poll(self, names: PollGroup, customers: list[str] | None = None) -> PollOutcome:
+        """One poll of ``names`` in the running world, of all their customers or of
+        ``customers`` (see :meth:`Poller.poll`); then the heartbeat (when the poll read
+        Stripe) and ``STATUS=``."""
         live = self.services
         now = int(self.clock.now())
-        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now)
+        outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now,
+                                         customers)
+        self.schedule.learn(live.world, names, outcome.result)
         self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
-                          customers=outcome.result.customers, series=outcome.result.series)
+                          customers=outcome.result.customers, series=outcome.result.series,
+                          only=customers)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:

@@ -11,6 +11,10 @@ Stripe has told us nothing new, so the usage findings are not recorded (evaluati
 data fresh enough); the meta findings (stale data, failing source) always are, because "no
 news for too long" is exactly what the stale-data alert is about.
 
+A scheduled tick (:mod:`alertd.service.schedule`) is a poll of some of the group's customers:
+its findings are recorded without the gate (its customers were last read at other refreshes),
+and it updates the census and the customers seen for those customers only.
+
 A poll never raises a :class:`~alertd.errors.SourceError`: a failed read becomes a failed
 pass, counted towards the source-failure meta alert, and never a usage verdict.
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, get_args
 
@@ -84,6 +88,10 @@ class AlertCensus:
         self._states = {k: s for k, s in self._states.items() if k.rule not in gone}
         self._states.update((f.key, f.state) for f in findings)
 
+    def update(self, findings: Iterable[Finding]) -> None:
+        """The series of ``findings`` are in these states now; the others are as they were."""
+        self._states.update((f.key, f.state) for f in findings)
+
     def forget(self, rules: Iterable[str]) -> None:
         self.replace(rules, ())
 
@@ -103,6 +111,8 @@ class PollOutcome:
     recorded: bool
     failed: bool
     findings: tuple[Finding, ...]
+    #: Only some of the group's customers were read (a scheduled tick).
+    partial: bool = False
 
 
 class Poller:
@@ -126,12 +136,15 @@ class Poller:
         self._set_alert_gauge()
 
     async def poll(
-        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int
+        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
+        customers: Sequence[str] | None = None,
     ) -> PollOutcome:
-        """One poll of the rules in ``group`` as of ``now``. An exception (a bug; the caller
-        logs it) counts as a poll that evaluated nothing, then propagates."""
+        """One poll of the rules in ``group`` as of ``now``: of all their customers, or of
+        ``customers`` only (a deadline scheduler's tick, :mod:`alertd.service.schedule`). An
+        exception (a bug; the caller logs it) counts as a poll that evaluated nothing, then
+        propagates."""
         try:
-            return await self._poll(engine, pipeline, world, group, now)
+            return await self._poll(engine, pipeline, world, group, now, customers)
         except Exception as exc:
             self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
             for name in group:
@@ -140,13 +153,17 @@ class Poller:
             raise
 
     async def _poll(
-        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int
+        self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
+        customers: Sequence[str] | None,
     ) -> PollOutcome:
-        result = await self._fetch(engine, group, now)
+        result = await self._fetch(engine, group, now, customers)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
         extra = meta_findings(result, world.settings, self.failures)
-        fresh = has_news(self._refreshed.get(group), result.refreshed_at)
+        # The gate compares a group's polls of the same customers; a scheduled tick reads
+        # customers whose last reads were at other refreshes (min_interval apart at least).
+        fresh = customers is not None or has_news(self._refreshed.get(group),
+                                                  result.refreshed_at)
         shown = result if fresh else replace(result, findings=())
         meters = await self._meters(engine) if shown.findings else {}
         recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
@@ -156,9 +173,10 @@ class Poller:
         errors = [f for f in result.findings if f.state == "error"]
         self._count_fruitless(group, not failed and not judged_any(result),
                               errors[0].message if errors else "")
-        if result.refreshed_at is not None:
+        if result.refreshed_at is not None and customers is None:
             self._refreshed[group] = result.refreshed_at
-        outcome = PollOutcome(group, result, fresh, failed, recorded.findings)
+        outcome = PollOutcome(group, result, fresh, failed, recorded.findings,
+                              partial=customers is not None)
         self._observe(outcome, world.settings)
         _log_poll(outcome)
         return outcome
@@ -213,9 +231,10 @@ class Poller:
 
     # ------------------------------------------------------------------ internals
 
-    async def _fetch(self, engine: Engine, group: PollGroup, now: int) -> PassResult:
+    async def _fetch(self, engine: Engine, group: PollGroup, now: int,
+                     customers: Sequence[str] | None) -> PassResult:
         try:
-            return await engine.run_pass(now, rule_names=group)
+            return await engine.run_pass(now, rule_names=group, customer_ids=customers)
         except SourceError as exc:  # the customer directory could not be read
             log.error("poll failed rules=%s error=%s request_id=%s", ",".join(group), exc,
                       exc.request_id)
@@ -234,7 +253,8 @@ class Poller:
         self.last_poll = result.now
         if not outcome.failed:
             self.health.first_poll_done = True
-            self._customers[outcome.group] = frozenset(result.customers)
+            seen = self._customers.get(outcome.group, frozenset()) if outcome.partial else ()
+            self._customers[outcome.group] = frozenset(result.customers).union(seen)
         if result.refreshed_at is not None:
             self.last_refreshed = result.refreshed_at
             self.metrics.stripe_refreshed.set(result.refreshed_at)
@@ -245,7 +265,9 @@ class Poller:
             self.metrics.rule_evaluations.labels(rule=finding.rule, outcome=finding.state).inc()
             self.metrics.rule_last_evaluation.labels(rule=finding.rule).set(result.now)
         self.census.replace({f.rule for f in meta}, meta)
-        if outcome.recorded and (usage or not outcome.failed):
+        if outcome.recorded and outcome.partial:
+            self.census.update(usage)
+        elif outcome.recorded and (usage or not outcome.failed):
             self.census.replace(outcome.group, usage)
         self._set_alert_gauge()
         self.health.stale_reason = self.not_ready_reason(settings)

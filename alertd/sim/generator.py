@@ -108,6 +108,25 @@ class SlotBlock:
         return shown
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Arrivals:
+    """A running total as the analytics store sees it grow: ``totals[i]`` is visible from
+    ``visible_at[i]`` on (both sorted)."""
+
+    visible_at: IntArray
+    totals: IntArray
+
+    def total_at(self, instant: float) -> int:
+        """The total a read at ``instant`` shows."""
+        index = int(np.searchsorted(self.visible_at, instant, side="right"))
+        return int(self.totals[index - 1]) if index else 0
+
+    def reaches(self, bound: float) -> int | None:
+        """The first instant the visible total is at least ``bound`` (``None``: never)."""
+        hits = np.flatnonzero(self.totals >= bound)
+        return int(self.visible_at[hits[0]]) if len(hits) else None
+
+
 @lru_cache(maxsize=2048)
 def bucket_edges(starts_at: int, ends_at: int, window: Granularity | None, tz: str) -> IntArray:
     """Boundaries of the calendar buckets covering ``[starts_at, ends_at)``, clipped to it."""
@@ -265,6 +284,25 @@ class UsageGenerator:
         else:
             chosen = np.ix_(cells.matching(_as_filters(incident.dimensions)), in_range)
             values[chosen] = np.rint(values[chosen] * incident.factor).astype(np.int64)
+
+    def arrivals(self, customer: str, meter: str, starts_at: int, ends_at: int) -> Arrivals:
+        """When the usage of ``customer``'s ``meter`` in the slots of ``[starts_at, ends_at)``
+        becomes visible to the analytics store, and how much of it: each slot's on-time part
+        at the slot's end, its late part ``delay`` after (:meth:`SlotBlock.visible`, summed
+        over cells). Computed from the slots, no event materialised: what a benchmark of many
+        customers asks "what would a read at ``t`` show?" (:meth:`Arrivals.total_at`)."""
+        profile = self.profile(customer)
+        if profile is None:
+            raise KeyError(customer)
+        first, end = _ceil_slot(starts_at), _ceil_slot(ends_at)
+        block = self.slots(profile, METERS_BY_ID[meter], first, end)
+        late = block.late.sum(axis=0)
+        on_time = block.values.sum(axis=0) - late
+        slot_ends = (np.arange(first, end, dtype=np.int64) + 1) * SLOT_SECONDS
+        at = np.concatenate([slot_ends, slot_ends + block.delay])
+        amounts = np.concatenate([on_time, late])
+        order = np.argsort(at, kind="stable")
+        return Arrivals(at[order], np.cumsum(amounts[order]))
 
     # ------------------------------------------------------------------ aggregation
 

@@ -15,7 +15,7 @@ per poll, so a page costs O(page size) however many series are active.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA, AlertState
@@ -124,10 +124,15 @@ class Board:
         customers: Mapping[str, Customer] | None = None,
         series: Mapping[SeriesKey, Series] | None = None,
         states: Mapping[SeriesKey, AlertState] | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
-        """The active series of ``rules`` are exactly the active ``findings`` now."""
+        """The active series of ``rules`` are exactly the active ``findings`` now (of the
+        customers in ``only``, when a poll read only those)."""
         polled = set(rules)
-        kept = {f: e for f, e in self.entries.items() if e.key.rule not in polled}
+        findings = list(findings)
+        read = None if only is None else {*only, *(f.key.customer for f in findings)}
+        kept = {f: e for f, e in self.entries.items() if e.key.rule not in polled
+                or (read is not None and e.key.customer not in read)}
         for finding in findings:
             if finding.state not in ACTIVE_STATES:
                 continue

@@ -88,11 +88,11 @@ BOMBS = [
 def test_a_bomb_stops_itself_quickly_in_bounded_memory(source: str, message: str) -> None:
     template = template_environment().from_string(source)
     tracemalloc.start()
-    started = time.monotonic()
+    started = time.process_time()  # the limit is CPU time, so is the bound: load cannot fail it
     try:
         with pytest.raises(TemplateError, match=message):
             render_limited(template, {})
-        elapsed = time.monotonic() - started
+        elapsed = time.process_time() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -123,11 +123,13 @@ def test_integers_up_to_the_digit_limit_still_compute() -> None:
 
 def test_a_loop_that_is_under_the_step_limit_stops_at_the_time_limit() -> None:
     limits = RenderLimits(max_steps=10**12, seconds=0.3)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     with pytest.raises(TemplateTimeLimitError, match=r"longer than 0\.3s"):
         render_limited(template_environment().from_string(LOOP), {}, limits)
-    # Never before its limit; after it, within a generous margin for a loaded machine.
-    assert 0.3 <= time.monotonic() - started < 3.0
+    # Never before its limit (wall time is never less than CPU time); after it, within a
+    # margin of CPU time, which a loaded machine cannot stretch.
+    assert time.monotonic() - started >= 0.3
+    assert time.process_time() - cpu < 3.0
 
 
 def test_output_is_capped_even_in_small_pieces() -> None:
@@ -319,4 +321,4 @@ async def test_cancelling_a_send_stops_its_render_thread() -> None:
                 await notifier.send(make_notification())
     started = time.monotonic()
     await asyncio.get_running_loop().shutdown_default_executor()  # waits for the thread
-    assert time.monotonic() - started < 2.5  # the render would run 30 s; a step is µs
+    assert time.monotonic() - started < 10  # the render would run 30 s; a step is µs
