@@ -24,6 +24,14 @@ every ``full_reread_every`` — which repairs whatever a cache could get wrong (
 beyond the window, a bug). A re-read *replaces* every row of its range: a bucket whose usage
 was cancelled to nothing disappears from the entry as it disappears from Stripe's answer.
 
+Hours of the running buckets: a key read as hours (:func:`hourly`: a day, week or month key
+whose unsettled part is recent) also keeps the *hours* of its first unsettled bucket that were
+already settled when read (``[covered_to, hours_to)``, the zone they were read in). The next poll
+asks Stripe only from ``hours_to`` — the settle window and the time since that poll, whatever
+the hour of the day — and sums the kept and fresh hours back into the key's buckets
+(:func:`hours_from`, :func:`rebucket`). Without it, a day key re-read yesterday and today in
+full each poll (up to 48 hours for a 24-hour window), a week key its whole week.
+
 Rows equal a cold full read's exactly when nothing before the window changed since it was
 cached: :func:`combine` is cached rows of ``[start, fetched_from)`` followed by the fresh rows,
 both already in the planner's order (bucket, then dimensions).
@@ -59,7 +67,9 @@ class BucketEntry:
 
     ``full_at`` is when the whole range was last read from Stripe. ``rows`` are the key's own
     rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted: a tuple, or
-    columns (:class:`~alertd.usage_columns.UsageColumns`, as :func:`decode_rows` reads them).
+    columns (:class:`~alertd.usage_columns.UsageColumns`, as :func:`decode_entry` reads them).
+    ``hours`` are the key's hourly rows (in ``hours_zone``) of ``[covered_to, hours_to)``,
+    settled when read, for a key read as hours; none when ``hours_to <= covered_to``.
     """
 
     key: str
@@ -67,6 +77,9 @@ class BucketEntry:
     covered_to: int
     full_at: int
     rows: Sequence[UsageRow]
+    hours: Sequence[UsageRow] = ()
+    hours_to: int = 0
+    hours_zone: str = ""
 
 
 def cache_key(need: DataNeed) -> str:
@@ -132,16 +145,52 @@ def combine(need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
 
 
 def updated(key: str, need: DataNeed, fetched: DataNeed, entry: BucketEntry | None,
-            rows: Sequence[UsageRow], now: int, policy: CachePolicy) -> BucketEntry:
+            rows: Sequence[UsageRow], now: int, policy: CachePolicy,
+            hours: Sequence[UsageRow] = (), hours_zone: str = "") -> BucketEntry:
     """The entry to keep after a successful read of ``fetched`` (``rows``: :func:`combine`'s):
-    the settled rows only — the others are read again next time anyway."""
+    the settled rows only — the others are read again next time anyway. ``hours``: the key's
+    hourly rows (in ``hours_zone``) from ``fetched``'s start, when it was read as hours; the
+    settled ones of the first unsettled bucket are kept too."""
     full = entry is None or fetched.starts_at <= need.starts_at
     settled = settled_before(need, now, policy)
-    kept: Sequence[UsageRow] = (
-        rows.select(rows.starts < settled) if isinstance(rows, UsageColumns)
-        else tuple(r for r in rows if r.starts_at < settled))
+    hours_to = settled
+    if hours_zone:
+        hours_to = min(max(hours_settled_before(now, hours_zone, policy), settled), need.ends_at)
     return BucketEntry(key, need.starts_at, settled,
-                       now if full or entry is None else entry.full_at, kept)
+                       now if full or entry is None else entry.full_at,
+                       _starting_in(rows, -(2**62), settled),
+                       _starting_in(hours, settled, hours_to),
+                       hours_to, hours_zone if hours_to > settled else "")
+
+
+def _starting_in(rows: Sequence[UsageRow], starts_at: int, ends_at: int) -> Sequence[UsageRow]:
+    """The rows whose bucket starts in ``[starts_at, ends_at)``: columns stay columns."""
+    if isinstance(rows, UsageColumns):
+        return rows.starting_in(starts_at, ends_at)
+    return tuple(r for r in rows if starts_at <= r.starts_at < ends_at)
+
+
+def hours_settled_before(now: int, zone: str, policy: CachePolicy) -> int:
+    """Where the hours (of ``zone``) that can no longer change end, as of ``now``."""
+    return calendar.floor(int(now - policy.settle_window), "hour", zone)
+
+
+def hours_from(planned: DataNeed, fetched: DataNeed, entry: BucketEntry | None) -> DataNeed:
+    """``planned`` (``fetched`` as hours) starting where ``entry``'s kept hours end, when they
+    are the hours of ``fetched``'s first bucket in the zone ``planned`` reads; else itself."""
+    if (entry is None or planned.granularity != "hour" or planned == fetched
+            or entry.hours_zone != planned.timezone or entry.covered_to != fetched.starts_at
+            or not fetched.starts_at < entry.hours_to < planned.ends_at):
+        return planned
+    return replace(planned, starts_at=entry.hours_to)
+
+
+def kept_hours(planned: DataNeed, fetched: DataNeed, entry: BucketEntry | None
+               ) -> Sequence[UsageRow]:
+    """The entry's hours that :func:`hours_from` left out of ``planned``: those before it."""
+    if entry is None or planned.starts_at <= fetched.starts_at:
+        return ()
+    return _starting_in(entry.hours, fetched.starts_at, planned.starts_at)
 
 
 #: How much longer than the settle window a range may be and still be asked for as hours: a
@@ -168,16 +217,19 @@ def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
     return replace(fetched, granularity="hour", timezone=zone)
 
 
-def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy) -> dict[str, DataNeed]:
+def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy,
+                  entries: dict[str, BucketEntry] | None = None) -> dict[str, DataNeed]:
     """What to plan for each key of one batch: :func:`hourly`, except where a request of the
     need's own granularity and zone is made for the customer anyway (another key is read in
     full, e.g. a rule just added): then it joins that request instead of costing an hourly one.
+    An hourly need starts where its entry's kept hours end (:func:`hours_from`).
     """
+    entries = entries or {}
     planned = {k: hourly(f, policy) for k, f in fetched.items()}
     anyway = {(p.customer, p.granularity, p.timezone) for k, p in planned.items()
               if p == fetched[k]}
-    return {k: f if (f.customer, f.granularity, f.timezone) in anyway else planned[k]
-            for k, f in fetched.items()}
+    return {k: f if (f.customer, f.granularity, f.timezone) in anyway
+            else hours_from(planned[k], f, entries.get(k)) for k, f in fetched.items()}
 
 
 def _whole_hours(need: DataNeed) -> bool:
@@ -241,31 +293,65 @@ def cut(need: DataNeed, rows: Sequence[UsageRow]) -> Sequence[UsageRow]:
 
 def encode_rows(rows: Iterable[UsageRow]) -> str:
     """Rows as compact JSON (the meter is in the key). ``repr`` of a float round-trips."""
-    if isinstance(rows, UsageColumns):
-        dims = [[list(d) for d in dimensions] for dimensions in rows.dimensions]
-        return json.dumps([[s, e, v, dims[c]] for s, e, v, c in zip(
-            rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
-            rows.dimension_codes.tolist(), strict=True)], separators=(",", ":"))
-    return json.dumps([[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]]
-                       for r in rows], separators=(",", ":"))
+    return json.dumps(_plain(rows), separators=(",", ":"))
 
 
 def decode_rows(text: str, meter: str | None) -> UsageColumns:
     """The rows :func:`encode_rows` wrote, as columns; ``ValueError`` for anything else.
     Each distinct dimension set is read once."""
     try:
-        raw = json.loads(text)
-        if not isinstance(raw, list):
-            raise TypeError("not a list")
-        if not raw:
-            return UsageColumns.empty()
-        starts, ends, values, dims = zip(*raw, strict=True)
-        table, codes = _dimension_codes(dims)
-        return UsageColumns(_exact(starts, np.int64), _exact(ends, np.int64),
-                            _exact(values, np.float64), np.zeros(len(codes), np.int64),
-                            (meter,), codes, table)
+        return _columns(json.loads(text), meter)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"not a cached bucket list: {exc}") from None
+
+
+def encode_entry(entry: BucketEntry) -> str:
+    """An entry's rows (and kept hours) as the stored payload: :func:`encode_rows`' list when
+    it keeps no hours (the form every entry had before hours were kept), else an object."""
+    if entry.hours_to <= entry.covered_to:
+        return encode_rows(entry.rows)
+    return json.dumps({"rows": _plain(entry.rows), "hours": _plain(entry.hours),
+                       "hours_to": entry.hours_to, "zone": entry.hours_zone},
+                      separators=(",", ":"))
+
+
+def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, text: str
+                 ) -> BucketEntry:
+    """The entry :func:`encode_entry` stored; ``ValueError`` for anything else."""
+    meter = key_meter(key)
+    try:
+        payload = json.loads(text)
+        if isinstance(payload, list):
+            return BucketEntry(key, covered_from, covered_to, full_at, _columns(payload, meter))
+        return BucketEntry(key, covered_from, covered_to, full_at,
+                           _columns(payload["rows"], meter), _columns(payload["hours"], meter),
+                           int(payload["hours_to"]), str(payload["zone"]))
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"not a cached bucket entry: {exc!r}") from None
+
+
+def _plain(rows: Iterable[UsageRow]) -> list[list[Any]]:
+    """Rows as ``[start, end, value, [[key, value], ...]]`` lists (columns without objects)."""
+    if isinstance(rows, UsageColumns):
+        dims = [[list(d) for d in dimensions] for dimensions in rows.dimensions]
+        return [[s, e, v, dims[c]] for s, e, v, c in zip(
+            rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
+            rows.dimension_codes.tolist(), strict=True)]
+    return [[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]] for r in rows]
+
+
+def _columns(raw: Any, meter: str | None) -> UsageColumns:
+    """Columns of :func:`_plain` lists; each distinct dimension set is read once (a key's
+    history is thousands of rows of a few groups)."""
+    if not isinstance(raw, list):
+        raise TypeError("not a list")
+    if not raw:
+        return UsageColumns.empty()
+    starts, ends, values, dims = zip(*raw, strict=True)
+    table, codes = _dimension_codes(dims)
+    return UsageColumns(_exact(starts, np.int64), _exact(ends, np.int64),
+                        _exact(values, np.float64), np.zeros(len(codes), np.int64),
+                        (meter,), codes, table)
 
 
 def _exact(items: Sequence[object], dtype: type[np.generic]) -> np.ndarray:
@@ -285,7 +371,10 @@ def _dimension_codes(dims: Sequence[Any]) -> tuple[list[Dimensions], np.ndarray]
 
 
 def key_meter(key: str) -> str | None:
-    """The meter a :func:`cache_key` names."""
-    meter = json.loads(key)[3]
+    """The meter a :func:`cache_key` names; ``ValueError`` for anything else."""
+    try:
+        meter = json.loads(key)[3]
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"not a cache key: {exc!r}") from None
     return None if meter is None else str(meter)
 

@@ -3,6 +3,10 @@
 Usage::
 
     python bench/steady.py [--customers 1000] [--cycles 3] [--latency 0.02] [--rate 100]
+    python bench/steady.py --daemon [--customers 10000] [--cycles 2] [--every 60]
+
+``--daemon`` runs the real ``alertd run`` in a child process instead (``bench/steady_daemon.py``
+says how); the figures are the same.
 
 The simulator runs in a child process (real time, ``--rate`` analytics requests per sliding
 second, ``--latency`` per answer). alertd's side is what the daemon runs each poll:
@@ -36,7 +40,7 @@ from alertd.buckets import CachePolicy
 from alertd.clock import SystemClock
 from alertd.config.settings import CustomerSelection
 from alertd.rules.loader import RuleSet
-from alertd.service.engine import Engine
+from alertd.service.engine import BATCH_CUSTOMERS, Engine
 from alertd.service.reads import BucketCache
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import SimulatorProcess
@@ -65,7 +69,8 @@ async def main(args: argparse.Namespace) -> None:
                 CustomerSelection(all=True))]
             engine = Engine(settings, RuleSet(tuple(rules)), stack.source, stack.directory,
                             sent=lambda: stack.http.requests,
-                            cache=BucketCache(store, CachePolicy()))
+                            cache=BucketCache(store, CachePolicy()),
+                            batch_customers=args.batch_customers)
             warm_rows = 0.0
             previous: float | None = None
             for cycle in range(1 + args.cycles):
@@ -82,20 +87,22 @@ async def main(args: argparse.Namespace) -> None:
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 rows = engine.cache_counts.rows_fetched - rows_before
                 warm_rows = warm_rows or rows
-                print_table(_title(cycle, len(customers), wall), _figures(
+                print_table(title(cycle, len(customers), wall), figures(
                     result.queries, result.requests, bound, rows, warm_rows, wall, cpu,
-                    steady=cycle > 0, failures=len(result.failures)))
+                    steady=cycle > 0, failures=len(result.failures), rss=peak_rss_mb()))
                 previous = now
 
 
-def _title(cycle: int, customers: int, wall: float) -> str:
+def title(cycle: int, customers: int, wall: float, who: str = "") -> str:
     what = "warm-up (cold cache)" if cycle == 0 else f"steady cycle {cycle}"
-    return f"{what}: {customers} customers × 16 rules, {wall:.1f} s"
+    return f"{who}{what}: {customers} customers × 16 rules, {wall:.1f} s"
 
 
-def _figures(queries: int, requests: int, bound: int, rows: int, warm_rows: float,
-             wall: float, cpu: float, *, steady: bool, failures: int) -> list[Figure]:
-    figures = [
+def figures(queries: int, requests: int, bound: int, rows: int, warm_rows: float,
+            wall: float, cpu: float, *, steady: bool, failures: int, rss: float,
+            who: str = "alertd") -> list[Figure]:
+    """One cycle's table: ``rss`` is the peak RSS in MB, ``who`` the process measured."""
+    found = [
         figure("usage requests planned", queries, "{:.0f}"),
         figure("bound" + (" (steady state)" if steady else " (full reads)"), bound, "{:.0f}"),
         figure("requests ÷ bound", queries / bound, "{:.2f}", "1.00",
@@ -103,14 +110,14 @@ def _figures(queries: int, requests: int, bound: int, rows: int, warm_rows: floa
         figure("HTTP requests sent", requests, "{:.0f}"),
         figure("rows fetched", rows, "{:.0f}"),
         figure("achieved requests/s", requests / wall, "{:.1f}", "≥ 95 when budget-bound"),
-        figure("CPU s per 1,000 requests (alertd)", 1000 * cpu / max(requests, 1), "{:.2f}"),
-        figure("peak RSS (MB)", peak_rss_mb(), "{:.0f}", "≤ 150", lambda v: v <= 150),
+        figure(f"CPU s per 1,000 requests ({who})", 1000 * cpu / max(requests, 1), "{:.2f}"),
+        figure(f"peak RSS of {who} (MB)", rss, "{:.0f}", "≤ 150", lambda v: v <= 150),
         figure("failed requests", failures, "{:.0f}", "0", lambda v: v == 0),
     ]
     if steady:
-        figures.insert(5, figure("rows ÷ warm-up", rows / warm_rows, "{:.1%}", "≤ 5 %",
-                                 lambda v: v <= 0.05))
-    return figures
+        found.insert(5, figure("rows ÷ warm-up", rows / warm_rows, "{:.1%}", "≤ 5 %",
+                               lambda v: v <= 0.05))
+    return found
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,8 +126,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=3, help="steady cycles after the warm-up")
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--batch-customers", type=int, default=BATCH_CUSTOMERS,
+                        help="customers per batch (most; alertd's default)")
+    parser.add_argument("--daemon", action="store_true",
+                        help="run the real `alertd run` against the simulator")
+    parser.add_argument("--every", type=float, default=60.0,
+                        help="--daemon: every rule's poll interval, seconds (accelerated)")
+    parser.add_argument("--limit", type=float, default=4 * 3600.0,
+                        help="--daemon: give up after this many seconds")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.daemon:
+        from bench.steady_daemon import run
+
+        asyncio.run(run(arguments))
+    else:
+        asyncio.run(main(arguments))

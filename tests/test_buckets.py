@@ -1,4 +1,4 @@
-"""The bucket cache's pure decisions (alertd.buckets) and its SQLite table."""
+"""The bucket cache's pure decisions (alertd.buckets) and its table on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from alertd.buckets import (
@@ -14,10 +15,14 @@ from alertd.buckets import (
     CachePolicy,
     cache_key,
     combine,
+    decode_entry,
     decode_rows,
+    encode_entry,
     encode_rows,
     fetch_range,
     hourly,
+    hours_from,
+    kept_hours,
     key_needs,
     planned_needs,
     rebucket,
@@ -26,6 +31,7 @@ from alertd.buckets import (
     updated,
 )
 from alertd.model import DataNeed, MeterSpec, UsageRow
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 
 HOUR = 3600
@@ -105,19 +111,86 @@ def test_rows_round_trip_exactly() -> None:
 
 async def test_the_store_keeps_replaces_and_prunes_entries(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    entry = BucketEntry(cache_key(NEED), NEED.starts_at, NOW - DAY, NOW, (row(NOW - 5 * DAY),))
-    other = replace(entry, key=cache_key(replace(NEED, customer="cus_2")), rows=())
     async with SqliteStore(path) as store:
-        await store.save_buckets([entry, other], NOW)
-        assert await store.load_buckets([entry.key, "nope"]) == {entry.key: entry}
-        await store.save_buckets([replace(entry, rows=())], NOW + DAY)
-        assert (await store.load_buckets([entry.key]))[entry.key].rows == ()
-        assert await store.prune_buckets(NOW + 1) == 1  # "other" was not saved since
-        assert set(await store.load_buckets([entry.key, other.key])) == {entry.key}
+        await _keeps_replaces_and_prunes(store)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE usage_buckets SET rows = 'garbage'")
     async with SqliteStore(path) as store:
-        assert await store.load_buckets([entry.key]) == {}  # read again in full, no failure
+        assert await store.load_buckets([cache_key(NEED)]) == {}  # read in full, no failure
+
+
+async def test_the_postgres_store_keeps_the_same_entries(pg_url: str) -> None:
+    async with PostgresStore(pg_url) as store:
+        await _keeps_replaces_and_prunes(store)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE usage_buckets SET rows = '{\"rows\": 3}'")
+    async with PostgresStore(pg_url) as store:  # a restart: what was saved, or a full read
+        assert await store.load_buckets([cache_key(NEED)]) == {}
+
+
+async def _keeps_replaces_and_prunes(store: SqliteStore | PostgresStore) -> None:
+    entry = BucketEntry(cache_key(NEED), NEED.starts_at, NOW - DAY, NOW, (row(NOW - 5 * DAY),),
+                        (hour_row(NOW - DAY + HOUR),), NOW - DAY + 2 * HOUR, "UTC")
+    other = replace(entry, key=cache_key(replace(NEED, customer="cus_2")), rows=())
+    await store.save_buckets([entry, other], NOW)
+    assert await store.load_buckets([entry.key, "nope", entry.key]) == {entry.key: entry}
+    await store.save_buckets([replace(entry, rows=(), hours=(), hours_to=0, hours_zone="")],
+                             NOW + DAY)
+    again = (await store.load_buckets([entry.key]))[entry.key]
+    assert (again.rows, again.hours) == ((), ())
+    assert await store.prune_buckets(NOW + 1) == 1  # "other" was not saved since
+    assert set(await store.load_buckets([entry.key, other.key])) == {entry.key}
+    many = [replace(entry, key=cache_key(replace(NEED, customer=f"c{i}"))) for i in range(1200)]
+    await store.save_buckets(many, NOW + DAY)  # more keys than one query's chunk
+    assert len(await store.load_buckets(e.key for e in many)) == 1200
+
+
+def hour_row(start: int, value: float = 1.0) -> UsageRow:
+    return UsageRow(start, start + HOUR, value, "mtr_a", (("model", "m"),))
+
+
+def test_the_running_day_keeps_its_settled_hours() -> None:
+    yesterday = NOW - 12 * HOUR - DAY  # 00:00 of the day NOW - 24 h falls in
+    fetched = replace(NEED, starts_at=yesterday)
+    hours = [hour_row(t) for t in range(yesterday, NOW, HOUR)]
+    entry = updated(cache_key(NEED), NEED, fetched, None, [], NOW, POLICY, hours, "UTC")
+    assert entry.covered_to == yesterday
+    # Hours of yesterday that ended before NOW - 24 h (12:00 yesterday) can no longer change.
+    assert entry.hours_to == NOW - DAY and entry.hours_zone == "UTC"
+    assert [r.starts_at for r in entry.hours] == list(range(yesterday, NOW - DAY, HOUR))
+    stored = decode_entry(entry.key, entry.covered_from, entry.covered_to, entry.full_at,
+                          encode_entry(entry))
+    assert stored == entry
+    # The next poll asks only from there, as hours, and puts the kept hours back in front.
+    later = replace(NEED, ends_at=NOW + HOUR)
+    again = fetch_range(later, entry, NOW + HOUR, POLICY)
+    planned = planned_needs({"k": again}, POLICY, {"k": entry})["k"]
+    assert (planned.granularity, planned.starts_at, planned.ends_at) == (
+        "hour", NOW - DAY, NOW + HOUR)
+    fresh = [hour_row(t, 2.0) for t in range(NOW - DAY, NOW + HOUR, HOUR)]
+    days = rebucket(list(kept_hours(planned, again, entry)) + fresh, again)
+    assert [(r.starts_at, r.value) for r in days] == [(yesterday, 12 + 2 * 12.0),
+                                                      (NOW - 12 * HOUR, 2 * 13.0)]
+
+
+def test_kept_hours_are_used_only_in_the_zone_and_bucket_they_were_read_for() -> None:
+    yesterday = NOW - 12 * HOUR - DAY
+    fetched = replace(NEED, starts_at=yesterday)
+    asked = hourly(fetched, POLICY)
+    entry = BucketEntry(cache_key(NEED), NEED.starts_at, yesterday, NOW, (), (hour_row(yesterday),),
+                        yesterday + 6 * HOUR, "UTC")
+    assert hours_from(asked, fetched, entry).starts_at == yesterday + 6 * HOUR
+    assert hours_from(replace(asked, timezone="Asia/Kolkata"), fetched, entry).starts_at \
+        == yesterday  # hours of another zone are other hours
+    moved = replace(entry, covered_to=yesterday - DAY)  # kept for another bucket
+    assert hours_from(asked, fetched, moved) == asked
+    assert hours_from(fetched, fetched, entry) == fetched  # not read as hours: days as ever
+    assert not kept_hours(asked, fetched, entry)  # nothing was left out of ``asked``
+    # An entry without hours (stored before hours were kept) reads the bucket whole.
+    old = decode_entry(cache_key(NEED), 0, yesterday, NOW, encode_rows([row(NOW - 5 * DAY)]))
+    assert old.hours == () and hours_from(asked, fetched, old) == asked
+    with pytest.raises(ValueError):
+        decode_entry(cache_key(NEED), 0, 0, 0, '{"rows": []}')
 
 
 def test_recent_day_needs_are_asked_as_hours_and_summed_back() -> None:

@@ -64,9 +64,11 @@ from alertd.service.guarded import (
     unread,
 )
 from alertd.service.reads import (
+    FIRST_BATCH,
     BucketCache,
     CacheCounts,
     Reading,
+    next_batch_size,
     prepare,
     prune,
     save,
@@ -95,6 +97,9 @@ class _Tally:
     failures: list[SourceError] = field(default_factory=list)
     queries: int = 0
     requests: int = 0
+    rows: int = 0
+    #: Rows the batches read from the bucket cache.
+    cached: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,8 @@ class PassResult:
     queries: int = 0
     #: The Stripe account of ``accounts:`` the pass read (its findings' keys carry it).
     account: str = ""
+    #: Usage rows Stripe answered with (what the bucket cache saves shows here).
+    rows: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,11 +256,14 @@ class Engine:
     ) -> PassResult:
         """Evaluate the rules (all, or those named) for their customers at ``now``.
 
-        Customers are taken in batches of :data:`BATCH_CUSTOMERS`: needs of different customers
-        never share a request, so planning per batch costs no request, and a batch's answers
-        and series are dropped before the next is fetched — memory stays flat however many
-        customers the account has. Only the series of active findings are kept (trimmed to
-        their last :data:`RECENT_BUCKETS`), for the notifications' recent-usage table.
+        Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
+        customers never share a request, so planning per batch costs no request, and a batch's
+        answers and series are dropped before the next is fetched — memory stays flat however
+        many customers the account has. A batch is sized by the rows the previous one held per
+        customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
+        memory is bounded by rows, not by customers or rules. Only the series of active
+        findings are kept (trimmed to their last :data:`RECENT_BUCKETS`), for the
+        notifications' recent-usage table.
         """
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
@@ -264,9 +274,14 @@ class Engine:
         total = _Tally()
         _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
         ids = list(customers)
-        for start in range(0, len(ids), self.batch_customers):
-            batch = set(ids[start:start + self.batch_customers])
+        start, size = 0, min(FIRST_BATCH, self.batch_customers)
+        while start < len(ids):
+            batch = set(ids[start:start + size])
+            rows, cached = total.rows, total.cached
             await self._run_batch(rules, by_rule, batch, now, total)
+            start += len(batch)
+            size = next_batch_size(total.rows - rows, total.cached - cached, len(batch),
+                                   self.batch_customers)
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
@@ -276,6 +291,7 @@ class Engine:
             findings=findings,
             requests=total.requests,
             queries=total.queries,
+            rows=total.rows,
             refreshed_at=min(total.refreshed) if total.refreshed else None,
             customers=customers,
             series=series,
@@ -307,8 +323,10 @@ class Engine:
                               widening_needs(others, sorted(batch), now))
         the_plan = plan(reads.fetch_needs)
         outcomes = await self._fetch_all(the_plan.queries)
-        self.cache_counts.rows_fetched += sum(
-            len(o.rows) for o in outcomes if isinstance(o, UsageResult))
+        rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
+        self.cache_counts.rows_fetched += rows
+        total.rows += rows
+        total.cached += reads.cached_rows
         findings, series, refreshed, good = self._judge(
             rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
         await save(self.cache, reads, good, now)

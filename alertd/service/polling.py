@@ -289,9 +289,10 @@ def _log_poll(outcome: PollOutcome) -> None:
     states = Counter(f.state for f in outcome.findings if f.rule not in META_POLICIES)
     failing = any(f.rule == SOURCE_FAILURE and f.active for f in outcome.findings)
     log.info(
-        "poll done rules=%d customers=%d requests=%d failures=%d refreshed_at=%s recorded=%s "
-        "firing=%d pending=%d source_failing=%s",
-        len(outcome.group), len(result.customers), result.requests, len(result.failures),
+        "poll done rules=%d customers=%d requests=%d queries=%d rows=%d failures=%d "
+        "refreshed_at=%s recorded=%s firing=%d pending=%d source_failing=%s",
+        len(outcome.group), len(result.customers), result.requests, result.queries,
+        result.rows, len(result.failures),
         iso(result.refreshed_at), outcome.recorded, states["firing"], states["pending"],
         failing,
     )

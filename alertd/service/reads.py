@@ -26,6 +26,7 @@ from alertd.buckets import (
     combine,
     cut,
     fetch_range,
+    kept_hours,
     key_needs,
     planned_needs,
     rebucket,
@@ -37,8 +38,19 @@ from alertd.model import DataNeed, UsageResult, UsageRow
 from alertd.planner import RequestPlan, extract_rows
 from alertd.rules.schema import Rule
 from alertd.store.base import BucketStore
+from alertd.usage_columns import concatenated
 
 log = logging.getLogger("alertd.engine")
+
+#: What one batch may hold, about, in cached rows (a fetched row costs :data:`FETCHED_WEIGHT`:
+#: its answer's text and parse, the series built from it). A batch's memory is its rows, so
+#: this, not the number of customers, bounds a pass's peak memory (about 50 MB over the
+#: process's own at this budget, measured with ``bench/steady.py``). Fewer customers a batch
+#: also means fewer requests in flight: a budget of 100 requests/s at 1 s latency wants 100.
+BATCH_ROWS = 100_000
+FETCHED_WEIGHT = 2
+#: The first batch of a pass, before the rows a customer costs are known.
+FIRST_BATCH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,13 @@ class BatchReads:
     planned: dict[str, DataNeed] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
+    #: The hours of keys read as hours (kept and fresh), from their fetched need's start.
+    _hours: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
+
+    @property
+    def cached_rows(self) -> int:
+        """The rows of the batch's cache entries (days and kept hours)."""
+        return sum(len(e.rows) + len(e.hours) for e in self.entries.values())
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
@@ -89,11 +108,14 @@ class BatchReads:
         rows = self._rows.get(key)
         if rows is None:
             fetched, planned = self.fetched[key], self.planned[key]
+            entry = self.entries.get(key)
             _, spec = the_plan.serving(planned)
             fresh = extract_rows(planned, spec, outcome.rows)
             if planned != fetched:
-                fresh = rebucket(fresh, fetched)
-            rows = combine(self.hulls[key], fetched, self.entries.get(key), fresh)
+                hours = concatenated([kept_hours(planned, fetched, entry), fresh])
+                self._hours[key] = hours
+                fresh = rebucket(hours, fetched)
+            rows = combine(self.hulls[key], fetched, entry, fresh)
             self._rows[key] = rows
         return cut(need, rows)
 
@@ -102,7 +124,23 @@ class BatchReads:
         """Entries for the keys of ``good`` needs whose rows were put together."""
         keys = {self._keys[n] for n in good} & self._rows.keys()
         return [updated(k, self.hulls[k], self.fetched[k], self.entries.get(k), self._rows[k],
-                        now, policy) for k in sorted(keys)]
+                        now, policy, self._hours.get(k, ()), self._hours_zone(k))
+                for k in sorted(keys)]
+
+    def _hours_zone(self, key: str) -> str:
+        """The zone of the hours a key was read as, or ``""`` if it was not read as hours."""
+        planned = self.planned[key]
+        return planned.timezone if key in self._hours and planned.granularity == "hour" else ""
+
+
+def next_batch_size(fetched: int, cached: int, customers: int, most: int,
+                    budget: int = BATCH_ROWS) -> int:
+    """How many customers the next batch takes, after one of ``customers`` fetched ``fetched``
+    rows and read ``cached`` from the cache: as many as :data:`BATCH_ROWS` holds at that cost
+    (a cold cache's full reads cost about twice a warm poll's cached rows), from 1 to ``most``.
+    """
+    per_customer = (FETCHED_WEIGHT * fetched + cached) / max(customers, 1)
+    return max(1, min(most, int(budget // per_customer) if per_customer else most))
 
 
 def widening_needs(rules: Iterable[Rule], customers: Iterable[str], now: int
@@ -151,7 +189,7 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
             log.warning("could not read the bucket cache, reading in full error=%s", exc)
     policy = cache.policy if cache is not None else CachePolicy()
     fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
-    planned = planned_needs(fetched, policy) if cache is not None else fetched
+    planned = planned_needs(fetched, policy, entries) if cache is not None else fetched
     reads = BatchReads(hulls, fetched, entries, planned)
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:

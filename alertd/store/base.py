@@ -276,8 +276,9 @@ class Store(SilenceStore, Protocol):
 class BucketStore(Protocol):
     """The bucket cache (:mod:`alertd.buckets`): complete usage buckets kept between polls, so
     a poll asks Stripe only for what may still change. A backend that keeps alert state
-    implements these three too (the SQLite store in :mod:`alertd.store.sqlite_buckets`); the
-    daemon runs without a cache on a store that does not (it reads everything every poll).
+    implements these three too (:mod:`alertd.store.sqlite_buckets`,
+    :mod:`alertd.store.pg_buckets`); the daemon runs without a cache on a store that does not
+    (it reads everything every poll).
 
     An entry is one value per key, replaced whole: no method needs more than "the entries of
     these keys", "replace these entries" and "drop entries nobody wrote since". A read that

@@ -81,6 +81,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE alert_state DROP CONSTRAINT alert_state_pkey",
         "ALTER TABLE alert_state ADD PRIMARY KEY (rule, customer, grp, account)",
     ),
+    (  # 5: the bucket cache (alertd.store.pg_buckets), SQLite's migration 4
+        """CREATE TABLE usage_buckets (
+            key TEXT PRIMARY KEY, covered_from BIGINT NOT NULL, covered_to BIGINT NOT NULL,
+            full_at BIGINT NOT NULL, saved_at BIGINT NOT NULL, rows TEXT NOT NULL)""",
+        "CREATE INDEX usage_buckets_saved ON usage_buckets (saved_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Any constant: the advisory lock that serialises migrations across replicas.

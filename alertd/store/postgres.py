@@ -59,6 +59,7 @@ from alertd.store.base import (
     SentRecord,
     next_lease,
 )
+from alertd.store.pg_buckets import PgBuckets
 from alertd.store.pg_schema import connect, migrate, redacted
 from alertd.store.sqlite import StoreObserver
 
@@ -79,8 +80,11 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class PostgresStore:
-    """The :class:`~alertd.store.base.Store` on a PostgreSQL database. Use ``async with``."""
+class PostgresStore(PgBuckets):
+    """The :class:`~alertd.store.base.Store` on a PostgreSQL database. Use ``async with``.
+
+    Also the :class:`~alertd.store.base.BucketStore` (the bucket cache, in
+    :mod:`alertd.store.pg_buckets`)."""
 
     def __init__(
         self, url: str, *, password: str | None = None, holder: str | None = None,

@@ -5,7 +5,8 @@ settle window from Stripe; ``check --dry-run`` never writes it.
 
 Late events and cancellations are a simulator whose generator adds signed adjustments to the
 buckets it answers (visible from the moment they are made), as Stripe does with back-dated
-meter events and event cancellations.
+meter events and event cancellations. Each of those tests and the property run on both stores:
+a real SQLite file and the PostgreSQL server (``backend``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ from alertd.model import Finding, MeterSpec, UsageQuery
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
-from alertd.service.reads import BucketCache
+from alertd.service.open import bucket_cache
+from alertd.service.reads import BATCH_ROWS, BucketCache, next_batch_size
 from alertd.service.world import load_world, stripe_stack
 from alertd.sim.generator import RowGroup, UsageGenerator, bucket_edges
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 
 TOKENS = "mtr_sim_tokens"
@@ -108,6 +111,20 @@ def _adjusted(group: RowGroup, adj: Adjustment, query: UsageQuery) -> RowGroup:
                     np.array([k[2] for k in kept], dtype=np.int64))
 
 
+#: Opens the state store of a test (``async with opened() as store``), the same one each call.
+Opener = Callable[[], SqliteStore | PostgresStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """The store the cache lives in: a SQLite file, or a schema of the PostgreSQL server
+    (skipped with the reason where none answers, as ``pg_url`` is)."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore(tmp_path / "state.db")
+    url = request.getfixturevalue("pg_url")
+    return lambda: PostgresStore(url)
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     generator = AdjustedGenerator(customers=3, seed=5, days=40, now=TEST_NOW)
@@ -164,8 +181,8 @@ def customer(sim: Simulator, index: int = 0) -> str:
 
 
 async def test_late_events_inside_the_settle_window_are_read(sim: Simulator,
-                                                             tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "state.db") as store:
+                                                             backend: Opener) -> None:
+    async with backend() as store:
         cache = BucketCache(store, POLICY)
         first = await assert_warm_equals_cold(sim, RULES, cache)
         assert first.cache_counts.full == 3 and first.cache_counts.rows_fetched > 0
@@ -188,8 +205,8 @@ async def test_late_events_inside_the_settle_window_are_read(sim: Simulator,
 
 
 async def test_a_cancellation_that_lowers_usage_lowers_the_value(sim: Simulator,
-                                                                 tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "state.db") as store:
+                                                                 backend: Opener) -> None:
+    async with backend() as store:
         cache = BucketCache(store, POLICY)
         month = [rule("month", "month")]
         start, _ = await findings(sim, month, cache)
@@ -216,8 +233,8 @@ async def test_a_cancellation_that_lowers_usage_lowers_the_value(sim: Simulator,
 
 
 async def test_a_reload_that_changes_filters_reads_the_new_query(sim: Simulator,
-                                                                 tmp_path: Path) -> None:
-    async with SqliteStore(tmp_path / "state.db") as store:
+                                                                 backend: Opener) -> None:
+    async with backend() as store:
         cache = BucketCache(store, POLICY)
         pro = [rule("tier", "month", filters={"tier": "standard"})]
         await findings(sim, pro, cache)
@@ -229,12 +246,11 @@ async def test_a_reload_that_changes_filters_reads_the_new_query(sim: Simulator,
         assert engine.cache_counts.full == 3  # a new query: read in full, not the old rows
 
 
-async def test_a_restart_warms_from_the_store(sim: Simulator, tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    async with SqliteStore(path) as store:
+async def test_a_restart_warms_from_the_store(sim: Simulator, backend: Opener) -> None:
+    async with backend() as store:
         first = await assert_warm_equals_cold(sim, RULES, BucketCache(store, POLICY))
     sim.advance(2 * HOUR)
-    async with SqliteStore(path) as store:
+    async with backend() as store:
         again = await assert_warm_equals_cold(sim, RULES, BucketCache(store, POLICY))
     assert again.cache_counts.full == 0 and first.cache_counts.full == 3
     assert (first.queries, again.queries) == (6, 3)  # type: ignore[attr-defined]
@@ -295,12 +311,34 @@ async def _dry_run_then_check(sim: Simulator, tmp_path: Path) -> None:
     assert _count(tmp_path) == 3  # one key per customer: the same command does write it
 
 
+async def test_the_daemon_keeps_the_cache_in_either_store(sim: Simulator,
+                                                          backend: Opener) -> None:
+    async with backend() as store:
+        cache = bucket_cache(settings_for(sim), store, writable=True)
+        assert cache is not None and cache.store is store and cache.writable
+        off = settings_for(sim).model_copy(update={"stripe": settings_for(sim).stripe.model_copy(
+            update={"bucket_cache": False})})
+        assert bucket_cache(off, store, writable=True) is None
+
+
+def test_batches_take_as_many_customers_as_the_row_budget_holds() -> None:
+    # The mixed set: a cold warm-up fetches ~5,800 rows a customer; a warm poll fetches ~280
+    # and reads ~5,800 from the cache.
+    assert next_batch_size(58_000, 0, 10, 50) == BATCH_ROWS // (2 * 5_800) == 8
+    assert next_batch_size(2_800, 58_000, 10, 50) == BATCH_ROWS // (2 * 280 + 5_800) == 15
+    assert next_batch_size(100, 0, 10, 50) == 50  # never more than the engine's batch
+    assert next_batch_size(10**7, 0, 10, 50) == 1  # a customer is never split
+    assert next_batch_size(0, 0, 10, 50) == 50  # nothing read (all failed): as many as may be
+
+
 # --------------------------------------------------------------------------- the property
 
 DIMS = st.tuples(st.tuples(st.just("model"), st.sampled_from(["gpt-4", "claude-3"])),
                  st.tuples(st.just("tier"), st.sampled_from(["standard", "premium"])))
 STEP = st.tuples(
-    st.integers(min_value=60, max_value=8 * HOUR),  # time to the next poll
+    # Time to the next poll: minutes to more than a day (a day key's kept hours then fall in a
+    # bucket that has settled since, or the entry's hours start before the window).
+    st.integers(min_value=60, max_value=30 * HOUR),
     st.lists(st.tuples(st.integers(0, 2), st.integers(0, 23 * HOUR),
                        st.integers(-10**7, 10**7), DIMS), max_size=3),  # late, cancelled
 )
@@ -310,20 +348,23 @@ STEP = st.tuples(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, min_size=1, max_size=4))
 def test_a_warm_cache_gives_the_findings_of_a_cold_full_read(
-    steps: list[tuple[int, list[tuple[int, int, int, Dims]]]],
-    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], backend: Opener,
 ) -> None:
     """Whatever the polls' spacing and whatever changes inside the settle window (back-dated
-    events, cancellations), every poll's findings with the cache equal a cold full read's."""
-    asyncio.run(_property(steps, tmp_path_factory.mktemp("cache") / "state.db"))
+    events, cancellations), every poll's findings with the cache equal a cold full read's —
+    rules of every window kept as days and as the hours of their running day, in UTC, in a
+    zone a whole number of hours from UTC and in one that is not (Kolkata, UTC+5:30)."""
+    asyncio.run(_property(steps, backend))
 
 
-async def _property(steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], path: Path
+async def _property(steps: list[tuple[int, list[tuple[int, int, int, Dims]]]], backend: Opener
                     ) -> None:
     generator = AdjustedGenerator(customers=3, seed=7, days=40, now=TEST_NOW)
     rules = [*RULES, rule("models", "month", group_by=["model"]),
-             rule("standard", "month", filters={"tier": "standard"})]
-    async with Simulator(generator, port=0, now=TEST_NOW) as sim, SqliteStore(path) as store:
+             rule("standard", "month", filters={"tier": "standard"}),
+             rule("kolkata", "day", timezone="Asia/Kolkata"), rule("week-utc", "week")]
+    async with Simulator(generator, port=0, now=TEST_NOW) as sim, backend() as store:
+        await store.prune_buckets(2**62)  # each example starts from an empty cache
         cache = BucketCache(store, POLICY)
         await assert_warm_equals_cold(sim, rules, cache)
         for advance, changes in steps:

@@ -15,7 +15,7 @@ from alertd.store.postgres import PostgresStore
 from tests.store.test_sqlite import NOW, changes, group, notification
 
 TABLES = {"alert_state", "notification_log", "outbox", "silences", "alert_groups",
-          "group_alerts", "leases", "outbox_attempts", "alertd_schema"}
+          "group_alerts", "leases", "outbox_attempts", "usage_buckets", "alertd_schema"}
 
 
 def tables(url: str) -> set[str]:

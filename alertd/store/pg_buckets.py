@@ -1,0 +1,67 @@
+"""The bucket cache on the PostgreSQL store: the :class:`~alertd.store.base.BucketStore` methods.
+
+Where it sits: mixed into :class:`~alertd.store.postgres.PostgresStore` (its connection, lock
+and error handling); the table is migration 4 of :mod:`alertd.store.pg_schema`, with the
+columns of SQLite's. What is stored and how it decodes is :mod:`alertd.store.bucket_rows`,
+shared with :mod:`alertd.store.sqlite_buckets`; only the SQL differs (``= ANY`` for a key list,
+``ON CONFLICT`` to replace). Replicas share the cache: a standby that takes over warms from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+
+from alertd.buckets import BucketEntry
+from alertd.store.bucket_rows import COLUMNS, chunks, entries_from, entry_params
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+_SAVE = (f"INSERT INTO usage_buckets ({', '.join(COLUMNS)}) "
+         f"VALUES ({', '.join(['%s'] * len(COLUMNS))}) ON CONFLICT (key) DO UPDATE SET "
+         + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:]))
+_LOAD = ("SELECT key, covered_from, covered_to, full_at, rows FROM usage_buckets "
+         "WHERE key = ANY(%s)")
+
+
+class PgBuckets:
+    """The cache methods; the host class provides ``_run``."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore, the class this mixes into
+        async def _run(self, work: Callable[[Conn], Awaitable[T]], write: bool = False
+                       ) -> T: ...
+
+    async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
+        chunked = list(chunks(keys))
+
+        async def load(conn: Conn) -> dict[str, BucketEntry]:
+            found: dict[str, BucketEntry] = {}
+            for chunk in chunked:
+                cursor = await conn.execute(_LOAD.encode(), (chunk,))
+                found.update(entries_from(
+                    (r["key"], r["covered_from"], r["covered_to"], r["full_at"], r["rows"])
+                    for r in await cursor.fetchall()))
+            return found
+
+        return await self._run(load)
+
+    async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
+        params = entry_params(entries, now)
+
+        async def save(conn: Conn) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(_SAVE.encode(), params)
+
+        if params:
+            await self._run(save, write=True)
+
+    async def prune_buckets(self, before: int) -> int:
+        async def prune(conn: Conn) -> int:
+            cursor = await conn.execute(
+                b"DELETE FROM usage_buckets WHERE saved_at < %s", (before,))
+            return cursor.rowcount
+
+        return await self._run(prune, write=True)

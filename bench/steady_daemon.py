@@ -1,0 +1,185 @@
+"""The bucket cache in steady state with the real daemon: ``alertd run`` against the simulator.
+
+Usage (through ``bench/steady.py``)::
+
+    python bench/steady.py --daemon [--customers 10000] [--cycles 2] [--every 60]
+
+What runs, each in its own process: the simulator (real time, ``--rate`` analytics requests
+per sliding second, ``--latency`` per answer), a loopback webhook sink, and ``alertd run`` with
+the sixteen-rule mixed set of ``bench/planner.py``, every rule polled every ``--every`` seconds
+(accelerated: the default 15 minutes would make a bench of hours) for every customer (the
+deadline scheduler off: this measures the cache's cycles), its state and bucket cache in a
+SQLite file. The daemon's ``poll done`` log lines say what each poll planned (``queries``),
+sent (``requests``) and was answered (``rows``); the first poll warms the cache, each later one
+is a steady cycle. Printed per poll, beside the targets: requests ÷ the bound (computed here
+as ``bench/steady.py`` does, at the poll's start), rows ÷ warm-up, the daemon's CPU seconds per
+1,000 requests and its peak RSS so far (``VmHWM``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from alertd import conditions
+from alertd.clock import SystemClock
+from alertd.config.settings import CustomerSelection
+from alertd.rules.schema import Rule
+from alertd.service.world import stripe_stack
+from alertd.sim.testing import API_KEY, SimulatorProcess
+from alertd.sinks import serve_posts
+from bench.common import (
+    SIM_QUOTA_KEY,
+    child_cpu_seconds,
+    machine_note,
+    print_table,
+    simulator_settings,
+)
+from bench.lower_bound import lower_bound, steady_state_needs
+from bench.planner import RULES
+from bench.steady import figures, title
+
+_POLL = re.compile(r"poll done .*customers=(\d+) requests=(\d+) queries=(\d+) rows=(\d+) "
+                   r"failures=(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One ``poll done`` line, with the daemon's CPU seconds and the time when it was read."""
+
+    customers: int
+    requests: int
+    queries: int
+    rows: int
+    failures: int
+    cpu: float
+    at: float
+    rss: float
+
+
+def daemon_rules(every: float) -> list[dict[str, Any]]:
+    """The mixed set as a rule file: ``bench/planner.py``'s rules, every ``every`` seconds,
+    quotas from the simulator's metadata key. ``api-calls-stopped`` (absence for 6 hours)
+    reads hours: the rule loader refuses a silence shorter than a day in day buckets, which
+    ``bench/planner.py`` (not going through the loader) leaves as it is."""
+    rules = []
+    for raw in RULES:
+        condition = dict(raw["condition"])
+        if "value_from" in condition:
+            condition["value_from"] = {**condition["value_from"], "metadata": SIM_QUOTA_KEY}
+        rule = {**raw, "condition": condition, "every": f"{every:g}s"}
+        if condition["type"] == "absence" and "window" not in raw:
+            rule["window"] = "hour"
+        rules.append(rule)
+    return rules
+
+
+def write_config(folder: Path, sim: str, sink: str, every: float, rate: float) -> Path:
+    (folder / "rules.yaml").write_text(yaml.safe_dump({"rules": daemon_rules(every)}))
+    path = folder / "alertd.yaml"
+    path.write_text(yaml.safe_dump({
+        "stripe": {"api_base": sim, "api_key": API_KEY, "requests_per_second": rate},
+        "state": {"path": str(folder / "state.db")},
+        "server": {"listen": ""}, "rule_files": ["rules.yaml"], "customers": {"all": True},
+        "receivers": [{"name": "hooks", "webhook": {"url": f"{sink}/hook"}}],
+        "route": {"receiver": "hooks"}, "log_level": "info",
+        # Every poll reads every customer: the cache's cycles, not the scheduler's picks.
+        "schedule": {"deadlines": False},
+    }))
+    return path
+
+
+async def start(config: Path) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # this checkout's alertd
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alertd", "run", "-c", str(config),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=env)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set size of a live process so far (``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, every: float,
+                starts: list[float]) -> list[Poll]:
+    """The first ``count`` polls the daemon reports. ``starts`` gets when each began, about:
+    the daemon's start for the first, then the previous poll's end or its start plus
+    ``every``, whichever is later."""
+    assert proc.stderr is not None
+    found: list[Poll] = []
+    deadline = time.monotonic() + limit
+    while len(found) < count:
+        line = await asyncio.wait_for(proc.stderr.readline(), deadline - time.monotonic())
+        if not line:
+            raise SystemExit(f"alertd run exited (code {await proc.wait()}) before poll "
+                             f"{len(found) + 1}")
+        text = line.decode(errors="replace")
+        if " error" in text.lower()[:80] or "Traceback" in text:
+            print("alertd:", text.rstrip()[:300], file=sys.stderr)
+        match = _POLL.search(text)
+        if match:
+            numbers = [int(g) for g in match.groups()]
+            found.append(Poll(*numbers, cpu=child_cpu_seconds(proc.pid), at=time.time(),
+                              rss=peak_rss_mb(proc.pid)))
+            # The next poll starts when this one is done, or when it falls due if later.
+            starts.append(max(time.time(), starts[-1] + every))
+            print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
+                  flush=True)
+    return found
+
+
+async def run(args: argparse.Namespace) -> None:
+    print(machine_note())
+    rules = [Rule.model_validate(r) for r in daemon_rules(args.every)]
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    with SimulatorProcess(customers=args.customers, rate=int(args.rate),
+                          latency=args.latency) as sim, tempfile.TemporaryDirectory() as tmp:
+        async with serve_posts(ok) as sink:
+            config = write_config(Path(tmp), sim.url, sink, args.every, args.rate)
+            customers = await _customer_ids(sim.url)
+            starts = [time.time()]
+            proc = await start(config)
+            try:
+                found = await polls(proc, 1 + args.cycles, args.limit, args.every, starts)
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+    cpu_before = 0.0
+    warm_rows = found[0].rows
+    for cycle, poll in enumerate(found):
+        now = int(starts[cycle])
+        needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
+        since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
+        bound = lower_bound(steady_state_needs(needs, now, since))
+        wall = poll.at - starts[cycle]
+        print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
+            poll.queries, poll.requests, bound, poll.rows, warm_rows, wall,
+            poll.cpu - cpu_before, steady=cycle > 0, failures=poll.failures, rss=poll.rss,
+            who="alertd run"))
+        cpu_before = poll.cpu
+
+
+async def _customer_ids(url: str) -> list[str]:
+    async with stripe_stack(simulator_settings(url), clock=SystemClock()) as stack:
+        return [c.id for c in await stack.directory.customers(CustomerSelection(all=True))]
