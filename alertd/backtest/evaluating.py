@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from alertd import calendar, conditions
-from alertd.backtest.history import HistorySeries
+from alertd.backtest.history import History
 from alertd.backtest.window import ReplayWindow
 from alertd.model import Customer, Finding
 from alertd.rules.schema import Rule
@@ -36,7 +36,7 @@ HOUR = 3600
 
 
 def findings_at(
-    history: HistorySeries, customer: Customer, now: int, window: ReplayWindow
+    history: History, customer: Customer, now: int, window: ReplayWindow
 ) -> list[Finding]:
     """The daemon's findings at ``now`` on the history visible then."""
     rule = history.rule
@@ -47,7 +47,7 @@ def findings_at(
 
 
 def closing_findings(
-    history: HistorySeries, customer: Customer, period_end: int, window: ReplayWindow
+    history: History, customer: Customer, period_end: int, window: ReplayWindow
 ) -> list[Finding]:
     """The findings on the period ending at ``period_end`` once all of it is visible (at
     ``period_end + refresh_delay``): judged as the running period at its last second."""
@@ -78,7 +78,7 @@ def monotone(rule: Rule) -> bool:
 Evaluation = tuple[int, list[Finding]]
 
 
-def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
+def evaluations(history: History, customer: Customer, window: ReplayWindow
                 ) -> list[Evaluation]:
     """``(instant, findings)`` at every instant of the rule's schedule where the findings may
     differ from the previous ones, in time order.

@@ -44,11 +44,13 @@ from alertd.commands.output import (
     table,
     window_json,
 )
+from alertd.conditions.money import per_meter, priced_meters, sums_meters
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
-from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
+from alertd.model import Customer, DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
+from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import World, load_world
@@ -155,7 +157,7 @@ async def run_backtest(
     # balance summary), their periods moved to each instant's (billing.period_at).
     by_rule = await engine.with_billing(rules, dict(by_rule), window.until)
     needs = {
-        (rule.name, customer.id): history_need(rule, customer.id, window.since, window.until)
+        (rule.name, customer.id): history_needs(rule, customer, window)
         for rule in rules
         for customer in by_rule[rule.name]
     }
@@ -179,20 +181,30 @@ async def run_backtest(
     )
 
 
+def history_needs(rule: Rule, customer: Customer, window: ReplayWindow
+                  ) -> tuple[DataNeed, ...]:
+    """The (rule, customer)'s hourly history need; for a cost summed over the customer's
+    meters, that need once per priced meter (none when the sum cannot be stated)."""
+    need = history_need(rule, customer.id, window.since, window.until)
+    return per_meter(need, priced_meters(rule, customer)) if sums_meters(rule) else (need,)
+
+
 async def fetch_histories(
     source: Source,
-    needs: Mapping[tuple[str, str], DataNeed],
+    needs: Mapping[tuple[str, str], Sequence[DataNeed]],
     progress: Progress | None = None,
 ) -> Histories:
     """Each planned request sent once; the first :class:`SourceError` fails the backtest
-    (a history with holes would report false silences), cancelling the rest."""
+    (a history with holes would report false silences), cancelling the rest. A pair's rows
+    are those of all its needs (each row names its meter)."""
     progress = progress or NoProgress()
-    the_plan = plan(needs.values())
+    the_plan = plan(need for group in needs.values() for need in group)
     progress.start("fetching", len(the_plan.queries))
     results = await _fetch_each(source, the_plan.queries, progress.advance)
     progress.finish()
     return Histories(
-        rows={key: tuple(_rows_of(the_plan, results, need)) for key, need in needs.items()},
+        rows={key: tuple(row for need in group for row in _rows_of(the_plan, results, need))
+              for key, group in needs.items()},
         queries=len(the_plan.queries),
         requests=sum(result.requests for result in results),
         refreshed_at=min((r.refreshed_at for r in results if r.refreshed_at is not None),

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from alertd.billing import (
     BillingItem,
@@ -110,21 +110,47 @@ class SummedSeries(Series):
     parts: Mapping[str, Sequence[Bucket]] = field(default_factory=dict)
 
 
+class AddedBuckets(Sequence[Bucket]):
+    """The buckets of several series over the same slots, added up slot by slot, each made
+    only when read: a summed cost prices each meter's own buckets, so these (for charts and
+    the recent-usage table) are mostly never read, and a backtest builds a series per instant."""
+
+    def __init__(self, columns: Sequence[Sequence[Bucket]]) -> None:
+        lengths = {len(column) for column in columns}
+        if len(lengths) > 1:
+            raise ValueError(f"series of different lengths cannot be added: {sorted(lengths)}")
+        self._columns = columns
+        self._length = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Bucket: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Bucket, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Bucket | tuple[Bucket, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(self._length)))
+        slot = [column[index] for column in self._columns]
+        return Bucket(slot[0].starts_at, slot[0].ends_at, sum(b.value for b in slot),
+                      all(b.complete for b in slot))
+
+
 def summed_series(key: SeriesKey, parts: Mapping[str, Series]) -> SummedSeries:
     """One :class:`SummedSeries` from each meter's series (same slots: one need template)."""
     meters = sorted(parts)
-    columns = [parts[m].buckets for m in meters]
-    buckets = tuple(Bucket(slot[0].starts_at, slot[0].ends_at, sum(b.value for b in slot),
-                           all(b.complete for b in slot))
-                    for slot in zip(*columns, strict=True))
     known = [at for at in (parts[m].refreshed_at for m in meters) if at is not None]
     first = parts[meters[0]] if meters else None
     return SummedSeries(
         key=key, meter=None, dimensions=(),
         granularity=first.granularity if first else "hour",
-        timezone=first.timezone if first else "UTC", buckets=buckets,
+        timezone=first.timezone if first else "UTC",
+        buckets=AddedBuckets([parts[m].buckets for m in meters]),
         refreshed_at=min(known) if known else None,
-        parts={m: tuple(parts[m].buckets) for m in meters})
+        parts={m: parts[m].buckets for m in meters})
 
 
 def sums_meters(rule: Rule) -> bool:
@@ -143,18 +169,28 @@ def rule_currency(rule: Rule) -> str | None:
     return str(next(iter(levels.values())).currency) if levels else None
 
 
-def meter_needs(rule: Rule, customer: Customer, now: int) -> tuple[DataNeed, ...]:
-    """A summed cost rule's needs for ``customer``: its hourly need once per meter the
-    customer has a metered price for, so the planner folds them into the customer's request
-    (up to five meters in one). None when the sum cannot be stated (a billing problem): the
-    evaluator says why without any usage being read."""
+def priced_meters(rule: Rule, customer: Customer) -> tuple[str, ...]:
+    """The meters a summed cost rule reads for ``customer``: those it has a metered price
+    for, sorted; none when the sum cannot be stated (a billing problem, which the evaluator
+    reports without any usage being read)."""
     try:
         items = summed_items(customer.billing, customer.id, rule_currency(rule))
     except BillingProblem:
         return ()
-    template = billing_need(rule, customer.id, now)
-    return tuple(replace(template, spec=replace(template.spec, meter=plan.meter))
-                 for _, plan in items)
+    return tuple(plan.meter for _, plan in items)
+
+
+def per_meter(need: DataNeed, meters: Sequence[str]) -> tuple[DataNeed, ...]:
+    """``need`` once for each of ``meters`` (a summed rule's need has no meter of its own)."""
+    return tuple(replace(need, spec=replace(need.spec, meter=meter)) for meter in meters)
+
+
+def meter_needs(rule: Rule, customer: Customer, now: int) -> tuple[DataNeed, ...]:
+    """A summed cost rule's needs for ``customer``: its hourly need once per priced meter
+    (:func:`priced_meters`), each the very need a cost rule of that one meter has, so the
+    planner folds them into the customer's request (up to five meters in one) and shares
+    them with other rules of those meters."""
+    return per_meter(billing_need(rule, customer.id, now), priced_meters(rule, customer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +362,6 @@ def amount_number(amount: Decimal) -> float:
 
 
 __all__ = ["LOOKBACK", "Line", "NotJudged", "PeriodUsage", "SummedSeries", "billing_need",
-           "meter_needs", "named_bounds", "not_judged", "number", "period_usage", "rate",
-           "reaching_at", "rule_currency", "split_money", "summed_series", "sums_meters",
-           "wants_billing"]
+           "meter_needs", "named_bounds", "not_judged", "number", "per_meter", "period_usage",
+           "priced_meters", "rate", "reaching_at", "rule_currency", "split_money",
+           "summed_series", "sums_meters", "wants_billing"]
