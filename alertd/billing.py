@@ -10,6 +10,10 @@ A billing period is the subscription *item's* ``current_period_start``/``current
 (Stripe moved them from the subscription to its items in ``2025-03-31.basil``; alertd reads the
 item's and falls back to the subscription's for older API versions).
 
+A cost summed over a customer's meters (:func:`summed_items`, :func:`shared_period`) takes
+every metered price of its active subscriptions, one per meter, in one currency and one
+billing period, or says why not.
+
 Credit: the credit balance summary's ``available_balance`` moves only when an invoice is
 finalised, so the *ongoing* balance is ``available − priced usage of the current billing period``
 (usage not yet invoiced), per currency. ``granted`` is the sum of the customer's credit grants

@@ -13,6 +13,11 @@ problems come from :mod:`alertd.conditions.money`. Pure.
   ``projected`` is the projected invoice amount, ``details["crosses_at"]`` the UTC-or-rule-zone
   date the budget is (or was) crossed. No verdict before ``min_elapsed`` of the period.
 
+A cost rule without a ``meter`` is summed over the customer's metered prices
+(:func:`~alertd.conditions.money.sums_meters`): the amount is the sum of each price on its own
+meter's total, the forecast grows each meter at its own run rate and prices the lines again,
+and the crossing day is the first second the sum passes the budget.
+
 The finding's ``value`` is the amount in the currency's major unit (a float for the lifecycle
 and templates; the exact ``Decimal`` is in ``details["amount"]`` as a string).
 """
@@ -183,10 +188,6 @@ def check(rule: Rule) -> list[RuleIssue]:
                                 "of different meters does not add up; measure: cost without "
                                 "a meter sums the priced usage of all the customer's meters)",
                                 at_value=False))
-    if measure == "cost" and rule.meter is None and (rule.filters or rule.tenant_filters):
-        issues.append(RuleIssue(("filters" if rule.filters else "tenant_filters",),
-                                "a cost summed over the customer's meters prices each "
-                                "meter's whole total: filters need a meter"))
     if (measure == "cost" or rule.billing_period) and rule.group_by:
         issues.append(RuleIssue(("group_by",), "a cost is the whole meter's: prices apply to "
                                 "the meter's total, so group_by cannot be priced"))

@@ -311,6 +311,20 @@ def _summed_usage(series: Series, customer: Customer, now: int,
     return PeriodUsage(tuple(lines), period, complete)
 
 
+def billing_period_at(rule: Rule, customer: Customer, now: int) -> Period | None:
+    """The billing period ``rule`` judges ``customer`` over at ``now`` (its meter's item's, or
+    the one all its metered prices share for a summed cost); ``None`` when there is none to
+    judge (a billing problem, which the evaluator reports)."""
+    try:
+        if sums_meters(rule):
+            items = summed_items(customer.billing, customer.id, rule_currency(rule))
+            return shared_period([item for item, _ in items], customer.id, now)
+        item, _ = item_for(customer.billing, customer.id, rule.meter, rule_currency(rule))
+    except BillingProblem:
+        return None
+    return period_at(item.period, now)
+
+
 def not_judged(rule: Rule, series: Series, now: int, exc: NotJudged) -> Finding:
     window = Period(now, now + 1)
     return finding(rule, series, window, state=exc.state, message=exc.message,  # type: ignore[arg-type]
@@ -362,6 +376,7 @@ def amount_number(amount: Decimal) -> float:
 
 
 __all__ = ["LOOKBACK", "Line", "NotJudged", "PeriodUsage", "SummedSeries", "billing_need",
+           "billing_period_at",
            "meter_needs", "named_bounds", "not_judged", "number", "per_meter", "period_usage",
            "priced_meters", "rate", "reaching_at", "rule_currency", "split_money",
            "summed_series", "sums_meters", "wants_billing"]

@@ -304,9 +304,8 @@ class ThresholdKind(ThresholdEvaluator, ConditionKind):
     def grows_within_period(self, rule: Rule) -> bool:
         # Upper thresholds judge the running period's total, which grows but for negative
         # meter events (corrections); backtest checks a period's rows for those and then
-        # judges every instant instead of bisecting. A billing period is not the calendar
-        # period backtest groups instants by: one may end (and the total fall) mid-month.
-        return _condition(rule).op in UPPER_OPS and not rule.billing_period
+        # judges every instant instead of bisecting.
+        return _condition(rule).op in UPPER_OPS
 
     def levels(self, rule: Rule) -> tuple[str, ...]:
         condition = _condition(rule)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alertd.conditions.money import wants_billing
+from alertd.conditions.money import sums_meters, wants_billing
 from alertd.config.settings import Settings, load_settings, secret_problems
 from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
@@ -33,6 +33,8 @@ class Report:
     rules: int = 0
     #: How many of them price usage (measure: cost, window: billing_period, credit).
     priced: int = 0
+    #: How many of those sum a customer's metered prices (measure: cost without a meter).
+    summed: int = 0
 
 
 def validate_config(config_path: Path | None) -> list[Problem]:
@@ -69,7 +71,9 @@ def validate_report(config_path: Path | None) -> Report:
     problems += _template_dir_problems(settings, doc)
     problems += _inline_template_problems(settings, doc)
     priced = sum(1 for rule in rules if wants_billing(rule))
-    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules), priced)
+    summed = sum(1 for rule in rules if sums_meters(rule))
+    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules), priced,
+                  summed)
 
 
 def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 
 from alertd import conditions
 from alertd.billing import BillingItem, CustomerBilling
+from alertd.commands.validate import priced_note
 from alertd.conditions import kind_of
 from alertd.conditions.money import meter_needs, summed_series, sums_meters
+from alertd.config.validate import validate_report
 from alertd.model import Bucket, Customer, Period, Series, SeriesKey
 from alertd.pricing import PricePlan, Tier, UnsupportedPrice, cost
 from alertd.rules.schema import Rule
@@ -212,6 +215,20 @@ def test_validate_takes_a_summed_cost_rule_and_says_what_it_cannot_do() -> None:
     usage = rule({"type": "threshold", "value": 10})
     assert any("billing-period usage rule needs a meter" in issue.message
                for issue in kind_of(usage).check(usage))
-    filtered = spend().model_copy(update={"filters": {"model": "gpt-4"}})
-    assert any("filters need a meter" in issue.message
-               for issue in kind_of(filtered).check(filtered))
+
+
+def test_validate_says_a_summed_rule_sums_the_customers_prices(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - name: spend\n    window: billing_period\n"
+        "    condition: {type: threshold, measure: cost, value: \"5.00 usd\"}\n"
+        "  - name: tokens\n    meter: mtr_a\n    window: billing_period\n"
+        "    condition: {type: threshold, measure: cost, value: \"5.00 usd\"}\n")
+    config = tmp_path / "alertd.yaml"
+    config.write_text(f"stripe: {{api_key: sk_test_x}}\nrule_files: ['{tmp_path}/rules.yaml']\n")
+    report = validate_report(config)
+    assert report.problems == [] and (report.priced, report.summed) == (2, 1)
+    note = priced_note(report.priced, report.summed)
+    assert "supported price shapes: per_unit" in note
+    assert "1 of them sum every metered price of the customer" in note
+    assert "several currencies" in note
+    assert "sum every" not in priced_note(1, 0)
