@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 from alertd import calendar, conditions
-from alertd.backtest.history import HistorySeries
+from alertd.backtest.history import History
 from alertd.backtest.window import ReplayWindow
 from alertd.conditions.money import billing_period_at
 from alertd.model import Customer, Finding
@@ -37,7 +37,7 @@ HOUR = 3600
 
 
 def findings_at(
-    history: HistorySeries, customer: Customer, now: int, window: ReplayWindow
+    history: History, customer: Customer, now: int, window: ReplayWindow
 ) -> list[Finding]:
     """The daemon's findings at ``now`` on the history visible then."""
     rule = history.rule
@@ -48,7 +48,7 @@ def findings_at(
 
 
 def closing_findings(
-    history: HistorySeries, customer: Customer, period_end: int, window: ReplayWindow
+    history: History, customer: Customer, period_end: int, window: ReplayWindow
 ) -> list[Finding]:
     """The findings on the period ending at ``period_end`` once all of it is visible (at
     ``period_end + refresh_delay``): judged as the running period at its last second."""
@@ -79,7 +79,7 @@ def monotone(rule: Rule) -> bool:
 Evaluation = tuple[int, list[Finding]]
 
 
-def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
+def evaluations(history: History, customer: Customer, window: ReplayWindow
                 ) -> list[Evaluation]:
     """``(instant, findings)`` at every instant of the rule's schedule where the findings may
     differ from the previous ones, in time order.
