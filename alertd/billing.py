@@ -127,7 +127,7 @@ NAMED = 5
 
 
 def _named(parts: Sequence[str]) -> str:
-    shown = ", ".join(parts[:NAMED])
+    shown = "; ".join(parts[:NAMED])
     return shown if len(parts) <= NAMED else f"{shown} and {len(parts) - NAMED} more"
 
 
@@ -170,10 +170,10 @@ def summed_items(billing: CustomerBilling | None, customer: str,
                              f"{len(currencies)} currencies ({_named(each)}): one sum cannot be "
                              f"stated, amounts are not converted")
     if currency is not None and currencies[0] != currency:
-        each = [f"meter {plan.meter}, price {plan.id}" for _, plan in plans]
-        raise BillingProblem(f"customer {customer}'s metered prices ({_named(each)}) are in "
-                             f"{currencies[0].upper()}, the rule in {currency.upper()}: "
-                             f"not converted")
+        each = [f"meter {plan.meter}: price {plan.id}" for _, plan in plans]
+        raise BillingProblem(f"customer {customer}'s metered prices are in "
+                             f"{currencies[0].upper()}, the rule in {currency.upper()}: not "
+                             f"converted ({_named(each)})")
     return plans
 
 
