@@ -100,6 +100,14 @@ def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:
     return problems
 
 
+def rule_file_problems(settings: Settings, config_path: Path | None) -> list[Problem]:
+    """:func:`unmatched_rule_files` for commands that load the configuration without all of
+    ``validate`` (``check``, ``backtest``, ``render``): each unmatched pattern at its place in
+    the config file."""
+    doc = _config_doc(config_path) or Located(str(config_path), {}, {})
+    return unmatched_rule_files(settings, doc)
+
+
 def _sorted(problems: list[Problem]) -> list[Problem]:
     unique = dict.fromkeys(problems)
     return sorted(unique, key=lambda p: (p.file, p.line, p.col, p.message))
