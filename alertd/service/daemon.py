@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +54,13 @@ from typing import Any, cast
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from alertd.alerts import AlertState
 from alertd.clock import Clock, SystemClock
 from alertd.config.settings import Settings, find_config
 from alertd.config.validate import validate_config
 from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
 from alertd.logs import configure
+from alertd.model import Finding, SeriesKey
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
@@ -451,8 +453,12 @@ class Daemon:
         live = self.services
         now = int(self.clock.now())
         outcome = await self.poller.poll(live.engine, live.recorder, live.world, names, now)
-        self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
-                          customers=outcome.result.customers, series=outcome.result.series)
+        # A poll that recorded nothing (no fresher data) judged nothing: the board keeps what
+        # the last recorded poll of its rules found (only the meta findings are news).
+        polled = names if outcome.recorded else ()
+        self.board.record({*polled, *(f.rule for f in outcome.findings)}, outcome.findings, now,
+                          customers=outcome.result.customers, series=outcome.result.series,
+                          states=await self._stored_states(live, outcome.findings))
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:
@@ -460,6 +466,21 @@ class Daemon:
                                        self.poller.summary(len(live.world.rules)))
         self.systemd.status(self._status())
         return outcome
+
+    async def _stored_states(self, live: Services, findings: Sequence[Finding]
+                             ) -> Mapping[SeriesKey, AlertState]:
+        """The stored states of the rules whose active series the board does not show yet
+        (after a restart: each rule's, once), so the status page's ``since`` is when the
+        series began firing or pending, not this process's first poll. A store failing here
+        only costs that: ``since`` is then the poll's."""
+        rules = self.board.unseen_rules(findings)
+        if not rules:
+            return {}
+        try:
+            return await live.recorder.store.load_states(rules)
+        except StoreError as exc:
+            log.warning("could not read alert states for the status page error=%s", exc)
+            return {}
 
     def _status(self) -> str:
         line = self.poller.status(len(self.world.rules), self.world.settings)
