@@ -31,7 +31,7 @@ from alertd.backtest import (
     ReplayFailure,
     ReplayWindow,
     SentNotification,
-    history_need,
+    history_needs,
     replay_all,
     select_rules,
     within_data,
@@ -46,13 +46,11 @@ from alertd.commands.output import (
     table,
     window_json,
 )
-from alertd.conditions.money import per_meter, priced_meters, sums_meters
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
-from alertd.model import Customer, DataNeed, UsageQuery, UsageResult, UsageRow
+from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
-from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
 from alertd.service.open import Collaborators, Services, open_services
 from alertd.service.world import World, load_world
@@ -186,14 +184,6 @@ async def run_backtest(
         requests=histories.requests,
         failures=replayed.failures,
     )
-
-
-def history_needs(rule: Rule, customer: Customer, window: ReplayWindow
-                  ) -> tuple[DataNeed, ...]:
-    """The (rule, customer)'s hourly history need; for a cost summed over the customer's
-    meters, that need once per priced meter (none when the sum cannot be stated)."""
-    need = history_need(rule, customer.id, window.since, window.until)
-    return per_meter(need, priced_meters(rule, customer)) if sums_meters(rule) else (need,)
 
 
 async def fetch_histories(
