@@ -214,11 +214,6 @@ class PeriodUsage:
     complete: bool
 
     @property
-    def plan(self) -> PricePlan:
-        """The first line's price (the only one, for a rule of one meter)."""
-        return self.lines[0].plan
-
-    @property
     def currency(self) -> str:
         return self.lines[0].plan.currency
 
