@@ -10,6 +10,10 @@ A billing period is the subscription *item's* ``current_period_start``/``current
 (Stripe moved them from the subscription to its items in ``2025-03-31.basil``; alertd reads the
 item's and falls back to the subscription's for older API versions).
 
+A cost summed over a customer's meters (:func:`summed_items`, :func:`shared_period`) takes
+every metered price of its active subscriptions, one per meter, in one currency and one
+billing period, or says why not.
+
 Credit: the credit balance summary's ``available_balance`` moves only when an invoice is
 finalised, so the *ongoing* balance is ``available − priced usage of the current billing period``
 (usage not yet invoiced), per currency. ``granted`` is the sum of the customer's credit grants
@@ -116,6 +120,78 @@ def item_for(billing: CustomerBilling | None, customer: str, meter: str | None,
             f"customer {customer}, meter {meter}, price {item.price.id} is in "
             f"{item.price.currency.upper()}, the rule in {currency.upper()}: not converted")
     return item, item.price
+
+
+#: How many of a customer's prices a summed cost's error message names before "and N more".
+NAMED = 5
+
+
+def _named(parts: Sequence[str]) -> str:
+    shown = "; ".join(parts[:NAMED])
+    return shown if len(parts) <= NAMED else f"{shown} and {len(parts) - NAMED} more"
+
+
+def summed_items(billing: CustomerBilling | None, customer: str,
+                 currency: str | None = None) -> list[tuple[BillingItem, PricePlan]]:
+    """Every metered price of ``customer``'s active subscriptions (one per meter, sorted by
+    meter), for a cost summed over the customer's meters; or :class:`BillingProblem` naming
+    customer, meter and price when the sum cannot be stated: no metered price, a price shape
+    alertd does not support, two prices for one meter, prices in several currencies or in
+    another currency than the rule's. Items whose price is not metered (licensed fees) are
+    not usage and are left out."""
+    if billing is None:
+        raise BillingProblem(f"customer {customer}: no billing data was read")
+    if billing.problem is not None:
+        raise BillingProblem(f"customer {customer}: {billing.problem}")
+    metered = sorted((item for item in billing.items if item.meter is not None),
+                     key=lambda item: (str(item.meter), item.price.id))
+    if not metered:
+        raise BillingProblem(f"customer {customer} has no active subscription item with a "
+                             f"metered price: no amount is guessed")
+    odd = [f"meter {item.meter}, price {item.price.id}: {item.price.reason}"
+           for item in metered if isinstance(item.price, UnsupportedPrice)]
+    if odd:
+        raise BillingProblem(f"customer {customer}: unsupported price shape ({_named(odd)}); "
+                             f"supported: {'; '.join(SUPPORTED_SHAPES)}")
+    by_meter: dict[str, list[BillingItem]] = {}
+    for item in metered:
+        by_meter.setdefault(str(item.meter), []).append(item)
+    for meter, items in by_meter.items():
+        if len(items) > 1:
+            ids = ", ".join(item.price.id for item in items)
+            raise BillingProblem(f"customer {customer} has {len(items)} prices for meter "
+                                 f"{meter} ({ids}): alertd prices a meter with one price")
+    plans = [(item, item.price) for item in metered if isinstance(item.price, PricePlan)]
+    currencies = sorted({plan.currency for _, plan in plans})
+    if len(currencies) > 1:
+        each = [f"meter {plan.meter}: price {plan.id} in {plan.currency.upper()}"
+                for _, plan in plans]
+        raise BillingProblem(f"customer {customer}'s metered prices are in "
+                             f"{len(currencies)} currencies ({_named(each)}): one sum cannot be "
+                             f"stated, amounts are not converted")
+    if currency is not None and currencies[0] != currency:
+        each = [f"meter {plan.meter}: price {plan.id}" for _, plan in plans]
+        raise BillingProblem(f"customer {customer}'s metered prices are in "
+                             f"{currencies[0].upper()}, the rule in {currency.upper()}: not "
+                             f"converted ({_named(each)})")
+    return plans
+
+
+def shared_period(items: Sequence[BillingItem], customer: str, now: int) -> Period:
+    """The one billing period containing ``now`` of all ``items``, or :class:`BillingProblem`
+    when they are on different periods (subscriptions with different anchors: a summed cost
+    of one period cannot be stated)."""
+    periods = {period_at(item.period, now) for item in items}
+    if len(periods) > 1:
+        each = [f"{item.item} ({item.price.id}) from {_day(period_at(item.period, now))}"
+                for item in items]
+        raise BillingProblem(f"customer {customer}'s metered prices are on different billing "
+                             f"periods ({_named(each)}): a summed cost needs one period")
+    return periods.pop()
+
+
+def _day(period: Period) -> str:
+    return datetime.fromtimestamp(period.starts_at, UTC).strftime("%Y-%m-%d")
 
 
 def _add_months(instant: int, months: int) -> int:

@@ -5,9 +5,10 @@ A poll is one evaluation pass of the real engine (``check --dry-run``'s services
 the first pass (which reads customers, meters and, with money rules, subscriptions, tiered
 prices, credit grants and balance summaries on the general budget), every pass costs exactly
 the usage requests it costs without money rules — money rules share the hourly UTC request of
-the customer, and prices are cached for ``stripe.billing_refresh``. Also prints the first
-pass's general-budget requests per customer (target: subscriptions 1, credit 2, tiered prices
-once per distinct price).
+the customer (``customer-spend``, summed over each customer's metered prices, reads each priced
+meter in that same request), and prices are cached for ``stripe.billing_refresh``. Also prints
+the first pass's general-budget requests per customer (target: subscriptions 1, credit 2,
+tiered prices once per distinct price).
 
     python bench/money.py [--customers 200] [--passes 3]
 """

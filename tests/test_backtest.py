@@ -52,6 +52,7 @@ from alertd.rules.schema import Rule
 from alertd.service.world import load_world
 from alertd.silences import Silence, new_silence
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.store.lock import exclusive
 from alertd.store.sqlite import SqliteStore
 
 HOUR = 3600
@@ -590,6 +591,37 @@ async def test_the_command_line_end_to_end_with_a_stored_silence(
     assert {f["customer"] for f in doc["firings"]} == {"cus_sim_000001", "cus_sim_000002"}
     told = {fingerprint for n in doc["notifications"] for fingerprint in n["fingerprints"]}
     assert told == {SeriesKey("token-quota", "cus_sim_000002").fingerprint}
+
+
+async def test_backtest_reads_the_silences_while_a_daemon_holds_the_state(
+    tmp_path: Path
+) -> None:
+    """The state is opened as ``check --dry-run`` opens it: the daemon's lock does not stop a
+    backtest, which reads the stored silence and writes nothing (the file is unchanged); with
+    no state file, none is created."""
+    state = tmp_path / "alertd.db"
+    muted = new_silence(["customer=cus_sim_000001"], starts_at=SINCE - DAY, ends_at=TEST_NOW,
+                        comment="migration", created_by=None, now=SINCE - DAY)
+    async with SqliteStore(state) as store:
+        await store.add_silence(muted)
+    async with running_simulator(customers=2, days=DAYS + 5, incident_rate=4.0,
+                                 incident_weights={"overuse": 1.0}) as sim:
+        world = load_world(write_config(tmp_path, sim.url))
+        before = state.read_bytes()
+        out = io.StringIO()
+        with exclusive(state, "the daemon"):
+            code = await run_command(world, arguments(rule=["token-quota"], until=iso(TEST_NOW)),
+                                     clock=FakeClock(TEST_NOW), stdout=out,
+                                     stderr=io.StringIO())
+        assert code == 0 and state.read_bytes() == before
+        told = {f for n in json.loads(out.getvalue())["notifications"] for f in n["fingerprints"]}
+        assert told == {SeriesKey("token-quota", "cus_sim_000002").fingerprint}
+        state.unlink()
+        for extra in tmp_path.glob("alertd.db-*"):
+            extra.unlink()
+        await run_command(world, arguments(rule=["token-quota"], until=iso(TEST_NOW)),
+                          clock=FakeClock(TEST_NOW), stdout=io.StringIO(), stderr=io.StringIO())
+        assert not state.exists()
 
 
 def test_text_without_firings_is_one_summary_line() -> None:

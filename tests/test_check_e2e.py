@@ -142,7 +142,7 @@ async def test_json_shape_is_the_contract(
     states = {f["state"] for f in document["findings"]}
     assert states <= {"inactive", "pending", "firing", "resolved", "nodata", "error"}
     rules = {f["rule"] for f in document["findings"]}
-    assert len(rules) == 10  # every example rule was evaluated
+    assert len(rules) == 11  # every example rule was evaluated
 
 
 async def test_requests_count_retries(

@@ -3,7 +3,8 @@ pipeline. The pure core; :mod:`alertd.commands.backtest` is the shell that fetch
 
 Where it sits::
 
-    rules × customers --history_need--> one hourly DataNeed per (rule, customer),
+    rules × customers --history_needs--> one hourly DataNeed per (rule, customer) (one per
+        priced meter for a cost summed over the customer's meters),
         from the warm-up before ``since`` to ``until``
         --planner.plan--> UsageQuery… --Source.fetch, each once--> UsageResult…
         --planner.extract_rows--> hourly rows per (rule, customer)
@@ -64,6 +65,7 @@ from alertd.backtest.steps import SeriesStates, judge
 from alertd.backtest.window import (
     ReplayWindow,
     history_need,
+    history_needs,
     instants,
     judged_granularity,
     warm_start,
@@ -90,6 +92,7 @@ __all__ = [
     "findings_at",
     "firings_of",
     "history_need",
+    "history_needs",
     "instants",
     "judge",
     "judged_granularity",

@@ -23,12 +23,13 @@ seen at one instant.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 from alertd import calendar, conditions
-from alertd.backtest.history import HistorySeries
+from alertd.backtest.history import History
 from alertd.backtest.window import ReplayWindow
+from alertd.conditions.money import billing_period_at
 from alertd.model import Customer, Finding
 from alertd.rules.schema import Rule
 
@@ -36,7 +37,7 @@ HOUR = 3600
 
 
 def findings_at(
-    history: HistorySeries, customer: Customer, now: int, window: ReplayWindow
+    history: History, customer: Customer, now: int, window: ReplayWindow
 ) -> list[Finding]:
     """The daemon's findings at ``now`` on the history visible then."""
     rule = history.rule
@@ -47,7 +48,7 @@ def findings_at(
 
 
 def closing_findings(
-    history: HistorySeries, customer: Customer, period_end: int, window: ReplayWindow
+    history: History, customer: Customer, period_end: int, window: ReplayWindow
 ) -> list[Finding]:
     """The findings on the period ending at ``period_end`` once all of it is visible (at
     ``period_end + refresh_delay``): judged as the running period at its last second."""
@@ -78,7 +79,7 @@ def monotone(rule: Rule) -> bool:
 Evaluation = tuple[int, list[Finding]]
 
 
-def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
+def evaluations(history: History, customer: Customer, window: ReplayWindow
                 ) -> list[Evaluation]:
     """``(instant, findings)`` at every instant of the rule's schedule where the findings may
     differ from the previous ones, in time order.
@@ -87,7 +88,9 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
     every verdict between them, so a period whose ends agree costs two evaluations, and a
     change is found by bisection (a few more) — unless the period holds a negative row (a
     correction: usage went down, so a crossing may be undone before the period's end), when
-    every instant of it is judged. Other rules are evaluated at every instant.
+    every instant of it is judged. A ``window: billing_period`` rule's periods are also cut
+    where the customer's billing period turns over (:func:`_by_billing`). Other rules are
+    evaluated at every instant.
     """
     def judge_at(instant: int) -> list[Finding]:
         return findings_at(history, customer, instant, window)
@@ -98,10 +101,11 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
     closing = set(closing_ends(history.rule, schedule, window))
     found: list[Evaluation] = []
     visible_from: int | None = None  # after news at a closing: the next period's first data
-    for period, ends_at in _by_period(history.rule, schedule, window.refresh_delay):
+    for period, ends_at, last in _by_billing(
+            history.rule, customer, _by_period(history.rule, schedule, window.refresh_delay)):
         instants = [t for t in period if visible_from is None or t >= visible_from]
         judge: Callable[[int], list[Finding]] = judge_at
-        closing_at = ends_at + window.refresh_delay if ends_at in closing else None
+        closing_at = ends_at + window.refresh_delay if last and ends_at in closing else None
         if closing_at is not None:
             # The closing evaluation is one more instant, the period's last, for bisection.
             instants.append(closing_at)
@@ -120,6 +124,29 @@ def evaluations(history: HistorySeries, customer: Customer, window: ReplayWindow
         news = closing_at is not None and _news_at(found[before:], closing_at)
         visible_from = ends_at + HOUR + window.refresh_delay if news else None
     return found
+
+
+def _by_billing(rule: Rule, customer: Customer, groups: Sequence[tuple[list[int], int]]
+                ) -> Iterator[tuple[list[int], int, bool]]:
+    """Each group of instants split where the customer's billing period turns over, for a
+    ``window: billing_period`` rule (a billing period rarely ends with the calendar period the
+    groups follow, and its total starts again from zero then, so a verdict can fall inside a
+    calendar period); with whether it is the group's last part (the one its closing
+    evaluation belongs to). Other rules' groups pass unchanged."""
+    for instants, ends_at in groups:
+        if not rule.billing_period:
+            yield instants, ends_at, True
+            continue
+        parts: list[list[int]] = []
+        current: object = object()
+        for instant in instants:
+            period = billing_period_at(rule, customer, instant)
+            if not parts or period != current:
+                parts.append([])
+                current = period
+            parts[-1].append(instant)
+        for index, part in enumerate(parts):
+            yield part, ends_at, index == len(parts) - 1
 
 
 def _judge_period(instants: Sequence[int], judge: Callable[[int], list[Finding]],

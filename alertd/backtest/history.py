@@ -4,7 +4,8 @@ Pure; fed the rows fetched for :func:`~alertd.backtest.window.history_need`, rea
 
 A complete bucket never changes, so :class:`HistorySeries` builds it once for all instants
 instead of rebuilding the series, and the evaluator's need at an instant is worked out once
-for all customers (:meth:`RuleFrame.need_at`).
+for all customers (:meth:`RuleFrame.need_at`). A cost rule summed over a customer's meters
+has one history per priced meter, put together at each instant (:class:`SummedHistory`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field, replace
 
 from alertd import calendar, conditions
 from alertd.backtest.window import ReplayWindow, history_need, instants, warm_start
+from alertd.conditions.money import per_meter, priced_meters, summed_series, sums_meters
 from alertd.conditions.series import build_series, series_dimensions
 from alertd.model import (
     Bucket,
+    Customer,
     DataNeed,
     Dimensions,
     Granularity,
@@ -178,3 +181,42 @@ class HistorySeries:
             buckets=history.complete[low:cut] + tuple(running),
             refreshed_at=min(refreshed_at, now),
         )
+
+
+class SummedHistory:
+    """A summed cost rule's history for one customer: a :class:`HistorySeries` per meter the
+    customer has a metered price for (rows are told apart by the meter they name), put
+    together into one :class:`~alertd.conditions.money.SummedSeries` at each instant, as a
+    pass does (:mod:`alertd.service.summed`). It answers what a :class:`HistorySeries` does."""
+
+    def __init__(self, frame: RuleFrame, customer: Customer, rows: Iterable[UsageRow]) -> None:
+        self.frame = frame
+        self.rule = frame.rule
+        self.customer = customer.id
+        by_meter: dict[str, list[UsageRow]] = {m: [] for m in priced_meters(self.rule, customer)}
+        for row in rows:
+            if row.meter in by_meter:
+                by_meter[row.meter].append(row)
+        self._meters = {meter: HistorySeries(frame, customer.id, found)
+                        for meter, found in by_meter.items()}
+
+    def corrected(self, starts_at: int, ends_at: int) -> bool:
+        return any(h.corrected(starts_at, ends_at) for h in self._meters.values())
+
+    def series(self, need: DataNeed, now: int, refreshed_at: int, freshness_lag: float
+               ) -> list[Series]:
+        needs = per_meter(need, list(self._meters))
+        parts = {str(one.spec.meter): self._meters[str(one.spec.meter)].series(
+                     one, now, refreshed_at, freshness_lag)[0] for one in needs}
+        return [summed_series(SeriesKey(self.rule.name, self.customer), parts)]
+
+
+#: What replaying one (rule, customer) reads its series from.
+History = HistorySeries | SummedHistory
+
+
+def history_of(frame: RuleFrame, customer: Customer, rows: Iterable[UsageRow]) -> History:
+    """The history a replay of ``frame``'s rule for ``customer`` reads."""
+    if sums_meters(frame.rule):
+        return SummedHistory(frame, customer, rows)
+    return HistorySeries(frame, customer.id, rows)

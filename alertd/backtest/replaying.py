@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 from alertd.alerts import AlertState, Transition
 from alertd.backtest.evaluating import evaluations
-from alertd.backtest.history import HistorySeries, RuleFrame
+from alertd.backtest.history import RuleFrame, history_of
 from alertd.backtest.steps import SeriesStates
 from alertd.backtest.window import ReplayWindow
 from alertd.model import Customer, Dimensions, Finding, UsageRow
@@ -78,7 +78,7 @@ def replay_changes(
     ``every`` on the latest findings, as the daemon's passes would (:func:`_tick_through`).
     """
     frame = frame or RuleFrame.of(rule, window)
-    history = HistorySeries(frame, customer.id, rows)
+    history = history_of(frame, customer, rows)
     states = SeriesStates(rule)
     every = max(1, int(rule.every))
     changes: list[Change] = []

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from alertd import alerts, conditions
 from alertd.alerts import AlertState, Policy, Transition
+from alertd.conditions.money import per_meter, priced_meters, summed_series, sums_meters
 from alertd.conditions.series import build_series
 from alertd.model import Customer, DataNeed, Finding, SeriesKey, UsageRow
 from alertd.rules.schema import Rule
@@ -29,7 +30,16 @@ def judge(
 ) -> list[Finding]:
     """The findings of ``rule`` at ``now`` on ``rows`` (already the rule's own: its meter and
     filters), exactly as the daemon makes them: series of ``need`` under the freshness rule,
-    then the rule's evaluator. Shared by ``backtest`` and ``alertd test``."""
+    then the rule's evaluator. Shared by ``backtest`` and ``alertd test``. For a cost summed
+    over the customer's meters, ``rows`` are those of all its meters (each row names its
+    meter): one series per priced meter, put together as a pass does."""
+    if sums_meters(rule):
+        parts = {one.spec.meter or "": build_series(
+                     rule, one, [r for r in rows if r.meter == one.spec.meter], refreshed_at,
+                     now=now, freshness_lag=freshness_lag)[0]
+                 for one in per_meter(need, priced_meters(rule, customer))}
+        summed = summed_series(SeriesKey(rule.name, customer.id), parts)
+        return [conditions.evaluate(rule, summed, customer, now)]
     series = build_series(rule, need, rows, refreshed_at, now=now, freshness_lag=freshness_lag)
     return [conditions.evaluate(rule, s, customer, now) for s in series]
 

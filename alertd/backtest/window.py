@@ -37,8 +37,9 @@ import math
 from dataclasses import dataclass, replace
 
 from alertd import calendar, conditions
+from alertd.conditions.money import per_meter, priced_meters, sums_meters
 from alertd.conditions.series import data_need
-from alertd.model import DataNeed, Granularity
+from alertd.model import Customer, DataNeed, Granularity
 from alertd.rules.schema import Rule
 
 
@@ -72,6 +73,14 @@ def history_need(rule: Rule, customer: str, since: int, until: int) -> DataNeed:
     starts_at = conditions.needs(rule, customer, warm_start(rule, since))[0].starts_at
     starts_at = calendar.floor(starts_at, "hour", rule.timezone)
     return data_need(rule, customer, until, starts_at, granularity="hour")
+
+
+def history_needs(rule: Rule, customer: Customer, window: ReplayWindow
+                  ) -> tuple[DataNeed, ...]:
+    """The (rule, customer)'s hourly history need; for a cost summed over the customer's
+    meters, that need once per priced meter (none when the sum cannot be stated)."""
+    need = history_need(rule, customer.id, window.since, window.until)
+    return per_meter(need, priced_meters(rule, customer)) if sums_meters(rule) else (need,)
 
 
 def within_data(window: ReplayWindow, refreshed_at: int | None) -> ReplayWindow:

@@ -8,7 +8,8 @@ plus, only when there are any, ``"errors"``: the (rule, customer) pairs that cou
 replayed, whose firings are therefore missing).
 A progress bar is drawn on stderr only when stderr is a terminal, so pipes and files see
 nothing but the result. Silences come from the state file when there is one (it is only
-read); grouping and dedup start empty at the warm-up.
+read, through the same opening as ``check --dry-run``: no lock, nothing written); grouping and
+dedup start empty at the warm-up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from alertd.backtest import (
@@ -29,7 +31,7 @@ from alertd.backtest import (
     ReplayFailure,
     ReplayWindow,
     SentNotification,
-    history_need,
+    history_needs,
     replay_all,
     select_rules,
     within_data,
@@ -50,10 +52,9 @@ from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
 from alertd.service.engine import Engine
-from alertd.service.open import Collaborators, open_services
+from alertd.service.open import Collaborators, Services, open_services
 from alertd.service.world import World, load_world
 from alertd.silences import Silence
-from alertd.store.open import open_store
 
 if TYPE_CHECKING:
     from alertd.source import Source
@@ -84,9 +85,11 @@ async def run_command(
     window = replay_window(args.since, args.until, clock.now(),
                            world.settings.stripe.freshness_lag)
     progress: Progress = ProgressBar(stderr) if stderr.isatty() else NoProgress()
-    silences = await stored_silences(world)
-    # No state store: a backtest replays the past and records nothing (it reads the silences).
-    async with open_services(world, Collaborators(clock)) as services:
+    # The state is opened as 'check --dry-run' opens it, only to read the silences: no lock (a
+    # running daemon keeps its own), nothing recorded, no file created where there is none.
+    async with open_services(world, Collaborators(clock), state=state_to_read(world),
+                             deliver=False) as services:
+        silences = await stored_silences(services)
         result = await run_backtest(services.engine, window, rule_names=args.rule,
                                     customer_ids=args.customer, progress=progress,
                                     silences=silences)
@@ -98,14 +101,18 @@ async def run_command(
     return EXIT_OK
 
 
-async def stored_silences(world: World) -> list[Silence]:
-    """Every silence in the state file, expired ones included (each applies over its own
-    time range); none when there is no state file yet."""
+def state_to_read(world: World) -> Path | None:
+    """The state a backtest reads its silences from (``None``: no state file yet)."""
     path = world.settings.state_path()
-    if world.settings.state.url is None and not path.exists():
+    return path if world.settings.state.url is not None or path.exists() else None
+
+
+async def stored_silences(services: Services) -> list[Silence]:
+    """Every silence in the state, expired ones included (each applies over its own time
+    range); none without a state."""
+    if services.pipeline is None:
         return []
-    async with open_store(world.settings) as store:
-        return await store.silences(0, include_expired=True)
+    return await services.pipeline.store.silences(0, include_expired=True)
 
 
 # --------------------------------------------------------------------------- the run
@@ -155,7 +162,7 @@ async def run_backtest(
     # balance summary), their periods moved to each instant's (billing.period_at).
     by_rule = await engine.with_billing(rules, dict(by_rule), window.until)
     needs = {
-        (rule.name, customer.id): history_need(rule, customer.id, window.since, window.until)
+        (rule.name, customer.id): history_needs(rule, customer, window)
         for rule in rules
         for customer in by_rule[rule.name]
     }
@@ -181,18 +188,20 @@ async def run_backtest(
 
 async def fetch_histories(
     source: Source,
-    needs: Mapping[tuple[str, str], DataNeed],
+    needs: Mapping[tuple[str, str], Sequence[DataNeed]],
     progress: Progress | None = None,
 ) -> Histories:
     """Each planned request sent once; the first :class:`SourceError` fails the backtest
-    (a history with holes would report false silences), cancelling the rest."""
+    (a history with holes would report false silences), cancelling the rest. A pair's rows
+    are those of all its needs (each row names its meter)."""
     progress = progress or NoProgress()
-    the_plan = plan(needs.values())
+    the_plan = plan(need for group in needs.values() for need in group)
     progress.start("fetching", len(the_plan.queries))
     results = await _fetch_each(source, the_plan.queries, progress.advance)
     progress.finish()
     return Histories(
-        rows={key: tuple(_rows_of(the_plan, results, need)) for key, need in needs.items()},
+        rows={key: tuple(row for need in group for row in _rows_of(the_plan, results, need))
+              for key, group in needs.items()},
         queries=len(the_plan.queries),
         requests=sum(result.requests for result in results),
         refreshed_at=min((r.refreshed_at for r in results if r.refreshed_at is not None),

@@ -16,6 +16,20 @@ from alertd.errors import EXIT_CONFIG, EXIT_OK
 from alertd.pricing import SUPPORTED_SHAPES
 
 
+def priced_note(priced: int, summed: int) -> str:
+    """What ``validate`` says about rules that price usage: which price shapes are supported
+    and what becomes an error finding instead of an amount."""
+    note = (f"{priced} rule(s) price usage with each customer's Stripe price for the meter; "
+            f"supported price shapes: {'; '.join(SUPPORTED_SHAPES)}. Any other (or no price, "
+            "or another currency) is an error finding naming the price.")
+    if summed:
+        note += (f" {summed} of them sum every metered price of the customer (no meter): each "
+                 "price on its own meter's total, in one currency; prices in several "
+                 "currencies or on different billing periods are an error finding naming "
+                 "them.")
+    return note
+
+
 def main(args: argparse.Namespace) -> int:
     path = find_config(args.config)
     if path is None:
@@ -35,7 +49,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: configuration, rules and templates are valid ({loaded})")
     if report.priced:
-        print(f"{report.priced} rule(s) price usage with each customer's Stripe price for the "
-              f"meter; supported price shapes: {'; '.join(SUPPORTED_SHAPES)}. Any other "
-              "(or no price, or another currency) is an error finding naming the price.")
+        print(priced_note(report.priced, report.summed))
     return EXIT_OK

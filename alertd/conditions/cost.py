@@ -13,13 +13,18 @@ problems come from :mod:`alertd.conditions.money`. Pure.
   ``projected`` is the projected invoice amount, ``details["crosses_at"]`` the UTC-or-rule-zone
   date the budget is (or was) crossed. No verdict before ``min_elapsed`` of the period.
 
+A cost rule without a ``meter`` is summed over the customer's metered prices
+(:func:`~alertd.conditions.money.sums_meters`): the amount is the sum of each price on its own
+meter's total, the forecast grows each meter at its own run rate and prices the lines again,
+and the crossing day is the first second the sum passes the budget.
+
 The finding's ``value`` is the amount in the currency's major unit (a float for the lifecycle
 and templates; the exact ``Decimal`` is in ``details["amount"]`` as a string).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +34,8 @@ from alertd.conditions.money import (
     PeriodUsage,
     not_judged,
     period_usage,
-    quantity_reaching,
-    rate,
+    reaching_at,
+    rule_currency,
 )
 from alertd.conditions.series import effective_refreshed_at, finding, local_date, number
 from alertd.model import Customer, Figures, Finding, Series
@@ -59,21 +64,17 @@ def cost_bounds(value: Money | None, levels: Mapping[str, Money] | None,
         raise ValueError("all amounts of a cost condition must be in one currency")
 
 
-def _currency(condition: ThresholdCondition | ForecastCondition) -> str | None:
-    if condition.cost_value is not None:
-        return condition.cost_value.currency
-    levels = getattr(condition, "cost_levels", None)
-    return next(iter(levels.values())).currency if levels else None
-
-
 def _show(usage: PeriodUsage, amount: Decimal, measure: str) -> str:
     return usage.money(amount) if measure == "cost" else number(float(amount))
 
 
-def _measured(usage: PeriodUsage, measure: str, quantity: float | None = None) -> Decimal:
+def _measured(usage: PeriodUsage, measure: str, rates: Sequence[float] = (),
+              seconds: float = 0.0) -> Decimal:
+    """The period's cost (or usage) so far, or after ``seconds`` more at ``rates``."""
     if measure == "cost":
-        return usage.amount(quantity)
-    return Decimal(repr(usage.quantity if quantity is None else quantity))
+        return usage.amount_at(rates, seconds) if rates else usage.amount()
+    grown = usage.quantity + sum(max(r, 0.0) for r in rates) * seconds
+    return Decimal(repr(grown))
 
 
 def _usage_bounds(rule: Rule, condition: ThresholdCondition,
@@ -95,7 +96,7 @@ def threshold(rule: Rule, condition: ThresholdCondition, series: Series,
               customer: Customer, now: int) -> Finding:
     """A cost (or billing-period usage) threshold's verdict on ``series``."""
     try:
-        usage = period_usage(rule, series, customer, now, _currency(condition))
+        usage = period_usage(rule, series, customer, now, rule_currency(rule))
         bounds = _usage_bounds(rule, condition, customer)
     except NotJudged as exc:
         return not_judged(rule, series, now, exc)
@@ -124,16 +125,15 @@ def forecast(rule: Rule, condition: ForecastCondition, series: Series, customer:
     """A cost (or billing-period usage) forecast's verdict; ``figures`` is the forecast
     kind's figures class (``threshold``, ``projected``)."""
     try:
-        usage = period_usage(rule, series, customer, now, _currency(condition))
+        usage = period_usage(rule, series, customer, now, rule_currency(rule))
     except NotJudged as exc:
         return not_judged(rule, series, now, exc)
     measure = condition.measure
     budget = condition.cost_value.amount if condition.cost_value is not None \
         else Decimal(repr(condition.value))
     as_of = max(usage.period.starts_at, effective_refreshed_at(series.refreshed_at, now))
-    per_second = rate(series, now, condition.rate_window)
-    projected_units = usage.quantity + max(per_second, 0.0) * (usage.period.ends_at - as_of)
-    projected = _measured(usage, measure, projected_units)
+    rates = usage.rates(now, condition.rate_window)
+    projected = _measured(usage, measure, rates, usage.period.ends_at - as_of)
     common: dict[str, Any] = {**usage.details(), "amount": str(_measured(usage, measure)),
                               "projected_amount": str(projected)}
     if now - usage.period.starts_at < condition.min_elapsed:
@@ -141,7 +141,7 @@ def forecast(rule: Rule, condition: ForecastCondition, series: Series, customer:
                        figures=figures(float(budget), float(projected)),  # type: ignore[call-arg]
                        period_key=usage.key(), details={**common, "crosses_at": None},
                        message=f"too early {usage.describe()} to forecast")
-    crosses = _crossing(rule, usage, measure, budget, per_second, as_of)
+    crosses = _crossing(rule, usage, measure, budget, rates, as_of)
     active = projected > budget
     message = (f"projected {_show(usage, projected, measure)} by "
                f"{local_date(usage.period.ends_at, rule.timezone)} "
@@ -158,20 +158,21 @@ def forecast(rule: Rule, condition: ForecastCondition, series: Series, customer:
 
 
 def _crossing(rule: Rule, usage: PeriodUsage, measure: str, budget: Decimal,
-              per_second: float, as_of: int) -> str | None:
-    """The local date the budget is crossed at the run rate (or was, by the usage so far)."""
+              rates: Sequence[float], as_of: int) -> str | None:
+    """The local date the budget is crossed at the run rates (or was, by the usage so far)."""
     if measure == "cost":
-        units = quantity_reaching(usage, budget)
-    else:
-        units = float(budget) if float(budget) >= 0 else None
+        at = reaching_at(usage, rates, as_of, budget)
+        return None if at is None else local_date(at, rule.timezone)
+    units = float(budget) if float(budget) >= 0 else None
     if units is None:
         return None
     if usage.quantity > units:
         return local_date(as_of, rule.timezone)
+    per_second = sum(rates)
     if per_second <= 0:
         return None
-    at = as_of + (units - usage.quantity) / per_second
-    return local_date(int(at), rule.timezone) if at < usage.period.ends_at else None
+    at_units = as_of + (units - usage.quantity) / per_second
+    return local_date(int(at_units), rule.timezone) if at_units < usage.period.ends_at else None
 
 
 def check(rule: Rule) -> list[RuleIssue]:
@@ -182,10 +183,11 @@ def check(rule: Rule) -> list[RuleIssue]:
     if measure == "cost" and not rule.billing_period:
         issues.append(RuleIssue(("window",), "measure: cost needs window: billing_period "
                                 "(tiers apply to an invoice's period, not a calendar window)"))
-    if (measure == "cost" or rule.billing_period) and rule.meter is None:
-        issues.append(RuleIssue(("meter",), "a cost or billing-period rule needs a meter: "
-                                "each meter has its own price (summing a customer's meters "
-                                "is not supported)", at_value=False))
+    if measure != "cost" and rule.billing_period and rule.meter is None:
+        issues.append(RuleIssue(("meter",), "a billing-period usage rule needs a meter (usage "
+                                "of different meters does not add up; measure: cost without "
+                                "a meter sums the priced usage of all the customer's meters)",
+                                at_value=False))
     if (measure == "cost" or rule.billing_period) and rule.group_by:
         issues.append(RuleIssue(("group_by",), "a cost is the whole meter's: prices apply to "
                                 "the meter's total, so group_by cannot be priced"))

@@ -32,11 +32,11 @@ from alertd.clock import readable_duration
 from alertd.conditions.base import Bound, ConditionKind, ConditionModel, RuleIssue, Sample
 from alertd.conditions.money import (
     NotJudged,
+    PeriodUsage,
     billing_need,
     not_judged,
     period_usage,
-    quantity_reaching,
-    rate,
+    reaching_at,
 )
 from alertd.conditions.series import effective_refreshed_at, finding, local_date
 from alertd.config.settings import PositiveDuration
@@ -80,19 +80,12 @@ def _condition(rule: Rule) -> CreditCondition:
     return rule.condition
 
 
-def _depletes_at(usage: Any, available: Decimal, per_second: float, as_of: int) -> int | None:
-    """When the period's priced usage reaches ``available`` at the burn rate."""
-    units = quantity_reaching(usage, available)
-    if units is None:
-        return None
-    if usage.quantity >= units:
-        return as_of
-    if per_second <= 0:
-        return None
-    at = int(as_of + (units - usage.quantity) / per_second)
-    # Past the period's end the invoice is finalised and the tiers start afresh: the run
-    # rate of this period says nothing reliable about then.
-    return at if at < usage.period.ends_at else None
+def _depletes_at(usage: PeriodUsage, available: Decimal, rates: list[float],
+                 as_of: int) -> int | None:
+    """When the period's priced usage exceeds ``available`` at the burn rate. Past the
+    period's end the invoice is finalised and the tiers start afresh: the run rate of this
+    period says nothing reliable about then, so ``None``."""
+    return reaching_at(usage, rates, as_of, available)
 
 
 class CreditKind(ConditionKind):
@@ -110,7 +103,7 @@ class CreditKind(ConditionKind):
         currency = condition.below.currency if condition.below is not None else None
         try:
             usage = period_usage(rule, series, customer, now, currency)
-            credit = credit_in(customer.billing, customer.id, usage.plan.currency)
+            credit = credit_in(customer.billing, customer.id, usage.currency)
         except BillingProblem as exc:
             state = "nodata" if isinstance(exc, NoCredit) else "error"
             return not_judged(rule, series, now, NotJudged(state, str(exc)))
@@ -119,7 +112,7 @@ class CreditKind(ConditionKind):
         unbilled = usage.amount()
         ongoing = credit.available - unbilled
         as_of = max(usage.period.starts_at, effective_refreshed_at(series.refreshed_at, now))
-        depletes = _depletes_at(usage, credit.available, rate(series, now, condition.rate_window),
+        depletes = _depletes_at(usage, credit.available, usage.rates(now, condition.rate_window),
                                 as_of)
         if condition.below is not None:
             bound, active = condition.below.amount, ongoing < condition.below.amount

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alertd.conditions.money import wants_billing
+from alertd.conditions.money import sums_meters, wants_billing
 from alertd.config.settings import ACCOUNT_NAME, Settings, load_settings, secret_problems
 from alertd.config.yamlpos import Located, Path_, load_located, read_document
 from alertd.errors import ConfigError, Problem
@@ -34,6 +34,8 @@ class Report:
     rules: int = 0
     #: How many of them price usage (measure: cost, window: billing_period, credit).
     priced: int = 0
+    #: How many of those sum a customer's metered prices (measure: cost without a meter).
+    summed: int = 0
 
 
 def validate_config(config_path: Path | None) -> list[Problem]:
@@ -70,7 +72,9 @@ def validate_report(config_path: Path | None) -> Report:
     problems += _template_dir_problems(settings, doc)
     problems += _inline_template_problems(settings, doc)
     priced = sum(1 for rule in rules if wants_billing(rule))
-    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules), priced)
+    summed = sum(1 for rule in rules if sums_meters(rule))
+    return Report(_sorted(problems), tuple(str(path) for path in paths), len(rules), priced,
+                  summed)
 
 
 def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:
@@ -95,6 +99,14 @@ def unmatched_rule_files(settings: Settings, doc: Located) -> list[Problem]:
             problems.append(Problem("", 0, 0, message + " (the default; no config file "
                                     "sets rule_files)"))
     return problems
+
+
+def rule_file_problems(settings: Settings, config_path: Path | None) -> list[Problem]:
+    """:func:`unmatched_rule_files` for commands that load the configuration without all of
+    ``validate`` (``check``, ``backtest``, ``render``): each unmatched pattern at its place in
+    the config file."""
+    doc = _config_doc(config_path) or Located(str(config_path), {}, {})
+    return unmatched_rule_files(settings, doc)
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -56,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,11 +66,13 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.accounts import Account, account_store, accounts_of
+from alertd.alerts import AlertState
 from alertd.clock import Clock, SystemClock, iso
 from alertd.config.settings import Settings, find_config
 from alertd.config.validate import validate_config
 from alertd.errors import EXIT_CONFIG, EXIT_OK, ConfigError, StoreDamagedError, StoreError
 from alertd.logs import configure
+from alertd.model import Finding, SeriesKey
 from alertd.notify.email import SmtpFactory
 from alertd.service.heartbeat import Heartbeat
 from alertd.service.http import Health, serve
@@ -588,8 +590,13 @@ class Daemon:
         finally:
             self._merge_health()
         self.schedules[lane.account.name].learn(lane.world, names, outcome.result)
-        self.board.record({*names, *(f.rule for f in outcome.findings)}, outcome.findings, now,
+        # A poll that recorded nothing (no fresher data) judged nothing: the board keeps what
+        # the last recorded poll of its rules found (only the meta findings are news).
+        polled = names if outcome.recorded else ()
+        self.board.record({*polled, *(f.rule for f in outcome.findings)}, outcome.findings, now,
                           customers=outcome.result.customers, series=outcome.result.series,
+                          states=await self._stored_states(lane.recorder.store,
+                                                           outcome.findings),
                           only=customers, account=lane.account.name)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
@@ -598,6 +605,21 @@ class Daemon:
                                        self.poller.summary(len(live.world.rules)))
         self.systemd.status(self._status())
         return outcome
+
+    async def _stored_states(self, store: Store, findings: Sequence[Finding]
+                             ) -> Mapping[SeriesKey, AlertState]:
+        """The stored states of the rules whose active series the board does not show yet
+        (after a restart: each rule's, once), so the status page's ``since`` is when the
+        series began firing or pending, not this process's first poll. A store failing here
+        only costs that: ``since`` is then the poll's."""
+        rules = self.board.unseen_rules(findings)
+        if not rules:
+            return {}
+        try:
+            return await store.load_states(rules)
+        except StoreError as exc:
+            log.warning("could not read alert states for the status page error=%s", exc)
+            return {}
 
     def _status(self) -> str:
         line = self.poller.status(len(self.world.rules), self.world.settings)

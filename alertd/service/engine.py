@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from alertd.accounts import with_account
-from alertd.conditions.money import wants_billing, wants_credit
+from alertd.conditions.money import sums_meters, wants_billing, wants_credit
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
 from alertd.errors import NotFoundError, SourceError
@@ -74,6 +74,7 @@ from alertd.service.reads import (
     save,
     widening_needs,
 )
+from alertd.service.summed import judge_summed, summed_needs
 from alertd.source import Source
 from alertd.source.billing import BillingSource
 from alertd.source.directory import Directory, Selected, selection_key
@@ -310,8 +311,16 @@ class Engine:
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
         in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
+        summed: dict[tuple[str, str], tuple[DataNeed, ...]] = {}
         for rule in rules:
             for customer in in_batch[rule.name]:
+                if sums_meters(rule):  # one need per priced meter: alertd.service.summed
+                    got = summed_needs(rule, customer, now)
+                    if isinstance(got, Finding):
+                        total.findings.append(got)
+                    else:
+                        summed[(rule.name, customer.id)] = got
+                    continue
                 need = need_or_error(rule, customer.id, now)
                 if isinstance(need, Finding):
                     total.findings.append(need)
@@ -319,7 +328,8 @@ class Engine:
                     needs[(rule.name, customer.id)] = need
         names = {rule.name for rule in rules}
         others = [r for r in self.rules.rules if r.name not in names] if self.cache else []
-        reads = await prepare(self.cache, needs.values(), now, self.cache_counts,
+        every_need = [*needs.values(), *(n for pair in summed.values() for n in pair)]
+        reads = await prepare(self.cache, every_need, now, self.cache_counts,
                               widening_needs(others, sorted(batch), now))
         the_plan = plan(reads.fetch_needs)
         outcomes = await self._fetch_all(the_plan.queries)
@@ -327,8 +337,17 @@ class Engine:
         self.cache_counts.rows_fetched += rows
         total.rows += rows
         total.cached += reads.cached_rows
+        reading = Reading(the_plan, reads)
         findings, series, refreshed, good = self._judge(
-            rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
+            rules, in_batch, needs, reading, outcomes, now)
+        more = judge_summed(rules, in_batch, summed, reading, outcomes, now,
+                            freshness_lag=self.settings.stripe.freshness_lag,
+                            stale=lambda result: self._stale(result, now),
+                            recent=RECENT_BUCKETS)
+        findings += more.findings
+        series.update(more.series)
+        refreshed += more.refreshed
+        good += more.good
         await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
         total.findings.extend(findings)

@@ -33,6 +33,7 @@ from alertd.buckets import (
     settled_before,
     updated,
 )
+from alertd.conditions.money import sums_meters
 from alertd.errors import StoreError
 from alertd.model import DataNeed, UsageResult, UsageRow
 from alertd.planner import RequestPlan, extract_rows
@@ -149,9 +150,12 @@ def widening_needs(rules: Iterable[Rule], customers: Iterable[str], now: int
     the hull of *every* rule's range, so polls of different ``every`` keep one entry of one
     extent instead of each re-reading in full what the other trimmed. A need depends on the
     customer only by its id, so each rule's is worked out once. A rule whose need cannot be
-    had is skipped here (its own poll reports it)."""
+    had is skipped here (its own poll reports it), and so is a cost summed over a customer's
+    meters: which meters it reads depends on each customer's prices."""
     templates: list[DataNeed] = []
     for rule in rules:
+        if sums_meters(rule):
+            continue
         try:
             templates.append(conditions.needs(rule, "", now)[0])
         except Exception:

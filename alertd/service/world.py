@@ -17,6 +17,7 @@ import httpx
 
 from alertd.clock import Clock
 from alertd.config.settings import NO_API_KEY, Settings, find_config, load_settings
+from alertd.config.validate import rule_file_problems
 from alertd.errors import ConfigError, Problem
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.service.metrics import Metrics
@@ -36,9 +37,14 @@ class World:
 
 
 def load_world(config: str | Path | None) -> World:
-    """Settings and every rule, validated; :class:`ConfigError` lists every problem."""
+    """Settings and every rule, validated; :class:`ConfigError` lists every problem. A
+    ``rule_files`` pattern that matches no file is one (as ``validate`` says): a command run
+    without the rules it was meant to judge would look fine while judging nothing."""
     path = find_config(str(config) if config is not None else None)
     settings = load_settings(path)
+    unmatched = rule_file_problems(settings, path)
+    if unmatched:
+        raise ConfigError(unmatched)
     rules = load_rules(settings.rule_paths(), settings)
     return World(settings, rules, path)
 

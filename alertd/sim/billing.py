@@ -42,6 +42,10 @@ _TOKEN_TIERS: dict[str, tuple[str, list[dict[str, Any]]]] = {
 }
 
 
+#: The meter each price id names (``price_<meter>_…``), by its short name.
+_METER_IDS = {"tokens": TOKENS.id, "api": API_CALLS.id, "storage": STORAGE.id}
+
+
 def currency_of(index: int) -> str:
     return "eur" if index % 10 == 9 else "usd"
 
@@ -56,7 +60,7 @@ def price_json(price_id: str, *, tiers: bool) -> dict[str, Any] | None:
         "id": price_id, "object": "price", "active": True, "currency": currency,
         "custom_unit_amount": None, "livemode": False, "type": "recurring",
         "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered",
-                      "meter": f"mtr_sim_{meter}"},
+                      "meter": _METER_IDS.get(meter)},
         "tiers_mode": None, "transform_quantity": None, "unit_amount": None,
         "unit_amount_decimal": None, "billing_scheme": "per_unit",
     }

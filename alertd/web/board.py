@@ -7,10 +7,11 @@ of the rules it polled (a series that stopped being pending or firing leaves the
 the board holds at most one entry per active series and needs no pruning.
 
 It lives in memory: after a restart it fills in with the first poll of each rule. ``since``
-is when the series entered its state as this process saw it; a caller that passes the stored
-states gets the lifecycle's ``firing_since``/``pending_since`` instead (the daemon does not
-yet: after a restart, ``since`` starts at the first poll). Paging is over a list sorted once
-per poll, so a page costs O(page size) however many series are active.
+is the lifecycle's ``firing_since``/``pending_since`` from the stored state of a series the
+board does not show in that state yet (the daemon loads those states for the rules
+:meth:`Board.unseen_rules` names: after a restart, each rule's once), then kept while the
+series stays in that state. Paging is over a list sorted once per poll, so a page costs
+O(page size) however many series are active.
 """
 
 from __future__ import annotations
@@ -121,6 +122,17 @@ class Board:
     entries: dict[str, Entry] = field(default_factory=dict)
     last_poll: int | None = None
     _ordered: list[Entry] = field(default_factory=list)
+
+    def unseen_rules(self, findings: Iterable[Finding]) -> set[str]:
+        """The rules of the active ``findings`` the board does not show in that state yet:
+        whose entries need their stored state for ``since``."""
+        unseen = set()
+        for finding in findings:
+            if finding.state in ACTIVE_STATES:
+                entry = self.entries.get(finding.key.fingerprint)
+                if entry is None or entry.state != finding.state:
+                    unseen.add(finding.key.rule)
+        return unseen
 
     def record(
         self, rules: Iterable[str], findings: Iterable[Finding], now: int, *,

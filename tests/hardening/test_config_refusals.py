@@ -15,6 +15,7 @@ from alertd.cli import main
 from alertd.config.settings import load_settings
 from alertd.config.validate import validate_config
 from alertd.errors import ConfigError
+from alertd.service.world import load_world
 
 KEY = "sk_test_refusals_0123456789"
 
@@ -394,3 +395,26 @@ def test_the_daemon_refuses_to_start_with_what_validate_refuses(
     assert done.returncode == 2
     assert said.replace("alertd.yaml", str(config.resolve())) in done.stderr
     assert "sk_test_" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["check", "--dry-run"], ["backtest", "--since", "1d"],
+                                     ["render", "--rule", "a"]])
+def test_check_backtest_and_render_refuse_an_unmatched_rule_files_glob(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens on port 9: a command that got past the configuration would fail on
+    # Stripe (exit 3), not refuse the configuration (exit 2).
+    config = write({"alertd.yaml": "rule_files: [rules/*.yaml, rulez/*.yaml]\n"
+                                   "stripe: {api_base: 'http://127.0.0.1:9'}\n",
+                    "rules/a.yaml": "rules:\n  - name: a\n    when: daily usage > 1\n"})
+    assert main([*command, "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "alertd.yaml:1:28: rule_files: 'rulez/*.yaml' matches no file" in err
+    assert "rule_files: []" in err  # how to run without rules, said
+
+
+def test_an_empty_rule_files_list_is_still_accepted() -> None:
+    config = write({"alertd.yaml": "rule_files: []\n"})
+    assert load_world(config).rules.rules == ()
+    with pytest.raises(ConfigError, match=r"rulez/\*\.yaml' matches no file"):
+        load_world(write({"alertd.yaml": "rule_files: [rulez/*.yaml]\n"}))

@@ -541,6 +541,38 @@ async def test_alerts_of_rules_gone_while_stopped_resolve_at_start(tmp_path: Pat
                              what="the old rule's alerts to resolve")
 
 
+async def test_the_status_pages_since_survives_a_restart(tmp_path: Path) -> None:
+    """``since`` is when the series began firing (the stored ``firing_since``), not the new
+    process's first poll."""
+    async with running_simulator(customers=3, days=40, now=TEST_NOW) as sim, \
+            hooks_sink() as hooks:
+        clock = OffsetClock(TEST_NOW - time.time())
+        config = write_config(tmp_path, sim.url, hooks.url, [rule("tokens", every="1h")])
+        daemon = Daemon(config, clock=clock, systemd=SystemdNotifier(""))
+        async with daemon.running(load_checked(config)):
+            first = await daemon.poll(("tokens",))
+            began = {e.key.customer: e.since for e in daemon.board.entries.values()}
+        assert first.recorded and len(began) == 3
+        sim.advance(600)
+        clock.offset += 600
+        restarted = int(clock.now())
+        daemon = Daemon(config, clock=clock, systemd=SystemdNotifier(""))
+        async with daemon.running(load_checked(config)):
+            assert (await daemon.poll(("tokens",))).recorded
+            shown = (await get(f"{daemon.server_url}/api/v1/alerts")).json()["alerts"]
+            # no fresher data: nothing judged, and the board keeps what it shows
+            assert not (await daemon.poll(("tokens",))).recorded
+            kept = {e.key.customer: e.since for e in daemon.board.entries.values()
+                    if e.key.rule == "tokens"}
+            sim.advance(300)
+            clock.offset += 300
+            assert (await daemon.poll(("tokens",))).recorded  # the board's own entries now
+            later = {e.key.customer: e.since for e in daemon.board.entries.values()}
+        assert {a["customer"]["id"]: a["since"] for a in shown} == began
+        assert all(since < restarted for since in began.values())
+        assert kept == began and later == began
+
+
 # --------------------------------------------------------------------------- subprocess
 
 

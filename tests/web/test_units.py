@@ -119,3 +119,21 @@ def test_buckets_are_drawn_cumulatively_when_the_value_is_the_windows_total() ->
     assert comparable_values(buckets, 10, 6.0) == ([5.0, 1.0, 3.0, 6.0], True)
     assert comparable_values(buckets, 10, 3.0) == ([5.0, 1.0, 2.0, 3.0], False)  # per bucket
     assert comparable_values(buckets, 10, None) == ([5.0, 1.0, 2.0, 3.0], False)
+
+
+def test_board_takes_since_from_the_stored_state_of_a_series_it_has_not_shown() -> None:
+    from alertd.alerts import AlertState
+
+    board = Board()
+    found = [finding("a", "c1", "firing"), finding("a", "c2", "pending"),
+             finding("b", "c3", "inactive")]
+    assert board.unseen_rules(found) == {"a"}  # after a restart: every active series
+    stored = {SeriesKey("a", "c1"): AlertState("firing", firing_since=NOW - 7200,
+                                               pending_since=NOW - 9000),
+              SeriesKey("a", "c2"): AlertState("pending", pending_since=NOW - 60)}
+    board.record(["a", "b"], found, NOW, states=stored)
+    assert board.get(SeriesKey("a", "c1").fingerprint).since == NOW - 7200  # type: ignore[union-attr]
+    assert board.get(SeriesKey("a", "c2").fingerprint).since == NOW - 60  # type: ignore[union-attr]
+    assert board.unseen_rules(found) == set()  # shown now: no state needed next poll
+    promoted = [finding("a", "c1", "firing"), finding("a", "c2", "firing")]
+    assert board.unseen_rules(promoted) == {"a"}  # c2 changed state
