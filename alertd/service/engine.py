@@ -80,6 +80,8 @@ log = logging.getLogger("alertd.engine")
 
 #: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
 BATCH_CUSTOMERS = 50
+#: Batches whose requests are queued while the oldest one's answers are awaited and judged.
+FETCH_AHEAD = 1
 #: Buckets kept of an active series, for the "recent usage" table of its notification.
 RECENT_BUCKETS = 24
 
@@ -94,6 +96,17 @@ class _Tally:
     failures: list[SourceError] = field(default_factory=list)
     queries: int = 0
     requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One batch whose requests are under way: what judging its answers needs."""
+
+    customers: dict[str, list[Customer]]
+    needs: dict[tuple[str, str], DataNeed]
+    reading: Reading
+    outcomes: asyncio.Future[list[UsageResult | SourceError | Exception]]
+    early: list[Finding]  # needs that could not be worked out: error findings
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +258,10 @@ class Engine:
 
         Customers are taken in batches of :data:`BATCH_CUSTOMERS`: needs of different customers
         never share a request, so planning per batch costs no request, and a batch's answers
-        and series are dropped before the next is fetched — memory stays flat however many
-        customers the account has. Only the series of active findings are kept (trimmed to
+        and series are dropped once it is judged — memory stays flat however many customers
+        the account has (the answers of at most 1 + :data:`FETCH_AHEAD` batches at a time:
+        the next batch is fetched while one is awaited and judged, so the rate budget is not
+        left idle between batches). Only the series of active findings are kept (trimmed to
         their last :data:`RECENT_BUCKETS`), for the notifications' recent-usage table.
         """
         sent_before = self._sent() if self._sent is not None else 0
@@ -258,9 +273,9 @@ class Engine:
         total = _Tally()
         _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
         ids = list(customers)
-        for start in range(0, len(ids), self.batch_customers):
-            batch = set(ids[start:start + self.batch_customers])
-            await self._run_batch(rules, by_rule, batch, now, total)
+        batches = [set(ids[start:start + self.batch_customers])
+                   for start in range(0, len(ids), self.batch_customers)]
+        await self._run_batches(rules, by_rule, batches, now, total)
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
@@ -275,22 +290,48 @@ class Engine:
             failures=tuple(total.failures),
         )
 
-    async def _run_batch(
+    async def _run_batches(
+        self,
+        rules: Sequence[Rule],
+        by_rule: Mapping[str, list[Customer]],
+        batches: Sequence[set[str]],
+        now: int,
+        total: _Tally,
+    ) -> None:
+        """Each batch in turn, with the next :data:`FETCH_AHEAD` batches' requests already
+        queued while this one's last answers come in and are judged: the rate budget never
+        waits for a batch's slowest answer (at 1 s latency, most of a batch's time)."""
+        pending: list[_Batch] = []
+        try:
+            for batch in batches:
+                pending.append(await self._start_batch(rules, by_rule, batch, now))
+                if len(pending) > FETCH_AHEAD:
+                    await self._finish_batch(rules, pending.pop(0), now, total)
+            while pending:
+                await self._finish_batch(rules, pending.pop(0), now, total)
+        finally:
+            # An error or a cancellation: the batches under way stop their requests too.
+            for left in pending:
+                left.outcomes.cancel()
+            await asyncio.gather(*(left.outcomes for left in pending), return_exceptions=True)
+
+    async def _start_batch(
         self,
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         batch: set[str],
         now: int,
-        total: _Tally,
-    ) -> None:
+    ) -> _Batch:
+        """A batch's customers, needs, cache reads and plan, and its fetch under way."""
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
         in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
+        early: list[Finding] = []
         for rule in rules:
             for customer in in_batch[rule.name]:
                 need = need_or_error(rule, customer.id, now)
                 if isinstance(need, Finding):
-                    total.findings.append(need)
+                    early.append(need)
                 else:
                     needs[(rule.name, customer.id)] = need
         names = {rule.name for rule in rules}
@@ -298,13 +339,22 @@ class Engine:
         reads = await prepare(self.cache, needs.values(), now, self.cache_counts,
                               widening_needs(others, sorted(batch), now))
         the_plan = plan(reads.fetch_needs)
-        outcomes = await self._fetch_all(the_plan.queries)
+        fetching = asyncio.ensure_future(self._fetch_all(the_plan.queries))
+        return _Batch(in_batch, needs, Reading(the_plan, reads), fetching, early)
+
+    async def _finish_batch(
+        self, rules: Sequence[Rule], started: _Batch, now: int, total: _Tally
+    ) -> None:
+        """Wait for a batch's answers, judge them, and save what the cache may keep."""
+        outcomes = await started.outcomes
+        the_plan, reads = started.reading.plan, started.reading.reads
         self.cache_counts.rows_fetched += sum(
             len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         findings, series, refreshed, good = self._judge(
-            rules, in_batch, needs, Reading(the_plan, reads), outcomes, now)
+            rules, started.customers, started.needs, started.reading, outcomes, now)
         await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
+        total.findings.extend(started.early)
         total.findings.extend(findings)
         total.series.update(series)
         total.refreshed.extend(refreshed)

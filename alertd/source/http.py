@@ -2,7 +2,9 @@
 
 Where it sits: the sources (:mod:`~alertd.source.analytics`, :mod:`~alertd.source.summaries`)
 and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws each attempt
-from the named rate budget, caps requests in flight, and is the only place that retries.
+from the named rate budget, keeps as many requests in flight as that budget's rate and
+measured latency need (:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per
+budget), and is the only place that retries.
 
 Retry policy (GET requests are always safe to repeat):
 
@@ -61,7 +63,8 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
-from alertd.source.ratelimit import BudgetName, Budgets
+from alertd.source.inflight import Concurrency, ConcurrencyStats
+from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets
 
 log = logging.getLogger("alertd.source")
 
@@ -279,7 +282,10 @@ class StripeHTTP:
         self._transport = transport
         self._observer = observer
         self._rng = rng if rng is not None else random.Random()
-        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._concurrency = {
+            name: Concurrency(name, self.budgets.get(name).rate, settings.max_in_flight)
+            for name in BUDGET_NAMES
+        }
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
@@ -301,9 +307,12 @@ class StripeHTTP:
         }
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        # A connection for every slot of every budget: a request that had its budget's turn
+        # must not then queue for a connection, or its start would reach Stripe late and
+        # bunched with later ones.
+        connections = self.settings.max_in_flight * len(BUDGET_NAMES)
         limits = httpx.Limits(
-            max_connections=self.settings.max_in_flight,
-            max_keepalive_connections=self.settings.max_in_flight,
+            max_connections=connections, max_keepalive_connections=connections
         )
         self._client = httpx.AsyncClient(
             base_url=self.settings.api_base,
@@ -323,6 +332,10 @@ class StripeHTTP:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def concurrency(self, budget: BudgetName) -> ConcurrencyStats:
+        """The in-flight limit of ``budget`` now, its measured latency and the most held."""
+        return self._concurrency[budget].stats()
 
     async def get(
         self,
@@ -388,11 +401,18 @@ class StripeHTTP:
     async def _attempt(
         self, path: str, params: list[tuple[str, str]], budget: BudgetName, endpoint: str
     ) -> tuple[dict[str, Any], str | None]:
-        async with self._in_flight:
+        # The slot first, then the budget's turn: a request that had its turn is sent at once.
+        concurrency = self._concurrency[budget]
+        async with concurrency.slot():
             await self.budgets.get(budget).acquire()
             self.requests += 1
             began = self.clock.monotonic()
-            response = await self._send(path, params, endpoint, began)
+            try:
+                response = await self._send(path, params, endpoint, began)
+            except SourceError:
+                concurrency.observe(self.clock.monotonic() - began)
+                raise
+            concurrency.observe(self.clock.monotonic() - began)
         return self._judge(response, endpoint, budget, began)
 
     async def _send(

@@ -40,6 +40,7 @@ from alertd.clock import Clock
 from alertd.config.settings import StripeSettings
 
 BudgetName = Literal["analytics", "general"]
+BUDGET_NAMES: tuple[BudgetName, ...] = ("analytics", "general")
 
 #: The sliding window Stripe counts requests in.
 WINDOW = 1.0
