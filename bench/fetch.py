@@ -204,23 +204,40 @@ class Run:
     stats: dict[str, Any]
     rss_mb: float
     slots: ConcurrencyStats
+    pressure: float | None  # share of the wall in which the machine lacked a free CPU
+
+
+def cpu_pressure_us() -> int | None:
+    """Microseconds in which some task of the machine waited for a CPU (Linux PSI), so far."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    total = some.rsplit("total=", 1)[-1]
+    return int(total) if total.isdigit() else None
 
 
 async def measured(sim: SimulatorProcess, stack: StripeStack, total: int, what: str,
-                   run: Coroutine[Any, Any, None]) -> tuple[Stopwatch, int, dict[str, Any]]:
+                   run: Coroutine[Any, Any, None]
+                   ) -> tuple[Stopwatch, int, dict[str, Any], float | None]:
     """Awaits ``run`` with progress reports; returns its stopwatch, the HTTP requests sent
-    meanwhile and the simulator's statistics of just that time."""
+    meanwhile, the simulator's statistics of just that time, and the share of that time in
+    which the machine had a task waiting for a CPU (``None`` where Linux does not say)."""
     await asyncio.to_thread(sim.reset_stats)
     sent_before = stack.http.requests
     progress = asyncio.create_task(
         report_progress(lambda: stack.http.requests - sent_before, total, what))
+    pressure_before = cpu_pressure_us()
     try:
         with Stopwatch(sim.pid) as watch:
             await run
     finally:
         progress.cancel()
+    pressure_after = cpu_pressure_us()
+    pressure = None if pressure_before is None or pressure_after is None or not watch.wall \
+        else (pressure_after - pressure_before) / 1e6 / watch.wall
     stats = await asyncio.to_thread(sim.stats)
-    return watch, stack.http.requests - sent_before, stats
+    return watch, stack.http.requests - sent_before, stats, pressure
 
 
 def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
@@ -251,6 +268,9 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
                f"{run.slots.peak} / {run.stats.get('max_in_flight', '-')}"),
         figure("client CPU s per 1,000 requests", run.watch.cpu / thousands, "{:.2f}"),
         figure("client CPU busy, % of wall", 100 * run.watch.cpu / wall if wall else 0, "{:.0f}"),
+        Figure("machine short of CPU (PSI some), % of wall",
+               f"{100 * run.pressure:.0f}" if run.pressure is not None else "-",
+               note="a task waited for a CPU"),
         Figure("client ceiling on one free core, requests/s",
                f"{ceiling(run):.0f}" if run.watch.cpu else "-",
                note="requests ÷ client CPU s"),
@@ -276,16 +296,20 @@ def limited_by(run: Run, rate: float, load: float) -> str:
     """What held the run back, as far as the figures tell."""
     wall = run.watch.wall
     achieved = run.requests / wall if wall else 0.0
+    busy = 100 * run.watch.cpu / wall if wall else 0.0
+    needed = 100 * rate / ceiling(run)
     if achieved >= TARGET_RATE * rate:
-        return "the budget"
+        return f"the budget (client CPU {busy:.0f}% of a core)"
+    starved = run.pressure is not None and run.pressure > 0.5 and busy < 0.9 * needed
+    if starved:
+        assert run.pressure is not None
+        return (f"the machine: load {load:.1f} on {os.cpu_count()} cores, some task waited for "
+                f"a CPU {100 * run.pressure:.0f}% of the time; the client got {busy:.0f}% of a "
+                f"core, the budget needs {needed:.0f}%")
     if ceiling(run) < rate:
         return f"client CPU (ceiling {ceiling(run):.0f}/s on a free core)"
-    busy = 100 * run.watch.cpu / wall if wall else 0.0
-    cores = os.cpu_count() or 1
-    if load > cores:
-        return (f"machine load {load:.1f} on {cores} cores: the client got {busy:.0f}% of a "
-                f"core, {100 * rate / ceiling(run):.0f}% needed")
-    return f"not the CPU (client busy {busy:.0f}%): latency or slots"
+    return (f"not the CPU (client busy {busy:.0f}%, {needed:.0f}% needed): the ramp and tail "
+            "of a short run, latency or slots")
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,13 +342,13 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    watch, sent, stats = await measured(sim, stack, len(load.queries),
-                                        "requests sent (planned: the total)", work)
+    watch, sent, stats, pressure = await measured(sim, stack, len(load.queries),
+                                                  "requests sent (planned: the total)", work)
     if profiler is not None:
         profiler.disable()
     engine = args.via == "engine"
     run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
-              peak_rss_mb(), stack.http.concurrency("analytics"))
+              peak_rss_mb(), stack.http.concurrency("analytics"), pressure)
     ratio = load.planned / load.bound if load.bound else 1.0
     figures = [
         Figure("customers fetched", f"{len(load.customers)}", note=f"of {len(ids)}"),
@@ -354,11 +378,11 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
     queries = pacing_queries((ids * (args.pacing // max(len(ids), 1) + 1))[:args.pacing],
                              int(time.time()))
     tally = Tally()
-    watch, sent, stats = await measured(
+    watch, sent, stats, pressure = await measured(
         sim, stack, len(queries), "requests",
         fetch_streaming(stack.source, queries, stack.http.settings.max_in_flight, tally))
     run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
-              stack.http.concurrency("analytics"))
+              stack.http.concurrency("analytics"), pressure)
     print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
                 "requests", run_figures(run, args.rate, rss_target=False))
     return run
@@ -418,6 +442,8 @@ def print_summary(results: Sequence[Measured], rate: float) -> None:
              each(lambda r: f"{1000 * r.watch.cpu / max(r.requests, 1):.2f}"), ""),
             (f"{phase}: client CPU busy, % of wall",
              each(lambda r: f"{100 * r.watch.cpu / r.watch.wall:.0f}"), ""),
+            (f"{phase}: machine short of CPU (PSI), % of wall",
+             each(lambda r: f"{100 * r.pressure:.0f}" if r.pressure is not None else "-"), ""),
             (f"{phase}: in-flight limit / most in flight (simulator)",
              each(lambda r: f"{r.slots.limit} / {r.stats.get('max_in_flight', '-')}"), ""),
         ]

@@ -2,9 +2,11 @@
 
 Where it sits: the sources (:mod:`~alertd.source.analytics`, :mod:`~alertd.source.summaries`)
 and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws each attempt
-from the named rate budget, keeps as many requests in flight as that budget's rate and
-measured latency need (:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per
-budget), and is the only place that retries.
+from the named rate budget (and tells the budget when the request went out: httpcore's trace
+of the request headers being written, see :mod:`alertd.source.ratelimit`), keeps as many
+requests in flight as that budget's rate and measured latency need
+(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), and is the only
+place that retries.
 
 Retry policy (GET requests are always safe to repeat):
 
@@ -37,7 +39,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -64,7 +66,7 @@ from alertd.errors import (
     StripeTimeoutError,
 )
 from alertd.source.inflight import Concurrency, ConcurrencyStats
-from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets
+from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets, Start
 
 log = logging.getLogger("alertd.source")
 
@@ -404,19 +406,35 @@ class StripeHTTP:
         # The slot first, then the budget's turn: a request that had its turn is sent at once.
         concurrency = self._concurrency[budget]
         async with concurrency.slot():
-            await self.budgets.get(budget).acquire()
+            start = await self.budgets.get(budget).start()
             self.requests += 1
             began = self.clock.monotonic()
             try:
-                response = await self._send(path, params, endpoint, began)
+                response = await self._send(path, params, endpoint, began, start)
             except SourceError:
                 concurrency.observe(self.clock.monotonic() - began)
                 raise
+            finally:
+                # Not sent (an error before), or sent where no trace told (a mock transport):
+                # count it as sent now, so the budget's log never waits for it.
+                start.sent(self.clock.monotonic())
             concurrency.observe(self.clock.monotonic() - began)
         return self._judge(response, endpoint, budget, began)
 
+    def _tracer(self, start: Start) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+        """httpcore's ``trace`` extension: marks ``start`` sent once the request headers (the
+        request line among them) are written to the socket."""
+        clock = self.clock
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith("send_request_headers.complete"):
+                start.sent(clock.monotonic())
+
+        return trace
+
     async def _send(
-        self, path: str, params: list[tuple[str, str]], endpoint: str, began: float
+        self, path: str, params: list[tuple[str, str]], endpoint: str, began: float,
+        start: Start,
     ) -> Answer:
         if self._client is None:
             raise RuntimeError("StripeHTTP is used outside 'async with'")
@@ -424,7 +442,9 @@ class StripeHTTP:
             # httpx bounds each network operation; this bounds the whole exchange, body
             # included, so a body that drips in slowly cannot hold a poll for long.
             async with asyncio.timeout(self.settings.timeout):
-                request = self._client.build_request("GET", path, params=tuple(params))
+                request = self._client.build_request(
+                    "GET", path, params=tuple(params),
+                    extensions={"trace": self._tracer(start)})
                 response = await self._client.send(request, stream=True)
                 try:
                     content = await self._read_capped(response, endpoint, began)
