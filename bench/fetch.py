@@ -1,40 +1,48 @@
-"""Fetching everything a mixed rule set needs from the simulator, within Stripe's rate limit.
+"""Fetching everything a mixed rule set needs from the simulator, within Stripe's rate limit,
+at several Stripe latencies.
 
 Usage::
 
-    python bench/fetch.py [--customers 1000] [--max-requests N] [--plan-batch N] [--rate 100]
-                          [--latency 0.02] [--pacing 1000] [--via source|engine] [--profile]
+    python bench/fetch.py [--customers 1000] [--latencies 0.02,0.15,1] [--max-requests N]
+                          [--plan-batch N] [--rate 100] [--pacing 1000] [--via source|engine]
+                          [--profile]
 
-The simulator runs in a child process (``alertd.sim.testing.SimulatorProcess``) with the given
-number of customers, enforcing ``--rate`` analytics requests per sliding second and adding
-``--latency`` seconds to every answer, so its CPU is not this process's. This process is the
-alertd client: ``StripeHTTP`` with its rate budgets, the Meter Usage Analytics source and the
-customer directory, built by ``alertd.service.world.stripe_stack`` exactly as the daemon builds
-them.
+For each latency of ``--latencies`` (seconds, default 20 ms, 150 ms and 1 s) a simulator runs
+in a child process (``alertd.sim.testing.SimulatorProcess``) with the given number of
+customers, enforcing ``--rate`` analytics requests per sliding second and adding that latency to
+every answer, so its CPU is not this process's. This process is the alertd client:
+``StripeHTTP`` with its rate budgets and in-flight slots, the Meter Usage Analytics source and
+the customer directory, built by ``alertd.service.world.stripe_stack`` exactly as the daemon
+builds them.
 
 **Phase 1 — the mixed rule set.** The sixteen rules of ``bench/planner.py`` × every customer
 (listed through the directory): needs (``alertd.conditions.needs``), the plan
 (``alertd.planner.plan``) and its lower bound, then every planned query is fetched.
-``--via source`` (default) hands the queries to ``Source.fetch`` from ``max_in_flight``
-workers and drops each answer's rows once counted, which is what the fetch path itself costs;
-``--via engine`` runs ``Engine.run_pass`` instead (fetch, series, evaluation, all answers kept
-until the pass ends: far more memory). ``--max-requests`` caps the run to the first customers
-whose planned requests fit (whole customers; the plan ratio is still computed for all).
-``--plan-batch N`` plans N customers at a time instead of all at once (the engine plans a
-whole cycle at once; at 10,000 customers that alone is most of the peak RSS).
+``--via source`` (default) hands the queries to ``Source.fetch`` from ``stripe.max_in_flight``
+workers (the client's own slots decide how many are in flight) and drops each answer's rows
+once counted, which is what the fetch path itself costs; ``--via engine`` runs
+``Engine.run_pass`` instead (fetch, series, evaluation, batch after batch: far more memory and
+CPU). ``--max-requests`` caps the run to the first customers whose planned requests fit (whole
+customers; the plan ratio is still computed for all). ``--plan-batch N`` plans N customers at
+a time instead of all at once.
 
 **Phase 2 — pacing alone** (``--pacing N``, 0 to skip): N one-row queries (yesterday's total
-of one meter, one customer each), so the rate budget and HTTP path are measured without the cost
-of large answers.
+of one meter, one customer each), so the rate budget, the in-flight slots and the HTTP path are
+measured without the cost of large answers.
 
-Printed per phase, beside the targets of issue 2: requests per cycle ÷ the planner's lower
-bound (1.00), achieved requests/s (≥ 95 at 100/s), the most requests the simulator saw in any
-sliding second (≤ 100), 429s (0), wall time ÷ (requests ÷ rate) (≤ 1.05), peak RSS of this
-process (≤ 150 MB at 10,000 customers), CPU seconds per 1,000 requests here and in the
-simulator. ``--profile`` adds the top functions of phase 1 by own time (cProfile).
+Printed per phase, beside the targets of issues 2 and 13: requests per cycle ÷ the planner's
+lower bound (1.00), achieved requests/s (≥ 95 at 100/s), the most requests the simulator saw in
+any sliding second (≤ 100) and the seconds in which it saw more (0), 429s (0), wall time ÷
+(requests ÷ rate) (≤ 1.05), the client's in-flight limit and measured latency, the most
+requests in flight at the simulator, peak RSS of this process (≤ 150 MB at 10,000 customers),
+CPU seconds per 1,000 requests here and in the simulator. A last table puts every latency side
+by side and says what limited each run: the budget, the client's CPU (its ceiling on a free
+core, requests ÷ CPU seconds, is below the budget) or the machine (a loaded machine gave the
+client too little CPU: the load average is printed). ``--profile`` adds the top functions of
+phase 1 by own time (cProfile).
 
 10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
-time; use ``--max-requests`` to stop earlier (the table says what was run).
+time per latency; use ``--max-requests`` to stop earlier (the table says what was run).
 """
 
 from __future__ import annotations
@@ -42,9 +50,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import sys
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +73,7 @@ from alertd.service.engine import Engine
 from alertd.service.world import StripeStack, stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from alertd.source import Source
+from alertd.source.inflight import ConcurrencyStats
 from bench.common import (
     Figure,
     Stopwatch,
@@ -81,6 +91,7 @@ from bench.lower_bound import lower_bound
 TARGET_RATE = 0.95  # of the limit
 TARGET_WALL_RATIO = 1.05
 TARGET_RSS_MB = 150.0
+DEFAULT_LATENCIES = "0.02,0.15,1"
 
 
 @dataclass(slots=True)
@@ -192,23 +203,41 @@ class Run:
     watch: Stopwatch
     stats: dict[str, Any]
     rss_mb: float
+    slots: ConcurrencyStats
+    pressure: float | None  # share of the wall in which the machine lacked a free CPU
+
+
+def cpu_pressure_us() -> int | None:
+    """Microseconds in which some task of the machine waited for a CPU (Linux PSI), so far."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    total = some.rsplit("total=", 1)[-1]
+    return int(total) if total.isdigit() else None
 
 
 async def measured(sim: SimulatorProcess, stack: StripeStack, total: int, what: str,
-                   run: Coroutine[Any, Any, None]) -> tuple[Stopwatch, int, dict[str, Any]]:
+                   run: Coroutine[Any, Any, None]
+                   ) -> tuple[Stopwatch, int, dict[str, Any], float | None]:
     """Awaits ``run`` with progress reports; returns its stopwatch, the HTTP requests sent
-    meanwhile and the simulator's statistics of just that time."""
+    meanwhile, the simulator's statistics of just that time, and the share of that time in
+    which the machine had a task waiting for a CPU (``None`` where Linux does not say)."""
     await asyncio.to_thread(sim.reset_stats)
     sent_before = stack.http.requests
     progress = asyncio.create_task(
         report_progress(lambda: stack.http.requests - sent_before, total, what))
+    pressure_before = cpu_pressure_us()
     try:
         with Stopwatch(sim.pid) as watch:
             await run
     finally:
         progress.cancel()
+    pressure_after = cpu_pressure_us()
+    pressure = None if pressure_before is None or pressure_after is None or not watch.wall \
+        else (pressure_after - pressure_before) / 1e6 / watch.wall
     stats = await asyncio.to_thread(sim.stats)
-    return watch, stack.http.requests - sent_before, stats
+    return watch, stack.http.requests - sent_before, stats, pressure
 
 
 def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
@@ -216,8 +245,10 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
     wall = run.watch.wall
     per_second = run.requests / wall if wall else 0.0
     peak_analytics = float(run.stats["peak_per_second"]["analytics"])
+    over = float(run.stats.get("seconds_over_limit", {}).get("analytics", 0))
     limited = float(run.stats["rate_limited"])
     thousands = max(run.requests, 1) / 1000
+    latency = run.slots.latency
     rows = [
         figure("HTTP requests sent", run.requests, "{:.0f}"),
         figure("failed queries", run.failures, "{:.0f}", "0", lambda v: v == 0),
@@ -226,13 +257,22 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
                lambda v: v >= TARGET_RATE * rate),
         figure("most requests in any 1 s (simulator)", peak_analytics, "{:.0f}",
                f"<= {rate:g}", lambda v: v <= rate),
+        figure("seconds over the budget (simulator)", over, "{:.0f}", "0", lambda v: v == 0),
         figure("429s", limited, "{:.0f}", "0", lambda v: v == 0),
         figure(f"wall ÷ (requests ÷ {rate:g}/s)", wall / (run.requests / rate) if run.requests
                else 0.0, "{:.3f}", f"<= {TARGET_WALL_RATIO}", lambda v: v <= TARGET_WALL_RATIO),
+        Figure("measured latency (moving average), ms",
+               f"{1000 * latency:.0f}" if latency is not None else "-"),
+        figure("in-flight limit at the end (client)", run.slots.limit, "{:.0f}"),
+        Figure("most in flight: client slots / simulator",
+               f"{run.slots.peak} / {run.stats.get('max_in_flight', '-')}"),
         figure("client CPU s per 1,000 requests", run.watch.cpu / thousands, "{:.2f}"),
         figure("client CPU busy, % of wall", 100 * run.watch.cpu / wall if wall else 0, "{:.0f}"),
+        Figure("machine short of CPU (PSI some), % of wall",
+               f"{100 * run.pressure:.0f}" if run.pressure is not None else "-",
+               note="a task waited for a CPU"),
         Figure("client ceiling on one free core, requests/s",
-               f"{run.requests / run.watch.cpu:.0f}" if run.watch.cpu else "-",
+               f"{ceiling(run):.0f}" if run.watch.cpu else "-",
                note="requests ÷ client CPU s"),
         figure("simulator CPU s per 1,000 requests", run.watch.child_cpu / thousands, "{:.2f}"),
     ]
@@ -247,8 +287,44 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
     return rows
 
 
+def ceiling(run: Run) -> float:
+    """Requests per second this process could sustain on one free core: requests ÷ CPU s."""
+    return run.requests / run.watch.cpu if run.watch.cpu else float("inf")
+
+
+def limited_by(run: Run, rate: float, load: float) -> str:
+    """What held the run back, as far as the figures tell."""
+    wall = run.watch.wall
+    achieved = run.requests / wall if wall else 0.0
+    busy = 100 * run.watch.cpu / wall if wall else 0.0
+    needed = 100 * rate / ceiling(run)
+    if achieved >= TARGET_RATE * rate:
+        return f"the budget (client CPU {busy:.0f}% of a core)"
+    starved = run.pressure is not None and run.pressure > 0.5 and busy < 0.9 * needed
+    if starved:
+        assert run.pressure is not None
+        return (f"the machine: load {load:.1f} on {os.cpu_count()} cores, some task waited for "
+                f"a CPU {100 * run.pressure:.0f}% of the time; the client got {busy:.0f}% of a "
+                f"core, the budget needs {needed:.0f}%")
+    if ceiling(run) < rate:
+        return f"client CPU (ceiling {ceiling(run):.0f}/s on a free core)"
+    return (f"not the CPU (client busy {busy:.0f}%, {needed:.0f}% needed): the ramp and tail "
+            "of a short run, latency or slots")
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One latency's runs: phase 1 with its plan figures, and phase 2 if it ran."""
+
+    latency: float
+    load: float  # 1-minute load average at the end
+    mixed: Run
+    plan_ratio: float
+    pacing: Run | None
+
+
 async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: StripeStack,
-                      customers: Sequence[Customer]) -> None:
+                      customers: Sequence[Customer], latency: float) -> tuple[Run, float]:
     rules = mixed_rules()
     now = int(time.time())
     ids = [c.id for c in customers]
@@ -266,20 +342,20 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    watch, sent, stats = await measured(sim, stack, len(load.queries),
-                                        "requests sent (planned: the total)", work)
+    watch, sent, stats, pressure = await measured(sim, stack, len(load.queries),
+                                                  "requests sent (planned: the total)", work)
     if profiler is not None:
         profiler.disable()
     engine = args.via == "engine"
     run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
-              peak_rss_mb())
+              peak_rss_mb(), stack.http.concurrency("analytics"), pressure)
+    ratio = load.planned / load.bound if load.bound else 1.0
     figures = [
         Figure("customers fetched", f"{len(load.customers)}", note=f"of {len(ids)}"),
         figure("rules × customers (needs per cycle)", load.needs, "{:.0f}"),
         figure("requests per cycle (planned)", load.planned, "{:.0f}"),
         figure("planner lower bound", load.bound, "{:.0f}"),
-        figure("requests ÷ lower bound", load.planned / load.bound, "{:.2f}", "1.00",
-               lambda v: v <= 1.0),
+        figure("requests ÷ lower bound", ratio, "{:.2f}", "1.00", lambda v: v <= 1.0),
         figure("HTTP requests ÷ planned (has_more splits, retries)",
                sent / max(len(load.queries), 1), "{:.2f}"),
         *run_figures(run, args.rate, rss_target=True),
@@ -287,35 +363,39 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     if engine:
         figures += [figure("series evaluated (engine)", tally.series, "{:.0f}"),
                     figure("findings (engine)", tally.findings, "{:.0f}")]
-    print_table(f"phase 1: mixed rule set ({len(rules)} rules), {len(load.customers)} customers,"
-                f" via {args.via}", figures)
+    print_table(f"phase 1 at {latency * 1000:g} ms: mixed rule set ({len(rules)} rules), "
+                f"{len(load.customers)} customers, via {args.via}", figures)
     for failure in tally.failures[:3]:
         print(f"  failure: {failure}")
     if profiler is not None:
         print_profile(profiler)
+    return run, ratio
 
 
 async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: StripeStack,
-                       customers: Sequence[Customer]) -> None:
+                       customers: Sequence[Customer], latency: float) -> Run:
     ids = [c.id for c in customers]
     queries = pacing_queries((ids * (args.pacing // max(len(ids), 1) + 1))[:args.pacing],
                              int(time.time()))
     tally = Tally()
-    watch, sent, stats = await measured(
+    watch, sent, stats, pressure = await measured(
         sim, stack, len(queries), "requests",
         fetch_streaming(stack.source, queries, stack.http.settings.max_in_flight, tally))
-    run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb())
-    print_table(f"phase 2: pacing alone, {len(queries)} one-row requests",
-                run_figures(run, args.rate, rss_target=False))
+    run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
+              stack.http.concurrency("analytics"), pressure)
+    print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
+                "requests", run_figures(run, args.rate, rss_target=False))
+    return run
 
 
-async def main(args: argparse.Namespace) -> None:
+async def one_latency(args: argparse.Namespace, latency: float) -> Measured:
+    """Both phases against a simulator adding ``latency`` seconds to every answer."""
+    print(f"\n=== {latency * 1000:g} ms latency ===")
     print(machine_note())
     print(f"starting the simulator: {args.customers} customers, {args.rate:g} analytics "
-          f"requests/s, {args.latency * 1000:g} ms latency", flush=True)
+          f"requests/s, {latency * 1000:g} ms latency", flush=True)
     with Stopwatch() as startup:
-        sim = SimulatorProcess(customers=args.customers, rate=int(args.rate),
-                               latency=args.latency)
+        sim = SimulatorProcess(customers=args.customers, rate=int(args.rate), latency=latency)
         await sim.__aenter__()
     try:
         print(f"simulator up in {startup.wall:.1f} s at {sim.url}", flush=True)
@@ -325,11 +405,77 @@ async def main(args: argparse.Namespace) -> None:
                 customers = await stack.directory.customers(CustomerSelection(all=True))
             print(f"listed {len(customers)} customers in {listing.wall:.1f} s "
                   f"({stack.http.requests} general requests)", flush=True)
-            await mixed_phase(args, sim, stack, customers)
-            if args.pacing:
-                await pacing_phase(args, sim, stack, customers)
+            mixed, ratio = await mixed_phase(args, sim, stack, customers, latency)
+            pacing = await pacing_phase(args, sim, stack, customers, latency) \
+                if args.pacing else None
     finally:
         await sim.__aexit__(None, None, None)
+    return Measured(latency, os.getloadavg()[0], mixed, ratio, pacing)
+
+
+def print_summary(results: Sequence[Measured], rate: float) -> None:
+    """Every latency side by side, with the targets, and what limited each run."""
+    headers = [f"{m.latency * 1000:g} ms" for m in results]
+    rows: list[tuple[str, list[str], str]] = []
+    phases: list[tuple[str, list[Run | None]]] = [
+        ("phase 1", [m.mixed for m in results]), ("phase 2", [m.pacing for m in results])]
+    for phase, runs in phases:
+        if all(run is None for run in runs):
+            continue
+
+        def each(value: Callable[[Run], str], of: list[Run | None] = runs) -> list[str]:
+            return [value(run) if run is not None else "-" for run in of]
+
+        if phase == "phase 1":
+            rows.append(("phase 1: requests per cycle ÷ bound",
+                         [f"{m.plan_ratio:.2f}" for m in results], "1.00"))
+        rows += [
+            (f"{phase}: achieved requests/s", each(lambda r: f"{r.requests / r.watch.wall:.1f}"),
+             f">= {TARGET_RATE * rate:g}"),
+            (f"{phase}: most requests in any 1 s (simulator)",
+             each(lambda r: f"{r.stats['peak_per_second']['analytics']}"), f"<= {rate:g}"),
+            (f"{phase}: seconds over the budget (simulator)",
+             each(lambda r: f"{r.stats.get('seconds_over_limit', {}).get('analytics', 0)}"),
+             "0"),
+            (f"{phase}: 429s", each(lambda r: f"{r.stats['rate_limited']}"), "0"),
+            (f"{phase}: client CPU s per 1,000 requests",
+             each(lambda r: f"{1000 * r.watch.cpu / max(r.requests, 1):.2f}"), ""),
+            (f"{phase}: client CPU busy, % of wall",
+             each(lambda r: f"{100 * r.watch.cpu / r.watch.wall:.0f}"), ""),
+            (f"{phase}: machine short of CPU (PSI), % of wall",
+             each(lambda r: f"{100 * r.pressure:.0f}" if r.pressure is not None else "-"), ""),
+            (f"{phase}: in-flight limit / most in flight (simulator)",
+             each(lambda r: f"{r.slots.limit} / {r.stats.get('max_in_flight', '-')}"), ""),
+        ]
+    name_width = max(len(name) for name, _, _ in rows)
+    widths = [max(len(h), *(len(values[i]) for _, values, _ in rows))
+              for i, h in enumerate(headers)]
+    print(f"\nsummary: {rate:g} requests/s budget at each latency")
+    header = "  ".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))
+    print(f"{'':<{name_width}}  {header}  target")
+    for name, values, target in rows:
+        cells = "  ".join(f"{v:>{w}}" for v, w in zip(values, widths, strict=True))
+        print(f"{name:<{name_width}}  {cells}  {target}".rstrip())
+    print("limited by:")
+    for m in results:
+        parts = [f"phase 1 {limited_by(m.mixed, rate, m.load)}"]
+        if m.pacing is not None:
+            parts.append(f"phase 2 {limited_by(m.pacing, rate, m.load)}")
+        print(f"  {m.latency * 1000:g} ms: " + "; ".join(parts))
+    print(machine_note())
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(machine_note())
+    results = [await one_latency(args, latency) for latency in args.latencies]
+    print_summary(results, args.rate)
+
+
+def latencies(text: str) -> list[float]:
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"not a list of latencies in seconds: {text!r}")
+    return values
 
 
 def parse_args() -> argparse.Namespace:
@@ -339,7 +485,11 @@ def parse_args() -> argparse.Namespace:
                         help="fetch only the first customers whose planned requests fit")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="analytics requests/s, enforced by the simulator and budgeted here")
-    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--latencies", type=latencies, default=latencies(DEFAULT_LATENCIES),
+                        help="seconds added to every answer, one run each (comma-separated; "
+                             f"default {DEFAULT_LATENCIES})")
+    parser.add_argument("--latency", type=float, dest="latencies_one", default=None,
+                        help="a single latency (the same as --latencies with one value)")
     parser.add_argument("--pacing", type=int, default=1000,
                         help="one-row requests of phase 2 (0: skip it)")
     parser.add_argument("--plan-batch", type=int, default=0,
@@ -347,7 +497,10 @@ def parse_args() -> argparse.Namespace:
                              "engine does)")
     parser.add_argument("--via", choices=("source", "engine"), default="source")
     parser.add_argument("--profile", action="store_true", help="cProfile phase 1")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.latencies_one is not None:
+        args.latencies = [args.latencies_one]
+    return args
 
 
 if __name__ == "__main__":

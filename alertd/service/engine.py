@@ -84,6 +84,8 @@ log = logging.getLogger("alertd.engine")
 
 #: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
 BATCH_CUSTOMERS = 50
+#: Batches whose requests are queued while the oldest one's answers are awaited and judged.
+FETCH_AHEAD = 1
 #: Buckets kept of an active series, for the "recent usage" table of its notification.
 RECENT_BUCKETS = 24
 
@@ -101,6 +103,18 @@ class _Tally:
     rows: int = 0
     #: Rows the batches read from the bucket cache.
     cached: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One batch whose requests are under way: what judging its answers needs."""
+
+    customers: dict[str, list[Customer]]
+    needs: dict[tuple[str, str], DataNeed]
+    summed: dict[tuple[str, str], tuple[DataNeed, ...]]  # alertd.service.summed
+    reading: Reading
+    outcomes: asyncio.Future[list[UsageResult | SourceError | Exception]]
+    early: list[Finding]  # needs that could not be worked out: error findings
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +273,13 @@ class Engine:
 
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
-        answers and series are dropped before the next is fetched — memory stays flat however
-        many customers the account has. A batch is sized by the rows the previous one held per
+        answers and series are dropped once it is judged — memory stays flat however many
+        customers the account has. A batch is sized by the rows the last judged one held per
         customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
-        memory is bounded by rows, not by customers or rules. Only the series of active
-        findings are kept (trimmed to their last :data:`RECENT_BUCKETS`), for the
+        memory is bounded by rows, not by customers or rules: the answers of at most 1 +
+        :data:`FETCH_AHEAD` batches at a time (the next batch is fetched while one is awaited
+        and judged, so the rate budget is not left idle between batches). Only the series of
+        active findings are kept (trimmed to their last :data:`RECENT_BUCKETS`), for the
         notifications' recent-usage table.
         """
         sent_before = self._sent() if self._sent is not None else 0
@@ -275,14 +291,7 @@ class Engine:
         total = _Tally()
         _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
         ids = list(customers)
-        start, size = 0, min(FIRST_BATCH, self.batch_customers)
-        while start < len(ids):
-            batch = set(ids[start:start + size])
-            rows, cached = total.rows, total.cached
-            await self._run_batch(rules, by_rule, batch, now, total)
-            start += len(batch)
-            size = next_batch_size(total.rows - rows, total.cached - cached, len(batch),
-                                   self.batch_customers)
+        await self._run_batches(rules, by_rule, ids, now, total)
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
@@ -300,30 +309,66 @@ class Engine:
             account=self.account,
         )
 
-    async def _run_batch(
+    async def _run_batches(
+        self,
+        rules: Sequence[Rule],
+        by_rule: Mapping[str, list[Customer]],
+        ids: Sequence[str],
+        now: int,
+        total: _Tally,
+    ) -> None:
+        """The customers ``ids`` batch by batch, with the next :data:`FETCH_AHEAD` batches'
+        requests already queued while this one's last answers come in and are judged: the rate
+        budget never waits for a batch's slowest answer (at 1 s latency, most of a batch's
+        time). Each new batch is sized by the last judged one (the first by
+        :data:`FIRST_BATCH`)."""
+        pending: list[tuple[_Batch, int]] = []
+        start, size = 0, min(FIRST_BATCH, self.batch_customers)
+        try:
+            while start < len(ids) or pending:
+                if start < len(ids):
+                    batch = set(ids[start:start + size])
+                    start += len(batch)
+                    pending.append((await self._start_batch(rules, by_rule, batch, now),
+                                    len(batch)))
+                    if len(pending) <= FETCH_AHEAD and start < len(ids):
+                        continue
+                started, count = pending.pop(0)
+                rows, cached = total.rows, total.cached
+                await self._finish_batch(rules, started, now, total)
+                size = next_batch_size(total.rows - rows, total.cached - cached, count,
+                                       self.batch_customers)
+        finally:
+            # An error or a cancellation: the batches under way stop their requests too.
+            for left, _ in pending:
+                left.outcomes.cancel()
+            await asyncio.gather(*(left.outcomes for left, _ in pending), return_exceptions=True)
+
+    async def _start_batch(
         self,
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
         batch: set[str],
         now: int,
-        total: _Tally,
-    ) -> None:
+    ) -> _Batch:
+        """A batch's customers, needs, cache reads and plan, and its fetch under way."""
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
         in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
         summed: dict[tuple[str, str], tuple[DataNeed, ...]] = {}
+        early: list[Finding] = []
         for rule in rules:
             for customer in in_batch[rule.name]:
                 if sums_meters(rule):  # one need per priced meter: alertd.service.summed
                     got = summed_needs(rule, customer, now)
                     if isinstance(got, Finding):
-                        total.findings.append(got)
+                        early.append(got)
                     else:
                         summed[(rule.name, customer.id)] = got
                     continue
                 need = need_or_error(rule, customer.id, now)
                 if isinstance(need, Finding):
-                    total.findings.append(need)
+                    early.append(need)
                 else:
                     needs[(rule.name, customer.id)] = need
         names = {rule.name for rule in rules}
@@ -332,16 +377,23 @@ class Engine:
         reads = await prepare(self.cache, every_need, now, self.cache_counts,
                               widening_needs(others, sorted(batch), now))
         the_plan = plan(reads.fetch_needs)
-        outcomes = await self._fetch_all(the_plan.queries)
+        fetching = asyncio.ensure_future(self._fetch_all(the_plan.queries))
+        return _Batch(in_batch, needs, summed, Reading(the_plan, reads), fetching, early)
+
+    async def _finish_batch(
+        self, rules: Sequence[Rule], started: _Batch, now: int, total: _Tally
+    ) -> None:
+        """Wait for a batch's answers, judge them, and save what the cache may keep."""
+        outcomes = await started.outcomes
+        the_plan, reads = started.reading.plan, started.reading.reads
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows
         total.rows += rows
         total.cached += reads.cached_rows
-        reading = Reading(the_plan, reads)
         findings, series, refreshed, good = self._judge(
-            rules, in_batch, needs, reading, outcomes, now)
-        more = judge_summed(rules, in_batch, summed, reading, outcomes, now,
-                            freshness_lag=self.settings.stripe.freshness_lag,
+            rules, started.customers, started.needs, started.reading, outcomes, now)
+        more = judge_summed(rules, started.customers, started.summed, started.reading,
+                            outcomes, now, freshness_lag=self.settings.stripe.freshness_lag,
                             stale=lambda result: self._stale(result, now),
                             recent=RECENT_BUCKETS)
         findings += more.findings
@@ -350,6 +402,7 @@ class Engine:
         good += more.good
         await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
+        total.findings.extend(started.early)
         total.findings.extend(findings)
         total.series.update(series)
         total.refreshed.extend(refreshed)

@@ -117,6 +117,9 @@ class _Limits:
         self.endpoint_rate = config.endpoint_rate
         self.endpoints: dict[str, RateLimiter] = {}
 
+    def limit(self, budget: Budget) -> int | None:
+        return self.budgets[budget].rate
+
     def check(self, budget: Budget, endpoint: str, now: float) -> None:
         if not self.budgets[budget].admit(now):
             raise _rate_limited("endpoint-rate" if budget == "analytics" else "global-rate")
@@ -266,7 +269,7 @@ class Simulator:
         endpoint = request.match_info.route.name or "unknown"
         budget: Budget = "analytics" if endpoint == "meter_usage" else "general"
         self.traffic.arrive(budget, endpoint, time.monotonic(),
-                            request.headers.get("User-Agent", ""))
+                            request.headers.get("User-Agent", ""), self._limits.limit(budget))
         status = 500
         try:
             response, delay = await self._answer(request, handler, budget, endpoint, request_id)

@@ -3,7 +3,9 @@
 Stripe counts the analytics API (100 requests/s per account) apart from the general API
 (25/s in test mode); each has a :class:`SlidingWindow` limiter here. Statistics count every
 arriving request, refused or not, so ``peak_per_second`` shows what a client *sent* in its
-busiest second: the figure a client's own rate budget must keep at or under the limit.
+busiest second: the figure a client's own rate budget must keep at or under the limit, and
+``seconds_over_limit`` counts the whole seconds in which some sliding second held more arrivals
+than the limit (0 for a client that keeps its budget).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class TrafficStats:
         self.max_in_flight = 0
         self._arrivals = {budget: SlidingWindow() for budget in BUDGETS}
         self.peak_per_second: dict[Budget, int] = dict.fromkeys(BUDGETS, 0)
+        self.seconds_over_limit: dict[Budget, int] = dict.fromkeys(BUDGETS, 0)
+        self._last_over: dict[Budget, int | None] = dict.fromkeys(BUDGETS, None)
         self.first_at: float | None = None
         self.last_at: float | None = None
         self.by_agent: Counter[str] = Counter()
@@ -79,7 +83,9 @@ class TrafficStats:
         #: which replica polled when (alertd's replicas name themselves in the User-Agent).
         self.recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_REQUESTS)
 
-    def arrive(self, budget: Budget, endpoint: str, now: float, agent: str = "") -> None:
+    def arrive(self, budget: Budget, endpoint: str, now: float, agent: str = "",
+               limit: int | None = None) -> None:
+        """Count one arriving request; ``limit`` is its budget's rate (``None``: unlimited)."""
         self.requests += 1
         self.by_endpoint[endpoint] += 1
         self.by_agent[agent[:200]] += 1
@@ -88,6 +94,9 @@ class TrafficStats:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         seen = self._arrivals[budget].add(now)
         self.peak_per_second[budget] = max(self.peak_per_second[budget], seen)
+        if limit is not None and seen > limit and self._last_over[budget] != int(now):
+            self._last_over[budget] = int(now)
+            self.seconds_over_limit[budget] += 1
         self.first_at = now if self.first_at is None else self.first_at
         self.last_at = now
 
@@ -105,6 +114,7 @@ class TrafficStats:
             "errors": sum(self.by_status.values()) - ok,
             "rate_limited": self.by_status.get(429, 0),
             "peak_per_second": dict(self.peak_per_second),
+            "seconds_over_limit": dict(self.seconds_over_limit),
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
             "by_agent": dict(sorted(self.by_agent.items())),

@@ -2,7 +2,11 @@
 
 Where it sits: the sources (:mod:`~alertd.source.analytics`, :mod:`~alertd.source.summaries`)
 and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws each attempt
-from the named rate budget, caps requests in flight, and is the only place that retries.
+from the named rate budget (and tells the budget when the request went out: httpcore's trace
+of the request headers being written, see :mod:`alertd.source.ratelimit`), keeps as many
+requests in flight as that budget's rate and measured latency need
+(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), and is the only
+place that retries.
 
 Retry policy (GET requests are always safe to repeat):
 
@@ -35,7 +39,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -61,7 +65,8 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
-from alertd.source.ratelimit import BudgetName, Budgets
+from alertd.source.inflight import Concurrency, ConcurrencyStats
+from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets, Start
 
 log = logging.getLogger("alertd.source")
 
@@ -279,7 +284,10 @@ class StripeHTTP:
         self._transport = transport
         self._observer = observer
         self._rng = rng if rng is not None else random.Random()
-        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._concurrency = {
+            name: Concurrency(name, self.budgets.get(name).rate, settings.max_in_flight)
+            for name in BUDGET_NAMES
+        }
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
@@ -301,9 +309,12 @@ class StripeHTTP:
         }
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        # A connection for every slot of every budget: a request that had its budget's turn
+        # must not then queue for a connection, or its start would reach Stripe late and
+        # bunched with later ones.
+        connections = self.settings.max_in_flight * len(BUDGET_NAMES)
         limits = httpx.Limits(
-            max_connections=self.settings.max_in_flight,
-            max_keepalive_connections=self.settings.max_in_flight,
+            max_connections=connections, max_keepalive_connections=connections
         )
         self._client = httpx.AsyncClient(
             base_url=self.settings.api_base,
@@ -323,6 +334,10 @@ class StripeHTTP:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def concurrency(self, budget: BudgetName) -> ConcurrencyStats:
+        """The in-flight limit of ``budget`` now, its measured latency and the most held."""
+        return self._concurrency[budget].stats()
 
     async def get(
         self,
@@ -388,15 +403,38 @@ class StripeHTTP:
     async def _attempt(
         self, path: str, params: list[tuple[str, str]], budget: BudgetName, endpoint: str
     ) -> tuple[dict[str, Any], str | None]:
-        async with self._in_flight:
-            await self.budgets.get(budget).acquire()
+        # The slot first, then the budget's turn: a request that had its turn is sent at once.
+        concurrency = self._concurrency[budget]
+        async with concurrency.slot():
+            start = await self.budgets.get(budget).start()
             self.requests += 1
             began = self.clock.monotonic()
-            response = await self._send(path, params, endpoint, began)
+            try:
+                response = await self._send(path, params, endpoint, began, start)
+            except SourceError:
+                concurrency.observe(self.clock.monotonic() - began)
+                raise
+            finally:
+                # Not sent (an error before), or sent where no trace told (a mock transport):
+                # count it as sent now, so the budget's log never waits for it.
+                start.sent(self.clock.monotonic())
+            concurrency.observe(self.clock.monotonic() - began)
         return self._judge(response, endpoint, budget, began)
 
+    def _tracer(self, start: Start) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+        """httpcore's ``trace`` extension: marks ``start`` sent once the request headers (the
+        request line among them) are written to the socket."""
+        clock = self.clock
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith("send_request_headers.complete"):
+                start.sent(clock.monotonic())
+
+        return trace
+
     async def _send(
-        self, path: str, params: list[tuple[str, str]], endpoint: str, began: float
+        self, path: str, params: list[tuple[str, str]], endpoint: str, began: float,
+        start: Start,
     ) -> Answer:
         if self._client is None:
             raise RuntimeError("StripeHTTP is used outside 'async with'")
@@ -404,7 +442,9 @@ class StripeHTTP:
             # httpx bounds each network operation; this bounds the whole exchange, body
             # included, so a body that drips in slowly cannot hold a poll for long.
             async with asyncio.timeout(self.settings.timeout):
-                request = self._client.build_request("GET", path, params=tuple(params))
+                request = self._client.build_request(
+                    "GET", path, params=tuple(params),
+                    extensions={"trace": self._tracer(start)})
                 response = await self._client.send(request, stream=True)
                 try:
                     content = await self._read_capped(response, endpoint, began)

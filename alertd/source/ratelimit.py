@@ -1,25 +1,36 @@
 """Rate budgets: one per Stripe limit, shared by every request that draws on it.
 
-Where it sits: :class:`~alertd.source.http.StripeHTTP` calls :meth:`RateBudget.acquire` right
-before each HTTP attempt (retries included), so every request start — whoever makes it — is
-paced by the budget of the limit Stripe counts it against. There are two such limits (the
-Meter Usage Analytics API's own 100 requests/s, and the account's general limit that
-customers, meters and event summaries use), hence :class:`Budgets`.
+Where it sits: :class:`~alertd.source.http.StripeHTTP` calls :meth:`RateBudget.start` right
+before each HTTP attempt (retries included) and tells the :class:`Start` it gets when the
+request actually went out, so every request — whoever makes it — is paced by the budget of the
+limit Stripe counts it against. There are two such limits (the Meter Usage Analytics API's own
+100 requests/s, and the account's general limit that customers, meters and event summaries
+use), hence :class:`Budgets`.
 
-The guarantee: at most ``rate`` starts in any sliding 1-second window, as measured on the
-budget's clock. Two mechanisms give it:
+The guarantee: at most ``rate`` requests *sent* in any sliding 1-second window, as measured on
+the budget's clock. Two mechanisms give it:
 
 * **Pacing.** Starts are given slots spaced evenly at ``1 / (effective_rate · (1 − margin))``
   seconds, so there are no bursts and Stripe, which sees arrivals with network jitter, stays
   under its limit by the margin.
 * **A sliding log** of the last ``⌊rate · (1 − margin)⌋`` starts: a start is also held until
-  the oldest of them is a full second old. Pacing alone nearly satisfies this; the log makes
-  the guarantee hold by construction, whatever the pacing and the event loop did meanwhile,
-  and keeps the margin for the jitter between a start here and its arrival at Stripe.
+  every request started before them has been sent, and the latest of those sends is a full
+  second old. Pacing alone nearly satisfies this; the log makes the guarantee hold by
+  construction, whatever the pacing and the event loop did meanwhile.
+
+Why sends and not grants: between a start being granted and its bytes reaching the socket the
+HTTP client yields to the event loop, and a busy loop (a large answer being read, a batch being
+judged, a loaded machine) makes that gap vary from microseconds to tens of milliseconds. A log
+of grant instants would then let ``rate`` grants per second through while the sends bunch —
+Stripe counting 103 in a second of a 100/s budget. The log keeps each request's send instant
+(``Start.sent``, from the HTTP client's trace of the request headers being written), and a
+start waits for the request ``capacity`` starts before it to have been sent: so any
+``capacity + 1`` sends span more than a second, whatever the gaps. :meth:`RateBudget.acquire`
+counts the grant as the send, for callers that send at once.
 
 Callers are served one at a time, first come first served: the caller at the head holds a lock
-while it sleeps until its slot, and records the instant it was let through. So the log holds
-the real (clock) start instants, and many concurrent tasks cannot race past it.
+while it sleeps until its slot, and records the instant it was let through. So many
+concurrent tasks cannot race past the log.
 
 After a 429, :meth:`RateBudget.penalize` cuts the effective rate multiplicatively; it then
 grows back linearly (additive increase) to the configured rate over ``recovery`` seconds — the
@@ -40,6 +51,7 @@ from alertd.clock import Clock
 from alertd.config.settings import StripeSettings
 
 BudgetName = Literal["analytics", "general"]
+BUDGET_NAMES: tuple[BudgetName, ...] = ("analytics", "general")
 
 #: The sliding window Stripe counts requests in.
 WINDOW = 1.0
@@ -68,6 +80,37 @@ def recovered_rate(
     if recovery <= 0:
         return rate
     return min(rate, cut_to + rate * max(0.0, since_cut) / recovery)
+
+
+class Start:
+    """One granted start: when it was granted, and when its request was sent (once known).
+
+    :meth:`sent` may be called any number of times: the first instant counts (never before the
+    grant). A request that is never sent (an error before it went out) must still be marked,
+    or the start ``capacity`` later waits for it; :class:`~alertd.source.http.StripeHTTP`
+    marks every start when its attempt ends.
+    """
+
+    __slots__ = ("_waiter", "granted_at", "sent_at")
+
+    def __init__(self, granted_at: float) -> None:
+        self.granted_at = granted_at
+        self.sent_at: float | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def sent(self, at: float) -> None:
+        if self.sent_at is not None:
+            return
+        self.sent_at = max(at, self.granted_at)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait_sent(self) -> None:
+        if self.sent_at is not None:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
 
 
 class RateBudget:
@@ -106,10 +149,12 @@ class RateBudget:
         self.floor = floor if floor is not None else rate / 20
         self._clock = clock
         self._lock = asyncio.Lock()
-        # The real start instants of the last ``capacity`` acquisitions (monotonic seconds).
-        # The log keeps the margin too: Stripe counts arrivals, which network jitter can bunch.
+        # The last ``capacity`` starts, oldest first, and the latest send among all older ones
+        # (monotonic seconds). The log keeps the margin too: Stripe counts arrivals, which
+        # network jitter can bunch.
         self._capacity = max(1, math.floor(self.rate * (1.0 - margin)))
-        self._starts: deque[float] = deque(maxlen=self._capacity)
+        self._starts: deque[Start] = deque()
+        self._sent_before = -math.inf
         self._last_slot: float | None = None
         self._cut_to = self.rate
         self._cut_at: float | None = None
@@ -134,7 +179,7 @@ class RateBudget:
 
     def earliest_start(self, head_at: float, arrived: float) -> float:
         """The slot of the next start for a caller that arrived at ``arrived`` and reached the
-        head of the queue at ``head_at``.
+        head of the queue at ``head_at``, once the oldest start of a full log was sent.
 
         Slots follow the previous *slot*, not the previous actual start, so a caller woken a
         little late (a busy event loop) does not push every later start back: the pace holds
@@ -147,11 +192,18 @@ class RateBudget:
             interval = self.interval()
             slot = max(self._last_slot + interval, arrived, head_at - interval / 2)
         if len(self._starts) == self._capacity:
-            slot = max(slot, self._starts[0] + WINDOW)
+            oldest = self._starts[0].sent_at
+            assert oldest is not None  # acquire waits for it
+            slot = max(slot, max(oldest, self._sent_before) + WINDOW)
         return slot
 
     async def acquire(self) -> None:
-        """Wait until one more request may start now, and count it as started.
+        """Wait until one more request may be sent now, and count it as sent at once."""
+        start = await self.start()
+        start.sent(start.granted_at)
+
+    async def start(self) -> Start:
+        """Wait until one more request may start now; the caller marks it :meth:`Start.sent`.
 
         Fair (first come, first served) and safe under any number of concurrent callers; a
         caller cancelled while waiting gives up its turn without counting a start.
@@ -161,6 +213,9 @@ class RateBudget:
             head_at = self._clock.monotonic()
             waited = 0.0
             while True:
+                if len(self._starts) == self._capacity:
+                    # The start ``capacity`` ago must have gone out before its time counts.
+                    await self._starts[0].wait_sent()
                 # Again after every sleep: a 429 meanwhile may have slowed the pace.
                 slot = self.earliest_start(head_at, arrived)
                 now = self._clock.monotonic()
@@ -169,11 +224,17 @@ class RateBudget:
                 waited += slot - now
                 await self._clock.sleep(slot - now)
             self._last_slot = slot
-            self._starts.append(now)
+            start = Start(now)
+            if len(self._starts) == self._capacity:
+                oldest = self._starts.popleft()
+                assert oldest.sent_at is not None
+                self._sent_before = max(self._sent_before, oldest.sent_at)
+            self._starts.append(start)
             self._acquired += 1
             if waited > 0:
                 self._waited += 1
                 self._wait_seconds += waited
+        return start
 
     def penalize(self) -> None:
         """Stripe answered 429 for this budget: cut the effective rate, then let it recover."""

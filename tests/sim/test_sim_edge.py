@@ -47,6 +47,8 @@ async def test_rate_limits_are_separate_and_answer_like_stripe(
     assert stats["requests"] == 12 and stats["rate_limited"] == 4
     assert stats["ok"] == 8 and stats["errors"] == 4
     assert stats["peak_per_second"] == {"analytics": 8, "general": 4}
+    # The burst's over-limit arrivals fall in one whole second (two if it straddles one).
+    assert all(stats["seconds_over_limit"][b] in (1, 2) for b in ("analytics", "general"))
     assert stats["by_endpoint"] == {"customers.list": 4, "meter_usage": 8}
     await asyncio.sleep(1.05)  # the sliding window empties
     assert (await client.get(USAGE, params=PARAMS)).status_code == 200
@@ -68,6 +70,7 @@ async def test_stats_reset_and_peak_window(sim: Simulator, client: httpx.AsyncCl
     await client.get("/v1/billing/meters")
     reset = (await client.post("/__stats/reset")).json()
     assert reset["requests"] == 0 and reset["peak_per_second"] == {"analytics": 0, "general": 0}
+    assert reset["seconds_over_limit"] == {"analytics": 0, "general": 0}
 
 
 async def test_latency_is_added_to_every_response(

@@ -193,3 +193,54 @@ def test_budgets_come_from_settings() -> None:
     assert (budgets.general.rate, budgets.general.name) == (25, "general")
     assert budgets.get("general") is budgets.general
     assert repr(budgets.analytics) == "RateBudget(name='analytics', rate=80)"
+
+
+# ---------------------------------------------------------------------- sends, not grants
+
+
+async def test_a_start_waits_until_the_one_capacity_before_it_was_sent() -> None:
+    clock = FakeClock()
+    budget = RateBudget(10, clock=clock, name="general")  # capacity 9 a second
+    starts = [await budget.start() for _ in range(9)]
+    waiting = asyncio.create_task(budget.start())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the first start has not gone out yet
+    clock.advance(3.0)
+    late = clock.monotonic()
+    starts[0].sent(late)  # it went out 3 s late
+    for start in starts[1:]:
+        start.sent(start.granted_at)
+    tenth = await waiting
+    assert tenth.granted_at == pytest.approx(late + 1.0)  # a full second after that send
+    starts[0].sent(late + 5)  # only the first send counts
+    assert starts[0].sent_at == late
+
+
+async def test_sends_stay_within_the_rate_however_late_each_goes_out() -> None:
+    """Requests go out 0–400 ms after their grants (a busy event loop between the grant and
+    the socket): gated on grants, a second could hold 97 grants plus late sends of earlier
+    ones; gated on sends, never more than 97. Each start is marked with the instant its
+    request goes out, known in advance here."""
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics")
+    lags = itertools.cycle([0.4, 0.0, 0.0, 0.25, 0.0, 0.1, 0.0, 0.0, 0.35, 0.0])
+    sends: list[float] = []
+    for _ in range(600):
+        start = await budget.start()
+        start.sent(start.granted_at + next(lags))
+        assert start.sent_at is not None
+        sends.append(start.sent_at)
+    assert most_in_any_window(sends) <= 97
+    # What a log of grants would let through: acquire() counts each grant as its send.
+    other = FakeClock()
+    grants_only = RateBudget(100, clock=other, name="analytics")
+    naive = [t + next(lags) for t in await acquire_all(grants_only, other, 600)]
+    assert most_in_any_window(naive) > 97
+
+
+async def test_acquire_counts_its_grant_as_the_send() -> None:
+    clock = FakeClock()
+    budget = RateBudget(10, clock=clock, name="general")
+    starts = await acquire_all(budget, clock, 20)
+    assert most_in_any_window(starts) <= 9 and len(starts) == 20
