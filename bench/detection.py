@@ -440,6 +440,7 @@ def nab_series(root: Path) -> list[HourlySeries]:
         if not path.is_file():
             continue
         sums: dict[int, float] = {}
+        rows: dict[int, int] = {}
         with path.open(newline="") as handle:
             reader = csv.reader(handle)
             next(reader)
@@ -448,7 +449,13 @@ def nab_series(root: Path) -> list[HourlySeries]:
                     instant = datetime.fromisoformat(row[0].strip()).replace(tzinfo=UTC)
                     hour = int(instant.timestamp()) // HOUR * HOUR
                     sums[hour] = sums.get(hour, 0.0) + float(row[1])
+                    rows[hour] = rows.get(hour, 0) + 1
         first, last = min(sums), max(sums)
+        if rows[last] < statistics.median(rows.values()):
+            # The recording stopped inside its last hour: that hour is still running (the
+            # product never judges it), not a drop.
+            del sums[last]
+            last -= HOUR
         values = tuple(sums.get(h, 0.0) for h in range(first, last + HOUR, HOUR))
         found.append(HourlySeries(name, first, values))
     return found

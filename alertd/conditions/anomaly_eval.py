@@ -68,7 +68,7 @@ class Plan:
 
 
 HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
-              pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
+              pool=168, lookback=24, hold=2, min_adaptation=2, min_errors=12)
 DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK),), pool=28, lookback=7, hold=0, min_adaptation=3,
              min_errors=7)
 #: Weeks and months (not accepted by rule validation, but judged sensibly if asked): no seasons.
@@ -303,9 +303,12 @@ def judge(
     low, high = assessment.low, assessment.high
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
     active = assessment.active
+    # A verdict on the mean of the last few buckets (a lasting shift) says so.
+    mean = "" if assessment.span == 1 else (
+        f"; the last {assessment.span} {rule.window}s averaged {number(assessment.value)}")
     message = (
         f"{verdict(assessment.score, active, assessment.outside)}: {number(value)} "
-        f"{span(window, rule.window)}, expected {number(expected)} "
+        f"{span(window, rule.window)}{mean}, expected {number(expected)} "
         f"({number(low)}–{number(high)}, {assessment.method})"
     )
     size = judged.ends_at - judged.starts_at
@@ -324,6 +327,7 @@ def judge(
         "sensitivity": condition.sensitivity,
         "direction": condition.direction,
         "samples": assessment.errors,
+        "span": assessment.span,
         "episode_since": since,
     }
     return _finding(rule, series, judged, active, message, baseline=expected, details=details)
