@@ -68,7 +68,7 @@ class Plan:
 
 
 HOURLY = Plan(3600, ((24, METHOD_HOUR_OF_DAY), (168, METHOD_HOUR_OF_WEEK)),
-              pool=168, lookback=24, hold=2, min_adaptation=2, min_errors=12)
+              pool=168, lookback=24, hold=0, min_adaptation=2, min_errors=12)
 DAILY = Plan(86400, ((7, METHOD_DAY_OF_WEEK),), pool=28, lookback=7, hold=0, min_adaptation=3,
              min_errors=7)
 #: Weeks and months (not accepted by rule validation, but judged sensibly if asked): no seasons.
