@@ -8,7 +8,8 @@ Usage::
 **Real data (NAB).** ``../shared/data/nab-tuning`` (47 series of the Numenta Anomaly Benchmark
 with their label windows) beside the repository, scored by ``../shared/tools/nab_score.py``
 (NAB's standard profile; 0 = never alerting, 100 = perfect). Each series is summed to clock
-hours (hours without rows are zero, as Stripe reports no usage) and replayed hour by hour
+hours (hours without rows are zero, as Stripe reports no usage; a last hour the recording
+stopped inside is dropped: it is still running) and replayed hour by hour
 through the ``anomaly`` evaluator at default settings (``window: hour``, ``direction: both``)
 and the alert lifecycle (:func:`alertd.alerts.apply`); a row is 1 where an alert *fires* (one
 per episode: what a user receives). Beside it, the plain trailing z-score computed here (3
