@@ -8,7 +8,8 @@ Usage::
 **Real data (NAB).** ``../shared/data/nab-tuning`` (47 series of the Numenta Anomaly Benchmark
 with their label windows) beside the repository, scored by ``../shared/tools/nab_score.py``
 (NAB's standard profile; 0 = never alerting, 100 = perfect). Each series is summed to clock
-hours (hours without rows are zero, as Stripe reports no usage) and replayed hour by hour
+hours (hours without rows are zero, as Stripe reports no usage; a last hour the recording
+stopped inside is dropped: it is still running) and replayed hour by hour
 through the ``anomaly`` evaluator at default settings (``window: hour``, ``direction: both``)
 and the alert lifecycle (:func:`alertd.alerts.apply`); a row is 1 where an alert *fires* (one
 per episode: what a user receives). Beside it, the plain trailing z-score computed here (3
@@ -440,6 +441,7 @@ def nab_series(root: Path) -> list[HourlySeries]:
         if not path.is_file():
             continue
         sums: dict[int, float] = {}
+        rows: dict[int, int] = {}
         with path.open(newline="") as handle:
             reader = csv.reader(handle)
             next(reader)
@@ -448,7 +450,13 @@ def nab_series(root: Path) -> list[HourlySeries]:
                     instant = datetime.fromisoformat(row[0].strip()).replace(tzinfo=UTC)
                     hour = int(instant.timestamp()) // HOUR * HOUR
                     sums[hour] = sums.get(hour, 0.0) + float(row[1])
+                    rows[hour] = rows.get(hour, 0) + 1
         first, last = min(sums), max(sums)
+        if rows[last] < statistics.median(rows.values()):
+            # The recording stopped inside its last hour: that hour is still running (the
+            # product never judges it), not a drop.
+            del sums[last]
+            last -= HOUR
         values = tuple(sums.get(h, 0.0) for h in range(first, last + HOUR, HOUR))
         found.append(HourlySeries(name, first, values))
     return found

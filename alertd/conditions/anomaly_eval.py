@@ -221,9 +221,12 @@ def judge(
     low, high = assessment.low, assessment.high
     window = Period(judged.starts_at, judged.ends_at, rule.timezone)
     active = assessment.active
+    # A verdict on the mean of the last few buckets (a lasting shift) says so.
+    mean = "" if assessment.span == 1 else (
+        f"; the last {assessment.span} {rule.window}s averaged {number(assessment.value)}")
     message = (
         f"{verdict(assessment.score, active, assessment.outside)}: {number(value)} "
-        f"{span(window, rule.window)}, expected {number(expected)} "
+        f"{span(window, rule.window)}{mean}, expected {number(expected)} "
         f"({number(low)}–{number(high)}, {assessment.method})"
     )
     size = judged.ends_at - judged.starts_at
@@ -242,6 +245,7 @@ def judge(
         "sensitivity": condition.sensitivity,
         "direction": condition.direction,
         "samples": assessment.errors,
+        "span": assessment.span,
         "episode_since": since,
     }
     return _finding(rule, series, judged, active, message, baseline=expected, details=details)

@@ -14,11 +14,18 @@ from usage_series_builders import HOUR, at, make_rule
 
 from alertd import calendar
 from alertd.conditions.anomaly_model import (
+    DEFAULT_SENSITIVITY,
+    MARGIN,
+    TAIL,
     Settings,
+    _each_beyond,
     _episode,
     _median,
+    _spread,
     assess,
     quantile,
+    quantiles,
+    rolling_mean,
     seasonal,
     trailing_median,
 )
@@ -187,3 +194,84 @@ def test_empty_night_hours_are_not_gaps() -> None:
     values[-2:] = 0.0  # ...and usage stopped at 16:00
     found = assess(values, Settings(seasons=((24, "day"), (168, "week"))))
     assert found is not None and not found.gappy and found.active and found.score < 0
+
+
+@pytest.mark.parametrize(
+    ("scores", "started"),
+    [
+        ([0, 0, 5, -3, -3], None),           # the dip after a spike does not keep it up
+        ([0, 0, 5, 3, -5], 0),               # beyond the band on the other side: a new one
+        ([0, 0, -5, -3, -2.5], 2),           # a drop kept by buckets below its exit band
+    ],
+)
+def test_an_episode_is_kept_only_by_buckets_on_its_own_side(
+    scores: list[float], started: int | None
+) -> None:
+    recent = np.full(len(scores), 100.0)
+    assert _episode(recent, recent, np.asarray(scores), Settings()) == started
+
+
+@pytest.mark.parametrize("count", [3, 12, 168])
+def test_quantiles_by_one_partition_are_numpys(count: int) -> None:
+    values = np.asarray([random.Random(count).gauss(0, 3) for _ in range(count)])
+    qs = (0.0, 0.5, 0.9, 0.99)
+    assert quantiles(values, qs) == pytest.approx([float(np.quantile(values, q)) for q in qs])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spread_from_sorted_errors_is_each_sides_tail(seed: int) -> None:
+    """Each side's TAIL quantile times MARGIN over the default sensitivity, at least the
+    floor; a side with too few errors uses both sides' absolute errors."""
+    rng = random.Random(seed)
+    errors = np.asarray([rng.lognormvariate(0, 1) * rng.choice((-1, 1, 1))
+                         for _ in range(100)] + [0.0] * 3)
+    above, below = _spread(np.sort(errors), 0.01)
+    scale = MARGIN / DEFAULT_SENSITIVITY
+    assert above == pytest.approx(float(np.quantile(errors[errors > 0], TAIL)) * scale)
+    assert below == pytest.approx(float(np.quantile(-errors[errors < 0], TAIL)) * scale)
+    lopsided = np.sort(np.concatenate((np.abs(errors), [-1.0])))
+    assert _spread(lopsided, 0.01)[1] == pytest.approx(
+        float(np.quantile(np.abs(lopsided), TAIL)) * scale)
+    assert _spread(np.sort(errors), 1e9) == (1e9, 1e9)
+
+
+def test_rolling_means_and_runs_beyond_a_limit() -> None:
+    values = np.asarray([1.0, 3.0, np.nan, 5.0, 7.0])
+    got = rolling_mean(values, 2)
+    assert np.isnan(got[0]) and got[1] == 2.0 and np.isnan(got[2]) and np.isnan(got[3])
+    assert got[4] == 6.0
+    scores = np.asarray([3.0, 3.0, 1.0, -3.0, -3.0])
+    up = np.asarray([True, True, True, False, False])
+    assert _each_beyond(scores, 2, 2.0, up).tolist() == [False, True, False, False, True]
+
+
+def test_a_steady_trend_does_not_alert() -> None:
+    """Usage growing 50 % a week (with a daily cycle): the recent level follows it."""
+    hours = np.arange(28 * 24 + 1)
+    rng = np.random.default_rng(3)
+    values = (1000 * 1.5 ** (hours / 168) * (1.2 + np.sin(2 * np.pi * hours / 24))
+              * rng.lognormal(0, 0.05, len(hours)))
+    settings = Settings(adaptation=6, seasons=((24, "day"), (168, "week")))
+    verdicts = [assess(values[:end], settings) for end in range(21 * 24, len(values) + 1)]
+    assert all(v is not None for v in verdicts)
+    # The growth never alerts as such: at most a chance hour at the edge of the band (the
+    # band is the tail of a week's errors, so about one hour a week of noise is at its edge).
+    assert sum(v.active for v in verdicts if v is not None) <= 2
+
+
+def test_a_seasonal_series_with_idle_nights_is_quiet_and_a_night_use_is_not() -> None:
+    """Busy 09:00-17:00, nothing at night: the empty nights are no anomaly, a night-time
+    burst as large as a busy hour is."""
+    hours = np.arange(28 * 24 + 1)
+    rng = np.random.default_rng(5)
+    day = (hours % 24 >= 9) & (hours % 24 < 17)
+    values = np.where(day, 500 * rng.lognormal(0, 0.1, len(hours)), 0.0)
+    settings = Settings(adaptation=6, seasons=((24, "day"), (168, "week")))
+    quiet = [assess(values[:end], settings) for end in range(21 * 24, len(values) + 1)]
+    assert all(v is not None for v in quiet)
+    assert sum(v.active for v in quiet if v is not None) <= 2  # the nights never alert
+    night = values.copy()
+    night[-1] = 4000.0  # the last hour (hour 0 of a day) is a night hour
+    assert hours[-1] % 24 == 0
+    burst = assess(night, settings)
+    assert burst is not None and burst.active and burst.score > 0
