@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -263,10 +263,11 @@ class PostgresStore(PgBuckets):
     # ----------------------------------------------------------------- outbox
 
     async def due_deliveries(
-        self, now: float, receiver: str | None = None, limit: int = 200
+        self, now: float, receiver: str | None = None, limit: int = 200,
+        *, exclude_groups: Collection[str] = (),
     ) -> list[OutboxRow]:
         params: dict[str, Any] = {"now": now, "me": self.holder, "limit": limit,
-                                  "receiver": receiver}
+                                  "receiver": receiver, "busy": sorted(exclude_groups)}
         pick = (
             f"SELECT {_COLUMNS}, (SELECT COUNT(*) FROM outbox p WHERE p.status = 'pending' "
             "AND p.receiver = o.receiver AND p.group_key = o.group_key "
@@ -274,6 +275,7 @@ class PostgresStore(PgBuckets):
             "AND p.claimed_by IS DISTINCT FROM %(me)s) AS ahead "
             f"FROM outbox o WHERE o.status = 'pending' AND {_FREE_AT} <= %(now)s "
             "AND (%(receiver)s::text IS NULL OR o.receiver = %(receiver)s) "
+            "AND NOT (o.group_key = ANY(%(busy)s::text[])) "
             f"AND NOT EXISTS ({_EARLIER} AND (p.next_attempt_at > %(now)s OR "
             "(p.claimed_until > %(now)s AND p.claimed_by IS DISTINCT FROM %(me)s))) "
             "ORDER BY o.created_at, o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"
