@@ -21,6 +21,9 @@ Contract:
   concurrently (bounded) and each group's notifications in order, so a firing is never
   overtaken by its own resolve.
 * Retries live here and only here; notifiers make one attempt.
+* Rounds are pipelined: while one round is sent, the previous round's outcomes are
+  recorded and the next round is claimed, excluding the groups still in flight — the only
+  rows sent and not yet recorded — so no row is in two rounds and a group stays in order.
 * Bookkeeping is batched: the outcomes of a round are written together
   (:meth:`~alertd.store.base.Store.record_attempts`, one transaction per
   :data:`RECORD_BATCH` outcomes or per round, whichever comes first) — one transaction per
