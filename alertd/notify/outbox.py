@@ -35,6 +35,9 @@ Contract:
   the render has its own limits (:mod:`alertd.templating`).
 * Several replicas on one PostgreSQL database may all run an outbox: the store hands each
   row to one replica at a time (its claim), see :mod:`alertd.store.postgres`.
+
+Why over 400 lines: the worker's loops, the round pipeline and its bookkeeping share the
+unrecorded-outcomes state and its one-flush-at-a-time lock; split, they would share privates.
 """
 
 from __future__ import annotations
