@@ -21,6 +21,9 @@ Contract:
   concurrently (bounded) and each group's notifications in order, so a firing is never
   overtaken by its own resolve.
 * Retries live here and only here; notifiers make one attempt.
+* Rounds are pipelined: while one round is sent, the previous round's outcomes are
+  recorded and the next round is claimed, excluding the groups still in flight — the only
+  rows sent and not yet recorded — so no row is in two rounds and a group stays in order.
 * Bookkeeping is batched: the outcomes of a round are written together
   (:meth:`~alertd.store.base.Store.record_attempts`, one transaction per
   :data:`RECORD_BATCH` outcomes or per round, whichever comes first) — one transaction per
@@ -32,6 +35,9 @@ Contract:
   the render has its own limits (:mod:`alertd.templating`).
 * Several replicas on one PostgreSQL database may all run an outbox: the store hands each
   row to one replica at a time (its claim), see :mod:`alertd.store.postgres`.
+
+Why over 400 lines: the worker's loops, the round pipeline and its bookkeeping share the
+unrecorded-outcomes state and its one-flush-at-a-time lock; split, they would share privates.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -159,6 +165,7 @@ class Outbox:
         self.retention = retention
         self._wakes = {name: asyncio.Event() for name in self.notifiers}
         self._unrecorded: list[tuple[OutboxRow, Attempt, _Sink | None]] = []
+        self._flushing = asyncio.Lock()
         self._worker = Background("alertd-outbox")
 
     def wake(self) -> None:
@@ -222,7 +229,7 @@ class Outbox:
 
     async def _drain(self, receiver: str, deadline: float, sink: _Sink) -> None:
         while True:
-            await self._round(receiver, sink)
+            await self._rounds(receiver, sink)
             upcoming = await self.store.next_attempt_at(receiver)
             if upcoming is None:
                 return
@@ -234,17 +241,14 @@ class Outbox:
 
     async def _serve(self, receiver: str, stop: asyncio.Event) -> None:
         wake = self._wakes[receiver]
-        reported = float("-inf")
         while not stop.is_set():
             wake.clear()
             delay = self.idle_poll
             try:
-                full = await self._round(receiver, None) >= ROUND_ROWS
-                # A full round means more is due now: no need to ask when (nor, more than
-                # every PENDING_EVERY seconds, how much is left) before the next one.
-                if not full or self.clock.monotonic() - reported >= PENDING_EVERY:
-                    await self._report_pending()
-                    reported = self.clock.monotonic()
+                # Full rounds follow one another inside _rounds for up to PENDING_EVERY
+                # seconds; when it returns full, more is due now: no need to ask when.
+                full = await self._rounds(receiver, None, stop) >= ROUND_ROWS
+                await self._report_pending()
                 if full:
                     delay = 0.0
                 else:
@@ -268,25 +272,67 @@ class Outbox:
                 log.error("outbox housekeeping failed error=%s", exc)
             await wait_first(stop, timeout=3600.0, clock=self.clock)
 
-    async def _round(self, receiver: str, sink: _Sink | None) -> int:
-        """One batch of due rows of ``receiver``, sent and recorded; how many rows it had."""
-        rows = await self.store.due_deliveries(self.clock.now(), receiver, ROUND_ROWS)
+    async def _rounds(
+        self, receiver: str, sink: _Sink | None, stop: asyncio.Event | None = None
+    ) -> int:
+        """Rounds of due rows of ``receiver``, sent and recorded, back to back while they
+        come full (for up to :data:`PENDING_EVERY` seconds, and not once ``stop`` is set);
+        how many rows the last round had.
+
+        Pipelined: while one round's rows are sent, the previous round's outcomes are
+        recorded and then the next round is claimed, so those store round trips hide behind
+        the sends. The claim excludes the groups of the round in flight — the only rows sent
+        and not yet recorded — so no row is in two rounds and each group is still sent in
+        order, one round at a time."""
+        until = self.clock.monotonic() + PENDING_EVERY
+        rows = await self._claim(receiver, ())
+        try:
+            while True:
+                more = (len(rows) >= ROUND_ROWS and self.clock.monotonic() < until
+                        and not (stop is not None and stop.is_set()))
+                busy = {row.group_key for row in rows}
+                sent, behind = await asyncio.gather(
+                    self._send_round(receiver, rows, sink),
+                    self._record_then_claim(receiver, busy if more else None),
+                    return_exceptions=True)
+                for result in (sent, behind):
+                    if isinstance(result, BaseException):
+                        raise result
+                assert isinstance(behind, list)
+                if not behind:
+                    return len(rows)
+                rows = behind
+        finally:
+            # Shielded: a drain that cancels the round still records what was sent.
+            await asyncio.shield(self._flush())
+
+    async def _claim(self, receiver: str, busy: Collection[str]) -> list[OutboxRow]:
+        return await self.store.due_deliveries(self.clock.now(), receiver, ROUND_ROWS,
+                                               exclude_groups=busy)
+
+    async def _record_then_claim(
+        self, receiver: str, busy: Collection[str] | None
+    ) -> list[OutboxRow]:
+        """The previous round's outcomes recorded, then (``busy``: the groups in flight,
+        ``None``: no more rounds) the next round claimed."""
+        await self._flush()
+        return [] if busy is None else await self._claim(receiver, busy)
+
+    async def _send_round(self, receiver: str, rows: Sequence[OutboxRow],
+                          sink: _Sink | None) -> None:
+        """One round's rows sent, groups concurrently (bounded), each group in order; the
+        outcomes are left to :meth:`_flush` (at most :data:`RECORD_BATCH` wait)."""
         by_group: dict[str, list[OutboxRow]] = {}
         for row in rows:
             by_group.setdefault(row.group_key, []).append(row)
         limit = asyncio.Semaphore(self.concurrency)
         notifier = self.notifiers[receiver]
-        try:
-            async with AsyncExitStack() as stack:
-                ahead = None
-                if rows and isinstance(notifier, Staged):
-                    ahead = await stack.enter_async_context(RenderAhead(notifier, rows))
-                await _together([self._chain(chain, limit, sink, ahead)
-                                 for chain in by_group.values()])
-        finally:
-            # Shielded: a drain that cancels the round still records what was sent.
-            await asyncio.shield(self._flush())
-        return len(rows)
+        async with AsyncExitStack() as stack:
+            ahead = None
+            if rows and isinstance(notifier, Staged):
+                ahead = await stack.enter_async_context(RenderAhead(notifier, rows))
+            await _together([self._chain(chain, limit, sink, ahead)
+                             for chain in by_group.values()])
 
     async def _chain(
         self, rows: Sequence[OutboxRow], limit: asyncio.Semaphore, sink: _Sink | None,
@@ -327,11 +373,18 @@ class Outbox:
         return attempt
 
     async def _flush(self) -> None:
-        """Writes the outcomes not yet recorded in one transaction, then tells about them."""
-        batch, self._unrecorded = self._unrecorded, []
-        if not batch:
-            return
-        await self.store.record_attempts([attempt for _, attempt, _ in batch])
+        """Writes the outcomes not yet recorded in one transaction, then tells about them.
+
+        One flush at a time: when it returns, every outcome noted before the call is
+        committed (or its batch failed), even one another flush had taken — the claim that
+        follows relies on it."""
+        async with self._flushing:
+            batch, self._unrecorded = self._unrecorded, []
+            if batch:
+                await self.store.record_attempts([attempt for _, attempt, _ in batch])
+                self._told(batch)
+
+    def _told(self, batch: Sequence[tuple[OutboxRow, Attempt, _Sink | None]]) -> None:
         now = self.clock.now()
         for row, attempt, sink in batch:
             outcome = "retry" if attempt.status == "pending" else attempt.status

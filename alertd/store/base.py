@@ -14,7 +14,7 @@ Every method raises :class:`~alertd.errors.StoreError` when the store cannot be 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -212,11 +212,14 @@ class Store(SilenceStore, Protocol):
         ...
 
     async def due_deliveries(
-        self, now: float, receiver: str | None = None, limit: int = 200
+        self, now: float, receiver: str | None = None, limit: int = 200,
+        *, exclude_groups: Collection[str] = (),
     ) -> list[OutboxRow]:
         """Pending rows whose next attempt is due, oldest first — except rows behind an
         earlier pending row of the same receiver and group that waits for its retry (a
-        group's notifications are delivered in order: a resolve never overtakes its firing)."""
+        group's notifications are delivered in order: a resolve never overtakes its firing),
+        and rows of the groups in ``exclude_groups`` (the caller's groups still in flight:
+        the outbox claims its next round while the current one is being sent)."""
         ...
 
     async def next_attempt_at(self, receiver: str | None = None) -> float | None:

@@ -28,8 +28,9 @@ its transaction stay side by side (the status page's queries are built in
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -222,7 +223,8 @@ class SqliteStore(SqliteBuckets):
     # ----------------------------------------------------------------- outbox
 
     async def due_deliveries(
-        self, now: float, receiver: str | None = None, limit: int = 200
+        self, now: float, receiver: str | None = None, limit: int = 200,
+        *, exclude_groups: Collection[str] = (),
     ) -> list[OutboxRow]:
         where = ("o.status = 'pending' AND o.next_attempt_at <= ? AND NOT EXISTS ("
                  f"{_EARLIER_IN_GROUP} AND p.next_attempt_at > ?)")
@@ -230,6 +232,9 @@ class SqliteStore(SqliteBuckets):
         if receiver is not None:
             where += " AND o.receiver = ?"
             params.append(receiver)
+        if exclude_groups:
+            where += " AND o.group_key NOT IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(sorted(exclude_groups)))
         # Walked in delivery order on the status index (read backwards), stopping at
         # ``limit``: the planner's choice, outbox_due, visited every pending row and sorted
         # them on every round — quadratic over a backlog.
