@@ -1,9 +1,10 @@
-"""SQLite queries for the status page: notification history pages, one row, resend.
+"""Queries for the status page: notification history pages, one row, resend.
 
 Where it sits: :class:`~alertd.store.sqlite.SqliteStore` runs these in its store thread for
 the :class:`~alertd.store.base.Store` methods ``outbox_page``, ``outbox_for_alert``,
-``outbox_row``, ``attempts`` and ``resend`` (:mod:`alertd.store.postgres` has the same
-queries in its own SQL; the contracts are in :mod:`alertd.store.base`).
+``outbox_row``, ``attempts`` and ``resend``. The two page queries are pure and take the
+driver's placeholder, so :mod:`alertd.store.postgres` builds its pages with them too; the
+rest are SQLite's own (the contracts are in :mod:`alertd.store.base`).
 
 Every delivery attempt is logged (:func:`log_attempts`, in the ``record_attempts`` transaction)
 in ``outbox_attempts``, and pruned with its outbox row; a row has a bounded number of them
@@ -27,34 +28,37 @@ from alertd.store.base import Attempt, OutboxCursor, OutboxStatus
 
 def page_query(
     columns: str, status: OutboxStatus | None, receiver: str | None,
-    before: OutboxCursor | None, limit: int,
+    before: OutboxCursor | None, limit: int, mark: str = "?",
 ) -> tuple[str, list[Any]]:
-    """The SQL and parameters of one newest-first page (pure)."""
+    """The SQL and parameters of one newest-first page (pure; ``mark``: the driver's
+    placeholder, ``?`` for sqlite3, ``%s`` for psycopg)."""
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        where.append("o.status = ?")
+        where.append(f"o.status = {mark}")
         params.append(status)
     if receiver is not None:
-        where.append("o.receiver = ?")
+        where.append(f"o.receiver = {mark}")
         params.append(receiver)
     if before is not None:
-        where.append("(o.created_at, o.id) < (?, ?)")
+        where.append(f"(o.created_at, o.id) < ({mark}, {mark})")
         params.extend(before)
     sql = f"SELECT {columns} FROM outbox o"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY o.created_at DESC, o.id DESC LIMIT ?"
+    sql += f" ORDER BY o.created_at DESC, o.id DESC LIMIT {mark}"
     params.append(max(1, min(limit, 500)))
     return sql, params
 
 
-def for_alert_query(columns: str, fingerprint: str, scan: int) -> tuple[str, list[Any]]:
+def for_alert_query(columns: str, fingerprint: str, scan: int, mark: str = "?"
+                    ) -> tuple[str, list[Any]]:
     """Rows whose notification carries the alert ``fingerprint``, among the newest ``scan``."""
     # The fingerprint is hex; quoting it as a JSON string keeps LIKE from matching a prefix.
     pattern = '%"fingerprint":"' + fingerprint.replace("%", "").replace("_", "") + '"%'
     sql = (f"SELECT {columns} FROM (SELECT * FROM outbox ORDER BY created_at DESC, id DESC "
-           "LIMIT ?) o WHERE o.notification LIKE ? ORDER BY o.created_at DESC, o.id DESC")
+           f"LIMIT {mark}) o WHERE o.notification LIKE {mark} "
+           "ORDER BY o.created_at DESC, o.id DESC")
     return sql, [scan, pattern]
 
 

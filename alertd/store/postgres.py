@@ -45,7 +45,7 @@ from alertd.alerts import AlertState
 from alertd.errors import StoreError
 from alertd.model import SeriesKey
 from alertd.silences import Silence
-from alertd.store import rows
+from alertd.store import pages, rows
 from alertd.store.base import (
     Attempt,
     Changes,
@@ -61,7 +61,7 @@ from alertd.store.base import (
 )
 from alertd.store.pg_buckets import PgBuckets
 from alertd.store.pg_schema import connect, migrate, redacted
-from alertd.store.sqlite import StoreObserver
+from alertd.store.sqlite import StoreHealth, StoreObserver
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -94,8 +94,7 @@ class PostgresStore(PgBuckets):
         self.holder = holder or default_holder()
         self.claim_seconds = claim_seconds
         self._password = password
-        self._observer = observer
-        self._failing = False
+        self._health = StoreHealth(observer)
         self._conn: Conn | None = None
         self._lock = asyncio.Lock()
         self._open = False
@@ -163,16 +162,11 @@ class PostgresStore(PgBuckets):
                 if not isinstance(exc, LeaseLostError):
                     self._told(exc)
                 raise
-        if self._failing:
-            self._failing = False
-            if self._observer is not None:
-                self._observer.on_store_ok()
+        self._health.succeeded()
         return result
 
     def _told(self, error: StoreError) -> None:
-        self._failing = True
-        if self._observer is not None:
-            self._observer.on_store_error(error)
+        self._health.failed(error)
 
     async def _rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         async def query(conn: Conn) -> list[dict[str, Any]]:
@@ -380,32 +374,12 @@ class PostgresStore(PgBuckets):
         self, *, status: OutboxStatus | None = None, receiver: str | None = None,
         before: OutboxCursor | None = None, limit: int = 50,
     ) -> list[OutboxRow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("o.status = %s")
-            params.append(status)
-        if receiver is not None:
-            where.append("o.receiver = %s")
-            params.append(receiver)
-        if before is not None:
-            where.append("(o.created_at, o.id) < (%s, %s)")
-            params.extend(before)
-        sql = f"SELECT {_COLUMNS} FROM outbox o"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY o.created_at DESC, o.id DESC LIMIT %s"
-        params.append(max(1, min(limit, 500)))
+        sql, params = pages.page_query(_COLUMNS, status, receiver, before, limit, mark="%s")
         return [rows.outbox_row(r) for r in await self._rows(sql, params)]
 
     async def outbox_for_alert(self, fingerprint: str, *, scan: int = 5000) -> list[OutboxRow]:
-        # As SQLite's (alertd.store.pages): the fingerprint quoted as a JSON string, with
-        # LIKE's wildcards removed, among the newest ``scan`` rows.
-        pattern = '%"fingerprint":"' + fingerprint.replace("%", "").replace("_", "") + '"%'
-        found = await self._rows(
-            f"SELECT {_COLUMNS} FROM (SELECT * FROM outbox ORDER BY created_at DESC, id DESC "
-            "LIMIT %s) o WHERE o.notification LIKE %s ORDER BY o.created_at DESC, o.id DESC",
-            (max(0, scan), pattern))
+        sql, params = pages.for_alert_query(_COLUMNS, fingerprint, max(0, scan), mark="%s")
+        found = await self._rows(sql, params)
         return [rows.outbox_row(r) for r in found]
 
     async def outbox_row(self, row_id: str) -> OutboxRow | None:

@@ -87,6 +87,26 @@ class StoreObserver(Protocol):
         ...
 
 
+class StoreHealth:
+    """What both stores tell their :class:`StoreObserver`: every failure, and the first
+    success after a failure (so readiness and metrics recover once, not on every call)."""
+
+    def __init__(self, observer: StoreObserver | None) -> None:
+        self._observer = observer
+        self._failing = False
+
+    def failed(self, error: StoreError) -> None:
+        self._failing = True
+        if self._observer is not None:
+            self._observer.on_store_error(error)
+
+    def succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            if self._observer is not None:
+                self._observer.on_store_ok()
+
+
 class SqliteStore(SqliteBuckets):
     """The :class:`~alertd.store.base.Store` on one SQLite file. Use ``async with``.
 
@@ -99,8 +119,7 @@ class SqliteStore(SqliteBuckets):
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
-        self._observer = observer
-        self._failing = False
+        self._health = StoreHealth(observer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertd-store")
         self._conn: sqlite3.Connection | None = None
 
@@ -147,16 +166,11 @@ class SqliteStore(SqliteBuckets):
         except StoreError as exc:
             self._told(exc)
             raise
-        if self._failing:
-            self._failing = False
-            if self._observer is not None:
-                self._observer.on_store_ok()
+        self._health.succeeded()
         return result
 
     def _told(self, error: StoreError) -> None:
-        self._failing = True
-        if self._observer is not None:
-            self._observer.on_store_error(error)
+        self._health.failed(error)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connection()

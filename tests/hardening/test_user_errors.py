@@ -153,6 +153,8 @@ def test_an_unusable_state_directory_is_one_line(
              "plain-file", "state.path")
 
 
+# Root ignores folder permissions, so as root (CI here) this case cannot arise and the test
+# skips; the unusable-state-directory test above covers the same one-line message for root.
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
 def test_a_read_only_state_directory_is_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "ro"
