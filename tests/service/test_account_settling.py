@@ -270,3 +270,23 @@ async def test_a_resolve_held_by_group_interval_is_sent_when_due_even_after_a_re
     assert resolved.body["status"] == "resolved" and len(resolved.body["alerts"]) == 2
     async with SqliteStore(tmp_path / "alertd.db") as store:
         assert await store.load_groups() == {}
+
+
+async def test_going_back_to_stripe_api_key_resolves_the_accounts_alerts(
+    tmp_path: Path,
+) -> None:
+    async with running_simulator(customers=2, days=40, now=TEST_NOW) as sim, \
+            hooks_sink() as hooks:
+        config = accounts_config(tmp_path, {"eu": sim.url}, hooks.url, [TOKENS])
+        async with daemon_on(config) as daemon:
+            await daemon.poll(("tokens",), account="eu")
+            await hook_count(hooks, 1, "eu's notification")
+        one_key = write_config(tmp_path, sim.url, hooks.url, [TOKENS])
+        async with daemon_on(one_key) as daemon:
+            gone = (await hook_count(hooks, 2, "eu's resolve"))[1]
+            assert await stored(tmp_path, {}) == {}
+            await daemon.poll(("tokens",))
+            fresh = (await hook_count(hooks, 3, "the one key's notification"))[2]
+    assert gone.body["status"] == "resolved" and gone.body["commonLabels"]["account"] == "eu"
+    assert {a[2:] for a in alerts_of(fresh)} == {(None, "one key/-")}
+    assert len(told(hooks)) == 3
