@@ -25,7 +25,7 @@ first release's. Its lease is still ``stripe``; an account of ``accounts:`` lead
 A rule watches every account unless it names ``accounts: [..]`` (:func:`rules_for`).
 
 Alert state of accounts no longer watched (:func:`settlement`, decided at the daemon's start
-by the leader of the first account, :meth:`alertd.service.open.Services.settle_accounts`):
+by the leader of the first account, :func:`alertd.service.settling.settle_accounts`):
 
 * **Adopted.** Moving from ``stripe.api_key`` to ``accounts:`` leaves the first release's rows
   (account ``""``). When ``accounts:`` has one account, or one marked

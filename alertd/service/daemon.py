@@ -474,6 +474,8 @@ class Daemon:
             configure(world.settings.log_level, world.settings.log_format)
             await new.start()
             self._reschedule()
+            if old.settling and self.leads(new.lanes[0].account.name):  # held resolves
+                await settle_accounts(new, int(self.clock.now()))
             for lane in new.lanes:
                 name = lane.account.name
                 gone = sorted(set(old.lane(name).world.rules.names())

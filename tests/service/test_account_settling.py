@@ -290,3 +290,17 @@ async def test_going_back_to_stripe_api_key_resolves_the_accounts_alerts(
     assert gone.body["status"] == "resolved" and gone.body["commonLabels"]["account"] == "eu"
     assert {a[2:] for a in alerts_of(fresh)} == {(None, "one key/-")}
     assert len(told(hooks)) == 3
+
+
+async def test_a_held_resolve_survives_a_reload(tmp_path: Path) -> None:
+    async with running_simulator(customers=2, days=40, now=TEST_NOW) as sim, \
+            hooks_sink() as hooks:
+        await first_release_alerts(tmp_path, sim.url, hooks, {})
+        config = accounts_config(tmp_path, {"eu": sim.url, "us": sim.url}, hooks.url,
+                                 [TOKENS], route={"group_interval": "1h"})
+        async with daemon_on(config) as daemon:
+            assert await stored(tmp_path, {}) == {} and len(told(hooks)) == 1  # held
+            daemon.clock.offset += 3700  # type: ignore[attr-defined]
+            assert await daemon.reload()  # the new world flushes it, now that it is due
+            resolved = (await hook_count(hooks, 2, "the held resolve"))[1]
+    assert resolved.body["status"] == "resolved" and len(resolved.body["alerts"]) == 2
