@@ -255,20 +255,20 @@ async def test_an_account_removed_from_accounts_resolves(
 
 
 async def test_a_resolve_held_by_group_interval_is_sent_when_due_even_after_a_restart(
-    tmp_path: Path,
+    tmp_path: Path, backend: dict[str, Any],
 ) -> None:
     async with running_simulator(customers=2, days=40, now=TEST_NOW) as sim, \
             hooks_sink() as hooks:
-        await first_release_alerts(tmp_path, sim.url, hooks, {})
+        await first_release_alerts(tmp_path, sim.url, hooks, backend)
         config = accounts_config(tmp_path, {"eu": sim.url, "us": sim.url}, hooks.url,
-                                 [TOKENS], route={"group_interval": "1h"})
+                                 [TOKENS], route={"group_interval": "1h"}, **backend)
         async with daemon_on(config):  # resolved now, but told only an hour after the firing
-            assert await stored(tmp_path, {}) == {}
+            assert await stored(tmp_path, backend) == {}
         assert len(told(hooks)) == 1
         async with daemon_on(config, later=3700):  # no "" state is left, only its group
             resolved = (await hook_count(hooks, 2, "the held resolve"))[1]
     assert resolved.body["status"] == "resolved" and len(resolved.body["alerts"]) == 2
-    async with SqliteStore(tmp_path / "alertd.db") as store:
+    async with open_state(tmp_path, backend) as store:
         assert await store.load_groups() == {}
 
 
