@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from alertd.source import Source
 
 __all__ = ["BacktestResult", "ProgressBar", "backtest_json", "backtest_text", "main",
-           "replay_window", "run_backtest", "run_backtests", "run_command"]
+           "replay_window", "run_backtests", "run_command"]
 
 
 
@@ -158,22 +158,6 @@ class Prepared:
     histories: Histories
 
 
-async def run_backtest(
-    engine: Engine,
-    window: ReplayWindow,
-    *,
-    rule_names: Iterable[str] | None = None,
-    customer_ids: Iterable[str] | None = None,
-    progress: Progress | None = None,
-    silences: Sequence[Silence] = (),
-) -> BacktestResult:
-    """The whole backtest of one account: each rule's customers from the engine's directory,
-    every history fetched once through its source, then replay and the notification
-    stages."""
-    return await run_backtests([engine], window, rule_names=rule_names,
-                               customer_ids=customer_ids, progress=progress, silences=silences)
-
-
 async def run_backtests(
     engines: Sequence[Engine],
     window: ReplayWindow,
@@ -183,8 +167,9 @@ async def run_backtests(
     progress: Progress | None = None,
     silences: Sequence[Silence] = (),
 ) -> BacktestResult:
-    """The backtest of several accounts (one engine each, :mod:`alertd.accounts`) as one:
-    every account's histories fetched first, the window ended where the oldest data ends,
+    """The backtest of one or several accounts (one engine each, :mod:`alertd.accounts`) as
+    one: each rule's customers from the account's directory, every history fetched once
+    through its source (every account's first), the window ended where the oldest data ends,
     then each account replayed and notified on its own (a group never spans accounts, as in
     the daemon) with the same silences, and the results merged in time order. An unknown
     ``rule_names`` entry is a :class:`ConfigError`; an account none of them watches is
