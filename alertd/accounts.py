@@ -23,11 +23,29 @@ first release's. Its lease is still ``stripe``; an account of ``accounts:`` lead
 ``stripe:NAME``.
 
 A rule watches every account unless it names ``accounts: [..]`` (:func:`rules_for`).
+
+Alert state of accounts no longer watched (:func:`settlement`, decided at the daemon's start
+by the leader of the first account, :func:`alertd.service.settling.settle_accounts`):
+
+* **Adopted.** Moving from ``stripe.api_key`` to ``accounts:`` leaves the first release's rows
+  (account ``""``). When ``accounts:`` has one account, or one marked
+  ``was_stripe_api_key: true``, that account adopts them (:func:`adoption`): each series'
+  state moves to the same series of that account — ``for`` timers, firing episodes, levels
+  and the levels announced in a period carry on, so nothing is judged again from scratch and
+  a quota told once this month is not told again. The alerts' labels change (they gain
+  ``account``), and receivers know an alert by its labels (its fingerprint), so the old
+  alerts are resolved through the outbox in the same transaction, and the next poll files
+  the adopted ones, still firing, under their new labels. A series the account already has
+  (a recording ``alertd check`` ran first) keeps its own state; the old one only resolves.
+* **Resolved.** Every other account's rows — ``""`` when several accounts have no mark, an
+  account removed from ``accounts:``, named accounts after moving back to
+  ``stripe.api_key`` — are resolved (the receivers are told, through the outbox, as for a
+  removed rule) and forgotten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -35,6 +53,7 @@ from alertd.alerts import AlertState
 from alertd.buckets import BucketEntry
 from alertd.config.settings import Settings
 from alertd.model import Finding, Series, SeriesKey
+from alertd.notify.pipeline import Lifecycle, retirement
 from alertd.rules.loader import RuleSet
 from alertd.store.base import BucketStore, GroupId, NotificationGroup, Store
 
@@ -144,3 +163,58 @@ def account_store(store: Store, account: str) -> Store:
     """``store`` for ``account``'s pipeline: as it is for the account ``""``."""
     # AccountView is the Store protocol by delegation (__getattr__), which mypy cannot see.
     return cast(Store, AccountView(store, account)) if account else store
+
+
+def whole_store(store: Store) -> Store:
+    """The store behind an account's view (``store`` itself when it is none)."""
+    return store._store if isinstance(store, AccountView) else store
+
+
+def account_view(store: Store, account: str) -> Store:
+    """The store behind ``store`` showing ``account``'s alerts and groups only — for the
+    account ``""`` too, unlike :func:`account_store` (whose ``""`` sees everything)."""
+    return cast(Store, AccountView(whole_store(store), account))
+
+
+# --------------------------------------------------------------------------- settling
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What becomes of the stored alerts of accounts a configuration does not watch (see
+    the module docstring): ``heir`` adopts those of ``""``; ``orphans`` are resolved."""
+
+    heir: str | None = None
+    orphans: tuple[str, ...] = ()
+
+
+def heir_of(settings: Settings) -> str | None:
+    """The account of ``accounts:`` that adopts the alerts of the former
+    ``stripe.api_key``: the one marked ``was_stripe_api_key``, else the only one."""
+    marked = [entry.name for entry in settings.accounts if entry.was_stripe_api_key]
+    if marked:
+        return marked[0]
+    return settings.accounts[0].name if len(settings.accounts) == 1 else None
+
+
+def settlement(stored: Collection[str], settings: Settings) -> Settlement:
+    """What to do with the alerts of the ``stored`` accounts (the names in the alert state)
+    that ``settings`` does not watch (pure)."""
+    watched = {account.name for account in settings.accounts} or {""}
+    gone = sorted(set(stored) - watched)
+    heir = heir_of(settings) if "" in gone else None
+    return Settlement(heir, tuple(name for name in gone if not (name == "" and heir)))
+
+
+def adoption(states: Mapping[SeriesKey, AlertState], heir: str, taken: Collection[SeriesKey],
+             now: int) -> Lifecycle:
+    """``heir`` adopting ``states`` (of the account ``""``): each moves to the same series of
+    ``heir`` unless that series is in ``taken`` (it has a state of its own), and every old
+    announced alert resolves, since its labels change (pure; see the module docstring)."""
+    step = retirement(states, now, f"adopted by account {heir} (moved to accounts:)")
+    moved: dict[SeriesKey, AlertState | None] = {}
+    for key, state in states.items():
+        new_key = replace(key, account=heir)
+        if new_key not in taken:
+            moved[new_key] = state
+    return replace(step, states={**step.states, **moved})

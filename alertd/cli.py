@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", required=True, metavar="TIME", help=f"from TIME: {INSTANT_FORMS}"
     )
     backtest.add_argument("--until", metavar="TIME", help="until TIME (same forms); default: now")
+    backtest.add_argument(
+        "--account", metavar="NAME",
+        help="only this account of accounts: (default: every account, each named in the output)")
     _selection_args(backtest)
 
     render = commands.add_parser("render", help="render a sample notification for a rule")

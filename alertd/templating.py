@@ -61,9 +61,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from alertd.clock import readable_duration
 
-#: The names an annotation or label template may use: the alert it describes.
+#: The names an annotation or label template may use: the alert it describes. ``account``
+#: is the Stripe account's name of ``accounts:`` (``""`` for the one of ``stripe.api_key``,
+#: whose alerts have no ``account`` label: ``labels.account`` exists only with ``accounts:``).
 TEMPLATE_NAMES: tuple[str, ...] = (
     "customer",
+    "account",
     "rule",
     "severity",
     "level",
@@ -586,7 +589,8 @@ def _sample_context(names: Collection[str]) -> dict[str, Any]:
     known: dict[str, Any] = {
         "customer": {"id": "cus_sample", "name": "Sample Co", "email": "billing@example.com",
                      "metadata": _AnyKey()},
-        "rule": "sample-rule", "severity": "warning", "level": "warning", "value": 1234.5,
+        "account": "", "rule": "sample-rule", "severity": "warning", "level": "warning",
+        "value": 1234.5,
         "threshold": 1000.0, "baseline": 900.0, "projected": 1500.0, "meter": "mtr_sample",
         "meter_name": "tokens", "dimensions": {}, "labels": {}, "status": "firing",
         "message": "usage 1,235 > 1,000", "details": _AnyKey(),

@@ -7,6 +7,11 @@ reports and the failures it logs; its changes feed
 One (rule, customer) whose replay raises (a bug, or a rule that slipped past validation) is
 logged with ``rule=`` and ``customer=`` and left out; the others are replayed as usual.
 
+With ``accounts:`` each Stripe account is replayed on its own (``account``): its findings'
+keys carry the account's name before the lifecycle sees them, as the daemon's engine stamps
+them (:func:`alertd.accounts.with_account`), so fingerprints, episodes and the ``account``
+label are the daemon's.
+
 Between evaluations (:func:`~alertd.backtest.evaluating.evaluations`), while any series is
 pending or firing, the lifecycle alone is stepped every ``every`` on the same findings, so
 ``for`` and ``keep_firing_for`` play out as in the daemon (only the ticks where something can
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from alertd.alerts import AlertState, Transition
@@ -66,9 +71,10 @@ def replay_changes(
     rows: Iterable[UsageRow],
     window: ReplayWindow,
     frame: RuleFrame | None = None,
+    account: str = "",
 ) -> list[Change]:
-    """Every notifying transition of ``rule`` for ``customer`` from the warm-up to ``until``,
-    in time order. Pure.
+    """Every notifying transition of ``rule`` for ``customer`` (of the Stripe ``account``)
+    from the warm-up to ``until``, in time order. Pure.
 
     ``rows`` are the customer's hourly rows for the rule (see
     :func:`~alertd.backtest.window.history_need`); ``frame`` is
@@ -89,6 +95,9 @@ def replay_changes(
                 changes.append(Change(transition, finding, states.states[finding.key]))
 
     steps = evaluations(history, customer, window)
+    if account:
+        steps = [(instant, [replace(f, key=replace(f.key, account=account)) for f in found])
+                 for instant, found in steps]
     for index, (instant, findings) in enumerate(steps):
         step(findings, instant)
         following = steps[index + 1][0] if index + 1 < len(steps) else window.until + 1
@@ -179,6 +188,8 @@ class ReplayFailure:
     rule: str
     customer: str
     message: str
+    #: The Stripe account of ``accounts:`` (``""``: the one of ``stripe.api_key``).
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +210,11 @@ def replay_all(
     histories: Mapping[tuple[str, str], Sequence[UsageRow]],
     window: ReplayWindow,
     progress: Progress | None = None,
+    account: str = "",
 ) -> Replayed:
     """Every rule replayed for each of its ``customers`` (by rule name) on ``histories``
-    (by rule name and customer id). Pure apart from ``progress``."""
+    (by rule name and customer id), all of the Stripe ``account``. Pure apart from
+    ``progress``."""
     progress = progress or NoProgress()
     progress.start("replaying", sum(len(customers[rule.name]) for rule in rules))
     changes: list[Change] = []
@@ -211,12 +224,12 @@ def replay_all(
         for customer in customers[rule.name]:
             rows = histories[(rule.name, customer.id)]
             try:
-                changes += replay_changes(rule, customer, rows, window, frame)
+                changes += replay_changes(rule, customer, rows, window, frame, account)
             except Exception as exc:  # a bug or a rule that slipped past validation
-                log.exception("replay failed rule=%s customer=%s; its firings are left out",
-                              rule.name, customer.id)
+                log.exception("replay failed rule=%s customer=%s account=%s; its firings are "
+                              "left out", rule.name, customer.id, account)
                 failures.append(ReplayFailure(rule.name, customer.id,
-                                              f"{type(exc).__name__}: {exc}"))
+                                              f"{type(exc).__name__}: {exc}", account))
             progress.advance()
     progress.finish()
     changes.sort(key=_change_order)

@@ -6,6 +6,10 @@ once, replay, run the transitions through the notification stages, and print a t
 contract's JSON (``{"since", "until", "requests", "firings": [...], "notifications": [...]}``,
 plus, only when there are any, ``"errors"``: the (rule, customer) pairs that could not be
 replayed, whose firings are therefore missing).
+With ``accounts:`` every account is replayed (``--account NAME``: that one), each through its
+own Stripe client and rules, and each firing, notification and error names its ``account``
+(the keys appear only with ``accounts:``, so a one-key document is the first release's).
+What a backtest found and how it is printed live in :mod:`alertd.commands.backtest_report`.
 A progress bar is drawn on stderr only when stderr is a terminal, so pipes and files see
 nothing but the result. Silences come from the state file when there is one (it is only
 read, through the same opening as ``check --dry-run``: no lock, nothing written); grouping and
@@ -17,40 +21,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from alertd.backtest import (
-    Firing,
     NoProgress,
     NotificationReplay,
     Progress,
-    ReplayFailure,
     ReplayWindow,
-    SentNotification,
     history_needs,
     replay_all,
     select_rules,
     within_data,
 )
 from alertd.clock import Clock, SystemClock, iso, parse_instant
-from alertd.commands.output import (
-    bound,
-    bounds_json,
-    dumps,
-    number,
-    series_label,
-    table,
-    window_json,
+from alertd.commands.backtest_report import (
+    BacktestResult,
+    ProgressBar,
+    backtest_json,
+    backtest_text,
+    merged_results,
 )
+from alertd.commands.output import dumps
 from alertd.errors import EXIT_OK, ConfigError, SourceError
 from alertd.logs import configure
-from alertd.model import DataNeed, UsageQuery, UsageResult, UsageRow
+from alertd.model import Customer, DataNeed, UsageQuery, UsageResult, UsageRow
 from alertd.notify.routing import RouteTree
 from alertd.planner import RequestPlan, extract_rows, plan
+from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
 from alertd.service.open import Collaborators, Services, open_services
 from alertd.service.world import World, load_world
@@ -59,8 +59,9 @@ from alertd.silences import Silence
 if TYPE_CHECKING:
     from alertd.source import Source
 
-FIRING_COLUMNS = ("AT (UTC)", "RULE", "CUSTOMER", "SERIES", "LEVEL", "VALUE", "BOUND")
-NOTIFICATION_COLUMNS = ("AT (UTC)", "RECEIVER", "STATUS", "ALERTS", "WHY")
+__all__ = ["BacktestResult", "ProgressBar", "backtest_json", "backtest_text", "main",
+           "replay_window", "run_backtests", "run_command"]
+
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,28 +78,44 @@ async def run_command(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Runs one backtest and prints it; a :class:`~alertd.errors.SourceError` propagates
-    (exit 3 in the CLI), bad times are a :class:`ConfigError` (exit 2)."""
+    """Runs one backtest of every account (or of ``--account``) and prints it; a
+    :class:`~alertd.errors.SourceError` propagates (exit 3 in the CLI), bad times and an
+    unknown account are a :class:`ConfigError` (exit 2)."""
     clock = clock or SystemClock()
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     window = replay_window(args.since, args.until, clock.now(),
                            world.settings.stripe.freshness_lag)
+    chosen = chosen_accounts(world, getattr(args, "account", None))
     progress: Progress = ProgressBar(stderr) if stderr.isatty() else NoProgress()
     # The state is opened as 'check --dry-run' opens it, only to read the silences: no lock (a
     # running daemon keeps its own), nothing recorded, no file created where there is none.
     async with open_services(world, Collaborators(clock), state=state_to_read(world),
                              deliver=False) as services:
         silences = await stored_silences(services)
-        result = await run_backtest(services.engine, window, rule_names=args.rule,
-                                    customer_ids=args.customer, progress=progress,
-                                    silences=silences)
-        requests = services.stripe.http.requests
+        lanes = [lane for lane in services.lanes if lane.account.name in chosen]
+        result = await run_backtests([lane.engine for lane in lanes], window,
+                                     rule_names=args.rule, customer_ids=args.customer,
+                                     progress=progress, silences=silences)
+        requests = sum(lane.stripe.http.requests for lane in services.lanes)
     if args.format == "json":
         print(dumps(backtest_json(result, requests)), file=stdout)
     else:
         print(backtest_text(result, requests), file=stdout)
     return EXIT_OK
+
+
+def chosen_accounts(world: World, account: str | None) -> list[str]:
+    """The accounts a backtest replays: every account, or the one ``--account`` names
+    (:class:`ConfigError` when the configuration has no such account)."""
+    names = [entry.name for entry in world.settings.accounts]
+    if account is None:
+        return names or [""]
+    if account not in names:
+        configured = ", ".join(names) if names else "none: the config has no accounts: list"
+        raise ConfigError(f"backtest: --account {account}: no such account (configured "
+                          f"accounts: {configured})")
+    return [account]
 
 
 def state_to_read(world: World) -> Path | None:
@@ -129,23 +146,20 @@ class Histories:
     refreshed_at: int | None = None
 
 
+
 @dataclass(frozen=True, slots=True)
-class BacktestResult:
-    """What a backtest found: firings and notifications in time order, and what it cost."""
+class Prepared:
+    """One account's backtest before replay: its engine, rules, each rule's customers (by
+    rule name) and their fetched histories."""
 
-    window: ReplayWindow
-    firings: tuple[Firing, ...]
-    notifications: tuple[SentNotification, ...]
-    rules: tuple[str, ...]
-    customers: int
-    queries: int
-    requests: int
-    #: (rule, customer) pairs whose replay raised; their firings are missing from the above.
-    failures: tuple[ReplayFailure, ...] = ()
+    engine: Engine
+    rules: tuple[Rule, ...]
+    by_rule: Mapping[str, Sequence[Customer]]
+    histories: Histories
 
 
-async def run_backtest(
-    engine: Engine,
+async def run_backtests(
+    engines: Sequence[Engine],
     window: ReplayWindow,
     *,
     rule_names: Iterable[str] | None = None,
@@ -153,8 +167,33 @@ async def run_backtest(
     progress: Progress | None = None,
     silences: Sequence[Silence] = (),
 ) -> BacktestResult:
-    """The whole backtest: each rule's customers from the engine's directory, every history
-    fetched once through its source, then replay and the notification stages."""
+    """The backtest of one or several accounts (one engine each, :mod:`alertd.accounts`) as
+    one: each rule's customers from the account's directory, every history fetched once
+    through its source (every account's first), the window ended where the oldest data ends,
+    then each account replayed and notified on its own (a group never spans accounts, as in
+    the daemon) with the same silences, and the results merged in time order. An unknown
+    ``rule_names`` entry is a :class:`ConfigError`; an account none of them watches is
+    skipped."""
+    wanted = None if rule_names is None else list(rule_names)
+    if engines and wanted is not None:
+        select_rules([r for e in engines for r in e.rules.rules], wanted)
+    prepared = []
+    for engine in engines:
+        names = None if wanted is None else [n for n in wanted if n in engine.rules.names()]
+        if names is None or names:
+            prepared.append(await prepare(engine, window, names, customer_ids, progress))
+    refreshed = [p.histories.refreshed_at for p in prepared
+                 if p.histories.refreshed_at is not None]
+    window = within_data(window, min(refreshed, default=None))
+    return merged_results(
+        [replay_prepared(p, window, silences, progress) for p in prepared], window)
+
+
+async def prepare(
+    engine: Engine, window: ReplayWindow, rule_names: Iterable[str] | None,
+    customer_ids: Iterable[str] | None, progress: Progress | None,
+) -> Prepared:
+    """One account's rules, their customers and every history, fetched once."""
     rules = select_rules(engine.rules.rules, rule_names)
     only = set(customer_ids) if customer_ids else None
     by_rule = await engine.customers_by_rule(rules, only)
@@ -167,9 +206,17 @@ async def run_backtest(
         for customer in by_rule[rule.name]
     }
     histories = await fetch_histories(engine.source, needs, progress)
-    window = within_data(window, histories.refreshed_at)
-    replayed = replay_all(rules, by_rule, histories.rows, window, progress)
-    customers = {customer.id: customer for group in by_rule.values() for customer in group}
+    return Prepared(engine, tuple(rules), by_rule, histories)
+
+
+def replay_prepared(prepared: Prepared, window: ReplayWindow, silences: Sequence[Silence],
+                    progress: Progress | None) -> BacktestResult:
+    """One account replayed over ``window`` and through the notification stages (pure
+    apart from ``progress``)."""
+    engine, rules = prepared.engine, prepared.rules
+    replayed = replay_all(rules, prepared.by_rule, prepared.histories.rows, window, progress,
+                          account=engine.account)
+    customers = {c.id: c for group in prepared.by_rule.values() for c in group}
     notifier = NotificationReplay(RouteTree.from_settings(engine.settings),
                                   engine.settings.receivers, silences)
     sent = notifier.run(replayed.changes, {rule.name: rule for rule in rules}, customers,
@@ -180,9 +227,10 @@ async def run_backtest(
         notifications=tuple(n for n in sent if n.at >= window.since),
         rules=tuple(rule.name for rule in rules),
         customers=len(customers),
-        queries=histories.queries,
-        requests=histories.requests,
+        queries=prepared.histories.queries,
+        requests=prepared.histories.requests,
         failures=replayed.failures,
+        accounts=(engine.account,) if engine.account else (),
     )
 
 
@@ -254,144 +302,3 @@ def replay_window(since: str, until: str | None, now: float, freshness_lag: floa
     if end <= start:
         raise ConfigError(f"backtest: --since {iso(start)} must be before --until {iso(end)}")
     return ReplayWindow(start, end, freshness_lag)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def firing_json(firing: Firing) -> dict[str, Any]:
-    """One firing in the contract's ``backtest`` shape (``window`` as in findings)."""
-    finding = firing.finding
-    entry: dict[str, Any] = {
-        "at": iso(firing.at),
-        "rule": finding.rule,
-        "customer": finding.customer,
-        "meter": finding.meter,
-        "dimensions": dict(finding.dimensions),
-        "kind": firing.kind,
-        "level": finding.level,
-        "previous_level": firing.previous_level,
-        "value": finding.value,
-    }
-    entry.update(bounds_json(finding))
-    entry.update(window=window_json(finding), complete=finding.complete,
-                 message=finding.message)
-    return entry
-
-
-def notification_json(sent: SentNotification) -> dict[str, Any]:
-    """One notification that would have been sent, in the ``check`` shape plus when."""
-    notification = sent.notification
-    return {
-        "at": iso(sent.at),
-        "receiver": notification.receiver,
-        "status": notification.status,
-        "fingerprints": [alert.fingerprint for alert in notification.alerts],
-        "group_key": notification.group_key,
-        "reason": sent.reason,
-    }
-
-
-def backtest_json(result: BacktestResult, requests: int) -> dict[str, Any]:
-    """The contract's ``backtest --format json`` document. ``requests`` counts every HTTP
-    request of the run (customers, usage, retries)."""
-    document: dict[str, Any] = {
-        "since": iso(result.window.since),
-        "until": iso(result.window.until),
-        "requests": requests,
-        "firings": [firing_json(f) for f in result.firings],
-        "notifications": [notification_json(n) for n in result.notifications],
-    }
-    if result.failures:  # only then, so a clean run keeps the contract's keys exactly
-        document["errors"] = [{"rule": f.rule, "customer": f.customer, "message": f.message}
-                              for f in result.failures]
-    return document
-
-
-def firing_row(firing: Firing) -> tuple[str, ...]:
-    finding = firing.finding
-    level = finding.level or "-"
-    if firing.kind == "escalated":
-        level = f"{firing.previous_level or '-'} → {level}"
-    return (_when(firing.at), finding.rule, finding.customer, series_label(finding), level,
-            number(finding.value), bound(finding))
-
-
-def notification_row(sent: SentNotification) -> tuple[str, ...]:
-    notification = sent.notification
-    return (_when(sent.at), notification.receiver, notification.status,
-            str(len(notification.alerts)), sent.reason)
-
-
-def _when(instant: int) -> str:
-    return (iso(instant) or "").replace("T", " ").removesuffix("Z")
-
-
-def backtest_text(result: BacktestResult, requests: int) -> str:
-    """Firings in time order, then the notifications they would have caused, then one
-    summary line."""
-    lines = []
-    if result.firings:
-        lines += [table(FIRING_COLUMNS, (firing_row(f) for f in result.firings)), ""]
-    if result.notifications:
-        lines += [table(NOTIFICATION_COLUMNS, map(notification_row, result.notifications)), ""]
-    lines += [f"not replayed: rule={f.rule} customer={f.customer}: {f.message} "
-              "(its firings are missing above)" for f in result.failures]
-    lines.append(_summary(result, requests))
-    return "\n".join(lines)
-
-
-def _summary(result: BacktestResult, requests: int) -> str:
-    kinds = Counter(f.kind for f in result.firings)
-    what = _count(result.firings, "firing")
-    if kinds["escalated"]:
-        what += f" ({kinds['fired']} fired, {kinds['escalated']} escalated)"
-    return (f"{what} and {_count(result.notifications, 'notification')} from "
-            f"{iso(result.window.since)} to {iso(result.window.until)}; "
-            f"{_count(result.rules, 'rule')}, {_count(range(result.customers), 'customer')}; "
-            f"{result.queries} history quer{'ies' if result.queries != 1 else 'y'}, "
-            f"{requests} Stripe requests")
-
-
-def _count(items: Sized, noun: str) -> str:
-    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """``fetching   [##########----------]  50%  500/1000`` redrawn in place on ``stream``
-    (a terminal), at most once per percent, so a long run writes a few hundred bytes."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.phase = ""
-        self.total = 0
-        self.done = 0
-        self._shown = -1
-
-    def start(self, phase: str, total: int) -> None:
-        self.phase, self.total, self.done, self._shown = phase, total, 0, -1
-        self._draw()
-
-    def advance(self, done: int = 1) -> None:
-        self.done += done
-        self._draw()
-
-    def finish(self) -> None:
-        self.done = self.total
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self) -> None:
-        percent = 100 if self.total <= 0 else min(100, self.done * 100 // self.total)
-        if percent == self._shown:
-            return
-        self._shown = percent
-        filled = self.width * percent // 100
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{self.phase:<10} [{bar}] {percent:3d}%  {self.done}/{self.total}")
-        self.stream.flush()

@@ -40,14 +40,22 @@ def main(args: argparse.Namespace) -> int:
                           external_url=world.settings.server.external_url)
     now = int(time.time())
     routes = RouteTree.from_settings(world.settings)
-    labels = sample_notification(rule, "", now=now).alerts[0].labels
+    account = sample_account(world.settings, rule.accounts)
+    labels = sample_notification(rule, "", now=now, account=account).alerts[0].labels
     destinations = {d.receiver: d for d in routes.destinations(labels, rule.receivers)}
     for receiver in receivers:
-        notification = sample_notification(rule, receiver.name, now=now,
+        notification = sample_notification(rule, receiver.name, now=now, account=account,
                                            destination=destinations.get(receiver.name))
         print(f"=== receiver {receiver.name} ===")
         print(asyncio.run(_render(receiver, world.settings, templates, notification)))
     return 0
+
+
+def sample_account(settings: Settings, watched: list[str] | None) -> str:
+    """The account a preview's alerts belong to: the first the rule watches (``""``
+    without ``accounts:``), so routes on ``account`` and ``{{ labels.account }}`` show."""
+    names = [account.name for account in settings.accounts]
+    return next((name for name in names if watched is None or name in watched), "")
 
 
 def _templates_dir(settings: Settings) -> Path | None:

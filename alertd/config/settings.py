@@ -241,6 +241,9 @@ class AccountSettings(Section):
     timeout: PositiveDuration | None = None
     freshness_lag: Duration | None = None
     stale_after: PositiveDuration | None = None
+    #: This account had the one ``stripe.api_key`` before: it adopts that key's stored
+    #: alerts (:func:`alertd.accounts.heir_of`; implied when there is one account).
+    was_stripe_api_key: bool = False
 
     @model_validator(mode="after")
     def _one_key(self) -> AccountSettings:
@@ -668,6 +671,10 @@ def _account_problems(settings: Settings, doc: Located) -> list[Problem]:
                                         f"{account.name!r} is used twice; names are unique",
                                         at_value=True))
         seen.add(account.name)
+    marked = [i for i, a in enumerate(settings.accounts) if a.was_stripe_api_key]
+    problems += [doc.problem(("accounts", index, "was_stripe_api_key"), "accounts: only one "
+                             "account can have been stripe.api_key (was_stripe_api_key: true)",
+                             at_value=True) for index in marked[1:]]
     stripe = doc.data.get("stripe") if isinstance(doc.data, dict) else None
     for key in ("api_key", "api_key_file"):
         if settings.accounts and isinstance(stripe, dict) and key in stripe:

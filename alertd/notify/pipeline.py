@@ -227,8 +227,17 @@ class Pipeline:
         self, rules: Sequence[str], now: int, *, note: str = "rule removed"
     ) -> Report:
         """Resolves and forgets the alerts of rules a reload removed (see :func:`retirement`)."""
+        return await self.settle(lambda states: retirement(states, now, note), now, rules)
+
+    async def settle(
+        self, plan: Callable[[Mapping[SeriesKey, AlertState]], Lifecycle], now: int,
+        rules: Iterable[str] | None = None,
+    ) -> Report:
+        """Commits the lifecycle step ``plan`` makes of the stored states (of ``rules``, or
+        all) — a retirement, an adoption (:func:`alertd.accounts.adoption`) — with the
+        notifications it causes, in one transaction, as a pass's step is."""
         async with self._lock:
-            step = retirement(await self.store.load_states(rules), now, note)
+            step = plan(await self.store.load_states(rules))
             for transition in step.transitions:
                 _log_transition(transition)
             decisions = await self._flush(step.updates, step.states, now, False, False)

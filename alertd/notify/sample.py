@@ -51,17 +51,20 @@ def _recent(rule: Rule, now: int, found: Sample) -> tuple[Bucket, ...]:
 
 
 def _labels(rule: Rule, customer: Customer, severity: str,
-            dimensions: Mapping[str, str]) -> dict[str, str]:
+            dimensions: Mapping[str, str], account: str) -> dict[str, str]:
     labels = {**rule.labels, "alertname": rule.name, "rule": rule.name,
               "customer": customer.id, "severity": severity, **dimensions}
     if rule.meter:
         labels["meter"] = rule.meter
+    if account:  # as alerts.alert_labels: only with accounts:
+        labels["account"] = account
     return labels
 
 
 def sample_alert(rule: Rule, *, now: int, status: NotificationStatus = "firing",
-                 customer: Customer = SAMPLE_CUSTOMER) -> Alert:
-    """The alert ``rule`` would raise for ``customer`` at ``now``. Like the alerts the daemon
+                 customer: Customer = SAMPLE_CUSTOMER, account: str = "") -> Alert:
+    """The alert ``rule`` would raise for ``customer`` at ``now`` in the Stripe ``account``
+    of ``accounts:`` (``""``: the one of ``stripe.api_key``). Like the alerts the daemon
     builds, it carries the rule's annotation templates; rendering them is the templates' job."""
     found = figures(rule)
     contract = found.figures.contract()
@@ -71,31 +74,35 @@ def sample_alert(rule: Rule, *, now: int, status: NotificationStatus = "firing",
     dimensions = _dimensions(rule)
     severity = found.severity or rule.severity
     key = SeriesKey(rule.name, customer.id, tuple(sorted(
-        (k, v) for k, v in dimensions.items() if k in rule.group_by)))
+        (k, v) for k, v in dimensions.items() if k in rule.group_by)), account=account)
     return Alert(
         fingerprint=key.fingerprint, status=status, rule=rule.name, severity=severity,
         customer=customer, meter=rule.meter, meter_name=rule.meter,
         dimensions=tuple(sorted(dimensions.items())),
         window=period_containing(now, rule.window, rule.timezone), value=found.value,
-        labels=_labels(rule, customer, severity, dimensions), annotations=dict(rule.annotations),
+        labels=_labels(rule, customer, severity, dimensions, account),
+        annotations=dict(rule.annotations),
         starts_at=now - int(rule.for_) - 600, ends_at=now if status == "resolved" else None,
         refreshed_at=now - 240, message=found.message, threshold=contract.get("threshold"),
         baseline=contract.get("baseline"), projected=contract.get("projected"),
         details=dict(found.details),
-        recent=_recent(rule, now, found),
+        recent=_recent(rule, now, found), account=account,
     )
 
 
 def sample_notification(rule: Rule, receiver: str, *, now: int,
                         status: NotificationStatus = "firing",
                         customers: tuple[Customer, ...] = (SAMPLE_CUSTOMER,),
-                        destination: Destination | None = None) -> Notification:
+                        destination: Destination | None = None,
+                        account: str = "") -> Notification:
     """The notification ``receiver`` would get for ``rule`` (one alert per customer).
 
     With the route ``destination`` the alerts would take, its group labels and group key are
     the ones the daemon would send; without, the root route grouping by rule and customer.
+    ``account`` is the Stripe account of ``accounts:`` the alerts belong to.
     """
-    alerts = tuple(sample_alert(rule, now=now, status=status, customer=c) for c in customers)
+    alerts = tuple(sample_alert(rule, now=now, status=status, customer=c, account=account)
+                   for c in customers)
     if destination is None:
         destination = Destination(receiver, "root", Timing(("customer", "rule"), 0, 0, 0))
     group_labels = destination.group_labels(alerts[0].labels)

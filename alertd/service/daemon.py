@@ -89,6 +89,7 @@ from alertd.service.open import (
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.schedule import DuePolls
+from alertd.service.settling import settle_accounts
 from alertd.service.spread import Leads, describe_leads, merge_health, names_changed
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
@@ -281,6 +282,8 @@ class Daemon:
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
+            if self.leads(self._live.lanes[0].account.name):  # stored alerts of gone accounts
+                await settle_accounts(self._live, int(self.clock.now()))
             for lane in self._live.lanes:
                 if self.leads(lane.account.name):
                     orphans = orphaned_rules(await lane.recorder.store.load_states(), lane.world)
@@ -471,6 +474,8 @@ class Daemon:
             configure(world.settings.log_level, world.settings.log_format)
             await new.start()
             self._reschedule()
+            if old.settling and self.leads(new.lanes[0].account.name):  # held resolves
+                await settle_accounts(new, int(self.clock.now()))
             for lane in new.lanes:
                 name = lane.account.name
                 gone = sorted(set(old.lane(name).world.rules.names())

@@ -138,6 +138,9 @@ class Services:
         self.clock = clock
         self._closer = closer
         self.closed = False
+        #: Pipelines of accounts no longer watched, flushing what settling them queued
+        #: (:mod:`alertd.service.settling`); stopped with the lanes'.
+        self.settling: list[Pipeline] = []
 
     @property
     def stripe(self) -> StripeStack:
@@ -171,9 +174,9 @@ class Services:
     async def stop(self, grace: float, abort: asyncio.Event | None = None) -> None:
         """Stops the timers, then the worker: attempts in flight get ``grace`` seconds (less
         once ``abort`` is set); the rest are cancelled and their rows stay pending."""
-        for lane in self.lanes:
-            if lane.pipeline is not None:
-                await lane.pipeline.stop()
+        for pipeline in (*(lane.pipeline for lane in self.lanes), *self.settling):
+            if pipeline is not None:
+                await pipeline.stop()
         if self.outbox is not None and not await self.outbox.drain(grace, abort):
             log.warning("deliveries in flight left unfinished stay queued for the next start")
 
