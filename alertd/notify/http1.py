@@ -1,0 +1,354 @@
+"""A small keep-alive HTTP/1.1 client for webhook POSTs: one request per connection at a time.
+
+Where it sits: :class:`~alertd.notify.webhook.WebhookNotifier` POSTs each prepared body
+through a :class:`ConnectionPool` (shared by all webhook receivers, see
+:func:`~alertd.notify.webhook.webhook_session`) unless the environment names a proxy for the
+receiver's URL; proxied receivers go through aiohttp, as before.
+
+Why not aiohttp for every request: on the outbox's path aiohttp's request machinery (its
+request and response objects, connector, tracing hooks, timers, stream reader) cost
+~0.15–0.35 ms of CPU per webhook (load dependent) — the largest part of alertd's CPU per
+delivered notification. This client writes one prebuilt request (head and body, one
+``write``) and parses the small answer in :meth:`_Connection.data_received`: about a third
+of that. It only does what a webhook POST needs, and states it:
+
+* ``http`` and ``https`` URLs (TLS verified with the pool's :class:`ssl.SSLContext`, the
+  server name checked); the request line, ``Host`` and ``Content-Length`` are written here,
+  every other header comes from the caller; no ``Expect``, no compression, no redirects
+  (a 3xx is an answer like any other).
+* Answers: a status line, headers, and a body delimited by ``Content-Length``, chunked
+  transfer coding, or the end of the connection; 1xx interim answers are skipped. The body is
+  read up to ``limit`` bytes; a longer one is cut there and its connection dropped.
+* Connections are reused while both sides keep them alive (HTTP/1.1 without
+  ``Connection: close``) and for at most :data:`KEEP_ALIVE` seconds idle, then closed. A
+  reused connection that the server closed before answering a byte (the keep-alive race) is
+  retried once on a new connection: the server had not answered, and the request carries its
+  ``Idempotency-Key`` anyway.
+* At most ``connections`` requests are in flight at once over the pool; waiting for a slot
+  counts against the caller's timeout (the caller bounds the whole request with
+  ``asyncio.timeout``; a request cut by it closes its connection).
+
+Failures raise :class:`OSError` (refused, reset, TLS, a connection closed mid-answer,
+:class:`AnswerError` for an answer that is not HTTP/1.x) and :class:`TimeoutError`; the
+webhook notifier classifies them (all transient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+#: Seconds an idle connection is kept for reuse (aiohttp's default too).
+KEEP_ALIVE = 15.0
+_HEAD_END = b"\r\n\r\n"
+#: How a connection the server closed shows up.
+_CLOSED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_MAX_HEAD = 64 * 1024
+#: Characters of a URL path and query sent as they are (the rest is percent-encoded).
+_SAFE = "/%:@!$&'()*+,;=-._~?"
+
+
+class AnswerError(ConnectionError):
+    """The server's answer is not a well-formed HTTP/1.x response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A server's answer: status, reason, the ``Location`` header, the body up to the limit."""
+
+    status: int
+    reason: str
+    location: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go: the origin to connect to and the request's head before its headers."""
+
+    scheme: str
+    host: str
+    port: int
+    #: ``POST <path> HTTP/1.1\\r\\nHost: <host>\\r\\n``, encoded.
+    start: bytes
+
+    @classmethod
+    def post(cls, url: str) -> Target:
+        """The target of a POST to ``url``; :class:`ValueError` for a URL it cannot use."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {parts.scheme}://")
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default  # ValueError for a port out of range
+        path = quote(parts.path or "/", safe=_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_SAFE)
+        host = parts.hostname
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
+        shown = f"[{ascii_host}]" if ":" in ascii_host else ascii_host
+        host_header = shown if port == default else f"{shown}:{port}"
+        start = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
+        return cls(parts.scheme, host, port, start)
+
+
+def request_head(target: Target, headers: dict[str, str], length: int) -> bytes:
+    """The bytes before the body: request line, ``Host``, ``headers``, ``Content-Length``.
+    :class:`ValueError` for a header that would break the request (a CR or LF in it)."""
+    for name, value in headers.items():
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"the header {name[:40]!r} holds a line break")
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    return b"".join((target.start, text.encode("latin-1"),
+                     b"Content-Length: %d\r\n\r\n" % length))
+
+
+@dataclass(slots=True)
+class _Parsed:
+    answer: Answer
+    keep_alive: bool
+
+
+def parse_answer(buffer: bytes, eof: bool, limit: int) -> _Parsed | None:
+    """The final answer at the start of ``buffer``, or ``None`` while more bytes are needed
+    (``eof``: none will come). Interim 1xx answers before it are skipped."""
+    while True:
+        end = buffer.find(_HEAD_END)
+        if end < 0:
+            if len(buffer) > _MAX_HEAD:
+                raise AnswerError("the answer's head is over 64 KiB")
+            if eof:
+                raise ConnectionResetError("the connection closed before a complete answer")
+            return None
+        status, reason, headers, keep_alive = _head(buffer[:end])
+        rest = buffer[end + 4:]
+        if 100 <= status < 200:
+            buffer = rest
+            continue
+        body = _body(rest, headers, status, eof, limit)
+        if body is None:
+            return None
+        content, complete = body
+        answer = Answer(status, reason, headers.get("location", ""), content)
+        return _Parsed(answer, keep_alive and complete)
+
+
+def _head(head: bytes) -> tuple[int, str, dict[str, str], bool]:
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not code.isdigit() or len(code) != 3:
+        raise AnswerError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise AnswerError(f"a malformed header line: {line[:80]!r}")
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    connection = headers.get("connection", "").lower()
+    keep_alive = ("close" not in connection if version == "HTTP/1.1"
+                  else "keep-alive" in connection)
+    return int(code), reason, headers, keep_alive
+
+
+def _body(rest: bytes, headers: dict[str, str], status: int, eof: bool,
+          limit: int) -> tuple[bytes, bool] | None:
+    """(body up to ``limit``, whether it ended where the framing says: the connection can be
+    reused), or ``None`` for more bytes."""
+    if status in (204, 304):
+        return b"", True
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return _chunked(rest, eof, limit)
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise AnswerError(f"a malformed Content-Length: {length[:40]!r}")
+        size = int(length)
+        if len(rest) >= min(size, limit):
+            return rest[:min(size, limit)], size <= limit
+        if eof:
+            raise ConnectionResetError("the connection closed in the middle of the answer")
+        return None
+    if len(rest) >= limit:
+        return rest[:limit], False
+    return (rest, False) if eof else None
+
+
+def _chunked(data: bytes, eof: bool, limit: int) -> tuple[bytes, bool] | None:
+    parts: list[bytes] = []
+    size = 0
+    at = 0
+    while True:
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            break
+        field = data[at:line_end].split(b";", 1)[0].strip()
+        try:
+            chunk = int(field, 16)
+        except ValueError:
+            raise AnswerError(f"a malformed chunk size: {field[:20]!r}") from None
+        start = line_end + 2
+        if chunk == 0:
+            # Trailer lines (rare) end with an empty line, like the head.
+            if data.find(_HEAD_END, start - 2) >= 0:
+                return b"".join(parts), True
+            break
+        if len(data) < start + chunk + 2:
+            if size + len(data) - start >= limit:  # enough for the caller: stop here
+                parts.append(data[start:start + limit - size])
+                return b"".join(parts), False
+            break
+        parts.append(data[start:start + chunk])
+        size += chunk
+        if size >= limit:
+            return b"".join(parts)[:limit], False
+        at = start + chunk + 2
+    if eof:
+        raise ConnectionResetError("the connection closed in the middle of the answer")
+    return None
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: a request written, its answer parsed as the bytes come."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._buffer = b""
+        self._limit = 0
+        self._answer: asyncio.Future[_Parsed] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        self._buffer += data
+        self._settle(eof=False)
+
+    def eof_received(self) -> bool:
+        self._settle(eof=True)
+        self.closed = True
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._answer is not None and not self._answer.done():
+            if exc is not None:
+                self._answer.set_exception(exc)
+            else:
+                self._settle(eof=True)
+
+    def _settle(self, eof: bool) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            return
+        try:
+            parsed = parse_answer(self._buffer, eof, self._limit)
+        except OSError as exc:
+            answer.set_exception(exc)
+            return
+        if parsed is not None:
+            answer.set_result(parsed)
+
+    async def exchange(self, data: bytes, limit: int) -> tuple[Answer, bool]:
+        """Writes one request and waits for its answer; (answer, reusable)."""
+        assert self.transport is not None
+        self._buffer = b""
+        self._limit = limit
+        self._answer = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        parsed = await self._answer
+        self._answer = None
+        return parsed.answer, parsed.keep_alive and not self.closed
+
+    @property
+    def answered_nothing(self) -> bool:
+        return not self._buffer
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class ConnectionPool:
+    """Keep-alive connections per origin, at most ``connections`` requests in flight; TLS
+    with ``ssl_context`` (default: the system's trust store). Close with :meth:`close`."""
+
+    def __init__(self, connections: int = 100, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
+        self._ssl = ssl_context
+        self._slots = asyncio.Semaphore(max(connections, 1))
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self.closed = False
+        #: Connections opened so far (tests count reuse with it).
+        self.opened = 0
+
+    async def post(self, target: Target, data: bytes, limit: int) -> Answer:
+        """Sends ``data`` (a whole request: :func:`request_head` and the body) to ``target``;
+        the answer with its body read up to ``limit`` bytes."""
+        if self.closed:
+            raise ConnectionError("the HTTP connection pool is closed")
+        async with self._slots:
+            connection, reused = self._take(target), True
+            if connection is None:
+                connection, reused = await self._open(target), False
+            try:
+                try:
+                    answer, reusable = await connection.exchange(data, limit)
+                except _CLOSED:
+                    if not (reused and connection.answered_nothing):
+                        raise
+                    connection.close()  # the keep-alive race: the server had closed it
+                    connection = await self._open(target)
+                    answer, reusable = await connection.exchange(data, limit)
+            except BaseException:
+                connection.close()
+                raise
+            if reusable:
+                connection.idle_since = time.monotonic()
+                self._idle.setdefault((target.scheme, target.host, target.port),
+                                      deque()).append(connection)
+            else:
+                connection.close()
+            return answer
+
+    def _take(self, target: Target) -> _Connection | None:
+        idle = self._idle.get((target.scheme, target.host, target.port))
+        oldest = time.monotonic() - KEEP_ALIVE
+        while idle:
+            connection = idle.pop()  # the most recently used: least likely to be stale
+            if not connection.closed and connection.idle_since >= oldest:
+                return connection
+            connection.close()
+        return None
+
+    async def _open(self, target: Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context = None
+        if target.scheme == "https":
+            context = self._ssl or ssl.create_default_context()
+        _, connection = await loop.create_connection(
+            _Connection, target.host, target.port, ssl=context,
+            server_hostname=target.host if context is not None else None)
+        self.opened += 1
+        return connection
+
+    async def close(self) -> None:
+        """Closes every idle connection; requests after this fail."""
+        self.closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports finish closing
