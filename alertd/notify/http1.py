@@ -282,12 +282,14 @@ class _Connection(asyncio.Protocol):
 
 
 class ConnectionPool:
-    """Keep-alive connections per origin, at most ``connections`` requests in flight; TLS
-    with ``ssl_context`` (default: the system's trust store). Close with :meth:`close`."""
+    """Keep-alive connections per origin, at most ``connections`` requests in flight, each
+    idle for at most ``keep_alive`` seconds; TLS with ``ssl_context`` (default: the system's
+    trust store). Close with :meth:`close`."""
 
-    def __init__(self, connections: int = 100, ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+    def __init__(self, connections: int = 100, ssl_context: ssl.SSLContext | None = None,
+                 *, keep_alive: float = KEEP_ALIVE) -> None:
         self._ssl = ssl_context
+        self._keep_alive = keep_alive
         self._slots = asyncio.Semaphore(max(connections, 1))
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self.closed = False
@@ -325,10 +327,10 @@ class ConnectionPool:
 
     def _take(self, target: Target) -> _Connection | None:
         idle = self._idle.get((target.scheme, target.host, target.port))
-        oldest = time.monotonic() - KEEP_ALIVE
+        oldest = time.monotonic() - self._keep_alive
         while idle:
             connection = idle.pop()  # the most recently used: least likely to be stale
-            if not connection.closed and connection.idle_since >= oldest:
+            if not connection.closed and connection.idle_since > oldest:
                 return connection
             connection.close()
         return None
