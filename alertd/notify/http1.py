@@ -45,6 +45,9 @@ from urllib.parse import quote, urlsplit
 #: Seconds an idle connection is kept for reuse (aiohttp's default too).
 KEEP_ALIVE = 15.0
 _HEAD_END = b"\r\n\r\n"
+#: The answer's headers the client reads, as found in the lower-cased head.
+_READ = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nconnection:",
+         b"\r\nlocation:")
 #: How a connection the server closed shows up.
 _CLOSED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _MAX_HEAD = 64 * 1024
@@ -137,19 +140,25 @@ def parse_answer(buffer: bytes, eof: bool, limit: int) -> _Parsed | None:
 
 
 def _head(head: bytes) -> tuple[int, str, dict[str, str], bool]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
+    """Status, reason, the headers the client reads (:data:`_READ`, lower-case names) and
+    whether the server keeps the connection open. Other headers are not parsed: a webhook
+    answer's ``Date``, ``Server``, ``Content-Type`` and the like are never looked at."""
+    line_end = head.find(b"\r\n")
+    status_line = (head if line_end < 0 else head[:line_end]).decode("latin-1")
+    version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/1.") or not code.isdigit() or len(code) != 3:
-        raise AnswerError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+        raise AnswerError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise AnswerError(f"a malformed header line: {line[:80]!r}")
-        key = name.strip().lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    if line_end >= 0:
+        lowered = head.lower()
+        for name in _READ:
+            at = lowered.find(name)
+            if at >= 0:
+                start = at + len(name)
+                end = head.find(b"\r\n", start)
+                headers[name[2:-1].decode()] = (
+                    head[start:] if end < 0 else head[start:end]).decode("latin-1").strip()
     connection = headers.get("connection", "").lower()
     keep_alive = ("close" not in connection if version == "HTTP/1.1"
                   else "keep-alive" in connection)

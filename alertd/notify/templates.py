@@ -295,8 +295,11 @@ def annotated(notification: Notification) -> Notification:
     rendered here, once, on the way out: by :func:`notification_context` for templates and by
     the webhook notifier for presets. Never pass the result back through either.
     """
+    if not any(a.annotations for a in notification.alerts):
+        return notification  # nothing to render (and no context to build for it)
     alerts = tuple(
         dataclasses.replace(a, annotations=render_annotations(a.annotations, alert_context(a)))
+        if a.annotations else a
         for a in notification.alerts
     )
     return dataclasses.replace(notification, alerts=alerts)
