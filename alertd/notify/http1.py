@@ -24,13 +24,19 @@ of that. It only does what a webhook POST needs, and states it:
   reused connection that the server closed before answering a byte (the keep-alive race) is
   retried once on a new connection: the server had not answered, and the request carries its
   ``Idempotency-Key`` anyway.
-* At most ``connections`` requests are in flight at once over the pool; waiting for a slot
-  counts against the caller's timeout (the caller bounds the whole request with
-  ``asyncio.timeout``; a request cut by it closes its connection).
+* At most ``connections`` requests are in flight at once over the pool. Each request has a
+  timeout covering the wait for a slot, the connection and the answer; a request cut by it
+  (or cancelled) closes its connection. Waiting answers are checked against their deadlines
+  by one timer every :data:`TICK` seconds while any is in flight (so a timeout may fire up to
+  that late), not one timer per request.
 
 Failures raise :class:`OSError` (refused, reset, TLS, a connection closed mid-answer,
 :class:`AnswerError` for an answer that is not HTTP/1.x) and :class:`TimeoutError`; the
 webhook notifier classifies them (all transient).
+
+Why over 400 lines: the answer parser and the connection pool are one client; the parser's
+framing rules (length, chunks, end of connection, the limit) decide when a connection may be
+reused, which is the pool's business.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from urllib.parse import quote, urlsplit
 
 #: Seconds an idle connection is kept for reuse (aiohttp's default too).
 KEEP_ALIVE = 15.0
+#: Seconds between checks for answers past their deadline.
+TICK = 0.05
 _HEAD_END = b"\r\n\r\n"
 #: The answer's headers the client reads, as found in the lower-cased head.
 _READ = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nconnection:",
@@ -280,6 +288,12 @@ class _Connection(asyncio.Protocol):
         self._answer = None
         return parsed.answer, parsed.keep_alive and not self.closed
 
+    def time_out(self) -> None:
+        """The answer did not come in time: the waiting request fails, the connection goes."""
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(TimeoutError("no complete answer in time"))
+        self.close()
+
     @property
     def answered_nothing(self) -> bool:
         return not self._buffer
@@ -301,38 +315,77 @@ class ConnectionPool:
         self._keep_alive = keep_alive
         self._slots = asyncio.Semaphore(max(connections, 1))
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        #: The connections waiting for an answer, with their deadlines (loop time).
+        self._watched: dict[_Connection, float] = {}
+        self._ticking: asyncio.TimerHandle | None = None
         self.closed = False
         #: Connections opened so far (tests count reuse with it).
         self.opened = 0
 
-    async def post(self, target: Target, data: bytes, limit: int) -> Answer:
+    async def post(self, target: Target, data: bytes, limit: int, timeout: float) -> Answer:
         """Sends ``data`` (a whole request: :func:`request_head` and the body) to ``target``;
-        the answer with its body read up to ``limit`` bytes."""
+        the answer with its body read up to ``limit`` bytes, within ``timeout`` seconds
+        (:class:`TimeoutError` after it, up to :data:`TICK` late)."""
         if self.closed:
             raise ConnectionError("the HTTP connection pool is closed")
-        async with self._slots:
-            connection, reused = self._take(target), True
-            if connection is None:
-                connection, reused = await self._open(target), False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._slots.locked():  # rare: a full pool; the wait counts against the timeout
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
+            return await self._exchange(target, data, limit, deadline)
+        finally:
+            self._slots.release()
+
+    async def _exchange(self, target: Target, data: bytes, limit: int,
+                        deadline: float) -> Answer:
+        connection, reused = self._take(target), True
+        if connection is None:
+            connection, reused = await self._open(target, deadline), False
+        self._watched[connection] = deadline
+        self._tick()
+        try:
             try:
-                try:
-                    answer, reusable = await connection.exchange(data, limit)
-                except _CLOSED:
-                    if not (reused and connection.answered_nothing):
-                        raise
-                    connection.close()  # the keep-alive race: the server had closed it
-                    connection = await self._open(target)
-                    answer, reusable = await connection.exchange(data, limit)
-            except BaseException:
-                connection.close()
-                raise
-            if reusable:
-                connection.idle_since = time.monotonic()
-                self._idle.setdefault((target.scheme, target.host, target.port),
-                                      deque()).append(connection)
-            else:
-                connection.close()
-            return answer
+                answer, reusable = await connection.exchange(data, limit)
+            except _CLOSED:
+                if not (reused and connection.answered_nothing):
+                    raise
+                connection.close()  # the keep-alive race: the server had closed it
+                del self._watched[connection]
+                connection = await self._open(target, deadline)
+                self._watched[connection] = deadline
+                answer, reusable = await connection.exchange(data, limit)
+        except BaseException:
+            connection.close()
+            raise
+        finally:
+            self._watched.pop(connection, None)
+        if reusable:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault((target.scheme, target.host, target.port),
+                                  deque()).append(connection)
+        else:
+            connection.close()
+        return answer
+
+    def _watch(self) -> None:
+        """Times out the exchanges past their deadline; again in :data:`TICK` s while any
+        is in flight. One timer for all requests: a timer per request (``asyncio.timeout``)
+        cost more CPU than parsing its answer."""
+        self._ticking = None
+        now = asyncio.get_running_loop().time()
+        for connection, deadline in list(self._watched.items()):
+            if deadline <= now:
+                connection.time_out()
+        if self._watched:
+            self._tick()
+
+    def _tick(self) -> None:
+        if self._ticking is None and not self.closed:
+            self._ticking = asyncio.get_running_loop().call_later(TICK, self._watch)
 
     def _take(self, target: Target) -> _Connection | None:
         idle = self._idle.get((target.scheme, target.host, target.port))
@@ -344,20 +397,24 @@ class ConnectionPool:
             connection.close()
         return None
 
-    async def _open(self, target: Target) -> _Connection:
+    async def _open(self, target: Target, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
         context = None
         if target.scheme == "https":
             context = self._ssl or ssl.create_default_context()
-        _, connection = await loop.create_connection(
-            _Connection, target.host, target.port, ssl=context,
-            server_hostname=target.host if context is not None else None)
+        async with asyncio.timeout_at(deadline):  # a new connection: rare enough for a timer
+            _, connection = await loop.create_connection(
+                _Connection, target.host, target.port, ssl=context,
+                server_hostname=target.host if context is not None else None)
         self.opened += 1
         return connection
 
     async def close(self) -> None:
         """Closes every idle connection; requests after this fail."""
         self.closed = True
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()

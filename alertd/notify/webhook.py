@@ -36,7 +36,6 @@ A receiver's answer is read up to :data:`MAX_ANSWER` bytes: enough for the snipp
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 from types import TracebackType
@@ -297,8 +296,8 @@ class WebhookNotifier:
             data = request_head(self._target, headers, len(body)) + body
         except ValueError as exc:
             raise self._permanent(f"{self.where}: a header cannot be sent: {exc}") from exc
-        async with asyncio.timeout(self.webhook.timeout):
-            return await self._client().pool.post(self._target, data, MAX_ANSWER)
+        return await self._client().pool.post(self._target, data, MAX_ANSWER,
+                                              self.webhook.timeout)
 
     async def _post_proxied(self, body: bytes, headers: dict[str, str]) -> Answer:
         """Through aiohttp, which speaks to proxies."""

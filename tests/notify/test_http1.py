@@ -166,9 +166,8 @@ async def scripted(server: Scripted, context: ssl.SSLContext | None = None
 async def post(pool: ConnectionPool, url: str, body: bytes = b"{}", limit: int = 100
                ) -> Answer:
     target = Target.post(url)
-    async with asyncio.timeout(10):
-        return await pool.post(target, request_head(target, {"X-N": "1"}, len(body)) + body,
-                               limit)
+    return await pool.post(target, request_head(target, {"X-N": "1"}, len(body)) + body,
+                           limit, 10.0)
 
 
 async def test_one_connection_serves_requests_one_after_another() -> None:
@@ -236,18 +235,45 @@ async def test_requests_in_flight_are_bounded_by_the_pool() -> None:
     assert server.most_open == 2 and server.connections == 2
 
 
-async def test_a_request_cut_by_a_timeout_drops_its_connection() -> None:
+async def test_a_request_past_its_timeout_fails_and_drops_its_connection() -> None:
     server = Scripted(lambda n, _: OK, delay=5.0)
     pool = ConnectionPool(2)
     async with scripted(server) as url:
         target = Target.post(url)
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.1):
-                await pool.post(target, request_head(target, {}, 0), 100)
+            await pool.post(target, request_head(target, {}, 0), 100, 0.1)
         server.delay = 0.0
         assert (await post(pool, url)).status == 200
     await pool.close()
     assert server.connections == 2
+
+
+async def test_a_cancelled_request_drops_its_connection() -> None:
+    server = Scripted(lambda n, _: OK, delay=5.0)
+    pool = ConnectionPool(2)
+    async with scripted(server) as url:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await post(pool, url)
+        server.delay = 0.0
+        assert (await post(pool, url)).status == 200
+    await pool.close()
+    assert server.connections == 2
+
+
+async def test_waiting_for_a_slot_counts_against_the_timeout() -> None:
+    server = Scripted(lambda n, _: OK, delay=5.0)
+    pool = ConnectionPool(1)
+    async with scripted(server) as url:
+        target = Target.post(url)
+        first = asyncio.create_task(pool.post(target, request_head(target, {}, 0), 100, 10.0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await pool.post(target, request_head(target, {}, 0), 100, 0.1)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    await pool.close()
+    assert server.connections == 1
 
 
 async def test_tls_is_verified(tls_files) -> None:
