@@ -1,16 +1,18 @@
-"""Webhook delivery over HTTP (aiohttp): JSON bodies from a preset or a custom template.
+"""Webhook delivery over HTTP/1.1: JSON bodies from a preset or a custom template.
 
 Where it sits: the outbox worker calls :meth:`WebhookNotifier.prepare` (in a worker thread,
 many rows per hop) and :meth:`WebhookNotifier.deliver` for each notification routed to a
 webhook receiver — or :meth:`~WebhookNotifier.send`, both in one; retries live there, not here.
 
-The HTTP client is aiohttp's, not httpx's: on the outbox's path httpx cost ~0.7 ms of CPU
-per request (its pure-Python HTTP/1.1 and anyio layers), aiohttp ~0.14 ms, and that was most
-of what held end-to-end delivery under 2,000 notifications/s. The webhook notifiers share one
-:func:`webhook_session` (keep-alive connections, pool sized to the outbox's concurrency),
-verifying TLS with the same CA bundle httpx used; a proxy from ``HTTP_PROXY``/``HTTPS_PROXY``
-(and ``NO_PROXY``) is looked up once per receiver (aiohttp's ``trust_env`` looks it up on
-every request, in a worker thread: two thread hops per notification).
+The HTTP client: on the outbox's path the client's CPU per request was most of what held
+end-to-end delivery under 2,000 notifications/s — httpx ~0.7 ms (its pure-Python HTTP/1.1
+and anyio layers), aiohttp ~0.15–0.35 ms (load dependent). Direct requests now go through
+:mod:`alertd.notify.http1` (a keep-alive pool that writes each prebuilt request at once and
+parses the answer in its protocol: about a third of aiohttp's CPU); a receiver the
+environment sends through a proxy (``HTTP_PROXY``/``HTTPS_PROXY``, ``NO_PROXY``; looked up
+once per receiver, not per request) goes through aiohttp, which speaks to proxies. Both are
+in the one :class:`WebhookSession` the webhook notifiers share (keep-alive connections, sized
+to the outbox's concurrency), verifying TLS with the same CA bundle httpx used.
 
 The body comes from the receiver's ``body`` (a Jinja2 template that must render JSON; it wins
 over ``preset``) or from its ``preset`` (:mod:`alertd.notify.presets`; default: Alertmanager's
