@@ -59,6 +59,8 @@ _READ = (b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nconnection:",
 #: How a connection the server closed shows up.
 _CLOSED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _MAX_HEAD = 64 * 1024
+#: Chunks of a chunked answer read at most (webhook answers come in one or a few).
+_MAX_CHUNKS = 256
 #: Characters of a URL path and query sent as they are (the rest is percent-encoded).
 _SAFE = "/%:@!$&'()*+,;=-._~?"
 
@@ -123,9 +125,12 @@ class _Parsed:
     keep_alive: bool
 
 
-def parse_answer(buffer: bytes, eof: bool, limit: int) -> _Parsed | None:
-    """The final answer at the start of ``buffer``, or ``None`` while more bytes are needed
-    (``eof``: none will come). Interim 1xx answers before it are skipped."""
+def parse_answer(buffer: bytes, eof: bool, limit: int) -> _Parsed | int:
+    """The final answer at the start of ``buffer``, or, while more bytes are needed, the
+    length ``buffer`` must reach before it can hold the answer (``eof``: none will come).
+    Interim 1xx answers before it are skipped. The length lets a connection skip parsing
+    again until then: a long body in many small reads is parsed once, not once per read."""
+    skipped = 0
     while True:
         end = buffer.find(_HEAD_END)
         if end < 0:
@@ -133,15 +138,16 @@ def parse_answer(buffer: bytes, eof: bool, limit: int) -> _Parsed | None:
                 raise AnswerError("the answer's head is over 64 KiB")
             if eof:
                 raise ConnectionResetError("the connection closed before a complete answer")
-            return None
+            return skipped + len(buffer) + 1
         status, reason, headers, keep_alive = _head(buffer[:end])
         rest = buffer[end + 4:]
+        skipped += end + 4
         if 100 <= status < 200:
             buffer = rest
             continue
         body = _body(rest, headers, status, eof, limit)
-        if body is None:
-            return None
+        if isinstance(body, int):
+            return skipped + body
         content, complete = body
         answer = Answer(status, reason, headers.get("location", ""), content)
         return _Parsed(answer, keep_alive and complete)
@@ -174,9 +180,9 @@ def _head(head: bytes) -> tuple[int, str, dict[str, str], bool]:
 
 
 def _body(rest: bytes, headers: dict[str, str], status: int, eof: bool,
-          limit: int) -> tuple[bytes, bool] | None:
+          limit: int) -> tuple[bytes, bool] | int:
     """(body up to ``limit``, whether it ended where the framing says: the connection can be
-    reused), or ``None`` for more bytes."""
+    reused), or the length ``rest`` must reach first."""
     if status in (204, 304):
         return b"", True
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -190,20 +196,22 @@ def _body(rest: bytes, headers: dict[str, str], status: int, eof: bool,
             return rest[:min(size, limit)], size <= limit
         if eof:
             raise ConnectionResetError("the connection closed in the middle of the answer")
-        return None
+        return min(size, limit)
     if len(rest) >= limit:
         return rest[:limit], False
-    return (rest, False) if eof else None
+    return (rest, False) if eof else min(len(rest) * 2 + 1, limit)
 
 
-def _chunked(data: bytes, eof: bool, limit: int) -> tuple[bytes, bool] | None:
+def _chunked(data: bytes, eof: bool, limit: int) -> tuple[bytes, bool] | int:
+    """A chunked body (see :func:`_body`). At most :data:`_MAX_CHUNKS` chunks are read (the
+    body is parsed from its start on each attempt): a body in more is cut there."""
     parts: list[bytes] = []
     size = 0
     at = 0
-    while True:
+    while len(parts) < _MAX_CHUNKS:
         line_end = data.find(b"\r\n", at)
         if line_end < 0:
-            break
+            return _more(eof, len(data) + 1)
         field = data[at:line_end].split(b";", 1)[0].strip()
         try:
             chunk = int(field, 16)
@@ -214,20 +222,24 @@ def _chunked(data: bytes, eof: bool, limit: int) -> tuple[bytes, bool] | None:
             # Trailer lines (rare) end with an empty line, like the head.
             if data.find(_HEAD_END, start - 2) >= 0:
                 return b"".join(parts), True
-            break
+            return _more(eof, len(data) + 1)
         if len(data) < start + chunk + 2:
             if size + len(data) - start >= limit:  # enough for the caller: stop here
                 parts.append(data[start:start + limit - size])
                 return b"".join(parts), False
-            break
+            return _more(eof, min(start + chunk + 2, start + limit - size))
         parts.append(data[start:start + chunk])
         size += chunk
         if size >= limit:
             return b"".join(parts)[:limit], False
         at = start + chunk + 2
+    return b"".join(parts), False
+
+
+def _more(eof: bool, wanted: int) -> int:
     if eof:
         raise ConnectionResetError("the connection closed in the middle of the answer")
-    return None
+    return wanted
 
 
 class _Connection(asyncio.Protocol):
@@ -239,6 +251,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self._buffer = b""
         self._limit = 0
+        #: The buffer length before which parsing again cannot complete the answer.
+        self._wanted = 0
         self._answer: asyncio.Future[_Parsed] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -250,7 +264,8 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: the connection is out of step
             return
         self._buffer += data
-        self._settle(eof=False)
+        if len(self._buffer) >= self._wanted:
+            self._settle(eof=False)
 
     def eof_received(self) -> bool:
         self._settle(eof=True)
@@ -274,7 +289,9 @@ class _Connection(asyncio.Protocol):
         except OSError as exc:
             answer.set_exception(exc)
             return
-        if parsed is not None:
+        if isinstance(parsed, int):
+            self._wanted = parsed
+        else:
             answer.set_result(parsed)
 
     async def exchange(self, data: bytes, limit: int) -> tuple[Answer, bool]:
@@ -282,6 +299,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._buffer = b""
         self._limit = limit
+        self._wanted = 0
         self._answer = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         parsed = await self._answer

@@ -51,7 +51,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 def test_answers_parse(data: bytes, eof: bool, limit: int,
                        expected: tuple[int, str, bytes, bool]) -> None:
     parsed = parse_answer(data, eof, limit)
-    assert parsed is not None
+    assert not isinstance(parsed, int)
     assert (parsed.answer.status, parsed.answer.reason, parsed.answer.body,
             parsed.keep_alive) == expected
 
@@ -63,10 +63,11 @@ def test_answers_parse(data: bytes, eof: bool, limit: int,
     b"HTTP/1.1 200 OK\r\n\r\npart",
 ])
 def test_incomplete_answers_wait_for_more_then_fail_at_the_end(data: bytes) -> None:
-    assert parse_answer(data, False, 100) is None
+    wanted = parse_answer(data, False, 100)
+    assert isinstance(wanted, int) and wanted > len(data)
     if data.endswith(b"part"):  # close-delimited: the end of the connection completes it
         parsed = parse_answer(data, True, 100)
-        assert parsed is not None and parsed.answer.body == b"part"
+        assert not isinstance(parsed, int) and parsed.answer.body == b"part"
     else:
         with pytest.raises(ConnectionResetError):
             parse_answer(data, True, 100)
@@ -82,10 +83,32 @@ def test_malformed_answers_are_errors(data: bytes) -> None:
         parse_answer(data, False, 100)
 
 
+@pytest.mark.parametrize(("data", "body_wanted"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123", 10),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123", 100),  # up to the limit
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", 3 + 5 + 2),
+])
+def test_an_incomplete_answer_says_how_long_it_must_get(data: bytes, body_wanted: int
+                                                        ) -> None:
+    wanted = data.index(b"\r\n\r\n") + 4 + body_wanted
+    assert parse_answer(data, False, 100) == wanted
+    full = data + b"x" * (wanted - len(data))
+    if b"chunked" not in data:
+        assert not isinstance(parse_answer(full, False, 100), int)
+
+
+def test_an_answer_in_too_many_chunks_is_cut() -> None:
+    body = b"1\r\nx\r\n" * 300 + b"0\r\n\r\n"
+    parsed = parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body,
+                          False, 1000)
+    assert not isinstance(parsed, int)
+    assert (parsed.answer.body, parsed.keep_alive) == (b"x" * 256, False)
+
+
 def test_location_is_read() -> None:
     parsed = parse_answer(b"HTTP/1.1 302 Found\r\nLocation: https://x.example/h\r\n"
                           b"Content-Length: 0\r\n\r\n", False, 100)
-    assert parsed is not None and parsed.answer.location == "https://x.example/h"
+    assert not isinstance(parsed, int) and parsed.answer.location == "https://x.example/h"
 
 
 @pytest.mark.parametrize(("url", "start"), [
@@ -128,6 +151,8 @@ class Scripted:
     open_now: int = 0
     most_open: int = 0
     delay: float = 0.0
+    #: Bytes per write of an answer (0: the whole answer in one write).
+    piece: int = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -144,8 +169,12 @@ class Scripted:
                 answer = self.answer(len(self.requests), request)
                 if answer is None:
                     break
-                writer.write(answer)
-                await writer.drain()
+                step = self.piece or len(answer)
+                for at in range(0, len(answer), step):
+                    writer.write(answer[at:at + step])
+                    await writer.drain()
+                    if self.piece:
+                        await asyncio.sleep(0.002)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -180,6 +209,21 @@ async def test_one_connection_serves_requests_one_after_another() -> None:
     assert (server.connections, pool.opened, len(server.requests)) == (1, 1, 5)
     assert server.requests[0].startswith(b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1:")
     assert server.requests[0].endswith(b'X-N: 1\r\nContent-Length: 8\r\n\r\n{"n": 0}')
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"y" * 40,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"4\r\nyyyy\r\n" for _ in range(10)) + b"0\r\n\r\n",
+])
+async def test_an_answer_in_many_small_reads_completes_and_the_connection_is_kept(
+        answer: bytes) -> None:
+    server = Scripted(lambda n, _: answer, piece=7)
+    pool = ConnectionPool(2)
+    async with scripted(server) as url:
+        bodies = [(await post(pool, url)).body for _ in range(2)]
+    await pool.close()
+    assert bodies == [b"y" * 40] * 2 and server.connections == 1
 
 
 async def test_a_closed_keep_alive_connection_is_retried_once_on_a_new_one() -> None:
