@@ -206,7 +206,8 @@ class SinkProcess:
             finally:
                 with self._lock:
                     self._waiting = None
-            missing = sum(1 for i in ids if i not in self.received)
+            received = self.received
+            missing = sum(1 for i in ids if i not in received)
             if not missing:
                 return
             target = self._lines + missing
