@@ -285,6 +285,8 @@ def common_pairs(mappings: Sequence[Mapping[str, str]]) -> dict[str, str]:
     if not mappings:
         return {}
     first, *rest = mappings
+    if not rest:
+        return dict(first)  # one alert (the common case): all of its pairs
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
