@@ -285,6 +285,8 @@ def common_pairs(mappings: Sequence[Mapping[str, str]]) -> dict[str, str]:
     if not mappings:
         return {}
     first, *rest = mappings
+    if not rest:
+        return dict(first)  # one alert (the common case): all of its pairs
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
@@ -295,8 +297,11 @@ def annotated(notification: Notification) -> Notification:
     rendered here, once, on the way out: by :func:`notification_context` for templates and by
     the webhook notifier for presets. Never pass the result back through either.
     """
+    if not any(a.annotations for a in notification.alerts):
+        return notification  # nothing to render (and no context to build for it)
     alerts = tuple(
         dataclasses.replace(a, annotations=render_annotations(a.annotations, alert_context(a)))
+        if a.annotations else a
         for a in notification.alerts
     )
     return dataclasses.replace(notification, alerts=alerts)

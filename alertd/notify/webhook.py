@@ -1,16 +1,18 @@
-"""Webhook delivery over HTTP (aiohttp): JSON bodies from a preset or a custom template.
+"""Webhook delivery over HTTP/1.1: JSON bodies from a preset or a custom template.
 
 Where it sits: the outbox worker calls :meth:`WebhookNotifier.prepare` (in a worker thread,
 many rows per hop) and :meth:`WebhookNotifier.deliver` for each notification routed to a
 webhook receiver — or :meth:`~WebhookNotifier.send`, both in one; retries live there, not here.
 
-The HTTP client is aiohttp's, not httpx's: on the outbox's path httpx cost ~0.7 ms of CPU
-per request (its pure-Python HTTP/1.1 and anyio layers), aiohttp ~0.14 ms, and that was most
-of what held end-to-end delivery under 2,000 notifications/s. The webhook notifiers share one
-:func:`webhook_session` (keep-alive connections, pool sized to the outbox's concurrency),
-verifying TLS with the same CA bundle httpx used; a proxy from ``HTTP_PROXY``/``HTTPS_PROXY``
-(and ``NO_PROXY``) is looked up once per receiver (aiohttp's ``trust_env`` looks it up on
-every request, in a worker thread: two thread hops per notification).
+The HTTP client: on the outbox's path the client's CPU per request was most of what held
+end-to-end delivery under 2,000 notifications/s — httpx ~0.7 ms (its pure-Python HTTP/1.1
+and anyio layers), aiohttp ~0.15–0.35 ms (load dependent). Direct requests now go through
+:mod:`alertd.notify.http1` (a keep-alive pool that writes each prebuilt request at once and
+parses the answer in its protocol: about a third of aiohttp's CPU); a receiver the
+environment sends through a proxy (``HTTP_PROXY``/``HTTPS_PROXY``, ``NO_PROXY``; looked up
+once per receiver, not per request) goes through aiohttp, which speaks to proxies. Both are
+in the one :class:`WebhookSession` the webhook notifiers share (keep-alive connections, sized
+to the outbox's concurrency), verifying TLS with the same CA bundle httpx used.
 
 The body comes from the receiver's ``body`` (a Jinja2 template that must render JSON; it wins
 over ``preset``) or from its ``preset`` (:mod:`alertd.notify.presets`; default: Alertmanager's
@@ -53,6 +55,7 @@ from alertd.errors import DeliveryError, PermanentDeliveryError, TransientDelive
 from alertd.logs import escape_control, redact_url
 from alertd.model import Notification
 from alertd.notify.base import template_failure
+from alertd.notify.http1 import Answer, ConnectionPool, Target, request_head
 from alertd.notify.presets import TITLED, Payload, PresetContext, preset
 from alertd.notify.signature import HEADER, sign
 from alertd.notify.templates import Templates, annotated, json_default
@@ -74,14 +77,40 @@ def dumps(body: Any) -> bytes:
                       default=json_default).encode()
 
 
-def webhook_session(connections: int = 100) -> aiohttp.ClientSession:
-    """The HTTP client webhook notifiers share: at most ``connections`` open at once (kept
-    alive between requests), certificates checked against httpx's CA bundle (certifi, or
-    ``SSL_CERT_FILE``/``SSL_CERT_DIR``). Call it inside the event loop; close it with
-    ``await session.close()``. Proxies: :func:`env_proxy`, per request."""
-    connector = aiohttp.TCPConnector(limit=max(connections, 1),
-                                     ssl=httpx.create_ssl_context(trust_env=True))
-    return aiohttp.ClientSession(connector=connector, trust_env=False)
+class WebhookSession:
+    """The HTTP clients webhook notifiers share: a :class:`~alertd.notify.http1.ConnectionPool`
+    (at most ``connections`` requests in flight, keep-alive) for direct requests, and, made
+    on first use, an aiohttp session for receivers the environment sends through a proxy
+    (:func:`env_proxy`). Certificates are checked against httpx's CA bundle (certifi, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``). Make it inside the event loop; ``await close()``."""
+
+    def __init__(self, connections: int = 100) -> None:
+        self.connections = max(connections, 1)
+        self.ssl_context = httpx.create_ssl_context(trust_env=True)
+        self.pool = ConnectionPool(self.connections, self.ssl_context)
+        self._proxied: aiohttp.ClientSession | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
+
+    def proxied(self) -> aiohttp.ClientSession:
+        """The aiohttp session for proxied requests (``trust_env`` off: the proxy is given
+        per request, looked up once per receiver)."""
+        if self._proxied is None:
+            connector = aiohttp.TCPConnector(limit=self.connections, ssl=self.ssl_context)
+            self._proxied = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._proxied
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self._proxied is not None:
+            await self._proxied.close()
+
+
+def webhook_session(connections: int = 100) -> WebhookSession:
+    """The :class:`WebhookSession` for ``connections`` requests in flight."""
+    return WebhookSession(connections)
 
 
 def env_proxy(url: str) -> str | None:
@@ -141,12 +170,21 @@ def classify_transport_error(exc: BaseException, url: str, where: str) -> Delive
     return TransientDeliveryError(f"cannot reach {where}: {type(exc).__name__}: {text}")
 
 
+def _target(url: str) -> Target | None:
+    """Where POSTs to ``url`` go; ``None`` for a URL the client cannot use (each attempt then
+    fails as an invalid url: permanent)."""
+    try:
+        return Target.post(url)
+    except ValueError:
+        return None
+
+
 class WebhookNotifier:
     """Sends notifications of one webhook receiver. An async context manager: it closes the
     HTTP session it created (a session passed in belongs to the caller)."""
 
     def __init__(self, receiver: Receiver, templates: Templates, *,
-                 session: aiohttp.ClientSession | None = None,
+                 session: WebhookSession | None = None,
                  clock: Clock | None = None) -> None:
         if receiver.webhook is None:
             raise ValueError(f"receiver {receiver.name!r} has no webhook settings")
@@ -158,6 +196,7 @@ class WebhookNotifier:
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=self.webhook.timeout)
         self._proxy = env_proxy(self.webhook.url)
+        self._target = _target(self.webhook.url)
         secret = self.webhook.resolved_secret()
         self._secret = secret.get_secret_value() if secret is not None else None
         self.where = redact_url(self.webhook.url, secret_path=True)
@@ -239,22 +278,42 @@ class WebhookNotifier:
     async def _post(self, body: bytes, headers: dict[str, str]) -> None:
         url = self.webhook.url
         try:
-            async with self._client().post(url, data=body, headers=headers,
-                                           timeout=self._timeout, proxy=self._proxy,
-                                           allow_redirects=False) as response:
-                # Read to the end (bounded) so the connection can serve the next request.
-                answer = await read_bounded(response.content, MAX_ANSWER)
-                error = classify_response(
-                    response.status, response.reason or "", answer.decode("utf-8", "replace"),
-                    response.headers.get("location", ""), self.where)
+            if self._proxy is not None:
+                answer = await self._post_proxied(body, headers)
+            else:
+                answer = await self._post_direct(body, headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._named(classify_transport_error(exc, url, self.where)) from exc
+        error = classify_response(answer.status, answer.reason,
+                                  answer.body.decode("utf-8", "replace"), answer.location,
+                                  self.where)
         if error is not None:
             raise self._named(error)
 
-    def _client(self) -> aiohttp.ClientSession:
+    async def _post_direct(self, body: bytes, headers: dict[str, str]) -> Answer:
+        """Through the shared :class:`~alertd.notify.http1.ConnectionPool`."""
+        if self._target is None:
+            raise aiohttp.InvalidURL(self.where)
+        try:
+            data = request_head(self._target, headers, len(body)) + body
+        except ValueError as exc:
+            raise self._permanent(f"{self.where}: a header cannot be sent: {exc}") from exc
+        return await self._client().pool.post(self._target, data, MAX_ANSWER,
+                                              self.webhook.timeout)
+
+    async def _post_proxied(self, body: bytes, headers: dict[str, str]) -> Answer:
+        """Through aiohttp, which speaks to proxies."""
+        async with self._client().proxied().post(
+                self.webhook.url, data=body, headers=headers, timeout=self._timeout,
+                proxy=self._proxy, allow_redirects=False) as response:
+            # Read to the end (bounded) so the connection can serve the next request.
+            answer = await read_bounded(response.content, MAX_ANSWER)
+            return Answer(response.status, response.reason or "",
+                          response.headers.get("location", ""), answer)
+
+    def _client(self) -> WebhookSession:
         """The session passed in, else one of this notifier's own, made on first use (inside
-        the event loop, as aiohttp wants)."""
+        the event loop)."""
         if self._session is None:
             self._session = webhook_session()
         return self._session

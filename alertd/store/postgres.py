@@ -33,6 +33,7 @@ SQL and its transaction stay side by side, as in :mod:`alertd.store.sqlite`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -261,7 +262,8 @@ class PostgresStore(PgBuckets):
         *, exclude_groups: Collection[str] = (),
     ) -> list[OutboxRow]:
         params: dict[str, Any] = {"now": now, "me": self.holder, "limit": limit,
-                                  "receiver": receiver, "busy": sorted(exclude_groups)}
+                                  "receiver": receiver,
+                                  "busy": json.dumps(sorted(exclude_groups))}
         pick = (
             f"SELECT {_COLUMNS}, (SELECT COUNT(*) FROM outbox p WHERE p.status = 'pending' "
             "AND p.receiver = o.receiver AND p.group_key = o.group_key "
@@ -269,7 +271,8 @@ class PostgresStore(PgBuckets):
             "AND p.claimed_by IS DISTINCT FROM %(me)s) AS ahead "
             f"FROM outbox o WHERE o.status = 'pending' AND {_FREE_AT} <= %(now)s "
             "AND (%(receiver)s::text IS NULL OR o.receiver = %(receiver)s) "
-            "AND NOT (o.group_key = ANY(%(busy)s::text[])) "
+            "AND NOT (o.group_key = ANY(ARRAY(SELECT json_array_elements_text("
+            "%(busy)s::json)))) "
             f"AND NOT EXISTS ({_EARLIER} AND (p.next_attempt_at > %(now)s OR "
             "(p.claimed_until > %(now)s AND p.claimed_by IS DISTINCT FROM %(me)s))) "
             "ORDER BY o.created_at, o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED"
@@ -281,8 +284,9 @@ class PostgresStore(PgBuckets):
             kept = in_group_order(found)
             if kept:
                 await conn.execute(
-                    "UPDATE outbox SET claimed_by = %s, claimed_until = %s WHERE id = ANY(%s)",
-                    (self.holder, now + self.claim_seconds, [r["id"] for r in kept]))
+                    "UPDATE outbox SET claimed_by = %s, claimed_until = %s "
+                    "WHERE id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+                    (self.holder, now + self.claim_seconds, json.dumps([r["id"] for r in kept])))
             return kept
 
         return [rows.outbox_row(r) for r in await self._run(claim, write=True)]
@@ -311,22 +315,17 @@ class PostgresStore(PgBuckets):
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
         if not attempts:
             return
-        # Set-based: two statements over arrays, not one per attempt (executemany's
-        # per-statement cost was a third of the outbox's CPU per notification). A row's
-        # last attempt in the batch decides its state; every attempt is logged, in order.
+        # Set-based: two statements over a batch, not one per attempt (executemany's
+        # per-statement cost was a third of the outbox's CPU per notification). The batch
+        # goes as one JSON text: psycopg dumps arrays element by element in Python (in text
+        # form through a regex, ~6 us each; binary ~1.5 us), json.dumps in C. A row's last
+        # attempt in the batch decides its state; every attempt is logged, in order.
         last = list({a.id: a for a in attempts}.values())
-        update = {
-            "id": [a.id for a in last], "status": [a.status for a in last],
-            "attempts": [a.attempts for a in last],
-            "next": [_float(a.next_attempt_at) for a in last],
-            "error": [a.error for a in last],
-            "delivered": [float(a.at) if a.status == "delivered" else None for a in last],
-        }
-        log_rows = {
-            "id": [a.id for a in attempts], "attempt": [a.attempts for a in attempts],
-            "at": [float(a.at) for a in attempts], "status": [a.status for a in attempts],
-            "error": [a.error for a in attempts],
-        }
+        update = json.dumps([
+            [a.id, a.status, a.attempts, _float(a.next_attempt_at), a.error,
+             float(a.at) if a.status == "delivered" else None] for a in last])
+        log_rows = json.dumps([[a.id, a.attempts, float(a.at), a.status, a.error]
+                               for a in attempts])
 
         async def record(conn: Conn) -> None:
             await conn.execute(
@@ -334,16 +333,16 @@ class PostgresStore(PgBuckets):
                 "next_attempt_at = COALESCE(a.next, o.next_attempt_at), "
                 "last_error = COALESCE(a.error, o.last_error), "
                 "delivered_at = COALESCE(a.delivered, o.delivered_at), claimed_by = NULL, "
-                "claimed_until = NULL FROM unnest(%(id)s::text[], %(status)s::text[], "
-                "%(attempts)s::int[], %(next)s::float8[], %(error)s::text[], "
-                "%(delivered)s::float8[]) AS a(id, status, attempts, next, error, delivered) "
-                "WHERE o.id = a.id", update)
+                "claimed_until = NULL FROM (SELECT v->>0 AS id, v->>1 AS status, "
+                "(v->>2)::int AS attempts, (v->>3)::float8 AS next, v->>4 AS error, "
+                "(v->>5)::float8 AS delivered FROM json_array_elements(%s::json) AS e(v)) AS a "
+                "WHERE o.id = a.id", (update,))
             # The attempt log (the status page's), in the same transaction.
             await conn.execute(
                 "INSERT INTO outbox_attempts (id, attempt, at, status, error) "
-                "SELECT id, attempt, at, status, error FROM unnest(%(id)s::text[], "
-                "%(attempt)s::int[], %(at)s::float8[], %(status)s::text[], %(error)s::text[]) "
-                "WITH ORDINALITY AS a(id, attempt, at, status, error, n) ORDER BY n", log_rows)
+                "SELECT v->>0, (v->>1)::int, (v->>2)::float8, v->>3, v->>4 "
+                "FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n) ORDER BY n",
+                (log_rows,))
 
         await self._run(record, write=True)
 
@@ -453,7 +452,7 @@ def in_group_order(candidates: Sequence[rows.Row]) -> list[rows.Row]:
 
 
 def _float(value: float | None) -> float | None:
-    """An array element of one type (psycopg refuses a list mixing int and float)."""
+    """A float or ``None`` (an instant given as an int is stored as the float it is)."""
     return None if value is None else float(value)
 
 

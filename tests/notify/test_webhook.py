@@ -242,3 +242,39 @@ async def test_a_session_passed_in_is_used_and_left_open(hook, build) -> None:
     assert [r.headers["Idempotency-Key"] for r in sink.requests] == ["n-0001", "n-0002"]
     assert not session.closed
     await session.close()
+
+
+async def test_requests_reuse_one_kept_alive_connection(hook, build) -> None:
+    sink, base = hook
+    session = webhook_session(2)
+    async with WebhookNotifier(receiver(base), TEMPLATES, session=session) as notifier:
+        for number in range(3):
+            await notifier.send(build.notification(id=f"n-{number}"))
+    assert [r.headers["Idempotency-Key"] for r in sink.requests] == ["n-0", "n-1", "n-2"]
+    assert session.pool.opened == 1
+    await session.close()
+
+
+async def test_a_proxied_receiver_is_sent_through_its_proxy(hook, build, monkeypatch) -> None:
+    # The environment names the loopback receiver as the proxy for an unreachable host: the
+    # request can only arrive there through the proxy (aiohttp's absolute-form request).
+    sink, base = hook
+    monkeypatch.setenv("HTTP_PROXY", base)
+    monkeypatch.setenv("http_proxy", base)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = webhook_session(2)
+    async with WebhookNotifier(receiver("http://hooks.invalid/alertd"), TEMPLATES,
+                               session=session) as notifier:
+        await notifier.send(build.notification())
+    [request] = sink.requests
+    assert request.path == "/alertd" and request.headers["Idempotency-Key"] == "n-0001"
+    assert session.pool.opened == 0
+    await session.close()
+
+
+async def test_a_header_with_a_line_break_is_permanent_and_not_sent(hook, build) -> None:
+    sink, base = hook
+    with pytest.raises(PermanentDeliveryError, match="line break"):
+        await deliver(base, build.notification(), headers={"X-Team": "ml\r\nX-Evil: 1"})
+    assert sink.requests == []

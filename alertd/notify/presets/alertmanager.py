@@ -25,6 +25,7 @@ Alertmanager shows for the same alert.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -43,9 +44,15 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_label_name(name: str) -> bool:
+    """Cached: a deployment has few distinct label names, and each alert shows them all."""
+    return _LABEL_NAME.fullmatch(name) is not None
+
+
 def label_name(name: str) -> str:
     """``name`` as a valid Prometheus label name (itself when it already is one)."""
-    if _LABEL_NAME.fullmatch(name):
+    if _is_label_name(name):
         return name
     mapped = _NOT_NAME_CHAR.sub("_", name)
     return "_" + mapped if not mapped or mapped[0].isdigit() else mapped
@@ -56,7 +63,9 @@ def labels(alert: Alert) -> dict[str, str]:
     :func:`label_name`; a valid name wins over a mapped one), always with ``alertname``, and
     none with an empty value (Alertmanager drops those: an empty label is an absent one)."""
     given = {k: v for k, v in {"alertname": alert.rule, **string_map(alert.labels)}.items() if v}
-    found = {name: value for name, value in given.items() if _LABEL_NAME.fullmatch(name)}
+    if all(map(_is_label_name, given)):
+        return given  # the common case: nothing to map
+    found = {name: value for name, value in given.items() if _is_label_name(name)}
     for name, value in sorted(given.items()):
         found.setdefault(label_name(name), value)
     return found
