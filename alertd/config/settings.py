@@ -731,6 +731,13 @@ def secret_problems(settings: Settings, doc: Located) -> list[Problem]:
             at: Path_ = ("receivers", index, "webhook")
             where = (*at, "secret" if receiver.webhook.secret is not None else "secret_file")
             problems += _resolve(receiver.webhook.resolved_secret, doc, where)
+    # Read by the daemon as it opens the status page and the database: a bad file stops it.
+    if settings.server.listen:
+        problems += _resolve(settings.server.resolved_token, doc, ("server", "token_file"))
+        problems += _resolve(settings.server.resolved_basic_auth, doc,
+                             ("server", "basic_auth_file"))
+    if settings.state.url is not None:
+        problems += _resolve(settings.state.resolved_password, doc, ("state", "password_file"))
     return problems
 
 
