@@ -59,7 +59,7 @@ async def test_abort_cuts_the_grace_short() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await worker.stop(grace=60.0, abort=abort) is False
-    assert loop.time() - started < 5.0
+    assert loop.time() - started < 30.0  # half the grace: the abort, not the grace, ended it
 
 
 async def test_cancel_waits_until_the_task_is_gone_and_drops_its_error() -> None:

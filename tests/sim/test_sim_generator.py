@@ -91,9 +91,9 @@ def test_ten_thousand_customers_answer_without_materialising_history() -> None:
         tuple(MeterSpec(m) for m in METERS_BY_ID),
     )
     generator.usage(query, TEST_NOW)  # warm the bucket-edge cache
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a loaded machine does not stretch it
     groups = generator.usage(query, TEST_NOW)
-    assert time.perf_counter() - started < 0.25
+    assert time.process_time() - started < 0.25
     assert sum(len(g) for g in groups) > 28 * 24
 
 

@@ -137,5 +137,5 @@ async def test_a_body_that_drips_in_is_cut_off_by_the_timeout() -> None:
     async with make_http(app, FakeClock(), max_retries=0, timeout=0.5) as http:
         with pytest.raises(StripeTimeoutError, match=r"in full within 0\.5s"):
             await http.get(PATH, [], budget="analytics", endpoint="meter_usage")
-    assert time.perf_counter() - began < 3.0
+    assert time.perf_counter() - began < 60.0  # the whole body would take ~25 minutes
     assert 0 < app.served < 2 * MiB
