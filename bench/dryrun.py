@@ -56,6 +56,7 @@ from alertd.model import Customer, DataNeed, UsageRow
 from alertd.planner import plan
 from alertd.rules.loader import RuleSet, load_rules
 from alertd.rules.schema import Rule
+from alertd.service.engine import BATCH_CUSTOMERS
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import World
 from alertd.sim.testing import SimulatorProcess
@@ -135,17 +136,28 @@ def build_cases(rules: Sequence[Rule], count: int, now: int, seed: int) -> list[
     return cases
 
 
-def evaluate_cases(cases: Sequence[Case], now: int) -> tuple[int, int]:
-    """needs + build_series + evaluate for each case; returns (series, rows) evaluated."""
+def evaluate_cases(cases: Sequence[Case], now: int, batch: int = BATCH_CUSTOMERS
+                   ) -> tuple[int, int]:
+    """needs + build_series for each case, then ``conditions.evaluate_many`` over the series of
+    up to ``batch`` consecutive cases of one rule, as the engine judges a batch of customers;
+    returns (series, rows) evaluated."""
     series_count = rows = 0
     refreshed_at = now - REFRESH_LAG
-    for case in cases:
-        need = conditions.needs(case.rule, case.customer.id, now)[0]
-        for series in build_series(case.rule, need, case.rows, refreshed_at, now=now,
-                                   freshness_lag=FRESHNESS_LAG):
-            conditions.evaluate(case.rule, series, case.customer, now)
-            series_count += 1
-        rows += len(case.rows)
+    start = 0
+    while start < len(cases):
+        rule = cases[start].rule
+        stop = start
+        while stop < len(cases) and stop - start < batch and cases[stop].rule is rule:
+            stop += 1
+        items = []
+        for case in cases[start:stop]:
+            need = conditions.needs(rule, case.customer.id, now)[0]
+            items += [(series, case.customer) for series in build_series(
+                rule, need, case.rows, refreshed_at, now=now, freshness_lag=FRESHNESS_LAG)]
+            rows += len(case.rows)
+        conditions.evaluate_many(rule, items, now)
+        series_count += len(items)
+        start = stop
     return series_count, rows
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from alertd import calendar
-from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess
+from alertd.conditions.anomaly_model import Array, Assessment, Settings, assess_many
 from alertd.conditions.anomaly_time import excluded, local_values
 from alertd.conditions.base import Baseline
 from alertd.conditions.columns import BucketColumns, columns_of
@@ -109,33 +109,62 @@ class AnomalyEvaluator:
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
         """The verdict on the latest complete bucket: ``nodata`` when there is none yet;
         inactive, saying why, before ``min_history``, with too little history, or when the
-        bucket is excluded.
+        bucket is excluded (:meth:`evaluate_many` of one series)."""
+        return self.evaluate_many(rule, ((series, customer),), now)[0]
 
-        Reads the series as columns (arrays): no bucket object is made but the judged one."""
+    def evaluate_many(self, rule: Rule, items: Sequence[tuple[Series, Customer]], now: int
+                      ) -> list[Finding]:
+        """:meth:`evaluate` of each ``(series, customer)`` of ``rule``: the series are laid out
+        one by one, then the detector judges those of one length together
+        (:func:`~alertd.conditions.anomaly_model.assess_many`: a pass hands every series of a
+        rule over at once, and nearly all have the full history, so one batch).
+
+        Reads each series as columns (arrays): no bucket object is made but the judged one."""
         condition = _condition(rule)
-        columns = columns_of(
-            series.buckets if rule.window in ("hour", "day")
-            else window_buckets(series, rule.window, rule.timezone)
-        )
-        judged_at = latest_complete(columns)
-        if judged_at is None:
-            return _nodata(rule, series, columns, now)
-        judged = columns[judged_at]
-        if judged.value < 0:
-            return _negative(rule, series, judged)
-        # Completeness grows from the start (the freshness rule): all before it is complete.
-        shortfall = history_shortfall(columns, judged_at, condition.min_history)
-        if shortfall is not None:
-            return _no_verdict(rule, series, judged, shortfall)
         plan = plan_for(rule.window)
-        values = judged_values(columns, judged_at, plan, rule.timezone, condition.exclude)
-        if values is None:
-            return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
-        assessment = assess(values, settings_for(condition, plan))
-        if assessment is None:
-            return _no_verdict(rule, series, judged,
-                               f"not enough history yet to learn this {rule.window}'s usual")
-        return judge(rule, condition, series, judged, assessment)
+        findings: list[Finding | None] = [None] * len(items)
+        waiting: dict[int, list[tuple[int, Series, Bucket, Array]]] = {}
+        for index, (series, _) in enumerate(items):
+            laid_out = _lay_out(rule, condition, plan, series, now)
+            if isinstance(laid_out, Finding):
+                findings[index] = laid_out
+            else:
+                judged, values = laid_out
+                waiting.setdefault(len(values), []).append((index, series, judged, values))
+        config = settings_for(condition, plan)
+        for group in waiting.values():
+            block = np.stack([values for *_, values in group])
+            for (index, series, judged, _), assessment in zip(
+                    group, assess_many(block, config), strict=True):
+                findings[index] = _no_verdict(
+                    rule, series, judged,
+                    f"not enough history yet to learn this {rule.window}'s usual",
+                ) if assessment is None else judge(rule, condition, series, judged, assessment)
+        return [f for f in findings if f is not None]
+
+
+def _lay_out(rule: Rule, condition: AnomalyCondition, plan: Plan, series: Series, now: int
+             ) -> Finding | tuple[Bucket, Array]:
+    """The judged bucket and the values the detector is handed for one series, or the finding
+    when it is not judged (no complete bucket, negative, too little history, excluded)."""
+    columns = columns_of(
+        series.buckets if rule.window in ("hour", "day")
+        else window_buckets(series, rule.window, rule.timezone)
+    )
+    judged_at = latest_complete(columns)
+    if judged_at is None:
+        return _nodata(rule, series, columns, now)
+    judged = columns[judged_at]
+    if judged.value < 0:
+        return _negative(rule, series, judged)
+    # Completeness grows from the start (the freshness rule): all before it is complete.
+    shortfall = history_shortfall(columns, judged_at, condition.min_history)
+    if shortfall is not None:
+        return _no_verdict(rule, series, judged, shortfall)
+    values = judged_values(columns, judged_at, plan, rule.timezone, condition.exclude)
+    if values is None:
+        return _no_verdict(rule, series, judged, "excluded (condition.exclude): not judged")
+    return judged, values
 
 
 # --------------------------------------------------------------------------- data

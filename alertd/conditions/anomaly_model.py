@@ -385,8 +385,13 @@ def _ranked_quantile(ranked: Array, q: float, count: NDArray[np.intp],
     lo = position.astype(np.intp)
     hi = np.minimum(lo + 1, count - 1)
     last = ranked.shape[-1] - 1
-    low = np.take_along_axis(ranked, np.clip(offset + step * lo, 0, last), -1)
-    high = np.take_along_axis(ranked, np.clip(offset + step * hi, 0, last), -1)
+    at_lo = np.minimum(np.maximum(offset + step * lo, 0), last)
+    at_hi = np.minimum(np.maximum(offset + step * hi, 0), last)
+    if ranked.ndim == 1:
+        low, high = ranked[at_lo], ranked[at_hi]
+    else:  # one value per row (count is a column)
+        rows = np.arange(len(ranked))[:, np.newaxis]
+        low, high = ranked[rows, at_lo], ranked[rows, at_hi]
     return np.asarray(low + (high - low) * (position - lo), np.float64)
 
 
@@ -494,7 +499,39 @@ def trailing_median(values: Array, first: int, width: int) -> Array:
         # Window i ends just before bucket first + i.
         source = np.concatenate((np.full((*values.shape[:-1], width - first), np.nan),
                                  values[..., :end - 1]), axis=-1)
-    return _median(_shifted(source, width, end - first), -1)
+    count = end - first
+    if width <= NETWORK:  # the windows' columns are views: nothing copied
+        return _network_median([source[..., c:c + count] for c in range(width)])
+    return _median(_shifted(source, width, count), -1)
+
+
+#: Medians of at most this many values are taken by a sorting network over whole arrays.
+NETWORK = 8
+
+
+def _network_median(parts: list[Array]) -> Array:
+    """The median, element by element, of the arrays ``parts`` ignoring ``NaN`` (all-``NaN``:
+    ``NaN``): sorted by compare-exchanges over whole arrays (odd-even transposition, ``NaN``
+    last as infinity), then the middle one or two of each element's valid values. Exact, as
+    a partition is: the same middle values, averaged as ``(low + high) * 0.5``."""
+    width = len(parts)
+    missing = [np.isnan(part) for part in parts]
+    gaps = any(m.any() for m in missing)
+    ranked = [np.where(m, np.inf, part) for m, part in zip(missing, parts, strict=True)
+              ] if gaps else list(parts)
+    for sweep in range(width):
+        for i in range(sweep % 2, width - 1, 2):
+            ranked[i], ranked[i + 1] = (np.minimum(ranked[i], ranked[i + 1]),
+                                        np.maximum(ranked[i], ranked[i + 1]))
+    if not gaps:
+        low, high = ranked[(width - 1) // 2], ranked[width // 2]
+        return np.asarray(low if width % 2 else (low + high) * 0.5, np.float64)
+    count = width - np.sum(missing, axis=0)
+    low = np.choose(np.maximum((count - 1) // 2, 0), ranked)
+    high = np.choose(count // 2, ranked)
+    with np.errstate(invalid="ignore"):  # inf - inf where all are missing
+        middle = np.where(count % 2 == 1, low, (low + high) * 0.5)
+    return np.asarray(np.where(count == 0, np.nan, middle), np.float64)
 
 
 def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[Array, Array]:
@@ -510,14 +547,14 @@ def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[A
         block = np.empty((seasons, *values.shape[:-1], end - start))
         for k in range(1, seasons + 1):
             block[k - 1] = values[..., start - k * length:end - k * length]
-        centers = _median(block)
+        centers = _network_median(list(block))
     else:  # a young series: each bucket has the seasons it has
         block = np.full((MAX_SEASONS, *values.shape[:-1], end - start), np.nan)
         for k in range(1, MAX_SEASONS + 1):
             if end - k * length > 0:
                 take = values[..., max(start - k * length, 0):end - k * length]
                 block[k - 1, ..., end - start - take.shape[-1]:] = take
-        centers = _median(block)
+        centers = _network_median(list(block))
     ratios = np.divide(values[..., start:], centers, out=np.full(centers.shape, np.nan),
                        where=centers > 0)
     factor = trailing_median(ratios, first - start, adaptation)
@@ -591,29 +628,56 @@ def _deviations(recent: Array, expected: Array, anchor: Array) -> Array:
 
 
 def _episode(recent: Array, expected: Array, scores: Array, settings: Settings) -> int | None:
-    """Buckets since the episode the last bucket of one series belongs to began, or ``None``
-    (:func:`_episodes` of one row)."""
-    started = int(_episodes(recent[np.newaxis], expected[np.newaxis], scores[np.newaxis],
-                            settings)[0])
-    return None if started < 0 else started
-
-
-def _episodes(recent: Array, expected: Array, scores: Array, settings: Settings
-              ) -> NDArray[np.intp]:
-    """For each row, buckets since the episode its last bucket belongs to began, or -1.
+    """Buckets since the episode the last bucket of one series belongs to began, or ``None``.
 
     An episode begins beyond the entry band (in an allowed direction) and lasts while buckets
     stay beyond the exit band *on its side* (a spike is not kept up by the dip after it;
     ``hold`` buckets inside are bridged); a bucket beyond the entry band on the other side
-    begins a new one. One step per bucket, over all rows at once."""
+    begins a new one."""
+    hits, keeps, ups = _gates(recent, expected, scores, settings)
+    started: int | None = None
+    last, side = -1, False
+    for index, (hit, keep, up) in enumerate(zip(hits.tolist(), keeps.tolist(), ups.tolist(),
+                                                strict=True)):
+        if started is not None and keep and up == side:
+            last = index
+        elif started is not None and not hit and index - last <= settings.hold:
+            continue  # bridged
+        elif hit:
+            started, last, side = index, index, up
+        else:
+            started = None
+    if started is None or len(recent) - 1 - last > settings.hold:
+        return None
+    return len(recent) - 1 - started
+
+
+def _gates(recent: Array, expected: Array, scores: Array, settings: Settings
+           ) -> tuple[Mask, Mask, Mask]:
+    """Which buckets may start an episode, which may keep one, and which are above."""
     k = settings.sensitivity
     allowed = np.where(scores > 0, settings.direction != "down", settings.direction != "up")
     # NaN (excluded) and quiet (below min_volume) buckets neither start nor extend one.
     allowed &= ~np.isnan(scores) & ~((recent < settings.min_volume)
                                      & (expected < settings.min_volume))
     size = np.abs(scores)
-    hits, keeps, ups = allowed & (size > k), allowed & (size > EXIT * k), scores > 0
+    return allowed & (size > k), allowed & (size > EXIT * k), scores > 0
+
+
+#: From this many rows on, :func:`_episodes` steps through the buckets for all rows at once
+#: (below, a loop per row is cheaper than a dozen array operations per bucket).
+MANY = 8
+
+
+def _episodes(recent: Array, expected: Array, scores: Array, settings: Settings
+              ) -> NDArray[np.intp]:
+    """:func:`_episode` of each row, -1 for ``None``: one step per bucket over all rows."""
     rows, length = scores.shape
+    if rows < MANY:
+        found = (_episode(r, e, s, settings) for r, e, s in zip(recent, expected, scores,
+                                                                strict=True))
+        return np.asarray([-1 if f is None else f for f in found], dtype=np.intp)
+    hits, keeps, ups = _gates(recent, expected, scores, settings)
     started = np.full(rows, -1, dtype=np.intp)  # -1: no episode
     last = np.full(rows, -1, dtype=np.intp)
     side = np.zeros(rows, dtype=bool)
