@@ -91,14 +91,18 @@ detector_settings = st.builds(
     length=st.one_of(st.integers(2, 40), st.integers(40, 260)),
     rows=st.lists(recipes, min_size=1, max_size=6),
     copies=st.integers(0, 2),
+    repeats=st.integers(1, 3),
     config=detector_settings,
     seed=st.integers(0, 2**32 - 1),
 )
 def test_assess_many_equals_assess_row_by_row(
-    length: int, rows: list[dict[str, float]], copies: int, config: Settings, seed: int
+    length: int, rows: list[dict[str, float]], copies: int, repeats: int, config: Settings,
+    seed: int,
 ) -> None:
+    """Batches of 1 to 21 rows: below and above MANY, where episodes are stepped through for
+    all rows at once."""
     rng = random.Random(seed)
-    block = [series(rng, length, recipe) for recipe in rows]
+    block = [series(rng, length, recipe) for recipe in rows * repeats]
     # Equal rows and rows a rounding apart: the choice between predictors on near ties.
     block += [list(block[0]) for _ in range(copies)]
     if copies:
