@@ -3,8 +3,8 @@ which of those units ``exclude`` periods blank out — each worked out once per 
 
 Where it sits: :func:`alertd.conditions.anomaly_eval.judged_values` lays a series' values out
 with :func:`local_values` and masks them with :func:`excluded` before
-:func:`alertd.conditions.anomaly_model.assess` sees them. Every series of a rule in one pass has
-the same bucket starts (the need's range) and the same ``exclude`` periods, so both are cached
+:func:`alertd.conditions.anomaly_model.assess_many` sees them. Every series of a rule in one pass
+has the same bucket starts (the need's range) and the same ``exclude`` periods, so both are cached
 (bounded, :data:`LAYOUTS` entries each): a zone's offsets are looked up once per (zone, range),
 not once per series. The cached arrays are read-only.
 
