@@ -133,8 +133,9 @@ class AnomalyEvaluator:
         plan = plan_for(rule.window)
         findings: list[Finding | None] = [None] * len(items)
         waiting: dict[int, list[tuple[int, Series, Bucket, Array]]] = {}
-        for index, (series, _) in enumerate(items):
-            laid_out = _lay_out(rule, condition, plan, series, now)
+        for index, laid_out in enumerate(_lay_out_many(rule, condition, plan,
+                                                       [s for s, _ in items], now)):
+            series = items[index][0]
             if isinstance(laid_out, Finding):
                 findings[index] = laid_out
             else:
@@ -152,8 +153,78 @@ class AnomalyEvaluator:
         return [f for f in findings if f is not None]
 
 
+LaidOut = Finding | tuple[Bucket, Array]
+
+
+def _lay_out_many(rule: Rule, condition: AnomalyCondition, plan: Plan,
+                  many: Sequence[Series], now: int) -> list[LaidOut]:
+    """:func:`_lay_out` of each series; those with the same bucket starts (a rule's series in
+    a pass) and judged bucket are laid out together where they are judged (complete, not
+    negative, enough history: the others are settled one by one, as :func:`_lay_out` does)."""
+    laid: list[LaidOut | None] = [None] * len(many)
+    if rule.window not in ("hour", "day"):
+        return [_lay_out(rule, condition, plan, series, now) for series in many]
+    columns = [columns_of(series.buckets) for series in many]
+    shared: dict[tuple[int, int, int], list[int]] = {}
+    for index, column in enumerate(columns):
+        starts = column.starts
+        key = (len(starts), int(starts[0]), int(starts[-1])) if len(starts) else (0, 0, 0)
+        shared.setdefault(key, []).append(index)
+    for indices in shared.values():
+        starts = columns[indices[0]].starts
+        alike = [i for i in indices if np.array_equal(columns[i].starts, starts)]
+        for index in set(indices) - set(alike):
+            laid[index] = _lay_out(rule, condition, plan, many[index], now)
+        if len(alike) < 2 or not len(starts):
+            for index in alike:
+                laid[index] = _lay_out(rule, condition, plan, many[index], now)
+            continue
+        for index, value in zip(alike, _lay_out_alike(
+                rule, condition, plan, [many[i] for i in alike], [columns[i] for i in alike],
+                now), strict=True):
+            laid[index] = value
+    return [value for value in laid if value is not None]
+
+
+def _lay_out_alike(rule: Rule, condition: AnomalyCondition, plan: Plan,
+                   alike: Sequence[Series], columns: Sequence[BucketColumns], now: int
+                   ) -> list[LaidOut]:
+    """:func:`_lay_out_many` of series with the same bucket starts (``columns``: theirs)."""
+    starts = columns[0].starts
+    values = np.stack([c.values for c in columns])
+    complete = np.stack([c.complete for c in columns])
+    count = values.shape[1]
+    last = count - 1 - np.argmax(complete[:, ::-1], axis=1)  # argmax: the first True
+    rows = np.arange(len(alike))
+    at = np.where(complete[rows, last], last, -1)
+    # Judged together where the judged bucket is one (the usual case) and not negative.
+    judged_at = int(np.bincount(at + 1).argmax()) - 1
+    together = (at == judged_at) & (values[:, max(judged_at, 0)] >= 0) & (judged_at >= 0)
+    if judged_at > 0:
+        # History counts from the first bucket with usage (history_shortfall).
+        used = values[:, :judged_at] != 0
+        first = np.argmax(used, axis=1)
+        seen = np.where(used[rows, first], starts[judged_at] - starts[first], 0)
+        together &= seen >= condition.min_history
+    else:  # nothing before the judged bucket: no history yet
+        together &= condition.min_history <= 0
+    laid: list[LaidOut | None] = [None] * len(alike)
+    chosen = np.flatnonzero(together)
+    if len(chosen):
+        rows_values = judged_rows(starts[:judged_at + 1], values[chosen, :judged_at + 1], plan,
+                                  rule.timezone, condition.exclude)
+        for row, laid_values in zip(chosen.tolist(), rows_values, strict=True):
+            judged = columns[row][judged_at]
+            laid[row] = _no_verdict(rule, alike[row], judged,
+                                    "excluded (condition.exclude): not judged"
+                                    ) if laid_values is None else (judged, laid_values)
+    for row in np.flatnonzero(~together).tolist():
+        laid[row] = _lay_out(rule, condition, plan, alike[row], now)
+    return [value for value in laid if value is not None]
+
+
 def _lay_out(rule: Rule, condition: AnomalyCondition, plan: Plan, series: Series, now: int
-             ) -> Finding | tuple[Bucket, Array]:
+             ) -> LaidOut:
     """The judged bucket and the values the detector is handed for one series, or the finding
     when it is not judged (no complete bucket, negative, too little history, excluded)."""
     columns = columns_of(
@@ -218,24 +289,32 @@ def judged_values(
     """The values up to the judged bucket ``judged_at``, one per local unit from the local day
     of the first usage on, ``NaN`` where no bucket exists (the hour a DST change skips) or the
     bucket is excluded; ``None`` when the judged bucket itself is excluded."""
-    starts, raw = columns.starts[:judged_at + 1], columns.values[:judged_at + 1]
+    return judged_rows(columns.starts[:judged_at + 1], columns.values[np.newaxis, :judged_at + 1],
+                       plan, tz, exclude)[0]
+
+
+def judged_rows(
+    starts: np.ndarray, raw: Array, plan: Plan, tz: str, exclude: Sequence[ExcludePeriod],
+) -> list[Array | None]:
+    """:func:`judged_values` of each row of ``raw`` (series with the bucket starts ``starts``,
+    the judged bucket last), laid out together."""
     if plan.unit_seconds:
         first, values = local_values(starts, raw, plan.unit_seconds, tz)
     else:
         first, values = 0, raw
     # Negative buckets (corrections) are no usage level to learn: they count as 0.
     values = np.maximum(values, 0.0)
+    judged = np.ones(len(values), dtype=bool)
     if exclude and plan.unit_seconds:
-        values = np.where(excluded(first, len(values), plan.unit_seconds, exclude), np.nan,
-                          values)
-        if np.isnan(values[-1]):
-            return None
-    used = first_nonzero(values > 0)  # NaN compares False
-    if used is not None:
-        per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
-        unit = first + used
-        values = values[max(unit - unit % per_day - first, 0):]
-    return values
+        values = np.where(excluded(first, values.shape[-1], plan.unit_seconds, exclude),
+                          np.nan, values)
+        judged = ~np.isnan(values[:, -1])
+    used = values > 0  # NaN compares False
+    unit = first + np.argmax(used, axis=1)  # the first usage's local unit (argmax: first True)
+    per_day = 86400 // plan.unit_seconds if plan.unit_seconds else 1
+    trims = np.where(used.any(axis=1), np.maximum(unit - unit % per_day - first, 0), 0)
+    return [row[trim:] if keep else None
+            for row, trim, keep in zip(values, trims.tolist(), judged.tolist(), strict=True)]
 
 
 def first_nonzero(values: np.ndarray) -> int | None:
