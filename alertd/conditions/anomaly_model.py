@@ -518,14 +518,14 @@ def trailing_median(values: Array, first: int, width: int) -> Array:
         source = np.concatenate((np.full((*values.shape[:-1], width - first), np.nan),
                                  values[..., :end - 1]), axis=-1)
     count = end - first
-    if width <= NETWORK and source.size >= MANY * count:  # many rows: a network over views
+    if width <= NETWORK and source.size >= 2 * count:  # rows: a network over views
         return _network_median([source[..., c:c + count] for c in range(width)],
                                bool(np.isnan(source).any()))
     return _median(_shifted(source, width, count), -1)
 
 
-#: Medians of at most this many values over many rows are taken by a sorting network over
-#: whole arrays (a partition per window costs more there; over one row, less).
+#: Medians of at most this many values over two rows or more are taken by a sorting network
+#: over whole arrays (a partition per window costs more there; over one row, less).
 NETWORK = 8
 
 
