@@ -26,6 +26,9 @@ out once per (zone, range) and shared by every series of the rule.
 learn or judge. A judged bucket whose net value is negative is not judged (``nodata``: neither
 fires nor resolves), and negative history buckets count as 0, so one large correction neither
 drags the expectation down nor widens the band.
+
+Why over 400 lines: one kind's evaluation, series to finding, in the order it runs; the batch
+lay-out (:func:`_lay_out_many`) is the per-series steps over rows and reads best beside them.
 """
 
 from __future__ import annotations
