@@ -44,7 +44,7 @@ def findings_at(
     refreshed = now - window.refresh_delay
     need = history.frame.need_at(now, customer.id)
     series = history.series(need, now, refreshed, window.freshness_lag)
-    return [conditions.evaluate(rule, s, customer, now) for s in series]
+    return conditions.evaluate_many(rule, [(s, customer) for s in series], now)
 
 
 def closing_findings(
@@ -56,7 +56,7 @@ def closing_findings(
     now = period_end - 1
     need = history.frame.need_at(now, customer.id)
     series = history.series(need, now, period_end, window.freshness_lag)
-    return [conditions.evaluate(rule, s, customer, now) for s in series]
+    return conditions.evaluate_many(rule, [(s, customer) for s in series], now)
 
 
 def closing_ends(rule: Rule, schedule: Sequence[int], window: ReplayWindow) -> list[int]:

@@ -41,7 +41,7 @@ def judge(
         summed = summed_series(SeriesKey(rule.name, customer.id), parts)
         return [conditions.evaluate(rule, summed, customer, now)]
     series = build_series(rule, need, rows, refreshed_at, now=now, freshness_lag=freshness_lag)
-    return [conditions.evaluate(rule, s, customer, now) for s in series]
+    return conditions.evaluate_many(rule, [(s, customer) for s in series], now)
 
 
 class SeriesStates:

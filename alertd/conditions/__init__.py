@@ -48,6 +48,7 @@ thresholds, ``change`` and ``anomaly`` do not judge a negative total (``nodata``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,13 @@ def evaluate(rule: Rule, series: Series, customer: Customer, now: int) -> Findin
     return finite(kind_of(rule).evaluate(rule, series, customer, now))
 
 
+def evaluate_many(rule: Rule, items: Sequence[tuple[Series, Customer]], now: int
+                  ) -> list[Finding]:
+    """:func:`evaluate` of each ``(series, customer)`` of ``rule``, in order: a kind may judge
+    them together (``anomaly`` does: its detector runs over all of them at once)."""
+    return [finite(f) for f in kind_of(rule).evaluate_many(rule, items, now)]
+
+
 def finite(finding: Finding) -> Finding:
     """``finding``, or an ``error`` finding in its place when its value or one of its figures
     is ``NaN`` or infinite."""
@@ -85,5 +93,5 @@ def finite(finding: Finding) -> Finding:
     )
 
 
-__all__ = ["KINDS", "ConditionKind", "Evaluator", "evaluate", "finite", "kind_of", "needs",
-           "register", "unregister"]
+__all__ = ["KINDS", "ConditionKind", "Evaluator", "evaluate", "evaluate_many", "finite",
+           "kind_of", "needs", "register", "unregister"]

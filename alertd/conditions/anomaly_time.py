@@ -3,8 +3,8 @@ which of those units ``exclude`` periods blank out — each worked out once per 
 
 Where it sits: :func:`alertd.conditions.anomaly_eval.judged_values` lays a series' values out
 with :func:`local_values` and masks them with :func:`excluded` before
-:func:`alertd.conditions.anomaly_model.assess` sees them. Every series of a rule in one pass has
-the same bucket starts (the need's range) and the same ``exclude`` periods, so both are cached
+:func:`alertd.conditions.anomaly_model.assess_many` sees them. Every series of a rule in one pass
+has the same bucket starts (the need's range) and the same ``exclude`` periods, so both are cached
 (bounded, :data:`LAYOUTS` entries each): a zone's offsets are looked up once per (zone, range),
 not once per series. The cached arrays are read-only.
 
@@ -37,29 +37,33 @@ LAYOUTS = 64
 
 def local_values(starts: np.ndarray, values: np.ndarray, unit_seconds: int, tz: str
                  ) -> tuple[int, Array]:
-    """``(first local unit, values)``, densely by local unit number (``NaN`` for a unit no
-    bucket starts in). The layout is worked out once per (zone, unit, bucket starts)."""
+    """``(first local unit, values)``, densely by local unit number along the last axis
+    (``NaN`` for a unit no bucket starts in): ``values`` is one series, or rows of series
+    with these bucket starts. The layout is worked out once per (zone, unit, bucket starts)."""
     if tz == "UTC":  # the common case, and a cheap one: no DST, so no gaps
         first = int(starts[0]) // unit_seconds
         if int(starts[-1]) // unit_seconds - first + 1 == len(starts):
             return first, values
-    first, positions, length = _layout(tz, unit_seconds, np.ascontiguousarray(
+    first, positions, kept, length = _layout(tz, unit_seconds, np.ascontiguousarray(
         starts, np.int64).tobytes())
-    dense = np.full(length, np.nan)
-    # A repeated hour (fall back) keeps its later bucket (the later of equal positions wins).
-    dense[positions] = values
+    dense = np.full((*values.shape[:-1], length), np.nan)
+    # A repeated hour (fall back) keeps its later bucket (``kept``: the last of equal ones).
+    dense[..., positions[kept]] = values[..., kept]
     return first, dense
 
 
 @lru_cache(maxsize=LAYOUTS)
-def _layout(tz: str, unit_seconds: int, starts: bytes) -> tuple[int, np.ndarray, int]:
-    """``(first local unit, each bucket's position from it, units spanned)`` for the bucket
-    starts ``starts`` (int64 bytes: the key is the starts themselves, so a hit is exact)."""
+def _layout(tz: str, unit_seconds: int, starts: bytes
+            ) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """``(first local unit, each bucket's position from it, the buckets that keep their
+    position, units spanned)`` for the bucket starts ``starts`` (int64 bytes: the key is the
+    starts themselves, so a hit is exact)."""
     instants = np.frombuffer(starts, np.int64)
     units = np.asarray(local_units(instants.tolist(), unit_seconds, tz), np.int64)
     positions = units - units[0]
-    positions.flags.writeable = False
-    return int(units[0]), positions, int(units[-1] - units[0]) + 1
+    kept = np.append(positions[1:] != positions[:-1], True)  # the later of a repeated unit
+    positions.flags.writeable = kept.flags.writeable = False
+    return int(units[0]), positions, kept, int(units[-1] - units[0]) + 1
 
 
 def excluded(first: int, count: int, unit_seconds: int, periods: Sequence[ExcludePeriod]

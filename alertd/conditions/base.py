@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
@@ -161,6 +161,12 @@ class ConditionKind(ABC):
     @abstractmethod
     def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
         """The verdict on one series (see :meth:`Evaluator.evaluate`)."""
+
+    def evaluate_many(self, rule: Rule, items: Sequence[tuple[Series, Customer]], now: int
+                      ) -> list[Finding]:
+        """:meth:`evaluate` of each ``(series, customer)``, in order; a kind whose verdicts
+        are cheaper judged together overrides it."""
+        return [self.evaluate(rule, series, customer, now) for series, customer in items]
 
     @abstractmethod
     def judged_at(self, rule: Rule) -> Granularity | None:

@@ -56,7 +56,7 @@ from alertd.rules.loader import RuleSet, select_rules
 from alertd.rules.schema import AllCustomers, CustomerSearch, Rule
 from alertd.service.guarded import (
     error_finding,
-    evaluate_or_error,
+    evaluate_many_or_error,
     internal_error,
     need_or_error,
     source_failure,
@@ -463,50 +463,66 @@ class Engine:
         refreshed: list[int] = []
         good: list[DataNeed] = []
         for rule in rules:
+            # Findings in order, with the series still to judge in their places: the rule's
+            # series of the whole batch are judged together (a kind may batch its verdicts).
+            slots: list[Finding | tuple[Series, Customer]] = []
             for customer in by_rule[rule.name]:
                 need = needs.get((rule.name, customer.id))
                 if need is None:
                     continue  # its need could not be worked out: already an error finding
                 outcome = outcomes[reading.query_index(need)]
                 if isinstance(outcome, Exception):
-                    findings.append(error_finding(rule, customer.id, now, unread(outcome)))
+                    slots.append(error_finding(rule, customer.id, now, unread(outcome)))
                     continue
                 if outcome.refreshed_at is not None:
                     # As of --at, anything refreshed later is not yet refreshed.
                     refreshed.append(min(outcome.refreshed_at, now))
                 if self._stale(outcome, now):
-                    findings.append(stale_finding(rule, customer.id, now, outcome))
+                    slots.append(stale_finding(rule, customer.id, now, outcome))
                     continue
                 good.append(need)
-                judged = self._judge_one(rule, customer, need, reading, outcome, now)
-                for finding, series in judged:
-                    findings.append(finding)
-                    if finding.active and series is not None:
-                        all_series[series.key] = replace(
-                            series, buckets=series.buckets[-RECENT_BUCKETS:]
-                        )
+                built = self._series_of(rule, customer, need, reading, outcome, now)
+                if isinstance(built, Finding):
+                    slots.append(built)
+                else:
+                    slots.extend((series, customer) for series in built)
+            _settle(rule, slots, now, findings, all_series)
         return findings, all_series, refreshed, good
 
-    def _judge_one(
+    def _series_of(
         self, rule: Rule, customer: Customer, need: DataNeed, reading: Reading,
         outcome: UsageResult, now: int,
-    ) -> list[tuple[Finding, Series | None]]:
-        """Each series of one (rule, customer) with its finding; an exception while building
-        the series fails the (rule, customer), one while judging a series only that series."""
+    ) -> list[Series] | Finding:
+        """The series of one (rule, customer), or the ``error`` finding that stands for them
+        when building them raised (judging one only fails that series)."""
         try:
             rows = reading.reads.rows_of(need, reading.plan, outcome)
-            all_series = build_series(rule, need, rows, outcome.refreshed_at, now=now,
-                                      freshness_lag=self.settings.stripe.freshness_lag)
+            return build_series(rule, need, rows, outcome.refreshed_at, now=now,
+                                freshness_lag=self.settings.stripe.freshness_lag)
         except Exception as exc:
             log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
-            return [(error_finding(rule, customer.id, now, internal_error(exc)), None)]
-        return [(evaluate_or_error(rule, series, customer, now), series)
-                for series in all_series]
+            return error_finding(rule, customer.id, now, internal_error(exc))
 
     def _stale(self, result: UsageResult, now: int) -> bool:
         if self.settings.stripe.source == "event_summaries" and result.refreshed_at is None:
             return False  # the GA endpoint reports no freshness at all
         return is_stale(result.refreshed_at, now, self.settings.stripe.stale_after)
+
+
+def _settle(rule: Rule, slots: Sequence[Finding | tuple[Series, Customer]], now: int,
+            findings: list[Finding], all_series: dict[SeriesKey, Series]) -> None:
+    """Judge the series among ``slots`` together and add every finding in order; an active
+    series is kept (its last :data:`RECENT_BUCKETS`) for its notification."""
+    pending = [slot for slot in slots if isinstance(slot, tuple)]
+    verdicts = iter(evaluate_many_or_error(rule, pending, now))
+    for slot in slots:
+        if not isinstance(slot, tuple):
+            findings.append(slot)
+            continue
+        finding, series = next(verdicts), slot[0]
+        findings.append(finding)
+        if finding.active:
+            all_series[series.key] = replace(series, buckets=series.buckets[-RECENT_BUCKETS:])
 
 
 def _tally_problems(

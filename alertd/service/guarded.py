@@ -2,8 +2,9 @@
 the failure becomes that (rule, customer)'s ``error`` finding and nothing else.
 
 Where it sits: :class:`~alertd.service.engine.Engine` calls these around the pure core — working
-out a need (:func:`need_or_error`), judging a series (:func:`evaluate_or_error`) — and builds
-the findings for what could not be read (:func:`error_finding`, :func:`stale_finding`). Each
+out a need (:func:`need_or_error`), judging a series (:func:`evaluate_or_error`; a rule's series
+together, :func:`evaluate_many_or_error`) — and builds the findings for what could not be read
+(:func:`error_finding`, :func:`stale_finding`). Each
 failure is logged once with ``rule=`` and ``customer=``; :func:`source_failure` says which
 errors count towards the source-failure meta alert (see :mod:`alertd.service.engine`).
 """
@@ -11,6 +12,7 @@ errors count towards the source-failure meta alert (see :mod:`alertd.service.eng
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from alertd import conditions
@@ -56,6 +58,16 @@ def evaluate_or_error(rule: Rule, series: Series, customer: Customer, now: int) 
         log.exception("evaluation failed rule=%s customer=%s series=%s", rule.name,
                       customer.id, ",".join(f"{k}={v}" for k, v in series.key.group) or "-")
         return error_finding(rule, customer.id, now, internal_error(exc), series)
+
+
+def evaluate_many_or_error(rule: Rule, items: Sequence[tuple[Series, Customer]], now: int
+                           ) -> list[Finding]:
+    """The findings of ``items``, judged together; when that raises, each series is judged
+    alone (:func:`evaluate_or_error`), so a failure is that series' ``error`` finding only."""
+    try:
+        return conditions.evaluate_many(rule, items, now)
+    except Exception:
+        return [evaluate_or_error(rule, series, customer, now) for series, customer in items]
 
 
 def internal_error(exc: Exception) -> str:
