@@ -18,10 +18,9 @@ from dataclasses import replace
 from functools import lru_cache
 
 from alertd.buckets import CachePolicy, key_needs, planned_needs, settled_before
-from alertd.calendar import periods
 from alertd.model import DataNeed, MeterSpec
 from alertd.planner import covering_spec
-from alertd.source.pages import Paging, spec_rows_per_bucket
+from alertd.source.pages import Paging, bucket_count, spec_rows_per_bucket
 from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS
 
 #: Up to this many distinct specs of one meter, :func:`lower_bound` partitions exactly (3^n).
@@ -76,7 +75,7 @@ def _page_bounds(needs: Iterable[DataNeed], paging: Paging
     most: dict[tuple[str, str, str], dict[str | None, float]] = defaultdict(dict)
     for need in needs:
         per_bucket = spec_rows_per_bucket(need.granularity, need.spec, paging) or 0.0
-        buckets = len(periods(need.starts_at, need.ends_at, need.granularity, need.timezone))
+        buckets = bucket_count(need.starts_at, need.ends_at, need.granularity, need.timezone)
         by_meter = most[(need.customer, need.granularity, need.timezone)]
         meter = need.spec.meter
         by_meter[meter] = max(by_meter.get(meter, 0.0), buckets * per_bucket)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from alertd.calendar import floor, next_start
+from alertd.calendar import floor, next_start, periods
 from alertd.clock import FakeClock
 from alertd.model import DataNeed, MeterSpec, UsageQuery
 from alertd.source.analytics import MeterUsageSource, more_ranges
@@ -18,6 +18,7 @@ from alertd.source.pages import (
     bucket_starts,
     expected_rows,
     page_ranges,
+    range_bucket_starts,
     split_evenly,
 )
 from alertd.usage_columns import UsageColumns
@@ -165,3 +166,16 @@ def test_the_bound_counts_the_pages_each_group_needs_at_least() -> None:
     # calls: the most rows one need has, 90 (by endpoint); tokens 30: 120 rows, 3 pages.
     assert lower_bound(needs, paging=paging) == 3
     assert lower_bound(needs, paging=Paging(200, paging.rows_per_bucket)) == 1
+
+
+@pytest.mark.parametrize(("starts_at", "ends_at", "window"), [
+    (JAN_1, JAN_1 + 35 * DAY, "hour"),
+    (JAN_1 + 1800, JAN_1 + 7200 + 60, "hour"),  # clipped first bucket, a sliver of the last
+    (JAN_1 + 3600, JAN_1 + 3 * DAY, "day"),
+    (JAN_1, JAN_1 + DAY, "day"),
+])
+def test_utc_buckets_are_counted_as_the_calendar_counts_them(starts_at: int, ends_at: int,
+                                                            window: Any) -> None:
+    by_calendar = tuple(max(p.starts_at, starts_at)
+                        for p in periods(starts_at, ends_at, window, "UTC"))
+    assert range_bucket_starts(starts_at, ends_at, window, "UTC") == by_calendar
