@@ -22,9 +22,12 @@ builds them.
 workers (the client's own slots decide how many are in flight) and drops each answer's rows
 once counted, which is what the fetch path itself costs; ``--via engine`` runs
 ``Engine.run_pass`` instead (fetch, series, evaluation, batch after batch: far more memory and
-CPU). ``--max-requests`` caps the run to the first customers whose planned requests fit (whole
-customers; the plan ratio is still computed for all). ``--plan-batch N`` plans N customers at
-a time instead of all at once.
+CPU). Planned ``--plan-batch`` (20) customers at a time as the fetch goes, each batch with the pages
+the source then expects (``alertd.source.pages``: a query expected to pass one answer's rows
+is fetched in pieces side by side), the first few customers fetched before the rest is planned;
+pages count in the requests per cycle and in the bound (``bench.lower_bound``, its page term).
+``--plan-batch 0`` plans the whole cycle before fetching (no pages known). ``--max-requests``
+stops planning before the planned requests pass N (whole customers).
 
 **Phase 2 — pacing alone** (``--pacing N``, 0 to skip): N one-row queries (yesterday's total
 of one meter, one customer each), so the rate budget, the in-flight slots and the HTTP path are
@@ -43,6 +46,9 @@ phase 1 by own time (cProfile).
 
 10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
 time per latency; use ``--max-requests`` to stop earlier (the table says what was run).
+
+Why over 400 lines: both phases, three ways of fetching and the figures of issues 2 and 13
+read as one run; the shared figure helpers live in ``bench/common.py``.
 """
 
 from __future__ import annotations
