@@ -22,9 +22,12 @@ builds them.
 workers (the client's own slots decide how many are in flight) and drops each answer's rows
 once counted, which is what the fetch path itself costs; ``--via engine`` runs
 ``Engine.run_pass`` instead (fetch, series, evaluation, batch after batch: far more memory and
-CPU). ``--max-requests`` caps the run to the first customers whose planned requests fit (whole
-customers; the plan ratio is still computed for all). ``--plan-batch N`` plans N customers at
-a time instead of all at once.
+CPU). Planned ``--plan-batch`` (20) customers at a time as the fetch goes, each batch with the pages
+the source then expects (``alertd.source.pages``: a query expected to pass one answer's rows
+is fetched in pieces side by side), the first few customers fetched before the rest is planned;
+pages count in the requests per cycle and in the bound (``bench.lower_bound``, its page term).
+``--plan-batch 0`` plans the whole cycle before fetching (no pages known). ``--max-requests``
+stops planning before the planned requests pass N (whole customers).
 
 **Phase 2 — pacing alone** (``--pacing N``, 0 to skip): N one-row queries (yesterday's total
 of one meter, one customer each), so the rate budget, the in-flight slots and the HTTP path are
@@ -43,6 +46,9 @@ phase 1 by own time (cProfile).
 
 10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
 time per latency; use ``--max-requests`` to stop earlier (the table says what was run).
+
+Why over 400 lines: both phases, three ways of fetching and the figures of issues 2 and 13
+read as one run; the shared figure helpers live in ``bench/common.py``.
 """
 
 from __future__ import annotations
@@ -53,8 +59,8 @@ import cProfile
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +78,9 @@ from alertd.rules.schema import Rule
 from alertd.service.engine import Engine
 from alertd.service.world import StripeStack, stripe_stack
 from alertd.sim.testing import SimulatorProcess
-from alertd.source import Source
+from alertd.source import MeterUsageSource, Source
 from alertd.source.inflight import ConcurrencyStats
+from alertd.source.pages import PageLearner, page_ranges
 from bench.common import (
     Figure,
     Stopwatch,
@@ -92,6 +99,8 @@ TARGET_RATE = 0.95  # of the limit
 TARGET_WALL_RATIO = 1.05
 TARGET_RSS_MB = 150.0
 DEFAULT_LATENCIES = "0.02,0.15,1"
+#: Customers fetched before the rest is planned (the pages they teach split the rest).
+FIRST_CUSTOMERS = 5
 
 
 @dataclass(slots=True)
@@ -150,6 +159,44 @@ def workload(rules: Sequence[Rule], customers: Sequence[str], now: int,
     return Workload(needs_count, planned, bound, tuple(chosen), tuple(queries))
 
 
+@dataclass(slots=True)
+class PagedWorkload:
+    """The plan of one cycle made batch by batch just ahead of the fetch, each batch with the
+    pages the source then expects (:func:`alertd.source.pages.page_ranges`), so what the
+    first answers taught (the page size, rows per bucket) splits the later queries in advance;
+    counted as the batches are planned."""
+
+    needs: int = 0
+    queries: int = 0
+    planned: int = 0  # HTTP requests: every query's pages
+    bound: int = 0  # with the page term of the same Paging
+    customers: list[str] = field(default_factory=list)
+    planning_seconds: float = 0.0
+
+
+def paged_queries(rules: Sequence[Rule], customers: Sequence[str], now: int,
+                  pages: PageLearner, batch: int, max_requests: int | None,
+                  into: PagedWorkload) -> Iterator[UsageQuery]:
+    """The queries of ``batch`` customers at a time, planned when the previous batch's have
+    been taken, stopping before the planned requests pass ``max_requests``."""
+    for start in range(0, len(customers), batch):
+        began = time.process_time()
+        part = customers[start:start + batch]
+        paging = pages.paging()
+        needs = [n for rule in rules for c in part for n in conditions.needs(rule, c, now)]
+        queries = plan(needs).queries
+        pieces = sum(len(page_ranges(q, paging)) for q in queries)
+        into.planning_seconds += time.process_time() - began
+        if max_requests is not None and into.planned and into.planned + pieces > max_requests:
+            return
+        into.needs += len(needs)
+        into.queries += len(queries)
+        into.planned += pieces
+        into.bound += lower_bound(needs, paging=paging)
+        into.customers += part
+        yield from queries
+
+
 def pacing_queries(customers: Iterable[str], now: int) -> list[UsageQuery]:
     """One one-row query per customer: yesterday's (UTC) total of the storage meter."""
     ends_at = floor(now, "day", "UTC")
@@ -160,7 +207,7 @@ def pacing_queries(customers: Iterable[str], now: int) -> list[UsageQuery]:
 # --------------------------------------------------------------------------- fetching
 
 
-async def fetch_streaming(source: Source, queries: Sequence[UsageQuery], workers: int,
+async def fetch_streaming(source: Source, queries: Iterable[UsageQuery], workers: int,
                           tally: Tally) -> None:
     """Every query through ``source.fetch`` from ``workers`` concurrent workers; each
     answer's rows are counted and dropped."""
@@ -176,6 +223,18 @@ async def fetch_streaming(source: Source, queries: Sequence[UsageQuery], workers
                 tally.rows += len(result.rows)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def fetch_paged(source: MeterUsageSource, rules: Sequence[Rule], ids: Sequence[str],
+                      now: int, args: argparse.Namespace, lazy: PagedWorkload, tally: Tally,
+                      workers: int) -> None:
+    """The first :data:`FIRST_CUSTOMERS`, then the rest, planned batch by batch as the fetch
+    goes (:func:`paged_queries`): nothing tells an answer's size before the first answers, and
+    a cold start of the engine, whose first batch is small, learns it the same way."""
+    for part in (ids[:FIRST_CUSTOMERS], ids[FIRST_CUSTOMERS:]):
+        queries = paged_queries(rules, part, now, source.pages, args.plan_batch,
+                                args.max_requests, lazy)
+        await fetch_streaming(source, queries, workers, tally)
 
 
 async def fetch_with_engine(stack: StripeStack, rules: Sequence[Rule], customers: Sequence[str],
@@ -205,6 +264,7 @@ class Run:
     rss_mb: float
     slots: ConcurrencyStats
     pressure: float | None  # share of the wall in which the machine lacked a free CPU
+    lost: float = 0.0  # seconds of the rate budget's schedule given up (a busy event loop)
 
 
 def cpu_pressure_us() -> int | None:
@@ -255,6 +315,8 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
         figure("wall time, s", wall, "{:.1f}"),
         figure("achieved requests/s", per_second, "{:.1f}", f">= {TARGET_RATE * rate:g}",
                lambda v: v >= TARGET_RATE * rate),
+        figure("arrival rate at the simulator (first → last), requests/s", arrival_rate(run),
+               "{:.1f}", f">= {TARGET_RATE * rate:g}", lambda v: v >= TARGET_RATE * rate),
         figure("most requests in any 1 s (simulator)", peak_analytics, "{:.0f}",
                f"<= {rate:g}", lambda v: v <= rate),
         figure("seconds over the budget (simulator)", over, "{:.0f}", "0", lambda v: v == 0),
@@ -266,6 +328,8 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
         figure("in-flight limit at the end (client)", run.slots.limit, "{:.0f}"),
         Figure("most in flight: client slots / simulator",
                f"{run.slots.peak} / {run.stats.get('max_in_flight', '-')}"),
+        figure("pace given up to a busy event loop, s", run.lost, "{:.2f}", "0",
+               lambda v: v <= 0.01 * wall),
         figure("client CPU s per 1,000 requests", run.watch.cpu / thousands, "{:.2f}"),
         figure("client CPU busy, % of wall", 100 * run.watch.cpu / wall if wall else 0, "{:.0f}"),
         Figure("machine short of CPU (PSI some), % of wall",
@@ -285,6 +349,15 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
     rows.append(figure("peak RSS of this process, MB", run.rss_mb, "{:.0f}",
                        f"<= {TARGET_RSS_MB:g}" if rss_target else "", rss_check))
     return rows
+
+
+def arrival_rate(run: Run) -> float:
+    """Requests per second as the simulator saw them arrive, first to last: the pace while
+    there was work, without the wall's last latency (the final answers coming back), which
+    alone keeps 1,000 requests at 1 s latency under 92/s of wall time."""
+    elapsed = float(run.stats.get("elapsed", 0.0))
+    arrived = int(run.stats.get("by_endpoint", {}).get("meter_usage", run.requests))
+    return (arrived - 1) / elapsed if elapsed > 0 and arrived > 1 else 0.0
 
 
 def ceiling(run: Run) -> float:
@@ -328,43 +401,83 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     rules = mixed_rules()
     now = int(time.time())
     ids = [c.id for c in customers]
-    with Stopwatch() as planning:
-        load = workload(rules, ids, now, args.max_requests, args.plan_batch)
-    print(f"planned {load.planned} requests for {len(ids)} customers in {planning.wall:.1f} s; "
-          f"fetching {len(load.queries)} ({len(load.customers)} customers) via {args.via}",
-          flush=True)
+    source = stack.source
+    paged = args.via == "source" and args.plan_batch > 0 and isinstance(source, MeterUsageSource)
     tally = Tally()
-    if args.via == "engine":
-        work = fetch_with_engine(stack, rules, load.customers, now, tally)
+    lazy = PagedWorkload()
+    if paged:
+        assert isinstance(source, MeterUsageSource)
+        pages_before = replace(source.pages.counts)
+        expected = args.max_requests or 7 * len(ids)
+        print(f"planning {args.plan_batch} customers at a time as the fetch goes, with the "
+              f"pages the source expects (the first {FIRST_CUSTOMERS} fetched before the "
+              "rest is planned, as the engine's first batch)", flush=True)
+        work = fetch_paged(source, rules, ids, now, args, lazy, tally,
+                           stack.http.settings.max_in_flight)
     else:
-        work = fetch_streaming(stack.source, load.queries, stack.http.settings.max_in_flight,
-                               tally)
+        with Stopwatch() as planning:
+            load = workload(rules, ids, now, args.max_requests, args.plan_batch)
+        print(f"planned {load.planned} requests for {len(ids)} customers in {planning.wall:.1f}"
+              f" s; fetching {len(load.queries)} ({len(load.customers)} customers) via "
+              f"{args.via}", flush=True)
+        expected = len(load.queries)
+        if args.via == "engine":
+            work = fetch_with_engine(stack, rules, load.customers, now, tally)
+        else:
+            work = fetch_streaming(source, load.queries, stack.http.settings.max_in_flight,
+                                   tally)
+    budget = stack.http.budgets.analytics
+    lost_before = budget.stats().lost_seconds
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    watch, sent, stats, pressure = await measured(sim, stack, len(load.queries),
+    watch, sent, stats, pressure = await measured(sim, stack, expected,
                                                   "requests sent (planned: the total)", work)
     if profiler is not None:
         profiler.disable()
     engine = args.via == "engine"
     run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
-              peak_rss_mb(), stack.http.concurrency("analytics"), pressure)
-    ratio = load.planned / load.bound if load.bound else 1.0
+              peak_rss_mb(), stack.http.concurrency("analytics"), pressure,
+              budget.stats().lost_seconds - lost_before)
+    if paged:
+        assert isinstance(source, MeterUsageSource)
+        counts = source.pages.counts
+        fetched, needs, planned, bound = lazy.customers, lazy.needs, lazy.planned, lazy.bound
+        queries_count = lazy.queries
+        page_figures = [
+            figure("queries planned (before pages)", lazy.queries, "{:.0f}"),
+            figure("pages added in advance (pre-split)",
+                   counts.presplit - pages_before.presplit, "{:.0f}"),
+            figure("pre-splits that one page would have held",
+                   counts.unneeded - pages_before.unneeded, "{:.0f}"),
+            figure("has_more answers (each a wasted request)",
+                   counts.more - pages_before.more, "{:.0f}"),
+            figure("client CPU s planning (in the run)", lazy.planning_seconds, "{:.2f}"),
+        ]
+    else:
+        fetched, needs, planned, bound = list(load.customers), load.needs, load.planned, \
+            load.bound
+        queries_count = len(load.queries)
+        page_figures = []
+    ratio = planned / bound if bound else 1.0
     figures = [
-        Figure("customers fetched", f"{len(load.customers)}", note=f"of {len(ids)}"),
-        figure("rules × customers (needs per cycle)", load.needs, "{:.0f}"),
-        figure("requests per cycle (planned)", load.planned, "{:.0f}"),
-        figure("planner lower bound", load.bound, "{:.0f}"),
+        Figure("customers fetched", f"{len(fetched)}", note=f"of {len(ids)}"),
+        figure("rules × customers (needs per cycle)", needs, "{:.0f}"),
+        figure("requests per cycle (planned, pages counted)" if paged
+               else "requests per cycle (planned)", planned, "{:.0f}"),
+        figure("lower bound (pages counted)" if paged else "planner lower bound", bound,
+               "{:.0f}"),
         figure("requests ÷ lower bound", ratio, "{:.2f}", "1.00", lambda v: v <= 1.0),
+        *page_figures,
         figure("HTTP requests ÷ planned (has_more splits, retries)",
-               sent / max(len(load.queries), 1), "{:.2f}"),
+               sent / max(planned if paged else queries_count, 1), "{:.2f}"),
         *run_figures(run, args.rate, rss_target=True),
     ]
     if engine:
         figures += [figure("series evaluated (engine)", tally.series, "{:.0f}"),
                     figure("findings (engine)", tally.findings, "{:.0f}")]
     print_table(f"phase 1 at {latency * 1000:g} ms: mixed rule set ({len(rules)} rules), "
-                f"{len(load.customers)} customers, via {args.via}", figures)
+                f"{len(fetched)} customers, via {args.via}", figures)
     for failure in tally.failures[:3]:
         print(f"  failure: {failure}")
     if profiler is not None:
@@ -378,11 +491,13 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
     queries = pacing_queries((ids * (args.pacing // max(len(ids), 1) + 1))[:args.pacing],
                              int(time.time()))
     tally = Tally()
+    lost_before = stack.http.budgets.analytics.stats().lost_seconds
     watch, sent, stats, pressure = await measured(
         sim, stack, len(queries), "requests",
         fetch_streaming(stack.source, queries, stack.http.settings.max_in_flight, tally))
     run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
-              stack.http.concurrency("analytics"), pressure)
+              stack.http.concurrency("analytics"), pressure,
+              stack.http.budgets.analytics.stats().lost_seconds - lost_before)
     print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
                 "requests", run_figures(run, args.rate, rss_target=False))
     return run
@@ -432,6 +547,8 @@ def print_summary(results: Sequence[Measured], rate: float) -> None:
         rows += [
             (f"{phase}: achieved requests/s", each(lambda r: f"{r.requests / r.watch.wall:.1f}"),
              f">= {TARGET_RATE * rate:g}"),
+            (f"{phase}: arrival rate at the simulator, requests/s",
+             each(lambda r: f"{arrival_rate(r):.1f}"), f">= {TARGET_RATE * rate:g}"),
             (f"{phase}: most requests in any 1 s (simulator)",
              each(lambda r: f"{r.stats['peak_per_second']['analytics']}"), f"<= {rate:g}"),
             (f"{phase}: seconds over the budget (simulator)",
@@ -446,6 +563,8 @@ def print_summary(results: Sequence[Measured], rate: float) -> None:
              each(lambda r: f"{100 * r.pressure:.0f}" if r.pressure is not None else "-"), ""),
             (f"{phase}: in-flight limit / most in flight (simulator)",
              each(lambda r: f"{r.slots.limit} / {r.stats.get('max_in_flight', '-')}"), ""),
+            (f"{phase}: pace given up to a busy event loop, s",
+             each(lambda r: f"{r.lost:.2f}"), "0"),
         ]
     name_width = max(len(name) for name, _, _ in rows)
     widths = [max(len(h), *(len(values[i]) for _, values, _ in rows))
@@ -492,9 +611,10 @@ def parse_args() -> argparse.Namespace:
                         help="a single latency (the same as --latencies with one value)")
     parser.add_argument("--pacing", type=int, default=1000,
                         help="one-row requests of phase 2 (0: skip it)")
-    parser.add_argument("--plan-batch", type=int, default=0,
-                        help="plan this many customers at a time (0: all at once, as the "
-                             "engine does)")
+    parser.add_argument("--plan-batch", type=int, default=20,
+                        help="plan this many customers at a time as the fetch goes, with "
+                             "the pages the source expects (0: all at once before fetching, "
+                             "no pages counted)")
     parser.add_argument("--via", choices=("source", "engine"), default="source")
     parser.add_argument("--profile", action="store_true", help="cProfile phase 1")
     args = parser.parse_args()

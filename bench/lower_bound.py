@@ -11,6 +11,7 @@ one spec can serve — is shared (and, for the steady state, the cache's own ran
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
@@ -19,6 +20,7 @@ from functools import lru_cache
 from alertd.buckets import CachePolicy, key_needs, planned_needs, settled_before
 from alertd.model import DataNeed, MeterSpec
 from alertd.planner import covering_spec
+from alertd.source.pages import Paging, bucket_count, spec_rows_per_bucket
 from alertd.stripe_limits import MAX_GROUP_BY, MAX_METERS
 
 #: Up to this many distinct specs of one meter, :func:`lower_bound` partitions exactly (3^n).
@@ -26,8 +28,17 @@ EXACT_LIMIT = 10
 
 
 def lower_bound(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
-                max_group_by: int = MAX_GROUP_BY) -> int:
+                max_group_by: int = MAX_GROUP_BY, paging: Paging | None = None) -> int:
     """The fewest requests any plan can use for ``needs``.
+
+    With ``paging`` (the page size and rows per bucket the source had learned when the plan
+    was made, :mod:`alertd.source.pages`), each group also takes at least
+    ``ceil(R / page_rows)`` requests, ``R`` the sum over meters of the most rows one need of
+    that meter has (its buckets × its own spec's rows per bucket; a spec not yet seen counts
+    no rows, one without group-by one per bucket): every row of an answer is of one meter,
+    and a spec serving a need returns at least the need's rows. Exact when the rows per
+    bucket are; the planner's pieces (:func:`alertd.source.pages.page_ranges`) come from the
+    same figures.
 
     Per (customer, granularity, time zone) group: ``A + max(ceil(S / max_meters), max S_m)``
     (the planner's module docstring). It is a true lower bound under the model there: a request
@@ -39,18 +50,37 @@ def lower_bound(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
     of one meter in a group; beyond that it is the size of a set of pairwise uncoverable specs,
     still a lower bound but possibly below the optimum.
     """
+    needs = list(needs)
     groups: dict[tuple[str, str, str], dict[str | None, set[MeterSpec]]] = defaultdict(
         lambda: defaultdict(set))
     for need in needs:
         groups[(need.customer, need.granularity, need.timezone)][need.spec.meter].add(need.spec)
+    pages = _page_bounds(needs, paging) if paging is not None else {}
     total = 0
-    for by_meter in groups.values():
-        total += len(by_meter.pop(None, ()))
+    for key, by_meter in groups.items():
+        least = len(by_meter.pop(None, ()))
         fewest = [_fewest_covering_specs(tuple(sorted(specs, key=_order)), max_group_by)
                   for specs in by_meter.values()]
         if fewest:
-            total += max(-(-sum(fewest) // max_meters), max(fewest))
+            least += max(-(-sum(fewest) // max_meters), max(fewest))
+        total += max(least, pages.get(key, 0))
     return total
+
+
+def _page_bounds(needs: Iterable[DataNeed], paging: Paging
+                 ) -> dict[tuple[str, str, str], int]:
+    """Per group, the pages its rows take at least (see :func:`lower_bound`)."""
+    if paging.page_rows is None:
+        return {}
+    most: dict[tuple[str, str, str], dict[str | None, float]] = defaultdict(dict)
+    for need in needs:
+        per_bucket = spec_rows_per_bucket(need.granularity, need.spec, paging) or 0.0
+        buckets = bucket_count(need.starts_at, need.ends_at, need.granularity, need.timezone)
+        by_meter = most[(need.customer, need.granularity, need.timezone)]
+        meter = need.spec.meter
+        by_meter[meter] = max(by_meter.get(meter, 0.0), buckets * per_bucket)
+    return {key: math.ceil(sum(rows.values()) / paging.page_rows)
+            for key, rows in most.items()}
 
 
 def steady_state_needs(needs: Iterable[DataNeed], now: int, every: float,

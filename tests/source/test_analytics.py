@@ -456,9 +456,13 @@ async def test_a_single_bucket_with_more_rows_is_incomplete_not_truncated() -> N
     async with make_http(stripe, FakeClock()) as http:
         with pytest.raises(IncompleteResponseError) as caught:
             await MeterUsageSource(http, http.settings).fetch(q)
-    assert stripe.ranges == [(JAN_1, JAN_1 + 4 * DAY), (JAN_1, JAN_1 + 2 * DAY),
-                             (JAN_1, JAN_1 + DAY)]
-    assert caught.value.request_id == "req_3"
+    # Pieces are asked concurrently: both halves, then every single day, all incomplete.
+    days = [(JAN_1 + i * DAY, JAN_1 + (i + 1) * DAY) for i in range(4)]
+    assert sorted(stripe.ranges) == sorted([(JAN_1, JAN_1 + 4 * DAY), (JAN_1, JAN_1 + 2 * DAY),
+                                            (JAN_1 + 2 * DAY, JAN_1 + 4 * DAY), *days])
+    # The first day's error, in range order, is the one raised.
+    first_day = f"req_{stripe.ranges.index(days[0]) + 1}"
+    assert caught.value.request_id == first_day
     assert "single day bucket" in str(caught.value)
     assert caught.value.retryable is False
 

@@ -16,7 +16,13 @@ import pytest
 
 from alertd.errors import MalformedResponseError
 from alertd.model import Dimensions, UsageRow
-from alertd.source.analytics import parse_usage_body, quick_row, read_row
+from alertd.source.analytics import (
+    column_fields,
+    parse_usage_body,
+    quick_fields,
+    quick_row,
+    read_row,
+)
 from alertd.source.body import BodyReader
 
 JAN_1 = 1735689600
@@ -168,3 +174,30 @@ def test_rows_of_one_series_share_their_dimensions() -> None:
     gpt4: Dimensions = (("model", "gpt-4"), ("tier", "pro"))
     assert rows[0].dimensions == rows[2].dimensions == gpt4
     assert rows[0].dimensions is rows[2].dimensions
+
+
+def test_the_column_reader_answers_exactly_when_the_quick_one_takes_every_row() -> None:
+    """:func:`column_fields` reads a whole answer column by column; it must answer exactly
+    when every row would be read quickly, with the same fields (a good row beside every odd
+    one, so one bad row is enough to send the answer to the row-by-row readers)."""
+    good = CURRENT[0]
+    answered = 0
+    for raw in all_rows():
+        data = [good, raw]
+        quick = [quick_fields(row, {}) for row in data]
+        columns = column_fields(data, {})
+        assert (columns is not None) == all(q is not None for q in quick), raw
+        if columns is not None:
+            answered += 1
+            starts, ends, values, meters, dimensions = columns
+            by_row = list(zip(starts, ends, [float(v) for v in values], meters, dimensions,
+                              strict=True))
+            assert by_row == quick, raw
+    assert 0 < answered < len(all_rows()) // 2
+
+
+def test_repeated_ids_are_dropped_by_the_column_reader_too() -> None:
+    rows = [*CURRENT, CURRENT[1]]
+    body = parse_usage_body(current_body(rows), REQUEST_ID)
+    assert body.repeated == ("mur_1",)
+    assert typed(list(body.rows)) == typed(carefully(CURRENT))
