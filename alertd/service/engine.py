@@ -386,6 +386,7 @@ class Engine:
         """Wait for a batch's answers, judge them, and save what the cache may keep."""
         outcomes = await started.outcomes
         the_plan, reads = started.reading.plan, started.reading.reads
+        reads.take_alongside(the_plan, outcomes)
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows
         total.rows += rows
