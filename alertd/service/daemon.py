@@ -584,12 +584,12 @@ class Daemon:
         lane = live.lane(self.accounts[0].name if account is None else account)
         poller = self.pollers[lane.account.name]
         now = int(self.clock.now())
+        reading = self.schedules[lane.account.name].reading(lane.world, names, now)
         try:
             outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now,
-                                        customers)
+                                        customers, observe=reading)
         finally:
             self._merge_health()
-        self.schedules[lane.account.name].learn(lane.world, names, outcome.result)
         # A poll that recorded nothing (no fresher data) judged nothing: the board keeps what
         # the last recorded poll of its rules found (only the meta findings are news).
         polled = names if outcome.recorded else ()

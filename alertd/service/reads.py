@@ -158,9 +158,9 @@ def hours_alongside(hull: DataNeed, fetched: DataNeed, planned: DataNeed, now: i
     Why: the entry of a key read as days keeps no hours, so the next poll reads its first
     unsettled bucket as hours from that bucket's start (up to a day more than the settle
     window) before it can keep them. Read beside the full read, they join the customer's
-    hourly request (a full read happens with no entry, so every recent need of the customer
-    is hourly then too): the warm-up keeps them, and the first poll after it asks only for
-    the settle window and the time since, as every later one does.
+    hourly request in that zone, where there is one (:func:`prepare` asks for them only
+    then: they never cost a request): the warm-up keeps them, and the first poll after it
+    asks only for the settle window and the time since, as every later one does.
     """
     if hull.granularity == "hour" or planned != fetched or fetched.starts_at > hull.starts_at:
         return None
@@ -235,9 +235,12 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
     planned = planned_needs(fetched, policy, entries) if cache is not None else fetched
     reads = BatchReads(hulls, fetched, entries, planned)
     if cache is not None and cache.writable:
+        # Only where the customer has an hourly request in that zone anyway: never one more.
+        hourly_anyway = {(p.customer, p.timezone) for p in planned.values()
+                         if p.granularity == "hour"}
         for key, hull in hulls.items():
             hours = hours_alongside(hull, fetched[key], planned[key], now, policy)
-            if hours is not None:
+            if hours is not None and (hours.customer, hours.timezone) in hourly_anyway:
                 reads.alongside[key] = hours
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:

@@ -32,7 +32,7 @@ from alertd.deadlines import Memory, Pacing, remember, series_deadline
 from alertd.errors import SourceError
 from alertd.model import Finding, SeriesKey
 from alertd.rules.schema import Rule
-from alertd.service.engine import Engine, PassResult, selection_for
+from alertd.service.engine import BatchFindings, Engine, PassResult, selection_for
 from alertd.service.polling import PollGroup, poll_groups
 from alertd.service.world import World
 from alertd.source.directory import selection_key
@@ -125,7 +125,12 @@ class DeadlineBook:
             if customer in self._due:
                 self._book(customer, deadlines.get(customer, now + self.every))
         if requests is not None and read:
-            measured = requests / len(read)
+            self.measure(requests, len(read))
+
+    def measure(self, requests: int, customers: int) -> None:
+        """Folds what reading ``customers`` cost into the requests per customer."""
+        if customers:
+            measured = requests / customers
             self.requests_per_customer = 0.5 * self.requests_per_customer + 0.5 * measured
 
     def _book(self, customer: str, due: float) -> None:
@@ -194,17 +199,35 @@ class DuePolls:
         tick = world.settings.schedule.tick
         return book.take(now, world.settings.stripe.requests_per_second * tick)
 
-    def learn(self, world: World, group: PollGroup, result: PassResult) -> None:
-        """Books the next deadlines of the customers ``result`` read."""
+    def reading(self, world: World, group: PollGroup, now: int) -> BookReading | None:
+        """What books the deadlines of a pass of ``group`` at ``now`` batch by batch, as
+        its findings come (``None`` with deadlines off: nothing would read the book)."""
         book = self._books.get(group)
-        if book is None:
-            return
-        if not len(book):
-            book.admit(result.customers)  # a full poll (or one by hand) before any tick
+        if book is None or not self.enabled:
+            return None
         names = set(group)
-        rules = {rule.name: rule for rule in world.rules if rule.name in names}
-        book.observe(rules, result.customers, result.findings, result.now,
-                     result.refreshed_at, result.requests)
+        return BookReading(book, {rule.name: rule for rule in world.rules if rule.name in names},
+                           now)
+
+
+class BookReading:
+    """Books each batch's customers as a pass judges them (a
+    :class:`~alertd.service.polling.PassObserver`): their deadlines from their findings, the
+    data's instant the batch's oldest ``refreshed_at``; when the pass is done, what it cost
+    per customer."""
+
+    def __init__(self, book: DeadlineBook, rules: Mapping[str, Rule], now: int) -> None:
+        self.book = book
+        self.rules = rules
+        self.now = now
+
+    def batch(self, found: BatchFindings) -> None:
+        if not len(self.book):
+            self.book.admit(found.customers)  # a full poll (or one by hand) before any tick
+        self.book.observe(self.rules, found.read, found.findings, self.now, found.refreshed_at)
+
+    def done(self, result: PassResult) -> None:
+        self.book.measure(result.requests, len(result.customers))
 
 
 async def group_customers(engine: Engine, world: World, group: PollGroup) -> set[str] | None:
