@@ -134,6 +134,8 @@ def parse_args() -> argparse.Namespace:
                         help="--daemon: every rule's poll interval, seconds (accelerated)")
     parser.add_argument("--limit", type=float, default=4 * 3600.0,
                         help="--daemon: give up after this many seconds")
+    parser.add_argument("--progress", type=float, default=120.0,
+                        help="--daemon: seconds between progress lines")
     return parser.parse_args()
 
 
