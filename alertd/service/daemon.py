@@ -165,7 +165,7 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.poller = Poller(self.metrics, self.health)
-        self.schedule = DuePolls()  # deadlines per poll group (alertd.service.schedule)
+        self.schedule = DuePolls(self.metrics)  # deadlines per poll group (service.schedule)
         self.schedules: dict[str, DuePolls] = {"": self.schedule}  # by account
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
@@ -302,10 +302,11 @@ class Daemon:
                                            account=a.name) for a in accounts}
             self.poller = self.pollers[accounts[0].name]
             # Customer ids of two accounts may be alike: each account has its deadlines.
-            self.schedules = {a.name: DuePolls() for a in accounts}
+            self.schedules = {a.name: DuePolls(self.metrics, a.name) for a in accounts}
             self.schedule = self.schedules[accounts[0].name]
         else:
             self.poller.account = accounts[0].name
+            self.schedule.account = accounts[0].name
             self.pollers = {accounts[0].name: self.poller}
             self.schedules = {accounts[0].name: self.schedule}
         if settings.state.url is None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from alertd.config.settings import Settings
 from alertd.deadlines import Memory, Pacing, remember, series_deadline
@@ -33,6 +34,7 @@ from alertd.errors import SourceError
 from alertd.model import Finding, SeriesKey
 from alertd.rules.schema import Rule
 from alertd.service.engine import BatchFindings, Engine, PassResult, selection_for
+from alertd.service.metrics import Metrics, TickFigures
 from alertd.service.polling import PollGroup, poll_groups
 from alertd.service.world import World
 from alertd.source.directory import selection_key
@@ -74,6 +76,13 @@ class DeadlineBook:
         if len(self._heap) > 4 * len(self._due) + 64:  # stale entries pile up: rebuild
             self._heap = [(due, c) for c, due in self._due.items()]
             heapq.heapify(self._heap)
+
+    def figures(self, now: float) -> TickFigures:
+        """How many customers are booked and due at ``now``, how far past its deadline the
+        most overdue one (read before) is, and the earliest deadline (for metrics)."""
+        due = [d for d in self._due.values() if d <= now]
+        lag = max((now - d for d in due if math.isfinite(d)), default=0.0)
+        return TickFigures(len(self._due), len(due), lag, self.next_due())
 
     def due_at(self, customer: str) -> float | None:
         """The customer's next deadline (``-inf``: due now, never read), if it is known."""
@@ -160,14 +169,20 @@ class DuePolls:
     customer at ``every``, as before the scheduler existed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None, account: str = "") -> None:
+        """``metrics`` gets each tick's figures (:meth:`Metrics.on_tick`), for ``account``."""
         self._books: dict[PollGroup, DeadlineBook] = {}
         self._settings: Settings | None = None
+        self.metrics = metrics
+        self.account = account
 
     def reset(self, world: World, every_override: float | None = None) -> None:
         """Empty books for ``world``'s poll groups: everything is due at the next tick."""
         self._settings = world.settings
         pacing = pacing_of(world.settings)
+        if self.metrics is not None:
+            for book in self._books.values():
+                self.metrics.forget_schedule(self.account, book.every)
         self._books = {names: DeadlineBook(every, pacing)
                        for every, names in poll_groups(world.rules, every_override).items()}
 
@@ -197,7 +212,14 @@ class DuePolls:
             return None
         book.admit(customers)
         tick = world.settings.schedule.tick
-        return book.take(now, world.settings.stripe.requests_per_second * tick)
+        before = book.figures(now) if self.metrics is not None else None
+        taken = book.take(now, world.settings.stripe.requests_per_second * tick)
+        if self.metrics is not None and before is not None:
+            earliest = book.next_due()
+            # A customer never read is due now (its deadline is -inf).
+            earliest = now if earliest is not None and earliest < now else earliest
+            self.metrics.on_tick(self.account, book.every, replace(before, next_due=earliest))
+        return taken
 
     def reading(self, world: World, group: PollGroup, now: int) -> BookReading | None:
         """What books the deadlines of a pass of ``group`` at ``now`` batch by batch, as
