@@ -459,7 +459,8 @@ class Engine:
             total.findings.extend(started.early)
             total.findings.extend(findings)
         total.series.update(series)
-        total.refreshed.extend(refreshed)
+        if refreshed:  # only the oldest counts: one per pass, not one per series
+            total.refreshed = [min([*total.refreshed, *refreshed])]
         total.failures.extend(failures)
         total.queries += len(the_plan.queries)
         total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
