@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from alertd.config.settings import Settings
-from alertd.deadlines import Memory, Pacing, remember, series_deadline
+from alertd.deadlines import Memory, Pacing, projectable, remember, series_deadline
 from alertd.errors import SourceError
 from alertd.model import Finding, SeriesKey
 from alertd.rules.schema import Rule
@@ -124,7 +124,9 @@ class DeadlineBook:
             rule = rules.get(finding.rule)
             if rule is None or finding.customer not in self._due:
                 continue  # a meta finding, or a customer no longer in the group
-            memory = remember(self._memory.get(finding.key), finding, at, self.pacing)
+            memory = None
+            if projectable(rule, finding):  # no other deadline reads a memory: keep none
+                memory = remember(self._memory.get(finding.key), finding, at, self.pacing)
             if memory is not None:
                 self._memory[finding.key] = memory
             due = series_deadline(rule, finding, memory, now, self.pacing, every=self.every,
