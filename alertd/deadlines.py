@@ -44,6 +44,7 @@ bounded.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from alertd import calendar
@@ -97,7 +98,8 @@ def remember(
         rates.append(previous.peak_rate * decay)
         if previous.period_key == finding.period_key and at > previous.at:
             rates.append((value - previous.value) / (at - previous.at))
-    return Memory(at, value, finding.period_key, max(0.0, *rates))
+    # Interned: every series of a period shares one key string.
+    return Memory(at, value, sys.intern(finding.period_key), max(0.0, *rates))
 
 
 def crossing_deadline(
@@ -141,7 +143,7 @@ def series_deadline(
     kind = kind_of(rule)
     if finding.active or finding.state in WATCHED_STATES:
         pass
-    elif _projectable(rule, finding):
+    elif projectable(rule, finding):
         assert finding.value is not None and finding.threshold is not None
         rate = pacing.safety * (memory.peak_rate if memory is not None else 0.0)
         crossing = crossing_deadline(finding.value, finding.threshold, rate,
@@ -155,8 +157,9 @@ def series_deadline(
     return max(due, now + min(pacing.min_interval, every))
 
 
-def _projectable(rule: Rule, finding: Finding) -> bool:
-    """Whether the finding is an upper bound on a total that only grows within its period."""
+def projectable(rule: Rule, finding: Finding) -> bool:
+    """Whether the finding is an upper bound on a total that only grows within its period:
+    the only series whose deadline reads its :class:`Memory` (so the only ones to keep one)."""
     kind = kind_of(rule)
     return (kind.grows_within_period(rule) and kind.reads_running_period(rule)
             and not wants_billing(rule) and finding.value is not None

@@ -21,7 +21,14 @@ each following pass is a steady cycle. Printed per cycle, beside their targets:
   (:func:`bench.lower_bound.steady_state_needs` with the time since the previous pass);
   target 1.00;
 * **rows ÷ warm-up**: rows fetched in a steady cycle ÷ rows of the warm-up (target ≤ 5 %);
-* achieved requests/s, CPU seconds of this process per 1,000 requests, peak RSS.
+* achieved requests/s, CPU seconds of this process per 1,000 requests, peak RSS;
+* the deadline scheduler's book (:class:`alertd.service.schedule.DeadlineBook`, in RAM): the
+  passes' findings are booked into one as the daemon's batches book them, and its bytes per
+  customer (every object it alone holds: deadlines, heap, each series' memory and key) are
+  printed with what that makes at 100,000 customers.
+
+The passes hand their findings on batch by batch and keep only the notable ones, as the
+daemon's do (:class:`alertd.service.recording.PassRecorder` records them there).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,9 +47,11 @@ from alertd import conditions
 from alertd.buckets import CachePolicy
 from alertd.clock import SystemClock
 from alertd.config.settings import CustomerSelection
+from alertd.deadlines import Pacing
 from alertd.rules.loader import RuleSet
-from alertd.service.engine import BATCH_CUSTOMERS, Engine
+from alertd.service.engine import BATCH_CUSTOMERS, BatchFindings, Engine
 from alertd.service.reads import BucketCache
+from alertd.service.schedule import BookReading, DeadlineBook
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from alertd.store.sqlite import SqliteStore
@@ -73,6 +83,8 @@ async def main(args: argparse.Namespace) -> None:
                             batch_customers=args.batch_customers)
             warm_rows = 0.0
             previous: float | None = None
+            book = DeadlineBook(15 * 60.0, Pacing())
+            book.admit(customers)
             for cycle in range(1 + args.cycles):
                 now = int(time.time())
                 needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
@@ -83,7 +95,13 @@ async def main(args: argparse.Namespace) -> None:
                     print(f"cold lower bound without the cache: {lower_bound(needs)} requests")
                 rows_before = engine.cache_counts.rows_fetched
                 cpu, wall = time.process_time(), time.perf_counter()
-                result = await engine.run_pass(now)
+                reading = BookReading(book, {r.name: r for r in rules}, now)
+
+                async def booked(found: BatchFindings, reading: BookReading = reading) -> None:
+                    reading.batch(found)
+
+                result = await engine.run_pass(now, on_batch=booked)
+                reading.done(result)
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 rows = engine.cache_counts.rows_fetched - rows_before
                 warm_rows = warm_rows or rows
@@ -91,6 +109,46 @@ async def main(args: argparse.Namespace) -> None:
                     result.queries, result.requests, bound, rows, warm_rows, wall, cpu,
                     steady=cycle > 0, failures=len(result.failures), rss=peak_rss_mb()))
                 previous = now
+            print_book(book, len(customers))
+            held = held_bytes(list(result.customers.values()))
+            print(f"the directory's customers (Customer objects, kept between polls): "
+                  f"{held / max(len(customers), 1):.0f} bytes a customer, "
+                  f"{held / max(len(customers), 1) * 100_000 / 1e6:.0f} MB at 100,000")
+
+
+def print_book(book: DeadlineBook, customers: int) -> None:
+    """The deadline book's bytes per customer, and at 100,000 customers."""
+    size = held_bytes([book._due, book._heap, book._current, book._memory])
+    per = size / max(customers, 1)
+    series = len(book._memory)
+    print(f"deadline book: {size / 1e6:.2f} MB for {customers} customers and {series} series: "
+          f"{per:.0f} bytes a customer ({size / max(series, 1):.0f} a series), "
+          f"{per * 100_000 / 1e6:.0f} MB at 100,000 customers")
+
+
+def held_bytes(roots: Iterable[object]) -> int:
+    """``sys.getsizeof`` of ``roots`` and of everything reachable from them through
+    containers and slotted dataclasses, each object once (strings included, though some, the
+    customer ids, are shared with the directory)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    total = 0
+    while stack:
+        item = stack.pop()
+        cached = item is None or (isinstance(item, int) and -5 <= item <= 256)  # interned
+        if cached or id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif hasattr(item, "__slots__"):
+            stack.extend(getattr(item, name) for name in item.__slots__
+                         if hasattr(item, name))
+    return total
 
 
 def title(cycle: int, customers: int, wall: float, who: str = "") -> str:
@@ -134,6 +192,8 @@ def parse_args() -> argparse.Namespace:
                         help="--daemon: every rule's poll interval, seconds (accelerated)")
     parser.add_argument("--limit", type=float, default=4 * 3600.0,
                         help="--daemon: give up after this many seconds")
+    parser.add_argument("--progress", type=float, default=120.0,
+                        help="--daemon: seconds between progress lines")
     return parser.parse_args()
 
 

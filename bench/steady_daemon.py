@@ -13,7 +13,10 @@ SQLite file. The daemon's ``poll done`` log lines say what each poll planned (``
 sent (``requests``) and was answered (``rows``); the first poll warms the cache, each later one
 is a steady cycle. Printed per poll, beside the targets: requests ÷ the bound (computed here
 as ``bench/steady.py`` does, at the poll's start), rows ÷ warm-up, the daemon's CPU seconds per
-1,000 requests and its peak RSS so far (``VmHWM``).
+1,000 requests and its peak RSS so far (``VmHWM``). Each poll's table is printed as soon as
+the poll is done, and every ``--progress`` seconds a line with the daemon's CPU seconds, RSS
+and peak RSS so far, so a run stopped early (10,000 customers take hours on a loaded machine)
+still says what it measured.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +121,29 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_mb(pid: int) -> float:
+    """The resident set size of a live process now (``VmRSS``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def progress(pid: int, every: float, started: float) -> None:
+    """A line every ``every`` seconds: the daemon's CPU seconds, RSS and peak RSS so far."""
+    while True:
+        await asyncio.sleep(every)
+        print(f"  [{time.time() - started:6.0f} s] alertd run: CPU {child_cpu_seconds(pid):.0f} s,"
+              f" RSS {rss_mb(pid):.0f} MB, peak {peak_rss_mb(pid):.0f} MB; "
+              f"{machine_note().split(', ', 1)[1]}", flush=True)
+
+
 async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, every: float,
-                starts: list[float]) -> list[Poll]:
-    """The first ``count`` polls the daemon reports. ``starts`` gets when each began, about:
-    the daemon's start for the first, then the previous poll's end or its start plus
-    ``every``, whichever is later."""
+                starts: list[float], report: Callable[[int, Poll], None] | None = None
+                ) -> list[Poll]:
+    """The first ``count`` polls the daemon reports, each handed to ``report`` as it comes.
+    ``starts`` gets when each began, about: the daemon's start for the first, then the
+    previous poll's end or its start plus ``every``, whichever is later."""
     assert proc.stderr is not None
     found: list[Poll] = []
     deadline = time.monotonic() + limit
@@ -142,6 +164,8 @@ async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, ever
             starts.append(max(time.time(), starts[-1] + every))
             print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
                   flush=True)
+            if report is not None:
+                report(len(found) - 1, found[-1])
     return found
 
 
@@ -159,25 +183,29 @@ async def run(args: argparse.Namespace) -> None:
             customers = await _customer_ids(sim.url)
             starts = [time.time()]
             proc = await start(config)
+            ticking = asyncio.ensure_future(progress(proc.pid, args.progress, starts[0]))
+            done: list[Poll] = []
+
+            def report(cycle: int, poll: Poll) -> None:
+                done.append(poll)
+                now = int(starts[cycle])
+                needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
+                since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
+                bound = lower_bound(steady_state_needs(needs, now, since))
+                wall = poll.at - starts[cycle]
+                cpu_before = done[-2].cpu if len(done) > 1 else 0.0
+                print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
+                    poll.queries, poll.requests, bound, poll.rows, done[0].rows, wall,
+                    poll.cpu - cpu_before, steady=cycle > 0, failures=poll.failures,
+                    rss=poll.rss, who="alertd run"))
+
             try:
-                found = await polls(proc, 1 + args.cycles, args.limit, args.every, starts)
+                await polls(proc, 1 + args.cycles, args.limit, args.every, starts, report)
             finally:
+                ticking.cancel()
                 if proc.returncode is None:
                     proc.terminate()
                     await proc.wait()
-    cpu_before = 0.0
-    warm_rows = found[0].rows
-    for cycle, poll in enumerate(found):
-        now = int(starts[cycle])
-        needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
-        since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
-        bound = lower_bound(steady_state_needs(needs, now, since))
-        wall = poll.at - starts[cycle]
-        print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
-            poll.queries, poll.requests, bound, poll.rows, warm_rows, wall,
-            poll.cpu - cpu_before, steady=cycle > 0, failures=poll.failures, rss=poll.rss,
-            who="alertd run"))
-        cpu_before = poll.cpu
 
 
 async def _customer_ids(url: str) -> list[str]:

@@ -217,6 +217,16 @@ class Pipeline:
             decisions = await self._flush(step.updates, step.states, now, dry_run, immediate)
         return Report(step.findings, step.transitions, decisions)
 
+    async def record(self, step: Lifecycle, now: int) -> Report:
+        """Commits a lifecycle step worked out beforehand and flushes every due group, in the
+        one transaction :meth:`apply` uses (the daemon works a pass's step out batch by batch:
+        :class:`alertd.service.recording.PassRecorder`)."""
+        async with self._lock:
+            for transition in step.transitions:
+                _log_transition(transition)
+            decisions = await self._flush(step.updates, step.states, now, False, False)
+        return Report(step.findings, step.transitions, decisions)
+
     async def flush(self, now: int, *, dry_run: bool = False, immediate: bool = False) -> Report:
         """Flushes the groups that are due at ``now`` (the daemon's timer)."""
         async with self._lock:

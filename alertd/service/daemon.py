@@ -166,7 +166,7 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.poller = Poller(self.metrics, self.health)
-        self.schedule = DuePolls()  # deadlines per poll group (alertd.service.schedule)
+        self.schedule = DuePolls(self.metrics)  # deadlines per poll group (service.schedule)
         self.schedules: dict[str, DuePolls] = {"": self.schedule}  # by account
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
@@ -305,10 +305,11 @@ class Daemon:
                                            account=a.name) for a in accounts}
             self.poller = self.pollers[accounts[0].name]
             # Customer ids of two accounts may be alike: each account has its deadlines.
-            self.schedules = {a.name: DuePolls() for a in accounts}
+            self.schedules = {a.name: DuePolls(self.metrics, a.name) for a in accounts}
             self.schedule = self.schedules[accounts[0].name]
         else:
             self.poller.account = accounts[0].name
+            self.schedule.account = accounts[0].name
             self.pollers = {accounts[0].name: self.poller}
             self.schedules = {accounts[0].name: self.schedule}
         if settings.state.url is None:
@@ -589,12 +590,12 @@ class Daemon:
         lane = live.lane(self.accounts[0].name if account is None else account)
         poller = self.pollers[lane.account.name]
         now = int(self.clock.now())
+        reading = self.schedules[lane.account.name].reading(lane.world, names, now)
         try:
             outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now,
-                                        customers)
+                                        customers, observe=reading)
         finally:
             self._merge_health()
-        self.schedules[lane.account.name].learn(lane.world, names, outcome.result)
         # A poll that recorded nothing (no fresher data) judged nothing: the board keeps what
         # the last recorded poll of its rules found (only the meta findings are news).
         polled = names if outcome.recorded else ()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from alertd.accounts import with_account
@@ -90,11 +90,46 @@ FETCH_AHEAD = 1
 RECENT_BUCKETS = 24
 
 
+@dataclass(frozen=True, slots=True)
+class BatchFindings:
+    """The findings of one judged batch of a pass, as :meth:`Engine.run_pass` hands them to
+    its ``on_batch`` (the account's identity already in their keys)."""
+
+    findings: tuple[Finding, ...]
+    #: The series of the batch's active findings (trimmed to :data:`RECENT_BUCKETS`).
+    series: Mapping[SeriesKey, Series]
+    #: Every customer of the pass (shared, not copied), for the alerts' customer details.
+    customers: Mapping[str, Customer]
+    #: The ids of the batch's customers (none for the findings of customers the directory
+    #: could not serve).
+    read: frozenset[str]
+    #: The oldest ``refreshed_at`` of the batch's answers (``None``: none said).
+    refreshed_at: int | None
+
+
+#: What :meth:`Engine.run_pass` hands each batch's findings to, instead of keeping them.
+OnBatch = Callable[[BatchFindings], Awaitable[None]]
+
+
+def notable(finding: Finding) -> bool:
+    """Whether a finding is kept by a pass that hands its findings on batch by batch: an
+    active verdict, ``nodata`` or ``error`` (the rest are the bulk: quiet series)."""
+    return finding.active or finding.state != "inactive"
+
+
 @dataclass(slots=True)
 class _Tally:
     """What the batches of one pass add up to."""
 
+    #: Every finding; with ``on_batch``, only the :func:`notable` ones (the rest went on).
     findings: list[Finding] = field(default_factory=list)
+    on_batch: OnBatch | None = None
+    customers: Mapping[str, Customer] = field(default_factory=dict)
+    account: str = ""
+    #: With ``on_batch``: whether any finding judged a series (not an ``error``), and how
+    #: many findings were handed on.
+    judged: bool = False
+    handed: int = 0
     series: dict[SeriesKey, Series] = field(default_factory=dict)
     refreshed: list[int] = field(default_factory=list)
     failures: list[SourceError] = field(default_factory=list)
@@ -135,6 +170,9 @@ class PassResult:
     account: str = ""
     #: Usage rows Stripe answered with (what the bucket cache saves shows here).
     rows: int = 0
+    #: With ``on_batch``: whether the pass judged any series (``findings`` then holds only
+    #: the notable ones); ``None`` when ``findings`` holds every finding.
+    judged: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +306,14 @@ class Engine:
         *,
         rule_names: Iterable[str] | None = None,
         customer_ids: Iterable[str] | None = None,
+        on_batch: OnBatch | None = None,
     ) -> PassResult:
         """Evaluate the rules (all, or those named) for their customers at ``now``.
+
+        With ``on_batch``, each batch's findings are handed to it as soon as the batch is
+        judged (those of customers the directory could not serve first) and the pass keeps
+        only the :func:`notable` ones: what a pass holds then does not grow with the number
+        of customers (the daemon records alert states batch by batch this way).
 
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
@@ -288,8 +332,11 @@ class Engine:
         selection = await self.select_customers(rules, only)
         by_rule = selection.by_rule
         customers = {c.id: c for cs in by_rule.values() for c in cs}
-        total = _Tally()
+        total = _Tally(on_batch=on_batch, customers=customers, account=self.account)
         _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
+        if on_batch is not None:
+            problems, total.findings = total.findings, []
+            await _hand_over(total, problems, {}, frozenset(), None)
         ids = list(customers)
         await self._run_batches(rules, by_rule, ids, now, total)
         await prune(self.cache, now)
@@ -307,6 +354,7 @@ class Engine:
             series=series,
             failures=tuple(total.failures),
             account=self.account,
+            judged=(total.judged or not total.handed) if on_batch is not None else None,
         )
 
     async def _run_batches(
@@ -386,6 +434,7 @@ class Engine:
         """Wait for a batch's answers, judge them, and save what the cache may keep."""
         outcomes = await started.outcomes
         the_plan, reads = started.reading.plan, started.reading.reads
+        reads.take_alongside(the_plan, outcomes)
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows
         total.rows += rows
@@ -402,10 +451,16 @@ class Engine:
         good += more.good
         await save(self.cache, reads, good, now)
         failures = [o for o in outcomes if isinstance(o, SourceError) and source_failure(o)]
-        total.findings.extend(started.early)
-        total.findings.extend(findings)
+        if total.on_batch is not None:
+            await _hand_over(total, [*started.early, *findings], series,
+                             frozenset(c.id for cs in started.customers.values() for c in cs),
+                             min(refreshed, default=None))
+        else:
+            total.findings.extend(started.early)
+            total.findings.extend(findings)
         total.series.update(series)
-        total.refreshed.extend(refreshed)
+        if refreshed:  # only the oldest counts: one per pass, not one per series
+            total.refreshed = [min([*total.refreshed, *refreshed])]
         total.failures.extend(failures)
         total.queries += len(the_plan.queries)
         total.requests += sum(o.requests for o in outcomes if isinstance(o, UsageResult))
@@ -523,6 +578,21 @@ def _settle(rule: Rule, slots: Sequence[Finding | tuple[Series, Customer]], now:
         findings.append(finding)
         if finding.active:
             all_series[series.key] = replace(series, buckets=series.buckets[-RECENT_BUCKETS:])
+
+
+async def _hand_over(total: _Tally, findings: Sequence[Finding],
+                     series: Mapping[SeriesKey, Series], read: frozenset[str],
+                     refreshed_at: int | None) -> None:
+    """Hands one batch's findings to ``on_batch``, keeping only the notable ones."""
+    assert total.on_batch is not None
+    if not findings and not read:
+        return
+    owned, owned_series = with_account(tuple(findings), dict(series), total.account)
+    total.judged = total.judged or any(f.state != "error" for f in owned)
+    total.handed += len(owned)
+    total.findings.extend(f for f in owned if notable(f))
+    await total.on_batch(BatchFindings(owned, owned_series, total.customers, read,
+                                       refreshed_at))
 
 
 def _tally_problems(

@@ -7,9 +7,20 @@ Label values known in advance (the two Stripe budgets, the store's error kinds) 
 ``rate(alertd_stripe_rate_limited_total[5m])`` has a series before the first 429 and an alert
 on it can fire on the first increase. The ``*_created`` series are switched off: they carry a
 process start time per series that nobody graphs and double the exposition.
+
+Beside the contract's metrics, the deadline scheduler's (:mod:`alertd.service.schedule`), one
+series per account and poll group (``every``: the group's interval in seconds), set at each
+tick: ``alertd_deadline_customers`` (customers booked), ``alertd_deadline_due`` (customers
+whose read was due at the tick, never-read ones included), ``alertd_deadline_lag_seconds``
+(how far past its deadline the most overdue read customer was: the budget falling behind
+shows here first) and ``alertd_deadline_next_timestamp_seconds`` (the earliest deadline booked
+after the tick took its customers).
 """
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +32,16 @@ from prometheus_client import (
 )
 
 from alertd import __version__
+
+
+@dataclass(frozen=True, slots=True)
+class TickFigures:
+    """What one tick of a poll group's deadline book shows (see the module docstring)."""
+
+    customers: int
+    due: int
+    lag: float
+    next_due: float | None
 
 #: The rate-limit budgets of :mod:`alertd.source.ratelimit` (``budget`` label values).
 BUDGETS = ("analytics", "general")
@@ -84,6 +105,24 @@ class Metrics:
             "When the account's lease, as last seen, expires (unix seconds).", ["account"],
             registry=r,
         )
+        scheduler = ["account", "every"]
+        self.deadline_customers = Gauge(
+            "alertd_deadline_customers", "Customers the deadline scheduler books.", scheduler,
+            registry=r,
+        )
+        self.deadline_due = Gauge(
+            "alertd_deadline_due", "Customers whose read was due at the scheduler's last tick "
+            "(never-read ones included).", scheduler, registry=r,
+        )
+        self.deadline_lag = Gauge(
+            "alertd_deadline_lag_seconds", "How long past its deadline the most overdue "
+            "customer was at the scheduler's last tick (0: none overdue).", scheduler,
+            registry=r,
+        )
+        self.deadline_next = Gauge(
+            "alertd_deadline_next_timestamp_seconds", "The earliest deadline booked after the "
+            "scheduler's last tick (unix seconds).", scheduler, registry=r,
+        )
         self.build_info = Gauge(
             "alertd_build_info", "Build information.", ["version"], registry=r
         )
@@ -107,6 +146,23 @@ class Metrics:
 
     def on_pending(self, count: int) -> None:
         self.outbox_pending.set(count)
+
+    # The deadline scheduler's observer protocol.
+    def on_tick(self, account: str, every: float, tick: TickFigures) -> None:
+        labels = {"account": account, "every": f"{every:g}"}
+        self.deadline_customers.labels(**labels).set(tick.customers)
+        self.deadline_due.labels(**labels).set(tick.due)
+        self.deadline_lag.labels(**labels).set(tick.lag)
+        if tick.next_due is not None:
+            self.deadline_next.labels(**labels).set(tick.next_due)
+
+    def forget_schedule(self, account: str, every: float) -> None:
+        """Drops a poll group's scheduler series (a reload removed or changed the group)."""
+        labels = (account, f"{every:g}")
+        for gauge in (self.deadline_customers, self.deadline_due, self.deadline_lag,
+                      self.deadline_next):
+            with contextlib.suppress(KeyError):  # never set: no tick yet
+                gauge.remove(*labels)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

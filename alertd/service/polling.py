@@ -3,8 +3,10 @@
 Where it sits: the daemon's scheduler fires one job per poll group → :meth:`Poller.poll` →
 :meth:`Engine.run_pass <alertd.service.engine.Engine.run_pass>` (one plan, so one fetch serves every
 rule of the group that needs the same data; the Stripe client's rate budgets pace it) → the
-freshness gate → :func:`~alertd.service.recording.record_pass` (alert states and outbox rows in one
-transaction) → metrics, readiness and the systemd ``STATUS=`` line.
+freshness gate → :class:`~alertd.service.recording.PassRecorder` (each batch's lifecycle as the
+pass goes, then alert states and outbox rows in one transaction) → metrics, readiness and the
+systemd ``STATUS=`` line. A poll keeps of its findings only the notable ones (not ``inactive``)
+and counts the rest: what it holds does not grow with the number of customers.
 
 The freshness gate: when a group's ``refreshed_at`` has not advanced since its previous poll,
 Stripe has told us nothing new, so the usage findings are not recorded (evaluation waits for
@@ -37,9 +39,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, get_args
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, get_args
 
 from alertd.alerts import META_POLICIES, SOURCE_FAILURE, STALE_DATA
 from alertd.clock import iso
@@ -48,10 +50,16 @@ from alertd.errors import SourceError
 from alertd.model import Finding, FindingState, Meter, SeriesKey
 from alertd.notify.pipeline import Pipeline
 from alertd.rules.schema import Rule
-from alertd.service.engine import Engine, PassResult
+from alertd.service.engine import BatchFindings, Engine, PassResult
 from alertd.service.http import Health
 from alertd.service.metrics import Metrics
-from alertd.service.recording import judged_any, meta_findings, poll_failed, record_pass
+from alertd.service.recording import (
+    PassRecorder,
+    RecordedTally,
+    judged_any,
+    meta_findings,
+    poll_failed,
+)
 from alertd.service.world import World
 
 log = logging.getLogger("alertd.poll")
@@ -76,12 +84,26 @@ def has_news(previous: int | None, refreshed_at: int | None) -> bool:
     return previous is None or refreshed_at is None or refreshed_at > previous
 
 
+class PassObserver(Protocol):
+    """What else watches a poll's batches as they are judged (the deadline scheduler's
+    :meth:`~alertd.service.schedule.DuePolls.reading`)."""
+
+    def batch(self, found: BatchFindings) -> None: ...
+
+    def done(self, result: PassResult) -> None: ...
+
+
 class AlertCensus:
     """The latest lifecycle state of every alert series seen, for ``alertd_alerts{state}``
-    (one census for every account's poller)."""
+    (one census for every account's poller).
+
+    Series not ``inactive`` are kept by key; quiet ones of a poll group only as a count per
+    customer (:meth:`record`), which is most series and a few bytes a customer."""
 
     def __init__(self) -> None:
         self._states: dict[SeriesKey, str] = {}
+        #: (account, poll group) → customer → quiet series.
+        self._quiet: dict[tuple[str, PollGroup], dict[str, int]] = {}
 
     def replace(self, rules: Iterable[str], findings: Iterable[Finding], account: str = ""
                 ) -> None:
@@ -95,12 +117,37 @@ class AlertCensus:
         """The series of ``findings`` are in these states now; the others are as they were."""
         self._states.update((f.key, f.state) for f in findings)
 
-    def forget(self, rules: Iterable[str], account: str = "") -> None:
+    def record(self, group: PollGroup, tally: RecordedTally, account: str = "",
+               read: Iterable[str] | None = None) -> None:
+        """The series of ``group``'s rules of ``account`` are those ``tally`` counted now:
+        all of them, or (``read``) those of the customers read."""
+        rules = set(group)
+        customers = None if read is None else {*read, *tally.inactive,
+                                               *(k.customer for k in tally.notable)}
+        self._states = {k: s for k, s in self._states.items()
+                        if k.rule not in rules or k.account != account
+                        or (customers is not None and k.customer not in customers)}
+        self._states.update((k, f.state) for k, f in tally.notable.items())
+        quiet = {} if customers is None else self._quiet.get((account, group), {})
+        for customer in customers or ():
+            quiet.pop(customer, None)
+        quiet.update(tally.inactive)
+        self._quiet[(account, group)] = quiet
+
+    def forget(self, rules: Iterable[str], account: str = "",
+               groups: Iterable[PollGroup] | None = None) -> None:
+        """Drops ``rules``' series of ``account`` (and, given ``groups``, the quiet counts
+        of every other group of the account)."""
         self.replace(rules, (), account)
+        if groups is not None:
+            current = set(groups)
+            self._quiet = {(a, g): q for (a, g), q in self._quiet.items()
+                           if a != account or g in current}
 
     def counts(self) -> dict[str, int]:
         """Series per state, every state present (0 included) so the gauge never has gaps."""
         counted = Counter(self._states.values())
+        counted["inactive"] += sum(sum(q.values()) for q in self._quiet.values())
         return {state: counted.get(state, 0) for state in FINDING_STATES}
 
 
@@ -116,6 +163,8 @@ class PollOutcome:
     findings: tuple[Finding, ...]
     #: Only some of the group's customers were read (a scheduled tick).
     partial: bool = False
+    #: What the recorded usage findings added up to (``findings`` has the notable ones).
+    tally: RecordedTally = field(default_factory=RecordedTally)
 
 
 class Poller:
@@ -144,14 +193,14 @@ class Poller:
 
     async def poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
-        customers: Sequence[str] | None = None,
+        customers: Sequence[str] | None = None, observe: PassObserver | None = None,
     ) -> PollOutcome:
         """One poll of the rules in ``group`` as of ``now``: of all their customers, or of
-        ``customers`` only (a deadline scheduler's tick, :mod:`alertd.service.schedule`). An
-        exception (a bug; the caller logs it) counts as a poll that evaluated nothing, then
-        propagates."""
+        ``customers`` only (a deadline scheduler's tick, :mod:`alertd.service.schedule`);
+        ``observe`` sees each batch's findings, then the pass. An exception (a bug; the
+        caller logs it) counts as a poll that evaluated nothing, then propagates."""
         try:
-            return await self._poll(engine, pipeline, world, group, now, customers)
+            return await self._poll(engine, pipeline, world, group, now, customers, observe)
         except Exception as exc:
             self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
             for name in group:
@@ -161,9 +210,17 @@ class Poller:
 
     async def _poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
-        customers: Sequence[str] | None,
+        customers: Sequence[str] | None, observe: PassObserver | None,
     ) -> PollOutcome:
-        result = await self._fetch(engine, group, now, customers)
+        recorder = await PassRecorder.start(pipeline, world.rules, group, now,
+                                            lambda: self._meters(engine))
+
+        async def on_batch(found: BatchFindings) -> None:
+            if observe is not None:
+                observe.batch(found)
+            await recorder.batch(found)
+
+        result = await self._fetch(engine, group, now, customers, on_batch)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
         extra = meta_findings(result, world.settings, self.failures)
@@ -171,9 +228,9 @@ class Poller:
         # customers whose last reads were at other refreshes (min_interval apart at least).
         fresh = customers is not None or has_news(self._refreshed.get(group),
                                                   result.refreshed_at)
-        shown = result if fresh else replace(result, findings=())
-        meters = await self._meters(engine) if shown.findings else {}
-        recorded = await record_pass(pipeline, world.rules, shown, meters, extra=extra)
+        recorded = await recorder.finish(extra, usage=fresh)
+        if observe is not None:
+            observe.done(result)
         # Counted only once recorded: a poll that crashes while recording adds to the count
         # (in poll) instead of resetting it first.
         # judged_any holds for a pass with no findings at all (no series is no failure)
@@ -183,15 +240,15 @@ class Poller:
         if result.refreshed_at is not None and customers is None:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings,
-                              partial=customers is not None)
+                              partial=customers is not None, tally=recorder.tally)
         self._observe(outcome, world.settings)
         _log_poll(outcome)
         return outcome
 
     def forget(self, removed_rules: Iterable[str], groups: Iterable[PollGroup]) -> None:
         """After a reload: drop removed rules' series and the memory of old groups."""
-        self.census.forget(removed_rules, self.account)
         current = set(groups)
+        self.census.forget(removed_rules, self.account, current)
         self._refreshed = {g: r for g, r in self._refreshed.items() if g in current}
         self._customers = {g: c for g, c in self._customers.items() if g in current}
         self._failures = {g: n for g, n in self._failures.items() if g in current}
@@ -239,9 +296,11 @@ class Poller:
     # ------------------------------------------------------------------ internals
 
     async def _fetch(self, engine: Engine, group: PollGroup, now: int,
-                     customers: Sequence[str] | None) -> PassResult:
+                     customers: Sequence[str] | None,
+                     on_batch: Callable[[BatchFindings], Awaitable[None]]) -> PassResult:
         try:
-            return await engine.run_pass(now, rule_names=group, customer_ids=customers)
+            return await engine.run_pass(now, rule_names=group, customer_ids=customers,
+                                         on_batch=on_batch)
         except SourceError as exc:  # the customer directory could not be read
             log.error("poll failed rules=%s error=%s request_id=%s", ",".join(group), exc,
                       exc.request_id)
@@ -267,15 +326,15 @@ class Poller:
             self.metrics.stripe_refreshed.set(result.refreshed_at)
         meta = [f for f in outcome.findings if f.rule in META_POLICIES]
         self.stale = next((f.active for f in meta if f.rule == STALE_DATA), self.stale)
-        usage = [f for f in outcome.findings if f.rule not in META_POLICIES]
-        for finding in usage:
-            self.metrics.rule_evaluations.labels(rule=finding.rule, outcome=finding.state).inc()
-            self.metrics.rule_last_evaluation.labels(rule=finding.rule).set(result.now)
+        tally = outcome.tally
+        for (rule, state), count in tally.by_rule_state.items():
+            self.metrics.rule_evaluations.labels(rule=rule, outcome=state).inc(count)
+            self.metrics.rule_last_evaluation.labels(rule=rule).set(result.now)
         self.census.replace({f.rule for f in meta}, meta, self.account)
         if outcome.recorded and outcome.partial:
-            self.census.update(usage)
-        elif outcome.recorded and (usage or not outcome.failed):
-            self.census.replace(outcome.group, usage, self.account)
+            self.census.record(outcome.group, tally, self.account, read=result.customers)
+        elif outcome.recorded and (tally.by_rule_state or not outcome.failed):
+            self.census.record(outcome.group, tally, self.account)
         self._set_alert_gauge()
         self.health.stale_reason = self.not_ready_reason(settings)
 

@@ -26,6 +26,8 @@ from alertd.buckets import (
     combine,
     cut,
     fetch_range,
+    hourly,
+    hours_settled_before,
     kept_hours,
     key_needs,
     planned_needs,
@@ -83,9 +85,13 @@ class BatchReads:
     entries: dict[str, BucketEntry]
     #: What the planner plans for each key: its fetched need, or that as hours.
     planned: dict[str, DataNeed] = field(default_factory=dict)
+    #: Keys read in full as days (or weeks, months): the hours of their first unsettled
+    #: bucket, asked for alongside (:func:`hours_alongside`), so the entry keeps them.
+    alongside: dict[str, DataNeed] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
-    #: The hours of keys read as hours (kept and fresh), from their fetched need's start.
+    #: The hours of keys read as hours (kept and fresh), from their fetched need's start; of
+    #: keys read alongside, from their first unsettled bucket's start.
     _hours: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
 
     @property
@@ -95,8 +101,17 @@ class BatchReads:
 
     @property
     def fetch_needs(self) -> list[DataNeed]:
-        """What the planner plans: one need per key."""
-        return list(self.planned.values())
+        """What the planner plans: one need per key, and the hours read alongside."""
+        return [*self.planned.values(), *self.alongside.values()]
+
+    def take_alongside(self, the_plan: RequestPlan,
+                       outcomes: Sequence[UsageResult | Exception]) -> None:
+        """Picks the hours read alongside out of their answers (a failed one: none kept)."""
+        for key, need in self.alongside.items():
+            outcome = outcomes[the_plan.query_index(need)]
+            if isinstance(outcome, UsageResult):
+                _, spec = the_plan.serving(need)
+                self._hours[key] = extract_rows(need, spec, outcome.rows)
 
     def fetched_need(self, need: DataNeed) -> DataNeed:
         """The planned need whose request serves ``need``."""
@@ -129,9 +144,33 @@ class BatchReads:
                 for k in sorted(keys)]
 
     def _hours_zone(self, key: str) -> str:
-        """The zone of the hours a key was read as, or ``""`` if it was not read as hours."""
-        planned = self.planned[key]
+        """The zone of the hours a key was read as (or alongside), or ``""`` if none."""
+        planned = self.alongside.get(key, self.planned[key])
         return planned.timezone if key in self._hours and planned.granularity == "hour" else ""
+
+
+def hours_alongside(hull: DataNeed, fetched: DataNeed, planned: DataNeed, now: int,
+                    policy: CachePolicy) -> DataNeed | None:
+    """The hours to read beside a key read in full as days, weeks or months (pure): those of
+    its first unsettled bucket on, as the next poll will plan them (:func:`hourly`), or
+    ``None`` for any other read.
+
+    Why: the entry of a key read as days keeps no hours, so the next poll reads its first
+    unsettled bucket as hours from that bucket's start (up to a day more than the settle
+    window) before it can keep them. Read beside the full read, they join the customer's
+    hourly request in that zone, where there is one (:func:`prepare` asks for them only
+    then: they never cost a request): the warm-up keeps them, and the first poll after it
+    asks only for the settle window and the time since, as every later one does.
+    """
+    if hull.granularity == "hour" or planned != fetched or fetched.starts_at > hull.starts_at:
+        return None
+    settled = settled_before(hull, now, policy)
+    if not hull.starts_at < settled < hull.ends_at:
+        return None
+    hours = hourly(replace(hull, starts_at=settled), policy)
+    if hours.granularity != "hour" or hours_settled_before(now, hours.timezone, policy) <= settled:
+        return None
+    return hours
 
 
 def next_batch_size(fetched: int, cached: int, customers: int, most: int,
@@ -195,6 +234,14 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
     fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
     planned = planned_needs(fetched, policy, entries) if cache is not None else fetched
     reads = BatchReads(hulls, fetched, entries, planned)
+    if cache is not None and cache.writable:
+        # Only where the customer has an hourly request in that zone anyway: never one more.
+        hourly_anyway = {(p.customer, p.timezone) for p in planned.values()
+                         if p.granularity == "hour"}
+        for key, hull in hulls.items():
+            hours = hours_alongside(hull, fetched[key], planned[key], now, policy)
+            if hours is not None and (hours.customer, hours.timezone) in hourly_anyway:
+                reads.alongside[key] = hours
     reads._keys.update((n, cache_key(n)) for n in needs)
     if counts is not None:
         counts.keys += len(hulls)

@@ -26,13 +26,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from alertd.config.settings import Settings
-from alertd.deadlines import Memory, Pacing, remember, series_deadline
+from alertd.deadlines import Memory, Pacing, projectable, remember, series_deadline
 from alertd.errors import SourceError
 from alertd.model import Finding, SeriesKey
 from alertd.rules.schema import Rule
-from alertd.service.engine import Engine, PassResult, selection_for
+from alertd.service.engine import BatchFindings, Engine, PassResult, selection_for
+from alertd.service.metrics import Metrics, TickFigures
 from alertd.service.polling import PollGroup, poll_groups
 from alertd.service.world import World
 from alertd.source.directory import selection_key
@@ -75,6 +77,13 @@ class DeadlineBook:
             self._heap = [(due, c) for c, due in self._due.items()]
             heapq.heapify(self._heap)
 
+    def figures(self, now: float) -> TickFigures:
+        """How many customers are booked and due at ``now``, how far past its deadline the
+        most overdue one (read before) is, and the earliest deadline (for metrics)."""
+        due = [d for d in self._due.values() if d <= now]
+        lag = max((now - d for d in due if math.isfinite(d)), default=0.0)
+        return TickFigures(len(self._due), len(due), lag, self.next_due())
+
     def due_at(self, customer: str) -> float | None:
         """The customer's next deadline (``-inf``: due now, never read), if it is known."""
         return self._due.get(customer)
@@ -115,7 +124,9 @@ class DeadlineBook:
             rule = rules.get(finding.rule)
             if rule is None or finding.customer not in self._due:
                 continue  # a meta finding, or a customer no longer in the group
-            memory = remember(self._memory.get(finding.key), finding, at, self.pacing)
+            memory = None
+            if projectable(rule, finding):  # no other deadline reads a memory: keep none
+                memory = remember(self._memory.get(finding.key), finding, at, self.pacing)
             if memory is not None:
                 self._memory[finding.key] = memory
             due = series_deadline(rule, finding, memory, now, self.pacing, every=self.every,
@@ -125,7 +136,12 @@ class DeadlineBook:
             if customer in self._due:
                 self._book(customer, deadlines.get(customer, now + self.every))
         if requests is not None and read:
-            measured = requests / len(read)
+            self.measure(requests, len(read))
+
+    def measure(self, requests: int, customers: int) -> None:
+        """Folds what reading ``customers`` cost into the requests per customer."""
+        if customers:
+            measured = requests / customers
             self.requests_per_customer = 0.5 * self.requests_per_customer + 0.5 * measured
 
     def _book(self, customer: str, due: float) -> None:
@@ -155,14 +171,20 @@ class DuePolls:
     customer at ``every``, as before the scheduler existed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None, account: str = "") -> None:
+        """``metrics`` gets each tick's figures (:meth:`Metrics.on_tick`), for ``account``."""
         self._books: dict[PollGroup, DeadlineBook] = {}
         self._settings: Settings | None = None
+        self.metrics = metrics
+        self.account = account
 
     def reset(self, world: World, every_override: float | None = None) -> None:
         """Empty books for ``world``'s poll groups: everything is due at the next tick."""
         self._settings = world.settings
         pacing = pacing_of(world.settings)
+        if self.metrics is not None:
+            for book in self._books.values():
+                self.metrics.forget_schedule(self.account, book.every)
         self._books = {names: DeadlineBook(every, pacing)
                        for every, names in poll_groups(world.rules, every_override).items()}
 
@@ -192,19 +214,44 @@ class DuePolls:
             return None
         book.admit(customers)
         tick = world.settings.schedule.tick
-        return book.take(now, world.settings.stripe.requests_per_second * tick)
+        before = book.figures(now) if self.metrics is not None else None
+        taken = book.take(now, world.settings.stripe.requests_per_second * tick)
+        if self.metrics is not None and before is not None:
+            earliest = book.next_due()
+            # A customer never read is due now (its deadline is -inf).
+            earliest = now if earliest is not None and earliest < now else earliest
+            self.metrics.on_tick(self.account, book.every, replace(before, next_due=earliest))
+        return taken
 
-    def learn(self, world: World, group: PollGroup, result: PassResult) -> None:
-        """Books the next deadlines of the customers ``result`` read."""
+    def reading(self, world: World, group: PollGroup, now: int) -> BookReading | None:
+        """What books the deadlines of a pass of ``group`` at ``now`` batch by batch, as
+        its findings come (``None`` with deadlines off: nothing would read the book)."""
         book = self._books.get(group)
-        if book is None:
-            return
-        if not len(book):
-            book.admit(result.customers)  # a full poll (or one by hand) before any tick
+        if book is None or not self.enabled:
+            return None
         names = set(group)
-        rules = {rule.name: rule for rule in world.rules if rule.name in names}
-        book.observe(rules, result.customers, result.findings, result.now,
-                     result.refreshed_at, result.requests)
+        return BookReading(book, {rule.name: rule for rule in world.rules if rule.name in names},
+                           now)
+
+
+class BookReading:
+    """Books each batch's customers as a pass judges them (a
+    :class:`~alertd.service.polling.PassObserver`): their deadlines from their findings, the
+    data's instant the batch's oldest ``refreshed_at``; when the pass is done, what it cost
+    per customer."""
+
+    def __init__(self, book: DeadlineBook, rules: Mapping[str, Rule], now: int) -> None:
+        self.book = book
+        self.rules = rules
+        self.now = now
+
+    def batch(self, found: BatchFindings) -> None:
+        if not len(self.book):
+            self.book.admit(found.customers)  # a full poll (or one by hand) before any tick
+        self.book.observe(self.rules, found.read, found.findings, self.now, found.refreshed_at)
+
+    def done(self, result: PassResult) -> None:
+        self.book.measure(result.requests, len(result.customers))
 
 
 async def group_customers(engine: Engine, world: World, group: PollGroup) -> set[str] | None:
