@@ -65,11 +65,11 @@ from alertd.tasks import Background, wait_first
 log = logging.getLogger("alertd.outbox")
 
 #: Outcomes written in one transaction at most (a round's are written at its end anyway).
-RECORD_BATCH = 200
+RECORD_BATCH = 100
 #: Groups of one receiver sent concurrently, by default.
 CONCURRENCY = 8
 #: Due rows one round of one receiver takes (and, on PostgreSQL, claims) at most.
-ROUND_ROWS = 400
+ROUND_ROWS = 200
 #: Seconds between pending-count reports while full rounds follow one another.
 PENDING_EVERY = 5.0
 
