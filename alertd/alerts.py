@@ -289,7 +289,8 @@ def alert_labels(
 ) -> dict[str, str]:
     """Routing, grouping and silence labels: the rule's labels, the series' dimensions, then
     ``alertname``/``rule``, ``customer``, ``severity``, ``meter`` and (with ``accounts:``)
-    ``account``, which win on a clash."""
+    ``account``, which win on a clash. In name order, as they read back from the store
+    (the outbox hands the notifications it wrote over undecoded, :mod:`alertd.store.written`)."""
     labels = {**rule_labels, **dict(dimensions)}
     labels.update(alertname=key.rule, rule=key.rule, severity=severity)
     if key.customer:
@@ -298,7 +299,7 @@ def alert_labels(
         labels["meter"] = meter
     if key.account:
         labels["account"] = key.account
-    return labels
+    return dict(sorted(labels.items()))
 
 
 def build_alert(

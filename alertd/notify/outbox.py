@@ -31,8 +31,9 @@ Contract:
   those rows pending: they are sent again under the same id, as above.
 * A :class:`~alertd.notify.base.Staged` notifier (webhooks) has a round's rows rendered
   ahead of their sends, many per worker-thread hop (:mod:`alertd.notify.ahead`); a row whose
-  render failed fails alone, as its ``send`` would have. ``send_timeout`` bounds the I/O;
-  the render has its own limits (:mod:`alertd.templating`).
+  render failed fails alone, as its ``send`` would have. ``send_timeout`` bounds the I/O
+  (one timer for all attempts, :mod:`alertd.notify.deadlines`: up to a quarter of it, at
+  most 1 s, late); the render has its own limits (:mod:`alertd.templating`).
 * Several replicas on one PostgreSQL database may all run an outbox: the store hands each
   row to one replica at a time (its claim), see :mod:`alertd.store.postgres`.
 
@@ -57,6 +58,7 @@ from alertd.errors import PermanentDeliveryError, StoreError
 from alertd.model import Notification
 from alertd.notify.ahead import RenderAhead
 from alertd.notify.base import Notifier, Staged
+from alertd.notify.deadlines import Deadlines
 from alertd.store.base import Attempt, OutboxRow, Store
 from alertd.tasks import Background, wait_first
 
@@ -161,6 +163,7 @@ class Outbox:
         self.rng = rng or random.Random()
         self.concurrency = concurrency
         self.send_timeout = send_timeout
+        self._deadlines = Deadlines(send_timeout)
         self.idle_poll = idle_poll
         self.retention = retention
         self._wakes = {name: asyncio.Event() for name in self.notifiers}
@@ -351,12 +354,10 @@ class Outbox:
         error: BaseException | None = None
         try:
             if ahead is None:
-                async with asyncio.timeout(self.send_timeout):
-                    await self.notifiers[row.receiver].send(row.notification)
+                await self._deadlines.bound(self.notifiers[row.receiver].send(row.notification))
             else:
                 prepared = await ahead.get(row)
-                async with asyncio.timeout(self.send_timeout):
-                    await ahead.notifier.deliver(prepared)
+                await self._deadlines.bound(ahead.notifier.deliver(prepared))
         except TimeoutError:
             error = TimeoutError(f"no answer within {self.send_timeout:g}s")
         except Exception as exc:  # a notifier bug must not stop delivery to the others

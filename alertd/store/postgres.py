@@ -63,6 +63,7 @@ from alertd.store.base import (
 from alertd.store.pg_buckets import PgBuckets
 from alertd.store.pg_schema import connect, migrate, redacted
 from alertd.store.sqlite import StoreHealth, StoreObserver
+from alertd.store.written import Written
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -96,6 +97,7 @@ class PostgresStore(PgBuckets):
         self.claim_seconds = claim_seconds
         self._password = password
         self._health = StoreHealth(observer)
+        self._written = Written()
         self._conn: Conn | None = None
         self._lock = asyncio.Lock()
         self._open = False
@@ -211,7 +213,7 @@ class PostgresStore(PgBuckets):
         async def commit(conn: Conn) -> None:
             if fence is not None:
                 await _check_fence(conn, fence)
-            await _apply_changes(conn, changes)
+            await _apply_changes(conn, changes, self._written)
 
         await self._run(commit, write=True)
 
@@ -289,7 +291,7 @@ class PostgresStore(PgBuckets):
                     (self.holder, now + self.claim_seconds, json.dumps([r["id"] for r in kept])))
             return kept
 
-        return [rows.outbox_row(r) for r in await self._run(claim, write=True)]
+        return [rows.outbox_row(r, self._written) for r in await self._run(claim, write=True)]
 
     async def next_attempt_at(self, receiver: str | None = None) -> float | None:
         # The head (oldest pending row) of each group, by one sort: an anti-join against
@@ -470,7 +472,7 @@ async def _check_fence(conn: Conn, fence: Lease) -> None:
             f"{fence.holder}: another replica leads it now; nothing was written")
 
 
-async def _apply_changes(conn: Conn, changes: Changes) -> None:
+async def _apply_changes(conn: Conn, changes: Changes, written: Written) -> None:
     """One statement per kind of change, each with all its rows (``executemany`` pipelines
     them): a commit of a thousand transitions is a handful of round trips, not thousands."""
     gone = [rows.state_where(key) for key, state in changes.states.items() if state is None]
@@ -504,7 +506,8 @@ async def _apply_changes(conn: Conn, changes: Changes) -> None:
             await cur.executemany(
                 "INSERT INTO outbox (id, receiver, group_key, notification, status, attempts, "
                 "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING", [rows.outbox_params(n) for n in changes.outbox])
+                "ON CONFLICT (id) DO NOTHING",
+                [rows.outbox_params(n, written) for n in changes.outbox])
 
 
 async def _write_groups(cur: psycopg.AsyncCursor[dict[str, Any]],

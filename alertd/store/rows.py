@@ -17,6 +17,7 @@ from alertd.alerts import AlertState
 from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence
 from alertd.store.base import GroupEntry, GroupId, NotificationGroup, OutboxRow, SentRecord
+from alertd.store.written import Written
 
 Row = Mapping[str, Any]
 
@@ -71,9 +72,13 @@ def sent_params(record: SentRecord) -> tuple[Any, ...]:
             to_json(sorted(record.resolved)), record.sent_at, record.notification_id)
 
 
-def outbox_params(n: Notification) -> tuple[Any, ...]:
-    """id, receiver, group_key, notification, next_attempt_at, created_at of a new row."""
-    return (n.id, n.receiver, n.group_key, to_json(n.to_dict()), n.created_at, n.created_at)
+def outbox_params(n: Notification, written: Written | None = None) -> tuple[Any, ...]:
+    """id, receiver, group_key, notification, next_attempt_at, created_at of a new row;
+    noted in ``written`` for the claim to take back undecoded."""
+    text = to_json(n.to_dict())
+    if written is not None:
+        written.note(n, text)
+    return (n.id, n.receiver, n.group_key, text, n.created_at, n.created_at)
 
 
 def groups_from(group_rows: Iterable[Row], entry_rows: Iterable[Row]
@@ -113,12 +118,15 @@ def sent_record(row: Row) -> SentRecord:
     )
 
 
-def outbox_row(row: Row) -> OutboxRow:
+def outbox_row(row: Row, written: Written | None = None) -> OutboxRow:
+    """The row; its notification taken from ``written`` when this process wrote it."""
+    text = row["notification"]
     return OutboxRow(
         id=row["id"],
         receiver=row["receiver"],
         group_key=row["group_key"],
-        notification=Notification.from_dict(json.loads(row["notification"])),
+        notification=(Notification.from_dict(json.loads(text)) if written is None
+                      else written.take(text)),
         status=row["status"],
         attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"],

@@ -105,6 +105,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE alert_state",
         "ALTER TABLE alert_state_by_account RENAME TO alert_state",
     ),
+    (  # 7: outbox_history_status (status first) serves every query outbox_due did; one
+        # index fewer to keep up on each delivery's UPDATE (issue 16)
+        "DROP INDEX IF EXISTS outbox_due",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600

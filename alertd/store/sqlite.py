@@ -63,6 +63,7 @@ from alertd.store.schema import (
     transaction,
 )
 from alertd.store.sqlite_buckets import SqliteBuckets
+from alertd.store.written import Written
 
 T = TypeVar("T")
 
@@ -120,6 +121,7 @@ class SqliteStore(SqliteBuckets):
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._health = StoreHealth(observer)
+        self._written = Written()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertd-store")
         self._conn: sqlite3.Connection | None = None
 
@@ -211,7 +213,7 @@ class SqliteStore(SqliteBuckets):
         def commit(conn: sqlite3.Connection) -> None:
             if fence is not None:
                 _check_fence(conn, fence)
-            _apply_changes(conn, changes)
+            _apply_changes(conn, changes, self._written)
 
         await self._write(commit)
 
@@ -255,7 +257,8 @@ class SqliteStore(SqliteBuckets):
         sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox o INDEXED BY outbox_history_status "
                f"WHERE {where} ORDER BY o.created_at, o.id LIMIT ?")
         params.append(limit)
-        return await self._read(lambda c: [rows.outbox_row(r) for r in c.execute(sql, params)])
+        return await self._read(
+            lambda c: [rows.outbox_row(r, self._written) for r in c.execute(sql, params)])
 
     async def next_attempt_at(self, receiver: str | None = None) -> float | None:
         sql = ("SELECT MIN(o.next_attempt_at) FROM outbox o WHERE o.status = 'pending' "
@@ -428,7 +431,7 @@ def _load_sent(conn: sqlite3.Connection) -> dict[GroupId, SentRecord]:
             for r in conn.execute("SELECT * FROM notification_log")}
 
 
-def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
+def _apply_changes(conn: sqlite3.Connection, changes: Changes, written: Written) -> None:
     _write_states(conn, changes.states)
     for ident in changes.dropped_groups:
         for table in ("alert_groups", "group_alerts", "notification_log"):
@@ -446,7 +449,7 @@ def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (id, receiver, group_key, notification, status, "
         "attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
-        [rows.outbox_params(n) for n in changes.outbox],
+        [rows.outbox_params(n, written) for n in changes.outbox],
     )
 
 

@@ -162,7 +162,11 @@ async def test_migrates_a_file_from_an_older_version(tmp_path: Path) -> None:
         assert kept.id == "s1" and kept.comment == "old"
         await store.commit_transitions(changes())  # the new tables work
         assert await store.load_groups() == {("ops", "g1"): group()}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    migrated = sqlite3.connect(path)
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # Version 7 dropped outbox_due: outbox_history_status serves its queries.
+    indexes = {r[1] for r in migrated.execute("PRAGMA index_list(outbox)")}
+    assert "outbox_due" not in indexes and "outbox_history_status" in indexes
 
 
 async def test_a_file_from_a_newer_alertd_is_refused(tmp_path: Path) -> None:
