@@ -56,6 +56,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from alertd import gctune
 from alertd.calendar import period_containing, period_key
 from alertd.clock import SystemClock
 from alertd.conditions.base import Bound
@@ -435,6 +436,7 @@ def summary(results: dict[str, BurstResult]) -> list[Figure]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    gctune.tune()  # as `alertd run` does (alertd.gctune)
     print(machine_note())
     sink = SinkProcess()
     await asyncio.to_thread(sink.start)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from alertd import gctune
 from alertd.service.daemon import Daemon
 
 
 def main(args: argparse.Namespace) -> int:
+    gctune.tune()  # a daemon's pace for the collector: see alertd.gctune
     return asyncio.run(Daemon(getattr(args, "config", None)).run())
