@@ -5,8 +5,9 @@ and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws ea
 from the named rate budget (and tells the budget when the request went out: httpcore's trace
 of the request headers being written, see :mod:`alertd.source.ratelimit`), keeps as many
 requests in flight as that budget's rate and measured latency need
-(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), and is the only
-place that retries.
+(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), sends each over
+the least busy of several small connection pools (:mod:`alertd.source.pool`: httpcore's cost
+per request grows with the connections one pool holds), and is the only place that retries.
 
 Retry policy (GET requests are always safe to repeat):
 
