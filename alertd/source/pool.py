@@ -11,14 +11,20 @@ one), plus, for each idle connection, a count over all of them. Its cost per req
 grows with the connections held, and those follow the latency: at 100 requests/s the in-flight
 limit (:mod:`alertd.source.inflight`) keeps ~160 requests, hence connections, open against a
 1-second Stripe and ~30 against 150 ms. Measured with ``bench/fetch.py`` (phase 2, one-row
-requests), one client of 512 connections cost ~13 CPU s per 1,000 requests at 1 s against
-~2.6 at 150 ms. Tuning ``httpx.Limits`` cannot help: ``max_connections`` below the requests
-in flight makes requests queue for a connection (their start then reaches Stripe late and
-bunched), a shorter ``keepalive_expiry`` only closes idle connections that the next second's
-requests reopen (a TCP/TLS handshake each), and fewer keep-alive connections does the same.
-Shards of at most :data:`SHARD_CONNECTIONS` connections bound the walk instead: each request
-is sent by the shard with the fewest requests in flight, so no shard ever holds more than
-:data:`SHARD_CONNECTIONS` and the walk stays the same length at any latency.
+requests), one client (its pool bounded at 512, holding 100–250 connections) cost ~13 CPU
+s per 1,000 requests at 1 s against ~3 at 150 ms.
+
+Why not tune ``httpx.Limits`` instead: the walk covers busy connections as well as idle ones,
+and ~100 are busy at once against a 1-second Stripe at 100/s, so no limit shortens it below
+that without making requests queue for a connection (``max_connections`` below the requests
+in flight: their start then reaches Stripe late and bunched with later ones); a shorter
+``keepalive_expiry`` or fewer keep-alive connections only close idle connections the next
+second's requests reopen (a TCP/TLS handshake each). Shards of at most
+:data:`SHARD_CONNECTIONS` connections bound the walk instead: each request is sent by the
+shard with the fewest requests in flight, so no shard holds more than
+:data:`SHARD_CONNECTIONS` and the walk is as long at 1 s as at 150 ms (phase 2 at 1 s: ~2.6–2.9
+CPU s per 1,000 requests, as at 150 ms; 7 pools open against 2). 8 per shard measured no
+better than 16 (the walk is then no longer what costs most: the socket calls are).
 
 Shards are opened as needed — a new one only when every open shard is full — so a fast Stripe
 uses one or two and a slow one as many as its requests in flight need, up to
