@@ -42,7 +42,7 @@ CPU seconds per 1,000 requests here and in the simulator. A last table puts ever
 by side and says what limited each run: the budget, the client's CPU (its ceiling on a free
 core, requests ÷ CPU seconds, is below the budget) or the machine (a loaded machine gave the
 client too little CPU: the load average is printed). ``--profile`` adds the top functions of
-phase 1 by own time (cProfile).
+each phase by own time (cProfile).
 
 10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
 time per latency; use ``--max-requests`` to stop earlier (the table says what was run).
@@ -81,6 +81,7 @@ from alertd.sim.testing import SimulatorProcess
 from alertd.source import MeterUsageSource, Source
 from alertd.source.inflight import ConcurrencyStats
 from alertd.source.pages import PageLearner, page_ranges
+from alertd.source.pool import SHARD_CONNECTIONS
 from bench.common import (
     Figure,
     Stopwatch,
@@ -492,14 +493,26 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
                              int(time.time()))
     tally = Tally()
     lost_before = stack.http.budgets.analytics.stats().lost_seconds
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
     watch, sent, stats, pressure = await measured(
         sim, stack, len(queries), "requests",
         fetch_streaming(stack.source, queries, stack.http.settings.max_in_flight, tally))
+    if profiler is not None:
+        profiler.disable()
     run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
               stack.http.concurrency("analytics"), pressure,
               stack.http.budgets.analytics.stats().lost_seconds - lost_before)
+    shards = stack.http.shards()
     print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
-                "requests", run_figures(run, args.rate, rss_target=False))
+                "requests", [*run_figures(run, args.rate, rss_target=False), Figure(
+                    "connection pools open / most connections one pool held (its walk "
+                    "per request)", f"{len(shards)} / "
+                    f"{max((s.peak_connections for s in shards), default=0)}",
+                    f"<= {SHARD_CONNECTIONS} per pool")])
+    if profiler is not None:
+        print_profile(profiler)
     return run
 
 
@@ -616,7 +629,7 @@ def parse_args() -> argparse.Namespace:
                              "the pages the source expects (0: all at once before fetching, "
                              "no pages counted)")
     parser.add_argument("--via", choices=("source", "engine"), default="source")
-    parser.add_argument("--profile", action="store_true", help="cProfile phase 1")
+    parser.add_argument("--profile", action="store_true", help="cProfile both phases")
     args = parser.parse_args()
     if args.latencies_one is not None:
         args.latencies = [args.latencies_one]

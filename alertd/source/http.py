@@ -5,8 +5,9 @@ and the :mod:`~alertd.source.directory` call :meth:`StripeHTTP.get`; it draws ea
 from the named rate budget (and tells the budget when the request went out: httpcore's trace
 of the request headers being written, see :mod:`alertd.source.ratelimit`), keeps as many
 requests in flight as that budget's rate and measured latency need
-(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), and is the only
-place that retries.
+(:mod:`alertd.source.inflight`, at most ``stripe.max_in_flight`` per budget), sends each over
+the least busy of several small connection pools (:mod:`alertd.source.pool`: httpcore's cost
+per request grows with the connections one pool holds), and is the only place that retries.
 
 Retry policy (GET requests are always safe to repeat):
 
@@ -66,6 +67,7 @@ from alertd.errors import (
     StripeTimeoutError,
 )
 from alertd.source.inflight import Concurrency, ConcurrencyStats
+from alertd.source.pool import ClientPool, ShardStats
 from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets, Start
 
 log = logging.getLogger("alertd.source")
@@ -288,7 +290,7 @@ class StripeHTTP:
             name: Concurrency(name, self.budgets.get(name).rate, settings.max_in_flight)
             for name in BUDGET_NAMES
         }
-        self._client: httpx.AsyncClient | None = None
+        self._client: ClientPool | None = None
 
     def __repr__(self) -> str:
         return (
@@ -311,18 +313,21 @@ class StripeHTTP:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
         # A connection for every slot of every budget: a request that had its budget's turn
         # must not then queue for a connection, or its start would reach Stripe late and
-        # bunched with later ones.
+        # bunched with later ones. Spread over small pools (alertd.source.pool): httpcore's
+        # cost per request grows with the connections one pool holds.
         connections = self.settings.max_in_flight * len(BUDGET_NAMES)
-        limits = httpx.Limits(
-            max_connections=connections, max_keepalive_connections=connections
-        )
-        self._client = httpx.AsyncClient(
-            base_url=self.settings.api_base,
-            headers=headers,
-            timeout=httpx.Timeout(self.settings.timeout),
-            limits=limits,
-            transport=self._transport,
-        )
+
+        def make(transport: httpx.AsyncBaseTransport | None,
+                 limits: httpx.Limits) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=self.settings.api_base,
+                headers=headers,
+                timeout=httpx.Timeout(self.settings.timeout),
+                limits=limits,
+                transport=transport,
+            )
+
+        self._client = ClientPool(make, connections, transport=self._transport)
         return self
 
     async def __aexit__(
@@ -334,6 +339,10 @@ class StripeHTTP:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def shards(self) -> list[ShardStats]:
+        """The HTTP client's pools (:mod:`alertd.source.pool`): in flight and connections."""
+        return self._client.stats() if self._client is not None else []
 
     def concurrency(self, budget: BudgetName) -> ConcurrencyStats:
         """The in-flight limit of ``budget`` now, its measured latency and the most held."""
@@ -441,11 +450,12 @@ class StripeHTTP:
         try:
             # httpx bounds each network operation; this bounds the whole exchange, body
             # included, so a body that drips in slowly cannot hold a poll for long.
-            async with asyncio.timeout(self.settings.timeout):
-                request = self._client.build_request(
+            async with asyncio.timeout(self.settings.timeout), \
+                    self._client.client() as client:
+                request = client.build_request(
                     "GET", path, params=tuple(params),
                     extensions={"trace": self._tracer(start)})
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     content = await self._read_capped(response, endpoint, began)
                 finally:

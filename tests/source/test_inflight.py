@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from alertd.source.inflight import (
     in_flight_limit,
     reachable_rate,
 )
+from alertd.source.pool import SHARD_CONNECTIONS
 
 # ---------------------------------------------------------------------- sizing (pure)
 
@@ -193,3 +195,55 @@ async def test_a_slow_stripe_gets_many_requests_in_flight_and_never_more_than_it
     assert stats["requests"] == REQUESTS and stats["rate_limited"] == 0
     assert stats["peak_per_second"]["analytics"] <= RATE
     assert stats["seconds_over_limit"]["analytics"] == 0
+
+
+# ------------------------------------------------------------------------- connection shards
+
+WIDE_RATE = 1000
+WIDE_REQUESTS = 96
+
+
+async def test_many_slow_requests_spread_over_small_pools_so_no_pool_walks_them_all() -> None:
+    """96 requests in flight at once against a simulator adding 1 s to each answer: httpcore
+    walks every connection of a pool per request, so no pool may hold more than
+    SHARD_CONNECTIONS of them — the requests are spread over several small pools (the least
+    busy first), every one answered, none queued for a connection."""
+    async with running_simulator(customers=3, days=3, analytics_rate=WIDE_RATE,
+                                 latency=1.0) as sim:
+        settings = StripeSettings(api_base=sim.url, requests_per_second=WIDE_RATE,
+                                  max_in_flight=128)
+        async with StripeHTTP(settings, SecretStr(API_KEY), clock=SystemClock()) as http:
+            source = build_source(http, settings)
+            query = UsageQuery("cus_sim_000001", TEST_NOW - 86_400, TEST_NOW - TEST_NOW % 3600,
+                               "day", "UTC", (MeterSpec("mtr_sim_tokens"),))
+            results = await asyncio.gather(*(source.fetch(query) for _ in range(WIDE_REQUESTS)))
+            shards = http.shards()
+        stats = sim.stats()
+    assert len(results) == WIDE_REQUESTS and stats["requests"] == WIDE_REQUESTS
+    in_flight_at_once = stats["max_in_flight"]
+    assert in_flight_at_once > 2 * SHARD_CONNECTIONS  # the scenario: many requests at once
+    assert max(s.peak_connections for s in shards) <= SHARD_CONNECTIONS
+    assert max(s.peak_in_flight for s in shards) <= SHARD_CONNECTIONS
+    # Enough pools were opened for every request in flight to have its own connection.
+    assert len(shards) >= math.ceil(in_flight_at_once / SHARD_CONNECTIONS)
+    assert sum(s.peak_connections for s in shards) >= in_flight_at_once
+    assert all(s.in_flight == 0 for s in shards)
+
+
+async def test_a_transport_given_is_used_by_one_client() -> None:
+    """A transport passed in (here httpx.MockTransport) is the caller's: one client over it."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"object": "list", "data": []})
+
+    settings = StripeSettings(api_base="https://api.example.test")
+    async with StripeHTTP(settings, SecretStr("sk_test_x"), clock=SystemClock(),
+                          transport=httpx.MockTransport(answer)) as http:
+        await asyncio.gather(*(http.get("/v1/customers", [], budget="general",
+                                        endpoint="customers") for _ in range(40)))
+        shards = http.shards()
+    assert len(seen) == 40
+    assert len(shards) == 1 and shards[0].peak_in_flight >= 1 and shards[0].connections == 0
+    assert http.shards() == []
