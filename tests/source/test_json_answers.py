@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import httpx
 import pytest
 
@@ -36,3 +38,10 @@ def test_a_bad_body_is_refused_with_what_it_was_and_its_request_id(
     with pytest.raises(MalformedResponseError) as refused:
         parse_json_object(answer(content, content_type), "meter_usage")
     assert says in str(refused.value) and refused.value.request_id == "req_1"
+
+
+def test_what_orjson_refuses_but_json_reads_is_read_as_json_reads_it() -> None:
+    # NaN is no JSON, yet json reads it: the source's checks then name the NaN value.
+    body = parse_json_object(answer(b'{"data": [{"value": NaN}], "big": 123456789012345678901}'),
+                             "meter_usage")
+    assert body["big"] == 123456789012345678901 and math.isnan(body["data"][0]["value"])
