@@ -6,8 +6,9 @@ by the million, nearly all freed by reference counting long before any collectio
 collections find next to nothing and cost real CPU: ``bench/notify.py`` timed about 600 of
 them per 4,000-notification burst, ~80 µs per notification (``gc.callbacks``), a quarter of
 delivery's cost. :func:`tune` raises the first threshold to :data:`YOUNG` (the older two stay
-CPython's 10) and, called once start-up is done, :func:`gc.freeze` moves what start-up built
-(modules, settings, rules, templates) out of every later collection's walk. Cyclic garbage is
+CPython's 10) and :func:`gc.freeze` moves what exists when it is called — the imported
+modules and their constants; ``alertd run`` calls it before the daemon loads its config — out
+of every later collection's walk. Cyclic garbage is
 still collected, only in larger, rarer steps: at most :data:`YOUNG` young containers wait for
 it. The same policy is common in long-running CPython services (Instagram's ``gc.freeze``
 write-up, gunicorn's pre-fork freeze); it changes no result, only when the collector runs.
@@ -23,7 +24,7 @@ YOUNG = 10_000
 
 
 def tune() -> None:
-    """Collect less often, and never again walk what exists now (call after start-up)."""
+    """Collect less often, and never again walk what exists now."""
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG, middle, old)
     gc.collect()
