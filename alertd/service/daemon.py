@@ -36,9 +36,8 @@ Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account'
 world records through a store fenced by the lease, becoming leader settles what the start
 could not (:mod:`alertd.service.settling`: alerts of accounts and rules the configuration
 dropped) and reschedules the polls to run at once, and losing the lease cancels the polls in
-flight. ``/readyz`` and ``STATUS=``
-name the role; a stop releases the lease first, so the standby takes over while this process
-finishes its deliveries. With a SQLite file the one process holding its lock leads, without
+flight. ``/readyz`` and ``STATUS=`` name the role; a stop releases the lease first, so the
+standby takes over while this process finishes its deliveries. With a SQLite file the one process holding its lock leads, without
 a lease.
 
 Several Stripe accounts (``accounts:``, :mod:`alertd.accounts`): the world has one lane per
@@ -372,8 +371,9 @@ class Daemon:
                                       lambda: self._took_over(account.name))
 
     def _took_over(self, account: str) -> None:
-        self._reschedule(account)
-        self.systemd.status(self._status())
+        if not self.stop_event.is_set():  # stopping: no poll starts again
+            self._reschedule(account)
+            self.systemd.status(self._status())
 
     def _show_role(self) -> None:
         """``/readyz``'s role: leader or standby, and with several accounts which ones."""
@@ -433,6 +433,7 @@ class Daemon:
                     self.systemd.ready(f"reload failed: {exc}")
 
     async def _shutdown(self) -> None:
+        await self._takeovers.stop()  # settling on a takeover would reschedule polls
         await self._pause_polls(POLL_GRACE, self._abort)
         await self._end_lease()  # the standby may take over while deliveries finish
         if self._scheduler is not None:

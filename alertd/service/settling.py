@@ -66,7 +66,8 @@ class Takeovers:
     def took_over(self, services: Services, account: str, now: int,
                   then: Callable[[], None]) -> None:
         """This replica now leads ``account``: settle in the background, then ``then()``
-        (the daemon reschedules the account's polls)."""
+        (the daemon reschedules the account's polls), settled or not — unless :meth:`stop`
+        cancelled it."""
         task = asyncio.create_task(self._catch_up(services, account, now, then),
                                    name=f"alertd-settle-{account or 'stripe'}")
         self._tasks.add(task)
@@ -79,8 +80,7 @@ class Takeovers:
         except Exception:  # the store failing, the lease lost meanwhile: owed rows stay
             log.exception("settling on takeover failed account=%s; what is owed stays stored "
                           "and is settled at the next takeover or start", account or SOLE_LEASE)
-        finally:
-            then()
+        then()  # not when cancelled: the daemon is stopping
 
     async def stop(self) -> None:
         """Cancels the settling in flight (what it did not commit is settled later)."""
