@@ -37,8 +37,8 @@ world records through a store fenced by the lease, becoming leader settles what 
 could not (:mod:`alertd.service.settling`: alerts of accounts and rules the configuration
 dropped) and reschedules the polls to run at once, and losing the lease cancels the polls in
 flight. ``/readyz`` and ``STATUS=`` name the role; a stop releases the lease first, so the
-standby takes over while this process finishes its deliveries. With a SQLite file the one process holding its lock leads, without
-a lease.
+standby takes over while this process finishes its deliveries. With a SQLite file the one
+process holding its lock leads, without a lease.
 
 Several Stripe accounts (``accounts:``, :mod:`alertd.accounts`): the world has one lane per
 account (:class:`~alertd.service.open.Lane`: client, engine, pipeline on a store that shows

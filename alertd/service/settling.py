@@ -19,7 +19,7 @@ still leads), so its start settles nothing; when it later takes the lease over (
 stops, dies, or hands the account over) it is the first leader with the new configuration,
 and what its start skipped is still owed. Settling is decided from the stored rows each time
 (:func:`settlement`, :func:`~alertd.service.open.orphaned_rules`), so a takeover with nothing
-owed costs two loads and writes nothing, and settling twice settles nothing twice. One
+owed costs a few loads and writes nothing, and settling twice settles nothing twice. One
 settling runs at a time (a takeover during the start waits for the start's), and it runs
 before the new leader's first poll, as at start, so an adoption never races that account's
 poll over the same series.
