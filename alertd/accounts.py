@@ -24,8 +24,9 @@ first release's. Its lease is still ``stripe``; an account of ``accounts:`` lead
 
 A rule watches every account unless it names ``accounts: [..]`` (:func:`rules_for`).
 
-Alert state of accounts no longer watched (:func:`settlement`, decided at the daemon's start
-by the leader of the first account, :func:`alertd.service.settling.settle_accounts`):
+Alert state of accounts no longer watched (:func:`settlement`, decided by the leader of the
+first account, at the daemon's start or when it takes the lease over later,
+:func:`alertd.service.settling.settle_accounts`):
 
 * **Adopted.** Moving from ``stripe.api_key`` to ``accounts:`` leaves the first release's rows
   (account ``""``). When ``accounts:`` has one account, or one marked

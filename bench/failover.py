@@ -132,7 +132,8 @@ async def main(args: argparse.Namespace) -> None:
             for i, (seconds, _) in enumerate(results)]
     rows.append(figure("rounds with a poll from both replicas at once",
                        sum(not clean for _, clean in results), "{:.0f}", "0", lambda v: v == 0))
-    print_table(f"failover: lease {args.lease:g}s, poll every {args.every:g}s", rows)
+    print_table(f"failover: lease {args.lease:g}s, poll every {args.every:g}s "
+                f"({machine_note()})", rows)
 
 
 def parse_args() -> argparse.Namespace:

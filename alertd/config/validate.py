@@ -168,7 +168,7 @@ def _template_dir_problems(settings: Settings, doc: Located) -> list[Problem]:
     if not folder.is_dir():
         message = f"templates_dir: {str(folder)!r} is not a folder"
         return [doc.problem(("templates_dir",), message, at_value=True)]
-    return check_templates(folder)
+    return check_templates(folder, _account_names(settings))
 
 
 def _inline_template_problems(settings: Settings, doc: Located) -> list[Problem]:
@@ -177,8 +177,15 @@ def _inline_template_problems(settings: Settings, doc: Located) -> list[Problem]
     for path, source in _inline_templates(settings):
         mark = doc.marks.get(path)
         line, col = (mark.value_line, mark.value_col) if mark else (1, 1)
-        problems += source_problems(source, file=doc.file, line=line, col=col)
+        problems += source_problems(source, file=doc.file, line=line, col=col,
+                                    accounts=_account_names(settings))
     return problems
+
+
+def _account_names(settings: Settings) -> tuple[str, ...]:
+    """The names of ``accounts:``: the trial renders' alerts carry each one's ``account``
+    label, as the daemon's do (none when one ``stripe.api_key`` is watched)."""
+    return tuple(account.name for account in settings.accounts)
 
 
 def _inline_templates(settings: Settings) -> Iterator[tuple[Path_, str]]:

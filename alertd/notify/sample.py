@@ -118,9 +118,12 @@ def sample_notification(rule: Rule, receiver: str, *, now: int,
 _TRIAL_NOW = 1_735_920_000  # 2025-01-03T16:00:00Z
 
 
-def trial_notifications() -> list[Notification]:
+def trial_notifications(account: str = "") -> list[Notification]:
     """Notifications covering the shapes templates meet: one alert, a digest, a customer with
-    no name or email, a resolve, a baseline instead of a threshold, no recent buckets."""
+    no name or email, a resolve, a baseline instead of a threshold, no recent buckets.
+
+    Their alerts belong to the Stripe ``account`` of ``accounts:`` and carry its ``account``
+    label, as the daemon's do; ``""`` (the one account of ``stripe.api_key``) carries none."""
     threshold = Rule.model_validate({
         "name": "example-daily-usage", "meter": "mtr_example", "group_by": ["model"],
         "timezone": "America/New_York",
@@ -133,11 +136,12 @@ def trial_notifications() -> list[Notification]:
     })
     nameless = Customer("cus_Nameless0001")
     digest = sample_notification(threshold, "example", now=_TRIAL_NOW,
-                                 customers=(SAMPLE_CUSTOMER, nameless))
+                                 customers=(SAMPLE_CUSTOMER, nameless), account=account)
     mixed = dataclasses.replace(digest, alerts=(
         digest.alerts[0], dataclasses.replace(digest.alerts[1], status="resolved", recent=())))
     return [
-        sample_notification(threshold, "example", now=_TRIAL_NOW),
+        sample_notification(threshold, "example", now=_TRIAL_NOW, account=account),
         mixed,
-        sample_notification(change, "example", now=_TRIAL_NOW, status="resolved"),
+        sample_notification(change, "example", now=_TRIAL_NOW, status="resolved",
+                            account=account),
     ]

@@ -384,17 +384,17 @@ def _lenient(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _trial_notifications() -> tuple[Notification, ...]:
+def _trial_notifications(account: str) -> tuple[Notification, ...]:
     # Deferred: the sample builder renders annotations with this module.
     from alertd.notify.sample import trial_notifications
 
-    return tuple(trial_notifications())
+    return tuple(trial_notifications(account))
 
 
-def _trial_contexts(*, per_alert: bool) -> list[dict[str, Any]]:
+def _trial_contexts(*, per_alert: bool, account: str) -> list[dict[str, Any]]:
     """Fresh contexts on sample notifications (a template could mutate a shared one)."""
     contexts = []
-    for notification in _trial_notifications():
+    for notification in _trial_notifications(account):
         context = notification_context(notification)
         context["alerts"] = [_lenient(a) for a in context["alerts"]]
         context["firing"] = [a for a in context["alerts"] if a["status"] == "firing"]
@@ -422,26 +422,36 @@ def _error_line(exc: BaseException, filename: str) -> int:
     return (frames[-1].lineno or 1) if frames else 1
 
 
-def _trial_failure(template: Template, names: frozenset[str]) -> tuple[int, str] | None:
-    """(line, message) of the first failure rendering ``template`` on sample data."""
+def _trial_failure(template: Template, names: frozenset[str],
+                   accounts: Sequence[str] = ()) -> tuple[int, str] | None:
+    """(line, message) of the first failure rendering ``template`` on sample data.
+
+    The samples are rendered once per account of ``accounts:`` (``accounts``), their alerts
+    labelled ``account`` as the daemon labels them, so a template may read
+    ``labels.account`` exactly when the daemon will give it one; with no accounts (the one
+    of ``stripe.api_key``), once without the label."""
     # Names without ``alerts`` describe one alert (an annotation), not a notification.
-    for context in _trial_contexts(per_alert="alerts" not in names):
-        try:
-            render_limited(template, context, CHECK_LIMITS)
-        except TemplateError as exc:
-            filename = template.filename or "<template>"
-            return _error_line(exc, filename), f"template fails on sample data: {exc}"
+    for account in accounts or ("",):
+        for context in _trial_contexts(per_alert="alerts" not in names, account=account):
+            try:
+                render_limited(template, context, CHECK_LIMITS)
+            except TemplateError as exc:
+                filename = template.filename or "<template>"
+                of = f" of account {account!r}" if account else ""
+                return _error_line(exc, filename), f"template fails on sample data{of}: {exc}"
     return None
 
 
 def source_problems(source: str, *, names: frozenset[str] = NOTIFICATION_NAMES,
                     file: str = "<template>", line: int = 1, col: int = 1,
-                    env: SandboxedEnvironment | None = None) -> list[Problem]:
+                    env: SandboxedEnvironment | None = None,
+                    accounts: Sequence[str] = ()) -> list[Problem]:
     """Syntax errors, unknown names or filters, and trial-render failures of a template text.
 
     ``names`` is :data:`NOTIFICATION_NAMES` for subjects and webhook bodies (the default),
     :data:`ALERT_NAMES` for one-alert templates. ``line``/``col`` is where the text starts in
-    its file (a YAML value), so problems point into the user's file.
+    its file (a YAML value), so problems point into the user's file. ``accounts``: the names
+    of ``accounts:``, whose label the samples carry (:func:`_trial_failure`).
     """
     env = env or _STRING_ENV
 
@@ -453,16 +463,17 @@ def source_problems(source: str, *, names: frozenset[str] = NOTIFICATION_NAMES,
     issues = templating.check_template(source, env, sorted(names))
     if issues:
         return [at(i.line, _column(source, i), i.message) for i in issues]
-    failure = _trial_failure(env.from_string(source), names)
+    failure = _trial_failure(env.from_string(source), names, accounts)
     return [at(failure[0], 1, failure[1])] if failure else []
 
 
-def check_templates(directory: Path) -> list[Problem]:
+def check_templates(directory: Path, accounts: Sequence[str] = ()) -> list[Problem]:
     """Problems of every template in a ``templates_dir`` (each reads ``FILE:LINE:COL: message``).
 
     Every file must parse; the files alertd renders itself (:data:`TEMPLATE_FILES`) are also
-    checked for unknown names and filters and rendered on sample notifications. Other files
-    may be partials included by those, and are checked through them.
+    checked for unknown names and filters and rendered on sample notifications (of each of
+    ``accounts``, the names of ``accounts:``). Other files may be partials included by those,
+    and are checked through them.
     """
     env = notification_environment(directory)
     problems: list[Problem] = []
@@ -475,12 +486,12 @@ def check_templates(directory: Path) -> list[Problem]:
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(path), 1, 1, f"cannot read template: {exc}"))
             continue
-        problems.extend(_file_problems(env, path, relative, source))
+        problems.extend(_file_problems(env, path, relative, source, accounts))
     return problems
 
 
 def _file_problems(env: SandboxedEnvironment, path: Path, relative: str,
-                   source: str) -> list[Problem]:
+                   source: str, accounts: Sequence[str]) -> list[Problem]:
     if relative not in TEMPLATE_FILES:
         try:
             env.parse(source)
@@ -490,7 +501,7 @@ def _file_problems(env: SandboxedEnvironment, path: Path, relative: str,
     issues = templating.check_template(source, env, sorted(NOTIFICATION_NAMES))
     if issues:
         return [Problem(str(path), i.line, _column(source, i), i.message) for i in issues]
-    failure = _trial_failure(env.get_template(relative), NOTIFICATION_NAMES)
+    failure = _trial_failure(env.get_template(relative), NOTIFICATION_NAMES, accounts)
     return [Problem(str(path), failure[0], 1, failure[1])] if failure else []
 
 

@@ -33,11 +33,12 @@ long reload never starves it.
 
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
-world records through a store fenced by the lease, becoming leader reschedules the polls to
-run at once, and losing the lease cancels the polls in flight. ``/readyz`` and ``STATUS=``
-name the role; a stop releases the lease first, so the standby takes over while this process
-finishes its deliveries. With a SQLite file the one process holding its lock leads, without
-a lease.
+world records through a store fenced by the lease, becoming leader settles what the start
+could not (:mod:`alertd.service.settling`: alerts of accounts and rules the configuration
+dropped) and reschedules the polls to run at once, and losing the lease cancels the polls in
+flight. ``/readyz`` and ``STATUS=`` name the role; a stop releases the lease first, so the
+standby takes over while this process finishes its deliveries. With a SQLite file the one
+process holding its lock leads, without a lease.
 
 Several Stripe accounts (``accounts:``, :mod:`alertd.accounts`): the world has one lane per
 account (:class:`~alertd.service.open.Lane`: client, engine, pipeline on a store that shows
@@ -84,12 +85,11 @@ from alertd.service.open import (
     Services,
     StoreFor,
     open_world,
-    orphaned_rules,
 )
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.schedule import DuePolls
-from alertd.service.settling import settle_accounts
+from alertd.service.settling import Takeovers, settle_accounts
 from alertd.service.spread import Leads, describe_leads, merge_health, names_changed
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
@@ -193,6 +193,7 @@ class Daemon:
         self._polls: set[asyncio.Task[None]] = set()
         self._polling: dict[asyncio.Task[None], str] = {}  # each poll's account
         self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
+        self._takeovers = Takeovers()  # what a new leader settles first (service.settling)
 
     @property
     def services(self) -> Services:
@@ -282,14 +283,11 @@ class Daemon:
             stack.push_async_callback(self._close_stripe)
             stack.push_async_callback(self._close_services)
             await self._live.start()
-            if self.leads(self._live.lanes[0].account.name):  # stored alerts of gone accounts
-                await settle_accounts(self._live, int(self.clock.now()))
-            for lane in self._live.lanes:
+            stack.push_async_callback(self._takeovers.stop)
+            for lane in self._live.lanes:  # stored alerts of gone accounts and rules
                 if self.leads(lane.account.name):
-                    orphans = orphaned_rules(await lane.recorder.store.load_states(), lane.world)
-                    await self._live.retire(orphans, int(self.clock.now()),
-                                            "rule no longer in the configuration",
-                                            account=lane.account.name)
+                    await self._takeovers.settle(self._live, lane.account.name,
+                                                 int(self.clock.now()))
             yield self
 
     async def _lead(self, stack: AsyncExitStack, store: Store, settings: Settings,
@@ -367,7 +365,14 @@ class Daemon:
                     self._cut.add(task)  # our own cut: the job ends quietly (see _poll_job)
                     task.cancel()
         if changed and leading and self._live is not None:
-            self._reschedule(account.name)  # a new leader polls at once, not one interval later
+            # A new leader settles what its start could not (service.settling), then polls
+            # at once, not one interval later.
+            self._takeovers.took_over(self._live, account.name, int(self.clock.now()),
+                                      lambda: self._took_over(account.name))
+
+    def _took_over(self, account: str) -> None:
+        if not self.stop_event.is_set():  # stopping: no poll starts again
+            self._reschedule(account)
             self.systemd.status(self._status())
 
     def _show_role(self) -> None:
@@ -428,6 +433,7 @@ class Daemon:
                     self.systemd.ready(f"reload failed: {exc}")
 
     async def _shutdown(self) -> None:
+        await self._takeovers.stop()  # settling on a takeover would reschedule polls
         await self._pause_polls(POLL_GRACE, self._abort)
         await self._end_lease()  # the standby may take over while deliveries finish
         if self._scheduler is not None:

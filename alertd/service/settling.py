@@ -1,19 +1,35 @@
-"""Settling the stored alerts of Stripe accounts a configuration no longer watches.
+"""Settling the stored alerts of Stripe accounts a configuration no longer watches, and of
+rules it no longer has.
 
-Where it sits: the daemon's start (:meth:`alertd.service.daemon.Daemon.running`), once the
-services are started and before the removed rules are retired. What becomes of each such
-account is decided in :func:`alertd.accounts.settlement` (pure; the module docstring of
-:mod:`alertd.accounts` gives the rules): the account of ``accounts:`` that was
-``stripe.api_key`` adopts that key's alerts, every other account's alerts resolve. Both go
-through a notification pipeline over that account's alerts and groups
-(:func:`~alertd.accounts.account_view`), so the state change and the resolve notifications
-are one transaction and reach the receivers through the outbox, like a pass's.
+Where it sits: the daemon, whenever this replica comes to lead an account
+(:class:`Takeovers`): at its start (:meth:`alertd.service.daemon.Daemon.running`, once the
+services are started), and when it takes an account's lease over later, before that
+account's polls are rescheduled. What becomes of each account no longer watched is decided
+in :func:`alertd.accounts.settlement` (pure; the module docstring of :mod:`alertd.accounts`
+gives the rules): the account of ``accounts:`` that was ``stripe.api_key`` adopts that key's
+alerts, every other account's alerts resolve. Both go through a notification pipeline over
+that account's alerts and groups (:func:`~alertd.accounts.account_view`), so the state change
+and the resolve notifications are one transaction and reach the receivers through the
+outbox, like a pass's. Then the account's alerts of rules removed from the configuration are
+retired (resolved, forgotten).
+
+Why at a takeover too: with two replicas, a configuration change is rolled out one replica at
+a time. The replica restarted first with the new configuration starts as standby (the other
+still leads), so its start settles nothing; when it later takes the lease over (the other
+stops, dies, or hands the account over) it is the first leader with the new configuration,
+and what its start skipped is still owed. Settling is decided from the stored rows each time
+(:func:`settlement`, :func:`~alertd.service.open.orphaned_rules`), so a takeover with nothing
+owed costs a few loads and writes nothing, and settling twice settles nothing twice. One
+settling runs at a time (a takeover during the start waits for the start's), and it runs
+before the new leader's first poll, as at start, so an adoption never races that account's
+poll over the same series.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from alertd.accounts import (
     SOLE_LEASE,
@@ -27,10 +43,61 @@ from alertd.alerts import AlertState
 from alertd.model import SeriesKey
 from alertd.notify.pipeline import Lifecycle, Pipeline
 from alertd.notify.routing import RouteTree
-from alertd.service.open import Services
+from alertd.service.open import Services, orphaned_rules
 from alertd.store.base import Store
+from alertd.tasks import cancel
 
 log = logging.getLogger("alertd.daemon")
+
+
+class Takeovers:
+    """Settles what the leader of an account owes (:func:`settle_lead`), one at a time: at
+    the daemon's start, awaited; at a later takeover, in a task that reschedules the
+    account's polls when it is done (settled or not)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def settle(self, services: Services, account: str, now: int) -> None:
+        async with self._lock:
+            await settle_lead(services, account, now)
+
+    def took_over(self, services: Services, account: str, now: int,
+                  then: Callable[[], None]) -> None:
+        """This replica now leads ``account``: settle in the background, then ``then()``
+        (the daemon reschedules the account's polls), settled or not — unless :meth:`stop`
+        cancelled it."""
+        task = asyncio.create_task(self._catch_up(services, account, now, then),
+                                   name=f"alertd-settle-{account or 'stripe'}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, services: Services, account: str, now: int,
+                        then: Callable[[], None]) -> None:
+        try:
+            await self.settle(services, account, now)
+        except Exception:  # the store failing, the lease lost meanwhile: owed rows stay
+            log.exception("settling on takeover failed account=%s; what is owed stays stored "
+                          "and is settled at the next takeover or start", account or SOLE_LEASE)
+        then()  # not when cancelled: the daemon is stopping
+
+    async def stop(self) -> None:
+        """Cancels the settling in flight (what it did not commit is settled later)."""
+        for task in list(self._tasks):
+            await cancel(task)
+
+
+async def settle_lead(services: Services, account: str, now: int) -> None:
+    """Everything the leader of ``account`` owes before polling it: with the first lane's
+    account, the accounts no longer watched (:func:`settle_accounts`); then ``account``'s
+    alerts of rules the configuration no longer has."""
+    if account == services.lanes[0].account.name:
+        await settle_accounts(services, now)
+    lane = services.lane(account)
+    orphans = orphaned_rules(await lane.recorder.store.load_states(), lane.world)
+    await services.retire(orphans, now, "rule no longer in the configuration",
+                          account=account)
 
 
 async def settle_accounts(services: Services, now: int) -> Settlement:

@@ -12,6 +12,7 @@ from alertd.errors import StoreError
 from alertd.store.base import Attempt, Changes
 from alertd.store.pg_schema import MIGRATIONS, SCHEMA_VERSION, redacted
 from alertd.store.postgres import PostgresStore
+from alertd.store.rows import outbox_params
 from tests.store.test_sqlite import NOW, changes, group, notification
 
 TABLES = {"alert_state", "notification_log", "outbox", "silences", "alert_groups",
@@ -25,11 +26,24 @@ def tables(url: str) -> set[str]:
             "WHERE table_schema = current_schema()")}
 
 
+def outbox_indexes(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = 'outbox'")}
+
+
+#: The outbox's indexes at the current version: outbox_due went in version 6.
+OUTBOX_INDEXES = {"outbox_pkey", "outbox_group_order", "outbox_history",
+                  "outbox_history_status"}
+
+
 async def test_migrations_run_up_from_an_empty_database(pg_url: str) -> None:
     assert tables(pg_url) == set()
     async with PostgresStore(pg_url) as store:
         await store.commit_transitions(changes())
     assert tables(pg_url) == TABLES
+    assert outbox_indexes(pg_url) == OUTBOX_INDEXES
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT version FROM alertd_schema").fetchall() == [
             (SCHEMA_VERSION,)]
@@ -50,6 +64,27 @@ async def test_an_older_database_is_migrated_keeping_its_rows(pg_url: str) -> No
         assert kept.comment == "old"
         lease = await store.acquire_lease("acct", "a", 15, NOW)  # version 2's table
         assert lease.generation == 1
+
+
+async def test_a_version_5_database_loses_outbox_due_and_keeps_its_outbox(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for statements in MIGRATIONS[:5]:
+            for statement in statements:
+                conn.execute(statement.encode())
+        conn.execute("CREATE TABLE alertd_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO alertd_schema VALUES (5)")
+        conn.execute("INSERT INTO outbox (id, receiver, group_key, notification, status, "
+                     "attempts, next_attempt_at, created_at) "
+                     "VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s)",
+                     outbox_params(notification("n1")))
+    assert outbox_indexes(pg_url) == OUTBOX_INDEXES | {"outbox_due"}
+    async with PostgresStore(pg_url, holder="b") as store:
+        assert outbox_indexes(pg_url) == OUTBOX_INDEXES
+        (due,) = await store.due_deliveries(NOW + 1)  # the claim works without outbox_due
+        assert due.id == "n1" and due.notification == notification("n1")
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM alertd_schema").fetchall() == [
+            (SCHEMA_VERSION,)]
 
 
 async def test_two_replicas_starting_together_migrate_once(pg_url: str) -> None:
