@@ -7,12 +7,16 @@ limit Stripe counts it against. There are two such limits (the Meter Usage Analy
 100 requests/s, and the account's general limit that customers, meters and event summaries
 use), hence :class:`Budgets`.
 
-The guarantee: at most ``rate`` requests *sent* in any sliding 1-second window, as measured on
-the budget's clock. Two mechanisms give it:
+The guarantee, by the instant each request was *sent* (written to the socket, as measured on
+the budget's clock): at most ``⌊rate · (1 − margin)⌋`` in any sliding 1-second window, and at
+most ``⌊rate⌋`` in any window of ``1 + guard`` seconds (``guard`` defaults to ``margin``
+seconds: 30 ms). The second bound is the one Stripe needs: Stripe counts *arrivals*, and an
+arrival is the send plus a delay that varies (the network, the receiver's own busy moments);
+if that delay varies by less than ``guard``, no sliding second at the receiver holds more than
+``rate``, however the sends bunched. Three mechanisms give it:
 
 * **Pacing.** Starts are given slots spaced evenly at ``1 / (effective_rate · (1 − margin))``
-  seconds, so there are no bursts and Stripe, which sees arrivals with network jitter, stays
-  under its limit by the margin. A slot missed because the event loop was busy (a large
+  seconds, so there are no bursts. A slot missed because the event loop was busy (a large
   answer being parsed wakes the waiting caller late) is not lost: the schedule runs behind by
   up to :data:`MAX_LAG` intervals and catches up at three times the pace (starts at least
   :data:`CATCH_UP_SPACING` of an interval apart), so a loop busy half the time still gets the
@@ -20,8 +24,14 @@ the budget's clock. Two mechanisms give it:
   bunched as a late caller followed by an on-time one).
 * **A sliding log** of the last ``⌊rate · (1 − margin)⌋`` starts: a start is also held until
   every request started before them has been sent, and the latest of those sends is a full
-  second old. Pacing alone nearly satisfies this; the log makes the guarantee hold by
+  second old. Pacing alone nearly satisfies this; the log makes the first bound hold by
   construction, whatever the pacing and the event loop did meanwhile.
+* **A guard on the log**: the same over the last ``⌊rate⌋`` starts and ``1 + guard`` seconds.
+  Steady pacing never meets it (``⌊rate⌋`` intervals are ``1 / (1 − margin)`` s, more than
+  ``1 + margin``); it holds back a catch-up only. Without it, the first bound alone lets a
+  catch-up put ``⌊rate⌋ + 1`` sends within ``1 s + 3 catch-up gaps`` (about 10 ms at 100/s),
+  and a receiver busy for 10 ms then counts 101 in one of its seconds (the simulator did,
+  once, with a client loop busy 71 % of the time).
 
 Why sends and not grants: between a start being granted and its bytes reaching the socket the
 HTTP client yields to the event loop, and a busy loop (a large answer being read, a batch being
@@ -47,6 +57,7 @@ count as one cut.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -133,6 +144,7 @@ class RateBudget:
     """At most ``rate`` request starts in any sliding 1-second window; see the module doc.
 
     ``margin`` is the fraction of ``rate`` kept unused by the pacing (3 % by default),
+    ``guard`` the seconds of arrival jitter the log absorbs (``margin`` seconds by default),
     ``decrease`` the factor a 429 multiplies the effective rate by, ``recovery`` the seconds a
     full recovery from zero would take, ``floor`` the lowest effective rate (default
     ``rate / 20``).
@@ -149,6 +161,7 @@ class RateBudget:
         recovery: float = 10.0,
         cooldown: float = 1.0,
         floor: float | None = None,
+        guard: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate!r}")
@@ -156,6 +169,8 @@ class RateBudget:
             raise ValueError(f"margin must be in [0, 1), got {margin!r}")
         if not 0 < decrease <= 1:
             raise ValueError(f"decrease must be in (0, 1], got {decrease!r}")
+        if guard is not None and guard < 0:
+            raise ValueError(f"guard must not be negative, got {guard!r}")
         self.name = name
         self.rate = float(rate)
         self.margin = margin
@@ -169,6 +184,12 @@ class RateBudget:
         # (monotonic seconds). The log keeps the margin too: Stripe counts arrivals, which
         # network jitter can bunch.
         self._capacity = max(1, math.floor(self.rate * (1.0 - margin)))
+        #: ``(starts, seconds)``: a start waits until the send ``starts`` before it (and
+        #: every older one) is ``seconds`` old, so any ``starts + 1`` sends span more.
+        self.guard = margin * WINDOW if guard is None else guard
+        self._limits = ((self._capacity, WINDOW),
+                        (max(1, math.floor(self.rate)), WINDOW + self.guard))
+        self._keep = max(count for count, _ in self._limits)
         self._starts: deque[Start] = deque()
         self._sent_before = -math.inf
         # The schedule's last slot (it may lie behind the last start, see earliest_start) and
@@ -208,24 +229,40 @@ class RateBudget:
         return max(self._last_slot + interval, arrived, head_at - MAX_LAG * interval)
 
     def earliest_start(self, head_at: float, arrived: float) -> float:
-        """When the next start may go, once the oldest start of a full log was sent: its
+        """When the next start may go, once the sends the log waits for are known: its
         scheduled slot (:meth:`scheduled`), but no sooner than :data:`CATCH_UP_SPACING` of an
-        interval after the previous start, and a full second after the send ``capacity``
-        starts before it.
+        interval after the previous start, a full second after the send ``⌊rate · (1 −
+        margin)⌋`` starts before it and ``1 + guard`` seconds after the send ``⌊rate⌋``
+        starts before it (each together with every older send).
 
         Slots follow the previous *slot*, not the previous actual start, so a caller woken
         late (a busy event loop) does not push every later start back: the pace holds on
-        average, the starts after a late one catching up at three times the pace. The sliding log
-        bounds every 1-second window whatever the slots say.
+        average, the starts after a late one catching up at three times the pace. The sliding
+        log bounds every window whatever the slots say.
         """
         slot = self.scheduled(head_at, arrived)
         if self._last_slot is not None:
             slot = max(slot, self._last_start + CATCH_UP_SPACING * self.interval())
-        if len(self._starts) == self._capacity:
-            oldest = self._starts[0].sent_at
-            assert oldest is not None  # acquire waits for it
-            slot = max(slot, max(oldest, self._sent_before) + WINDOW)
+        for count, span in self._limits:
+            if len(self._starts) >= count:
+                slot = max(slot, self._sent_by(len(self._starts) - count) + span)
         return slot
+
+    def _sent_by(self, index: int) -> float:
+        """The latest send among the logged starts up to ``index`` and every older one."""
+        latest = self._sent_before
+        for start in itertools.islice(self._starts, index + 1):
+            assert start.sent_at is not None  # start() waits for it
+            latest = max(latest, start.sent_at)
+        return latest
+
+    def _unsent(self) -> Start | None:
+        """A logged start the next one must wait for (not sent yet), if any."""
+        deepest = max((len(self._starts) - count for count, _ in self._limits), default=-1)
+        for start in itertools.islice(self._starts, max(deepest + 1, 0)):
+            if start.sent_at is None:
+                return start
+        return None
 
     async def acquire(self) -> None:
         """Wait until one more request may be sent now, and count it as sent at once."""
@@ -243,9 +280,12 @@ class RateBudget:
             head_at = self._clock.monotonic()
             waited = 0.0
             while True:
-                if len(self._starts) == self._capacity:
-                    # The start ``capacity`` ago must have gone out before its time counts.
-                    await self._starts[0].wait_sent()
+                unsent = self._unsent()
+                if unsent is not None:
+                    # The starts the log counts from must have gone out before their time
+                    # counts.
+                    await unsent.wait_sent()
+                    continue
                 # Again after every sleep: a 429 meanwhile may have slowed the pace.
                 slot = self.earliest_start(head_at, arrived)
                 now = self._clock.monotonic()
@@ -255,7 +295,7 @@ class RateBudget:
                 await self._clock.sleep(slot - now)
             self._note_slot(head_at, arrived, now)
             start = Start(now)
-            if len(self._starts) == self._capacity:
+            if len(self._starts) == self._keep:
                 oldest = self._starts.popleft()
                 assert oldest.sent_at is not None
                 self._sent_before = max(self._sent_before, oldest.sent_at)
