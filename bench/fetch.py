@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import math
 import os
 import sys
 import time
@@ -85,6 +86,7 @@ from alertd.source import MeterUsageSource, Source
 from alertd.source.inflight import ConcurrencyStats
 from alertd.source.pages import PageLearner, Paging, page_ranges
 from alertd.source.pool import SHARD_CONNECTIONS
+from alertd.source.ratelimit import RateBudget
 from bench.common import (
     Figure,
     Stopwatch,
@@ -314,6 +316,8 @@ class Run:
     pressure: float | None  # share of the wall in which the machine lacked a free CPU
     lost: float = 0.0  # seconds of the rate budget's schedule given up (a busy event loop)
     late: tuple[float, float] = (0.0, 0.0)  # the event loop's timers late: p99, most (s)
+    #: The most requests the client sent in any 1 s and in any 1 s + the budget's guard.
+    sent_peaks: tuple[int, int, float] = (0, 0, 0.0)
 
 
 class LoopLag:
@@ -339,6 +343,13 @@ class LoopLag:
             return 0.0, 0.0
         ordered = sorted(self.late)
         return ordered[int(0.99 * (len(ordered) - 1))], ordered[-1]
+
+
+def sent_peaks(budget: RateBudget) -> tuple[int, int, float]:
+    """The most requests ``budget`` sent in any 1 s and in any ``1 + guard`` s, and the
+    guard: what the client did, beside what the simulator counted on arrival."""
+    stats = budget.stats()
+    return stats.peak_sent, stats.peak_sent_guarded, budget.guard
 
 
 def cpu_pressure_us() -> int | None:
@@ -398,6 +409,9 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
         figure("most requests in any 1 s (simulator)", peak_analytics, "{:.0f}",
                f"<= {rate:g}", lambda v: v <= rate),
         figure("seconds over the budget (simulator)", over, "{:.0f}", "0", lambda v: v == 0),
+        Figure(f"most sent in any 1 s / any {1 + run.sent_peaks[2]:g} s (client, by send "
+               "instant)", f"{run.sent_peaks[0]} / {run.sent_peaks[1]}",
+               note=f"<= {math.floor(rate * 0.97)} / {math.floor(rate)} by construction"),
         figure("429s", limited, "{:.0f}", "0", lambda v: v == 0),
         figure(f"wall ÷ (requests ÷ {rate:g}/s)", wall / (run.requests / rate) if run.requests
                else 0.0, "{:.3f}", f"<= {TARGET_WALL_RATIO}", lambda v: v <= TARGET_WALL_RATIO),
@@ -509,6 +523,7 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
                                    tally)
     budget = stack.http.budgets.analytics
     lost_before = budget.stats().lost_seconds
+    budget.reset_peaks()
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
     if profiler is not None:
         profiler.enable()
@@ -519,7 +534,7 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     engine = args.via == "engine"
     run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
               peak_rss_mb(), stack.http.concurrency("analytics"), pressure,
-              budget.stats().lost_seconds - lost_before, late)
+              budget.stats().lost_seconds - lost_before, late, sent_peaks(budget))
     if paged:
         assert isinstance(source, MeterUsageSource)
         counts = source.pages.counts
@@ -573,6 +588,7 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
                              int(time.time()))
     tally = Tally()
     lost_before = stack.http.budgets.analytics.stats().lost_seconds
+    stack.http.budgets.analytics.reset_peaks()
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
     if profiler is not None:
         profiler.enable()
@@ -583,7 +599,8 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
         profiler.disable()
     run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
               stack.http.concurrency("analytics"), pressure,
-              stack.http.budgets.analytics.stats().lost_seconds - lost_before, late)
+              stack.http.budgets.analytics.stats().lost_seconds - lost_before, late,
+              sent_peaks(stack.http.budgets.analytics))
     shards = stack.http.shards()
     print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
                 "requests", [*run_figures(run, args.rate, rss_target=False), Figure(
@@ -644,6 +661,8 @@ def print_summary(results: Sequence[Measured], rate: float) -> None:
              each(lambda r: f"{arrival_rate(r):.1f}"), f">= {TARGET_RATE * rate:g}"),
             (f"{phase}: most requests in any 1 s (simulator)",
              each(lambda r: f"{r.stats['peak_per_second']['analytics']}"), f"<= {rate:g}"),
+            (f"{phase}: most sent in any 1 s / 1 s + guard (client)",
+             each(lambda r: f"{r.sent_peaks[0]} / {r.sent_peaks[1]}"), ""),
             (f"{phase}: seconds over the budget (simulator)",
              each(lambda r: f"{r.stats.get('seconds_over_limit', {}).get('analytics', 0)}"),
              "0"),

@@ -57,9 +57,11 @@ count as one cut.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,6 +97,10 @@ class RateStats:
     #: Seconds of schedule given up because callers were let through more than
     #: :data:`MAX_LAG` intervals late (a blocked event loop), summed.
     lost_seconds: float = 0.0
+    #: The most requests sent in any 1-second window, and in any window of ``1 + guard``
+    #: seconds, by their send instants (at most ``⌊rate · (1 − margin)⌋`` and ``⌊rate⌋``).
+    peak_sent: int = 0
+    peak_sent_guarded: int = 0
 
 
 def recovered_rate(
@@ -109,6 +115,26 @@ def recovered_rate(
     return min(rate, cut_to + rate * max(0.0, since_cut) / recovery)
 
 
+class PeakCounter:
+    """The most instants counted in any window of ``span`` seconds so far: the sends a budget
+    let through, as the receiver would count them if each arrived at once. Instants may come a
+    little out of order (requests are written in whatever order the loop gets to them)."""
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.peak = 0
+        self._seen: deque[float] = deque()
+
+    def add(self, at: float) -> None:
+        if self._seen and at < self._seen[-1]:
+            bisect.insort(self._seen, at)
+        else:
+            self._seen.append(at)
+        while self._seen[0] + self.span <= self._seen[-1]:  # as the log adds: no rounding
+            self._seen.popleft()
+        self.peak = max(self.peak, len(self._seen))
+
+
 class Start:
     """One granted start: when it was granted, and when its request was sent (once known).
 
@@ -118,17 +144,21 @@ class Start:
     marks every start when its attempt ends.
     """
 
-    __slots__ = ("_waiter", "granted_at", "sent_at")
+    __slots__ = ("_on_sent", "_waiter", "granted_at", "sent_at")
 
-    def __init__(self, granted_at: float) -> None:
+    def __init__(self, granted_at: float,
+                 on_sent: Callable[[float], None] | None = None) -> None:
         self.granted_at = granted_at
         self.sent_at: float | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._on_sent = on_sent
 
     def sent(self, at: float) -> None:
         if self.sent_at is not None:
             return
         self.sent_at = max(at, self.granted_at)
+        if self._on_sent is not None:
+            self._on_sent(self.sent_at)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -192,6 +222,7 @@ class RateBudget:
         self._keep = max(count for count, _ in self._limits)
         self._starts: deque[Start] = deque()
         self._sent_before = -math.inf
+        self._peaks = (PeakCounter(WINDOW), PeakCounter(WINDOW + self.guard))
         # The schedule's last slot (it may lie behind the last start, see earliest_start) and
         # the instant of the last start.
         self._last_slot: float | None = None
@@ -294,7 +325,7 @@ class RateBudget:
                 waited += slot - now
                 await self._clock.sleep(slot - now)
             self._note_slot(head_at, arrived, now)
-            start = Start(now)
+            start = Start(now, self._count_send)
             if len(self._starts) == self._keep:
                 oldest = self._starts.popleft()
                 assert oldest.sent_at is not None
@@ -305,6 +336,15 @@ class RateBudget:
                 self._waited += 1
                 self._wait_seconds += waited
         return start
+
+    def reset_peaks(self) -> None:
+        """Start :attr:`RateStats.peak_sent` and ``peak_sent_guarded`` over (a benchmark
+        measuring one phase)."""
+        self._peaks = (PeakCounter(WINDOW), PeakCounter(WINDOW + self.guard))
+
+    def _count_send(self, at: float) -> None:
+        for peak in self._peaks:
+            peak.add(at)
 
     def _note_slot(self, head_at: float, arrived: float, now: float) -> None:
         """Advance the schedule by the start let through at ``now``: its scheduled slot, or
@@ -336,6 +376,8 @@ class RateBudget:
             wait_seconds=self._wait_seconds,
             penalties=self._penalties,
             lost_seconds=self._lost,
+            peak_sent=self._peaks[0].peak,
+            peak_sent_guarded=self._peaks[1].peak,
         )
 
 

@@ -15,10 +15,10 @@ from alertd.config.settings import Settings
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import FETCH_AHEAD, Engine
-from alertd.source.inflight import MOST_AHEAD
 from alertd.service.world import stripe_stack
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.source.inflight import MOST_AHEAD
 
 CUSTOMERS = 6
 MONTH = Rule.model_validate({"name": "month", "meter": "mtr_sim_tokens", "window": "month",

@@ -16,6 +16,7 @@ from alertd.source.ratelimit import (
     CATCH_UP_SPACING,
     MAX_LAG,
     Budgets,
+    PeakCounter,
     RateBudget,
     recovered_rate,
 )
@@ -340,6 +341,9 @@ async def test_catch_ups_leave_room_for_the_receivers_jitter(busy: float, block:
     assert most_in_any_window(sends) <= 97
     worst = [t + (budget.guard if i % 200 < 100 else 0.0) for i, t in enumerate(sends)]
     assert most_in_any_window(worst) <= 100
+    stats = budget.stats()  # what the budget itself counted of its sends
+    assert stats.peak_sent == most_in_any_window(sends)
+    assert stats.peak_sent_guarded == most_in_any_window(sends, window=1.0 + budget.guard)
 
     other = BusyLoopClock(busy=busy, block=block, seed=seed)
     unguarded = RateBudget(100, clock=other, name="analytics", guard=0.0)
@@ -383,3 +387,21 @@ async def test_the_log_waits_for_every_send_it_counts_from() -> None:
     starts[1].sent(late)
     eleventh = await waiting
     assert eleventh.granted_at == pytest.approx(late + 1.0)
+
+
+@pytest.mark.parametrize(
+    ("instants", "span", "expected"),
+    [
+        ([], 1.0, 0),
+        ([0.0, 0.5, 0.99, 1.0, 1.5], 1.0, 3),  # 1.0 is a full second after 0.0: not with it
+        ([0.0, 0.9, 0.2, 0.95, 0.1], 1.0, 5),  # out of order, all within one second
+        ([0.0, 1.2, 0.5, 1.4], 1.0, 3),  # 0.5 comes late but shares a second with 1.2, 1.4
+        ([0.0, 0.5, 1.02], 1.03, 3),
+    ],
+)
+def test_peak_counter(instants: list[float], span: float, expected: int) -> None:
+    counter = PeakCounter(span)
+    for at in instants:
+        counter.add(at)
+    assert counter.peak == expected
+    assert most_in_any_window(instants, window=span) == expected
