@@ -68,15 +68,16 @@ MOST_AHEAD = 8
 
 
 def batches_ahead(rate: float, latency: float | None, requests_per_batch: int, *,
-                  least: int = 1, most: int = MOST_AHEAD) -> int:
+                  least: int = 1, most: int = MOST_AHEAD, headroom: float = HEADROOM) -> int:
     """Batches to have under way beyond the one being awaited so that ``rate`` requests per
-    second never wait for a batch to be planned: ``rate × latency`` requests are in flight at
-    full rate (Little's law), so that many requests' worth of batches, plus one whose
-    requests are queued at the budget; from ``least`` to ``most``. An unknown latency (no
-    answer timed yet) or an empty batch asks for ``least``. Pure."""
+    second never wait for a batch to be planned: while the awaited batch's last answers take
+    ``latency``, ``rate × latency`` requests must be queued behind them (Little's law), with
+    the headroom the in-flight slots have (answers slower than the average, the awaited batch
+    being judged); from ``least`` to ``most``. An unknown latency (no answer timed yet) or an
+    empty batch asks for ``least``. Pure."""
     if latency is None or requests_per_batch <= 0:
         return least
-    wanted = math.ceil(rate * max(latency, 0.0) / requests_per_batch) + 1
+    wanted = math.ceil(headroom * rate * max(latency, 0.0) / requests_per_batch)
     return max(least, min(most, wanted))
 
 
