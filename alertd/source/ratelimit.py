@@ -33,6 +33,13 @@ if that delay varies by less than ``guard``, no sliding second at the receiver h
   and a receiver busy for 10 ms then counts 101 in one of its seconds (the simulator did,
   once, with a client loop busy 71 % of the time).
 
+No client can absorb a receiver that stalls for longer than the guard: a guard of ``g``
+seconds caps the sustained rate at ``rate / (1 + g)``, so it can grow only with the margin. A
+CPU-starved simulator (load 12 on 2 cores) has counted 21–23 arrivals in a second of a
+20/s budget whose sends were at most 19 a second and 20 in 1.03 s; :attr:`RateStats.peak_sent`
+and ``peak_sent_guarded`` are the budget's own counts, to tell the two apart. Such 429s are
+then handled as any other (the rate is cut, and the request retried).
+
 Why sends and not grants: between a start being granted and its bytes reaching the socket the
 HTTP client yields to the event loop, and a busy loop (a large answer being read, a batch being
 judged, a loaded machine) makes that gap vary from microseconds to tens of milliseconds. A log
@@ -52,6 +59,9 @@ grows back linearly (additive increase) to the configured rate over ``recovery``
 AIMD scheme that lets several clients of one account settle below its limit. Several 429s
 within ``cooldown`` seconds (the answers to requests that were already in flight together)
 count as one cut.
+
+Why over 400 lines: the pacing, the two logs and the AIMD cut act on one schedule, and each
+start must see all of them under one lock.
 """
 
 from __future__ import annotations
