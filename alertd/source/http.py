@@ -458,8 +458,7 @@ class StripeHTTP:
         while True:
             attempt += 1
             try:
-                answer = await self._attempt(path, params, budget, endpoint)
-                began, response = answer
+                began, response = await self._attempt(path, params, budget, endpoint)
                 parsed = await self._decoded(response, endpoint, began, parse)
                 return StripeResponse(parsed, response.request_id, attempt)
             except SourceError as exc:
