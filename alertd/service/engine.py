@@ -78,13 +78,16 @@ from alertd.service.summed import judge_summed, summed_needs
 from alertd.source import Source
 from alertd.source.billing import BillingSource
 from alertd.source.directory import Directory, Selected, selection_key
+from alertd.source.inflight import batches_ahead
+from alertd.source.ratelimit import BudgetName
 
 log = logging.getLogger("alertd.engine")
 
 
 #: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
 BATCH_CUSTOMERS = 50
-#: Batches whose requests are queued while the oldest one's answers are awaited and judged.
+#: Batches whose requests are queued while the oldest one's answers are awaited and judged,
+#: at least; more when Stripe's latency × the budget needs them (:meth:`Engine._ahead`).
 FETCH_AHEAD = 1
 #: Buckets kept of an active series, for the "recent usage" table of its notification.
 RECENT_BUCKETS = 24
@@ -321,10 +324,11 @@ class Engine:
         customers the account has. A batch is sized by the rows the last judged one held per
         customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
         memory is bounded by rows, not by customers or rules: the answers of at most 1 +
-        :data:`FETCH_AHEAD` batches at a time (the next batch is fetched while one is awaited
-        and judged, so the rate budget is not left idle between batches). Only the series of
-        active findings are kept (trimmed to their last :data:`RECENT_BUCKETS`), for the
-        notifications' recent-usage table.
+        :data:`FETCH_AHEAD` batches at a time, or more when Stripe's latency × the budget
+        needs more requests in flight (:meth:`_ahead`; the next batches are fetched while one
+        is awaited and judged, so the rate budget is not left idle between batches). Only the
+        series of active findings are kept (trimmed to their last :data:`RECENT_BUCKETS`),
+        for the notifications' recent-usage table.
         """
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
@@ -379,7 +383,7 @@ class Engine:
                     start += len(batch)
                     pending.append((await self._start_batch(rules, by_rule, batch, now),
                                     len(batch)))
-                    if len(pending) <= FETCH_AHEAD and start < len(ids):
+                    if len(pending) <= self._ahead(pending[-1][0]) and start < len(ids):
                         continue
                 started, count = pending.pop(0)
                 rows, cached = total.rows, total.cached
@@ -391,6 +395,16 @@ class Engine:
             for left, _ in pending:
                 left.outcomes.cancel()
             await asyncio.gather(*(left.outcomes for left, _ in pending), return_exceptions=True)
+
+    def _ahead(self, latest: _Batch) -> int:
+        """Batches under way beyond the awaited one: :data:`FETCH_AHEAD`, or as many as
+        Stripe's measured latency × the budget needs (:func:`batches_ahead`), so a slow
+        Stripe does not leave the budget idle while a batch's last answers are awaited."""
+        http = self.directory.http
+        budget: BudgetName = ("general" if self.settings.stripe.source == "event_summaries"
+                              else "analytics")
+        return batches_ahead(http.budgets.get(budget).rate, http.concurrency(budget).latency,
+                             len(latest.reading.plan.queries), least=FETCH_AHEAD)
 
     async def _start_batch(
         self,

@@ -18,6 +18,11 @@ reached and the client logs it once, naming the setting.
 
 More slots than needed cost nothing: the rate budget alone decides when a request starts, so
 the limit never lets more than the budget through.
+
+The same law sizes how far ahead a caller that works in batches must queue requests
+(:func:`batches_ahead`): the engine fetches customers batch by batch, and while it awaits a
+batch's last answers (one latency after its last request went out) the requests of the
+batches after it must keep the budget busy — ``rate × latency`` of them.
 """
 
 from __future__ import annotations
@@ -55,6 +60,25 @@ def ewma(average: float | None, sample: float, weight: float = WEIGHT) -> float:
     if average is None:
         return sample
     return average + weight * (sample - average)
+
+
+#: The most batches :func:`batches_ahead` queues beyond the awaited one (their answers are
+#: held in memory until their turn to be judged).
+MOST_AHEAD = 8
+
+
+def batches_ahead(rate: float, latency: float | None, requests_per_batch: int, *,
+                  least: int = 1, most: int = MOST_AHEAD, headroom: float = HEADROOM) -> int:
+    """Batches to have under way beyond the one being awaited so that ``rate`` requests per
+    second never wait for a batch to be planned: while the awaited batch's last answers take
+    ``latency``, ``rate × latency`` requests must be queued behind them (Little's law), with
+    the headroom the in-flight slots have (answers slower than the average, the awaited batch
+    being judged); from ``least`` to ``most``. An unknown latency (no answer timed yet) or an
+    empty batch asks for ``least``. Pure."""
+    if latency is None or requests_per_batch <= 0:
+        return least
+    wanted = math.ceil(headroom * rate * max(latency, 0.0) / requests_per_batch)
+    return max(least, min(most, wanted))
 
 
 def reachable_rate(limit: int, latency: float) -> float:

@@ -7,12 +7,16 @@ limit Stripe counts it against. There are two such limits (the Meter Usage Analy
 100 requests/s, and the account's general limit that customers, meters and event summaries
 use), hence :class:`Budgets`.
 
-The guarantee: at most ``rate`` requests *sent* in any sliding 1-second window, as measured on
-the budget's clock. Two mechanisms give it:
+The guarantee, by the instant each request was *sent* (written to the socket, as measured on
+the budget's clock): at most ``⌊rate · (1 − margin)⌋`` in any sliding 1-second window, and at
+most ``⌊rate⌋`` in any window of ``1 + guard`` seconds (``guard`` defaults to ``margin``
+seconds: 30 ms). The second bound is the one Stripe needs: Stripe counts *arrivals*, and an
+arrival is the send plus a delay that varies (the network, the receiver's own busy moments);
+if that delay varies by less than ``guard``, no sliding second at the receiver holds more than
+``rate``, however the sends bunched. Three mechanisms give it:
 
 * **Pacing.** Starts are given slots spaced evenly at ``1 / (effective_rate · (1 − margin))``
-  seconds, so there are no bursts and Stripe, which sees arrivals with network jitter, stays
-  under its limit by the margin. A slot missed because the event loop was busy (a large
+  seconds, so there are no bursts. A slot missed because the event loop was busy (a large
   answer being parsed wakes the waiting caller late) is not lost: the schedule runs behind by
   up to :data:`MAX_LAG` intervals and catches up at three times the pace (starts at least
   :data:`CATCH_UP_SPACING` of an interval apart), so a loop busy half the time still gets the
@@ -20,8 +24,21 @@ the budget's clock. Two mechanisms give it:
   bunched as a late caller followed by an on-time one).
 * **A sliding log** of the last ``⌊rate · (1 − margin)⌋`` starts: a start is also held until
   every request started before them has been sent, and the latest of those sends is a full
-  second old. Pacing alone nearly satisfies this; the log makes the guarantee hold by
+  second old. Pacing alone nearly satisfies this; the log makes the first bound hold by
   construction, whatever the pacing and the event loop did meanwhile.
+* **A guard on the log**: the same over the last ``⌊rate⌋`` starts and ``1 + guard`` seconds.
+  Steady pacing never meets it (``⌊rate⌋`` intervals are ``1 / (1 − margin)`` s, more than
+  ``1 + margin``); it holds back a catch-up only. Without it, the first bound alone lets a
+  catch-up put ``⌊rate⌋ + 1`` sends within ``1 s + 3 catch-up gaps`` (about 10 ms at 100/s),
+  and a receiver busy for 10 ms then counts 101 in one of its seconds (the simulator did,
+  once, with a client loop busy 71 % of the time).
+
+No client can absorb a receiver that stalls for longer than the guard: a guard of ``g``
+seconds caps the sustained rate at ``rate / (1 + g)``, so it can grow only with the margin. A
+CPU-starved simulator (load 12 on 2 cores) has counted 21–23 arrivals in a second of a
+20/s budget whose sends were at most 19 a second and 20 in 1.03 s; :attr:`RateStats.peak_sent`
+and ``peak_sent_guarded`` are the budget's own counts, to tell the two apart. Such 429s are
+then handled as any other (the rate is cut, and the request retried).
 
 Why sends and not grants: between a start being granted and its bytes reaching the socket the
 HTTP client yields to the event loop, and a busy loop (a large answer being read, a batch being
@@ -42,13 +59,19 @@ grows back linearly (additive increase) to the configured rate over ``recovery``
 AIMD scheme that lets several clients of one account settle below its limit. Several 429s
 within ``cooldown`` seconds (the answers to requests that were already in flight together)
 count as one cut.
+
+Why over 400 lines: the pacing, the two logs and the AIMD cut act on one schedule, and each
+start must see all of them under one lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,6 +107,10 @@ class RateStats:
     #: Seconds of schedule given up because callers were let through more than
     #: :data:`MAX_LAG` intervals late (a blocked event loop), summed.
     lost_seconds: float = 0.0
+    #: The most requests sent in any 1-second window, and in any window of ``1 + guard``
+    #: seconds, by their send instants (at most ``⌊rate · (1 − margin)⌋`` and ``⌊rate⌋``).
+    peak_sent: int = 0
+    peak_sent_guarded: int = 0
 
 
 def recovered_rate(
@@ -98,6 +125,26 @@ def recovered_rate(
     return min(rate, cut_to + rate * max(0.0, since_cut) / recovery)
 
 
+class PeakCounter:
+    """The most instants counted in any window of ``span`` seconds so far: the sends a budget
+    let through, as the receiver would count them if each arrived at once. Instants may come a
+    little out of order (requests are written in whatever order the loop gets to them)."""
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.peak = 0
+        self._seen: deque[float] = deque()
+
+    def add(self, at: float) -> None:
+        if self._seen and at < self._seen[-1]:
+            bisect.insort(self._seen, at)
+        else:
+            self._seen.append(at)
+        while self._seen[0] + self.span <= self._seen[-1]:  # as the log adds: no rounding
+            self._seen.popleft()
+        self.peak = max(self.peak, len(self._seen))
+
+
 class Start:
     """One granted start: when it was granted, and when its request was sent (once known).
 
@@ -107,17 +154,21 @@ class Start:
     marks every start when its attempt ends.
     """
 
-    __slots__ = ("_waiter", "granted_at", "sent_at")
+    __slots__ = ("_on_sent", "_waiter", "granted_at", "sent_at")
 
-    def __init__(self, granted_at: float) -> None:
+    def __init__(self, granted_at: float,
+                 on_sent: Callable[[float], None] | None = None) -> None:
         self.granted_at = granted_at
         self.sent_at: float | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._on_sent = on_sent
 
     def sent(self, at: float) -> None:
         if self.sent_at is not None:
             return
         self.sent_at = max(at, self.granted_at)
+        if self._on_sent is not None:
+            self._on_sent(self.sent_at)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -133,6 +184,7 @@ class RateBudget:
     """At most ``rate`` request starts in any sliding 1-second window; see the module doc.
 
     ``margin`` is the fraction of ``rate`` kept unused by the pacing (3 % by default),
+    ``guard`` the seconds of arrival jitter the log absorbs (``margin`` seconds by default),
     ``decrease`` the factor a 429 multiplies the effective rate by, ``recovery`` the seconds a
     full recovery from zero would take, ``floor`` the lowest effective rate (default
     ``rate / 20``).
@@ -149,6 +201,7 @@ class RateBudget:
         recovery: float = 10.0,
         cooldown: float = 1.0,
         floor: float | None = None,
+        guard: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate!r}")
@@ -156,6 +209,8 @@ class RateBudget:
             raise ValueError(f"margin must be in [0, 1), got {margin!r}")
         if not 0 < decrease <= 1:
             raise ValueError(f"decrease must be in (0, 1], got {decrease!r}")
+        if guard is not None and guard < 0:
+            raise ValueError(f"guard must not be negative, got {guard!r}")
         self.name = name
         self.rate = float(rate)
         self.margin = margin
@@ -169,8 +224,15 @@ class RateBudget:
         # (monotonic seconds). The log keeps the margin too: Stripe counts arrivals, which
         # network jitter can bunch.
         self._capacity = max(1, math.floor(self.rate * (1.0 - margin)))
+        #: ``(starts, seconds)``: a start waits until the send ``starts`` before it (and
+        #: every older one) is ``seconds`` old, so any ``starts + 1`` sends span more.
+        self.guard = margin * WINDOW if guard is None else guard
+        self._limits = ((self._capacity, WINDOW),
+                        (max(1, math.floor(self.rate)), WINDOW + self.guard))
+        self._keep = max(count for count, _ in self._limits)
         self._starts: deque[Start] = deque()
         self._sent_before = -math.inf
+        self._peaks = (PeakCounter(WINDOW), PeakCounter(WINDOW + self.guard))
         # The schedule's last slot (it may lie behind the last start, see earliest_start) and
         # the instant of the last start.
         self._last_slot: float | None = None
@@ -208,24 +270,40 @@ class RateBudget:
         return max(self._last_slot + interval, arrived, head_at - MAX_LAG * interval)
 
     def earliest_start(self, head_at: float, arrived: float) -> float:
-        """When the next start may go, once the oldest start of a full log was sent: its
+        """When the next start may go, once the sends the log waits for are known: its
         scheduled slot (:meth:`scheduled`), but no sooner than :data:`CATCH_UP_SPACING` of an
-        interval after the previous start, and a full second after the send ``capacity``
-        starts before it.
+        interval after the previous start, a full second after the send ``⌊rate · (1 −
+        margin)⌋`` starts before it and ``1 + guard`` seconds after the send ``⌊rate⌋``
+        starts before it (each together with every older send).
 
         Slots follow the previous *slot*, not the previous actual start, so a caller woken
         late (a busy event loop) does not push every later start back: the pace holds on
-        average, the starts after a late one catching up at three times the pace. The sliding log
-        bounds every 1-second window whatever the slots say.
+        average, the starts after a late one catching up at three times the pace. The sliding
+        log bounds every window whatever the slots say.
         """
         slot = self.scheduled(head_at, arrived)
         if self._last_slot is not None:
             slot = max(slot, self._last_start + CATCH_UP_SPACING * self.interval())
-        if len(self._starts) == self._capacity:
-            oldest = self._starts[0].sent_at
-            assert oldest is not None  # acquire waits for it
-            slot = max(slot, max(oldest, self._sent_before) + WINDOW)
+        for count, span in self._limits:
+            if len(self._starts) >= count:
+                slot = max(slot, self._sent_by(len(self._starts) - count) + span)
         return slot
+
+    def _sent_by(self, index: int) -> float:
+        """The latest send among the logged starts up to ``index`` and every older one."""
+        latest = self._sent_before
+        for start in itertools.islice(self._starts, index + 1):
+            assert start.sent_at is not None  # start() waits for it
+            latest = max(latest, start.sent_at)
+        return latest
+
+    def _unsent(self) -> Start | None:
+        """A logged start the next one must wait for (not sent yet), if any."""
+        deepest = max((len(self._starts) - count for count, _ in self._limits), default=-1)
+        for start in itertools.islice(self._starts, max(deepest + 1, 0)):
+            if start.sent_at is None:
+                return start
+        return None
 
     async def acquire(self) -> None:
         """Wait until one more request may be sent now, and count it as sent at once."""
@@ -243,9 +321,12 @@ class RateBudget:
             head_at = self._clock.monotonic()
             waited = 0.0
             while True:
-                if len(self._starts) == self._capacity:
-                    # The start ``capacity`` ago must have gone out before its time counts.
-                    await self._starts[0].wait_sent()
+                unsent = self._unsent()
+                if unsent is not None:
+                    # The starts the log counts from must have gone out before their time
+                    # counts.
+                    await unsent.wait_sent()
+                    continue
                 # Again after every sleep: a 429 meanwhile may have slowed the pace.
                 slot = self.earliest_start(head_at, arrived)
                 now = self._clock.monotonic()
@@ -254,8 +335,8 @@ class RateBudget:
                 waited += slot - now
                 await self._clock.sleep(slot - now)
             self._note_slot(head_at, arrived, now)
-            start = Start(now)
-            if len(self._starts) == self._capacity:
+            start = Start(now, self._count_send)
+            if len(self._starts) == self._keep:
                 oldest = self._starts.popleft()
                 assert oldest.sent_at is not None
                 self._sent_before = max(self._sent_before, oldest.sent_at)
@@ -265,6 +346,15 @@ class RateBudget:
                 self._waited += 1
                 self._wait_seconds += waited
         return start
+
+    def reset_peaks(self) -> None:
+        """Start :attr:`RateStats.peak_sent` and ``peak_sent_guarded`` over (a benchmark
+        measuring one phase)."""
+        self._peaks = (PeakCounter(WINDOW), PeakCounter(WINDOW + self.guard))
+
+    def _count_send(self, at: float) -> None:
+        for peak in self._peaks:
+            peak.add(at)
 
     def _note_slot(self, head_at: float, arrived: float, now: float) -> None:
         """Advance the schedule by the start let through at ``now``: its scheduled slot, or
@@ -296,6 +386,8 @@ class RateBudget:
             wait_seconds=self._wait_seconds,
             penalties=self._penalties,
             lost_seconds=self._lost,
+            peak_sent=self._peaks[0].peak,
+            peak_sent_guarded=self._peaks[1].peak,
         )
 
 

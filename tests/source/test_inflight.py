@@ -24,6 +24,7 @@ from alertd.source.inflight import (
     SPARE,
     Concurrency,
     Slots,
+    batches_ahead,
     ewma,
     in_flight_limit,
     reachable_rate,
@@ -247,3 +248,21 @@ async def test_a_transport_given_is_used_by_one_client() -> None:
     assert len(seen) == 40
     assert len(shards) == 1 and shards[0].peak_in_flight >= 1 and shards[0].connections == 0
     assert http.shards() == []
+
+
+@pytest.mark.parametrize(
+    ("rate", "latency", "per_batch", "expected"),
+    [
+        (100, None, 60, 1),  # nothing timed yet: the default
+        (100, 0.02, 60, 1),  # 2 requests in flight: the one batch queued covers them
+        (100, 0.15, 60, 1),
+        (100, 0.5, 60, 2),
+        (100, 1.0, 60, 3),  # 100 in flight, 150 with the headroom: three batches of 60
+        (100, 1.0, 10, 8),  # capped: the batches' answers wait in memory
+        (100, 1.0, 0, 1),  # an empty batch (all cached) tells nothing
+        (25, 1.0, 60, 1),
+    ],
+)
+def test_batches_ahead_cover_the_requests_in_flight(
+        rate: float, latency: float | None, per_batch: int, expected: int) -> None:
+    assert batches_ahead(rate, latency, per_batch) == expected

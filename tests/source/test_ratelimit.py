@@ -16,6 +16,7 @@ from alertd.source.ratelimit import (
     CATCH_UP_SPACING,
     MAX_LAG,
     Budgets,
+    PeakCounter,
     RateBudget,
     recovered_rate,
 )
@@ -109,10 +110,11 @@ async def test_a_busy_event_loop_costs_no_slots_and_makes_no_bursts() -> None:
     clock = BusyLoopClock(busy=0.6, block=0.01)
     budget = RateBudget(100, clock=clock, name="analytics")
     starts = sorted(await acquire_all(budget, clock, 1500))
-    assert 1499 / (starts[-1] - starts[0]) > 94.5  # 95.2 (of 97) with this seed
+    assert 1499 / (starts[-1] - starts[0]) > 94.5  # 94.9 (of 97) with this seed
     assert most_in_any_window(starts) <= 97
     assert most_in_any_window(starts, window=0.01) <= 3
-    assert budget.stats().lost_seconds < 0.25
+    # The guard holds some catch-ups back (0.20 s lost without it, 0.28 with it here).
+    assert budget.stats().lost_seconds < 0.35
 
 
 async def test_the_schedule_runs_behind_by_at_most_the_lag_and_banks_no_idle_time() -> None:
@@ -251,7 +253,8 @@ def test_recovered_rate(cut_to: float, since: float, recovery: float, expected: 
 
 
 @pytest.mark.parametrize("kwargs", [{"rate": 0}, {"rate": 10, "margin": 1.0},
-                                    {"rate": 10, "decrease": 0.0}])
+                                    {"rate": 10, "decrease": 0.0},
+                                    {"rate": 10, "guard": -0.01}])
 def test_invalid_budgets_are_refused(kwargs: dict[str, float]) -> None:
     rate = kwargs.pop("rate")
     with pytest.raises(ValueError):
@@ -316,3 +319,89 @@ async def test_acquire_counts_its_grant_as_the_send() -> None:
     budget = RateBudget(10, clock=clock, name="general")
     starts = await acquire_all(budget, clock, 20)
     assert most_in_any_window(starts) <= 9 and len(starts) == 20
+
+
+# ---------------------------------------------------------------------- the receiver's second
+
+
+@pytest.mark.parametrize(("busy", "block", "seed"), [(0.6, 0.01, 1), (0.5, 0.03, 2),
+                                                     (0.64, 0.005, 3)])
+async def test_catch_ups_leave_room_for_the_receivers_jitter(busy: float, block: float,
+                                                             seed: int) -> None:
+    """Stripe counts arrivals: a send plus a delay that varies. Any ``rate + 1`` sends span
+    more than ``1 + guard`` seconds, so arrivals delayed by anything from 0 to ``guard`` never
+    put more than ``rate`` in one second — here the adversary delays the early sends of each
+    run by the whole guard. Without the guard, the catch-ups after a busy loop leave as little
+    as three catch-up gaps (~10 ms) between 101 sends and a 1-second window."""
+    clock = BusyLoopClock(busy=busy, block=block, seed=seed)
+    budget = RateBudget(100, clock=clock, name="analytics")
+    assert budget.guard == pytest.approx(0.03)
+    sends = sorted(await acquire_all(budget, clock, 1500))
+    assert most_in_any_window(sends, window=1.0 + budget.guard) <= 100
+    assert most_in_any_window(sends) <= 97
+    worst = [t + (budget.guard if i % 200 < 100 else 0.0) for i, t in enumerate(sends)]
+    assert most_in_any_window(worst) <= 100
+    stats = budget.stats()  # what the budget itself counted of its sends
+    assert stats.peak_sent == most_in_any_window(sends)
+    assert stats.peak_sent_guarded == most_in_any_window(sends, window=1.0 + budget.guard)
+
+    other = BusyLoopClock(busy=busy, block=block, seed=seed)
+    unguarded = RateBudget(100, clock=other, name="analytics", guard=0.0)
+    bunched = sorted(await acquire_all(unguarded, other, 1500))
+    assert most_in_any_window(bunched) <= 97  # the 1-second log alone still holds
+    assert most_in_any_window(bunched, window=1.0 + budget.guard) > 100
+
+
+async def test_the_guard_does_not_slow_steady_pacing() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", guard=0.03)
+    starts = await acquire_all(budget, clock, 400)
+    assert starts[-1] - starts[0] == pytest.approx(399 / 97, rel=1e-6)
+
+
+async def test_a_guard_beyond_the_margin_slows_the_pace_to_keep_it() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics", guard=0.1)
+    starts = await acquire_all(budget, clock, 400)
+    assert most_in_any_window(starts, window=1.1) <= 100
+    assert 399 / (starts[-1] - starts[0]) == pytest.approx(100 / 1.1, rel=0.02)
+
+
+async def test_the_log_waits_for_every_send_it_counts_from() -> None:
+    """The 1-second log counts from the start ``capacity`` back, the guard's from ``rate``
+    back: a start waits until both, and every older one, were sent."""
+    clock = FakeClock()
+    budget = RateBudget(10, clock=clock, name="general")  # 9 a second, 10 in 1.03 s
+    starts = []
+    for index in range(10):
+        start = await budget.start()
+        if index != 1:
+            start.sent(start.granted_at)
+        starts.append(start)
+    waiting = asyncio.create_task(budget.start())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the second start, 9 before the next, has not gone out
+    clock.advance(2.0)
+    late = clock.monotonic()
+    starts[1].sent(late)
+    eleventh = await waiting
+    assert eleventh.granted_at == pytest.approx(late + 1.0)
+
+
+@pytest.mark.parametrize(
+    ("instants", "span", "expected"),
+    [
+        ([], 1.0, 0),
+        ([0.0, 0.5, 0.99, 1.0, 1.5], 1.0, 3),  # 1.0 is a full second after 0.0: not with it
+        ([0.0, 0.9, 0.2, 0.95, 0.1], 1.0, 5),  # out of order, all within one second
+        ([0.0, 1.2, 0.5, 1.4], 1.0, 3),  # 0.5 comes late but shares a second with 1.2, 1.4
+        ([0.0, 0.5, 1.02], 1.03, 3),
+    ],
+)
+def test_peak_counter(instants: list[float], span: float, expected: int) -> None:
+    counter = PeakCounter(span)
+    for at in instants:
+        counter.add(at)
+    assert counter.peak == expected
+    assert most_in_any_window(instants, window=span) == expected
