@@ -85,9 +85,9 @@ MARGIN 1.45 the sustained test keeps nearly all of its NAB gain with fewer false
 against 109), yet the simulator is still above 1 and loses two spikes, so it is a row here,
 not the default. Where NAB's points are lost (``bench/detection.py --per-file``): of its 78
 windows, 29 are missed at default settings, and most of those show nothing in hourly sums
-(the best score inside 17 of them stays below 2 spreads, inside 12 more between 2 and 4: e.g. the four two-hour windows of
-``speed_7578``, whose hourly sums are counts of readings); each missed window costs as much
-as about 18 false alerts.
+(the best score inside 17 of them stays below 2 spreads, inside the other 12 between 2 and 4:
+e.g. the four two-hour windows of ``speed_7578``, whose hourly sums are counts of readings);
+each missed window costs as much as about 18 false alerts.
 
 **Episodes, with hysteresis.** An episode starts when a bucket leaves the band (in the rule's
 ``direction``) and lasts while buckets stay outside the *exit* band on the same side
