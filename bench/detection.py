@@ -4,6 +4,7 @@ simulator's labelled incidents.
 Usage::
 
     python bench/detection.py [--customers 200] [--days 90] [--seed 7] [--skip-sim] [--skip-nab]
+        [--per-file] [--shared ../shared]
 
 **Real data (NAB).** ``../shared/data/nab-tuning`` (47 series of the Numenta Anomaly Benchmark
 with their label windows) beside the repository, scored by ``../shared/tools/nab_score.py``
@@ -15,8 +16,9 @@ and the alert lifecycle (:func:`alertd.alerts.apply`); a row is 1 where an alert
 per episode: what a user receives). Beside it, the plain trailing z-score computed here (3
 sigma over the previous 168 hours, every hour beyond it a row). Printed per NAB category,
 overall, and for the files split in two halves (alternate files by name), so a figure that
-holds on one half only shows. The script says so and skips this part when the data or the
-scorer is absent.
+holds on one half only shows; ``--per-file`` adds a line per file (windows hit and missed,
+false alerts, delay, raw score beside the z-score's: where the points are lost). The script
+says so and skips this part when the data or the scorer is absent.
 
 Data: :class:`alertd.sim.generator.UsageGenerator` — every customer's usage of each of the
 three simulated meters (tokens and API calls with a daily and weekly cycle, storage flat; all
@@ -528,14 +530,48 @@ def events(results: dict[str, Any], names: Sequence[str]) -> str:
     return f"{tp}/{tp + fn} windows, {fp} false"
 
 
-def nab_report(shared: Path = SHARED) -> str:
+def per_file(ours: dict[str, Any], theirs: dict[str, Any], rows: dict[str, list[int]],
+             series: Sequence[HourlySeries], windows: dict[str, list[list[str]]]) -> list[str]:
+    """One line per NAB file: its windows hit, false alerts, mean delay (fraction of the
+    window) and raw standard score, ours beside the z-score's, and for each window the hours
+    from its start to our first firing inside it (``-``: missed) over its width in hours."""
+    lines = ["", f"  {'file':<48}{'W':>3}{'hit':>4}{'FP':>4}{'delay':>6}{'raw':>7}  |"
+             f"{'hit':>4}{'FP':>4}{'raw':>7}   windows (ours: first firing h / width h)"]
+    for item in series:
+        mine, base = ours[item.name], theirs[item.name]
+        found = []
+        for start, end in windows[item.name]:
+            first = instant(start)
+            width = (instant(end) - first) // HOUR
+            inside = [i for i, fired in enumerate(rows[item.name]) if fired
+                      and item.first + (i + 1) * HOUR > first
+                      and item.first + i * HOUR <= instant(end)]
+            found.append(f"{(item.first + inside[0] * HOUR - first) // HOUR if inside else '-'}"
+                         f"/{width}")
+        delay = mine["mean_delay_frac"]
+        lines.append(
+            f"  {item.name[:48]:<48}{mine['windows_scorable']:>3}{mine['tp']:>4}"
+            f"{mine['fp_events']:>4}{'-' if delay is None else f'{delay:.2f}':>6}"
+            f"{mine['nab_raw']['standard']:>7.2f}  |{base['tp']:>4}{base['fp_events']:>4}"
+            f"{base['nab_raw']['standard']:>7.2f}   {' '.join(found)}")
+    return lines
+
+
+def instant(text: str) -> int:
+    """A label window's limit (UTC) in unix seconds."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def nab_report(shared: Path = SHARED, files: bool = False) -> str:
+    """The NAB table; ``files``: with a line per file (:func:`per_file`)."""
     root, scorer = shared / "data" / "nab-tuning", shared / "tools" / "nab_score.py"
     if not (root / "labels" / "combined_windows.json").is_file() or not scorer.is_file():
         return (f"NAB: skipped — the labelled data ({root}) or the scorer ({scorer}) is absent; "
                 "put them beside the repository as ../shared/")
     started = time.perf_counter()
     series = nab_series(root)
-    ours = nab_scores(root, scorer, {s.name: anomaly_firings(s) for s in series}, series)
+    fired = {s.name: anomaly_firings(s) for s in series}
+    ours = nab_scores(root, scorer, fired, series)
     seconds = time.perf_counter() - started
     theirs = nab_scores(root, scorer, {s.name: zscore_alerts(s) for s in series}, series)
     names = [s.name for s in series]
@@ -559,6 +595,9 @@ def nab_report(shared: Path = SHARED) -> str:
                      f"{events(ours, members)} / {events(theirs, members)}")
     lines.append(f"  ({seconds:.0f}s for the anomaly replay; * = target missed; a category "
                  "without windows scores nan but its false alerts count overall)")
+    if files:
+        windows = json.loads((root / "labels" / "combined_windows.json").read_text())
+        lines += per_file(ours, theirs, fired, series, windows)
     return "\n".join(lines)
 
 
@@ -572,9 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: ../shared from the repository root)")
     parser.add_argument("--skip-sim", action="store_true", help="only the NAB part")
     parser.add_argument("--skip-nab", action="store_true", help="only the simulator part")
+    parser.add_argument("--per-file", action="store_true",
+                        help="NAB: a line per file (windows hit, false alerts, delay, score)")
     args = parser.parse_args(argv)
     if not args.skip_nab:
-        print(nab_report(args.shared), flush=True)
+        print(nab_report(args.shared, args.per_file), flush=True)
     if args.skip_sim:
         return 0
     found = detectors()

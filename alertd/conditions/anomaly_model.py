@@ -52,7 +52,7 @@ about 3 sigma); 1.8 puts it near 4 sigma. **Off by default** (:data:`SUSTAIN` is
 setting tried gains on real data without passing the simulator's false-alert target of 1 per
 customer-month. Measured (``bench/detection.py``; NAB overall (file half A / half B);
 simulator 50 customers x 60 days, false alerts per customer-month; recall the same in every
-row, spike 0.81, drop 0.90, stop 1.00):
+row, spike 0.81, drop 0.90, stop 1.00, but where the text below says otherwise):
 
 ========================================  ================  =====
 setting                                   NAB (A / B)       sim FA
@@ -64,11 +64,35 @@ SUSTAIN 2, margin 1.8, EACH 0.5           52.3 (46.8/58.4)  1.09
 SUSTAIN 2, margin 1.6, EACH 0.75          52.2 (46.7/58.4)  1.04
 SUSTAIN 2, margin 1.8, EACH 0.75          51.1 (44.4/58.4)  1.01
 SUSTAIN 3, margin 1.3, EACH 0.5           50.0 (42.6/58.1)
+MARGIN 1.45, SUSTAIN 2, margin 1.3, 0.5   54.6 (51.7/57.9)  1.30
+MARGIN 1.45, SUSTAIN 2, margin 1.8, 0.5   49.2 (46.0/52.8)  0.72
+MARGIN 1.4, SUSTAIN 2, margin 1.6, 0.5    51.8 (49.3/54.6)  0.95
+MARGIN 1.45 (quieter single buckets)      46.9 (41.4/52.9)  0.58
+sensitivity 3 (``high``) for every rule   49.0 (43.7/54.7)  4.78
+TAIL 0.95 (MARGIN 1.3: a narrower band)   47.1 (44.5/50.0)
+pool 336 (two weeks of errors)            45.3 (36.5/55.1)  0.68
+adaptation 12h                            45.3 (39.1/52.2)
 ========================================  ================  =====
 
-The gain is mostly NAB's KnownCause files (slow failures, 22 -> 29-38); half B barely moves;
+The gain is mostly NAB's KnownCause files (slow failures, 22 -> 29-40); half B barely moves;
 most of the extra false alerts are on the simulator's flat storage meter (the recent level,
-whose day-to-day steps move two hours at once).
+whose day-to-day steps move two hours at once). The rows below the sustained ones move the
+single-bucket test the other ways, and none gains on both: a quieter band (MARGIN 1.45) halves
+the simulator's false alerts but misses two more of its spikes (recall 0.74) and NAB windows
+(45 of 78 hit, against 49); a more sensitive one (``high``, or a lower tail quantile) hits
+more NAB windows (55) but adds about as many NAB points in false alerts as it gains, and five
+times the simulator's; a longer pool steadies the tail estimate (simulator 0.68, one drop
+missed) but on NAB's two-week files leaves too little history before each window. With
+MARGIN 1.45 the sustained test keeps nearly all of its NAB gain with fewer false alerts (100
+against 109), yet the simulator is still above 1 and loses two spikes, so it is a row here,
+not the default; made quiet enough for the simulator (MARGIN 1.4, sustained margin 1.6: 0.95)
+it still loses those two spikes (recall 0.74) and half B (54.6 against 58.5).
+
+Where NAB's points are lost (``bench/detection.py --per-file``): of its 78 windows, 29 are
+missed at default settings, and most of those show nothing in hourly sums
+(the best score inside 17 of them stays below 2 spreads, inside the other 12 between 2 and 4:
+e.g. the four two-hour windows of ``speed_7578``, whose hourly sums are counts of readings);
+each missed window costs as much as about 18 false alerts.
 
 **Episodes, with hysteresis.** An episode starts when a bucket leaves the band (in the rule's
 ``direction``) and lasts while buckets stay outside the *exit* band on the same side
