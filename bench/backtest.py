@@ -207,15 +207,13 @@ def main() -> None:
               f"{(window.until - window.since) / 86400:.1f} days replayed "
               f"({prepared.histories.requests} Stripe requests fetched once)")
         runs = [RuleRun(rule) for rule in prepared.rules]
-        before_parts = []
-        if not args.skip_before:
-            for run in runs:
+        profiler = cProfile.Profile() if args.profile else None
+        before_parts, after_parts = [], []
+        for run in runs:  # before and after rule by rule, so both see about the same load
+            if not args.skip_before:
                 with Stopwatch() as watch:
                     before_parts.append(one_at_a_time(run.rule, prepared, window, run))
                 run.before = watch.cpu
-        profiler = cProfile.Profile() if args.profile else None
-        after_parts = []
-        for run in runs:
             with Stopwatch() as watch:
                 if profiler is not None:
                     profiler.enable()
