@@ -42,9 +42,8 @@ from collections.abc import Sequence
 
 from alertd import conditions
 from alertd.backtest.evaluating import Evaluation, monotone
-from alertd.backtest.history import History
+from alertd.backtest.history import History, reads_columns
 from alertd.backtest.window import ReplayWindow
-from alertd.conditions.base import ConditionKind
 from alertd.model import Customer, Finding, Series
 from alertd.rules.schema import Rule
 
@@ -56,9 +55,7 @@ def batched(rule: Rule) -> bool:
     """Whether replay judges ``rule``'s customers together (:func:`evaluations_together`):
     its kind judges batches its own way, and the rule is evaluated at every instant of its
     schedule (not :func:`~alertd.backtest.evaluating.monotone`: those bisect per customer)."""
-    kind = conditions.kind_of(rule)
-    return (type(kind).evaluate_many is not ConditionKind.evaluate_many
-            and not monotone(rule))
+    return reads_columns(rule) and not monotone(rule)
 
 
 def evaluations_together(
