@@ -18,7 +18,10 @@ process (``time.process_time``: CPU, not wall, since the machine is shared):
 - **before**: each (rule, customer) alone, :func:`~alertd.backtest.history.history_of`,
   :func:`~alertd.backtest.evaluating.evaluations` (one ``evaluate_many`` per instant, of that
   customer's series) and :func:`~alertd.backtest.replaying.lifecycle_changes` — what
-  :func:`~alertd.backtest.replaying.replay_changes` does;
+  :func:`~alertd.backtest.replaying.replay_changes` does. Its series are today's (an anomaly
+  rule's handed as columns, :func:`~alertd.backtest.history.reads_columns`), so this
+  isolates batching; the code before both changes is measured by running the command of an
+  older checkout (``--command`` here, ``PYTHONPATH`` pointing at the older tree);
 - the notification replay and the report, once per path, and whether the two reports (JSON and
   text) are identical, which they must be.
 
