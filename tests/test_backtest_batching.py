@@ -39,6 +39,7 @@ from alertd.backtest import (
 )
 from alertd.backtest.batching import batched, evaluations_together, findings_together
 from alertd.backtest.history import history_of
+from alertd.backtest.replaying import BLOCK
 from alertd.clock import FakeClock, parse_instant
 from alertd.commands.backtest import Prepared, prepare, replay_prepared
 from alertd.commands.backtest_report import BacktestResult, backtest_json, backtest_text
@@ -375,3 +376,14 @@ def test_a_missing_history_fails_its_customer_only(brittle: None) -> None:
     assert [f.customer for f in got.failures] == ["cus_3"]
     assert got.failures[0].message.startswith("KeyError")
     assert len({f.finding.key.customer for f in got.firings}) == 4
+
+
+def test_customers_past_one_block_are_replayed_as_alone(brittle: None) -> None:
+    many = [Customer(f"cus_{i:03d}", f"Customer {i}") for i in range(BLOCK + 6)]
+    rule = brittle_rule(breaks_for=many[BLOCK + 2].id)  # in the second block
+    histories = {(rule.name, c.id): bursts(i) for i, c in enumerate(many)}
+    customers = {rule.name: many}
+    got = replay_all([rule], customers, histories, WINDOW)
+    assert got == reference([rule], customers, histories, WINDOW)
+    assert [f.customer for f in got.failures] == [many[BLOCK + 2].id]
+    assert len({f.finding.key.customer for f in got.firings}) == len(many) - 1
