@@ -28,16 +28,19 @@ The modules, in data-flow order:
   instant needs, complete buckets built once.
 - :mod:`~alertd.backtest.evaluating`: the findings at an instant, and which instants to
   evaluate (bisection for upper thresholds).
+- :mod:`~alertd.backtest.batching`: a rule's customers judged together at each instant, one
+  ``evaluate_many`` per instant (as a pass judges a batch), with each customer's findings
+  those it would have alone.
 - :mod:`~alertd.backtest.steps`: the daemon's own judging and lifecycle steps, shared with
   ``alertd test``.
-- :mod:`~alertd.backtest.replaying`: rules × customers through the lifecycle, into changes
-  and the firings reported.
+- :mod:`~alertd.backtest.replaying`: rules × customers through the lifecycle (each customer's
+  on its own, in time order), into changes and the firings reported.
 - :mod:`~alertd.backtest.notifications`: the changes through the notification pipeline's
   stages, into what would have been sent.
 
-Each shortcut (instants, bisection, series built once, skipped lifecycle ticks and flushes)
-saves work the daemon would do without changing an answer; the tests hold each against the
-plain way.
+Each shortcut (instants, bisection, series built once, customers judged together, skipped
+lifecycle ticks and flushes) saves work the daemon would do without changing an answer; the
+tests hold each against the plain way.
 """
 
 from alertd.backtest.evaluating import (
@@ -57,6 +60,7 @@ from alertd.backtest.replaying import (
     Replayed,
     ReplayFailure,
     firings_of,
+    lifecycle_changes,
     replay,
     replay_all,
     replay_changes,
@@ -96,6 +100,7 @@ __all__ = [
     "instants",
     "judge",
     "judged_granularity",
+    "lifecycle_changes",
     "monotone",
     "replay",
     "replay_all",

@@ -4,7 +4,12 @@ Pure; fed the rows fetched for :func:`~alertd.backtest.window.history_need`, rea
 
 A complete bucket never changes, so :class:`HistorySeries` builds it once for all instants
 instead of rebuilding the series, and the evaluator's need at an instant is worked out once
-for all customers (:meth:`RuleFrame.need_at`). A cost rule summed over a customer's meters
+for all customers (:meth:`RuleFrame.need_at`). How a series' buckets are handed over depends
+on its reader (:func:`reads_columns`): as columns (arrays sliced from the history's, no bucket
+object made) to a kind that judges batches its own way, which reads arrays (``anomaly``:
+handed bucket objects, it spent about half its replay CPU turning them back into arrays); as
+a tuple of the shared bucket objects to the others, which walk the buckets (columns would make
+every bucket object anew at each instant). A cost rule summed over a customer's meters
 has one history per priced meter, put together at each instant (:class:`SummedHistory`).
 """
 
@@ -14,8 +19,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from alertd import calendar, conditions
 from alertd.backtest.window import ReplayWindow, history_need, instants, warm_start
+from alertd.conditions.base import ConditionKind
+from alertd.conditions.columns import BucketColumns
 from alertd.conditions.money import per_meter, priced_meters, summed_series, sums_meters
 from alertd.conditions.series import build_series, series_dimensions
 from alertd.model import (
@@ -43,6 +52,9 @@ class RuleFrame:
     slots: tuple[Period, ...]
     starts: tuple[int, ...]
     ends: tuple[int, ...]
+    #: ``starts`` and ``ends`` as arrays, for series handed as columns.
+    starts_array: np.ndarray = field(compare=False, repr=False)
+    ends_array: np.ndarray = field(compare=False, repr=False)
     _needs: dict[int, DataNeed] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -52,8 +64,9 @@ class RuleFrame:
         granularity = conditions.needs(rule, "", start)[0].granularity
         slots = tuple(calendar.periods(history.starts_at, history.ends_at, granularity,
                                       rule.timezone))
-        return cls(rule, tuple(instants(rule, start, window)), granularity, slots,
-                   tuple(s.starts_at for s in slots), tuple(s.ends_at for s in slots))
+        starts, ends = tuple(s.starts_at for s in slots), tuple(s.ends_at for s in slots)
+        return cls(rule, tuple(instants(rule, start, window)), granularity, slots, starts, ends,
+                   np.asarray(starts, np.int64), np.asarray(ends, np.int64))
 
     def need_at(self, instant: int, customer: str) -> DataNeed:
         """``conditions.needs(rule, customer, instant)[0]``, worked out once per instant for all
@@ -69,6 +82,15 @@ class RuleFrame:
         return index if index < len(self.starts) and self.starts[index] == instant else None
 
 
+def reads_columns(rule: Rule) -> bool:
+    """Whether ``rule``'s series are handed as columns (see the module docstring): its kind
+    judges batches its own way (overrides
+    :meth:`~alertd.conditions.base.ConditionKind.evaluate_many`), as ``anomaly`` does, whose
+    evaluator reads a series' arrays; replay batches the same kinds
+    (:func:`~alertd.backtest.batching.batched`)."""
+    return type(conditions.kind_of(rule)).evaluate_many is not ConditionKind.evaluate_many
+
+
 def _group_of(dimensions: Dimensions, group_by: Sequence[str]) -> Dimensions:
     found = dict(dimensions)
     return tuple(sorted((key, found.get(key, "")) for key in group_by))
@@ -82,6 +104,8 @@ class _GroupHistory:
     ends: list[int]
     values: list[float]
     complete: tuple[Bucket, ...]
+    #: The complete buckets' values (those of ``complete``), for series handed as columns.
+    sums: np.ndarray
 
     @classmethod
     def of(cls, rows: Sequence[UsageRow], frame: RuleFrame) -> _GroupHistory:
@@ -93,7 +117,7 @@ class _GroupHistory:
         complete = tuple(Bucket(slot.starts_at, slot.ends_at, value, True)
                          for slot, value in zip(frame.slots, sums, strict=True))
         return cls([r.starts_at for r in rows], [r.ends_at for r in rows],
-                   [r.value for r in rows], complete)
+                   [r.value for r in rows], complete, np.asarray(sums, np.float64))
 
     def present(self, starts_at: int, ends_at: int, visible_until: int) -> bool:
         """Whether a visible row starts in ``[starts_at, ends_at)``."""
@@ -124,6 +148,7 @@ class HistorySeries:
         self.frame = frame
         self.rule = frame.rule
         self.customer = customer
+        self.columns = reads_columns(self.rule)
         self.rows = sorted(rows, key=lambda r: (r.starts_at, r.ends_at, r.dimensions))
         self._starts = [row.starts_at for row in self.rows]
         self._ends = [row.ends_at for row in self.rows]
@@ -172,14 +197,32 @@ class HistorySeries:
             ends_at = min(slot.ends_at, need.ends_at)
             value = history.partial(slot.starts_at, ends_at, refreshed_at)
             running.append(Bucket(slot.starts_at, ends_at, value, False))
+        buckets: Sequence[Bucket] = (
+            self._columns(history, cuts, running) if self.columns
+            else history.complete[low:cut] + tuple(running))
         return Series(
             key=SeriesKey(self.rule.name, need.customer, group),
             meter=self.rule.meter,
             dimensions=series_dimensions(need.spec.dimension_filters, group),
             granularity=need.granularity,
             timezone=need.timezone,
-            buckets=history.complete[low:cut] + tuple(running),
+            buckets=buckets,
             refreshed_at=min(refreshed_at, now),
+        )
+
+    def _columns(self, history: _GroupHistory, cuts: tuple[int, int, int],
+                 running: Sequence[Bucket]) -> BucketColumns:
+        """``history.complete[low:cut] + running`` as columns."""
+        low, cut, _ = cuts
+        frame = self.frame
+        return BucketColumns(
+            np.concatenate((frame.starts_array[low:cut],
+                            np.fromiter((b.starts_at for b in running), np.int64))),
+            np.concatenate((frame.ends_array[low:cut],
+                            np.fromiter((b.ends_at for b in running), np.int64))),
+            np.concatenate((history.sums[low:cut],
+                            np.fromiter((b.value for b in running), np.float64))),
+            np.concatenate((np.ones(cut - low, np.bool_), np.zeros(len(running), np.bool_))),
         )
 
 
