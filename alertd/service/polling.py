@@ -63,6 +63,7 @@ from alertd.service.recording import (
     meta_findings,
     poll_failed,
 )
+from alertd.service.trim import release
 from alertd.service.world import World
 
 log = logging.getLogger("alertd.poll")
@@ -219,6 +220,7 @@ class Poller:
             if observe is not None:
                 observe.batch(found)
             await recorder.batch(found)
+            release()  # the batch's answers are gone: give their pages back (service.trim)
 
         result = await self._fetch(engine, group, now, customers, on_batch)
         failed = poll_failed(result)
