@@ -24,8 +24,9 @@ each following pass is a steady cycle. Printed per cycle, beside their targets:
 * achieved requests/s, CPU seconds of this process per 1,000 requests, peak RSS;
 * the deadline scheduler's book (:class:`alertd.service.schedule.DeadlineBook`, in RAM): the
   passes' findings are booked into one as the daemon's batches book them, and its bytes per
-  customer (every object it alone holds: deadlines, heap, each series' memory and key) are
-  printed with what that makes at 100,000 customers.
+  customer (:meth:`~alertd.service.schedule.DeadlineBook.held_bytes`: its packed arrays and
+  tables, the customer ids, each remembered series) are printed with what that makes at
+  100,000 customers.
 
 The passes hand their findings on batch by batch and keep only the notable ones, as the
 daemon's do (:class:`alertd.service.recording.PassRecorder` records them there).
@@ -118,9 +119,9 @@ async def main(args: argparse.Namespace) -> None:
 
 def print_book(book: DeadlineBook, customers: int) -> None:
     """The deadline book's bytes per customer, and at 100,000 customers."""
-    size = held_bytes([book._due, book._heap, book._current, book._memory])
+    size = book.held_bytes()
     per = size / max(customers, 1)
-    series = len(book._memory)
+    series = book.series()
     print(f"deadline book: {size / 1e6:.2f} MB for {customers} customers and {series} series: "
           f"{per:.0f} bytes a customer ({size / max(series, 1):.0f} a series), "
           f"{per * 100_000 / 1e6:.0f} MB at 100,000 customers")

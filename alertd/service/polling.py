@@ -4,14 +4,16 @@ Where it sits: the daemon's scheduler fires one job per poll group → :meth:`Po
 :meth:`Engine.run_pass <alertd.service.engine.Engine.run_pass>` (one plan, so one fetch serves every
 rule of the group that needs the same data; the Stripe client's rate budgets pace it) → the
 freshness gate → :class:`~alertd.service.recording.PassRecorder` (each batch's lifecycle as the
-pass goes, then alert states and outbox rows in one transaction) → metrics, readiness and the
+pass goes, committed a few batches at a time, alert states and outbox rows in one transaction
+each time) → metrics, readiness and the
 systemd ``STATUS=`` line. A poll keeps of its findings only the notable ones (not ``inactive``)
 and counts the rest: what it holds does not grow with the number of customers.
 
 The freshness gate: when a group's ``refreshed_at`` has not advanced since its previous poll,
 Stripe has told us nothing new, so the usage findings are not recorded (evaluation waits for
-data fresh enough); the meta findings (stale data, failing source) always are, because "no
-news for too long" is exactly what the stale-data alert is about.
+data fresh enough; the recorder judges it batch by batch, on each batch's oldest answer, since
+it commits batches as the pass goes); the meta findings (stale data, failing source) always
+are, because "no news for too long" is exactly what the stale-data alert is about.
 
 A scheduled tick (:mod:`alertd.service.schedule`) is a poll of some of the group's customers:
 its findings are recorded without the gate (its customers were last read at other refreshes),
@@ -56,10 +58,12 @@ from alertd.service.metrics import Metrics
 from alertd.service.recording import (
     PassRecorder,
     RecordedTally,
+    has_news,
     judged_any,
     meta_findings,
     poll_failed,
 )
+from alertd.service.trim import release
 from alertd.service.world import World
 
 log = logging.getLogger("alertd.poll")
@@ -76,12 +80,6 @@ def poll_groups(rules: Iterable[Rule], every_override: float | None = None
     for rule in rules:
         groups[every_override or rule.every].append(rule.name)
     return {every: tuple(names) for every, names in sorted(groups.items())}
-
-
-def has_news(previous: int | None, refreshed_at: int | None) -> bool:
-    """Whether a poll brought data fresher than the group's previous one (pure). A source
-    that reports no freshness (``event_summaries``) always counts as news."""
-    return previous is None or refreshed_at is None or refreshed_at > previous
 
 
 class PassObserver(Protocol):
@@ -212,23 +210,25 @@ class Poller:
         self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
         customers: Sequence[str] | None, observe: PassObserver | None,
     ) -> PollOutcome:
+        # The gate compares a group's polls of the same customers; a scheduled tick reads
+        # customers whose last reads were at other refreshes (min_interval apart at least).
+        gate = None if customers is not None else self._refreshed.get(group)
         recorder = await PassRecorder.start(pipeline, world.rules, group, now,
-                                            lambda: self._meters(engine))
+                                            lambda: self._meters(engine), gate=gate)
 
         async def on_batch(found: BatchFindings) -> None:
             if observe is not None:
                 observe.batch(found)
             await recorder.batch(found)
+            release()  # the batch's answers are gone: give their pages back (service.trim)
 
         result = await self._fetch(engine, group, now, customers, on_batch)
         failed = poll_failed(result)
         self._failures[group] = self._failures.get(group, 0) + 1 if failed else 0
         extra = meta_findings(result, world.settings, self.failures)
-        # The gate compares a group's polls of the same customers; a scheduled tick reads
-        # customers whose last reads were at other refreshes (min_interval apart at least).
-        fresh = customers is not None or has_news(self._refreshed.get(group),
-                                                  result.refreshed_at)
-        recorded = await recorder.finish(extra, usage=fresh)
+        # The recorder gated batch by batch; a pass with news had it in every batch.
+        fresh = has_news(gate, result.refreshed_at)
+        recorded = await recorder.finish(extra)
         if observe is not None:
             observe.done(result)
         # Counted only once recorded: a poll that crashes while recording adds to the count

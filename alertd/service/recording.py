@@ -6,12 +6,34 @@ notification :class:`~alertd.notify.pipeline.Pipeline`, which commits alert stat
 rows in one transaction (or, dry, only computes them).
 
 The daemon records a pass as it goes (:class:`PassRecorder`): each batch's findings go through
-the lifecycle as soon as the batch is judged, and only what the commit needs is kept — the
-changed states and the announced alerts, which grow with the alerting series, not with the
-customers — plus a tally of the rest for metrics and the census. The commit itself stays one
-transaction at the end of the pass, as for ``check``: a crash before it loses nothing, and a
-notification group is flushed once with every alert of the pass (writing the outbox batch by
-batch would split a due group's notification across batches).
+the lifecycle as soon as the batch is judged, and its step (changed states, transitions, the
+announced alerts' group updates) is committed through :meth:`Pipeline.record
+<alertd.notify.pipeline.Pipeline.record>` once :data:`COMMIT_SERIES` series' worth has
+gathered — a few batches, never the whole pass — then dropped. What the recorder holds
+therefore stays bounded whatever the number of customers: the step not yet committed, the
+stored states of the customers not yet judged (each customer's are dropped once its batch is
+stepped), the notable findings (for the status board and the census) and counts.
+
+Why per commit and not per pass: a pass's step was one transaction at its end, so the changed
+states, transitions and announced alerts (each with its recent buckets) of every alerting
+series of the pass stayed in RAM until then — what grew with the number of customers
+(issue 13). Each commit keeps the store's guarantee: alert states and the outbox rows they
+cause are written in one transaction (``Pipeline.record`` files the updates in their groups
+and flushes the due groups in the same commit).
+
+Crash safety: a pass killed after some commits has those states, group entries and outbox rows
+on disk and nothing of the rest. The next pass judges every customer again from the stored
+states: a committed series is already in its new state (an announced alert is not announced
+again: its group's notification log says it was sent), an uncommitted one makes the same step
+anew. So no notification is lost and none is sent twice.
+
+What changes against one commit per pass: notification groups are flushed at each commit, so a
+group whose alerts come from several batches (a ``group_by`` that spans customers) can be
+flushed with the alerts of the first commits, the later ones following at ``group_interval``
+(as an Alertmanager group does when alerts arrive over time). With the default
+``group_by: [rule, customer]`` a group's alerts all come from one batch. The freshness gate
+(:mod:`alertd.service.polling`) is applied per batch: a batch is recorded when its answers are
+fresher than the group's previous poll (``gate``); a pass that has news has it in every batch.
 """
 
 from __future__ import annotations
@@ -32,7 +54,14 @@ from alertd.clock import format_duration, readable_duration
 from alertd.config.settings import Settings
 from alertd.model import Finding, Meter, SeriesKey
 from alertd.notify.grouping import Update
-from alertd.notify.pipeline import AlertContext, Lifecycle, Pipeline, lifecycle, vanished_series
+from alertd.notify.pipeline import (
+    AlertContext,
+    Lifecycle,
+    Pipeline,
+    Report,
+    lifecycle,
+    vanished_series,
+)
 from alertd.notify.stages import Decision
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
@@ -142,25 +171,45 @@ class RecordedTally:
                 self.notable[finding.key] = finding
 
 
-class PassRecorder:
-    """Records one daemon pass batch by batch (see the module docstring): give
-    :meth:`batch` to :meth:`Engine.run_pass <alertd.service.engine.Engine.run_pass>` as its
-    ``on_batch``, then :meth:`finish` commits.
+#: Changed states plus group updates a :class:`PassRecorder` gathers before it commits them
+#: (and at the end of the pass, whatever is left). Each commit loads the notification groups
+#: and their log to flush them, so a commit per batch would cost that load ~200 times a
+#: 10,000-customer pass; at this size a commit holds a few MB at most (an announced alert's
+#: update carries its recent buckets, ~3 KB).
+COMMIT_SERIES = 500
 
-    The alert states of the pass's rules are loaded once, at the start; each batch's
-    findings (and the group-by series that vanished from them,
+
+class PassRecorder:
+    """Records one daemon pass batch by batch and commits it a few batches at a time (see the
+    module docstring): give :meth:`batch` to :meth:`Engine.run_pass
+    <alertd.service.engine.Engine.run_pass>` as its ``on_batch``, then :meth:`finish`
+    commits what is left with the meta findings.
+
+    The stored states of the pass's rules are loaded once, at the start, by customer; each
+    batch's findings (and the group-by series that vanished from them,
     :func:`~alertd.notify.pipeline.vanished_series`) go through
     :func:`~alertd.notify.pipeline.lifecycle` against the states of the batch's customers,
-    which are pure per series, so the step the pass commits is the one a single
-    :meth:`Pipeline.apply` of all the findings would have made.
+    which are pure per series, so the states committed are those a single
+    :meth:`Pipeline.apply` of all the findings would have made. A customer's states are
+    dropped once its batch is stepped (a pass reads a customer in one batch).
+
+    ``gate`` is the previous poll's ``refreshed_at`` of the group (``None``: no gate): a batch
+    whose oldest answer is not fresher is not recorded (:func:`~alertd.service.polling.has_news`).
     """
 
     def __init__(self, pipeline: Pipeline, rules: RuleSet, now: int,
                  previous: Mapping[SeriesKey, AlertState],
-                 meters: Callable[[], Awaitable[Mapping[str, Meter]]]) -> None:
+                 meters: Callable[[], Awaitable[Mapping[str, Meter]]], *,
+                 gate: int | None = None, commit_series: int = COMMIT_SERIES) -> None:
         self.pipeline = pipeline
         self.now = now
         self.tally = RecordedTally()
+        self.gate = gate
+        self.commit_series = commit_series
+        #: Batches recorded, held back by the freshness gate, and commits made so far.
+        self.recorded = 0
+        self.held_back = 0
+        self.commits = 0
         self._rules: dict[str, Rule] = {rule.name: rule for rule in rules}
         self._meters = meters
         self._meter_names: Mapping[str, str] | None = None
@@ -173,14 +222,26 @@ class PassRecorder:
 
     @classmethod
     async def start(cls, pipeline: Pipeline, rules: RuleSet, group: Iterable[str], now: int,
-                    meters: Callable[[], Awaitable[Mapping[str, Meter]]]) -> PassRecorder:
+                    meters: Callable[[], Awaitable[Mapping[str, Meter]]], *,
+                    gate: int | None = None, commit_series: int = COMMIT_SERIES
+                    ) -> PassRecorder:
         """A recorder for a pass of the rules ``group`` at ``now`` (their states loaded)."""
         previous = await pipeline.store.load_states({*group, *META_POLICIES})
-        return cls(pipeline, rules, now, previous, meters)
+        return cls(pipeline, rules, now, previous, meters, gate=gate,
+                   commit_series=commit_series)
+
+    @property
+    def pending(self) -> int:
+        """Changed states and group updates worked out and not committed yet."""
+        return len(self._changed) + len(self._updates)
 
     async def batch(self, found: BatchFindings) -> None:
-        """Works one batch's lifecycle step out and keeps what the commit needs."""
+        """Works one batch's lifecycle step out, and commits once enough has gathered."""
         if not found.findings:
+            return
+        if found.read and not has_news(self.gate, found.refreshed_at):
+            self.held_back += 1  # Stripe told nothing new of these customers
+            self._forget(found.read)
             return
         if self._meter_names is None:
             meters = await self._meters()
@@ -189,6 +250,15 @@ class PassRecorder:
                                meter_names=self._meter_names)
         step = self._step(found.findings, context)
         self.tally.add(step.findings)
+        self.recorded += 1
+        self._forget(found.read)
+        if self.pending >= self.commit_series:
+            await self._commit(())
+
+    def _forget(self, customers: Iterable[str]) -> None:
+        """Drops the states of customers whose batch is done (the step keeps what changed)."""
+        for customer in customers:
+            self._states.pop(customer, None)
 
     def _step(self, findings: Sequence[Finding], context: AlertContext) -> Lifecycle:
         previous = {k: s for customer in {f.key.customer for f in findings}
@@ -197,7 +267,7 @@ class PassRecorder:
         step = lifecycle(findings, previous, self._rules, self.now, context)
         for key, state in step.states.items():
             if state is None:
-                self._states[key.customer].pop(key, None)
+                self._states.get(key.customer, {}).pop(key, None)
             else:
                 self._states[key.customer][key] = state
         self._changed.update(step.states)
@@ -205,17 +275,28 @@ class PassRecorder:
         self._updates.extend(step.updates)
         return step
 
-    async def finish(self, extra: Sequence[Finding], *, usage: bool = True) -> PassOutcome:
-        """Commits the pass: its usage findings' step (unless ``usage`` is false: the
-        freshness gate held them back) and the ``extra`` meta findings'. The outcome's
-        findings are the notable usage ones (when recorded) and the meta ones."""
-        if not usage:
-            self._changed.clear()
-            self._transitions.clear()
-            self._updates.clear()
-            self.tally = RecordedTally()
-        meta = self._step(extra, AlertContext())
-        step = Lifecycle(meta.findings, self._changed, tuple(self._transitions),
+    async def _commit(self, findings: tuple[Finding, ...]) -> Report:
+        """Commits the step gathered so far (alert states, group updates and the outbox rows
+        of the groups due, in one transaction), then forgets it."""
+        step = Lifecycle(findings, self._changed, tuple(self._transitions),
                          tuple(self._updates))
         report = await self.pipeline.record(step, self.now)
+        self._changed = {}
+        self._transitions = []
+        self._updates = []
+        self.commits += 1
+        return report
+
+    async def finish(self, extra: Sequence[Finding]) -> PassOutcome:
+        """Commits what is left of the pass with the ``extra`` meta findings' step. The
+        outcome's findings are the notable usage ones recorded and the meta ones; its
+        decisions are the last commit's."""
+        meta = self._step(extra, AlertContext())
+        report = await self._commit(meta.findings)
         return PassOutcome((*self.tally.notable.values(), *report.findings), report.decisions)
+
+
+def has_news(previous: int | None, refreshed_at: int | None) -> bool:
+    """Whether data as of ``refreshed_at`` is fresher than a group's previous poll (pure). A
+    source that reports no freshness (``event_summaries``) always counts as news."""
+    return previous is None or refreshed_at is None or refreshed_at > previous
