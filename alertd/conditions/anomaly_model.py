@@ -182,6 +182,12 @@ EACH = 0.5
 #: the default sensitivity; :data:`MARGIN` is the single bucket's).
 SUSTAIN_MARGIN = 1.8
 
+#: Errors in the pool beyond this many times the ROBUST_Q quantile of its absolute errors
+#: are winsorised to it before the tail quantile is read (0: off)...
+ROBUST = 0.0
+#: ...that quantile (robust to the few buckets an earlier anomaly leaves in the pool).
+ROBUST_Q = 0.9
+
 METHOD_RECENT = "recent level"
 
 
@@ -374,7 +380,12 @@ def _choose(values: Array, first: int, split: int, settings: Settings) -> Chosen
     ordered = values[kept, first:split] - predicted[:, :split - first]
     ranked = np.sort(ordered, axis=1)  # NaN sorts last
     center = predicted[:, -1:]
-    sides = _spread(ranked, _floor(ranked, center))
+    floor = _floor(ranked, center)
+    if ROBUST:  # an earlier anomaly's errors must not widen the band (module docstring)
+        magnitudes = np.sort(np.abs(ranked), axis=1)
+        limit = ROBUST * np.fmax(_ranked_quantile(magnitudes, ROBUST_Q, _valid(ranked)), floor)
+        ranked = np.where(ranked > limit, limit, np.where(ranked < -limit, -limit, ranked))
+    sides = _spread(ranked, floor)
     if SUSTAIN == 1:
         return kept, methods, predicted, anchor, sides, sides
     means = rolling_mean(ordered, SUSTAIN)
@@ -418,11 +429,14 @@ def _floor(ranked: Array, center: Array) -> Array:
 
 
 def _spread(ranked: Array, floor: Array | float,
-            margin: float = MARGIN) -> tuple[Array, Array]:
+            margin: float | None = None) -> tuple[Array, Array]:
     """``(above, below)``: the spread for values above and below the expectation, from the
     sorted errors ``ranked`` (each row; ``NaN`` last): each side's :data:`TAIL` quantile (both
     sides' together when a side has too few errors) times ``margin`` (:data:`MARGIN`) over the
-    default sensitivity, at least ``floor``."""
+    default sensitivity, at least ``floor``. ``MARGIN`` is read at the call (not bound as a
+    default argument), so a changed module constant reaches it."""
+    if margin is None:
+        margin = MARGIN
     count = _valid(ranked)
     negative = np.count_nonzero(ranked < 0.0, axis=-1, keepdims=True)  # NaN compares False
     positive = count - np.count_nonzero(ranked <= 0.0, axis=-1, keepdims=True)
