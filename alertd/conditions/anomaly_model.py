@@ -382,9 +382,7 @@ def _choose(values: Array, first: int, split: int, settings: Settings) -> Chosen
     center = predicted[:, -1:]
     floor = _floor(ranked, center)
     if ROBUST:  # an earlier anomaly's errors must not widen the band (module docstring)
-        magnitudes = np.sort(np.abs(ranked), axis=1)
-        limit = ROBUST * np.fmax(_ranked_quantile(magnitudes, ROBUST_Q, _valid(ranked)), floor)
-        ranked = np.where(ranked > limit, limit, np.where(ranked < -limit, -limit, ranked))
+        ranked = _winsorised(ranked, floor)
     sides = _spread(ranked, floor)
     if SUSTAIN == 1:
         return kept, methods, predicted, anchor, sides, sides
@@ -455,6 +453,22 @@ def _spread(ranked: Array, floor: Array | float,
     above, below = above * scale, below * scale
     # As max(floor, x): x where it is larger.
     return np.where(above > floor, above, floor), np.where(below > floor, below, floor)
+
+
+def _winsorised(ranked: Array, floor: Array) -> Array:
+    """The sorted errors ``ranked`` (each row; ``NaN`` last) with those beyond :data:`ROBUST`
+    times their side's :data:`ROBUST_Q` quantile (at least ``floor``; both sides' together
+    when a side has too few) set to that limit: the order, the counts and ``NaN`` stay."""
+    count = _valid(ranked)
+    negative = np.count_nonzero(ranked < 0.0, axis=-1, keepdims=True)  # NaN compares False
+    positive = count - np.count_nonzero(ranked <= 0.0, axis=-1, keepdims=True)
+    both = _ranked_quantile(np.sort(np.abs(ranked), axis=-1), ROBUST_Q, count)
+    up = np.where(positive >= MIN_SIDE,
+                  _ranked_quantile(ranked, ROBUST_Q, positive, count - positive), both)
+    down = np.where(negative >= MIN_SIDE,
+                    _ranked_quantile(-ranked, ROBUST_Q, negative, negative - 1, step=-1), both)
+    up, down = ROBUST * np.fmax(up, floor), ROBUST * np.fmax(down, floor)
+    return np.where(ranked > up, up, np.where(ranked < -down, -down, ranked))
 
 
 def _ranked_quantile(ranked: Array, q: float, count: NDArray[np.intp],
