@@ -382,7 +382,7 @@ def _choose(values: Array, first: int, split: int, settings: Settings) -> Chosen
     center = predicted[:, -1:]
     floor = _floor(ranked, center)
     if ROBUST:  # an earlier anomaly's errors must not widen the band (module docstring)
-        ranked = _winsorised(ranked, floor)
+        ranked = _winsorised(ranked, floor, ROBUST)
     sides = _spread(ranked, floor)
     if SUSTAIN == 1:
         return kept, methods, predicted, anchor, sides, sides
@@ -455,10 +455,11 @@ def _spread(ranked: Array, floor: Array | float,
     return np.where(above > floor, above, floor), np.where(below > floor, below, floor)
 
 
-def _winsorised(ranked: Array, floor: Array) -> Array:
-    """The sorted errors ``ranked`` (each row; ``NaN`` last) with those beyond :data:`ROBUST`
-    times their side's :data:`ROBUST_Q` quantile (at least ``floor``; both sides' together
-    when a side has too few) set to that limit: the order, the counts and ``NaN`` stay."""
+def _winsorised(ranked: Array, floor: Array | float, factor: float) -> Array:
+    """The sorted errors ``ranked`` (each row; ``NaN`` last) with those beyond ``factor``
+    (:data:`ROBUST`) times their side's :data:`ROBUST_Q` quantile (at least ``floor``; both
+    sides' together when a side has too few) set to that limit: the order, the counts and
+    ``NaN`` stay, so every row is still judged as it alone would be."""
     count = _valid(ranked)
     negative = np.count_nonzero(ranked < 0.0, axis=-1, keepdims=True)  # NaN compares False
     positive = count - np.count_nonzero(ranked <= 0.0, axis=-1, keepdims=True)
@@ -467,7 +468,7 @@ def _winsorised(ranked: Array, floor: Array) -> Array:
                   _ranked_quantile(ranked, ROBUST_Q, positive, count - positive), both)
     down = np.where(negative >= MIN_SIDE,
                     _ranked_quantile(-ranked, ROBUST_Q, negative, negative - 1, step=-1), both)
-    up, down = ROBUST * np.fmax(up, floor), ROBUST * np.fmax(down, floor)
+    up, down = factor * np.fmax(up, floor), factor * np.fmax(down, floor)
     return np.where(ranked > up, up, np.where(ranked < -down, -down, ranked))
 
 
