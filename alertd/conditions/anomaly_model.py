@@ -113,8 +113,8 @@ ROBUST 8                          50.3 (43.8/57.5)  17.8     20.0        0.96   
 ROBUST 12                         50.4 (43.8/57.8)  17.8     20.8        0.96    0.81
 ================================  ================  =======  ==========  ======  =====
 
-It does what it was built for — two more windows hit (51 of 78 at ROBUST 3-5: the third of
-``exchange-3_cpc``, the third of ``machine_temperature``) and the simulator is unmoved — but it
+It does what it was built for — two more windows hit (51 of 78 at ROBUST 3-5: the second of
+``exchange-3_cpc``, and the last of ``machine_temperature``, 46 hours into its 47) and the simulator is unmoved — but it
 narrows every band whose pool has a few large errors, not only those an anomaly left, so false
 alerts grow with it (109 -> 131 at ROBUST 5, 119 at 12: ``exchange-4_cpc`` and ``_cpm`` most)
 and half B loses more than the windows give back; no factor gains on both halves, so it is off.
