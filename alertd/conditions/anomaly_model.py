@@ -99,7 +99,8 @@ the order and each side's share stay, so every row is judged as it alone would b
 one-by-one bit for bit). Winsorising at a multiple of the MAD instead (8 x) fails the sparse
 customer's table test (4 firings, not 1): where most errors are zero the MAD says nothing of
 the bursts. Measured (NAB by the fast harness that reproduces ``bench/detection.py``'s figures;
-simulator as above; drop 0.90 and stop 1.00 in every row):
+simulator as above; drop 0.90 and stop 1.00 in every row; the ROBUST 5 row's NAB figures
+are also ``bench/detection.py``'s own, to the digit):
 
 ================================  ================  =======  ==========  ======  =====
 setting                           NAB (A / B)       Traffic  KnownCause  sim FA  spike
@@ -113,14 +114,15 @@ ROBUST 8                          50.3 (43.8/57.5)  17.8     20.0        0.96   
 ROBUST 12                         50.4 (43.8/57.8)  17.8     20.8        0.96    0.81
 ================================  ================  =======  ==========  ======  =====
 
-It does what it was built for — two more windows hit (51 of 78 at ROBUST 3-5: the second of
-``exchange-3_cpc``, and the last of ``machine_temperature``, 46 hours into its 47) and the simulator is unmoved — but it
-narrows every band whose pool has a few large errors, not only those an anomaly left, so false
-alerts grow with it (109 -> 131 at ROBUST 5, 119 at 12: ``exchange-4_cpc`` and ``_cpm`` most)
-and half B loses more than the windows give back; no factor gains on both halves, so it is off.
-What it lacks is knowing which large errors were anomalies: the next step would be to leave out
-only the buckets the detector itself judged to be in an episode (its verdicts over the pool,
-which the stateless judgement does not keep today).
+It does what it was built for — two more windows hit (51 of 78 at ROBUST 3 and 5: the
+second of ``exchange-3_cpc``, and the last of ``machine_temperature``, 46 hours into its 47)
+and the simulator is unmoved — but it narrows every band whose pool has a few large errors,
+not only those an anomaly left, so false alerts grow with it (109 -> 131 at ROBUST 5, 119 at
+12: ``exchange-4_cpc`` and ``_cpm`` most) and half B loses more than the windows give back;
+no factor gains on both halves, so it is off. What it lacks is knowing which large errors
+were anomalies: the next step would be to leave out only the buckets the detector itself
+judged to be in an episode (its verdicts over the pool, which the stateless judgement would
+have to recompute: one episode pass over the pool per judgement).
 
 Where NAB's points are lost (``bench/detection.py --per-file``): of its 78 windows, 29 are
 missed at default settings, and most of those show nothing in hourly sums
