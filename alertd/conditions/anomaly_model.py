@@ -100,7 +100,7 @@ one-by-one bit for bit). Winsorising at a multiple of the MAD instead (8 x) fail
 customer's table test (4 firings, not 1): where most errors are zero the MAD says nothing of
 the bursts. Measured (NAB by the fast harness that reproduces ``bench/detection.py``'s figures;
 simulator as above; drop 0.90 and stop 1.00 in every row; the ROBUST 5 row's NAB figures
-are also ``bench/detection.py``'s own, to the digit):
+and its simulator figures are also ``bench/detection.py``'s own, to the digit):
 
 ================================  ================  =======  ==========  ======  =====
 setting                           NAB (A / B)       Traffic  KnownCause  sim FA  spike
