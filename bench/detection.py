@@ -423,6 +423,8 @@ def detectors() -> list[Detector]:
 # --------------------------------------------------------------------------- NAB
 
 REPO = Path(__file__).resolve().parent.parent
+#: ``../shared`` beside the repository: /work/main -> /work/shared. A git worktree elsewhere
+#: (e.g. /work/wt/BRANCH) has its own parent, so from there pass ``--shared /work/shared``.
 SHARED = REPO.parent / "shared"
 
 
@@ -608,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--shared", type=Path, default=SHARED,
                         help="the shared folder with data/nab-tuning and tools/nab_score.py "
-                        "(default: ../shared from the repository root)")
+                        "(default: ../shared from the repository root; from a worktree elsewhere, "
+                        "pass it)")
     parser.add_argument("--skip-sim", action="store_true", help="only the NAB part")
     parser.add_argument("--skip-nab", action="store_true", help="only the simulator part")
     parser.add_argument("--per-file", action="store_true",

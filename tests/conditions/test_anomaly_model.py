@@ -16,12 +16,14 @@ from alertd import calendar
 from alertd.conditions.anomaly_model import (
     DEFAULT_SENSITIVITY,
     MARGIN,
+    ROBUST_Q,
     TAIL,
     Settings,
     _each_beyond,
     _episode,
     _median,
     _spread,
+    _winsorised,
     assess,
     quantile,
     quantiles,
@@ -233,6 +235,25 @@ def test_spread_from_sorted_errors_is_each_sides_tail(seed: int) -> None:
     assert _spread(lopsided, 0.01)[1] == pytest.approx(
         float(np.quantile(np.abs(lopsided), TAIL)) * scale)
     assert _spread(np.sort(errors), 1e9) == (1e9, 1e9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_winsorised_errors_are_clipped_at_a_multiple_of_each_sides_quantile(seed: int) -> None:
+    """The robust pool (``ROBUST``): errors beyond ``factor`` times their side's ``q``
+    quantile are set to that limit, the rest, the order and the trailing NaN stay."""
+    rng = random.Random(seed)
+    errors = np.asarray([rng.gauss(0, 1) for _ in range(80)] + [40.0, 55.0, -30.0])
+    ranked = np.sort(np.concatenate((errors, [np.nan, np.nan])))
+    clipped = _winsorised(ranked, 0.01, 3.0)
+    up = 3.0 * float(np.quantile(errors[errors > 0], ROBUST_Q))
+    down = 3.0 * float(np.quantile(-errors[errors < 0], ROBUST_Q))
+    expected = np.sort(np.clip(errors, -down, up))
+    assert clipped[:-2] == pytest.approx(expected)
+    assert np.isnan(clipped[-2:]).all()
+    assert clipped[-3] == pytest.approx(up) and clipped[0] == pytest.approx(-down)
+    assert np.all(np.diff(clipped[:-2]) >= 0)
+    # The band is then no longer set by the three outliers.
+    assert _spread(clipped, 0.01)[0] < _spread(ranked, 0.01)[0] / 3
 
 
 def test_rolling_means_and_runs_beyond_a_limit() -> None:
