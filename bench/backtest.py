@@ -51,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alertd import conditions
 from alertd.backtest import (
     Change,
-    NotificationReplay,
     Replayed,
     ReplayFailure,
     ReplayWindow,
@@ -64,10 +63,9 @@ from alertd.backtest import (
 )
 from alertd.backtest.history import history_of
 from alertd.clock import SystemClock
-from alertd.commands.backtest import Prepared, prepare, replay_window
-from alertd.commands.backtest_report import BacktestResult, backtest_json, backtest_text
+from alertd.commands.backtest import Prepared, prepare, replay_window, report_of
+from alertd.commands.backtest_report import backtest_json, backtest_text
 from alertd.commands.output import dumps
-from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import load_world
@@ -136,22 +134,6 @@ def merged(parts: Sequence[tuple[Sequence[Change], Sequence[ReplayFailure]]],
                                     c.finding.key.group))
     failures = tuple(f for _, part in parts for f in part)
     return Replayed(tuple(firings_of(changes, window.since)), tuple(changes), failures)
-
-
-def reported(prepared: Prepared, replayed: Replayed, window: ReplayWindow) -> BacktestResult:
-    """:func:`alertd.commands.backtest.replay_prepared`'s report on ``replayed``."""
-    engine, rules = prepared.engine, prepared.rules
-    customers = {c.id: c for group in prepared.by_rule.values() for c in group}
-    notifier = NotificationReplay(RouteTree.from_settings(engine.settings),
-                                  engine.settings.receivers, ())
-    sent = notifier.run(replayed.changes, {rule.name: rule for rule in rules}, customers,
-                        window.until)
-    return BacktestResult(
-        window=window, firings=replayed.firings,
-        notifications=tuple(n for n in sent if n.at >= window.since),
-        rules=tuple(rule.name for rule in rules), customers=len(customers),
-        queries=prepared.histories.queries, requests=prepared.histories.requests,
-        failures=replayed.failures)
 
 
 def rate(count: int, seconds: float) -> str:
@@ -227,12 +209,12 @@ def main() -> None:
             run.after = watch.cpu
             after_parts.append((replayed.changes, replayed.failures))
         with Stopwatch() as after_notify:
-            after = reported(prepared, merged(after_parts, window), window)
+            after = report_of(prepared, merged(after_parts, window), window)
             after_text = (dumps(backtest_json(after, 0)), backtest_text(after, 0))
         notify = (0.0, after_notify.cpu)
         if not args.skip_before:
             with Stopwatch() as before_notify:
-                before = reported(prepared, merged(before_parts, window), window)
+                before = report_of(prepared, merged(before_parts, window), window)
                 before_text = (dumps(backtest_json(before, 0)), backtest_text(before, 0))
             notify = (before_notify.cpu, after_notify.cpu)
         print_rules(runs, notify, not args.skip_before)

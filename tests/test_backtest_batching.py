@@ -24,7 +24,6 @@ import pytest
 
 from alertd.backtest import (
     Change,
-    NotificationReplay,
     Replayed,
     ReplayFailure,
     ReplayWindow,
@@ -41,8 +40,8 @@ from alertd.backtest.batching import batched, evaluations_together, findings_tog
 from alertd.backtest.history import history_of
 from alertd.backtest.replaying import BLOCK
 from alertd.clock import FakeClock, parse_instant
-from alertd.commands.backtest import Prepared, prepare, replay_prepared
-from alertd.commands.backtest_report import BacktestResult, backtest_json, backtest_text
+from alertd.commands.backtest import Prepared, prepare, replay_prepared, report_of
+from alertd.commands.backtest_report import backtest_json, backtest_text
 from alertd.commands.output import dumps
 from alertd.conditions import registry
 from alertd.conditions.base import ConditionKind, ConditionModel, Sample
@@ -56,7 +55,6 @@ from alertd.model import (
     Series,
     UsageRow,
 )
-from alertd.notify.routing import RouteTree
 from alertd.rules.schema import Rule
 from alertd.service.open import Collaborators, open_services
 from alertd.service.world import load_world
@@ -181,22 +179,6 @@ async def _fetch(folder: Path) -> Fetched:
                                                prepared.histories.rows, window))
 
 
-def result_of(prepared: Prepared, replayed: Replayed, window: ReplayWindow) -> BacktestResult:
-    """:func:`replay_prepared`'s report, on ``replayed``."""
-    engine, rules = prepared.engine, prepared.rules
-    customers = {c.id: c for group in prepared.by_rule.values() for c in group}
-    notifier = NotificationReplay(RouteTree.from_settings(engine.settings),
-                                  engine.settings.receivers, ())
-    sent = notifier.run(replayed.changes, {rule.name: rule for rule in rules}, customers,
-                        window.until)
-    return BacktestResult(
-        window=window, firings=replayed.firings,
-        notifications=tuple(n for n in sent if n.at >= window.since),
-        rules=tuple(rule.name for rule in rules), customers=len(customers),
-        queries=prepared.histories.queries, requests=prepared.histories.requests,
-        failures=replayed.failures)
-
-
 def test_batched_replay_equals_one_instant_at_a_time_on_the_simulator(fetched: Fetched
                                                                       ) -> None:
     prepared, window = fetched.prepared, fetched.window
@@ -218,7 +200,7 @@ def test_batched_replay_equals_one_instant_at_a_time_on_the_simulator(fetched: F
 
 def test_the_commands_outputs_are_identical_in_every_format(fetched: Fetched) -> None:
     prepared, window = fetched.prepared, fetched.window
-    expected = result_of(prepared, fetched.expected, window)
+    expected = report_of(prepared, fetched.expected, window)
     got = replay_prepared(prepared, window, (), None)
     assert got.notifications == expected.notifications and got.notifications
     assert dumps(backtest_json(got, 7)) == dumps(backtest_json(expected, 7))

@@ -30,6 +30,7 @@ from alertd.backtest import (
     NoProgress,
     NotificationReplay,
     Progress,
+    Replayed,
     ReplayWindow,
     history_needs,
     replay_all,
@@ -213,9 +214,16 @@ def replay_prepared(prepared: Prepared, window: ReplayWindow, silences: Sequence
                     progress: Progress | None) -> BacktestResult:
     """One account replayed over ``window`` and through the notification stages (pure
     apart from ``progress``)."""
+    replayed = replay_all(prepared.rules, prepared.by_rule, prepared.histories.rows, window,
+                          progress, account=prepared.engine.account)
+    return report_of(prepared, replayed, window, silences)
+
+
+def report_of(prepared: Prepared, replayed: Replayed, window: ReplayWindow,
+              silences: Sequence[Silence] = ()) -> BacktestResult:
+    """The report on ``replayed`` (``prepared``'s replay over ``window``): its changes sent
+    through the notification stages, as :func:`replay_prepared` reports."""
     engine, rules = prepared.engine, prepared.rules
-    replayed = replay_all(rules, prepared.by_rule, prepared.histories.rows, window, progress,
-                          account=engine.account)
     customers = {c.id: c for group in prepared.by_rule.values() for c in group}
     notifier = NotificationReplay(RouteTree.from_settings(engine.settings),
                                   engine.settings.receivers, silences)
