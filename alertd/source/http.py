@@ -595,7 +595,9 @@ class StripeHTTP:
     async def _decoded(self, response: Answer, endpoint: str, began: float,
                        parse: BodyParser[T]) -> T:
         """A 2xx body as JSON, then read by ``parse``: in the worker thread when it is at
-        least :data:`OFFLOAD_BYTES` long (see the module doc), else here."""
+        least :data:`OFFLOAD_BYTES` long (see the module doc), else here. The answer's
+        time is taken before decoding: it is Stripe's, not the decoder queue's."""
+        answered = self.clock.monotonic()
         if len(response.content) < OFFLOAD_BYTES or self._decoder is None:
             decoded = _decode(response, endpoint, parse)
         else:
@@ -603,17 +605,18 @@ class StripeHTTP:
             decoded = await loop.run_in_executor(self._decoder, _decode, response, endpoint,
                                                  parse)
         if isinstance(decoded, _NotJSON):
-            self._observe(endpoint, "malformed", began, response)
+            self._observe(endpoint, "malformed", began, response, answered)
             raise decoded.error
-        self._observe(endpoint, str(response.status), began, response)
+        self._observe(endpoint, str(response.status), began, response, answered)
         if isinstance(decoded, _Unreadable):
             raise decoded.error
         return decoded.body
 
     def _observe(
-        self, endpoint: str, code: str, began: float, response: Answer | None = None
+        self, endpoint: str, code: str, began: float, response: Answer | None = None,
+        answered: float | None = None,
     ) -> None:
-        seconds = self.clock.monotonic() - began
+        seconds = (self.clock.monotonic() if answered is None else answered) - began
         log.debug(
             "stripe request endpoint=%s code=%s request_id=%s seconds=%.3f",
             endpoint, code, response.request_id if response else None, seconds,
