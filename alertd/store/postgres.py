@@ -76,6 +76,11 @@ _DUE_AT = ("CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
            "ELSE flushed_at + group_interval END")
 #: Rows whose group id is one of two parallel arrays (receivers, group keys).
 _OF_GROUPS = "(receiver, group_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+#: The groups a :class:`~alertd.store.base.GroupScope` covers: due at ``%s``, holding one of
+#: an array of episodes, or one of the group ids of two arrays.
+SCOPE_IDS = (f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= %s "
+             "UNION SELECT receiver, group_key FROM group_alerts WHERE instance = ANY(%s) "
+             f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}")
 _COLUMNS = ", ".join(f"o.{c}" for c in rows.OUTBOX_COLUMNS)
 _EARLIER = ("SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver "
             "AND p.group_key = o.group_key AND (p.created_at, p.id) < (o.created_at, o.id)")
@@ -213,12 +218,8 @@ class PostgresStore(PgBuckets):
 
     async def load_scope(self, scope: GroupScope) -> FlushSet:
         async def query(conn: Conn) -> FlushSet:
-            found = await (await conn.execute(
-                (f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= %s "
-                 "UNION SELECT receiver, group_key FROM group_alerts WHERE instance = ANY(%s) "
-                 f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}"
-                 ).encode(),
-                (scope.now, sorted(scope.instances), *_columns(scope.idents)))).fetchall()
+            found = await (await conn.execute(SCOPE_IDS.encode(), (
+                scope.now, sorted(scope.instances), *_columns(scope.idents)))).fetchall()
             covered = _columns((r["receiver"], r["group_key"]) for r in found)
             heads = await (await conn.execute(
                 f"SELECT * FROM alert_groups WHERE {_OF_GROUPS}".encode(), covered)).fetchall()

@@ -69,7 +69,8 @@ from alertd.store.written import Written
 
 T = TypeVar("T")
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "StoreObserver"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SCOPE_IDS", "SqliteStore",
+           "StoreObserver"]
 
 #: A group's :attr:`~alertd.store.base.NotificationGroup.due_at`, as the index
 #: ``alert_groups_due`` (:mod:`alertd.store.schema`, migration 8) is built on.
@@ -79,6 +80,12 @@ _DUE_AT = ("CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
 #: keys serve it: EXPLAIN QUERY PLAN says SEARCH ... (receiver=? AND group_key=?)).
 _OF_GROUPS = ("(receiver, group_key) IN (SELECT json_extract(value, '$[0]'), "
               "json_extract(value, '$[1]') FROM json_each(?))")
+#: The groups a :class:`~alertd.store.base.GroupScope` covers: due at ``?``, holding one of a
+#: JSON array of episodes, or one of a JSON array of group ids.
+SCOPE_IDS = (f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= ? "
+             "UNION SELECT receiver, group_key FROM group_alerts "
+             "WHERE instance IN (SELECT value FROM json_each(?)) "
+             f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}")
 _OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in rows.OUTBOX_COLUMNS)
 #: An earlier pending row of the same receiver and group as row ``o``: a group's notifications
 #: are delivered in order, so a row waits while one ahead of it waits for its retry.
@@ -441,12 +448,8 @@ def _load_scope(conn: sqlite3.Connection, scope: GroupScope) -> FlushSet:
     migration 8), then their headers, entries and log, read in one transaction."""
     conn.execute("BEGIN")  # one snapshot for the ids and the rows (WAL: readers never wait)
     try:
-        found = conn.execute(
-            f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= ? "
-            "UNION SELECT receiver, group_key FROM group_alerts "
-            "WHERE instance IN (SELECT value FROM json_each(?)) "
-            f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}",
-            (scope.now, json.dumps(sorted(scope.instances)), _idents_json(scope.idents)))
+        found = conn.execute(SCOPE_IDS, (scope.now, json.dumps(sorted(scope.instances)),
+                                         _idents_json(scope.idents)))
         covered = _idents_json(tuple(found))
         groups = rows.groups_from(
             conn.execute(f"SELECT * FROM alert_groups WHERE {_OF_GROUPS}", (covered,)),
