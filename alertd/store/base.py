@@ -1,7 +1,8 @@
 """The state store interface: what alertd keeps between runs, whatever the backend.
 
 Where it sits: the imperative shell around the pure core. The pipeline loads alert states,
-groups and the notification log, computes what changed, and hands back one :class:`Changes`
+the groups a flush can affect (:class:`GroupScope`, :meth:`Store.load_scope`: not every open
+group) and their notification log, computes what changed, and hands back one :class:`Changes`
 that :meth:`Store.commit_transitions` writes in a single transaction — new alert states and
 the outbox rows they cause commit together or not at all. The outbox worker then reads due
 rows and records every attempt. Silences are kept here too.
