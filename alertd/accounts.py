@@ -56,7 +56,14 @@ from alertd.config.settings import Settings
 from alertd.model import Finding, Series, SeriesKey
 from alertd.notify.pipeline import Lifecycle, retirement
 from alertd.rules.loader import RuleSet
-from alertd.store.base import BucketStore, GroupId, NotificationGroup, Store
+from alertd.store.base import (
+    BucketStore,
+    FlushSet,
+    GroupId,
+    GroupScope,
+    NotificationGroup,
+    Store,
+)
 
 #: The lease of the one account of ``stripe.api_key`` (the first release's name).
 SOLE_LEASE = "stripe"
@@ -136,6 +143,13 @@ class AccountView:
         found = await self._store.load_groups()
         return {ident: group for ident, group in found.items()
                 if group.group_labels.get("account", "") == self.account}
+
+    async def load_scope(self, scope: GroupScope) -> FlushSet:
+        found = await self._store.load_scope(scope)
+        groups = {ident: group for ident, group in found.groups.items()
+                  if group.group_labels.get("account", "") == self.account}
+        return FlushSet(groups, {ident: record for ident, record in found.sent.items()
+                                 if ident in groups or ident in scope.idents})
 
     async def next_group_due(self) -> float | None:
         return min((group.due_at for group in (await self.load_groups()).values()),

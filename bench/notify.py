@@ -4,6 +4,10 @@ Usage::
 
     python bench/notify.py [--burst 4000] [--repeat 3] [--trickle 300] [--interval 0.02]
                            [--concurrency 8] [--state postgresql://postgres@127.0.0.1/test]
+    python bench/notify.py --scope [--groups 1000,5000] [--touch 50] [--due 20] [--state …]
+
+``--scope`` measures something else: what one commit loads and costs with thousands of open
+groups, the scoped flush against one loading every group (:mod:`bench.flush_scope`).
 
 Runs on a SQLite file, then, with ``--state``, on a PostgreSQL database (a schema of its own,
 dropped after), and ends with one table for both backends beside the issue's target:
@@ -79,6 +83,7 @@ from alertd.rules.schema import Rule
 from alertd.sinks import Delivery, webhook_sink
 from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
+from bench import flush_scope
 from bench.common import (
     Figure,
     Stopwatch,
@@ -517,9 +522,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--state", help="a postgresql:// URL: bench the PostgreSQL store too")
     parser.add_argument("--profile", action="store_true", help="cProfile the burst")
     parser.add_argument("--serve-sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scope", action="store_true",
+                        help="instead: rows, CPU and memory of one commit with many open "
+                             "groups, scoped flush vs every group (bench/flush_scope.py)")
+    flush_scope.add_arguments(parser)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    asyncio.run(serve_sink() if arguments.serve_sink else main(arguments))
+    if arguments.scope:
+        asyncio.run(flush_scope.main(arguments))
+    else:
+        asyncio.run(serve_sink() if arguments.serve_sink else main(arguments))

@@ -12,6 +12,9 @@ transaction — new alert states, groups, notification log and outbox rows. A cr
 commit loses nothing (the next pass redoes the transitions from the old state); after it, the
 outbox holds every notification, under an id that does not change. A dry run computes the
 same and writes nothing.
+
+A flush loads only the groups it can affect — those its updates are filed into or hold their
+episodes, and those due — not every open group (issue 13; see :class:`Pipeline`).
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from alertd.alerts import (
 from alertd.clock import Clock
 from alertd.config.settings import Receiver
 from alertd.model import Customer, Finding, Notification, Series, SeriesKey
-from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest
+from alertd.notify.grouping import FiringUpdate, ResolvedUpdate, Update, ingest, scope_of
 from alertd.notify.routing import RouteTree
 from alertd.notify.stages import Decision, FlushContext, flush_groups
 from alertd.rules.schema import Rule
-from alertd.store.base import Changes, LeaseLostError, Store
+from alertd.store.base import Changes, FlushSet, LeaseLostError, Store
 from alertd.tasks import Background, wait_first
 
 log = logging.getLogger("alertd.notify")
@@ -176,6 +179,13 @@ class Pipeline:
     ``on_commit`` is called after a commit that wrote outbox rows (give it the outbox
     worker's ``wake``). One pipeline serialises its own evaluations and flushes; one daemon
     owns a state file (``check --dry-run`` only reads it).
+
+    A flush loads only the groups it can affect (:func:`~alertd.notify.grouping.scope_of`,
+    :meth:`Store.load_scope <alertd.store.base.Store.load_scope>`): what it writes and sends
+    is what a flush of every group would write and send, and its decisions are those of the
+    groups it loaded — the groups left out would each only add a "suppressed" decision with
+    nothing sent. Dry runs and ``immediate`` flushes (``alertd check``, whose report lists
+    every group's decision) and ``scoped=False`` (the bench's "before") load every group.
     """
 
     def __init__(
@@ -185,8 +195,10 @@ class Pipeline:
         receivers: Iterable[Receiver] = (),
         *,
         on_commit: Callable[[], None] | None = None,
+        scoped: bool = True,
     ) -> None:
         self.store = store
+        self.scoped = scoped
         self.tree = tree
         self.send_resolved = {r.name: r.send_resolved for r in receivers}
         self.on_commit = on_commit
@@ -284,12 +296,11 @@ class Pipeline:
         self, updates: Sequence[Update], states: Mapping[SeriesKey, AlertState | None],
         now: int, dry_run: bool, immediate: bool,
     ) -> tuple[Decision, ...]:
-        groups = await self.store.load_groups()
-        sent = await self.store.load_sent()
+        loaded = await self._load(updates, now, whole=dry_run or immediate or not self.scoped)
         silences = await self.store.silences(now)
-        grouped, changed = ingest(groups, updates, self.tree, self.send_resolved, now)
-        result = flush_groups(grouped, sent, FlushContext(now, tuple(silences), immediate),
-                              changed)
+        grouped, changed = ingest(loaded.groups, updates, self.tree, self.send_resolved, now)
+        result = flush_groups(grouped, loaded.sent,
+                              FlushContext(now, tuple(silences), immediate), changed)
         changes = Changes(states=states, groups=result.groups, dropped_groups=result.dropped,
                           sent=result.sent, outbox=result.notifications)
         if dry_run:
@@ -303,6 +314,12 @@ class Pipeline:
         if updates:
             self._changed.set()
         return result.decisions
+
+    async def _load(self, updates: Sequence[Update], now: int, *, whole: bool) -> FlushSet:
+        """The groups and log a flush works on: those it can affect, or every one."""
+        if whole:
+            return FlushSet(await self.store.load_groups(), await self.store.load_sent())
+        return await self.store.load_scope(scope_of(updates, self.tree, now))
 
 
 def _log_transition(transition: Transition) -> None:

@@ -15,6 +15,11 @@ Dedup runs before the timing stage so that a group with nothing new is reported 
 :func:`flush_groups` runs the stages over every group and returns the new groups, the
 notification log entries and the notifications to write to the outbox — all as data, for the
 pipeline to commit in one transaction (or only to show, in a dry run).
+
+A group's decision depends on that group, its own log record, ``now`` and the silences only:
+no stage looks across groups (there is no inhibition). That is what lets the pipeline flush
+only the groups a commit can affect (:func:`~alertd.notify.grouping.scope_of`); a stage that
+compared groups would have to load what it compares, or flush every group.
 """
 
 from __future__ import annotations

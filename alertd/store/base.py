@@ -1,7 +1,8 @@
 """The state store interface: what alertd keeps between runs, whatever the backend.
 
 Where it sits: the imperative shell around the pure core. The pipeline loads alert states,
-groups and the notification log, computes what changed, and hands back one :class:`Changes`
+the groups a flush can affect (:class:`GroupScope`, :meth:`Store.load_scope`: not every open
+group) and their notification log, computes what changed, and hands back one :class:`Changes`
 that :meth:`Store.commit_transitions` writes in a single transaction — new alert states and
 the outbox rows they cause commit together or not at all. The outbox worker then reads due
 rows and records every attempt. Silences are kept here too.
@@ -85,6 +86,52 @@ class SentRecord:
     @property
     def ident(self) -> GroupId:
         return (self.receiver, self.group_key)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupScope:
+    """The groups one flush at ``now`` can change or send from, as the store selects them.
+
+    A flush files its updates into groups and flushes the groups that are due; every other
+    group passes through it unchanged and sends nothing (its wait stage holds it back). So a
+    flush needs only: the groups its updates go to (``idents``, routing's group ids, which
+    may not exist yet), the groups holding one of its updates' episodes (``instances``: a
+    resolve marks every group holding the episode, a re-routed one leaves its old groups)
+    and the groups due at ``now`` (``due_at <= now``: first flushes, ``group_interval`` and
+    ``repeat_interval`` re-sends). :meth:`covers` is that rule on one group; the backends
+    answer it with indexed queries (:meth:`Store.load_scope`).
+    """
+
+    now: int
+    idents: frozenset[GroupId] = frozenset()
+    instances: frozenset[str] = frozenset()
+
+    def covers(self, group: NotificationGroup) -> bool:
+        return (group.ident in self.idents or group.due_at <= self.now
+                or any(e.instance in self.instances for e in group.entries))
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSet:
+    """What a scoped flush loads: the groups a :class:`GroupScope` covers, with their entries,
+    and the notification log of those groups and of the scope's ``idents``."""
+
+    groups: dict[GroupId, NotificationGroup] = field(default_factory=dict)
+    sent: dict[GroupId, SentRecord] = field(default_factory=dict)
+
+    def rows(self) -> int:
+        """Rows loaded: group headers, their entries and log records (for benches)."""
+        return len(self.groups) + len(self.sent) + sum(
+            len(g.entries) for g in self.groups.values())
+
+
+def select_scope(groups: Mapping[GroupId, NotificationGroup],
+                 sent: Mapping[GroupId, SentRecord], scope: GroupScope) -> FlushSet:
+    """What :meth:`Store.load_scope` returns, chosen from every group and log record (pure;
+    the reference the backends are tested against)."""
+    chosen = {ident: g for ident, g in groups.items() if scope.covers(g)}
+    wanted = chosen.keys() | scope.idents
+    return FlushSet(chosen, {ident: r for ident, r in sent.items() if ident in wanted})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +230,11 @@ class Store(SilenceStore, Protocol):
     async def load_groups(self) -> dict[GroupId, NotificationGroup]: ...
 
     async def load_sent(self) -> dict[GroupId, SentRecord]: ...
+
+    async def load_scope(self, scope: GroupScope) -> FlushSet:
+        """The groups ``scope`` covers and their notification log (:func:`select_scope` of
+        :meth:`load_groups` and :meth:`load_sent`), read without loading the others."""
+        ...
 
     async def next_group_due(self) -> float | None:
         """The earliest :attr:`NotificationGroup.due_at` of all groups, ``None`` without groups."""
@@ -306,6 +358,8 @@ __all__ = [
     "Attempt",
     "BucketStore",
     "Changes",
+    "FlushSet",
+    "GroupScope",
     "Lease",
     "LeaseLostError",
     "OutboxCursor",
@@ -314,4 +368,5 @@ __all__ = [
     "Silence",
     "Store",
     "next_lease",
+    "select_scope",
 ]

@@ -50,7 +50,9 @@ from alertd.store import pages, rows
 from alertd.store.base import (
     Attempt,
     Changes,
+    FlushSet,
     GroupId,
+    GroupScope,
     Lease,
     LeaseLostError,
     NotificationGroup,
@@ -68,6 +70,17 @@ from alertd.store.written import Written
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
+#: A group's :attr:`~alertd.store.base.NotificationGroup.due_at`, as the index
+#: ``alert_groups_due`` (:mod:`alertd.store.pg_schema`, migration 7) is built on.
+_DUE_AT = ("CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
+           "ELSE flushed_at + group_interval END")
+#: Rows whose group id is one of two parallel arrays (receivers, group keys).
+_OF_GROUPS = "(receiver, group_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+#: The groups a :class:`~alertd.store.base.GroupScope` covers: due at ``%s``, holding one of
+#: an array of episodes, or one of the group ids of two arrays.
+SCOPE_IDS = (f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= %s "
+             "UNION SELECT receiver, group_key FROM group_alerts WHERE instance = ANY(%s) "
+             f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}")
 _COLUMNS = ", ".join(f"o.{c}" for c in rows.OUTBOX_COLUMNS)
 _EARLIER = ("SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.receiver = o.receiver "
             "AND p.group_key = o.group_key AND (p.created_at, p.id) < (o.created_at, o.id)")
@@ -203,10 +216,27 @@ class PostgresStore(PgBuckets):
         found = await self._rows("SELECT * FROM notification_log")
         return {(r["receiver"], r["group_key"]): rows.sent_record(r) for r in found}
 
+    async def load_scope(self, scope: GroupScope) -> FlushSet:
+        async def query(conn: Conn) -> FlushSet:
+            found = await (await conn.execute(SCOPE_IDS.encode(), (
+                scope.now, sorted(scope.instances), *_columns(scope.idents)))).fetchall()
+            covered = _columns((r["receiver"], r["group_key"]) for r in found)
+            heads = await (await conn.execute(
+                f"SELECT * FROM alert_groups WHERE {_OF_GROUPS}".encode(), covered)).fetchall()
+            entries = await (await conn.execute(
+                f"SELECT * FROM group_alerts WHERE {_OF_GROUPS} ORDER BY instance".encode(),
+                covered)).fetchall()
+            groups = rows.groups_from(heads, entries)
+            logged = await (await conn.execute(
+                f"SELECT * FROM notification_log WHERE {_OF_GROUPS}".encode(),
+                _columns(groups.keys() | scope.idents))).fetchall()
+            return FlushSet(groups, {(r["receiver"], r["group_key"]): rows.sent_record(r)
+                                     for r in logged})
+
+        return await self._run(query, write=True)  # one snapshot for the ids and the rows
+
     async def next_group_due(self) -> float | None:
-        value = await self._value(
-            "SELECT MIN(CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
-            "ELSE flushed_at + group_interval END) FROM alert_groups")
+        value = await self._value(f"SELECT MIN({_DUE_AT}) FROM alert_groups")
         return None if value is None else float(value)
 
     async def commit_transitions(self, changes: Changes, fence: Lease | None = None) -> None:
@@ -451,6 +481,12 @@ def in_group_order(candidates: Sequence[rows.Row]) -> list[rows.Row]:
             continue
         kept.append(row)
     return kept
+
+
+def _columns(idents: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Group ids as the two arrays :data:`_OF_GROUPS` takes."""
+    pairs = sorted(idents)
+    return [receiver for receiver, _ in pairs], [key for _, key in pairs]
 
 
 def _float(value: float | None) -> float | None:

@@ -44,7 +44,9 @@ from alertd.store import pages, rows
 from alertd.store.base import (
     Attempt,
     Changes,
+    FlushSet,
     GroupId,
+    GroupScope,
     Lease,
     LeaseLostError,
     NotificationGroup,
@@ -67,8 +69,23 @@ from alertd.store.written import Written
 
 T = TypeVar("T")
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "StoreObserver"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "SCOPE_IDS", "SqliteStore",
+           "StoreObserver"]
 
+#: A group's :attr:`~alertd.store.base.NotificationGroup.due_at`, as the index
+#: ``alert_groups_due`` (:mod:`alertd.store.schema`, migration 8) is built on.
+_DUE_AT = ("CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
+           "ELSE flushed_at + group_interval END")
+#: Rows whose group id is one of a JSON array of ``[receiver, group_key]`` pairs (the primary
+#: keys serve it: EXPLAIN QUERY PLAN says SEARCH ... (receiver=? AND group_key=?)).
+_OF_GROUPS = ("(receiver, group_key) IN (SELECT json_extract(value, '$[0]'), "
+              "json_extract(value, '$[1]') FROM json_each(?))")
+#: The groups a :class:`~alertd.store.base.GroupScope` covers: due at ``?``, holding one of a
+#: JSON array of episodes, or one of a JSON array of group ids.
+SCOPE_IDS = (f"SELECT receiver, group_key FROM alert_groups WHERE {_DUE_AT} <= ? "
+             "UNION SELECT receiver, group_key FROM group_alerts "
+             "WHERE instance IN (SELECT value FROM json_each(?)) "
+             f"UNION SELECT receiver, group_key FROM alert_groups WHERE {_OF_GROUPS}")
 _OUTBOX_COLUMNS = ", ".join(f"o.{c}" for c in rows.OUTBOX_COLUMNS)
 #: An earlier pending row of the same receiver and group as row ``o``: a group's notifications
 #: are delivered in order, so a row waits while one ahead of it waits for its retry.
@@ -199,12 +216,12 @@ class SqliteStore(SqliteBuckets):
     async def load_sent(self) -> dict[GroupId, SentRecord]:
         return await self._read(_load_sent)
 
+    async def load_scope(self, scope: GroupScope) -> FlushSet:
+        return await self._read(lambda c: _load_scope(c, scope))
+
     async def next_group_due(self) -> float | None:
         def query(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                "SELECT MIN(CASE WHEN flushed_at IS NULL THEN created_at + group_wait "
-                "ELSE flushed_at + group_interval END) FROM alert_groups"
-            ).fetchone()
+            row = conn.execute(f"SELECT MIN({_DUE_AT}) FROM alert_groups").fetchone()
             return None if row[0] is None else float(row[0])
 
         return await self._read(query)
@@ -424,6 +441,30 @@ def _load_states(
 def _load_groups(conn: sqlite3.Connection) -> dict[GroupId, NotificationGroup]:
     return rows.groups_from(conn.execute("SELECT * FROM alert_groups"),
                             conn.execute("SELECT * FROM group_alerts ORDER BY instance"))
+
+
+def _load_scope(conn: sqlite3.Connection, scope: GroupScope) -> FlushSet:
+    """The groups ``scope`` covers (found on the primary keys and the two indexes of
+    migration 8), then their headers, entries and log, read in one transaction."""
+    conn.execute("BEGIN")  # one snapshot for the ids and the rows (WAL: readers never wait)
+    try:
+        found = conn.execute(SCOPE_IDS, (scope.now, json.dumps(sorted(scope.instances)),
+                                         _idents_json(scope.idents)))
+        covered = _idents_json(tuple(found))
+        groups = rows.groups_from(
+            conn.execute(f"SELECT * FROM alert_groups WHERE {_OF_GROUPS}", (covered,)),
+            conn.execute(f"SELECT * FROM group_alerts WHERE {_OF_GROUPS} ORDER BY instance",
+                         (covered,)))
+        wanted = _idents_json(groups.keys() | scope.idents)
+        sent = {(r["receiver"], r["group_key"]): rows.sent_record(r) for r in conn.execute(
+            f"SELECT * FROM notification_log WHERE {_OF_GROUPS}", (wanted,))}
+    finally:
+        conn.execute("COMMIT")
+    return FlushSet(groups, sent)
+
+
+def _idents_json(idents: Iterable[Sequence[str]]) -> str:
+    return json.dumps(sorted([receiver, key] for receiver, key in idents))
 
 
 def _load_sent(conn: sqlite3.Connection) -> dict[GroupId, SentRecord]:
