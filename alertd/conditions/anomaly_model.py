@@ -181,6 +181,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from alertd.conditions.anomaly_level import empty_expected, quiet_ratios
+
 Array = NDArray[np.float64]
 Mask = NDArray[np.bool_]
 
@@ -223,6 +225,14 @@ SUSTAIN_MARGIN = 1.8
 ROBUST = 0.0
 #: ...that quantile (robust to the few buckets an earlier anomaly leaves in the pool).
 ROBUST_Q = 0.9
+
+#: Whether a bucket with nothing expected (a zero anchor) and nothing used counts as a ratio
+#: of 1 in the adaptation factor (:mod:`alertd.conditions.anomaly_level`).
+QUIET_RATIO = True
+#: Whether, judging a gappy series without its empty buckets, a bucket its predictor has no
+#: value for (its slot, or its recent hours, were empty every time) expects nothing
+#: (:mod:`alertd.conditions.anomaly_level`), rather than not being judged.
+EMPTY_SLOTS = True
 
 METHOD_RECENT = "recent level"
 
@@ -326,6 +336,8 @@ def _assess(values: Array, settings: Settings, *, gaps: bool, judged: Array | No
     values = values[kept]
     recent = values[:, split:]
     expected, anchor = predicted[:, split - first:], anchors[:, split - first:]
+    if gaps and EMPTY_SLOTS:  # a slot empty every time before expects nothing (anomaly_level)
+        expected = empty_expected(expected)
     history = values[:, first:split]
     growth = _growth(expected, anchor)
     k = settings.sensitivity
@@ -692,6 +704,8 @@ def seasonal(values: Array, first: int, length: int, adaptation: int) -> tuple[A
         centers = _network_median(list(block), True)
     ratios = np.divide(values[..., start:], centers, out=np.full(centers.shape, np.nan),
                        where=centers > 0)
+    if QUIET_RATIO:  # nothing expected and nothing came: the level as usual (anomaly_level)
+        ratios = quiet_ratios(ratios, values[..., start:], centers)
     factor = trailing_median(ratios, first - start, adaptation)
     factor[np.isnan(factor)] = 1.0
     anchor = centers[..., first - start:]
