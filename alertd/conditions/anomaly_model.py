@@ -148,6 +148,14 @@ buckets left out (``NaN``), and an empty judged bucket is as usual (a stop is th
 kind's to tell, which learns each customer's usual gaps). Empty hours that the profile predicts
 (nights, weekends) are idle slots, not gaps.
 
+**Quiet buckets and never-used slots: tried, off** (:data:`QUIET_RATIO`, :data:`EMPTY_SLOTS`;
+:mod:`alertd.conditions.anomaly_level` has why and the figures). A bucket with nothing expected
+and nothing used as a ratio of 1 in the adaptation factor (so a burst after quiet hours does
+not raise the factor it is judged by): NAB 51.2 (44.5/58.5), realTraffic 25.1 (z-score 30.0),
+simulator 1.06 false alerts per customer-month, spike 0.81 — half B unmoved and the simulator
+over its target. A gappy series' slot that was empty every time before expecting nothing (an
+idle slot) instead of ``NaN`` (no verdict, a finding reading "expected nan"): no figure moves.
+
 No model, no training step, no download: a few sorts and comparisons over at most
 ``pool + lookback`` buckets.
 
@@ -228,11 +236,11 @@ ROBUST_Q = 0.9
 
 #: Whether a bucket with nothing expected (a zero anchor) and nothing used counts as a ratio
 #: of 1 in the adaptation factor (:mod:`alertd.conditions.anomaly_level`).
-QUIET_RATIO = True
+QUIET_RATIO = False
 #: Whether, judging a gappy series without its empty buckets, a bucket its predictor has no
 #: value for (its slot, or its recent hours, were empty every time) expects nothing
 #: (:mod:`alertd.conditions.anomaly_level`), rather than not being judged.
-EMPTY_SLOTS = True
+EMPTY_SLOTS = False
 
 METHOD_RECENT = "recent level"
 
