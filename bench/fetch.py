@@ -326,6 +326,7 @@ class Run:
     #: The most requests the client sent in any 1 s and in any 1 s + the budget's guard.
     sent_peaks: tuple[int, int, float] = (0, 0, 0.0)
     decoder_cpu: float = 0.0  # CPU seconds of the decoding process (in watch.cpu too)
+    decoder_rss_mb: float = 0.0  # its peak RSS so far
 
 
 class LoopLag:
@@ -358,6 +359,20 @@ def sent_peaks(budget: RateBudget) -> tuple[int, int, float]:
     guard: what the client did, beside what the simulator counted on arrival."""
     stats = budget.stats()
     return stats.peak_sent, stats.peak_sent_guarded, budget.guard
+
+
+def peak_rss_of(pid: int | None) -> float:
+    """The peak resident set size of a live process, in MB (``/proc``; 0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_pressure_us() -> int | None:
@@ -456,6 +471,9 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
         if run.rows:
             rows.append(figure("client CPU µs per row received",
                                1e6 * run.watch.cpu / run.rows, "{:.1f}"))
+    if run.decoder_rss_mb:
+        rows.append(figure("peak RSS of the decoding process, MB", run.decoder_rss_mb,
+                           "{:.0f}"))
     rss_check = (lambda v: v <= TARGET_RSS_MB) if rss_target else None
     rows.append(figure("peak RSS of this process, MB", run.rss_mb, "{:.0f}",
                        f"<= {TARGET_RSS_MB:g}" if rss_target else "", rss_check))
@@ -550,7 +568,8 @@ async def mixed_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: St
     engine = args.via == "engine"
     run = Run(sent, None if engine else tally.rows, len(tally.failures), watch, stats,
               peak_rss_mb(), stack.http.concurrency("analytics"), pressure,
-              budget.stats().lost_seconds - lost_before, late, sent_peaks(budget), decoder_cpu)
+              budget.stats().lost_seconds - lost_before, late, sent_peaks(budget), decoder_cpu,
+              peak_rss_of(stack.http.decoder_pid))
     if paged:
         assert isinstance(source, MeterUsageSource)
         counts = source.pages.counts
@@ -632,7 +651,8 @@ async def pacing_phase(args: argparse.Namespace, sim: SimulatorProcess, stack: S
     run = Run(sent, tally.rows, len(tally.failures), watch, stats, peak_rss_mb(),
               stack.http.concurrency("analytics"), pressure,
               stack.http.budgets.analytics.stats().lost_seconds - lost_before, late,
-              sent_peaks(stack.http.budgets.analytics), decoder_cpu)
+              sent_peaks(stack.http.budgets.analytics), decoder_cpu,
+              peak_rss_of(stack.http.decoder_pid))
     shards = stack.http.shards()
     print_table(f"phase 2 at {latency * 1000:g} ms: pacing alone, {len(queries)} one-row "
                 "requests", [*run_figures(run, args.rate, rss_target=False), Figure(

@@ -130,3 +130,17 @@ async def test_a_decoder_closed_twice_or_never_started_closes_cleanly() -> None:
     await decoder.aclose()
     await decoder.aclose()
     assert decoder.pid is None
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+async def test_a_large_html_page_is_named_as_one_with_its_request_id_wherever_decoded(
+        in_process: bool) -> None:
+    page = "<html><body>" + "<p>proxy error</p>" * (OFFLOAD_BYTES // 10) + "</body></html>"
+    app = Recorder(lambda request: reply(text=page, request_id="req_html",
+                                         headers={"Content-Type": "text/html"}))
+    async with make_http(app, FakeClock(), max_retries=0,
+                         decode_in_process=in_process) as http:
+        with pytest.raises(MalformedResponseError) as caught:
+            await fetched(http)
+    assert "an HTML page" in caught.value.message
+    assert caught.value.request_id == "req_html"
