@@ -13,7 +13,9 @@ it back only when that C call ended or after a switch interval (5 ms). Measured 
 thread during ``bench/fetch.py``'s phase 1 (``bench/loop_callbacks.py``), the loop's
 callbacks took ~3× their CPU time in wall time (waiting for the GIL), hardly any callback used
 ≥ 10 ms of CPU, yet the budget's timers fired 36–67 ms late at p99 (the README's figures). A
-child process has its own GIL: the loop now waits for nothing but its own work.
+child process has its own GIL: the loop now waits for nothing but its own work (the loop
+thread's time asleep inside callbacks, phase 1 at 150 ms: 1.96 → 0.18 s, callbacks asleep
+≥ 10 ms 44 → 0; ``bench/README.md``).
 
 What crosses: the body's bytes, the status and the two headers error messages read, out; the
 decoded result (for usage answers, numpy columns: ~0.2 ms to pickle), back. The parser must
@@ -24,6 +26,12 @@ do): decodes take turns, as they did in the thread, and a second would compete w
 loop for the machine's cores. It is started with ``spawn`` (a fresh interpreter importing only
 what the decoding needs; ``fork`` would copy the loop's threads and state). If it cannot be
 started, or dies, large answers are decoded in the worker thread from then on (logged once).
+
+``spawn`` imports the parent's main module in the child (multiprocessing's rule, which
+``python -m alertd``, the ``alertd`` command and the benches meet): a script that opens a
+:class:`~alertd.source.http.StripeHTTP` must keep its work under ``if __name__ ==
+"__main__"``. The child costs its own memory (an interpreter with alertd's source modules,
+numpy and httpx imported: ``bench/fetch.py`` prints its peak RSS).
 """
 
 from __future__ import annotations
@@ -87,10 +95,13 @@ class Decoder:
             self._give_up(exc)
 
     async def run(self, function: Callable[..., R], *args: Any) -> R:
-        """``function(*args)`` in the decoding process, or in the thread when ``args`` do not
-        pickle or there is no process. ``function`` must be module-level."""
+        """``function(*args)`` in the decoding process, or in the thread when a callable of
+        ``args`` (the parser) does not pickle or there is no process. ``function`` must be
+        module-level and the other ``args`` must pickle (only the callables are checked: a
+        body is not pickled twice)."""
         loop = asyncio.get_running_loop()
-        pool = self._process_pool() if picklable(args) else None
+        sendable = all(picklable(arg) for arg in args if callable(arg))
+        pool = self._process_pool() if sendable else None
         if pool is not None:
             try:
                 if self._pid is None:
