@@ -42,12 +42,14 @@ client sent in any 1 s and in any 1 s + the budget's guard by its own send insta
 100 by construction: a gap between the two counts is bunching at the receiver), 429s (0),
 wall time ÷ (requests ÷ rate) (≤ 1.05), the client's in-flight limit and measured latency, the most
 requests in flight at the simulator, peak RSS of this process (≤ 150 MB at 10,000 customers),
-CPU seconds per 1,000 requests here and in the simulator. A last table puts every latency side
+CPU seconds per 1,000 requests here (this process and its decoding process,
+``alertd.source.decoder``, which the client is started with) and in the simulator, and the
+decoding process's peak RSS. A last table puts every latency side
 by side and says what limited each run: the budget, the client's CPU (its ceiling on a free
 core, requests ÷ CPU seconds, is below the budget) or the machine (a loaded machine gave the
 client too little CPU: the load average is printed). ``--profile`` adds the top functions of
 each phase by own CPU time of the event loop's thread (cProfile on ``time.thread_time``: the
-same on a loaded machine, and without the decoding thread's share, which blocks no send).
+same on a loaded machine, and without the decoding process's share).
 "event loop's timers late" is how late a 5 ms timer fires (p99 and most): a send waits
 for the budget's timer, so it says how far the loop's own work pushes sends past their slots.
 
@@ -463,7 +465,7 @@ def run_figures(run: Run, rate: float, rss_target: bool) -> list[Figure]:
                note="a task waited for a CPU"),
         Figure("client ceiling on one free core, requests/s",
                f"{ceiling(run):.0f}" if run.watch.cpu else "-",
-               note="requests ÷ client CPU s"),
+               note="requests ÷ client CPU s (with the decoder's)"),
         figure("simulator CPU s per 1,000 requests", run.watch.child_cpu / thousands, "{:.2f}"),
     ]
     if run.rows is not None:
