@@ -123,6 +123,8 @@ class Decoder:
         return self._processes
 
     def _give_up(self, exc: BaseException) -> None:
+        if not self._use_processes:  # several answers saw the same failure
+            return
         log.warning("the decoding process failed (%s: %s); large Stripe answers are decoded "
                     "in a thread from now on", type(exc).__name__, exc)
         self._use_processes = False

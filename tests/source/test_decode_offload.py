@@ -144,3 +144,32 @@ async def test_a_large_html_page_is_named_as_one_with_its_request_id_wherever_de
             await fetched(http)
     assert "an HTML page" in caught.value.message
     assert caught.value.request_id == "req_html"
+
+
+PARENT = "ALERTD_TEST_DECODER_PARENT"
+
+
+def exit_unless_in_parent(body: dict[str, Any], request_id: str | None) -> Read:
+    """A BodyParser that ends any process but the test's (the decoding process dies)."""
+    if os.getpid() != int(os.environ[PARENT]):
+        os._exit(3)
+    return where_read(body, request_id)
+
+
+async def test_when_the_decoding_process_dies_answers_are_decoded_in_the_thread_from_then_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    large = body_of_at_least(OFFLOAD_BYTES)
+    app = Recorder(lambda request: reply(large))
+    os.environ[PARENT] = str(os.getpid())
+    try:
+        async with make_http(app, FakeClock()) as http:
+            first = await fetched(http, exit_unless_in_parent)
+            second = await fetched(http, where_read)
+            assert http.decoder_pid is None
+    finally:
+        del os.environ[PARENT]
+    assert first[:2] == (len(large["rows"]["data"]), os.getpid())
+    assert first[2].startswith("alertd-decode")
+    assert second[1] == os.getpid()  # no new process
+    assert len(app.requests) == 2  # the answer was decoded, not asked again
+    assert sum("decoding process failed" in r.getMessage() for r in caplog.records) == 1
