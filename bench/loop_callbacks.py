@@ -16,7 +16,7 @@ readiness) is wrapped to take the loop thread's CPU clock and the wall clock aro
 ``gc.callbacks`` time every collection (its generation, and the callback it fell in). A
 sampling thread reads the loop thread's stack every millisecond while a callback runs (it
 gets the GIL every switch interval, so ~1 sample per 5 ms of a long callback), and each
-callback of at least :data:`NAMED_MS` is named by the innermost frames of alertd, httpx,
+callback of at least :data:`NAMED_MS` is named by its task and the innermost frames of alertd, httpx,
 httpcore or the bench it spent most samples in. The wrapping is this script's only: fetch.py
 runs unchanged.
 
@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import fetch
 
 THRESHOLDS_MS = (2, 10, 20, 50)
-#: Callbacks at least this long (CPU ms) are named from the samples taken during them.
-NAMED_MS = 10.0
+#: Callbacks at least this long (CPU ms) are named: their task, and the samples taken in them.
+NAMED_MS = 2.0
 SAMPLE_SECONDS = 0.001
 OURS = ("alertd/", "bench/", "httpx/", "httpcore/", "h11/", "anyio/")
 
@@ -243,11 +243,17 @@ def main() -> None:
     own.add_argument("--no-sampler", action="store_true",
                      help="time only (the sampler thread competes for the GIL)")
     own.add_argument("--switch-interval", type=float, default=None)
+    own.add_argument("--gc-freeze", action="store_true",
+                     help="gc.freeze() once everything is imported, before the run (what a "
+                          "daemon could do after start-up: gen2 collections then skip it)")
     mine, rest = own.parse_known_args()
     sys.argv = ["fetch.py", *rest]
     args = fetch.parse_args()
     if mine.switch_interval is not None:
         sys.setswitchinterval(mine.switch_interval)
+    if mine.gc_freeze:
+        gc.collect()
+        gc.freeze()
     install()
     stop = threading.Event()
     thread = threading.Thread(target=sampler, args=(stop,), daemon=True)
