@@ -1,29 +1,38 @@
 """What holds the event loop: every callback of ``bench/fetch.py``'s run timed on the loop
-thread's CPU clock, the long ones named.
+thread's CPU clock, its waits for the GIL measured, the long ones named.
 
 Usage::
 
-    python bench/loop_callbacks.py [fetch.py's arguments, e.g. --customers 200 --latencies 1
+    python bench/loop_callbacks.py [--no-sampler] [--gc-freeze] [--switch-interval S]
+                                   [fetch.py's arguments, e.g. --customers 200 --latencies 1
                                     --pacing 0]
 
 A load-independent diagnosis of "the loop's timers fire late": a send waits for the rate
 budget's timer, so any stretch of loop work longer than a slot (10 ms at 100/s) pushes the
 sends behind it. Wall lateness follows the machine's load; the loop thread's own CPU time per
 callback (``time.thread_time``) does not, so it tells what the *client* holds the loop with.
+A callback can also hold the loop without using its CPU: waiting for the GIL that another
+thread of the process holds. Linux's ``/proc/thread-self/schedstat`` says how long the thread
+waited for a CPU (runnable); wall − CPU − that is the time it slept, which inside a callback
+(sockets are non-blocking) is waiting for the GIL. That too depends little on the load.
 
 How: ``asyncio.Handle._run`` (every callback the loop runs: task steps, timers, I/O
-readiness) is wrapped to take the loop thread's CPU clock and the wall clock around it, and
-``gc.callbacks`` time every collection (its generation, and the callback it fell in). A
-sampling thread reads the loop thread's stack every millisecond while a callback runs (it
-gets the GIL every switch interval, so ~1 sample per 5 ms of a long callback), and each
-callback of at least :data:`NAMED_MS` is named by its task and the innermost frames of alertd, httpx,
-httpcore or the bench it spent most samples in. The wrapping is this script's only: fetch.py
-runs unchanged.
+readiness) is wrapped to take the loop thread's CPU clock, the wall clock and schedstat around
+it; ``selectors.DefaultSelector.select`` to see how late a ``select`` that timed out returned;
+``gc.callbacks`` time every collection on the loop thread (its generation, and the callback it
+fell in). Unless ``--no-sampler``, a sampling thread reads the loop thread's stack every
+millisecond while a callback runs (it gets the GIL every switch interval, so ~1 sample per
+5 ms of a long callback; it competes for the GIL itself, so GIL figures are taken without
+it), and each callback of at least :data:`NAMED_MS` is named by its task and the innermost
+frames of alertd, httpx, httpcore or the bench it spent most samples in. ``--gc-freeze``
+freezes what start-up imported before the run; ``--switch-interval`` sets
+``sys.setswitchinterval``. The wrapping is this script's only: fetch.py runs unchanged.
 
 Printed after fetch.py's own tables, for the whole run (phase 1 and 2 alike; ``--pacing 0``
-for phase 1 alone): callbacks of at least 2 / 10 / 20 / 50 ms of CPU, the loop thread's CPU
-in callbacks, the GC collections by generation (count, total and longest), and the long
-callbacks grouped by what they were.
+for phase 1 alone): the callbacks and the loop thread's CPU and wall in them, its time
+runnable and asleep (the GIL) in them and the callbacks asleep at least 2 / 10 / 20 / 50 ms,
+the late selects, the callbacks of at least 2 / 10 / 20 / 50 ms of CPU, the GC collections by
+generation (count, total and longest), and the long callbacks grouped by what they were.
 """
 
 from __future__ import annotations
