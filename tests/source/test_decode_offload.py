@@ -173,3 +173,16 @@ async def test_when_the_decoding_process_dies_answers_are_decoded_in_the_thread_
     assert second[1] == os.getpid()  # no new process
     assert len(app.requests) == 2  # the answer was decoded, not asked again
     assert sum("decoding process failed" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_clients_share_one_decoding_process_which_stops_with_the_last() -> None:
+    large = body_of_at_least(OFFLOAD_BYTES)
+    app = Recorder(lambda request: reply(large))
+    async with make_http(app, FakeClock()) as first:
+        async with make_http(app, FakeClock()) as second:
+            pid = (await fetched(first))[1]
+            assert (await fetched(second))[1] == pid
+        assert (await fetched(first))[1] == pid  # the other client's closing kept it
+    async with make_http(app, FakeClock()) as later:
+        await later.start_decoder()
+        assert later.decoder_pid not in (None, pid)  # the last one's closing stopped it
