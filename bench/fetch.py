@@ -76,7 +76,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd import conditions
+from alertd import conditions, gctune
 from alertd.calendar import floor
 from alertd.clock import SystemClock
 from alertd.config.settings import CustomerSelection
@@ -756,6 +756,7 @@ def print_summary(results: Sequence[Measured], rate: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    gctune.tune()  # the collector's pace of `alertd run` (alertd.gctune)
     print(machine_note())
     results = [await one_latency(args, latency) for latency in args.latencies]
     print_summary(results, args.rate)

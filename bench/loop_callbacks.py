@@ -253,8 +253,8 @@ def main() -> None:
                      help="time only (the sampler thread competes for the GIL)")
     own.add_argument("--switch-interval", type=float, default=None)
     own.add_argument("--gc-freeze", action="store_true",
-                     help="gc.freeze() once everything is imported, before the run (what a "
-                          "daemon could do after start-up: gen2 collections then skip it)")
+                     help="gc.freeze() once everything is imported, before the run (fetch.py "
+                          "itself tunes the collector as `alertd run` does: alertd.gctune)")
     mine, rest = own.parse_known_args()
     sys.argv = ["fetch.py", *rest]
     args = fetch.parse_args()
