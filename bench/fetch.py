@@ -53,6 +53,10 @@ same on a loaded machine, and without the decoding process's share).
 "event loop's timers late" is how late a 5 ms timer fires (p99 and most): a send waits
 for the budget's timer, so it says how far the loop's own work pushes sends past their slots.
 
+The collector is tuned first as ``alertd run`` tunes it (``alertd.gctune``: start-up frozen,
+the young generation collected every 10,000 allocations), so the loop's GC pauses are the
+daemon's.
+
 10,000 customers plan about 70,000 requests: at 100/s that is 12 minutes or more of wall
 time per latency; use ``--max-requests`` to stop earlier (the table says what was run).
 
