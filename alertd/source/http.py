@@ -26,14 +26,14 @@ Bodies are streamed and never read whole past ``stripe.max_response_bytes`` (a
 stays bounded by the cap. ``stripe.timeout`` bounds the whole exchange, body included, so a
 body that drips in slowly ends as :class:`~alertd.errors.StripeTimeoutError`.
 
-Large answers are decoded (JSON, then the caller's ``parse``) in one worker thread, not on the
-event loop: a 5,000-row usage answer takes ~10 ms of CPU to decode and read, the budget's
-slots are ~10 ms apart at 100/s, and several answers completing in one turn of the loop used
-to hold every send behind them for their sum (the budget then catches up, bunched). In the
-thread, orjson holds the GIL for a few milliseconds at most, and the rest is Python code that
-gives the GIL back to the event loop every switch interval (5 ms), so the loop's timers — the
-sends — run on time. The CPU spent is the same; only where it blocks changes. Bodies under
-:data:`OFFLOAD_BYTES` are decoded in place: the hand-over would cost more than it saves.
+Large answers are decoded (JSON, then the caller's ``parse``) in a child process, not on the
+event loop (:mod:`alertd.source.decoder`): a 5,000-row usage answer takes ~17 ms of CPU to
+decode and read, ~10 ms of it in one ``orjson.loads`` call that holds the GIL, and the budget's
+slots are ~10 ms apart at 100/s. On the loop, several answers completing in one turn held every
+send behind their sum; in a worker thread of this process (as before) the loop got the GIL back
+only between those C calls, so its timers — the sends — still ran tens of ms late. The CPU
+spent is about the same; only where it blocks changes. Bodies under :data:`OFFLOAD_BYTES` are
+decoded in place: the hand-over would cost more than it saves.
 
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
@@ -50,7 +50,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -77,6 +76,7 @@ from alertd.errors import (
     StripeServerError,
     StripeTimeoutError,
 )
+from alertd.source.decoder import Decoder
 from alertd.source.inflight import Concurrency, ConcurrencyStats
 from alertd.source.pool import ClientPool, ShardStats
 from alertd.source.ratelimit import BUDGET_NAMES, BudgetName, Budgets, Start
@@ -305,6 +305,17 @@ class _Unreadable:
     error: MalformedResponseError
 
 
+#: The headers decoding reads (error messages): all a body sent to the decoder takes along.
+_DECODING_HEADERS = ("Content-Type", "Request-Id")
+
+
+def _portable(response: Answer) -> Answer:
+    """``response`` with only the headers decoding reads, to send to the decoding process."""
+    kept = {name: value for name in _DECODING_HEADERS
+            if (value := response.headers.get(name)) is not None}
+    return Answer(response.status, httpx.Headers(kept), response.content)
+
+
 def _decode(response: Answer, endpoint: str, parse: BodyParser[T]
             ) -> _Decoded[T] | _NotJSON | _Unreadable:
     """Decode and read a 2xx body; pure, so it may run in the worker thread. Errors are
@@ -326,7 +337,8 @@ class StripeHTTP:
     through the constructor with production defaults: ``transport`` (tests pass an
     ``httpx.MockTransport``), ``clock`` (tests pass a ``FakeClock``, which makes backoff
     instant), ``budgets`` (share one :class:`Budgets` between clients of one account),
-    ``observer`` (metrics) and ``rng`` (jitter).
+    ``observer`` (metrics) and ``rng`` (jitter). ``decode_in_process=False`` decodes large
+    answers in a worker thread instead of a child process (:mod:`alertd.source.decoder`).
     """
 
     def __init__(
@@ -340,6 +352,7 @@ class StripeHTTP:
         observer: RequestObserver | None = None,
         rng: random.Random | None = None,
         user_agent: str = USER_AGENT,
+        decode_in_process: bool = True,
     ) -> None:
         self.settings = settings
         self.user_agent = user_agent
@@ -357,7 +370,8 @@ class StripeHTTP:
             for name in BUDGET_NAMES
         }
         self._client: ClientPool | None = None
-        self._decoder: ThreadPoolExecutor | None = None
+        self._decoder: Decoder | None = None
+        self._decode_in_process = decode_in_process
 
     def __repr__(self) -> str:
         return (
@@ -395,9 +409,7 @@ class StripeHTTP:
             )
 
         self._client = ClientPool(make, connections, transport=self._transport)
-        # One thread: decodes take turns, and the event loop gets the GIL back every
-        # switch interval from that one thread.
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alertd-decode")
+        self._decoder = Decoder(processes=self._decode_in_process)
         return self
 
     async def __aexit__(
@@ -410,8 +422,20 @@ class StripeHTTP:
             await self._client.aclose()
             self._client = None
         if self._decoder is not None:
-            self._decoder.shutdown(wait=False, cancel_futures=True)
-            self._decoder = None
+            decoder, self._decoder = self._decoder, None
+            await decoder.aclose()
+
+    async def start_decoder(self) -> None:
+        """Start the process that decodes large answers now rather than on the first one
+        (which then waits for an interpreter to start); inside ``async with`` only."""
+        if self._decoder is not None:
+            await self._decoder.start()
+
+    @property
+    def decoder_pid(self) -> int | None:
+        """The decoding process's id once started (its CPU is the client's too), else
+        ``None``."""
+        return self._decoder.pid if self._decoder is not None else None
 
     def shards(self) -> list[ShardStats]:
         """The HTTP client's pools (:mod:`alertd.source.pool`): in flight and connections."""
@@ -594,16 +618,14 @@ class StripeHTTP:
 
     async def _decoded(self, response: Answer, endpoint: str, began: float,
                        parse: BodyParser[T]) -> T:
-        """A 2xx body as JSON, then read by ``parse``: in the worker thread when it is at
+        """A 2xx body as JSON, then read by ``parse``: in the decoding process when it is at
         least :data:`OFFLOAD_BYTES` long (see the module doc), else here. The answer's
         time is taken before decoding: it is Stripe's, not the decoder queue's."""
         answered = self.clock.monotonic()
         if len(response.content) < OFFLOAD_BYTES or self._decoder is None:
             decoded = _decode(response, endpoint, parse)
         else:
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._decoder, _decode, response, endpoint,
-                                                 parse)
+            decoded = await self._decoder.run(_decode, _portable(response), endpoint, parse)
         if isinstance(decoded, _NotJSON):
             self._observe(endpoint, "malformed", began, response, answered)
             raise decoded.error

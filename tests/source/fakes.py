@@ -69,6 +69,7 @@ def make_http(
     rng: random.Random | None = None,
     observer: Any = None,
     api_key: str | None = API_KEY,
+    decode_in_process: bool = True,
     **stripe: Any,
 ) -> StripeHTTP:
     settings = StripeSettings(**stripe)
@@ -80,6 +81,7 @@ def make_http(
         clock=clock,
         rng=rng if rng is not None else random.Random(7),
         observer=observer,
+        decode_in_process=decode_in_process,
     )
 
 
