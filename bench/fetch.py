@@ -683,6 +683,8 @@ async def one_latency(args: argparse.Namespace, latency: float) -> Measured:
     try:
         print(f"simulator up in {startup.wall:.1f} s at {sim.url}", flush=True)
         settings = simulator_settings(sim.url, rate=args.rate)
+        settings = settings.model_copy(update={"stripe": settings.stripe.model_copy(
+            update={"decode_answers_in": args.decode})})
         async with stripe_stack(settings, clock=SystemClock()) as stack:
             await stack.http.start_decoder()
             with Stopwatch() as listing:
@@ -793,6 +795,9 @@ def parse_args() -> argparse.Namespace:
                              "the pages the source expects (0: all at once before fetching, "
                              "no pages counted)")
     parser.add_argument("--via", choices=("source", "engine"), default="source")
+    parser.add_argument("--decode", choices=("thread", "process"), default="thread",
+                        help="where large answers are decoded (stripe.decode_answers_in; "
+                             "the daemon's default: thread)")
     parser.add_argument("--profile", action="store_true", help="cProfile both phases")
     args = parser.parse_args()
     if args.latencies_one is not None:

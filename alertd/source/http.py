@@ -337,8 +337,9 @@ class StripeHTTP:
     through the constructor with production defaults: ``transport`` (tests pass an
     ``httpx.MockTransport``), ``clock`` (tests pass a ``FakeClock``, which makes backoff
     instant), ``budgets`` (share one :class:`Budgets` between clients of one account),
-    ``observer`` (metrics) and ``rng`` (jitter). ``decode_in_process=False`` decodes large
-    answers in a worker thread instead of a child process (:mod:`alertd.source.decoder`).
+    ``observer`` (metrics) and ``rng`` (jitter). ``decode_in_process`` says whether large
+    answers are decoded in a child process or a worker thread (:mod:`alertd.source.decoder`);
+    ``None`` follows ``settings.decode_answers_in`` (``thread`` by default).
     """
 
     def __init__(
@@ -352,7 +353,7 @@ class StripeHTTP:
         observer: RequestObserver | None = None,
         rng: random.Random | None = None,
         user_agent: str = USER_AGENT,
-        decode_in_process: bool = True,
+        decode_in_process: bool | None = None,
     ) -> None:
         self.settings = settings
         self.user_agent = user_agent
@@ -371,7 +372,8 @@ class StripeHTTP:
         }
         self._client: ClientPool | None = None
         self._decoder: Decoder | None = None
-        self._decode_in_process = decode_in_process
+        self._decode_in_process = (settings.decode_answers_in == "process"
+                                   if decode_in_process is None else decode_in_process)
 
     def __repr__(self) -> str:
         return (

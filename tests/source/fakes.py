@@ -69,7 +69,7 @@ def make_http(
     rng: random.Random | None = None,
     observer: Any = None,
     api_key: str | None = API_KEY,
-    decode_in_process: bool = True,
+    decode_in_process: bool | None = True,
     **stripe: Any,
 ) -> StripeHTTP:
     settings = StripeSettings(**stripe)

@@ -70,6 +70,22 @@ async def test_start_decoder_starts_the_process_before_any_answer() -> None:
         assert http.decoder_pid is not None and http.decoder_pid != os.getpid()
 
 
+async def test_the_setting_chooses_where_large_answers_are_decoded() -> None:
+    """``stripe.decode_answers_in``: a worker thread by default (no child's memory), a child
+    process when asked."""
+    large = body_of_at_least(OFFLOAD_BYTES)
+    app = Recorder(lambda request: reply(large))
+    async with make_http(app, FakeClock(), decode_in_process=None) as http:
+        await http.start_decoder()
+        assert http.decoder_pid is None
+        assert (await fetched(http))[1] == os.getpid()
+    async with make_http(app, FakeClock(), decode_in_process=None,
+                         decode_answers_in="process") as http:
+        await http.start_decoder()
+        assert http.decoder_pid not in (None, os.getpid())
+        assert (await fetched(http))[1] == http.decoder_pid
+
+
 async def test_without_a_process_a_large_body_is_read_in_the_worker_thread() -> None:
     large = body_of_at_least(OFFLOAD_BYTES)
     app = Recorder(lambda request: reply(large))
