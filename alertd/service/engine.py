@@ -114,25 +114,21 @@ class BatchFindings:
 OnBatch = Callable[[BatchFindings], Awaitable[None]]
 
 
-def notable(finding: Finding) -> bool:
-    """Whether a finding is kept by a pass that hands its findings on batch by batch: an
-    active verdict, ``nodata`` or ``error`` (the rest are the bulk: quiet series)."""
-    return finding.active or finding.state != "inactive"
-
-
 @dataclass(slots=True)
 class _Tally:
     """What the batches of one pass add up to."""
 
-    #: Every finding; with ``on_batch``, only the :func:`notable` ones (the rest went on).
+    #: Every finding; with ``on_batch``, none (each batch's went on; the recorder keeps the
+    #: notable ones, once: :class:`~alertd.service.recording.RecordedTally`).
     findings: list[Finding] = field(default_factory=list)
     on_batch: OnBatch | None = None
     customers: Mapping[str, Customer] = field(default_factory=dict)
     account: str = ""
-    #: With ``on_batch``: whether any finding judged a series (not an ``error``), and how
-    #: many findings were handed on.
+    #: With ``on_batch``: whether any finding judged a series (not an ``error``), how many
+    #: findings were handed on, and the first ``error`` finding's message.
     judged: bool = False
     handed: int = 0
+    problem: str = ""
     series: dict[SeriesKey, Series] = field(default_factory=dict)
     refreshed: list[int] = field(default_factory=list)
     failures: list[SourceError] = field(default_factory=list)
@@ -157,7 +153,11 @@ class _Batch:
 
 @dataclass(frozen=True, slots=True)
 class PassResult:
-    """Everything one pass learned. ``series`` lets notifications show recent buckets."""
+    """Everything one pass learned. ``series`` lets notifications show recent buckets.
+
+    With ``on_batch`` the findings and series went to it batch by batch: ``findings`` and
+    ``series`` are empty then (what recorded them keeps what it needs), and ``judged`` and
+    ``problem`` say what the pass's findings were."""
 
     now: int
     findings: tuple[Finding, ...]
@@ -173,9 +173,11 @@ class PassResult:
     account: str = ""
     #: Usage rows Stripe answered with (what the bucket cache saves shows here).
     rows: int = 0
-    #: With ``on_batch``: whether the pass judged any series (``findings`` then holds only
-    #: the notable ones); ``None`` when ``findings`` holds every finding.
+    #: With ``on_batch``: whether the pass judged any series (``findings`` is then empty);
+    #: ``None`` when ``findings`` holds every finding.
     judged: bool | None = None
+    #: With ``on_batch``: the message of the pass's first ``error`` finding (``""``: none).
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,10 +315,11 @@ class Engine:
     ) -> PassResult:
         """Evaluate the rules (all, or those named) for their customers at ``now``.
 
-        With ``on_batch``, each batch's findings are handed to it as soon as the batch is
-        judged (those of customers the directory could not serve first) and the pass keeps
-        only the :func:`notable` ones: what a pass holds then does not grow with the number
-        of customers (the daemon records alert states batch by batch this way).
+        With ``on_batch``, each batch's findings and active series are handed to it as soon
+        as the batch is judged (those of customers the directory could not serve first) and
+        the pass keeps none of them, only counts: what a pass holds then does not grow with
+        the number of customers (the daemon records alert states batch by batch this way,
+        and its recorder and status board keep what they show).
 
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
@@ -359,6 +362,7 @@ class Engine:
             failures=tuple(total.failures),
             account=self.account,
             judged=(total.judged or not total.handed) if on_batch is not None else None,
+            problem=total.problem,
         )
 
     async def _run_batches(
@@ -472,7 +476,7 @@ class Engine:
         else:
             total.findings.extend(started.early)
             total.findings.extend(findings)
-        total.series.update(series)
+            total.series.update(series)
         if refreshed:  # only the oldest counts: one per pass, not one per series
             total.refreshed = [min([*total.refreshed, *refreshed])]
         total.failures.extend(failures)
@@ -597,14 +601,15 @@ def _settle(rule: Rule, slots: Sequence[Finding | tuple[Series, Customer]], now:
 async def _hand_over(total: _Tally, findings: Sequence[Finding],
                      series: Mapping[SeriesKey, Series], read: frozenset[str],
                      refreshed_at: int | None) -> None:
-    """Hands one batch's findings to ``on_batch``, keeping only the notable ones."""
+    """Hands one batch's findings to ``on_batch``, keeping only what they add up to."""
     assert total.on_batch is not None
     if not findings and not read:
         return
     owned, owned_series = with_account(tuple(findings), dict(series), total.account)
     total.judged = total.judged or any(f.state != "error" for f in owned)
     total.handed += len(owned)
-    total.findings.extend(f for f in owned if notable(f))
+    if not total.problem:
+        total.problem = next((f.message for f in owned if f.state == "error"), "")
     await total.on_batch(BatchFindings(owned, owned_series, total.customers, read,
                                        refreshed_at))
 
