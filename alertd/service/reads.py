@@ -14,6 +14,7 @@ load or save the cache only costs full reads (logged), never a finding.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,12 @@ BATCH_ROWS = 100_000
 FETCHED_WEIGHT = 2
 #: The first batch of a pass, before the rows a customer costs are known.
 FIRST_BATCH = 10
+#: What the batches queued beyond the one being judged may hold, in the same weighted rows
+#: (their cache entries, and their answers so far): a fixed bound on the look-ahead's memory
+#: whatever Stripe's latency, where a bound in batches (up to 8 at 1 s) held up to 8 batches'
+#: rows. Two batches' worth: at the budget the answers come in about in order and are judged
+#: soon after, so what waits ahead is mostly the cache entries of the next batches.
+AHEAD_ROWS = 2 * BATCH_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,3 +279,67 @@ async def prune(cache: BucketCache | None, now: int) -> None:
         await cache.store.prune_buckets(int(now - cache.policy.full_reread_every))
     except StoreError as exc:
         log.warning("could not prune the bucket cache error=%s", exc)
+
+
+class HeldAhead:
+    """The rows the batches of a pass hold beyond the one judged next (the *front*), and the
+    gate a batch ahead waits at while they are over :data:`AHEAD_ROWS`.
+
+    The engine judges batches in order; the front batch's requests never wait here (it is
+    bounded by its size, :func:`next_batch_size`), those of a batch ahead start only while
+    the rows held ahead are under the bound, so requests of the next batches start as rows
+    are released: when the front is judged (:meth:`advance`) the next batch becomes the
+    front and its rows stop counting. In-flight requests hold no rows until answered: a slow
+    Stripe raises the requests in flight (what the budget needs) without raising what is held
+    ahead beyond the bound and the answers of requests already in flight when it was reached.
+    """
+
+    def __init__(self, bound: int = AHEAD_ROWS) -> None:
+        self.bound = bound
+        #: The batch judged next.
+        self.front = 0
+        #: Rows held by the batches ahead of the front, now and at most so far; and the most
+        #: held when a request (or batch) ahead was let start.
+        self.held = 0
+        self.peak = 0
+        self.peak_at_start = 0
+        #: Requests ahead that waited at the gate.
+        self.waited = 0
+        self._rows: dict[int, int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def open(self, batch: int) -> bool:
+        """Whether ``batch`` may start a request (or be started) now."""
+        return batch <= self.front or self.held < self.bound
+
+    async def admit(self, batch: int) -> None:
+        """Waits until ``batch`` is the front or the rows held ahead are under the bound."""
+        if not self.open(batch):
+            self.waited += 1
+        while not self.open(batch):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        if batch > self.front:
+            self.peak_at_start = max(self.peak_at_start, self.held)
+
+    def hold(self, batch: int, rows: int) -> None:
+        """``batch`` holds ``rows`` more (weighted) rows until it is judged."""
+        self._rows[batch] = self._rows.get(batch, 0) + rows
+        if batch > self.front:
+            self.held += rows
+            self.peak = max(self.peak, self.held)
+
+    def advance(self) -> None:
+        """The front batch is judged: its rows are gone, the next one is the front."""
+        self._rows.pop(self.front, None)
+        self.front += 1
+        self.held -= self._rows.get(self.front, 0)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

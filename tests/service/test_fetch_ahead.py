@@ -15,6 +15,7 @@ from alertd.config.settings import Settings
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import FETCH_AHEAD, Engine
+from alertd.service.reads import FETCHED_WEIGHT, HeldAhead
 from alertd.service.world import stripe_stack
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
@@ -67,3 +68,50 @@ async def test_a_cancelled_pass_leaves_no_fetch_running() -> None:
                 if "_fetch_all" in getattr(task.get_coro(), "__qualname__", "")]
         assert left == []
         assert passing.cancelled()
+
+
+async def bounded_pass(sim: Simulator, ahead_rows: int) -> tuple[Any, HeldAhead]:
+    settings = settings_for(sim)
+    async with stripe_stack(settings, clock=SystemClock()) as stack:
+        engine = Engine(settings, RuleSet((MONTH,)), stack.source, stack.directory,
+                        batch_customers=1, ahead_rows=ahead_rows)
+        result = await engine.run_pass(TEST_NOW)
+        return result, engine.held_ahead
+
+
+async def test_the_rows_held_ahead_stay_at_the_bound_whatever_the_latency() -> None:
+    # One customer a batch, ten daily rows an answer (weighted 2 × 10 held ahead). Unbounded,
+    # the latency (1 s × 100 requests/s) queues every batch left at once; bounded at one row,
+    # a batch ahead starts its request only while no rows are held ahead.
+    async with running_simulator(customers=CUSTOMERS, days=10, latency=1.0) as sim:
+        free, unbounded = await bounded_pass(sim, ahead_rows=10**9)
+        free_stats = sim.stats()
+        sim.reset_stats()
+        answer = FETCHED_WEIGHT * free.rows // CUSTOMERS  # the rows one answer holds
+        held, bounded = await bounded_pass(sim, ahead_rows=1)
+        stats = sim.stats()
+    assert stats["by_endpoint"]["meter_usage"] == CUSTOMERS
+    assert free.rows == 10 * CUSTOMERS and unbounded.waited == 0
+    # Bounded: a request ahead starts only while nothing is held ahead (held < 1), so at most
+    # one answer is ever held ahead, and requests did wait for rows to be released.
+    assert bounded.peak_at_start == 0 and bounded.peak <= answer and bounded.waited > 0
+    assert stats["max_in_flight"] <= 2 < free_stats["max_in_flight"]
+    key = lambda finding: (finding.rule, finding.customer)  # noqa: E731
+    assert sorted(held.findings, key=key) == sorted(free.findings, key=key)
+
+
+async def test_held_ahead_counts_rows_and_lets_a_batch_ahead_start_as_rows_are_released() -> None:
+    held = HeldAhead(bound=100)
+    held.hold(0, 500)  # the front batch: never counted, never waits
+    await held.admit(0)
+    await held.admit(1)
+    held.hold(1, 120)  # batch 1 ahead: over the bound
+    assert held.held == 120 and not held.open(2) and held.open(1) and held.open(0)
+    waiting = asyncio.ensure_future(held.admit(2))
+    await asyncio.sleep(0)
+    assert not waiting.done() and held.waited == 1
+    held.advance()  # batch 0 judged: batch 1 is the front, nothing is held ahead
+    await asyncio.wait_for(waiting, 1)
+    assert held.front == 1 and held.held == 0 and held.peak == 120
+    held.hold(2, 30)
+    assert held.held == 30 and held.open(3)
