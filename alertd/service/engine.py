@@ -397,7 +397,7 @@ class Engine:
         try:
             while start < len(ids) or pending:
                 if start < len(ids) and (not pending or (
-                        len(pending) <= self._ahead(pending[-1][0]) and held.open(index))):
+                        len(pending) <= self._ahead(pending[-1][0]) and held.may_start(index))):
                     batch = set(ids[start:start + size])
                     start += len(batch)
                     pending.append((await self._start_batch(rules, by_rule, batch, now,

@@ -303,14 +303,25 @@ class HeldAhead:
         self.held = 0
         self.peak = 0
         self.peak_at_start = 0
-        #: Requests ahead that waited at the gate.
+        #: Requests ahead that waited at the gate, and batches whose start waited for rows.
         self.waited = 0
+        self.deferred = 0
+        #: The most rows one batch held (for benches and tests).
+        self.most_of_one = 0
         self._rows: dict[int, int] = {}
         self._waiters: list[asyncio.Future[None]] = []
 
     def open(self, batch: int) -> bool:
         """Whether ``batch`` may start a request (or be started) now."""
         return batch <= self.front or self.held < self.bound
+
+    def may_start(self, batch: int) -> bool:
+        """Whether a new ``batch`` may be started (its cache entries loaded) now; a refusal
+        is counted in :attr:`deferred`."""
+        if self.open(batch):
+            return True
+        self.deferred += 1
+        return False
 
     async def admit(self, batch: int) -> None:
         """Waits until ``batch`` is the front or the rows held ahead are under the bound."""
@@ -330,6 +341,7 @@ class HeldAhead:
     def hold(self, batch: int, rows: int) -> None:
         """``batch`` holds ``rows`` more (weighted) rows until it is judged."""
         self._rows[batch] = self._rows.get(batch, 0) + rows
+        self.most_of_one = max(self.most_of_one, self._rows[batch])
         if batch > self.front:
             self.held += rows
             self.peak = max(self.peak, self.held)

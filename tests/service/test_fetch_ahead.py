@@ -6,6 +6,7 @@ the simulator with 1 s added to every answer; bound by its request counts."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from alertd.config.settings import Settings
 from alertd.rules.loader import RuleSet
 from alertd.rules.schema import Rule
 from alertd.service.engine import FETCH_AHEAD, Engine
-from alertd.service.reads import FETCHED_WEIGHT, HeldAhead
+from alertd.buckets import CachePolicy
+from alertd.service.reads import BucketCache, HeldAhead
+from alertd.store.sqlite import SqliteStore
 from alertd.service.world import stripe_stack
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
@@ -70,32 +73,41 @@ async def test_a_cancelled_pass_leaves_no_fetch_running() -> None:
         assert passing.cancelled()
 
 
-async def bounded_pass(sim: Simulator, ahead_rows: int) -> tuple[Any, HeldAhead]:
+async def bounded_passes(sim: Simulator, path: Path, ahead_rows: int
+                         ) -> tuple[Any, HeldAhead]:
+    """A warm-up pass, then a pass an hour later from the bucket cache it filled: each batch
+    holds its customer's cached rows from its start."""
     settings = settings_for(sim)
-    async with stripe_stack(settings, clock=SystemClock()) as stack:
+    async with stripe_stack(settings, clock=SystemClock()) as stack, \
+            SqliteStore(path) as store:
         engine = Engine(settings, RuleSet((MONTH,)), stack.source, stack.directory,
-                        batch_customers=1, ahead_rows=ahead_rows)
-        result = await engine.run_pass(TEST_NOW)
+                        batch_customers=1, ahead_rows=ahead_rows,
+                        cache=BucketCache(store, CachePolicy()))
+        await engine.run_pass(TEST_NOW)
+        sim.reset_stats()
+        result = await engine.run_pass(TEST_NOW + 3600)
         return result, engine.held_ahead
 
 
-async def test_the_rows_held_ahead_stay_at_the_bound_whatever_the_latency() -> None:
-    # One customer a batch, ten daily rows an answer (weighted 2 × 10 held ahead). Unbounded,
-    # the latency (1 s × 100 requests/s) queues every batch left at once; bounded at one row,
-    # a batch ahead starts its request only while no rows are held ahead.
+async def test_the_rows_held_ahead_stay_at_the_bound_whatever_the_latency(
+        tmp_path: Path) -> None:
+    # One customer a batch, its cached days held from the batch's start. Unbounded, the
+    # latency (1 s × 100 requests/s) queues every batch left at once, each holding its
+    # customer's rows; bounded, a batch ahead starts only while less than the bound is held
+    # ahead, and its request goes once the front batch is judged and its rows released.
     async with running_simulator(customers=CUSTOMERS, days=10, latency=1.0) as sim:
-        free, unbounded = await bounded_pass(sim, ahead_rows=10**9)
+        free, unbounded = await bounded_passes(sim, tmp_path / "free.db", 10**9)
         free_stats = sim.stats()
-        sim.reset_stats()
-        answer = FETCHED_WEIGHT * free.rows // CUSTOMERS  # the rows one answer holds
-        held, bounded = await bounded_pass(sim, ahead_rows=1)
+        bound = unbounded.peak // 2
+        held, bounded = await bounded_passes(sim, tmp_path / "bounded.db", bound)
         stats = sim.stats()
     assert stats["by_endpoint"]["meter_usage"] == CUSTOMERS
-    assert free.rows == 10 * CUSTOMERS and unbounded.waited == 0
-    # Bounded: a request ahead starts only while nothing is held ahead (held < 1), so at most
-    # one answer is ever held ahead, and requests did wait for rows to be released.
-    assert bounded.peak_at_start == 0 and bounded.peak <= answer and bounded.waited > 0
-    assert stats["max_in_flight"] <= 2 < free_stats["max_in_flight"]
+    assert bound > 0 and unbounded.deferred == unbounded.waited == 0
+    # Bounded: no batch or request ahead started while the bound was reached (what was held
+    # ahead then stayed under it), some waited for the front's rows to be released, and fewer
+    # requests were in flight at once.
+    assert bounded.peak_at_start < bound and bounded.deferred + bounded.waited > 0
+    assert stats["max_in_flight"] < free_stats["max_in_flight"]
     key = lambda finding: (finding.rule, finding.customer)  # noqa: E731
     assert sorted(held.findings, key=key) == sorted(free.findings, key=key)
 
@@ -106,7 +118,8 @@ async def test_held_ahead_counts_rows_and_lets_a_batch_ahead_start_as_rows_are_r
     await held.admit(0)
     await held.admit(1)
     held.hold(1, 120)  # batch 1 ahead: over the bound
-    assert held.held == 120 and not held.open(2) and held.open(1) and held.open(0)
+    # Over it: no batch ahead starts a request (batch 1's next ones wait to be the front).
+    assert held.held == 120 and not held.open(2) and not held.open(1) and held.open(0)
     waiting = asyncio.ensure_future(held.admit(2))
     await asyncio.sleep(0)
     assert not waiting.done() and held.waited == 1
