@@ -531,10 +531,13 @@ class Engine:
             try:
                 if held is None:
                     return await self.source.fetch(query)
-                await held.admit(index)
-                result = await self.source.fetch(query)
-                held.hold(index, FETCHED_WEIGHT * len(result.rows))
-                return result
+                reserved, rows = await held.admit(index), 0
+                try:
+                    result = await self.source.fetch(query)
+                    rows = FETCHED_WEIGHT * len(result.rows)
+                    return result
+                finally:
+                    held.answered(index, rows, reserved)
             except SourceError as exc:
                 log.warning(
                     "usage request failed customer=%s error=%s request_id=%s",

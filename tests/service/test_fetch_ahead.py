@@ -128,3 +128,17 @@ async def test_held_ahead_counts_rows_and_lets_a_batch_ahead_start_as_rows_are_r
     assert held.front == 1 and held.held == 0 and held.peak == 120
     held.hold(2, 30)
     assert held.held == 30 and held.open(3)
+    # A request ahead reserves what an answer held on average until its own answer comes.
+    held.answered(1, 40, 0)  # the front's: counted in the average, not ahead
+    assert held.estimate() == 40 and held.held == 30
+    reserved = await held.admit(3)
+    assert reserved == 40 and held.held == 70 and held.peak == 120
+    held.answered(3, 10, reserved)
+    assert held.held == 40 and held.estimate() == 25
+    reserved = await held.admit(3)
+    assert held.held == 65 and await held.admit(2) == 25 and held.held == 90
+    assert held.open(3)
+    held.hold(3, 20)  # 110: over the bound, batch 3 waits for batch 2 to be the front
+    assert not held.open(3)
+    held.advance()  # batch 1 judged: batch 2 (30 rows, 25 reserved) is the front
+    assert held.front == 2 and held.held == 55 and held.open(3)
