@@ -12,7 +12,12 @@ announced alerts' group updates) is committed through :meth:`Pipeline.record
 gathered — a few batches, never the whole pass — then dropped. What the recorder holds
 therefore stays bounded whatever the number of customers: the step not yet committed, the
 stored states of the customers not yet judged (each customer's are dropped once its batch is
-stepped), the notable findings (for the status board and the census) and counts.
+stepped), the notable findings (for the poll's outcome and the census: the pass's only copy
+of them, the engine keeps none) and counts. Each recorded batch's findings with their
+lifecycle states, and the stepped states of the pending and firing ones, are returned
+(:class:`Recorded`) so that the status board makes their entries then, with the batch's
+series (:class:`~alertd.web.board.BoardPass`), instead of the pass keeping every active
+series to its end.
 
 Why per commit and not per pass: a pass's step was one transaction at its end, so the changed
 states, transitions and announced alerts (each with its recent buckets) of every alerting
