@@ -58,9 +58,11 @@ FIRST_BATCH = 10
 #: What the batches queued beyond the one being judged may hold, in the same weighted rows
 #: (their cache entries, and their answers so far): a fixed bound on the look-ahead's memory
 #: whatever Stripe's latency, where a bound in batches (up to 8 at 1 s) held up to 8 batches'
-#: rows. Two batches' worth: at the budget the answers come in about in order and are judged
-#: soon after, so what waits ahead is mostly the cache entries of the next batches.
-AHEAD_ROWS = 2 * BATCH_ROWS
+#: rows. Four batches' worth: a steady batch holds its cache entries (~``BATCH_ROWS``) from
+#: its start for few requests (~3 a customer), so the batches ahead that keep a 1 s Stripe's
+#: requests in flight hold several batches' entries; at two batches' worth a steady pass at
+#: 1 s latency sent 32 requests/s where one bounded by batches sent 43 (bench/README.md).
+AHEAD_ROWS = 4 * BATCH_ROWS
 
 
 @dataclass(frozen=True, slots=True)
