@@ -28,8 +28,15 @@ each following pass is a steady cycle. Printed per cycle, beside their targets:
   tables, the customer ids, each remembered series) are printed with what that makes at
   100,000 customers.
 
-The passes hand their findings on batch by batch and keep only the notable ones, as the
-daemon's do (:class:`alertd.service.recording.PassRecorder` records them there).
+The passes hand their findings on batch by batch, as the daemon's do
+(:class:`alertd.service.recording.PassRecorder` records them there). What a pass holds at its
+end is printed per customer after each cycle: the pass's own findings and series (the
+:class:`~alertd.service.engine.PassResult`; none since they go to ``on_batch`` only), the
+status board's entries of the active series (each active finding made a firing one here, as
+the lifecycle makes it once it fires: :class:`alertd.web.board.BoardPass`, batch by batch),
+what ``tracemalloc`` traced (``--trace``: held at the pass's end over before it, and its peak
+over before it), and the most rows the batches fetched ahead held
+(:class:`alertd.service.reads.HeldAhead`) beside its bound.
 """
 
 from __future__ import annotations
@@ -39,8 +46,11 @@ import asyncio
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,6 +66,7 @@ from alertd.service.schedule import BookReading, DeadlineBook
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from alertd.store.sqlite import SqliteStore
+from alertd.web.board import Board
 from bench.common import (
     Figure,
     figure,
@@ -97,13 +108,48 @@ async def main(args: argparse.Namespace) -> None:
                 rows_before = engine.cache_counts.rows_fetched
                 cpu, wall = time.process_time(), time.perf_counter()
                 reading = BookReading(book, {r.name: r for r in rules}, now)
+                board = Board()
+                staged = board.begin(now) if hasattr(board, "begin") else None
+                kept: list[Any] = []  # a board without passes: the pass's findings, to its end
+                if args.trace:
+                    tracemalloc.start()
+                    tracemalloc.reset_peak()
+                    before = tracemalloc.get_traced_memory()[0]
 
-                async def booked(found: BatchFindings, reading: BookReading = reading) -> None:
+                async def booked(found: BatchFindings, reading: BookReading = reading,
+                                 staged: Any = staged, kept: list[Any] = kept) -> None:
                     reading.batch(found)
+                    firing = [replace(f, state="firing") for f in found.findings if f.active]
+                    if staged is not None:
+                        staged.add(firing, customers=found.customers, series=found.series)
+                    else:
+                        kept.extend(firing)
 
                 result = await engine.run_pass(now, on_batch=booked)
                 reading.done(result)
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                if args.trace:
+                    current, peak = tracemalloc.get_traced_memory()
+                    tracemalloc.stop()
+                extra = {"staged": staged} if staged is not None else {}
+                board.record([r.name for r in rules], kept, now, customers=result.customers,
+                             series=result.series, **extra)
+                count = max(len(customers), 1)
+                pass_held = held_bytes([result.findings, result.series])
+                board_held = held_bytes(list(board.entries.values()))
+                print(f"held at the pass's end: its findings and series {pass_held / count:.0f}"
+                      f" bytes a customer; the board ({len(board.entries)} entries) "
+                      f"{board_held / count:.0f} bytes a customer "
+                      f"({board_held / max(len(board.entries), 1):.0f} an entry)")
+                if args.trace:
+                    print(f"tracemalloc: held at the pass's end {(current - before) / count:.0f}"
+                          f" bytes a customer over before it, peak {(peak - before) / 1e6:.1f}"
+                          " MB over before it")
+                ahead = getattr(engine, "held_ahead", None)
+                if ahead is not None:
+                    print(f"rows held ahead of the judged batch: at most {ahead.peak} "
+                          f"(bound {ahead.bound}), {ahead.deferred} batch starts and "
+                          f"{ahead.waited} requests waited for rows")
                 rows = engine.cache_counts.rows_fetched - rows_before
                 warm_rows = warm_rows or rows
                 print_table(title(cycle, len(customers), wall), figures(
@@ -187,6 +233,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--batch-customers", type=int, default=BATCH_CUSTOMERS,
                         help="customers per batch (most; alertd's default)")
+    parser.add_argument("--trace", action="store_true",
+                        help="trace allocations (tracemalloc) during each pass: slower")
     parser.add_argument("--daemon", action="store_true",
                         help="run the real `alertd run` against the simulator")
     parser.add_argument("--every", type=float, default=60.0,

@@ -67,7 +67,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.accounts import Account, account_store, accounts_of
-from alertd.alerts import AlertState
+from alertd.alerts import META_POLICIES, AlertState
 from alertd.clock import Clock, SystemClock, iso
 from alertd.config.settings import Settings, find_config
 from alertd.config.validate import validate_config
@@ -597,19 +597,22 @@ class Daemon:
         poller = self.pollers[lane.account.name]
         now = int(self.clock.now())
         reading = self.schedules[lane.account.name].reading(lane.world, names, now)
+        staged = self.board.begin(now)  # the entries of each batch, as it is recorded
         try:
             outcome = await poller.poll(lane.engine, lane.recorder, lane.world, names, now,
-                                        customers, observe=reading)
+                                        customers, observe=reading, recorded=staged)
         finally:
             self._merge_health()
         # A poll that recorded nothing (no fresher data) judged nothing: the board keeps what
         # the last recorded poll of its rules found (only the meta findings are news).
         polled = names if outcome.recorded else ()
-        self.board.record({*polled, *(f.rule for f in outcome.findings)}, outcome.findings, now,
+        # The usage findings' entries were made batch by batch (staged); the meta ones' here.
+        meta = [f for f in outcome.findings if f.rule in META_POLICIES]
+        self.board.record({*polled, *(f.rule for f in meta)}, meta, now,
                           customers=outcome.result.customers, series=outcome.result.series,
-                          states=await self._stored_states(lane.recorder.store,
-                                                           outcome.findings),
-                          only=customers, account=lane.account.name)
+                          states=await self._stored_states(lane.recorder.store, meta),
+                          only=customers, account=lane.account.name,
+                          staged=staged if outcome.recorded else None)
         # A dead man's switch is told "alive" only by a poll that read Stripe and judged
         # something: a daemon whose every finding is an error is not doing its job.
         if not outcome.failed and judged_any(outcome.result) and self._heartbeat is not None:

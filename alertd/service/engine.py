@@ -64,9 +64,12 @@ from alertd.service.guarded import (
     unread,
 )
 from alertd.service.reads import (
+    AHEAD_ROWS,
+    FETCHED_WEIGHT,
     FIRST_BATCH,
     BucketCache,
     CacheCounts,
+    HeldAhead,
     Reading,
     next_batch_size,
     prepare,
@@ -114,25 +117,21 @@ class BatchFindings:
 OnBatch = Callable[[BatchFindings], Awaitable[None]]
 
 
-def notable(finding: Finding) -> bool:
-    """Whether a finding is kept by a pass that hands its findings on batch by batch: an
-    active verdict, ``nodata`` or ``error`` (the rest are the bulk: quiet series)."""
-    return finding.active or finding.state != "inactive"
-
-
 @dataclass(slots=True)
 class _Tally:
     """What the batches of one pass add up to."""
 
-    #: Every finding; with ``on_batch``, only the :func:`notable` ones (the rest went on).
+    #: Every finding; with ``on_batch``, none (each batch's went on; the recorder keeps the
+    #: notable ones, once: :class:`~alertd.service.recording.RecordedTally`).
     findings: list[Finding] = field(default_factory=list)
     on_batch: OnBatch | None = None
     customers: Mapping[str, Customer] = field(default_factory=dict)
     account: str = ""
-    #: With ``on_batch``: whether any finding judged a series (not an ``error``), and how
-    #: many findings were handed on.
+    #: With ``on_batch``: whether any finding judged a series (not an ``error``), how many
+    #: findings were handed on, and the first ``error`` finding's message.
     judged: bool = False
     handed: int = 0
+    problem: str = ""
     series: dict[SeriesKey, Series] = field(default_factory=dict)
     refreshed: list[int] = field(default_factory=list)
     failures: list[SourceError] = field(default_factory=list)
@@ -153,11 +152,16 @@ class _Batch:
     reading: Reading
     outcomes: asyncio.Future[list[UsageResult | SourceError | Exception]]
     early: list[Finding]  # needs that could not be worked out: error findings
+    index: int = 0  # its place in the pass (alertd.service.reads.HeldAhead)
 
 
 @dataclass(frozen=True, slots=True)
 class PassResult:
-    """Everything one pass learned. ``series`` lets notifications show recent buckets."""
+    """Everything one pass learned. ``series`` lets notifications show recent buckets.
+
+    With ``on_batch`` the findings and series went to it batch by batch: ``findings`` and
+    ``series`` are empty then (what recorded them keeps what it needs), and ``judged`` and
+    ``problem`` say what the pass's findings were."""
 
     now: int
     findings: tuple[Finding, ...]
@@ -173,9 +177,11 @@ class PassResult:
     account: str = ""
     #: Usage rows Stripe answered with (what the bucket cache saves shows here).
     rows: int = 0
-    #: With ``on_batch``: whether the pass judged any series (``findings`` then holds only
-    #: the notable ones); ``None`` when ``findings`` holds every finding.
+    #: With ``on_batch``: whether the pass judged any series (``findings`` is then empty);
+    #: ``None`` when ``findings`` holds every finding.
     judged: bool | None = None
+    #: With ``on_batch``: the message of the pass's first ``error`` finding (``""``: none).
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +232,15 @@ class Engine:
         billing: BillingSource | None = None,
         cache: BucketCache | None = None,
         account: str = "",
+        ahead_rows: int = AHEAD_ROWS,
     ) -> None:
         """``sent`` reads the HTTP client's count of requests sent (retries, customers and
         meters included); without it a pass counts one request per usage query. ``billing``
         reads prices and credit for the rules that price usage (default: on the directory's
         client, kept for ``stripe.billing_refresh``). With ``cache`` a pass reads from Stripe
         only what may still change (:mod:`alertd.buckets`). ``account`` names the Stripe
-        account of ``accounts:`` the pass reads, for its findings' identity."""
+        account of ``accounts:`` the pass reads, for its findings' identity. ``ahead_rows``
+        bounds the rows the batches queued ahead hold (:class:`~alertd.service.reads.HeldAhead`)."""
         self.settings = settings
         self.account = account
         self.rules = rules
@@ -244,8 +252,11 @@ class Engine:
         self._sent = sent
         self.batch_customers = batch_customers
         self.cache = cache
+        self.ahead_rows = ahead_rows
         #: What the cache saved, over this engine's passes.
         self.cache_counts = CacheCounts()
+        #: The rows the last pass held ahead of the batch it judged (for benches and tests).
+        self.held_ahead = HeldAhead(ahead_rows)
 
     async def select_customers(
         self, rules: Sequence[Rule], only: set[str] | None = None
@@ -313,22 +324,25 @@ class Engine:
     ) -> PassResult:
         """Evaluate the rules (all, or those named) for their customers at ``now``.
 
-        With ``on_batch``, each batch's findings are handed to it as soon as the batch is
-        judged (those of customers the directory could not serve first) and the pass keeps
-        only the :func:`notable` ones: what a pass holds then does not grow with the number
-        of customers (the daemon records alert states batch by batch this way).
+        With ``on_batch``, each batch's findings and active series are handed to it as soon
+        as the batch is judged (those of customers the directory could not serve first) and
+        the pass keeps none of them, only counts: what a pass holds then does not grow with
+        the number of customers (the daemon records alert states batch by batch this way,
+        and its recorder and status board keep what they show).
 
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
         answers and series are dropped once it is judged — memory stays flat however many
         customers the account has. A batch is sized by the rows the last judged one held per
         customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
-        memory is bounded by rows, not by customers or rules: the answers of at most 1 +
-        :data:`FETCH_AHEAD` batches at a time, or more when Stripe's latency × the budget
-        needs more requests in flight (:meth:`_ahead`; the next batches are fetched while one
-        is awaited and judged, so the rate budget is not left idle between batches). Only the
-        series of active findings are kept (trimmed to their last :data:`RECENT_BUCKETS`),
-        for the notifications' recent-usage table.
+        memory is bounded by rows, not by customers or rules: the batch judged, plus what the
+        batches fetched ahead hold — :data:`FETCH_AHEAD` batches, or more when Stripe's
+        latency × the budget needs more requests in flight (:meth:`_ahead`; the next batches
+        are fetched while one is awaited and judged, so the rate budget is not left idle
+        between batches), but never more than ``ahead_rows`` rows held ahead
+        (:class:`~alertd.service.reads.HeldAhead`). Only the series of active findings are
+        kept (trimmed to their last :data:`RECENT_BUCKETS`), for the notifications'
+        recent-usage table, and with ``on_batch`` only until the batch is handed on.
         """
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
@@ -359,6 +373,7 @@ class Engine:
             failures=tuple(total.failures),
             account=self.account,
             judged=(total.judged or not total.handed) if on_batch is not None else None,
+            problem=total.problem,
         )
 
     async def _run_batches(
@@ -369,25 +384,30 @@ class Engine:
         now: int,
         total: _Tally,
     ) -> None:
-        """The customers ``ids`` batch by batch, with the next :data:`FETCH_AHEAD` batches'
-        requests already queued while this one's last answers come in and are judged: the rate
-        budget never waits for a batch's slowest answer (at 1 s latency, most of a batch's
-        time). Each new batch is sized by the last judged one (the first by
-        :data:`FIRST_BATCH`)."""
+        """The customers ``ids`` batch by batch, with the next batches' requests already
+        queued while this one's last answers come in and are judged: the rate budget never
+        waits for a batch's slowest answer (at 1 s latency, most of a batch's time). As many
+        batches go ahead as the latency × the budget needs (:meth:`_ahead`), while the rows
+        they hold stay under ``ahead_rows`` (:class:`~alertd.service.reads.HeldAhead`: a
+        request of a batch ahead waits there while they are over it). Each new batch is
+        sized by the last judged one (the first by :data:`FIRST_BATCH`)."""
         pending: list[tuple[_Batch, int]] = []
-        start, size = 0, min(FIRST_BATCH, self.batch_customers)
+        held = self.held_ahead = HeldAhead(self.ahead_rows)
+        start, size, index = 0, min(FIRST_BATCH, self.batch_customers), 0
         try:
             while start < len(ids) or pending:
-                if start < len(ids):
+                if start < len(ids) and (not pending or (
+                        len(pending) <= self._ahead(pending[-1][0]) and held.may_start(index))):
                     batch = set(ids[start:start + size])
                     start += len(batch)
-                    pending.append((await self._start_batch(rules, by_rule, batch, now),
-                                    len(batch)))
-                    if len(pending) <= self._ahead(pending[-1][0]) and start < len(ids):
-                        continue
+                    pending.append((await self._start_batch(rules, by_rule, batch, now,
+                                                            held, index), len(batch)))
+                    index += 1
+                    continue
                 started, count = pending.pop(0)
                 rows, cached = total.rows, total.cached
                 await self._finish_batch(rules, started, now, total)
+                held.advance()
                 size = next_batch_size(total.rows - rows, total.cached - cached, count,
                                        self.batch_customers)
         finally:
@@ -412,8 +432,11 @@ class Engine:
         by_rule: Mapping[str, list[Customer]],
         batch: set[str],
         now: int,
+        held: HeldAhead | None = None,
+        index: int = 0,
     ) -> _Batch:
-        """A batch's customers, needs, cache reads and plan, and its fetch under way."""
+        """A batch's customers, needs, cache reads and plan, and its fetch under way (each
+        request of a batch ahead waiting for ``held`` to be under its bound)."""
         in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
         in_batch = await self.with_billing(rules, in_batch, now)
         needs: dict[tuple[str, str], DataNeed] = {}
@@ -438,9 +461,12 @@ class Engine:
         every_need = [*needs.values(), *(n for pair in summed.values() for n in pair)]
         reads = await prepare(self.cache, every_need, now, self.cache_counts,
                               widening_needs(others, sorted(batch), now))
+        if held is not None:
+            held.hold(index, reads.cached_rows)
         the_plan = plan(reads.fetch_needs)
-        fetching = asyncio.ensure_future(self._fetch_all(the_plan.queries))
-        return _Batch(in_batch, needs, summed, Reading(the_plan, reads), fetching, early)
+        fetching = asyncio.ensure_future(self._fetch_all(the_plan.queries, held, index))
+        return _Batch(in_batch, needs, summed, Reading(the_plan, reads), fetching, early,
+                      index)
 
     async def _finish_batch(
         self, rules: Sequence[Rule], started: _Batch, now: int, total: _Tally
@@ -472,7 +498,7 @@ class Engine:
         else:
             total.findings.extend(started.early)
             total.findings.extend(findings)
-        total.series.update(series)
+            total.series.update(series)
         if refreshed:  # only the oldest counts: one per pass, not one per series
             total.refreshed = [min([*total.refreshed, *refreshed])]
         total.failures.extend(failures)
@@ -499,11 +525,19 @@ class Engine:
                 for name, cs in in_batch.items()}
 
     async def _fetch_all(
-        self, queries: Sequence[UsageQuery]
+        self, queries: Sequence[UsageQuery], held: HeldAhead | None = None, index: int = 0,
     ) -> list[UsageResult | SourceError | Exception]:
         async def one(query: UsageQuery) -> UsageResult | SourceError | Exception:
             try:
-                return await self.source.fetch(query)
+                if held is None:
+                    return await self.source.fetch(query)
+                reserved, rows = await held.admit(index), 0
+                try:
+                    result = await self.source.fetch(query)
+                    rows = FETCHED_WEIGHT * len(result.rows)
+                    return result
+                finally:
+                    held.answered(index, rows, reserved)
             except SourceError as exc:
                 log.warning(
                     "usage request failed customer=%s error=%s request_id=%s",
@@ -597,14 +631,15 @@ def _settle(rule: Rule, slots: Sequence[Finding | tuple[Series, Customer]], now:
 async def _hand_over(total: _Tally, findings: Sequence[Finding],
                      series: Mapping[SeriesKey, Series], read: frozenset[str],
                      refreshed_at: int | None) -> None:
-    """Hands one batch's findings to ``on_batch``, keeping only the notable ones."""
+    """Hands one batch's findings to ``on_batch``, keeping only what they add up to."""
     assert total.on_batch is not None
     if not findings and not read:
         return
     owned, owned_series = with_account(tuple(findings), dict(series), total.account)
     total.judged = total.judged or any(f.state != "error" for f in owned)
     total.handed += len(owned)
-    total.findings.extend(f for f in owned if notable(f))
+    if not total.problem:
+        total.problem = next((f.message for f in owned if f.state == "error"), "")
     await total.on_batch(BatchFindings(owned, owned_series, total.customers, read,
                                        refreshed_at))
 

@@ -45,11 +45,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
 
-from alertd.alerts import META_POLICIES, SOURCE_FAILURE, STALE_DATA
+from alertd.alerts import META_POLICIES, SOURCE_FAILURE, STALE_DATA, AlertState
 from alertd.clock import iso
 from alertd.config.settings import Settings
 from alertd.errors import SourceError
-from alertd.model import Finding, FindingState, Meter, SeriesKey
+from alertd.model import Customer, Finding, FindingState, Meter, Series, SeriesKey
 from alertd.notify.pipeline import Pipeline
 from alertd.rules.schema import Rule
 from alertd.service.engine import BatchFindings, Engine, PassResult
@@ -89,6 +89,17 @@ class PassObserver(Protocol):
     def batch(self, found: BatchFindings) -> None: ...
 
     def done(self, result: PassResult) -> None: ...
+
+
+class RecordedSink(Protocol):
+    """What takes each recorded batch's findings with lifecycle states as the poll goes
+    (the status board's :class:`~alertd.web.board.BoardPass`): the only copy of the batch's
+    series a poll keeps is what this makes of them."""
+
+    def add(self, findings: Iterable[Finding], *,
+            customers: Mapping[str, Customer] | None = None,
+            series: Mapping[SeriesKey, Series] | None = None,
+            states: Mapping[SeriesKey, AlertState] | None = None) -> None: ...
 
 
 class AlertCensus:
@@ -192,13 +203,17 @@ class Poller:
     async def poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
         customers: Sequence[str] | None = None, observe: PassObserver | None = None,
+        recorded: RecordedSink | None = None,
     ) -> PollOutcome:
         """One poll of the rules in ``group`` as of ``now``: of all their customers, or of
         ``customers`` only (a deadline scheduler's tick, :mod:`alertd.service.schedule`);
-        ``observe`` sees each batch's findings, then the pass. An exception (a bug; the
-        caller logs it) counts as a poll that evaluated nothing, then propagates."""
+        ``observe`` sees each batch's findings, then the pass; ``recorded`` each recorded
+        batch's findings with their lifecycle states, series and stepped states. An
+        exception (a bug; the caller logs it) counts as a poll that evaluated nothing, then
+        propagates."""
         try:
-            return await self._poll(engine, pipeline, world, group, now, customers, observe)
+            return await self._poll(engine, pipeline, world, group, now, customers, observe,
+                                    recorded)
         except Exception as exc:
             self._count_fruitless(group, True, f"the poll crashed: {type(exc).__name__}: {exc}")
             for name in group:
@@ -209,6 +224,7 @@ class Poller:
     async def _poll(
         self, engine: Engine, pipeline: Pipeline, world: World, group: PollGroup, now: int,
         customers: Sequence[str] | None, observe: PassObserver | None,
+        sink: RecordedSink | None,
     ) -> PollOutcome:
         # The gate compares a group's polls of the same customers; a scheduled tick reads
         # customers whose last reads were at other refreshes (min_interval apart at least).
@@ -219,7 +235,10 @@ class Poller:
         async def on_batch(found: BatchFindings) -> None:
             if observe is not None:
                 observe.batch(found)
-            await recorder.batch(found)
+            done = await recorder.batch(found)
+            if done is not None and sink is not None:
+                sink.add(done.findings, customers=found.customers, series=found.series,
+                         states=done.states)
             release()  # the batch's answers are gone: give their pages back (service.trim)
 
         result = await self._fetch(engine, group, now, customers, on_batch)
@@ -234,9 +253,9 @@ class Poller:
         # Counted only once recorded: a poll that crashes while recording adds to the count
         # (in poll) instead of resetting it first.
         # judged_any holds for a pass with no findings at all (no series is no failure)
-        errors = [f for f in result.findings if f.state == "error"]
-        self._count_fruitless(group, not failed and not judged_any(result),
-                              errors[0].message if errors else "")
+        problem = result.problem or next(
+            (f.message for f in result.findings if f.state == "error"), "")
+        self._count_fruitless(group, not failed and not judged_any(result), problem)
         if result.refreshed_at is not None and customers is None:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings,

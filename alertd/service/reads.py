@@ -14,6 +14,7 @@ load or save the cache only costs full reads (logged), never a finding.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,14 @@ BATCH_ROWS = 100_000
 FETCHED_WEIGHT = 2
 #: The first batch of a pass, before the rows a customer costs are known.
 FIRST_BATCH = 10
+#: What the batches queued beyond the one being judged may hold, in the same weighted rows
+#: (their cache entries, and their answers so far): a fixed bound on the look-ahead's memory
+#: whatever Stripe's latency, where a bound in batches (up to 8 at 1 s) held up to 8 batches'
+#: rows. Four batches' worth: a steady batch holds its cache entries (~``BATCH_ROWS``) from
+#: its start for few requests (~3 a customer), so the batches ahead that keep a 1 s Stripe's
+#: requests in flight hold several batches' entries; at two batches' worth a steady pass at
+#: 1 s latency sent 32 requests/s where one bounded by batches sent 43 (bench/README.md).
+AHEAD_ROWS = 4 * BATCH_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,3 +281,115 @@ async def prune(cache: BucketCache | None, now: int) -> None:
         await cache.store.prune_buckets(int(now - cache.policy.full_reread_every))
     except StoreError as exc:
         log.warning("could not prune the bucket cache error=%s", exc)
+
+
+class HeldAhead:
+    """The rows the batches of a pass hold beyond the one judged next (the *front*), and the
+    gate a batch ahead waits at while they are over :data:`AHEAD_ROWS`.
+
+    The engine judges batches in order; the front batch's requests never wait here (it is
+    bounded by its size, :func:`next_batch_size`). A batch ahead starts (its cache entries
+    loaded: held from then on) and sends each request only while what is held ahead is under
+    the bound; a request ahead reserves the rows an answer has held on average this pass until
+    its own answer replaces the reservation with its rows. So requests of the next batches
+    start as rows are released — when the front is judged (:meth:`advance`) the next batch
+    becomes the front and its rows stop counting — and what is held ahead never exceeds the
+    bound by more than one batch's cache entries or one answer's misestimate, however slow
+    Stripe is. The requests in flight are what the latency needs (:meth:`Engine._ahead
+    <alertd.service.engine.Engine._ahead>`) as long as their answers fit in the bound: ahead
+    of the front batch, about ``bound ÷ rows an answer`` of them.
+    """
+
+    def __init__(self, bound: int = AHEAD_ROWS) -> None:
+        self.bound = bound
+        #: The batch judged next.
+        self.front = 0
+        #: What the batches ahead of the front hold (rows and reservations): the gate's figure.
+        self.held = 0
+        #: The most rows (answers and cache entries, no reservations) held ahead so far, and
+        #: the most :attr:`held` when a request or batch ahead was let start.
+        self.peak = 0
+        self.peak_at_start = 0
+        #: Requests ahead that waited at the gate, and batches whose start waited for rows.
+        self.waited = 0
+        self.deferred = 0
+        #: The most rows one batch held (for benches and tests).
+        self.most_of_one = 0
+        self._answers = 0
+        self._answered_rows = 0
+        self._rows: dict[int, int] = {}
+        self._reserved: dict[int, int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def open(self, batch: int) -> bool:
+        """Whether ``batch`` may start a request (or be started) now."""
+        return batch <= self.front or self.held < self.bound
+
+    def may_start(self, batch: int) -> bool:
+        """Whether a new ``batch`` may be started (its cache entries loaded) now; a refusal
+        is counted in :attr:`deferred`."""
+        if self.open(batch):
+            return True
+        self.deferred += 1
+        return False
+
+    def estimate(self) -> int:
+        """The rows an answer has held on average this pass (0 before the first)."""
+        return self._answered_rows // self._answers if self._answers else 0
+
+    async def admit(self, batch: int) -> int:
+        """Waits until ``batch`` is the front or what is held ahead is under the bound; the
+        rows reserved for the request's answer (none for the front's) are returned, to be
+        given to :meth:`answered`."""
+        if not self.open(batch):
+            self.waited += 1
+        while not self.open(batch):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        if batch <= self.front:
+            return 0
+        self.peak_at_start = max(self.peak_at_start, self.held)
+        reserved = self.estimate()
+        self._add(batch, 0, reserved)
+        return reserved
+
+    def hold(self, batch: int, rows: int) -> None:
+        """``batch`` holds ``rows`` more (weighted) rows until it is judged."""
+        self._add(batch, rows, 0)
+
+    def answered(self, batch: int, rows: int, reserved: int) -> None:
+        """A request of ``batch`` was answered with ``rows`` (weighted; 0 for a failure),
+        replacing the ``reserved`` rows :meth:`admit` returned."""
+        self._answers += 1
+        self._answered_rows += rows
+        self._add(batch, rows, -reserved)
+        if reserved > rows:
+            self._wake()
+
+    def advance(self) -> None:
+        """The front batch is judged: its rows are gone, the next one is the front."""
+        self._rows.pop(self.front, None)
+        self._reserved.pop(self.front, None)
+        self.front += 1
+        self.held -= self._rows.get(self.front, 0) + self._reserved.get(self.front, 0)
+        self._wake()
+
+    def _add(self, batch: int, rows: int, reserved: int) -> None:
+        self._rows[batch] = self._rows.get(batch, 0) + rows
+        self._reserved[batch] = self._reserved.get(batch, 0) + reserved
+        self.most_of_one = max(self.most_of_one, self._rows[batch])
+        if batch > self.front:
+            self.held += rows + reserved
+            held_rows = self.held - sum(r for b, r in self._reserved.items() if b > self.front)
+            self.peak = max(self.peak, held_rows)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -12,7 +12,12 @@ announced alerts' group updates) is committed through :meth:`Pipeline.record
 gathered — a few batches, never the whole pass — then dropped. What the recorder holds
 therefore stays bounded whatever the number of customers: the step not yet committed, the
 stored states of the customers not yet judged (each customer's are dropped once its batch is
-stepped), the notable findings (for the status board and the census) and counts.
+stepped), the notable findings (for the poll's outcome and the census: the pass's only copy
+of them, the engine keeps none) and counts. Each recorded batch's findings with their
+lifecycle states, and the stepped states of the pending and firing ones, are returned
+(:class:`Recorded`) so that the status board makes their entries then, with the batch's
+series (:class:`~alertd.web.board.BoardPass`), instead of the pass keeping every active
+series to its end.
 
 Why per commit and not per pass: a pass's step was one transaction at its end, so the changed
 states, transitions and announced alerts (each with its recent buckets) of every alerting
@@ -171,6 +176,15 @@ class RecordedTally:
                 self.notable[finding.key] = finding
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :meth:`PassRecorder.batch` recorded of one batch: its findings with their
+    lifecycle states, and the stepped states of the pending and firing ones."""
+
+    findings: tuple[Finding, ...]
+    states: Mapping[SeriesKey, AlertState]
+
+
 #: Changed states plus group updates a :class:`PassRecorder` gathers before it commits them
 #: (and at the end of the pass, whatever is left). Each commit loads the notification groups
 #: and their log to flush them, so a commit per batch would cost that load ~200 times a
@@ -235,14 +249,15 @@ class PassRecorder:
         """Changed states and group updates worked out and not committed yet."""
         return len(self._changed) + len(self._updates)
 
-    async def batch(self, found: BatchFindings) -> None:
-        """Works one batch's lifecycle step out, and commits once enough has gathered."""
+    async def batch(self, found: BatchFindings) -> Recorded | None:
+        """Works one batch's lifecycle step out, and commits once enough has gathered; what
+        was recorded (``None``: nothing, the batch was empty or held back by the gate)."""
         if not found.findings:
-            return
+            return None
         if found.read and not has_news(self.gate, found.refreshed_at):
             self.held_back += 1  # Stripe told nothing new of these customers
             self._forget(found.read)
-            return
+            return None
         if self._meter_names is None:
             meters = await self._meters()
             self._meter_names = {m.id: m.display_name or m.id for m in meters.values()}
@@ -251,9 +266,22 @@ class PassRecorder:
         step = self._step(found.findings, context)
         self.tally.add(step.findings)
         self.recorded += 1
+        recorded = Recorded(step.findings, self._active_states(step.findings))
         self._forget(found.read)
         if self.pending >= self.commit_series:
             await self._commit(())
+        return recorded
+
+    def _active_states(self, findings: Iterable[Finding]) -> dict[SeriesKey, AlertState]:
+        """The states (as now stepped) of the pending and firing ``findings``: what the store
+        holds of them once committed, for the status board's ``since``."""
+        states: dict[SeriesKey, AlertState] = {}
+        for finding in findings:
+            if finding.state in ("firing", "pending"):
+                state = self._states.get(finding.key.customer, {}).get(finding.key)
+                if state is not None:
+                    states[finding.key] = state
+        return states
 
     def _forget(self, customers: Iterable[str]) -> None:
         """Drops the states of customers whose batch is done (the step keeps what changed)."""

@@ -1,10 +1,18 @@
 """The status board: what every poll found, kept for the status page (pending and firing).
 
-Where it sits: the daemon hands each :class:`~alertd.service.polling.PollOutcome` to
-:meth:`Board.record` after it was recorded; the status page (:mod:`alertd.web`) reads the
-board for its overview, each alert's page and ``/api/v1/alerts``. A poll replaces the entries
-of the rules it polled (a series that stopped being pending or firing leaves the board), so
-the board holds at most one entry per active series and needs no pruning.
+Where it sits: a poll hands each recorded batch's pending and firing findings to a
+:class:`BoardPass` (:meth:`Board.begin`) as the batch is recorded, which makes their entries
+then — the only copy of them and their recent buckets the poll keeps — and the daemon hands
+the pass to :meth:`Board.record` once the poll is recorded; the status page
+(:mod:`alertd.web`) reads the board for its overview, each alert's page and
+``/api/v1/alerts``. A poll replaces the entries of the rules it polled (a series that stopped
+being pending or firing leaves the board), so the board holds at most one entry per active
+series and needs no pruning. While a poll runs the board shows the previous one's entries;
+a poll that records nothing (no fresher data) or fails leaves its rules' entries as they were.
+
+An entry's recent buckets are held as one array of floats (:class:`Recent`, ~0.8 KB for 24
+buckets where 24 :class:`~alertd.model.Bucket` objects take ~3.5 KB), made into buckets when
+the page or the API reads them.
 
 It lives in memory: after a restart it fills in with the first poll of each rule. ``since``
 is the lifecycle's ``firing_since``/``pending_since`` from the stored state of a series the
@@ -16,8 +24,10 @@ O(page size) however many series are active.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from array import array
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA, AlertState
 from alertd.charts import band_of
@@ -25,6 +35,53 @@ from alertd.model import Bucket, Customer, Finding, Series, SeriesKey
 
 ACTIVE_STATES = ("firing", "pending")
 META_RULES = (STALE_DATA, SOURCE_FAILURE)
+
+
+class Recent(Sequence[Bucket]):
+    """Buckets held compactly: one array of ``starts_at, ends_at, value, complete`` per
+    bucket, as floats (unix seconds are exact in a double); :class:`Bucket` objects are made
+    when read, equal to those it was made from."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, buckets: Iterable[Bucket] = ()) -> None:
+        self._columns = array("d")
+        for b in buckets:
+            self._columns.extend((b.starts_at, b.ends_at, b.value, 1.0 if b.complete else 0.0))
+
+    def __len__(self) -> int:
+        return len(self._columns) // 4
+
+    def _bucket(self, index: int) -> Bucket:
+        s, e, v, c = self._columns[4 * index:4 * index + 4]
+        return Bucket(int(s), int(e), v, c != 0.0)
+
+    @overload
+    def __getitem__(self, index: int) -> Bucket: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Bucket, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Bucket | tuple[Bucket, ...]:
+        if isinstance(index, slice):
+            return tuple(self._bucket(i) for i in range(len(self))[index])
+        return self._bucket(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[Bucket]:
+        return (self._bucket(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Recent):
+            return self._columns == other._columns
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Recent({tuple(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +101,7 @@ class Entry:
     since: int
     polled_at: int
     refreshed_at: int | None
-    recent: tuple[Bucket, ...] = ()
+    recent: Sequence[Bucket] = ()
     dimensions: tuple[tuple[str, str], ...] = ()
     #: Where the finding's window starts (its value is judged over the window).
     window_start: int = 0
@@ -104,7 +161,7 @@ def entry_for(
         band=band_of(finding.details), message=finding.message, meter=finding.meter,
         customer=customer or Customer(finding.key.customer), since=since, polled_at=now,
         refreshed_at=series.refreshed_at if series else None,
-        recent=tuple(series.buckets[-recent_buckets:]) if series else (),
+        recent=Recent(series.buckets[-recent_buckets:]) if series else (),
         dimensions=tuple(finding.dimensions), window_start=finding.window.starts_at,
     )
 
@@ -134,6 +191,11 @@ class Board:
                     unseen.add(finding.key.rule)
         return unseen
 
+    def begin(self, now: int) -> BoardPass:
+        """A pass of a poll at ``now`` whose batches make their entries as they are recorded
+        (:class:`BoardPass`); the board shows nothing of it until :meth:`record` takes it."""
+        return BoardPass(self, now)
+
     def record(
         self, rules: Iterable[str], findings: Iterable[Finding], now: int, *,
         customers: Mapping[str, Customer] | None = None,
@@ -141,15 +203,20 @@ class Board:
         states: Mapping[SeriesKey, AlertState] | None = None,
         only: Collection[str] | None = None,
         account: str = "",
+        staged: BoardPass | None = None,
     ) -> None:
         """The active series of ``rules`` (of ``account``) are exactly the active
-        ``findings`` now (of the customers in ``only``, when a poll read only those)."""
+        ``findings`` now, with the entries ``staged`` made batch by batch (of the customers
+        in ``only``, when a poll read only those)."""
         polled = set(rules)
         findings = list(findings)
-        read = None if only is None else {*only, *(f.key.customer for f in findings)}
+        made = staged.entries if staged is not None else {}
+        read = None if only is None else {*only, *(f.key.customer for f in findings),
+                                          *(e.key.customer for e in made.values())}
         kept = {f: e for f, e in self.entries.items() if e.key.rule not in polled
                 or e.key.account != account
                 or (read is not None and e.key.customer not in read)}
+        kept.update(made)
         for finding in findings:
             if finding.state not in ACTIVE_STATES:
                 continue
@@ -159,6 +226,8 @@ class Board:
                 state=(states or {}).get(finding.key),
                 customer=(customers or {}).get(finding.key.customer),
                 series=(series or {}).get(finding.key))
+        if staged is not None:
+            staged.entries = {}
         self.entries = kept
         self.last_poll = now
         self._ordered = sorted(kept.values(), key=_order)
@@ -179,3 +248,33 @@ class Board:
 
     def get(self, fingerprint: str) -> Entry | None:
         return self.entries.get(fingerprint)
+
+
+class BoardPass:
+    """The entries of one poll's pending and firing series, made batch by batch as the
+    batches are recorded (:meth:`add`), and shown only once :meth:`Board.record` takes the
+    pass: until then the board shows the previous poll's. A pass dropped instead (the poll
+    failed, or recorded nothing) changes nothing on the board."""
+
+    __slots__ = ("board", "entries", "now")
+
+    def __init__(self, board: Board, now: int) -> None:
+        self.board = board
+        self.now = now
+        self.entries: dict[str, Entry] = {}
+
+    def add(self, findings: Iterable[Finding], *,
+            customers: Mapping[str, Customer] | None = None,
+            series: Mapping[SeriesKey, Series] | None = None,
+            states: Mapping[SeriesKey, AlertState] | None = None) -> None:
+        """The entries of one recorded batch's active ``findings`` (their lifecycle
+        ``states`` as stepped give ``since`` where the board does not show them yet)."""
+        for finding in findings:
+            if finding.state not in ACTIVE_STATES:
+                continue
+            fingerprint = finding.key.fingerprint
+            self.entries[fingerprint] = entry_for(
+                finding, self.now, previous=self.board.entries.get(fingerprint),
+                state=(states or {}).get(finding.key),
+                customer=(customers or {}).get(finding.key.customer),
+                series=(series or {}).get(finding.key))

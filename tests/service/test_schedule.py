@@ -148,7 +148,7 @@ async def test_far_below_is_read_at_every_while_a_fast_grower_is_caught(tmp_path
             if outcome is not None:
                 assert outcome.result.requests <= len(outcome.result.customers) + 1
                 reads.update(list(outcome.result.customers))
-                for f in outcome.result.findings:
+                for f in outcome.findings:
                     if f.active and f.customer not in detected and f.rule == "quota":
                         detected[f.customer] = outcome.result.now
             if step < hours * HOUR // tick - 1:
