@@ -186,10 +186,10 @@ class Recorded:
 
 
 #: Changed states plus group updates a :class:`PassRecorder` gathers before it commits them
-#: (and at the end of the pass, whatever is left). Each commit loads the notification groups
-#: and their log to flush them, so a commit per batch would cost that load ~200 times a
-#: 10,000-customer pass; at this size a commit holds a few MB at most (an announced alert's
-#: update carries its recent buckets, ~3 KB).
+#: (and at the end of the pass, whatever is left). Each commit is a transaction and flushes
+#: the groups it touches or that are due (``Store.load_scope``), so fewer, larger commits
+#: cost less than one per batch; at this size a commit holds a few MB at most (an announced
+#: alert's update carries its recent buckets, ~3 KB).
 COMMIT_SERIES = 500
 
 
