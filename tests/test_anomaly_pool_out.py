@@ -116,8 +116,9 @@ def loop_judged_out(errors: list[float], deviations: list[float], floor: float, 
             hit, keep = abs(score) > k, abs(score) > EXIT * k
         inside = started is not None and keep and (deviation > 0) == side
         if not inside and started is not None and sum(out[started:]) < POOL_OUT_RUN:
-            out[started] = False  # an episode of one bucket: learned after all
-            learned.append(errors[started])
+            for at in range(started, index):  # a short episode: learned after all
+                out[at] = False
+                learned.append(errors[at])
         if not inside:
             started = None
         if not inside and hit:
@@ -131,8 +132,8 @@ def loop_judged_out(errors: list[float], deviations: list[float], floor: float, 
 def test_the_causal_judgement_is_a_loop_over_the_buckets() -> None:
     """On a flat series (the recent level predicts, no anchor), the buckets left out are
     those a loop judging each against the band of the earlier kept errors leaves out (and
-    most seeds leave some out: the test can fail)."""
-    assert sum(judged_like_a_loop(seed) for seed in range(12)) >= 6
+    a third of the seeds leave some out: the test can fail)."""
+    assert sum(judged_like_a_loop(seed) for seed in range(12)) >= 4
 
 
 def judged_like_a_loop(seed: int) -> bool:

@@ -122,8 +122,9 @@ not only those an anomaly left, so false alerts grow with it (109 -> 131 at ROBU
 no factor gains on both halves, so it is off. What it lacks is knowing which large errors
 were anomalies, hence the next row of trials.
 
-**Episodes left out of the pool: tried, off** (:data:`POOL_OUT` ``""``). The pool's buckets
-the detector itself judged to be in an episode are left out of what the band learns
+**Episodes left out of the pool: tried, off** (:data:`POOL_OUT` ``""``; ``"both"`` with
+:data:`POOL_OUT_RUN` 3 is the candidate, held back by a table test: below). The pool's
+buckets the detector itself judged to be in an episode are left out of what the band learns
 (:func:`_judged_out`): each pool bucket is judged as a verdict judges it (its deviation from
 the chosen predictor and its anchor, growth, idle slots, ``direction``, ``min_volume``, the
 entry and exit bands, ``hold``) against the band learned from the pool's *earlier* buckets
@@ -132,19 +133,21 @@ have judged it, recomputed at every judgement so the verdict stays a pure functi
 data (batch and one-by-one bit for bit). ``"spread"`` leaves them out of the band only;
 ``"both"`` judges the series again with them ``NaN``, as if excluded (out of the expected
 value too). A series where more than :data:`POOL_OUT_MAX` (10 %) of the pool is so judged
-keeps them all (its normal is wilder than its band); with :data:`POOL_OUT_RUN` 2, an episode
-of one bucket is learned after all (one bucket beyond the band is the tail the band
-measures). Measured (``bench/detection.py``, NAB; windows hit of 78, false alerts):
+keeps them all (its normal is wilder than its band); with :data:`POOL_OUT_RUN` ``n``, an
+episode shorter than ``n`` buckets is learned after all (one or two buckets beyond the band
+are the tail the band measures; an incident lasts). Measured (``bench/detection.py``, NAB;
+windows hit of 78, false alerts):
 
 ==========================================  ================  =======  ==========  ====  ===
 setting                                     NAB (A / B)       Traffic  KnownCause  hit   FA
 ==========================================  ================  =======  ==========  ====  ===
-off (POOL_OUT "", the default)              49.9 (42.2/58.5)  17.8     22.4        49    109
+off (POOL_OUT "")                           49.9 (42.2/58.5)  17.8     22.4        49    109
 spread, every episode (POOL_OUT_RUN 1)      45.9 (43.6/48.4)  15.3     13.1        53    249
 spread, judged from 84 learned errors on    47.4 (39.7/56.0)  16.6     18.5        49    150
 spread, episodes of 2+ buckets (RUN 2)      48.8 (44.0/54.1)  13.7     16.5        52    177
 both, every episode (RUN 1)                 50.6 (49.4/51.9)  27.6     21.5        56    222
 both, episodes of 2+ buckets (RUN 2)        53.9 (49.8/58.5)  28.0     26.5        55    151
+both, episodes of 3+ buckets (RUN 3)        52.7 (45.5/60.7)  28.1     28.9        53    131
 ==========================================  ================  =======  ==========  ====  ===
 
 It does what it was built for: up to seven more windows hit (``both``: all four of
@@ -160,16 +163,26 @@ leaving the episode out of the expected value too (``both``: a burst in the pool
 also lifts the recent level and the seasonal slot's median, so the band is then learned
 from errors against a lifted prediction). Together they gain in every category (overall
 +4.0, half A +7.6, false alerts 151) — but half B only ties (58.5), so by the rule (a gain
-on both halves) it is off, and on the simulator it adds false alerts (0.96 -> 1.04 per
-customer-month, over the target of 1; recall the same, spike 0.81, drop 0.90, stop 1.00).
+on both halves) it is not the default, and on the simulator it adds false alerts (0.96 ->
+1.04 per customer-month, over the target of 1; recall the same, spike 0.81, drop 0.90, stop
+1.00). Learning two-bucket episodes too (RUN 3) gains on both halves (A 42.2 -> 45.5, B
+58.5 -> 60.7; every category but realAWSCloudwatch, 59.0 -> 58.4, up: KnownCause 22.4 ->
+28.9, realTraffic 17.8 -> 28.1) with the simulator within its targets (false alerts 0.96 ->
+0.99 per customer-month; recall the same, spike 0.81, drop 0.90, stop 1.00). RUN 3 was
+picked among 1, 2 and 3 on these figures (a measured choice, not a derived one), and it is
+still off: it breaks the sparse customer's table test (``tests/conditions/test_anomaly.py``:
+usage on one day in six brings two alert runs in two weeks, not at most one). Why is not
+looked into yet (a guess: a sparse customer's busy days, judged episodes after idle days and
+left out as if excluded, take its usual away); that is the next step before it can be on.
 Cost: a step per pool bucket that could be in an episode (a run of buckets beyond the exit
 band of the floor from one beyond its entry band), for all rows at once, and ``both`` judges
-such rows a second time: ``bench/dryrun.py`` (load 1.0) measured anomaly at 13,756 series/s
-off, 10,674 with ``spread`` and 9,172 with ``both`` (one series at a time: 0.30, 0.44 and
-0.54 ms).
+such rows a second time: ``bench/dryrun.py`` (load 1-2.3) measured anomaly at 13,756
+series/s off, 10,674 with ``spread`` (RUN 2), 9,172 with ``both`` (RUN 2) and 9,948 with
+``both`` (RUN 3); one series at a time 0.30, 0.44, 0.54 and 0.45 ms.
 
-Where NAB's points are lost (``bench/detection.py --per-file``): of its 78 windows, 29 are
-missed at default settings, and most of those show nothing in hourly sums
+Where NAB's points are lost (``bench/detection.py --per-file``): of its 78 windows, 29 were
+missed at default settings (25 with the pool's episodes left out, RUN 3), and most of those
+show nothing in hourly sums
 (the best score inside 17 of them stays below 2 spreads, inside the other 12 between 2 and 4:
 e.g. the four two-hour windows of ``speed_7578``, whose hourly sums are counts of readings);
 each missed window costs as much as about 18 false alerts.
@@ -276,9 +289,9 @@ POOL_OUT = ""
 #: ...unless more than this fraction of a pool's buckets was judged so: then the series' normal
 #: is wilder than the band, and it learns from them all.
 POOL_OUT_MAX = 0.1
-#: ...and only episodes of at least this many buckets (1 or 2; 2: a single bucket beyond the
-#: band is the tail the band measures, and is learned after all).
-POOL_OUT_RUN = 2
+#: ...and only episodes of at least this many buckets (shorter ones: one or two buckets beyond
+#: the band are the tail the band measures, and are learned after all).
+POOL_OUT_RUN = 3
 
 METHOD_RECENT = "recent level"
 
@@ -595,11 +608,14 @@ def _judged_out(pool: Array, predicted: Array, anchor: Array, errors: Array, flo
         """Episodes that ended shorter than POOL_OUT_RUN buckets: learned after all."""
         nonlocal tops, counts
         short = ended & (length < POOL_OUT_RUN)
-        if short.any():  # (one bucket: POOL_OUT_RUN is at most 2)
-            at = np.maximum(started, 0)
-            tops = insert(tops, np.where(short, signed[:, every, at], -np.inf))
-            counts += (learned[:, every, at] & short)[:, :, np.newaxis]
-            judged_out[every[short], at[short]] = False
+        for offset in range(POOL_OUT_RUN - 1):  # an episode's buckets follow each other
+            back = short & (length > offset)
+            if not back.any():
+                break
+            at = np.minimum(np.maximum(started, 0) + offset, width - 1)
+            tops = insert(tops, np.where(back, signed[:, every, at], -np.inf))
+            counts += (learned[:, every, at] & back)[:, :, np.newaxis]
+            judged_out[every[back], at[back]] = False
 
     done = 0
     for index in steps:
