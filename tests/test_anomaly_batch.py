@@ -1,7 +1,8 @@
 """``assess_many`` (the detector over many series at once) equals ``assess`` row by row,
 exactly: every field of every assessment, bit for bit (``NaN`` equal to ``NaN``), on batches
 drawn by hypothesis — young and long histories, excluded (``NaN``) runs, idle slots, gappy
-series, ties between predictors, constant and integer series, every setting — and on hourly
+series, ties between predictors, constant and integer series, every setting (with pool
+buckets judged in an episode left out, ``pool_out``, too) — and on hourly
 and daily series as the evaluator builds them.
 
 Also: the evaluator's batch entry (``evaluate_many``) gives each series the finding
@@ -83,6 +84,7 @@ detector_settings = st.builds(
     direction=st.sampled_from(["up", "down", "both"]),
     min_volume=st.sampled_from([0.0, 2.0, 500.0]),
     min_errors=st.integers(3, 12),
+    pool_out=st.sampled_from(["", "spread", "both"]),
 )
 
 
