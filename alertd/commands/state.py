@@ -9,9 +9,7 @@ from pathlib import Path
 
 from alertd.config.settings import find_config, load_settings
 from alertd.errors import EXIT_OK, ConfigError
-from alertd.store.copy import copy_file
 from alertd.store.open import open_store
-from alertd.store.pg_schema import redacted
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,6 +28,9 @@ async def _run(args: argparse.Namespace) -> int:
     if url is None:
         raise ConfigError("alertd state copy: say where to: --to postgresql://USER@HOST/DB "
                           "or state.url in the config")
+    from alertd.store.copy import copy_file  # psycopg: loaded only where it is used
+    from alertd.store.pg_schema import redacted
+
     password = settings.state.resolved_password()
     copied = await copy_file(Path(args.source), url,
                              None if password is None else password.get_secret_value())

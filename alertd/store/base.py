@@ -15,6 +15,8 @@ Every method raises :class:`~alertd.errors.StoreError` when the store cannot be 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -370,3 +372,8 @@ __all__ = [
     "next_lease",
     "select_scope",
 ]
+
+
+def default_holder() -> str:
+    """This replica's name in leases and claims: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"

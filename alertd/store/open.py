@@ -5,19 +5,26 @@ Where it sits: every command that touches state (the daemon, ``check``, ``backte
 SQLite file is one process's at a time (:mod:`alertd.store.lock`), so ``exclusive=True`` takes
 its lock; a PostgreSQL database is shared by design (leases and claims keep replicas apart), so
 no lock is taken there.
+
+:mod:`alertd.store.postgres` (and with it psycopg, ~12 MB of a process's memory) is imported
+only when the settings name a PostgreSQL database: a SQLite deployment never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
 
 from alertd.config.settings import Settings
+from alertd.store.base import default_holder
 from alertd.store.lock import exclusive as exclusive_lock
-from alertd.store.postgres import PostgresStore, default_holder
 from alertd.store.sqlite import SqliteStore, StoreObserver
 
-AnyStore = SqliteStore | PostgresStore
+if TYPE_CHECKING:
+    from alertd.store.postgres import PostgresStore
+
+AnyStore: TypeAlias = "SqliteStore | PostgresStore"
 
 
 def replica_name(settings: Settings) -> str:
@@ -28,6 +35,8 @@ def store_for(settings: Settings, observer: StoreObserver | None = None,
               claim_seconds: float = 150.0) -> AnyStore:
     """The store of ``settings``, not yet opened."""
     if settings.state.url is not None:
+        from alertd.store.postgres import PostgresStore
+
         password = settings.state.resolved_password()
         return PostgresStore(
             settings.state.url, holder=replica_name(settings), claim_seconds=claim_seconds,

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -60,6 +58,7 @@ from alertd.store.base import (
     OutboxRow,
     OutboxStatus,
     SentRecord,
+    default_holder,
     next_lease,
 )
 from alertd.store.pg_buckets import PgBuckets
@@ -88,11 +87,6 @@ _EARLIER = ("SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.receiver = 
 #: live claim on counts from the claim's end, so an idle worker never spins on it.
 _FREE_AT = ("GREATEST(o.next_attempt_at, CASE WHEN o.claimed_by IS DISTINCT FROM %(me)s "
             "THEN COALESCE(o.claimed_until, 0) ELSE 0 END)")
-
-
-def default_holder() -> str:
-    """This replica's name in leases and claims: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class PostgresStore(PgBuckets):
