@@ -683,7 +683,9 @@ def _judged_out(pool: Array, predicted: Array, anchor: Array, errors: Array, flo
     if done < width:  # the episodes that ended before the pool's end
         settle(started >= 0)
     out = judged_out.sum(axis=1)
-    wild = out > POOL_OUT_MAX * np.count_nonzero(valid, axis=1)
+    # Idle buckets where nothing came (nothing expected, nothing used) say nothing of how wild
+    # the series is: the share is of the others (a sparse customer's busy days are its normal).
+    wild = out > POOL_OUT_MAX * np.count_nonzero(valid & ~(idle & (pool == 0)), axis=1)
     judged_out[wild] = False
     return judged_out if judged_out.any() else None
 
