@@ -1,8 +1,8 @@
 """What the detector expects where nothing was expected (:mod:`alertd.conditions.anomaly_level`):
 quiet buckets are a ratio of 1 in the adaptation factor (``QUIET_RATIO``), and a gappy series'
 slot that was always empty expects nothing (``EMPTY_SLOTS``: an idle slot) instead of giving no
-verdict. Both are off by default (the module docstring has why); the behavioural tests check
-the shipped setting either way, so switching one on (or off) shows here."""
+verdict. ``QUIET_RATIO`` is off by default, ``EMPTY_SLOTS`` on (the module docstring has why);
+the behavioural tests check the shipped setting either way, so switching one shows here."""
 
 from __future__ import annotations
 

@@ -93,6 +93,37 @@ def test_an_ordinary_hour_after_a_burst_is_quiet(pool_out: str) -> None:
         assert found is not None and not found.active, seed
 
 
+
+def sparse_days(seed: int, length: int, busy_days: list[int]) -> np.ndarray:
+    """A customer who uses the product on a few days only (``busy_days``, from midnight,
+    counted back from the last bucket's day), on a business day's cycle (lowest at 02:00,
+    highest at 14:00), and nothing on the other days."""
+    hour = np.arange(length) % 24
+    noise = np.random.default_rng(seed).uniform(0.92, 1.08, length)
+    values = np.round(1000 * (1 + 0.7 * np.cos(2 * np.pi * (hour - 14) / 24)) * noise)
+    day = (length - 1) // 24 - np.arange(length) // 24
+    return np.where(np.isin(day, busy_days), values, 0.0)
+
+
+@pytest.mark.parametrize("pool_out", VARIANTS[1:])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_sparse_customers_busy_days_are_its_normal(seed: int, pool_out: str) -> None:
+    """Two busy days in a week of empty ones: the recent level lags each busy day's ramps,
+    so they are judged episodes, fewer than POOL_OUT_MAX of the pool's buckets but more than
+    that of those not idle and empty (which say nothing of how wild the series is). They are
+    the customer's normal: learned, so each hour is judged as with nothing left out (counted
+    against every bucket, they were left out and each busy day's end alerted anew)."""
+    length = 400
+    values = sparse_days(seed, length, [3, 4])
+    config = hourly_settings(pool_out)
+    end = length - 1  # judged: the hour after the pool
+    first, split = end - HOURLY.lookback - HOURLY.pool, end - HOURLY.lookback - 1
+    chosen = _choose(values[np.newaxis, :end], first, split, config)
+    assert chosen is not None and chosen[6] is None
+    for hour in range(end - 48, length):
+        assert exact(assess(values[:hour + 1], config)) == exact(
+            assess(values[:hour + 1], hourly_settings(""))), hour
+
 def loop_judged_out(errors: list[float], deviations: list[float], floor: float, k: float,
                     min_errors: int) -> list[bool]:
     """The causal judgement one bucket at a time, by the definition: each side's tail
