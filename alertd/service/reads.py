@@ -49,9 +49,13 @@ log = logging.getLogger("alertd.engine")
 #: What one batch may hold, about, in cached rows (a fetched row costs :data:`FETCHED_WEIGHT`:
 #: its answer's text and parse, the series built from it). A batch's memory is its rows, so
 #: this, not the number of customers, bounds a pass's peak memory (about 50 MB over the
-#: process's own at this budget, measured with ``bench/steady.py``). Fewer customers a batch
-#: also means fewer requests in flight: a budget of 100 requests/s at 1 s latency wants 100.
-BATCH_ROWS = 100_000
+#: process's own at 100,000, measured with ``bench/steady.py``). Fewer customers a batch
+#: also means fewer requests in flight: a budget of 100 requests/s at 1 s latency wants 100;
+#: the batches ahead keep those (:data:`AHEAD_ROWS`, a bound of its own). 75,000: at 100,000
+#: the real daemon's peak RSS at 10,000 customers was 151-153 MB (warm-up, steady cycles), the
+#: judged batch's swing (~25 MB) on top of a flat ~130 MB (``bench/memgrowth.py``); a batch
+#: costs one commit and one trim, so a smaller one costs a little CPU per customer.
+BATCH_ROWS = 75_000
 FETCHED_WEIGHT = 2
 #: The first batch of a pass, before the rows a customer costs are known.
 FIRST_BATCH = 10
@@ -62,7 +66,8 @@ FIRST_BATCH = 10
 #: its start for few requests (~3 a customer), so the batches ahead that keep a 1 s Stripe's
 #: requests in flight hold several batches' entries; at two batches' worth a steady pass at
 #: 1 s latency sent 32 requests/s where one bounded by batches sent 43 (bench/README.md).
-AHEAD_ROWS = 4 * BATCH_ROWS
+#: Measured with ``BATCH_ROWS`` at 100,000, and kept in rows when that was lowered.
+AHEAD_ROWS = 400_000
 
 
 @dataclass(frozen=True, slots=True)
