@@ -50,7 +50,6 @@ import tracemalloc
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,7 +65,7 @@ from alertd.service.schedule import BookReading, DeadlineBook
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import SimulatorProcess
 from alertd.store.sqlite import SqliteStore
-from alertd.web.board import Board
+from alertd.web.board import Board, BoardPass
 from bench.common import (
     Figure,
     figure,
@@ -109,21 +108,17 @@ async def main(args: argparse.Namespace) -> None:
                 cpu, wall = time.process_time(), time.perf_counter()
                 reading = BookReading(book, {r.name: r for r in rules}, now)
                 board = Board()
-                staged = board.begin(now) if hasattr(board, "begin") else None
-                kept: list[Any] = []  # a board without passes: the pass's findings, to its end
+                staged = board.begin(now)
                 if args.trace:
                     tracemalloc.start()
                     tracemalloc.reset_peak()
                     before = tracemalloc.get_traced_memory()[0]
 
                 async def booked(found: BatchFindings, reading: BookReading = reading,
-                                 staged: Any = staged, kept: list[Any] = kept) -> None:
+                                 staged: BoardPass = staged) -> None:
                     reading.batch(found)
                     firing = [replace(f, state="firing") for f in found.findings if f.active]
-                    if staged is not None:
-                        staged.add(firing, customers=found.customers, series=found.series)
-                    else:
-                        kept.extend(firing)
+                    staged.add(firing, customers=found.customers, series=found.series)
 
                 result = await engine.run_pass(now, on_batch=booked)
                 reading.done(result)
@@ -131,9 +126,8 @@ async def main(args: argparse.Namespace) -> None:
                 if args.trace:
                     current, peak = tracemalloc.get_traced_memory()
                     tracemalloc.stop()
-                extra = {"staged": staged} if staged is not None else {}
-                board.record([r.name for r in rules], kept, now, customers=result.customers,
-                             series=result.series, **extra)
+                board.record([r.name for r in rules], (), now, customers=result.customers,
+                             series=result.series, staged=staged)
                 count = max(len(customers), 1)
                 pass_held = held_bytes([result.findings, result.series])
                 board_held = held_bytes(list(board.entries.values()))
@@ -145,11 +139,10 @@ async def main(args: argparse.Namespace) -> None:
                     print(f"tracemalloc: held at the pass's end {(current - before) / count:.0f}"
                           f" bytes a customer over before it, peak {(peak - before) / 1e6:.1f}"
                           " MB over before it")
-                ahead = getattr(engine, "held_ahead", None)
-                if ahead is not None:
-                    print(f"rows held ahead of the judged batch: at most {ahead.peak} "
-                          f"(bound {ahead.bound}), {ahead.deferred} batch starts and "
-                          f"{ahead.waited} requests waited for rows")
+                ahead = engine.held_ahead
+                print(f"rows held ahead of the judged batch: at most {ahead.peak} "
+                      f"(bound {ahead.bound}), {ahead.deferred} batch starts and "
+                      f"{ahead.waited} requests waited for rows")
                 rows = engine.cache_counts.rows_fetched - rows_before
                 warm_rows = warm_rows or rows
                 print_table(title(cycle, len(customers), wall), figures(

@@ -356,6 +356,11 @@ class BucketStore(Protocol):
         ...
 
 
+def default_holder() -> str:
+    """This replica's name in leases and claims: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 __all__ = [
     "Attempt",
     "BucketStore",
@@ -369,11 +374,7 @@ __all__ = [
     "OutboxStatus",
     "Silence",
     "Store",
+    "default_holder",
     "next_lease",
     "select_scope",
 ]
-
-
-def default_holder() -> str:
-    """This replica's name in leases and claims: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
