@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import functools
 import io
 import os
 import pstats
@@ -136,9 +137,27 @@ def child_cpu_seconds(pid: int | None) -> float:
 
 
 def machine_note() -> str:
-    """Cores and load: benchmarks on a shared machine are only as steady as its load."""
+    """Cores, load and the core's speed: benchmarks on a shared machine are only as steady as
+    its load, and machines differ (one session's core took 1.7 CPU s for :func:`core_speed`'s
+    loop where another's took ~0.6), so CPU figures of two sessions compare only beside it."""
     one, five, _ = os.getloadavg()
-    return f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min) {five:.1f} (5 min)"
+    return (f"machine: {os.cpu_count()} cores, load average {one:.1f} (1 min) {five:.1f} (5 min),"
+            f" a 1M-step Python loop {core_speed() * 1000:.0f} ms of CPU")
+
+
+@functools.cache
+def core_speed() -> float:
+    """CPU seconds of a 1,000,000-step pure-Python loop (the best of three, once a process):
+    how fast this machine's core runs the interpreter, measured, not read off
+    ``/proc/cpuinfo``."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        total = 0
+        for step in range(1_000_000):
+            total += step
+        best = min(best, time.process_time() - started)
+    return best
 
 
 @dataclass(slots=True)
