@@ -151,9 +151,9 @@ class AccountView:
         return FlushSet(groups, {ident: record for ident, record in found.sent.items()
                                  if ident in groups or ident in scope.idents})
 
-    async def next_group_due(self) -> float | None:
-        return min((group.due_at for group in (await self.load_groups()).values()),
-                   default=None)
+    async def next_group_due(self, account: str | None = None) -> float | None:
+        # The database's MIN over this account's groups: a timer round loads none of them.
+        return await self._store.next_group_due(self.account if account is None else account)
 
     # Two accounts may have the same customer and meter ids: their cached usage is apart.
     async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:

@@ -238,8 +238,10 @@ class Store(SilenceStore, Protocol):
         :meth:`load_groups` and :meth:`load_sent`), read without loading the others."""
         ...
 
-    async def next_group_due(self) -> float | None:
-        """The earliest :attr:`NotificationGroup.due_at` of all groups, ``None`` without groups."""
+    async def next_group_due(self, account: str | None = None) -> float | None:
+        """The earliest :attr:`NotificationGroup.due_at` of all groups (of the groups whose
+        ``account`` label is ``account``, a missing label being ``""``, when one is given),
+        ``None`` without such groups. Read by the database, not by loading the groups."""
         ...
 
     async def commit_transitions(self, changes: Changes, fence: Lease | None = None) -> None:

@@ -229,8 +229,13 @@ class PostgresStore(PgBuckets):
 
         return await self._run(query, write=True)  # one snapshot for the ids and the rows
 
-    async def next_group_due(self) -> float | None:
-        value = await self._value(f"SELECT MIN({_DUE_AT}) FROM alert_groups")
+    async def next_group_due(self, account: str | None = None) -> float | None:
+        if account is None:
+            value = await self._value(f"SELECT MIN({_DUE_AT}) FROM alert_groups")
+        else:
+            value = await self._value(
+                f"SELECT MIN({_DUE_AT}) FROM alert_groups WHERE "
+                "COALESCE(group_labels::jsonb ->> 'account', '') = %s", (account,))
         return None if value is None else float(value)
 
     async def commit_transitions(self, changes: Changes, fence: Lease | None = None) -> None:

@@ -219,9 +219,14 @@ class SqliteStore(SqliteBuckets):
     async def load_scope(self, scope: GroupScope) -> FlushSet:
         return await self._read(lambda c: _load_scope(c, scope))
 
-    async def next_group_due(self) -> float | None:
+    async def next_group_due(self, account: str | None = None) -> float | None:
         def query(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(f"SELECT MIN({_DUE_AT}) FROM alert_groups").fetchone()
+            if account is None:
+                row = conn.execute(f"SELECT MIN({_DUE_AT}) FROM alert_groups").fetchone()
+            else:
+                row = conn.execute(f"SELECT MIN({_DUE_AT}) FROM alert_groups WHERE COALESCE("
+                                   "json_extract(group_labels, '$.account'), '') = ?",
+                                   (account,)).fetchone()
             return None if row[0] is None else float(row[0])
 
         return await self._read(query)

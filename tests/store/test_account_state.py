@@ -11,12 +11,14 @@ from pathlib import Path
 
 import psycopg
 
+from alertd.accounts import account_view
 from alertd.store import pg_schema, schema
-from alertd.store.base import Changes, Store
+from alertd.store.base import Changes, NotificationGroup, Store
 from alertd.store.postgres import PostgresStore
 from alertd.store.rows import group_text
 from alertd.store.sqlite import SqliteStore
-from tests.store.test_sqlite import FIRING, KEY, NOW
+from tests.store.conftest import OpenStore
+from tests.store.test_sqlite import FIRING, KEY, NOW, group
 
 EU, US = (dataclasses.replace(KEY, account=name) for name in ("eu", "us"))
 OLD_ROW = (KEY.rule, KEY.customer, group_text(KEY), KEY.fingerprint,
@@ -62,3 +64,28 @@ async def test_a_first_release_postgres_database_keeps_its_state(pg_url: str) ->
         conn.execute("INSERT INTO alert_state VALUES (%s, %s, %s, %s, %s, %s)", OLD_ROW)
     async with PostgresStore(pg_url) as store:
         await two_accounts_apart(store)
+
+
+async def test_the_next_due_group_of_one_account_is_read_by_the_database(
+        make_store: OpenStore) -> None:
+    """An account's timer asks for its own groups' earliest due time (a missing ``account``
+    label is the account ``""``); the view of an account gives the same answer as loading
+    its groups would, without loading them."""
+    def labelled(key: str, created: int, **labels: str) -> NotificationGroup:
+        return dataclasses.replace(group(key=key), group_labels={"rule": "r", **labels},
+                                   created_at=created)
+
+    async with make_store() as store:
+        assert await store.next_group_due("eu") is None
+        await store.commit_transitions(Changes(groups=(
+            labelled("plain", NOW), labelled("eu-1", NOW + 100, account="eu"),
+            labelled("eu-2", NOW + 50, account="eu"), labelled("us", NOW + 10, account="us"))))
+        assert await store.next_group_due() == NOW + 30
+        assert await store.next_group_due("") == NOW + 30
+        assert await store.next_group_due("eu") == NOW + 80
+        assert await store.next_group_due("us") == NOW + 40
+        assert await store.next_group_due("ap") is None
+        for name in ("", "eu", "us", "ap"):
+            view = account_view(store, name)
+            loaded = [g.due_at for g in (await view.load_groups()).values()]
+            assert await view.next_group_due() == min(loaded, default=None)
