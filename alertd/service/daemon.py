@@ -89,7 +89,7 @@ from alertd.service.open import (
 from alertd.service.polling import Poller, PollGroup, PollOutcome, poll_groups
 from alertd.service.recording import judged_any
 from alertd.service.schedule import DuePolls
-from alertd.service.settling import Takeovers, settle_accounts
+from alertd.service.settling import Takeovers
 from alertd.service.spread import Leads, describe_leads, merge_health, names_changed
 from alertd.service.status import status_context
 from alertd.service.systemd import SystemdNotifier
@@ -482,7 +482,7 @@ class Daemon:
             await new.start()
             self._reschedule()
             if old.settling and self.leads(new.lanes[0].account.name):  # held resolves
-                await settle_accounts(new, int(self.clock.now()))
+                await self._takeovers.settle_accounts(new, int(self.clock.now()))
             for lane in new.lanes:
                 name = lane.account.name
                 gone = sorted(set(old.lane(name).world.rules.names())

@@ -63,6 +63,13 @@ class Takeovers:
         async with self._lock:
             await settle_lead(services, account, now)
 
+    async def settle_accounts(self, services: Services, now: int) -> None:
+        """:func:`settle_accounts` after a reload, in turn with the settling of takeovers:
+        a takeover's settling in flight may be adopting or resolving the same accounts'
+        alerts, and two of them at once would each plan from what the other is changing."""
+        async with self._lock:
+            await settle_accounts(services, now)
+
     def took_over(self, services: Services, account: str, now: int,
                   then: Callable[[], None]) -> None:
         """This replica now leads ``account``: settle in the background, then ``then()``
