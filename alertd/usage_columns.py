@@ -62,8 +62,8 @@ class UsageColumns(Sequence[UsageRow]):
             return rows
         rows = rows if isinstance(rows, Sequence) else list(rows)
         count = len(rows)
-        meters, meter_codes = _coded(map(_METER, rows), count)
-        dimensions, dimension_codes = _coded(map(_DIMENSIONS, rows), count)
+        meters, meter_codes = coded(map(_METER, rows), count)
+        dimensions, dimension_codes = coded(map(_DIMENSIONS, rows), count)
         return cls(np.fromiter(map(_START, rows), np.int64, count),
                    np.fromiter(map(_END, rows), np.int64, count),
                    np.fromiter(map(_VALUE, rows), np.float64, count),
@@ -75,8 +75,8 @@ class UsageColumns(Sequence[UsageRow]):
                    ) -> UsageColumns:
         """Columns from one list per field (a source reading an answer row by row)."""
         count = len(starts)
-        meter_table, meter_codes = _coded(meters, count)
-        dimension_table, dimension_codes = _coded(dimensions, count)
+        meter_table, meter_codes = coded(meters, count)
+        dimension_table, dimension_codes = coded(dimensions, count)
         return cls(np.asarray(starts, np.int64).reshape(count),
                    np.asarray(ends, np.int64).reshape(count),
                    np.asarray(values, np.float64).reshape(count),
@@ -168,7 +168,7 @@ _METER = attrgetter("meter")
 _DIMENSIONS = attrgetter("dimensions")
 
 
-def _coded(items: Iterable[T], count: int) -> tuple[list[T], np.ndarray]:
+def coded(items: Iterable[T], count: int) -> tuple[list[T], np.ndarray]:
     """The distinct ``items`` in order of first appearance, and each item's index among them
     (each item hashed once, at C speed: a new item is stored with its position, and the
     positions are renumbered 0, 1, ... after)."""

@@ -142,6 +142,23 @@ class StripeResponse(Generic[T]):
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class QuickParser(Generic[T]):
+    """A :data:`BodyParser` (``careful``) with a quick reader of the raw body tried first.
+
+    ``quick(content)`` reads the bytes of a 2xx body straight to what ``careful`` would
+    return, or returns ``None`` when it does not expect them; then the body is decoded and
+    read by ``careful`` as any other. Its promise: whenever it answers, ``careful`` would
+    have answered the same (the usage answers' :mod:`alertd.source.answer_structs`). Both must
+    be module-level functions, so the parser pickles (:mod:`alertd.source.decoder`)."""
+
+    careful: BodyParser[T]
+    quick: Callable[[bytes, str | None], T | None]
+
+    def __call__(self, body: dict[str, Any], request_id: str | None) -> T:
+        return self.careful(body, request_id)
+
+
 def as_is(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """The :data:`BodyParser` that keeps the JSON object as it is."""
     return body
@@ -319,7 +336,12 @@ def _portable(response: Answer) -> Answer:
 def _decode(response: Answer, endpoint: str, parse: BodyParser[T]
             ) -> _Decoded[T] | _NotJSON | _Unreadable:
     """Decode and read a 2xx body; pure, so it may run in the worker thread. Errors are
-    returned, not raised, so the caller counts each under the right code."""
+    returned, not raised, so the caller counts each under the right code. A
+    :class:`QuickParser`'s quick reader is tried first."""
+    if isinstance(parse, QuickParser):
+        quick = parse.quick(response.content, response.request_id)
+        if quick is not None:
+            return _Decoded(quick)
     try:
         body = parse_json_object(response, endpoint)
     except MalformedResponseError as exc:
