@@ -49,7 +49,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -217,6 +217,19 @@ def _too_deep(response: Answer, endpoint: str) -> MalformedResponseError:
         f"Stripe's answer from {endpoint} was JSON nested too deeply to read; it was not used",
         status=response.status, request_id=response.request_id,
     )
+
+
+def request_url(base_url: httpx.URL, path: str, params: Sequence[tuple[str, str]]) -> httpx.URL:
+    """The URL httpx builds for ``build_request("GET", path, params=params)`` on a client of
+    ``base_url``, parsed once. Given a path and params, httpx parses the path, the base joined
+    with it, then that URL again with the encoded query, each time checking every character
+    in Python: ~0.54 ms of CPU for a usage request's ~430 characters, against ~0.42 ms this
+    way (the module doc)."""
+    query = str(httpx.QueryParams(list(params)))
+    base = str(base_url)
+    # httpx's client ends its base path with "/"; a bare host prints without it.
+    joined = f"{base}{'' if base.endswith('/') else '/'}{path.lstrip('/')}"
+    return httpx.URL(f"{joined}?{query}" if query else joined)
 
 
 def _error_fields(response: Answer) -> tuple[str | None, str | None, str | None]:
@@ -577,7 +590,7 @@ class StripeHTTP:
             async with asyncio.timeout(self.settings.timeout), \
                     self._client.client() as client:
                 request = client.build_request(
-                    "GET", path, params=tuple(params),
+                    "GET", request_url(client.base_url, path, params),
                     extensions={"trace": self._tracer(start)})
                 response = await client.send(request, stream=True)
                 try:
