@@ -9,10 +9,9 @@ current shape unless ``--guide``): ``--series`` series (meter and dimensions) of
 ``rows ÷ series`` hourly buckets each, shuffled as the simulator shuffles them — ~1,840 rows
 is what the daemon's warm-up answers held on average (issue 13's profile). Each reader runs
 ``--repeat`` times on the same bytes (``_decode`` of :mod:`alertd.source.http`, as the client
-calls it, in this process); the best and the median CPU time per answer are printed per row (the median is the figure: the best is one lucky
-run on a shared machine),
-with the parts: JSON alone (orjson, msgspec) and the reading after it. The two readers'
-answers are compared first (they must be equal, tables included).
+calls it, in this process). The figure is the median CPU time per row (the best, beside it,
+is one lucky run on a shared machine); orjson alone is shown for scale. The two readers'
+answers are compared first (rows and tables must be equal).
 """
 
 from __future__ import annotations

@@ -33,7 +33,14 @@ slots are ~10 ms apart at 100/s. On the loop, several answers completing in one 
 send behind their sum; in a worker thread of this process (as before) the loop got the GIL back
 only between those C calls, so its timers — the sends — still ran tens of ms late. The CPU
 spent is about the same; only where it blocks changes. Bodies under :data:`OFFLOAD_BYTES` are
-decoded in place: the hand-over would cost more than it saves.
+decoded in place: the hand-over would cost more than it saves. A :class:`QuickParser` reads the
+body's bytes first and declines what it does not expect: usage answers go through msgspec to
+columns (:mod:`alertd.source.answer_structs`) at about half the CPU of orjson and the careful
+reader, and only odd answers reach those.
+
+Each request's URL is built once from the path and params (:func:`request_url`), not by
+httpx's ``build_request(path, params=...)``, which parses three URLs per request with a Python
+loop over every character (~0.54 → ~0.42 ms of CPU for a usage request's ~430 characters).
 
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer

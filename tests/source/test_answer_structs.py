@@ -146,8 +146,8 @@ ROW = ('{"id":"mur_1","starts_at":%d,"ends_at":%d,"value":%s,"meter":"mtr_1",'
     ],
 )
 def test_odd_json_text_reads_as_the_careful_reader_reads_it(text: str, quick: bool) -> None:
-    content = ('{"refreshed_at":%d,"rows":{"has_more":false,"data":[%s]}}'
-               % (JAN_1, text)).encode("utf-8", "surrogateescape")
+    body = f'{{"refreshed_at":{JAN_1},"rows":{{"has_more":false,"data":[{text}]}}}}'
+    content = body.encode("utf-8", "surrogateescape")
     assert check_agree(content) is quick
 
 
