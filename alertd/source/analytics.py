@@ -10,7 +10,10 @@ refuses, without sending, a query Stripe would reject: unaligned minutes, too ma
 keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
 :class:`~alertd.errors.MalformedResponseError`, never a zero — that includes a value that is
 not finite or beyond ±10^18 and a time outside 1970–9999, see :mod:`alertd.source.body`).
-Answers run to thousands of rows, so each row first goes through :func:`quick_fields`, which
+Answers run to thousands of rows, so the client first hands an answer's bytes to
+:func:`quick_answer` (msgspec, :mod:`alertd.source.answer_structs`: the expected types and
+ranges checked in C, straight to columns); an answer it declines is decoded with orjson and
+read by :func:`read_answer`, where each row first goes through :func:`quick_fields`, which
 only accepts the expected JSON types and ranges; any other row is read by :func:`read_row`,
 whose errors name the row and the field. The rows of an answer become columns
 (:class:`~alertd.usage_columns.UsageColumns`) with no row object made, so everything after
