@@ -24,7 +24,15 @@ second's requests reopen (a TCP/TLS handshake each). Shards of at most
 shard with the fewest requests in flight, so no shard holds more than
 :data:`SHARD_CONNECTIONS` and the walk is as long at 1 s as at 150 ms (phase 2 at 1 s: ~2.6–2.9
 CPU s per 1,000 requests, as at 150 ms; 7 pools open against 2). 8 per shard measured no
-better than 16 (the walk is then no longer what costs most: the socket calls are).
+better than 16 (the walk is then no longer what costs most: the socket calls are). Sending
+each request by the *first* shard with room instead (so a burst's extra shards fall idle and
+their connections expire) measured no better (``bench/README.md``, issue 13).
+
+The socket calls: the readability check of every idle connection at every walk went through
+anyio's ``extra()``, which builds a dict of the socket's attributes, ``getpeername`` (a
+syscall) among them, each time — ~15 µs per idle connection per walk. Each shard's httpcore
+pool runs over :class:`SocketKeepingBackend` instead, whose streams keep their socket from the
+connect and poll it directly: ~1.8 µs (the same check as httpcore's own).
 
 Shards are opened as needed — a new one only when every open shard is full — so a fast Stripe
 uses one or two and a slow one as many as its requests in flight need, up to
