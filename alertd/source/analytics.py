@@ -10,7 +10,10 @@ refuses, without sending, a query Stripe would reject: unaligned minutes, too ma
 keys) and :func:`parse_usage_body` (three generations of field names; anything unexpected is a
 :class:`~alertd.errors.MalformedResponseError`, never a zero — that includes a value that is
 not finite or beyond ±10^18 and a time outside 1970–9999, see :mod:`alertd.source.body`).
-Answers run to thousands of rows, so each row first goes through :func:`quick_fields`, which
+Answers run to thousands of rows, so the client first hands an answer's bytes to
+:func:`quick_answer` (msgspec, :mod:`alertd.source.answer_structs`: the expected types and
+ranges checked in C, straight to columns); an answer it declines is decoded with orjson and
+read by :func:`read_answer`, where each row first goes through :func:`quick_fields`, which
 only accepts the expected JSON types and ranges; any other row is read by :func:`read_row`,
 whose errors name the row and the field. The rows of an answer become columns
 (:class:`~alertd.usage_columns.UsageColumns`) with no row object made, so everything after
@@ -56,8 +59,9 @@ from alertd.errors import (
     InvalidRequestError,
 )
 from alertd.model import Dimensions, Filters, MeterSpec, UsageQuery, UsageResult, UsageRow
+from alertd.source.answer_structs import read_columns
 from alertd.source.body import MAX_INSTANT, MAX_USAGE, BodyReader
-from alertd.source.http import ANALYTICS_ENDPOINT, StripeHTTP
+from alertd.source.http import ANALYTICS_ENDPOINT, QuickParser, StripeHTTP
 from alertd.source.pages import PageLearner, page_ranges, split_evenly
 from alertd.stripe_limits import MAX_METERS, spec_breaches
 from alertd.usage_columns import UsageColumns, concatenated
@@ -372,6 +376,20 @@ def read_answer(body: Any, request_id: str | None) -> Answered:
     return Answered(parsed, held, _total(without))
 
 
+def quick_answer(content: bytes, request_id: str | None) -> Answered | None:
+    """:func:`read_answer` of the body in ``content`` when the quick reader
+    (:func:`~alertd.source.answer_structs.read_columns`) takes it whole, else ``None``."""
+    quick = read_columns(content)
+    if quick is None:
+        return None
+    return Answered(UsageBody(quick.rows, quick.refreshed_at, quick.has_more), quick.held,
+                    quick.total)
+
+
+#: How the source reads an answer: :func:`quick_answer` first, :func:`read_answer` if not.
+READ_ANSWER = QuickParser(read_answer, quick_answer)
+
+
 def _total(body: Any) -> int | None:
     inner = body.get("rows") if type(body) is dict else None
     total = inner.get("total") if type(inner) is dict else None
@@ -611,7 +629,7 @@ class MeterUsageSource:
     async def _fetch_range(self, query: UsageQuery) -> _Fetched:
         params = encode_usage_query(query, array_filters=self.array_filters)
         response = await self.http.request(
-            PATH, params, budget="analytics", endpoint=ANALYTICS_ENDPOINT, parse=read_answer
+            PATH, params, budget="analytics", endpoint=ANALYTICS_ENDPOINT, parse=READ_ANSWER
         )
         body, held, total = response.body
         if body.repeated:

@@ -33,7 +33,14 @@ slots are ~10 ms apart at 100/s. On the loop, several answers completing in one 
 send behind their sum; in a worker thread of this process (as before) the loop got the GIL back
 only between those C calls, so its timers — the sends — still ran tens of ms late. The CPU
 spent is about the same; only where it blocks changes. Bodies under :data:`OFFLOAD_BYTES` are
-decoded in place: the hand-over would cost more than it saves.
+decoded in place: the hand-over would cost more than it saves. A :class:`QuickParser` reads the
+body's bytes first and declines what it does not expect: usage answers go through msgspec to
+columns (:mod:`alertd.source.answer_structs`) at about half the CPU of orjson and the careful
+reader, and only odd answers reach those.
+
+Each request's URL is built once from the path and params (:func:`request_url`), not by
+httpx's ``build_request(path, params=...)``, which parses three URLs per request with a Python
+loop over every character (~0.54 → ~0.42 ms of CPU for a usage request's ~430 characters).
 
 Errors become the classes of :mod:`alertd.errors` with Stripe's ``code`` and ``param`` and the
 ``Request-Id`` header, and a message that says what to do. The API key is sent as a bearer
@@ -49,7 +56,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
@@ -142,6 +149,23 @@ class StripeResponse(Generic[T]):
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class QuickParser(Generic[T]):
+    """A :data:`BodyParser` (``careful``) with a quick reader of the raw body tried first.
+
+    ``quick(content)`` reads the bytes of a 2xx body straight to what ``careful`` would
+    return, or returns ``None`` when it does not expect them; then the body is decoded and
+    read by ``careful`` as any other. Its promise: whenever it answers, ``careful`` would
+    have answered the same (the usage answers' :mod:`alertd.source.answer_structs`). Both must
+    be module-level functions, so the parser pickles (:mod:`alertd.source.decoder`)."""
+
+    careful: BodyParser[T]
+    quick: Callable[[bytes, str | None], T | None]
+
+    def __call__(self, body: dict[str, Any], request_id: str | None) -> T:
+        return self.careful(body, request_id)
+
+
 def as_is(body: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """The :data:`BodyParser` that keeps the JSON object as it is."""
     return body
@@ -200,6 +224,19 @@ def _too_deep(response: Answer, endpoint: str) -> MalformedResponseError:
         f"Stripe's answer from {endpoint} was JSON nested too deeply to read; it was not used",
         status=response.status, request_id=response.request_id,
     )
+
+
+def request_url(base_url: httpx.URL, path: str, params: Sequence[tuple[str, str]]) -> httpx.URL:
+    """The URL httpx builds for ``build_request("GET", path, params=params)`` on a client of
+    ``base_url``, parsed once. Given a path and params, httpx parses the path, the base joined
+    with it, then that URL again with the encoded query, each time checking every character
+    in Python: ~0.54 ms of CPU for a usage request's ~430 characters, against ~0.42 ms this
+    way (the module doc)."""
+    query = str(httpx.QueryParams(list(params)))
+    base = str(base_url)
+    # httpx's client ends its base path with "/"; a bare host prints without it.
+    joined = f"{base}{'' if base.endswith('/') else '/'}{path.lstrip('/')}"
+    return httpx.URL(f"{joined}?{query}" if query else joined)
 
 
 def _error_fields(response: Answer) -> tuple[str | None, str | None, str | None]:
@@ -319,7 +356,12 @@ def _portable(response: Answer) -> Answer:
 def _decode(response: Answer, endpoint: str, parse: BodyParser[T]
             ) -> _Decoded[T] | _NotJSON | _Unreadable:
     """Decode and read a 2xx body; pure, so it may run in the worker thread. Errors are
-    returned, not raised, so the caller counts each under the right code."""
+    returned, not raised, so the caller counts each under the right code. A
+    :class:`QuickParser`'s quick reader is tried first."""
+    if isinstance(parse, QuickParser):
+        quick = parse.quick(response.content, response.request_id)
+        if quick is not None:
+            return _Decoded(quick)
     try:
         body = parse_json_object(response, endpoint)
     except MalformedResponseError as exc:
@@ -555,7 +597,7 @@ class StripeHTTP:
             async with asyncio.timeout(self.settings.timeout), \
                     self._client.client() as client:
                 request = client.build_request(
-                    "GET", path, params=tuple(params),
+                    "GET", request_url(client.base_url, path, params),
                     extensions={"trace": self._tracer(start)})
                 response = await client.send(request, stream=True)
                 try:

@@ -24,7 +24,15 @@ second's requests reopen (a TCP/TLS handshake each). Shards of at most
 shard with the fewest requests in flight, so no shard holds more than
 :data:`SHARD_CONNECTIONS` and the walk is as long at 1 s as at 150 ms (phase 2 at 1 s: ~2.6–2.9
 CPU s per 1,000 requests, as at 150 ms; 7 pools open against 2). 8 per shard measured no
-better than 16 (the walk is then no longer what costs most: the socket calls are).
+better than 16 (the walk is then no longer what costs most: the socket calls are). Sending
+each request by the *first* shard with room instead (so a burst's extra shards fall idle and
+their connections expire) measured no better (``bench/README.md``, issue 13).
+
+The socket calls: the readability check of every idle connection at every walk went through
+anyio's ``extra()``, which builds a dict of the socket's attributes, ``getpeername`` (a
+syscall) among them, each time — ~15 µs per idle connection per walk. Each shard's httpcore
+pool runs over :class:`SocketKeepingBackend` instead, whose streams keep their socket from the
+connect and poll it directly: ~1.8 µs (the same check as httpcore's own).
 
 Shards are opened as needed — a new one only when every open shard is full — so a fast Stripe
 uses one or two and a slow one as many as its requests in flight need, up to
@@ -36,11 +44,14 @@ over it, no shards.
 from __future__ import annotations
 
 import math
+import select
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import httpcore
 import httpx
 
 #: Most connections one shard's pool holds: the length of httpcore's walk per request.
@@ -76,6 +87,95 @@ class _Shard:
         return len(pool.connections) if pool is not None else 0
 
 
+class Socket(Protocol):
+    """A socket as httpcore's streams give it (asyncio's ``TransportSocket``)."""
+
+    def fileno(self) -> int: ...
+
+
+def readable(sock: Socket | None) -> bool:
+    """Whether a read on ``sock`` would return at once (data, or the ``b""`` of a closed
+    connection): httpcore's own check, on a socket without one (``None``) or closed too."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """httpcore's stream of one connection, with the socket it runs on kept from the start:
+    the readability check httpcore makes of every idle connection at every walk
+    (``has_expired``) reads the socket through anyio's ``extra()``, which builds a dict of
+    the socket's attributes each time, ``getpeername`` (a syscall) included."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, sock: Socket | None) -> None:
+        self._stream = stream
+        self._socket = sock
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        return _Stream(tls, self._socket)  # TLS runs over the same socket
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return readable(self._socket)
+        return self._stream.get_extra_info(info)
+
+
+class SocketKeepingBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's asyncio (anyio) backend, its streams keeping their socket (:class:`_Stream`)."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address,
+                                                 socket_options)
+        return _Stream(stream, stream.get_extra_info("socket"))
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _Stream(stream, stream.get_extra_info("socket"))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def shard_transport(ssl_context: ssl.SSLContext, limits: httpx.Limits
+                    ) -> httpx.AsyncHTTPTransport:
+    """httpx's transport for one shard, its httpcore pool over a
+    :class:`SocketKeepingBackend` (httpx has no parameter for the backend: the pool it made
+    is replaced by the same pool over this backend)."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=SocketKeepingBackend(),
+    )
+    return transport
+
+
 class ClientPool:
     """Up to ``⌈connections ÷ per_shard⌉`` clients of at most ``per_shard`` connections each.
 
@@ -106,7 +206,7 @@ class ClientPool:
         else:
             if self._ssl is None:
                 self._ssl = httpx.create_ssl_context()
-            transport = httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits)
+            transport = shard_transport(self._ssl, self._limits)
             shard = _Shard(self._make(transport, self._limits), transport)
         self._shards.append(shard)
         return shard
