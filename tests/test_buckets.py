@@ -10,15 +10,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from alertd.bucket_payload import decode_entry, encode_entry
 from alertd.buckets import (
     BucketEntry,
     CachePolicy,
     cache_key,
     combine,
-    decode_entry,
-    decode_rows,
-    encode_entry,
-    encode_rows,
     fetch_range,
     hourly,
     hours_from,
@@ -104,9 +101,10 @@ def test_a_reread_replaces_its_range_and_the_entry_keeps_settled_rows_only() -> 
 
 def test_rows_round_trip_exactly() -> None:
     rows = (row(NOW, 0.1 + 0.2), UsageRow(NOW, NOW + HOUR, 1e300, "mtr_a", ()))
-    assert decode_rows(encode_rows(rows), "mtr_a") == rows
+    entry = BucketEntry(cache_key(NEED), 0, NOW + DAY, NOW, rows)
+    assert decode_entry(entry.key, 0, NOW + DAY, NOW, encode_entry(entry)).rows == rows
     with pytest.raises(ValueError):
-        decode_rows('[["x"]]', "mtr_a")
+        decode_entry(entry.key, 0, NOW + DAY, NOW, '[["x"]]')
 
 
 async def test_the_store_keeps_replaces_and_prunes_entries(tmp_path: Path) -> None:
@@ -187,7 +185,9 @@ def test_kept_hours_are_used_only_in_the_zone_and_bucket_they_were_read_for() ->
     assert hours_from(fetched, fetched, entry) == fetched  # not read as hours: days as ever
     assert not kept_hours(asked, fetched, entry)  # nothing was left out of ``asked``
     # An entry without hours (stored before hours were kept) reads the bucket whole.
-    old = decode_entry(cache_key(NEED), 0, yesterday, NOW, encode_rows([row(NOW - 5 * DAY)]))
+    stored = f'[[{NOW - 5 * DAY},{NOW - 4 * DAY},1.0,[["model","m"]]]]'  # the former list form
+    old = decode_entry(cache_key(NEED), 0, yesterday, NOW, stored)
+    assert old.rows == (row(NOW - 5 * DAY),)
     assert old.hours == () and hours_from(asked, fetched, old) == asked
     with pytest.raises(ValueError):
         decode_entry(cache_key(NEED), 0, 0, 0, '{"rows": []}')
