@@ -288,6 +288,50 @@ def cut(need: DataNeed, rows: Sequence[UsageRow]) -> Sequence[UsageRow]:
     return [r for r in rows if need.starts_at <= r.starts_at < need.ends_at]
 
 
+def unchanged(entry: BucketEntry, stored: BucketEntry | None) -> bool:
+    """Whether saving ``entry`` would store what ``stored`` (the key's entry as loaded) holds:
+    the same range, full-read time, rows and kept hours (bit for bit). A steady poll within
+    the hour it last saved in rewrites entries unchanged — its settled range ends where it
+    did — so it saves only the others.
+
+    Why skipping cannot lose an entry to pruning (entries not saved for ``full_reread_every``
+    are dropped): an entry's last save was at or after its ``full_at`` (a full read saves a
+    changed entry, ``full_at`` being that poll's ``now``), so one that pruning drops has not
+    been read in full for longer than ``full_reread_every`` — its next read is a full one
+    (:func:`reread_after`) whether or not it is there.
+    """
+    return stored is not None and _fields(entry) == _fields(stored) and _same_rows(
+        entry.rows, stored.rows) and _same_rows(_kept(entry), _kept(stored))
+
+
+def _fields(entry: BucketEntry) -> tuple[object, ...]:
+    keeps = entry.hours_to > entry.covered_to  # as stored: no hours_to without hours
+    return (entry.key, entry.covered_from, entry.covered_to, entry.full_at,
+            entry.hours_to if keeps else 0, entry.hours_zone if keeps else "")
+
+
+def _kept(entry: BucketEntry) -> Sequence[UsageRow]:
+    return entry.hours if entry.hours_to > entry.covered_to else ()
+
+
+def _same_rows(rows: Sequence[UsageRow], other: Sequence[UsageRow]) -> bool:
+    """Rows equal field by field (values bit for bit; the meter is the key's), compared as
+    columns: a few array comparisons, a dict look-up per dimension set."""
+    if rows is other:
+        return True
+    a, b = UsageColumns.of(rows), UsageColumns.of(other)
+    if not (len(a) == len(b) and np.array_equal(a.starts, b.starts)
+            and np.array_equal(a.ends, b.ends)
+            and np.array_equal(a.values.view(np.int64), b.values.view(np.int64))):
+        return False
+    if a.dimensions == b.dimensions:
+        return np.array_equal(a.dimension_codes, b.dimension_codes)
+    index = {d: code for code, d in enumerate(a.dimensions)}
+    recode = np.fromiter((index.get(d, -1) for d in b.dimensions), np.int64, len(b.dimensions))
+    return len(index) == len(a.dimensions) and np.array_equal(a.dimension_codes,
+                                                              recode[b.dimension_codes])
+
+
 def key_meter(key: str) -> str | None:
     """The meter a :func:`cache_key` names; ``ValueError`` for anything else."""
     try:

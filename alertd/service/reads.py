@@ -34,6 +34,7 @@ from alertd.buckets import (
     planned_needs,
     rebucket,
     settled_before,
+    unchanged,
     updated,
 )
 from alertd.conditions.money import sums_meters
@@ -266,10 +267,11 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
 
 async def save(cache: BucketCache | None, reads: BatchReads, good: Sequence[DataNeed],
                now: int) -> None:
-    """Keeps the batch's new entries (a writable cache only)."""
+    """Keeps the batch's new entries (a writable cache only): those that changed."""
     if cache is None or not cache.writable:
         return
-    entries = reads.new_entries(good, now, cache.policy)
+    entries = [e for e in reads.new_entries(good, now, cache.policy)
+               if not unchanged(e, reads.entries.get(e.key))]
     try:
         await cache.store.save_buckets(entries, now)
     except StoreError as exc:
