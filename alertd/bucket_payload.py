@@ -26,8 +26,11 @@ with stdlib ``json`` from Python lists and read back with a tuple and a type che
 with ``bench/cache_codec.py`` (figures in ``bench/README.md``).
 
 Entries stored in the former forms still decode (:func:`_legacy_entry`: a daemon upgrading
-keeps its cache); the next save of such a key writes it in version 2. A payload that is
-neither gives ``ValueError``: the store drops that entry and the key is read in full.
+keeps its cache); the next save of such a key writes it as version 2 — a poll saves only the
+entries that changed (:func:`alertd.buckets.unchanged`), so that is the first poll after
+its settled range moves on (the next hour, for most keys), at the latest its next full read.
+A payload that is neither gives ``ValueError``: the store drops that entry and the key is
+read in full.
 """
 
 from __future__ import annotations

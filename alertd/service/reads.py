@@ -3,8 +3,9 @@
 Where it sits: between the engine's needs and its planner (:meth:`Engine._run_batch`). The
 decisions are :mod:`alertd.buckets`' pure functions; this module loads the batch's entries
 from the store, hands the planner one (possibly shrunk) need per cache key, puts each key's
-rows together after the fetch, and saves the new entries — all of one batch at a time, so the
-cache lives on disk and memory stays flat with the number of customers.
+rows together after the fetch, and saves the new entries that changed (a poll within the hour
+of the last leaves most as they were: :func:`alertd.buckets.unchanged`) — all of one batch at
+a time, so the cache lives on disk and memory stays flat with the number of customers.
 
 Without a :class:`BucketCache` (a store without the cache, or none) every key is read in full,
 exactly as before the cache. A read-only cache (``check --dry-run``) uses what is stored but
