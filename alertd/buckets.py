@@ -44,12 +44,11 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 
 from alertd import calendar
-from alertd.model import DataNeed, Dimensions, UsageRow
+from alertd.model import DataNeed, UsageRow
 from alertd.usage_columns import UsageColumns, concatenated, sorted_table, summed
 
 
@@ -67,7 +66,8 @@ class BucketEntry:
 
     ``full_at`` is when the whole range was last read from Stripe. ``rows`` are the key's own
     rows (the planner's :func:`~alertd.planner.extract_rows` output), sorted: a tuple, or
-    columns (:class:`~alertd.usage_columns.UsageColumns`, as :func:`decode_entry` reads them).
+    columns (:class:`~alertd.usage_columns.UsageColumns`, as the store reads them:
+    :mod:`alertd.bucket_payload`).
     ``hours`` are the key's hourly rows (in ``hours_zone``) of ``[covered_to, hours_to)``,
     settled when read, for a key read as hours; none when ``hours_to <= covered_to``.
     """
@@ -288,86 +288,48 @@ def cut(need: DataNeed, rows: Sequence[UsageRow]) -> Sequence[UsageRow]:
     return [r for r in rows if need.starts_at <= r.starts_at < need.ends_at]
 
 
-# --------------------------------------------------------------------------- the stored form
+def unchanged(entry: BucketEntry, stored: BucketEntry | None) -> bool:
+    """Whether saving ``entry`` would store what ``stored`` (the key's entry as loaded) holds:
+    the same range, full-read time, rows and kept hours (bit for bit). A steady poll within
+    the hour it last saved in rewrites entries unchanged — its settled range ends where it
+    did — so it saves only the others.
+
+    Why skipping cannot lose an entry to pruning (entries not saved for ``full_reread_every``
+    are dropped): an entry's last save was at or after its ``full_at`` (a full read saves a
+    changed entry, ``full_at`` being that poll's ``now``), so one that pruning drops has not
+    been read in full for longer than ``full_reread_every`` — its next read is a full one
+    (:func:`reread_after`) whether or not it is there.
+    """
+    return stored is not None and _fields(entry) == _fields(stored) and _same_rows(
+        entry.rows, stored.rows) and _same_rows(_kept(entry), _kept(stored))
 
 
-def encode_rows(rows: Iterable[UsageRow]) -> str:
-    """Rows as compact JSON (the meter is in the key). ``repr`` of a float round-trips."""
-    return json.dumps(_plain(rows), separators=(",", ":"))
+def _fields(entry: BucketEntry) -> tuple[object, ...]:
+    keeps = entry.hours_to > entry.covered_to  # as stored: no hours_to without hours
+    return (entry.key, entry.covered_from, entry.covered_to, entry.full_at,
+            entry.hours_to if keeps else 0, entry.hours_zone if keeps else "")
 
 
-def decode_rows(text: str, meter: str | None) -> UsageColumns:
-    """The rows :func:`encode_rows` wrote, as columns; ``ValueError`` for anything else.
-    Each distinct dimension set is read once."""
-    try:
-        return _columns(json.loads(text), meter)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"not a cached bucket list: {exc}") from None
+def _kept(entry: BucketEntry) -> Sequence[UsageRow]:
+    return entry.hours if entry.hours_to > entry.covered_to else ()
 
 
-def encode_entry(entry: BucketEntry) -> str:
-    """An entry's rows (and kept hours) as the stored payload: :func:`encode_rows`' list when
-    it keeps no hours (the form every entry had before hours were kept), else an object."""
-    if entry.hours_to <= entry.covered_to:
-        return encode_rows(entry.rows)
-    return json.dumps({"rows": _plain(entry.rows), "hours": _plain(entry.hours),
-                       "hours_to": entry.hours_to, "zone": entry.hours_zone},
-                      separators=(",", ":"))
-
-
-def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, text: str
-                 ) -> BucketEntry:
-    """The entry :func:`encode_entry` stored; ``ValueError`` for anything else."""
-    meter = key_meter(key)
-    try:
-        payload = json.loads(text)
-        if isinstance(payload, list):
-            return BucketEntry(key, covered_from, covered_to, full_at, _columns(payload, meter))
-        return BucketEntry(key, covered_from, covered_to, full_at,
-                           _columns(payload["rows"], meter), _columns(payload["hours"], meter),
-                           int(payload["hours_to"]), str(payload["zone"]))
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise ValueError(f"not a cached bucket entry: {exc!r}") from None
-
-
-def _plain(rows: Iterable[UsageRow]) -> list[list[Any]]:
-    """Rows as ``[start, end, value, [[key, value], ...]]`` lists (columns without objects)."""
-    if isinstance(rows, UsageColumns):
-        dims = [[list(d) for d in dimensions] for dimensions in rows.dimensions]
-        return [[s, e, v, dims[c]] for s, e, v, c in zip(
-            rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
-            rows.dimension_codes.tolist(), strict=True)]
-    return [[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]] for r in rows]
-
-
-def _columns(raw: Any, meter: str | None) -> UsageColumns:
-    """Columns of :func:`_plain` lists; each distinct dimension set is read once (a key's
-    history is thousands of rows of a few groups)."""
-    if not isinstance(raw, list):
-        raise TypeError("not a list")
-    if not raw:
-        return UsageColumns.empty()
-    starts, ends, values, dims = zip(*raw, strict=True)
-    table, codes = _dimension_codes(dims)
-    return UsageColumns(_exact(starts, np.int64), _exact(ends, np.int64),
-                        _exact(values, np.float64), np.zeros(len(codes), np.int64),
-                        (meter,), codes, table)
-
-
-def _exact(items: Sequence[object], dtype: type[np.generic]) -> np.ndarray:
-    """``items`` as a 1-D array of ``dtype``, refusing what is no number (a string, ``None``,
-    a list) rather than converting it."""
-    if not all(type(item) in (int, float) for item in items):
-        raise ValueError("a time or value that is no number")
-    return np.asarray(items, dtype)
-
-
-def _dimension_codes(dims: Sequence[Any]) -> tuple[list[Dimensions], np.ndarray]:
-    """Each row's ``[[key, value], ...]`` read once per distinct set: the sets, each row's."""
-    keys = [tuple(map(tuple, d)) for d in dims]
-    table: dict[tuple[Any, ...], int] = {}
-    codes = np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
-    return [tuple((str(k), str(x)) for k, x in entry) for entry in table], codes
+def _same_rows(rows: Sequence[UsageRow], other: Sequence[UsageRow]) -> bool:
+    """Rows equal field by field (values bit for bit; the meter is the key's), compared as
+    columns: a few array comparisons, a dict look-up per dimension set."""
+    if rows is other:
+        return True
+    a, b = UsageColumns.of(rows), UsageColumns.of(other)
+    if not (len(a) == len(b) and np.array_equal(a.starts, b.starts)
+            and np.array_equal(a.ends, b.ends)
+            and np.array_equal(a.values.view(np.int64), b.values.view(np.int64))):
+        return False
+    if a.dimensions == b.dimensions:
+        return np.array_equal(a.dimension_codes, b.dimension_codes)
+    index = {d: code for code, d in enumerate(a.dimensions)}
+    recode = np.fromiter((index.get(d, -1) for d in b.dimensions), np.int64, len(b.dimensions))
+    return len(index) == len(a.dimensions) and np.array_equal(a.dimension_codes,
+                                                              recode[b.dimension_codes])
 
 
 def key_meter(key: str) -> str | None:

@@ -7,18 +7,16 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
+from alertd.bucket_payload import decode_entry, encode_entry
 from alertd.buckets import (
     BucketEntry,
     CachePolicy,
     cache_key,
     combine,
-    decode_entry,
-    decode_rows,
-    encode_entry,
-    encode_rows,
     fetch_range,
     hourly,
     hours_from,
@@ -28,11 +26,13 @@ from alertd.buckets import (
     rebucket,
     reread_after,
     settled_before,
+    unchanged,
     updated,
 )
 from alertd.model import DataNeed, MeterSpec, UsageRow
 from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
+from alertd.usage_columns import UsageColumns
 
 HOUR = 3600
 DAY = 86_400
@@ -104,9 +104,10 @@ def test_a_reread_replaces_its_range_and_the_entry_keeps_settled_rows_only() -> 
 
 def test_rows_round_trip_exactly() -> None:
     rows = (row(NOW, 0.1 + 0.2), UsageRow(NOW, NOW + HOUR, 1e300, "mtr_a", ()))
-    assert decode_rows(encode_rows(rows), "mtr_a") == rows
+    entry = BucketEntry(cache_key(NEED), 0, NOW + DAY, NOW, rows)
+    assert decode_entry(entry.key, 0, NOW + DAY, NOW, encode_entry(entry)).rows == rows
     with pytest.raises(ValueError):
-        decode_rows('[["x"]]', "mtr_a")
+        decode_entry(entry.key, 0, NOW + DAY, NOW, '[["x"]]')
 
 
 async def test_the_store_keeps_replaces_and_prunes_entries(tmp_path: Path) -> None:
@@ -187,7 +188,9 @@ def test_kept_hours_are_used_only_in_the_zone_and_bucket_they_were_read_for() ->
     assert hours_from(fetched, fetched, entry) == fetched  # not read as hours: days as ever
     assert not kept_hours(asked, fetched, entry)  # nothing was left out of ``asked``
     # An entry without hours (stored before hours were kept) reads the bucket whole.
-    old = decode_entry(cache_key(NEED), 0, yesterday, NOW, encode_rows([row(NOW - 5 * DAY)]))
+    stored = f'[[{NOW - 5 * DAY},{NOW - 4 * DAY},1.0,[["model","m"]]]]'  # the former list form
+    old = decode_entry(cache_key(NEED), 0, yesterday, NOW, stored)
+    assert old.rows == (row(NOW - 5 * DAY),)
     assert old.hours == () and hours_from(asked, fetched, old) == asked
     with pytest.raises(ValueError):
         decode_entry(cache_key(NEED), 0, 0, 0, '{"rows": []}')
@@ -216,3 +219,39 @@ def test_a_shrunk_need_joins_a_request_made_anyway() -> None:
     planned = planned_needs({"full": full, "shrunk": shrunk, "berlin": other_zone}, POLICY)
     assert planned["full"] == full and planned["shrunk"] == shrunk  # day UTC is asked anyway
     assert planned["berlin"].granularity == "hour"
+
+
+STORED = BucketEntry(cache_key(NEED), NEED.starts_at, NOW - DAY, NOW - DAY,
+                     (row(NOW - 3 * DAY), UsageRow(NOW - 2 * DAY, NOW - DAY, 0.0, "mtr_a", ())),
+                     (hour_row(NOW - DAY),), NOW - DAY + HOUR, "UTC")
+
+
+@pytest.mark.parametrize(("entry", "same"), [
+    (STORED, True),
+    (replace(STORED, rows=UsageColumns.of(STORED.rows)), True),  # as columns
+    (replace(STORED, rows=UsageColumns.of(STORED.rows[::-1]).select(np.array([1, 0]))), True),
+    (replace(STORED, key="other"), False),
+    (replace(STORED, covered_from=NEED.starts_at + DAY), False),
+    (replace(STORED, covered_to=NOW - DAY + HOUR), False),
+    (replace(STORED, full_at=NOW), False),
+    (replace(STORED, hours_to=NOW - DAY + 2 * HOUR), False),
+    (replace(STORED, hours_zone="Asia/Kolkata"), False),
+    (replace(STORED, rows=STORED.rows[:1]), False),
+    (replace(STORED, rows=(row(NOW - 3 * DAY, 2.0), STORED.rows[1])), False),
+    (replace(STORED, rows=(STORED.rows[0], replace(STORED.rows[1], value=-0.0))), False),
+    (replace(STORED, rows=(STORED.rows[0], replace(STORED.rows[1], ends_at=NOW))), False),
+    (replace(STORED, rows=(STORED.rows[0], replace(STORED.rows[1], dimensions=(("m", "x"),)))),
+     False),
+    (replace(STORED, hours=()), False),
+])
+def test_an_entry_is_unchanged_only_if_it_would_store_the_same(entry: BucketEntry,
+                                                                 same: bool) -> None:
+    assert unchanged(entry, STORED) is same
+    assert unchanged(entry, None) is False
+
+
+def test_an_entry_without_hours_is_unchanged_whatever_its_hours_to() -> None:
+    # updated() sets hours_to to covered_to when it keeps no hours; the store keeps none.
+    entry = replace(STORED, hours=(), hours_to=STORED.covered_to, hours_zone="")
+    assert unchanged(entry, replace(entry, hours_to=0))
+    assert unchanged(replace(entry, hours=STORED.hours), entry)  # hours past hours_to: none

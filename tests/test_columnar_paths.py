@@ -31,19 +31,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alertd import conditions
+from alertd.bucket_payload import decode_entry, encode_entry
 from alertd.buckets import (
+    BucketEntry,
     CachePolicy,
+    cache_key,
     combine,
     cut,
-    decode_rows,
-    encode_rows,
     fetch_range,
     hourly,
     rebucket,
     updated,
 )
 from alertd.conditions.series import build_series
-from alertd.model import Customer, DataNeed, Finding, Series, UsageQuery, UsageRow
+from alertd.model import (
+    Customer,
+    DataNeed,
+    Finding,
+    MeterSpec,
+    Series,
+    UsageQuery,
+    UsageRow,
+)
 from alertd.planner import extract_rows, plan
 from alertd.rules.schema import Rule
 from alertd.sim.generator import UsageGenerator
@@ -132,7 +141,9 @@ def warm_read(need: DataNeed, earlier: int, now: int, seed: int, corrections: in
     first = full_read_of(need, earlier, seed, corrections, columns)
     entry = updated("key", need, need, None, first, earlier, POLICY)
     if columns:
-        entry = replace(entry, rows=decode_rows(encode_rows(entry.rows), need.spec.meter))
+        stored = decode_entry(cache_key(need), entry.covered_from, entry.covered_to,
+                              entry.full_at, encode_entry(entry))
+        entry = replace(stored, key="key")
     fetched = fetch_range(need, entry, now, POLICY)
     planned = hourly(fetched, POLICY)
     query = plan([planned]).queries[0]
@@ -228,7 +239,9 @@ def test_the_paths_are_compared_on_findings_that_fire() -> None:
 def test_columns_are_the_rows_they_hold(rows: list[UsageRow]) -> None:
     columns = UsageColumns.of(rows)
     assert columns == rows and columns == tuple(rows) and list(columns) == rows
-    assert decode_rows(encode_rows(columns), "m") == [replace(r, meter="m") for r in rows]
+    key = cache_key(DataNeed("c", MeterSpec("m"), "hour", "UTC", 0, 3600))
+    stored = decode_entry(key, 0, 3600, 0, encode_entry(BucketEntry(key, 0, 3600, 0, columns)))
+    assert stored.rows == [replace(r, meter="m") for r in rows]
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

@@ -3,8 +3,9 @@
 Where it sits: between the engine's needs and its planner (:meth:`Engine._run_batch`). The
 decisions are :mod:`alertd.buckets`' pure functions; this module loads the batch's entries
 from the store, hands the planner one (possibly shrunk) need per cache key, puts each key's
-rows together after the fetch, and saves the new entries — all of one batch at a time, so the
-cache lives on disk and memory stays flat with the number of customers.
+rows together after the fetch, and saves the new entries that changed (a poll within the hour
+of the last leaves most as they were: :func:`alertd.buckets.unchanged`) — all of one batch at
+a time, so the cache lives on disk and memory stays flat with the number of customers.
 
 Without a :class:`BucketCache` (a store without the cache, or none) every key is read in full,
 exactly as before the cache. A read-only cache (``check --dry-run``) uses what is stored but
@@ -34,6 +35,7 @@ from alertd.buckets import (
     planned_needs,
     rebucket,
     settled_before,
+    unchanged,
     updated,
 )
 from alertd.conditions.money import sums_meters
@@ -266,10 +268,11 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
 
 async def save(cache: BucketCache | None, reads: BatchReads, good: Sequence[DataNeed],
                now: int) -> None:
-    """Keeps the batch's new entries (a writable cache only)."""
+    """Keeps the batch's new entries (a writable cache only): those that changed."""
     if cache is None or not cache.writable:
         return
-    entries = reads.new_entries(good, now, cache.policy)
+    entries = [e for e in reads.new_entries(good, now, cache.policy)
+               if not unchanged(e, reads.entries.get(e.key))]
     try:
         await cache.store.save_buckets(entries, now)
     except StoreError as exc:

@@ -256,6 +256,30 @@ async def test_a_restart_warms_from_the_store(sim: Simulator, backend: Opener) -
     assert (first.queries, again.queries) == (6, 3)  # type: ignore[attr-defined]
 
 
+async def test_a_poll_saves_only_the_entries_that_changed(sim: Simulator,
+                                                          tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "state.db") as store:
+        cache = BucketCache(store, POLICY)
+        await findings(sim, RULES, cache)
+        warmed = int(sim.now())
+        assert _saved(tmp_path) == {warmed: 9}
+        sim.advance(600)  # the same hour: no settled range has moved
+        await assert_warm_equals_cold(sim, RULES, cache)
+        # The keys whose needs lie inside the settle window (the hour rule's, New York's
+        # running week) hold no rows and are read in full each poll, so their full_at moves;
+        # the day keys' settled days and hours are as they were, so they stay unwritten.
+        assert _saved(tmp_path) == {warmed: 3, warmed + 600: 6}
+        sim.advance(HOUR)  # an hour later every settled range has moved on
+        await assert_warm_equals_cold(sim, RULES, cache)
+        assert _saved(tmp_path) == {warmed + 600 + HOUR: 9}
+
+
+def _saved(tmp_path: Path) -> dict[int, int]:
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        return dict(conn.execute(
+            "SELECT saved_at, COUNT(*) FROM usage_buckets GROUP BY saved_at").fetchall())
+
+
 async def test_a_read_only_cache_reads_but_never_writes(sim: Simulator, tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "state.db") as store:
         await findings(sim, RULES, BucketCache(store, POLICY, writable=False))

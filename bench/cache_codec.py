@@ -1,0 +1,187 @@
+"""The bucket cache's stored form: CPU to encode and decode an entry, former form vs version 2.
+
+Usage::
+
+    python bench/cache_codec.py [--days 60] [--groups 3] [--repeat 30]
+
+Every steady poll decodes each key's whole cached history and encodes it back
+(:mod:`alertd.bucket_payload`), so this is the CPU a steady poll spends per cached row. The
+entries are realistic: an hourly key of ``--days`` days of hours in ``--groups`` dimension
+groups (the mixed rule set's anomaly keys keep 35 days of hours, 840 per group), with whole
+values (usage summed from whole-number events) and with fractional ones (17 digits each), a
+daily key of the same span, and a day key keeping a day of settled hours; all read back as the
+store reads them (columns). Printed for each, beside its rows: µs of CPU per entry and per row
+to encode and to decode, the former form (stdlib ``json`` and a Python object per row, the code
+as it was before version 2, reproduced below) and version 2, and payload bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alertd.bucket_payload import decode_entry, encode_entry
+from alertd.buckets import BucketEntry, cache_key, key_meter
+from alertd.model import DataNeed, Dimensions, MeterSpec, UsageRow
+from alertd.usage_columns import UsageColumns
+from bench.common import Figure, machine_note, print_table
+
+HOUR, DAY = 3600, 86_400
+NOW = 1_741_608_000
+
+
+# --------------------------------------------------------------------------- the former form
+# alertd/buckets.py's stored form before version 2 (commit e3d8361), as the daemon ran it.
+
+
+def former_encode(entry: BucketEntry) -> str:
+    if entry.hours_to <= entry.covered_to:
+        return json.dumps(_former_plain(entry.rows), separators=(",", ":"))
+    return json.dumps({"rows": _former_plain(entry.rows), "hours": _former_plain(entry.hours),
+                       "hours_to": entry.hours_to, "zone": entry.hours_zone},
+                      separators=(",", ":"))
+
+
+def former_decode(key: str, covered_from: int, covered_to: int, full_at: int, text: str
+                  ) -> BucketEntry:
+    meter = key_meter(key)
+    payload = json.loads(text)
+    if isinstance(payload, list):
+        return BucketEntry(key, covered_from, covered_to, full_at,
+                           _former_columns(payload, meter))
+    return BucketEntry(key, covered_from, covered_to, full_at,
+                       _former_columns(payload["rows"], meter),
+                       _former_columns(payload["hours"], meter),
+                       int(payload["hours_to"]), str(payload["zone"]))
+
+
+def _former_plain(rows: Iterable[UsageRow]) -> list[list[Any]]:
+    if isinstance(rows, UsageColumns):
+        dims = [[list(d) for d in dimensions] for dimensions in rows.dimensions]
+        return [[s, e, v, dims[c]] for s, e, v, c in zip(
+            rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
+            rows.dimension_codes.tolist(), strict=True)]
+    return [[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]] for r in rows]
+
+
+def _former_columns(raw: Any, meter: str | None) -> UsageColumns:
+    if not raw:
+        return UsageColumns.empty()
+    starts, ends, values, dims = zip(*raw, strict=True)
+    keys = [tuple(map(tuple, d)) for d in dims]
+    table: dict[tuple[Any, ...], int] = {}
+    codes = np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
+    names = [tuple((str(k), str(x)) for k, x in entry) for entry in table]
+    return UsageColumns(_former_exact(starts, np.int64), _former_exact(ends, np.int64),
+                        _former_exact(values, np.float64), np.zeros(len(codes), np.int64),
+                        (meter,), codes, names)
+
+
+def _former_exact(items: Sequence[object], dtype: type[np.generic]) -> np.ndarray:
+    if not all(type(item) in (int, float) for item in items):
+        raise ValueError("a time or value that is no number")
+    return np.asarray(items, dtype)
+
+
+# --------------------------------------------------------------------------- the entries
+
+
+def entries(days: int, groups: int) -> dict[str, BucketEntry]:
+    """An hourly key, a daily key and a day key keeping a day of hours, as columns."""
+    rng = random.Random(13)
+    dims: list[Dimensions] = [(("model", f"model-{g}"), ("tier", "pro")) for g in range(groups)]
+    start = NOW - days * DAY
+
+    def rows(step: int, begin: int, end: int, whole: bool = True) -> tuple[UsageRow, ...]:
+        # Usage summed from whole-number events (tokens, calls) is whole; a fractional value
+        # is the longest to write and parse (17 digits).
+        return tuple(UsageRow(t, t + step, value(whole), "mtr_a", d)
+                     for t in range(begin, end, step) for d in dims)
+
+    def value(whole: bool) -> float:
+        drawn = rng.lognormvariate(8, 2)
+        return float(round(drawn)) if whole else drawn
+
+    def key(granularity: str) -> str:
+        return cache_key(DataNeed("cus_1", MeterSpec("mtr_a", group_by=("model",)),
+                                  granularity, "UTC", start, NOW))
+
+    made = {
+        f"hourly, {days} days": BucketEntry(key("hour"), start, NOW - DAY, NOW,
+                                            rows(HOUR, start, NOW - DAY)),
+        f"hourly, {days} days, fractional values": BucketEntry(
+            key("hour"), start, NOW - DAY, NOW, rows(HOUR, start, NOW - DAY, whole=False)),
+        f"daily, {days} days": BucketEntry(key("day"), start, NOW - DAY, NOW,
+                                           rows(DAY, start, NOW - DAY)),
+        f"daily, {days} days + 24 hours": BucketEntry(
+            key("day"), start, NOW - DAY, NOW, rows(DAY, start, NOW - DAY),
+            rows(HOUR, NOW - DAY, NOW), NOW, "UTC"),
+    }
+    # As a steady poll holds them: read back from the store, so columns.
+    return {name: decode_entry(e.key, e.covered_from, e.covered_to, e.full_at, encode_entry(e))
+            for name, e in made.items()}
+
+
+def cpu_us(work: Callable[[], object], repeat: int) -> float:
+    """The least CPU µs of one call over ``repeat`` rounds (the least is the steadiest on a
+    shared machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        work()
+        best = min(best, time.process_time() - started)
+    return best * 1e6
+
+
+def measure(name: str, entry: BucketEntry, repeat: int) -> list[Figure]:
+    rows = len(entry.rows) + len(entry.hours)
+    args = (entry.key, entry.covered_from, entry.covered_to, entry.full_at)
+    old_text, new_text = former_encode(entry), encode_entry(entry)
+    assert former_decode(*args, old_text) == entry == decode_entry(*args, new_text)
+    assert decode_entry(*args, old_text) == entry  # the former form still decodes
+    timed = {
+        "encode": (cpu_us(lambda: former_encode(entry), repeat),
+                   cpu_us(lambda: encode_entry(entry), repeat)),
+        "decode": (cpu_us(lambda: former_decode(*args, old_text), repeat),
+                   cpu_us(lambda: decode_entry(*args, new_text), repeat)),
+    }
+    figures = [Figure(f"{name}: rows", f"{rows:,}")]
+    for what, (old, new) in timed.items():
+        figures.append(Figure(f"  {what} µs/entry former → v2", f"{old:,.0f} → {new:,.0f}",
+                              note=f"× {old / new:.1f} less CPU"))
+        figures.append(Figure(f"  {what} µs/row former → v2",
+                              f"{old / rows:.2f} → {new / rows:.3f}"))
+    figures.append(Figure("  payload bytes former → v2",
+                          f"{len(old_text):,} → {len(new_text.encode()):,}"))
+    figures.append(Figure("  former payload decoded by v2's decoder µs/entry",
+                          f"{cpu_us(lambda: decode_entry(*args, old_text), repeat):,.0f}"))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    print(machine_note())
+    figures: list[Figure] = []
+    for name, entry in entries(args.days, args.groups).items():
+        figures += measure(name, entry, args.repeat)
+    print_table(f"bucket cache payload, {args.groups} dimension groups, least CPU of "
+                f"{args.repeat} rounds", figures)
+    print(machine_note())
+
+
+if __name__ == "__main__":
+    main()
