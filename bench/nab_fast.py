@@ -27,11 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.alerts import AlertState, apply  # noqa: E402
-from alertd.conditions.anomaly import AnomalyEvaluator  # noqa: E402
-from alertd.model import Bucket, Customer, Finding, Series, SeriesKey  # noqa: E402
-from alertd.rules.schema import Rule  # noqa: E402
-from bench.detection import (  # noqa: E402
+from alertd.alerts import AlertState, apply
+from alertd.conditions.anomaly import AnomalyEvaluator
+from alertd.model import Bucket, Customer, Finding, Series, SeriesKey
+from alertd.rules.schema import Rule
+from bench.detection import (
     DAY,
     HOUR,
     JUDGE_AFTER,
@@ -39,6 +39,7 @@ from bench.detection import (  # noqa: E402
     HourlySeries,
     events,
     instant,
+    model_settings,
     nab_scores,
     nab_series,
     normalised,
@@ -121,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--missed", action="store_true", help="a line per missed window")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a constant of alertd.conditions.anomaly_model for this run "
+                        "(a trial of an off setting, e.g. DROP_RATIO=1); repeatable")
     args = parser.parse_args(argv)
+    model_settings(args.model)
     root, scorer = args.shared / "data" / "nab-tuning", args.shared / "tools" / "nab_score.py"
     started = time.perf_counter()
     series = nab_series(root)
