@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--missed", action="store_true", help="a line per missed window")
+    parser.add_argument("--only", default="", help="only the files whose name contains this")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of alertd.conditions.anomaly_model for this run "
                         "(a trial of an off setting, e.g. DROP_RATIO=1); repeatable")
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_settings(args.model)
     root, scorer = args.shared / "data" / "nab-tuning", args.shared / "tools" / "nab_score.py"
     started = time.perf_counter()
-    series = nab_series(root)
+    series = [s for s in nab_series(root) if args.only in s.name]
     fired, found = replay(series)
     seconds = time.perf_counter() - started
     ours = nab_scores(root, scorer, fired, series)
