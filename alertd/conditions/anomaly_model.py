@@ -237,7 +237,7 @@ defaults; load 5-6):
 setting                    NAB (A / B)       AWS    KnownCause  Traffic  hit   FA   sim FA
 =========================  ================  =====  ==========  =======  ====  ===  ======
 off (the default)          52.7 (45.5/60.7)  58.4   28.9        28.1     53    131  0.99
-DROP_RATIO                 51.7 (45.9/58.1)  57.6   32.0        24.9     54    165  n/m   
+DROP_RATIO                 51.7 (45.9/58.1)  57.6   32.0        24.9     54    165  n/m
 =========================  ================  =====  ==========  =======  ====  ===  ======
 
 (realAdExchange 74.2 -> 70.7.) One window more (``ambient_temperature``'s, a slow fall), 34
