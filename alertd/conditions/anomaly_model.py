@@ -240,8 +240,9 @@ off (the default)          52.7 (45.5/60.7)  58.4   28.9        28.1     53    1
 DROP_RATIO                 51.7 (45.9/58.1)  57.6   32.0        24.9     54    165  n/m
 =========================  ================  =====  ==========  =======  ====  ===  ======
 
-(realAdExchange 74.2 -> 70.7.) One window more (``ambient_temperature``'s, a slow fall), 34
-false alerts more, half B down. The drops it was built for stay missed, and the table says
+(realAdExchange 74.2 -> 70.7; sim FA n/m: the simulator run, 50 customers x 60 days, had not
+finished after 50 minutes at load 6-8, and NAB already rules it out.) One window more
+(``ambient_temperature``'s slow rise), 34 false alerts more, half B down. The drops it was built for stay missed, and the table says
 why: their pools already hold as deep a drop (``ec2_network_in_5abac7`` falls to 1/9,000 of
 its expectation inside its window, but an empty hour 80 hours earlier is in its pool; the
 ``speed_*`` files' hourly sums fall near 0 whenever a sensor reports few readings, so the
