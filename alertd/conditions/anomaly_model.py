@@ -242,14 +242,14 @@ DROP_RATIO                 51.7 (45.9/58.1)  57.6   32.0        24.9     54    1
 
 (realAdExchange 74.2 -> 70.7; sim FA n/m: the simulator run, 50 customers x 60 days, had not
 finished after 50 minutes at load 6-8, and NAB already rules it out.) One window more
-(``ambient_temperature``'s slow rise), 34 false alerts more, half B down. The drops it was built for stay missed, and the table says
-why: their pools already hold as deep a drop (``ec2_network_in_5abac7`` falls to 1/9,000 of
-its expectation inside its window, but an empty hour 80 hours earlier is in its pool; the
-``speed_*`` files' hourly sums fall near 0 whenever a sensor reports few readings, so the
-ratio band reaches down to 0.01 % of the expectation), and on the others the ratio band is
-narrower than the linear one exactly where drops are ordinary (AdExchange's prices, Traffic's
-counts of readings). It moves recall on nothing that the linear band misses for a reason the
-data shows, so it stays off.
+(``ambient_temperature``'s slow rise), 34 false alerts more, half B down. The drops it was
+built for stay missed, and the table says why: their pools already hold as deep a drop
+(``ec2_network_in_5abac7`` falls to 1/9,000 of its expectation inside its window, but an empty
+hour 80 hours earlier is in its pool; the ``speed_*`` files' hourly sums fall near 0 whenever a
+sensor reports few readings, so the ratio band reaches down to 0.01 % of the expectation), and
+on the others the ratio band is narrower than the linear one exactly where drops are ordinary
+(AdExchange's prices, Traffic's counts of readings). It moves recall on nothing that the linear
+band misses for a reason the data shows, so it stays off.
 
 **Episodes, with hysteresis.** An episode starts when a bucket leaves the band (in the rule's
 ``direction``) and lasts while buckets stay outside the *exit* band on the same side
