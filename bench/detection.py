@@ -72,6 +72,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alertd.alerts import AlertState, apply
+from alertd.conditions import anomaly_model
 from alertd.conditions.absence import AbsenceEvaluator
 from alertd.conditions.anomaly import AnomalyEvaluator
 from alertd.conditions.base import Evaluator
@@ -616,7 +617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-nab", action="store_true", help="only the simulator part")
     parser.add_argument("--per-file", action="store_true",
                         help="NAB: a line per file (windows hit, false alerts, delay, score)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a constant of alertd.conditions.anomaly_model for this run "
+                        "(a trial of an off setting, e.g. DROP_RATIO=1); repeatable")
     args = parser.parse_args(argv)
+    model_settings(args.model)
     if not args.skip_nab:
         print(nab_report(args.shared, args.per_file), flush=True)
     if args.skip_sim:
@@ -635,6 +640,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(tallies, args.customers, args.days, count))
     print(summary(tallies, count / args.customers))
     return 0
+
+
+def model_settings(pairs: Sequence[str]) -> None:
+    """``NAME=VALUE`` pairs set on :mod:`alertd.conditions.anomaly_model` (a trial: its
+    constants are read at every judgement), each value parsed as the constant's type."""
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        current = getattr(anomaly_model, name)
+        value = (text not in ("0", "", "false", "False") if isinstance(current, bool)
+                 else type(current)(text))
+        setattr(anomaly_model, name, value)
+        print(f"trial: anomaly_model.{name} = {value!r}", flush=True)
 
 
 def summary(tallies: dict[str, Tally], meters_per_customer: float) -> str:
