@@ -28,7 +28,7 @@ form took 6.8, and decodes in 1.2–2.1 ms where it took 13, at about half the b
 ``bench/steady.py`` cycle went from 51–55 to 18–20 CPU s per 1,000 requests
 (``bench/cache_codec.py``; ``bench/README.md`` has the figures and their load).
 
-Entries stored in the former forms still decode (:func:`_legacy_entry`: a daemon upgrading
+Entries stored in the former forms still decode (:func:`former_entry`: a daemon upgrading
 keeps its cache); the next save of such a key writes it as version 2 — a poll saves only the
 entries that changed (:func:`alertd.buckets.unchanged`), so that is the first poll after
 its settled range moves on (the next hour, for most keys), at the latest its next full read.
@@ -80,7 +80,7 @@ def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, tex
                                _columns(payload["rows"], table, meter),
                                _columns(payload["hours"], table, meter),
                                _integer(payload["hours_to"]), _text(payload["zone"]))
-        return _legacy_entry(key, covered_from, covered_to, full_at, payload, meter)
+        return former_entry(key, covered_from, covered_to, full_at, payload, meter)
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"not a cached bucket entry: {exc!r}") from None
 
@@ -181,10 +181,11 @@ def _text(raw: Any) -> str:
 # --------------------------------------------------------------------------- former forms
 
 
-def _legacy_entry(key: str, covered_from: int, covered_to: int, full_at: int, payload: Any,
+def former_entry(key: str, covered_from: int, covered_to: int, full_at: int, payload: Any,
                   meter: str | None) -> BucketEntry:
-    """An entry stored before version 2: a list of rows (no hours), or an object of
-    ``rows``, ``hours``, ``hours_to`` and ``zone``."""
+    """An entry stored before version 2 (``payload`` parsed): a list of rows (no hours), or
+    an object of ``rows``, ``hours``, ``hours_to`` and ``zone``. The former decoder itself
+    (``bench/cache_codec.py`` times it with stdlib json as the "before")."""
     if isinstance(payload, list):
         return BucketEntry(key, covered_from, covered_to, full_at,
                            _legacy_columns(payload, meter))

@@ -22,15 +22,13 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.bucket_payload import decode_entry, encode_entry
+from alertd.bucket_payload import decode_entry, encode_entry, former_entry
 from alertd.buckets import BucketEntry, cache_key, key_meter
 from alertd.model import DataNeed, Dimensions, MeterSpec, UsageRow
 from alertd.usage_columns import UsageColumns
@@ -54,15 +52,10 @@ def former_encode(entry: BucketEntry) -> str:
 
 def former_decode(key: str, covered_from: int, covered_to: int, full_at: int, text: str
                   ) -> BucketEntry:
-    meter = key_meter(key)
-    payload = json.loads(text)
-    if isinstance(payload, list):
-        return BucketEntry(key, covered_from, covered_to, full_at,
-                           _former_columns(payload, meter))
-    return BucketEntry(key, covered_from, covered_to, full_at,
-                       _former_columns(payload["rows"], meter),
-                       _former_columns(payload["hours"], meter),
-                       int(payload["hours_to"]), str(payload["zone"]))
+    # The former reader is still the module's, for entries stored before version 2; the
+    # former daemon parsed with stdlib json.
+    return former_entry(key, covered_from, covered_to, full_at, json.loads(text),
+                        key_meter(key))
 
 
 def _former_plain(rows: Iterable[UsageRow]) -> list[list[Any]]:
@@ -72,25 +65,6 @@ def _former_plain(rows: Iterable[UsageRow]) -> list[list[Any]]:
             rows.starts.tolist(), rows.ends.tolist(), rows.values.tolist(),
             rows.dimension_codes.tolist(), strict=True)]
     return [[r.starts_at, r.ends_at, r.value, [list(d) for d in r.dimensions]] for r in rows]
-
-
-def _former_columns(raw: Any, meter: str | None) -> UsageColumns:
-    if not raw:
-        return UsageColumns.empty()
-    starts, ends, values, dims = zip(*raw, strict=True)
-    keys = [tuple(map(tuple, d)) for d in dims]
-    table: dict[tuple[Any, ...], int] = {}
-    codes = np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
-    names = [tuple((str(k), str(x)) for k, x in entry) for entry in table]
-    return UsageColumns(_former_exact(starts, np.int64), _former_exact(ends, np.int64),
-                        _former_exact(values, np.float64), np.zeros(len(codes), np.int64),
-                        (meter,), codes, names)
-
-
-def _former_exact(items: Sequence[object], dtype: type[np.generic]) -> np.ndarray:
-    if not all(type(item) in (int, float) for item in items):
-        raise ValueError("a time or value that is no number")
-    return np.asarray(items, dtype)
 
 
 # --------------------------------------------------------------------------- the entries

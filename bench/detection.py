@@ -496,6 +496,18 @@ def zscore_alerts(series: HourlySeries) -> list[int]:
     return [int(i in alerts and i - 1 not in alerts) for i in range(len(series.values))]
 
 
+def nab_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """The files of each category (the folder of a file's name), then all of them, then each
+    half (every other file: a check against fitting), as the table shows them."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split("/")[0], []).append(name)
+    groups["overall"] = list(names)
+    groups["half A (files 1, 3, 5, ...)"] = list(names[::2])
+    groups["half B (files 2, 4, 6, ...)"] = list(names[1::2])
+    return groups
+
+
 def nab_scores(root: Path, scorer: Path, rows: dict[str, list[int]],
                series: Sequence[HourlySeries]) -> dict[str, Any]:
     """The shared scorer's per-file results for ``rows`` (file name -> alert per hour)."""
@@ -577,13 +589,7 @@ def nab_report(shared: Path = SHARED, files: bool = False) -> str:
     ours = nab_scores(root, scorer, fired, series)
     seconds = time.perf_counter() - started
     theirs = nab_scores(root, scorer, {s.name: zscore_alerts(s) for s in series}, series)
-    names = [s.name for s in series]
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(name.split("/")[0], []).append(name)
-    groups["overall"] = names
-    groups["half A (files 1, 3, 5, ...)"] = names[::2]
-    groups["half B (files 2, 4, 6, ...)"] = names[1::2]
+    groups = nab_groups([s.name for s in series])
     lines = [
         f"NAB standard score, {len(series)} real series summed to clock hours, scored on "
         f"firing starts (target: >= 70 overall, no category below the z-score)",

@@ -40,6 +40,7 @@ from bench.detection import (
     events,
     instant,
     model_settings,
+    nab_groups,
     nab_scores,
     nab_series,
     normalised,
@@ -135,13 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     ours = nab_scores(root, scorer, fired, series)
     theirs = nab_scores(root, scorer, {s.name: zscore_alerts(s) for s in series}, series)
-    names = [s.name for s in series]
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(name.split("/")[0], []).append(name)
-    groups["overall"] = names
-    groups["half A"] = names[::2]
-    groups["half B"] = names[1::2]
+    groups = nab_groups([s.name for s in series])
     print(f"  ({seconds:.0f}s replay)")
     for group, members in groups.items():
         print(f"  {group:<30}{normalised(ours, members):>7.1f}{normalised(theirs, members):>8.1f}"
