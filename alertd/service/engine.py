@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -92,6 +93,10 @@ BATCH_CUSTOMERS = 50
 #: Batches whose requests are queued while the oldest one's answers are awaited and judged,
 #: at least; more when Stripe's latency × the budget needs them (:meth:`Engine._ahead`).
 FETCH_AHEAD = 1
+#: Seconds of judging after which the event loop gets a turn (checked after each rule of a
+#: batch, :meth:`Engine._judge`): half an interval of a 100/s budget, so the sends paced
+#: meanwhile are late by less than the budget catches up.
+JUDGE_SLICE = 0.005
 #: Buckets kept of an active series, for the "recent usage" table of its notification.
 RECENT_BUCKETS = 24
 
@@ -479,7 +484,7 @@ class Engine:
         self.cache_counts.rows_fetched += rows
         total.rows += rows
         total.cached += reads.cached_rows
-        findings, series, refreshed, good = self._judge(
+        findings, series, refreshed, good = await self._judge(
             rules, started.customers, started.needs, started.reading, outcomes, now)
         more = judge_summed(rules, started.customers, started.summed, started.reading,
                             outcomes, now, freshness_lag=self.settings.stripe.freshness_lag,
@@ -550,7 +555,7 @@ class Engine:
 
         return list(await asyncio.gather(*(one(q) for q in queries)))
 
-    def _judge(
+    async def _judge(
         self,
         rules: Sequence[Rule],
         by_rule: Mapping[str, list[Customer]],
@@ -560,11 +565,18 @@ class Engine:
         now: int,
     ) -> tuple[list[Finding], dict[SeriesKey, Series], list[int], list[DataNeed]]:
         """Findings, active series, freshness seen, and the needs whose answers were good
-        (fresh and read), whose keys the cache may keep."""
+        (fresh and read), whose keys the cache may keep.
+
+        The event loop gets a turn after each rule (:data:`JUDGE_SLICE`): judging is CPU on
+        the loop's thread, and a batch judged in one go (16 rules × the batch's customers,
+        ~0.1–0.3 s) held back every send and answer of the batches fetched meanwhile for that
+        long — more than the rate budget catches up (``MAX_LAG`` intervals,
+        :mod:`alertd.source.ratelimit`), so the budget lost those slots for good."""
         findings: list[Finding] = []
         all_series: dict[SeriesKey, Series] = {}
         refreshed: list[int] = []
         good: list[DataNeed] = []
+        since = time.monotonic()
         for rule in rules:
             # Findings in order, with the series still to judge in their places: the rule's
             # series of the whole batch are judged together (a kind may batch its verdicts).
@@ -590,6 +602,9 @@ class Engine:
                 else:
                     slots.extend((series, customer) for series in built)
             _settle(rule, slots, now, findings, all_series)
+            if time.monotonic() - since >= JUDGE_SLICE:
+                await asyncio.sleep(0)  # the loop's turn: sends and answers under way
+                since = time.monotonic()
         return findings, all_series, refreshed, good
 
     def _series_of(
