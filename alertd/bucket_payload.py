@@ -38,6 +38,7 @@ read in full.
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,22 +50,25 @@ from alertd.buckets import BucketEntry, key_meter
 from alertd.model import Dimensions, UsageRow
 from alertd.usage_columns import UsageColumns
 
-VERSION = 2
+VERSION = 3
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+#: Dimension tables of fewer sets than this store their codes as ``<u2``, larger ones ``<i4``.
+_NARROW_TABLE = 2**16
+_I32 = np.iinfo(np.int32)
 
 
 def encode_entry(entry: BucketEntry) -> str:
-    """An entry's rows and kept hours as the stored payload (version 2)."""
+    """An entry's rows and kept hours as the stored payload (version 3)."""
     keeps_hours = entry.hours_to > entry.covered_to
     rows = UsageColumns.of(entry.rows)
     hours = UsageColumns.of(entry.hours if keeps_hours else ())
-    if not (np.isfinite(rows.values).all() and np.isfinite(hours.values).all()):
-        return _legacy_payload(entry)  # orjson writes NaN and inf as null; Stripe sends none
     table, (row_codes, hour_codes) = _shared_table([rows, hours])
+    wide = len(table) >= _NARROW_TABLE
     return orjson.dumps({
-        "v": VERSION, "dims": table, "rows": _fields(rows, row_codes),
-        "hours": _fields(hours, hour_codes), "hours_to": entry.hours_to if keeps_hours else 0,
-        "zone": entry.hours_zone if keeps_hours else ""}, option=_NUMPY).decode()
+        "v": VERSION, "dims": table, "rows": _packed(rows, row_codes, wide),
+        "hours": _packed(hours, hour_codes, wide),
+        "hours_to": entry.hours_to if keeps_hours else 0,
+        "zone": entry.hours_zone if keeps_hours else ""}).decode()
 
 
 def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, text: str
@@ -74,7 +78,14 @@ def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, tex
     meter = key_meter(key)
     try:
         payload = _parsed(text)
-        if isinstance(payload, dict) and payload.get("v") == VERSION:
+        version = payload.get("v") if isinstance(payload, dict) else None
+        if version == VERSION:
+            table = _table(payload["dims"])
+            return BucketEntry(key, covered_from, covered_to, full_at,
+                               _unpacked(payload["rows"], table, meter),
+                               _unpacked(payload["hours"], table, meter),
+                               _integer(payload["hours_to"]), _text(payload["zone"]))
+        if version == 2:
             table = _table(payload["dims"])
             return BucketEntry(key, covered_from, covered_to, full_at,
                                _columns(payload["rows"], table, meter),
@@ -94,7 +105,99 @@ def _parsed(text: str) -> Any:
         return json.loads(text)
 
 
+# --------------------------------------------------------------------------- version 3
+# A numeric column is ``[tag, data]``: ``tag`` a little-endian numpy dtype and ``data`` the
+# column's raw bytes in base64, or ``tag`` "=" and ``data`` the one integer every row has.
+# Starts are ``[tag, data, first]``: offsets from the first start (int64 arithmetic wraps, so
+# ``first + (start - first)`` is ``start`` whatever the offsets; they are stored as ``<i4``
+# when they fit). Ends are stored as widths, ``end - start``, the same way.
+
+
+def _packed(rows: UsageColumns, codes: np.ndarray, wide: bool) -> dict[str, Any]:
+    first = int(rows.starts[0]) if len(rows) else 0
+    with np.errstate(over="ignore"):
+        offsets = rows.starts - np.int64(first)
+        widths = rows.ends - rows.starts
+    return {"n": len(rows), "starts": [*_integers(offsets), first],
+            "widths": _integers(widths, constant=True),
+            "values": _floats(rows.values),
+            "dims": _integers(codes, constant=True, unsigned=not wide)}
+
+
+def _integers(column: np.ndarray, constant: bool = False, unsigned: bool = False
+              ) -> list[Any]:
+    """The narrowest form that holds ``column`` exactly."""
+    if constant and len(column) and (column == column[0]).all():
+        return ["=", int(column[0])]
+    if unsigned:
+        return ["<u2", _base64(column.astype("<u2"))]
+    if not len(column) or (column.min() >= _I32.min and column.max() <= _I32.max):
+        return ["<i4", _base64(column.astype("<i4"))]
+    return ["<i8", _base64(column.astype("<i8"))]
+
+
+def _floats(values: np.ndarray) -> list[str]:
+    """Whole values (the usual: usage summed from whole-number events) as ``<i4`` when that
+    gives the same bits back (not ``-0.0``, nothing past int32), else the raw ``<f8``."""
+    if len(values) and np.isfinite(values).all() and (
+            values.min() >= _I32.min and values.max() <= _I32.max):
+        whole = values.astype("<i4")
+        if np.array_equal(whole.astype(np.float64).view(np.int64), values.view(np.int64)):
+            return ["<i4", _base64(whole)]
+    return ["<f8", _base64(values.astype("<f8"))]
+
+
+def _base64(column: np.ndarray) -> str:
+    return binascii.b2a_base64(np.ascontiguousarray(column).data, newline=False).decode()
+
+
+def _unpacked(raw: Any, table: list[Dimensions], meter: str | None) -> UsageColumns:
+    """Columns of a version-3 ``rows`` or ``hours`` object, each field checked whole."""
+    if not isinstance(raw, dict):
+        raise TypeError("rows that are no object")
+    count = _integer(raw["n"])
+    tag, data, first = _list(raw["starts"])
+    with np.errstate(over="ignore"):
+        starts = _unpacked_column([tag, data], count, ("<i4", "<i8")) + np.int64(
+            _integer(first))
+        ends = starts + _unpacked_column(raw["widths"], count, ("=", "<i4", "<i8"))
+    codes = _unpacked_column(raw["dims"], count, ("=", "<u2", "<i4"))
+    if count and not (codes.min() >= 0 and codes.max() < len(table)):
+        raise ValueError("a dimension code outside the table")
+    values = _unpacked_column(raw["values"], count, ("<i4", "<f8"))
+    return UsageColumns(starts, ends, values.astype(np.float64, copy=False),
+                        np.zeros(count, np.int64), (meter,), codes, table)
+
+
+def _unpacked_column(raw: Any, count: int, tags: tuple[str, ...]) -> np.ndarray:
+    """A ``[tag, data]`` column of ``count`` items, its tag one of ``tags``; read-only arrays
+    over the decoded bytes (UsageColumns keeps them as they are)."""
+    tag, data = _list(raw)
+    if tag not in tags:
+        raise ValueError(f"a column of {tag!r}, not of {tags}")
+    if tag == "=":
+        return np.full(count, _integer(data), np.int64)
+    column = np.frombuffer(binascii.a2b_base64(_text(data), strict_mode=True), tag)
+    if len(column) != count:
+        raise ValueError(f"a column of {len(column)} items, not {count}")
+    return column
+
+
 # --------------------------------------------------------------------------- version 2
+
+
+def _encode_v2(entry: BucketEntry) -> str:
+    """An entry as version 2 stored it (kept for the bench and for tests of reading it)."""
+    keeps_hours = entry.hours_to > entry.covered_to
+    rows = UsageColumns.of(entry.rows)
+    hours = UsageColumns.of(entry.hours if keeps_hours else ())
+    if not (np.isfinite(rows.values).all() and np.isfinite(hours.values).all()):
+        return _legacy_payload(entry)  # orjson writes NaN and inf as null; Stripe sends none
+    table, (row_codes, hour_codes) = _shared_table([rows, hours])
+    return orjson.dumps({
+        "v": 2, "dims": table, "rows": _fields(rows, row_codes),
+        "hours": _fields(hours, hour_codes), "hours_to": entry.hours_to if keeps_hours else 0,
+        "zone": entry.hours_zone if keeps_hours else ""}, option=_NUMPY).decode()
 
 
 def _shared_table(parts: Sequence[UsageColumns]) -> tuple[list[list[list[str]]],
