@@ -107,7 +107,7 @@ def test_whole_values_constant_widths_and_one_dimension_set_are_stored_narrow() 
     days = tuple(UsageRow(t, t + HOUR, float(t % 7), "mtr_a", DIMENSIONS[1])
                  for t in range(0, 50 * HOUR, HOUR))
     payload = orjson.loads(encode_entry(BucketEntry(KEY, 0, NOW, NOW, days)))["rows"]
-    assert payload["starts"][0] == "<i4" and payload["values"][0] == "<i4"
+    assert payload["starts"][0] == "+<u2" and payload["values"][0] == "<i4"
     assert payload["widths"] == ["=", HOUR] and payload["dims"] == ["=", 0]
     assert stored(BucketEntry(KEY, 0, NOW, NOW, days)) == BucketEntry(KEY, 0, NOW, NOW, days)
 
@@ -118,6 +118,14 @@ def test_values_int32_cannot_hold_exactly_are_stored_raw(value: float) -> None:
     entry = BucketEntry(KEY, 0, NOW, NOW, days)
     assert orjson.loads(encode_entry(entry))["rows"]["values"][0] == "<f8"
     assert bits(stored(entry).rows) == bits(days)
+
+
+def test_unsorted_starts_are_stored_as_offsets() -> None:
+    days = (UsageRow(2 * HOUR, 3 * HOUR, 1.0, "mtr_a", ()), UsageRow(0, HOUR, 2.0, "mtr_a", ()),
+            UsageRow(86_400, 86_400 + HOUR, 2.0, "mtr_a", ()))
+    entry = BucketEntry(KEY, 0, NOW, NOW, days)
+    assert orjson.loads(encode_entry(entry))["rows"]["starts"][0] == "<i4"
+    assert stored(entry) == entry
 
 
 def test_starts_and_widths_past_int32_are_stored_as_int64() -> None:
@@ -243,8 +251,9 @@ def test_the_good_payloads_decode() -> None:
     damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, "AAAA\nAAAA")),
     damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, "AAAAAAé=")),
     damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, 3)),
-    damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, b64(bytes(4)))),  # 1 of 2
-    damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, b64(bytes(7)))),  # not whole
+    damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, b64(bytes(2)))),  # 1 of 2
+    damaged_v3(lambda p: p["rows"]["starts"].__setitem__(1, b64(bytes(3)))),  # not whole
+    damaged_v3(lambda p: p["rows"].update(starts=["<i4", b64(bytes(4)), 0])),  # 1 of 2
     damaged_v3(lambda p: p["rows"]["starts"].__setitem__(2, "0")),  # first no integer
     damaged_v3(lambda p: p["rows"]["starts"].__setitem__(2, 2**63)),
     damaged_v3(lambda p: p["rows"]["starts"].pop()),
