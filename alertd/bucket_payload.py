@@ -30,12 +30,14 @@ Why version 3: version 2 (kept: :func:`_encode_v2`, and its reader) held each co
 list of numbers, so a decode was orjson parsing every number and ``np.asarray`` of each list —
 in a py-spy profile of the daemon (3,000 customers × 16 rules, steady cycle) ~19 % of its CPU
 went to decoding the cache, 6.4 % of it SQLite fetching the large ``TEXT`` values. For a key of
-60 days of hours in 3 groups (4,248 rows) version 3 decodes in 0.47 ms where version 2 took
-1.9 (0.54 vs 2.0 with fractional values), encodes in 0.16 where it took 0.28, and is 43 % of
-its bytes (57 kB vs 132 kB); a daily key of 177 rows decodes in 58 µs vs 88, at 47 % of
-the bytes (``bench/cache_codec.py``, load average 0.3–0.7; ``bench/README.md`` has the
+60 days of hours in 3 groups (4,248 rows) version 3 decodes in 0.26 ms where version 2 took
+1.17 (0.53 vs 1.94 with fractional values), encodes in 0.15 where it took 0.29 (0.31 vs 0.39)
+and is 35 % of its bytes (46 kB vs 132 kB; 38 % fractional); a daily key of 177 rows decodes
+in 83 µs vs 134 at 47 % of the bytes, but encodes in 116 µs vs 65 (a dozen small numpy
+passes; a poll encodes only the entries that changed). Least CPU of 60 rounds,
+``bench/cache_codec.py``, load average 0.5–0.6 (``bench/README.md`` has the
 figures). Version 2 had replaced the first form (a Python list per row, stdlib ``json``:
-~60 % of the daemon's CPU then), which decoded such a key in 13–15 ms.
+~60 % of the daemon's CPU then), which decodes such a key in 11–19 ms.
 
 Entries stored as version 2 or in the former forms still decode (:func:`former_entry`: a
 daemon upgrading keeps its cache); the next save of such a key writes it as version 3 — a poll

@@ -1,4 +1,4 @@
-"""The bucket cache's stored form: CPU to encode and decode an entry, former form vs version 2.
+"""The bucket cache's stored form: CPU to encode and decode an entry, former form, v2 and v3.
 
 Usage::
 
@@ -12,7 +12,9 @@ values (usage summed from whole-number events) and with fractional ones (17 digi
 daily key of the same span, and a day key keeping a day of settled hours; all read back as the
 store reads them (columns). Printed for each, beside its rows: µs of CPU per entry and per row
 to encode and to decode, the former form (stdlib ``json`` and a Python object per row, the code
-as it was before version 2, reproduced below) and version 2, and payload bytes.
+as it was before version 2, reproduced below), version 2 (JSON lists of numbers: the module's
+``_encode_v2`` and its reader) and version 3 (base64 raw columns, what the store writes now),
+and payload bytes.
 """
 
 from __future__ import annotations
