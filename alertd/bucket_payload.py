@@ -67,6 +67,10 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _NARROW_TABLE = 2**16
 _I32 = np.iinfo(np.int32)
 _U16 = np.iinfo(np.uint16)
+_NO_INTEGERS = np.zeros(0, np.int64)
+_NO_INTEGERS.flags.writeable = False
+_NO_FLOATS = np.zeros(0, np.float64)
+_NO_FLOATS.flags.writeable = False
 
 
 def encode_entry(entry: BucketEntry) -> str:
@@ -128,7 +132,9 @@ def _parsed(text: str) -> Any:
 
 
 def _packed(rows: UsageColumns, codes: np.ndarray, wide: bool) -> dict[str, Any]:
-    first = int(rows.starts[0]) if len(rows) else 0
+    if not len(rows):  # most entries keep no hours
+        return _packed_empty()
+    first = int(rows.starts[0])
     # Array arithmetic wraps on overflow, silently: exactly what offsets and widths need.
     offsets = rows.starts - np.int64(first)
     widths = rows.ends - rows.starts
@@ -136,6 +142,11 @@ def _packed(rows: UsageColumns, codes: np.ndarray, wide: bool) -> dict[str, Any]
             "widths": _integers(widths, constant=True),
             "values": _floats(rows.values),
             "dims": _integers(codes, constant=True, unsigned=not wide)}
+
+
+def _packed_empty() -> dict[str, Any]:
+    return {"n": 0, "starts": ["<i4", "", 0], "widths": ["<i4", ""], "values": ["<f8", ""],
+            "dims": ["<u2", ""]}
 
 
 def _starts(offsets: np.ndarray) -> list[Any]:
@@ -187,6 +198,9 @@ def _unpacked(raw: Any, table: list[Dimensions], meter: str | None) -> UsageColu
     """Columns of a version-3 ``rows`` or ``hours`` object, each field checked whole."""
     if not isinstance(raw, dict):
         raise TypeError("rows that are no object")
+    if raw == _packed_empty():
+        return UsageColumns(_NO_INTEGERS, _NO_INTEGERS, _NO_FLOATS, _NO_INTEGERS, (meter,),
+                            _NO_INTEGERS, table)
     count = _integer(raw["n"])
     tag, data, first = _list(raw["starts"])
     starts = _unpacked_starts(tag, data, count) + np.int64(_integer(first))
