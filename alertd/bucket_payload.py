@@ -30,12 +30,12 @@ Why version 3: version 2 (kept: :func:`_encode_v2`, and its reader) held each co
 list of numbers, so a decode was orjson parsing every number and ``np.asarray`` of each list —
 in a py-spy profile of the daemon (3,000 customers × 16 rules, steady cycle) ~19 % of its CPU
 went to decoding the cache, 6.4 % of it SQLite fetching the large ``TEXT`` values. For a key of
-60 days of hours in 3 groups (4,248 rows) version 3 decodes in 0.26 ms where version 2 took
-1.17 (0.53 vs 1.94 with fractional values), encodes in 0.15 where it took 0.29 (0.31 vs 0.39)
+60 days of hours in 3 groups (4,248 rows) version 3 decodes in 0.24 ms where version 2 took
+1.09 (0.42 vs 1.28 with fractional values), encodes in 0.14 where it took 0.28 (0.19 vs 0.32)
 and is 35 % of its bytes (46 kB vs 132 kB; 38 % fractional); a daily key of 177 rows decodes
-in 83 µs vs 134 at 47 % of the bytes, but encodes in 116 µs vs 65 (a dozen small numpy
-passes; a poll encodes only the entries that changed). Least CPU of 60 rounds,
-``bench/cache_codec.py``, load average 0.5–0.6 (``bench/README.md`` has the
+in 42 µs vs 83 at 47 % of the bytes, but encodes in 52 µs vs 38 (a dozen small numpy passes
+to pick the narrow forms; a poll encodes only the entries that changed). Least CPU of 100
+rounds, ``bench/cache_codec.py``, load average 0.6–0.7 (``bench/README.md`` has the
 figures). Version 2 had replaced the first form (a Python list per row, stdlib ``json``:
 ~60 % of the daemon's CPU then), which decodes such a key in 11–19 ms.
 
