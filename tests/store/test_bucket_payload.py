@@ -172,6 +172,14 @@ def test_entries_stored_as_version_2_still_decode(days: list[UsageRow], hours: l
     assert bits(again.rows) == bits(days) and bits(again.hours) == bits(hours)
 
 
+def test_what_version_2_wrote_for_values_it_could_not_hold_still_decodes() -> None:
+    entry = BucketEntry(KEY, 0, NOW, NOW, (UsageRow(0, HOUR, math.inf, "mtr_a", ()),
+                                           UsageRow(HOUR, 2 * HOUR, -math.inf, "mtr_a", ())))
+    text = _encode_v2(entry)
+    assert "Infinity" in text  # the former object form, stdlib json's
+    assert decode_entry(KEY, 0, NOW, NOW, text) == entry
+
+
 # --------------------------------------------------------------------------- former forms
 
 
