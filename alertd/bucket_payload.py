@@ -3,41 +3,53 @@
 Where it sits: :mod:`alertd.store.bucket_rows` encodes each :class:`~alertd.buckets.BucketEntry`
 a poll saves with :func:`encode_entry` and decodes each one a poll loads with
 :func:`decode_entry` (SQLite and PostgreSQL alike: a ``TEXT`` column); the entry's range and
-times are columns of their own. Every steady poll reads each key's whole cached history and
-writes it back, so this is most of a steady poll's CPU (issue 13).
+times are columns of their own. Every steady poll reads each key's whole cached history, so
+decoding is a large share of a steady poll's CPU (issue 13).
 
-The payload (version 2), columnar::
+The payload (version 3), columnar, each numeric column one base64 string of raw
+little-endian bytes (ASCII, so valid text for PostgreSQL's ``TEXT`` too)::
 
-    {"v": 2, "dims": [[[key, value], ...], ...],
-     "rows":  {"starts": [...], "ends": [...], "values": [...], "dims": [code, ...]},
+    {"v": 3, "dims": [[[key, value], ...], ...],
+     "rows":  {"n": 4248, "starts": ["<i4", "AAAA...", first], "widths": ["=", 3600],
+               "values": ["<i4", "..."], "dims": ["<u2", "..."]},
      "hours": {... the same ...}, "hours_to": 0, "zone": ""}
 
-``dims`` holds each distinct dimension set once (shared by ``rows`` and ``hours``); a row's is
-``dims[code]``. No meter: it is in the key (:func:`~alertd.buckets.key_meter`). ``hours_to``
-and ``zone`` are ``0`` and ``""`` for an entry that keeps no hours. Written and parsed with
-orjson, one list per field, straight from and into numpy arrays (``OPT_SERIALIZE_NUMPY``), and
-checked a whole column at a time (dtype kind, finiteness, code range) — never a Python object
-per row. orjson writes a float's shortest round-trip form, so values come back bit for bit.
+A column is ``[tag, data]``: ``tag`` the numpy dtype of its bytes, or ``"="`` with ``data`` the
+one integer every row has. Starts are offsets from the first (``<i4`` when they fit, else
+``<i8``), ends are widths ``end - start`` (``=``, ``<i4`` or ``<i8``), values are ``<i4``
+when all are whole and come back bit for bit that way (the usual case: usage summed from
+whole-number events), else raw ``<f8`` (NaN and inf included), dimension codes ``<u2`` (``<i4``
+for a table of 65,536 sets or more) or ``=``. ``dims`` holds each distinct dimension set once
+(shared by ``rows`` and ``hours``); a row's is ``dims[code]``. No meter: it is in the key
+(:func:`~alertd.buckets.key_meter`). ``hours_to`` and ``zone`` are ``0`` and ``""`` for an entry
+that keeps no hours. Decoding is ``binascii.a2b_base64`` (strict) and ``np.frombuffer`` per
+column — read-only arrays over the decoded bytes, which UsageColumns keeps without a copy —
+and each column is checked whole: its tag, its length against ``n``, codes inside the table.
 
-Why: the former payload was a list of ``[start, end, value, [[key, value], ...]]`` per row
-(or ``{"rows": ..., "hours": ..., "hours_to": ..., "zone": ...}`` of such lists), written
-with stdlib ``json`` from Python lists and read back with a tuple and a type check per row —
-~60 % of the daemon's CPU in a steady poll (py-spy, 3,000 customers × 16 rules). For a key
-of 60 days of hours in 3 groups (4,248 rows) version 2 encodes in 0.44 ms where the former
-form took 6.8, and decodes in 1.2–2.1 ms where it took 13, at about half the bytes; a steady
-``bench/steady.py`` cycle went from 51–55 to 18–20 CPU s per 1,000 requests
-(``bench/cache_codec.py``; ``bench/README.md`` has the figures and their load).
+Why version 3: version 2 (kept: :func:`_encode_v2`, and its reader) held each column as a JSON
+list of numbers, so a decode was orjson parsing every number and ``np.asarray`` of each list —
+in a py-spy profile of the daemon (3,000 customers × 16 rules, steady cycle) ~19 % of its CPU
+went to decoding the cache, 6.4 % of it SQLite fetching the large ``TEXT`` values. For a key of
+60 days of hours in 3 groups (4,248 rows) version 3 decodes in 0.24 ms where version 2 took
+1.09 (0.42 vs 1.28 with fractional values), encodes in 0.14 where it took 0.28 (0.19 vs 0.32)
+and is 35 % of its bytes (46 kB vs 132 kB; 38 % fractional); a daily key of 177 rows decodes
+in 42 µs vs 83 at 47 % of the bytes, but encodes in 52 µs vs 38 (a dozen small numpy passes
+to pick the narrow forms; a poll encodes only the entries that changed). Least CPU of 100
+rounds, ``bench/cache_codec.py``, load average 0.6–0.7 (``bench/README.md`` has the
+figures). Version 2 had replaced the first form (a Python list per row, stdlib ``json``:
+~60 % of the daemon's CPU then), which decodes such a key in 11–19 ms.
 
-Entries stored in the former forms still decode (:func:`former_entry`: a daemon upgrading
-keeps its cache); the next save of such a key writes it as version 2 — a poll saves only the
-entries that changed (:func:`alertd.buckets.unchanged`), so that is the first poll after
-its settled range moves on (the next hour, for most keys), at the latest its next full read.
-A payload that is neither gives ``ValueError``: the store drops that entry and the key is
-read in full.
+Entries stored as version 2 or in the former forms still decode (:func:`former_entry`: a
+daemon upgrading keeps its cache); the next save of such a key writes it as version 3 — a poll
+saves only the entries that changed (:func:`alertd.buckets.unchanged`), so that is the first
+poll after its settled range moves on (the next hour, for most keys), at the latest its next
+full read. A payload that is none of these gives ``ValueError``: the store drops that entry and
+the key is read in full.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,22 +61,30 @@ from alertd.buckets import BucketEntry, key_meter
 from alertd.model import Dimensions, UsageRow
 from alertd.usage_columns import UsageColumns
 
-VERSION = 2
+VERSION = 3
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+#: Dimension tables of fewer sets than this store their codes as ``<u2``, larger ones ``<i4``.
+_NARROW_TABLE = 2**16
+_I32 = np.iinfo(np.int32)
+_U16 = np.iinfo(np.uint16)
+_NO_INTEGERS = np.zeros(0, np.int64)
+_NO_INTEGERS.flags.writeable = False
+_NO_FLOATS = np.zeros(0, np.float64)
+_NO_FLOATS.flags.writeable = False
 
 
 def encode_entry(entry: BucketEntry) -> str:
-    """An entry's rows and kept hours as the stored payload (version 2)."""
+    """An entry's rows and kept hours as the stored payload (version 3)."""
     keeps_hours = entry.hours_to > entry.covered_to
     rows = UsageColumns.of(entry.rows)
     hours = UsageColumns.of(entry.hours if keeps_hours else ())
-    if not (np.isfinite(rows.values).all() and np.isfinite(hours.values).all()):
-        return _legacy_payload(entry)  # orjson writes NaN and inf as null; Stripe sends none
     table, (row_codes, hour_codes) = _shared_table([rows, hours])
+    wide = len(table) >= _NARROW_TABLE
     return orjson.dumps({
-        "v": VERSION, "dims": table, "rows": _fields(rows, row_codes),
-        "hours": _fields(hours, hour_codes), "hours_to": entry.hours_to if keeps_hours else 0,
-        "zone": entry.hours_zone if keeps_hours else ""}, option=_NUMPY).decode()
+        "v": VERSION, "dims": table, "rows": _packed(rows, row_codes, wide),
+        "hours": _packed(hours, hour_codes, wide),
+        "hours_to": entry.hours_to if keeps_hours else 0,
+        "zone": entry.hours_zone if keeps_hours else ""}).decode()
 
 
 def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, text: str
@@ -74,7 +94,14 @@ def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, tex
     meter = key_meter(key)
     try:
         payload = _parsed(text)
-        if isinstance(payload, dict) and payload.get("v") == VERSION:
+        version = payload.get("v") if isinstance(payload, dict) else None
+        if version == VERSION:
+            table = _table(payload["dims"])
+            return BucketEntry(key, covered_from, covered_to, full_at,
+                               _unpacked(payload["rows"], table, meter),
+                               _unpacked(payload["hours"], table, meter),
+                               _integer(payload["hours_to"]), _text(payload["zone"]))
+        if version == 2:
             table = _table(payload["dims"])
             return BucketEntry(key, covered_from, covered_to, full_at,
                                _columns(payload["rows"], table, meter),
@@ -87,14 +114,140 @@ def decode_entry(key: str, covered_from: int, covered_to: int, full_at: int, tex
 
 def _parsed(text: str) -> Any:
     """The payload's JSON; stdlib json reads what orjson refuses (``NaN``, ``Infinity``:
-    :func:`_legacy_payload`'s, or a former form's)."""
+    :func:`_legacy_payload`'s, which version 2 wrote for values it could not hold, or a
+    former form's)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
 
 
+# --------------------------------------------------------------------------- version 3
+# A numeric column is ``[tag, data]``: ``tag`` a little-endian numpy dtype and ``data`` the
+# column's raw bytes in base64, or ``tag`` "=" and ``data`` the one integer every row has.
+# Starts are ``[tag, data, first]``: offsets from the first start (int64 arithmetic wraps, so
+# ``first + (start - first)`` is ``start`` whatever the offsets; they are stored as ``<i4``
+# when they fit), or ``+<u2``: each the step from the one before. Ends are stored as widths,
+# ``end - start``, like offsets.
+
+
+def _packed(rows: UsageColumns, codes: np.ndarray, wide: bool) -> dict[str, Any]:
+    if not len(rows):  # most entries keep no hours
+        return _packed_empty()
+    first = int(rows.starts[0])
+    # Array arithmetic wraps on overflow, silently: exactly what offsets and widths need.
+    offsets = rows.starts - np.int64(first)
+    widths = rows.ends - rows.starts
+    return {"n": len(rows), "starts": [*_starts(offsets), first],
+            "widths": _integers(widths, constant=True),
+            "values": _floats(rows.values),
+            "dims": _integers(codes, constant=True, unsigned=not wide)}
+
+
+def _packed_empty() -> dict[str, Any]:
+    return {"n": 0, "starts": ["<i4", "", 0], "widths": ["<i4", ""], "values": ["<f8", ""],
+            "dims": ["<u2", ""]}
+
+
+def _starts(offsets: np.ndarray) -> list[Any]:
+    """Sorted starts a step of at most 65,535 s apart (hourly rows: 0 or 3,600) as
+    ``+<u2``, each the step from the one before; else offsets from the first."""
+    steps = np.empty_like(offsets)
+    steps[:1] = 0
+    np.subtract(offsets[1:], offsets[:-1], out=steps[1:])
+    narrow = steps.astype("<u2")
+    if len(steps) and (narrow == steps).all():  # a negative step is no u2 step
+        return ["+<u2", _base64(narrow)]
+    return _integers(offsets)
+
+
+def _integers(column: np.ndarray, constant: bool = False, unsigned: bool = False
+              ) -> list[Any]:
+    """The narrowest form that holds ``column`` exactly (``unsigned``: codes into a table of
+    fewer than 65,536 sets)."""
+    if constant and len(column) and (column == column[0]).all():
+        return ["=", int(column[0])]
+    if unsigned:
+        return ["<u2", _base64(column.astype("<u2"))]
+    narrow = column.astype("<i4")
+    if (narrow == column).all():
+        return ["<i4", _base64(narrow)]
+    return ["<i8", _base64(column.astype("<i8"))]
+
+
+def _floats(values: np.ndarray) -> list[str]:
+    """Whole values (the usual: usage summed from whole-number events) as ``<i4`` when that
+    gives the same bits back (not ``-0.0``, nothing past int32), else the raw ``<f8``."""
+    # min and max are NaN if any value is, and NaN is inside no range.
+    if len(values) and values.min() >= _I32.min and values.max() <= _I32.max:
+        whole = values.astype("<i4")
+        if (whole.astype(np.float64).view(np.int64) == values.view(np.int64)).all():
+            return ["<i4", _base64(whole)]
+    return ["<f8", _base64(values.astype("<f8"))]
+
+
+def _base64(column: np.ndarray) -> str:
+    return binascii.b2a_base64(np.ascontiguousarray(column).data, newline=False).decode()
+
+
+def _raw(data: str) -> bytes:
+    return binascii.a2b_base64(data, strict_mode=True)
+
+
+def _unpacked(raw: Any, table: list[Dimensions], meter: str | None) -> UsageColumns:
+    """Columns of a version-3 ``rows`` or ``hours`` object, each field checked whole."""
+    if not isinstance(raw, dict):
+        raise TypeError("rows that are no object")
+    if raw == _packed_empty():
+        return UsageColumns(_NO_INTEGERS, _NO_INTEGERS, _NO_FLOATS, _NO_INTEGERS, (meter,),
+                            _NO_INTEGERS, table)
+    count = _integer(raw["n"])
+    tag, data, first = _list(raw["starts"])
+    starts = _unpacked_starts(tag, data, count) + np.int64(_integer(first))
+    ends = starts + _unpacked_column(raw["widths"], count, ("=", "<i4", "<i8"))
+    codes = _unpacked_column(raw["dims"], count, ("=", "<u2", "<i4"))
+    if count and not (codes.min() >= 0 and codes.max() < len(table)):
+        raise ValueError("a dimension code outside the table")
+    values = _unpacked_column(raw["values"], count, ("<i4", "<f8"))
+    return UsageColumns(starts, ends, values.astype(np.float64, copy=False),
+                        np.zeros(count, np.int64), (meter,), codes, table)
+
+
+def _unpacked_starts(tag: Any, data: Any, count: int) -> np.ndarray:
+    if tag == "+<u2":
+        return np.cumsum(_unpacked_column(["<u2", data], count, ("<u2",)), dtype=np.int64)
+    return _unpacked_column([tag, data], count, ("<i4", "<i8"))
+
+
+def _unpacked_column(raw: Any, count: int, tags: tuple[str, ...]) -> np.ndarray:
+    """A ``[tag, data]`` column of ``count`` items, its tag one of ``tags``; read-only arrays
+    over the decoded bytes (UsageColumns keeps them as they are)."""
+    tag, data = _list(raw)
+    if tag not in tags:
+        raise ValueError(f"a column of {tag!r}, not of {tags}")
+    if tag == "=":
+        return np.full(count, _integer(data), np.int64)
+    column = np.frombuffer(_raw(_text(data)), tag)
+    if len(column) != count:
+        raise ValueError(f"a column of {len(column)} items, not {count}")
+    return column
+
+
 # --------------------------------------------------------------------------- version 2
+
+
+def _encode_v2(entry: BucketEntry) -> str:
+    """An entry as version 2 stored it (kept for the bench and for tests of reading it)."""
+    keeps_hours = entry.hours_to > entry.covered_to
+    rows = UsageColumns.of(entry.rows)
+    hours = UsageColumns.of(entry.hours if keeps_hours else ())
+    if not (np.isfinite(rows.values).all() and np.isfinite(hours.values).all()):
+        return _legacy_payload(entry)  # orjson writes NaN and inf as null; Stripe sends none
+    table, (row_codes, hour_codes) = _shared_table([rows, hours])
+    return orjson.dumps({
+        "v": 2, "dims": table, "rows": _fields(rows, row_codes),
+        "hours": _fields(hours, hour_codes), "hours_to": entry.hours_to if keeps_hours else 0,
+        "zone": entry.hours_zone if keeps_hours else ""}, option=_NUMPY).decode()
 
 
 def _shared_table(parts: Sequence[UsageColumns]) -> tuple[list[list[list[str]]],
@@ -196,8 +349,8 @@ def former_entry(key: str, covered_from: int, covered_to: int, full_at: int, pay
 
 
 def _legacy_payload(entry: BucketEntry) -> str:
-    """An entry in the former object form (stdlib json, which writes NaN and inf): for the
-    values version 2 cannot hold."""
+    """An entry in the former object form (stdlib json, which writes NaN and inf): what
+    version 2 wrote for the values it cannot hold (version 3 holds them)."""
     return json.dumps({"rows": _plain(entry.rows), "hours": _plain(entry.hours),
                        "hours_to": entry.hours_to, "zone": entry.hours_zone},
                       separators=(",", ":"))

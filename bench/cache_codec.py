@@ -1,4 +1,4 @@
-"""The bucket cache's stored form: CPU to encode and decode an entry, former form vs version 2.
+"""The bucket cache's stored form: CPU to encode and decode an entry, former form, v2 and v3.
 
 Usage::
 
@@ -12,7 +12,9 @@ values (usage summed from whole-number events) and with fractional ones (17 digi
 daily key of the same span, and a day key keeping a day of settled hours; all read back as the
 store reads them (columns). Printed for each, beside its rows: µs of CPU per entry and per row
 to encode and to decode, the former form (stdlib ``json`` and a Python object per row, the code
-as it was before version 2, reproduced below) and version 2, and payload bytes.
+as it was before version 2, reproduced below), version 2 (JSON lists of numbers: the module's
+``_encode_v2`` and its reader) and version 3 (base64 raw columns, what the store writes now),
+and payload bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alertd.bucket_payload import decode_entry, encode_entry, former_entry
+from alertd.bucket_payload import _encode_v2, decode_entry, encode_entry, former_entry
 from alertd.buckets import BucketEntry, cache_key, key_meter
 from alertd.model import DataNeed, Dimensions, MeterSpec, UsageRow
 from alertd.usage_columns import UsageColumns
@@ -120,25 +122,31 @@ def cpu_us(work: Callable[[], object], repeat: int) -> float:
 def measure(name: str, entry: BucketEntry, repeat: int) -> list[Figure]:
     rows = len(entry.rows) + len(entry.hours)
     args = (entry.key, entry.covered_from, entry.covered_to, entry.full_at)
-    old_text, new_text = former_encode(entry), encode_entry(entry)
-    assert former_decode(*args, old_text) == entry == decode_entry(*args, new_text)
-    assert decode_entry(*args, old_text) == entry  # the former form still decodes
+    texts = {"former": former_encode(entry), "v2": _encode_v2(entry), "v3": encode_entry(entry)}
+    assert former_decode(*args, texts["former"]) == entry
+    for text in texts.values():  # every form still decodes
+        assert decode_entry(*args, text) == entry
+    encoders = {"former": former_encode, "v2": _encode_v2, "v3": encode_entry}
+    decoders = {"former": lambda: former_decode(*args, texts["former"]),
+                "v2": lambda: decode_entry(*args, texts["v2"]),
+                "v3": lambda: decode_entry(*args, texts["v3"])}
     timed = {
-        "encode": (cpu_us(lambda: former_encode(entry), repeat),
-                   cpu_us(lambda: encode_entry(entry), repeat)),
-        "decode": (cpu_us(lambda: former_decode(*args, old_text), repeat),
-                   cpu_us(lambda: decode_entry(*args, new_text), repeat)),
+        "encode": [cpu_us(lambda f=f: f(entry), repeat) for f in encoders.values()],
+        "decode": [cpu_us(work, repeat) for work in decoders.values()],
     }
     figures = [Figure(f"{name}: rows", f"{rows:,}")]
-    for what, (old, new) in timed.items():
-        figures.append(Figure(f"  {what} µs/entry former → v2", f"{old:,.0f} → {new:,.0f}",
-                              note=f"× {old / new:.1f} less CPU"))
-        figures.append(Figure(f"  {what} µs/row former → v2",
-                              f"{old / rows:.2f} → {new / rows:.3f}"))
-    figures.append(Figure("  payload bytes former → v2",
-                          f"{len(old_text):,} → {len(new_text.encode()):,}"))
-    figures.append(Figure("  former payload decoded by v2's decoder µs/entry",
-                          f"{cpu_us(lambda: decode_entry(*args, old_text), repeat):,.0f}"))
+    for what, (old, v2, v3) in timed.items():
+        figures.append(Figure(f"  {what} µs/entry former → v2 → v3",
+                              f"{old:,.0f} → {v2:,.0f} → {v3:,.0f}",
+                              note=f"v3: × {v2 / v3:.1f} less CPU than v2"))
+        figures.append(Figure(f"  {what} µs/row former → v2 → v3",
+                              f"{old / rows:.2f} → {v2 / rows:.3f} → {v3 / rows:.3f}"))
+    sizes = [len(t.encode()) for t in texts.values()]
+    figures.append(Figure("  payload bytes former → v2 → v3",
+                          " → ".join(f"{n:,}" for n in sizes),
+                          note=f"v3: {sizes[2] / sizes[1]:.0%} of v2"))
+    figures.append(Figure("  former payload decoded by the module µs/entry",
+                          f"{cpu_us(lambda: decode_entry(*args, texts['former']), repeat):,.0f}"))
     return figures
 
 

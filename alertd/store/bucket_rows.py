@@ -4,9 +4,9 @@ Where it sits: shared by :mod:`alertd.store.sqlite_buckets` and :mod:`alertd.sto
 which differ only in placeholders and in how a row is replaced. The table (``usage_buckets``)
 has the same columns on both (SQLite migration 4, PostgreSQL migration 4): ``key``,
 ``covered_from``, ``covered_to``, ``full_at``, ``saved_at`` and ``rows`` — the entry's payload
-as compact JSON (:mod:`alertd.bucket_payload`). A poll reads whole entries and replaces
-those that changed, whole, a batch of customers at a time, so neither store keeps rows in
-memory between batches.
+as compact JSON with base64 columns (:mod:`alertd.bucket_payload`). A poll reads whole entries
+and replaces those that changed, whole, a batch of customers at a time, so neither store keeps
+rows in memory between batches.
 """
 
 from __future__ import annotations
