@@ -30,6 +30,16 @@ def _midnight(year: int, month: int, day: int, tz: str) -> int:
     return int(datetime(year, month, day, tzinfo=zone(tz)).timestamp())
 
 
+#: Calendar answers remembered (:func:`floor`, :func:`next_start`; pure functions of their
+#: arguments). A pass floors the same few thousand hour starts for every customer of a time
+#: zone (each row's bucket, each window), ~2–6 µs each through ``zoneinfo``; a remembered one
+#: costs ~0.1 µs. 16,384 keys hold 60 days of hours in two granularities for a few zones, in
+#: ~3.7 MB a memo at most (traced); an account whose zones need more loses the gain, not
+#: correctness.
+MEMO = 16_384
+
+
+@lru_cache(maxsize=MEMO)
 def floor(instant: int, granularity: Granularity, tz: str) -> int:
     """The start of the calendar period of ``granularity`` that contains ``instant``."""
     local = _local(instant, tz)
@@ -49,6 +59,7 @@ def _previous_start(start: int, granularity: Granularity, tz: str) -> int:
     return floor(start - 1, granularity, tz)
 
 
+@lru_cache(maxsize=MEMO)
 def next_start(instant: int, granularity: Granularity, tz: str) -> int:
     """The start of the period after the one containing ``instant``."""
     return _following(floor(instant, granularity, tz), granularity, tz)

@@ -55,7 +55,7 @@ from bench.planner import RULES
 from bench.steady import figures, title
 
 _POLL = re.compile(r"poll done .*customers=(\d+) requests=(\d+) queries=(\d+) rows=(\d+) "
-                   r"failures=(\d+)")
+                   r"failures=(\d+) .*seconds=([\d.]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,9 @@ class Poll:
     queries: int
     rows: int
     failures: int
+    #: The poll's own wall seconds (``seconds=``: from its start, not the previous poll's end;
+    #: a poll that overran ``--every`` starts at the scheduler's next tick, not at once).
+    seconds: float
     cpu: float
     at: float
     rss: float
@@ -148,12 +151,11 @@ async def progress(pid: int, every: float, started: float,
               f"{machine_note().split(', ', 1)[1]}", flush=True)
 
 
-async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, every: float,
+async def polls(proc: asyncio.subprocess.Process, count: int, limit: float,
                 starts: list[float], report: Callable[[int, Poll], None] | None = None
                 ) -> list[Poll]:
     """The first ``count`` polls the daemon reports, each handed to ``report`` as it comes.
-    ``starts`` gets when each began, about: the daemon's start for the first, then the
-    previous poll's end or its start plus ``every``, whichever is later."""
+    ``starts`` gets when each began: its end less its own ``seconds``."""
     assert proc.stderr is not None
     found: list[Poll] = []
     deadline = time.monotonic() + limit
@@ -167,11 +169,11 @@ async def polls(proc: asyncio.subprocess.Process, count: int, limit: float, ever
             print("alertd:", text.rstrip()[:300], file=sys.stderr)
         match = _POLL.search(text)
         if match:
-            numbers = [int(g) for g in match.groups()]
-            found.append(Poll(*numbers, cpu=child_cpu_seconds(proc.pid), at=time.time(),
-                              rss=peak_rss_mb(proc.pid)))
-            # The next poll starts when this one is done, or when it falls due if later.
-            starts.append(max(time.time(), starts[-1] + every))
+            *numbers, seconds = match.groups()
+            at = time.time()
+            found.append(Poll(*(int(n) for n in numbers), seconds=float(seconds),
+                              cpu=child_cpu_seconds(proc.pid), at=at, rss=peak_rss_mb(proc.pid)))
+            starts[len(found) - 1:] = [at - float(seconds)]
             print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
                   flush=True)
             if report is not None:
@@ -210,7 +212,7 @@ async def run(args: argparse.Namespace) -> None:
                 needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
                 since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
                 bound = lower_bound(steady_state_needs(needs, now, since))
-                wall = poll.at - starts[cycle]
+                wall = poll.seconds
                 cpu_before = done[-2].cpu if len(done) > 1 else 0.0
                 print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
                     poll.queries, poll.requests, bound, poll.rows, done[0].rows, wall,
@@ -218,7 +220,7 @@ async def run(args: argparse.Namespace) -> None:
                     rss=poll.rss, who="alertd run"))
 
             try:
-                await polls(proc, 1 + args.cycles, args.limit, args.every, starts, report)
+                await polls(proc, 1 + args.cycles, args.limit, starts, report)
             finally:
                 ticking.cancel()
                 if proc.returncode is None:

@@ -40,6 +40,7 @@ else is judged — one bad rule does not take the daemon out of service.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,9 @@ class PollOutcome:
     partial: bool = False
     #: What the recorded usage findings added up to (``findings`` has the notable ones).
     tally: RecordedTally = field(default_factory=RecordedTally)
+    #: Wall seconds from the poll's start to its record (``seconds=`` of ``poll done``): what
+    #: a poll takes, apart from the wait for its next tick.
+    seconds: float = 0.0
 
 
 class Poller:
@@ -228,6 +232,7 @@ class Poller:
     ) -> PollOutcome:
         # The gate compares a group's polls of the same customers; a scheduled tick reads
         # customers whose last reads were at other refreshes (min_interval apart at least).
+        started = time.monotonic()
         gate = None if customers is not None else self._refreshed.get(group)
         recorder = await PassRecorder.start(pipeline, world.rules, group, now,
                                             lambda: self._meters(engine), gate=gate)
@@ -259,7 +264,8 @@ class Poller:
         if result.refreshed_at is not None and customers is None:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings,
-                              partial=customers is not None, tally=recorder.tally)
+                              partial=customers is not None, tally=recorder.tally,
+                              seconds=time.monotonic() - started)
         self._observe(outcome, world.settings)
         _log_poll(outcome)
         return outcome
@@ -368,9 +374,9 @@ def _log_poll(outcome: PollOutcome) -> None:
     failing = any(f.rule == SOURCE_FAILURE and f.active for f in outcome.findings)
     log.info(
         "poll done rules=%d customers=%d requests=%d queries=%d rows=%d failures=%d "
-        "refreshed_at=%s recorded=%s firing=%d pending=%d source_failing=%s",
+        "refreshed_at=%s recorded=%s firing=%d pending=%d source_failing=%s seconds=%.1f",
         len(outcome.group), len(result.customers), result.requests, result.queries,
         result.rows, len(result.failures),
         iso(result.refreshed_at), outcome.recorded, states["firing"], states["pending"],
-        failing,
+        failing, outcome.seconds,
     )

@@ -1,7 +1,8 @@
 """The engine queues the next batches' requests while one batch's answers are awaited: the
 budget never idles waiting for a batch's slowest answer (as many batches ahead as the
-measured latency × the budget needs), and a cancelled pass leaves no fetch behind. Against
-the simulator with 1 s added to every answer; bound by its request counts."""
+measured latency and the engine's own work per batch × the budget need), and a cancelled
+pass leaves no fetch behind. Against the simulator with 1 s added to every answer; bound by
+its request counts."""
 
 from __future__ import annotations
 
@@ -142,3 +143,21 @@ async def test_held_ahead_counts_rows_and_lets_a_batch_ahead_start_as_rows_are_r
     assert not held.open(3)
     held.advance()  # batch 1 judged: batch 2 (30 rows, 25 reserved) is the front
     assert held.front == 2 and held.held == 55 and held.open(3)
+
+
+async def test_the_engines_own_work_on_a_batch_queues_more_batches_ahead() -> None:
+    # A batch holds the pass up for Stripe's latency and for the engine's work on it (judged,
+    # saved, handed over: Engine.batch_work, measured batch by batch). Quick answers and a
+    # slow engine: 1 s of work a batch at 100 requests/s wants every batch left under way
+    # (capped at MOST_AHEAD), where the latency alone (a loopback) wants one or two.
+    async with running_simulator(customers=CUSTOMERS, days=10) as sim:
+        settings = settings_for(sim)
+        async with stripe_stack(settings, clock=SystemClock()) as stack:
+            engine = Engine(settings, RuleSet((MONTH,)), stack.source, stack.directory,
+                            batch_customers=1)
+            await engine.run_pass(TEST_NOW)
+            measured = engine.batch_work
+            engine.batch_work = 1.0  # as a pass of slow batches would leave it
+            await engine.run_pass(TEST_NOW)
+    assert measured is not None and 0 < measured < 1.0
+    assert engine.most_under_way == min(CUSTOMERS, 1 + MOST_AHEAD)
