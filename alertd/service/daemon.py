@@ -31,6 +31,18 @@ every ``schedule.tick`` and reads only the customers whose deadline has come
 keep-alive (``WATCHDOG=1`` at half ``WATCHDOG_USEC``, ``/healthz``) runs on its own task so a
 long reload never starves it.
 
+A poll that takes its job's interval or longer (a large account read in full at ``every``, or
+a tick whose reads came slower than the budget) is followed by the next one at once. The
+scheduler skips the ticks that fall during a run (``max_instances=1``; its warning is hidden
+with the rest of APScheduler's logging), so the next poll would start only at the next tick, up
+to one whole interval after the slow one ended, and the data would go stale for up to twice
+``every`` without a word. Instead the job's ``next_run_time`` becomes now (the interval goes on
+from that run) and one INFO line says what to change (``poll overran its interval``). The job
+is moved once APScheduler counts the run as ended (:meth:`Daemon._poll_again`, on its
+``EVENT_JOB_EXECUTED``: moved from inside the run, the scheduler would skip the new run as one
+instance too many), and only while it is the job that ran (:class:`PollSlot`): a stop or
+reload that removed it, or a reload or takeover that replaced it, keeps its own schedule.
+
 Replicas (``state.url``, PostgreSQL): the daemon takes or waits for the account's lease
 (:mod:`alertd.service.leader`) before its world opens; poll jobs run only while it leads, the
 world records through a store fenced by the lease, becoming leader settles what the start
@@ -59,11 +71,14 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import count
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
+from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd.accounts import Account, account_store, accounts_of
@@ -107,6 +122,27 @@ POLL_GRACE = 10.0
 DELIVERY_GRACE = 25.0
 #: The same for the old world's polls and deliveries during a reload.
 RELOAD_GRACE = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollSlot:
+    """One scheduler job of a poll group, as :meth:`Daemon._reschedule` added it (its
+    ``slot`` keyword): the job's id, the group's ``every``, the job's interval (``every``, or
+    the tick with deadlines) and a serial that no later job under the same id shares, so a
+    run can tell its own job from one a reload or a takeover put in its place."""
+
+    job_id: str
+    every: float
+    interval: float
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """What a poll job returns when it took its interval or longer: which job, how long."""
+
+    slot: PollSlot
+    seconds: float
 
 
 class StoreWatch:
@@ -190,6 +226,7 @@ class Daemon:
         self._lease_task: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        self._serials = count(1)  # of PollSlot
         self._polls: set[asyncio.Task[None]] = set()
         self._polling: dict[asyncio.Task[None], str] = {}  # each poll's account
         self._cut: set[asyncio.Task[None]] = set()  # polls _pause_polls is cancelling
@@ -234,9 +271,7 @@ class Daemon:
         self._install_signals()
         try:
             async with self.running(world):
-                self._scheduler = AsyncIOScheduler(timezone=UTC)
-                self._scheduler.start()
-                self._reschedule()
+                self._start_scheduler()
                 self.systemd.ready(self._status())
                 log.info("started rules=%d config=%s", len(world.rules), world.config_path)
                 await self._main_loop()
@@ -436,9 +471,7 @@ class Daemon:
         await self._takeovers.stop()  # settling on a takeover would reschedule polls
         await self._pause_polls(POLL_GRACE, self._abort)
         await self._end_lease()  # the standby may take over while deliveries finish
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        self._stop_scheduler()
         await self.services.stop(DELIVERY_GRACE, self._abort)
 
     # ------------------------------------------------------------------ world
@@ -507,6 +540,18 @@ class Daemon:
 
     # ------------------------------------------------------------------ polling
 
+    def _start_scheduler(self) -> None:
+        """The scheduler of the poll jobs, started with every poll group's job due now."""
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(self._poll_again, EVENT_JOB_EXECUTED)
+        self._scheduler.start()
+        self._reschedule()
+
+    def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
     def _reschedule(self, account: str | None = None) -> None:
         """One job per (account, poll group), starting now; only ``account``'s when given."""
         if self._scheduler is None:
@@ -521,9 +566,11 @@ class Daemon:
             for every, names in poll_groups(lane.world.rules, self._every_override).items():
                 interval = self.schedules[name].interval(every)  # a tick with deadlines
                 suffix = f" for {lane.account.label}" if name else ""
+                slot = PollSlot(f"poll-{name}-{every:g}s" if name else f"poll-{every:g}s",
+                                every, interval, next(self._serials))
                 self._scheduler.add_job(
                     self._poll_job, "interval", seconds=interval, args=[names, name],
-                    id=f"poll-{name}-{every:g}s" if name else f"poll-{every:g}s",
+                    kwargs={"slot": slot}, id=slot.job_id,
                     name=f"poll every {every:g}s ({len(names)} rules){suffix}",
                     jitter=min(interval * 0.05, 15.0), max_instances=1, coalesce=True,
                     next_run_time=datetime.now(UTC), misfire_grace_time=max(1, int(every)),
@@ -544,8 +591,12 @@ class Daemon:
             finally:
                 self._cut -= running
 
-    async def _poll_job(self, names: PollGroup, account: str | None = None) -> None:
+    async def _poll_job(self, names: PollGroup, account: str | None = None,
+                        slot: PollSlot | None = None) -> Overrun | None:
+        """One run of a poll group's job; an :class:`Overrun` when it ended (not cancelled)
+        ``slot.interval`` or more after it started, for :meth:`_poll_again`."""
         task = asyncio.current_task()
+        started = self.clock.now()  # wall time in production, as the scheduler's
         account = self.accounts[0].name if account is None else account
         if task is not None:
             self._polls.add(task)
@@ -564,6 +615,7 @@ class Daemon:
             # traceback. Any other cancellation is the caller's and goes on up to it.
             if task is None or task not in self._cut:
                 raise
+            return None
         except StoreError as exc:  # StoreWatch has counted it, logged how to recover, gone unready
             log.warning("poll not recorded rules=%s error=%s", ",".join(names),
                         type(exc).__name__)
@@ -574,6 +626,30 @@ class Daemon:
                 self._polls.discard(task)
                 self._polling.pop(task, None)
                 self._cut.discard(task)
+        seconds = self.clock.now() - started
+        return Overrun(slot, seconds) if slot is not None and seconds >= slot.interval else None
+
+    def _poll_again(self, event: JobExecutionEvent) -> None:
+        """After a run that overran its interval: the job runs again now, not at its next
+        tick (the ticks during the run were skipped). A listener of ``EVENT_JOB_EXECUTED``,
+        which APScheduler sends once it no longer counts the run as running; the job is left
+        alone when stopping, or when it is gone (polls paused) or was replaced under the same
+        id (a reload, a takeover)."""
+        overrun = event.retval
+        if not isinstance(overrun, Overrun) or self._scheduler is None \
+                or self.stop_event.is_set():
+            return
+        slot = overrun.slot
+        job = self._scheduler.get_job(slot.job_id)
+        if job is None or job.kwargs.get("slot") != slot:
+            return
+        job.modify(next_run_time=datetime.now(UTC))  # the trigger goes on from that run
+        names, account = job.args[0], job.args[1]
+        schedule = self.schedules.get(account)
+        log.info("poll overran its interval rules=%s every=%gs interval=%gs seconds=%.1f "
+                 "account=%s (the next poll starts now; %s)", ",".join(names), slot.every,
+                 slot.interval, overrun.seconds, account or "-",
+                 _overrun_hint(schedule is not None and schedule.enabled))
 
     async def poll_due(self, names: PollGroup, account: str | None = None
                        ) -> PollOutcome | None:
@@ -655,6 +731,18 @@ class Daemon:
 def _log_problems(event: str, exc: ConfigError) -> None:
     for problem in exc.problems:
         log.error("%s %s", event, problem)
+
+
+def _overrun_hint(deadlines: bool) -> str:
+    """What shortens a poll that overran its interval, for the log line."""
+    if deadlines:
+        return ("the due customers' reads came slower than the budget: see "
+                "alertd_stripe_request_duration_seconds and alertd_stripe_rate_limited_total; "
+                "more budget (requests_per_second, if Stripe's limit allows) or a longer "
+                "schedule.tick")
+    return ("more budget (requests_per_second, if Stripe's limit allows), a longer every, or "
+            "the deadline scheduler (schedule.deadlines: true), which reads only the customers "
+            "whose deadline has come")
 
 
 def _refusal(exc: Exception) -> str:
