@@ -646,10 +646,13 @@ class Daemon:
         job.modify(next_run_time=datetime.now(UTC))  # the trigger goes on from that run
         names, account = job.args[0], job.args[1]
         schedule = self.schedules.get(account)
-        log.info("poll overran its interval rules=%s every=%gs interval=%gs seconds=%.1f "
-                 "account=%s (the next poll starts now; %s)", ",".join(names), slot.every,
-                 slot.interval, overrun.seconds, account or "-",
-                 _overrun_hint(schedule is not None and schedule.enabled))
+        deadlines = schedule is not None and schedule.enabled
+        # With deadlines a tick that outlasts the tick is routine under load (the lag gauge,
+        # alertd_deadline_lag_seconds, says whether reads fall behind): said at DEBUG only.
+        log.log(logging.DEBUG if deadlines else logging.INFO,
+                "poll overran its interval rules=%s every=%gs interval=%gs seconds=%.1f "
+                "account=%s (the next poll starts now; %s)", ",".join(names), slot.every,
+                slot.interval, overrun.seconds, account or "-", _overrun_hint(deadlines))
 
     async def poll_due(self, names: PollGroup, account: str | None = None
                        ) -> PollOutcome | None:
