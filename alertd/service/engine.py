@@ -91,7 +91,8 @@ log = logging.getLogger("alertd.engine")
 #: Customers planned, fetched and judged together; see :meth:`Engine.run_pass`.
 BATCH_CUSTOMERS = 50
 #: Batches whose requests are queued while the oldest one's answers are awaited and judged,
-#: at least; more when Stripe's latency × the budget needs them (:meth:`Engine._ahead`).
+#: at least; more when the budget × (Stripe's latency + the engine's work on a batch) needs
+#: them (:meth:`Engine._ahead`).
 FETCH_AHEAD = 1
 #: Seconds of judging after which the event loop gets a turn (checked after each rule of a
 #: batch, :meth:`Engine._judge`): half an interval of a 100/s budget, so the sends paced
@@ -350,10 +351,10 @@ class Engine:
         customers the account has. A batch is sized by the rows the last judged one held per
         customer, fetched and cached (:func:`~alertd.service.reads.next_batch_size`), so
         memory is bounded by rows, not by customers or rules: the batch judged, plus what the
-        batches fetched ahead hold — :data:`FETCH_AHEAD` batches, or more when Stripe's
-        latency × the budget needs more requests in flight (:meth:`_ahead`; the next batches
-        are fetched while one is awaited and judged, so the rate budget is not left idle
-        between batches), but never more than ``ahead_rows`` rows held ahead
+        batches fetched ahead hold — :data:`FETCH_AHEAD` batches, or more when the budget ×
+        (Stripe's latency + the engine's work on a batch) needs more (:meth:`_ahead`; the
+        next batches are fetched while one is awaited and judged, so the rate budget is not
+        left idle between batches), but never more than ``ahead_rows`` rows held ahead
         (:class:`~alertd.service.reads.HeldAhead`). Only the series of active findings are
         kept (trimmed to their last :data:`RECENT_BUCKETS`), for the notifications'
         recent-usage table, and with ``on_batch`` only until the batch is handed on.
@@ -401,9 +402,10 @@ class Engine:
         """The customers ``ids`` batch by batch, with the next batches' requests already
         queued while this one's last answers come in and are judged: the rate budget never
         waits for a batch's slowest answer (at 1 s latency, most of a batch's time). As many
-        batches go ahead as the latency × the budget needs (:meth:`_ahead`), while the rows
-        they hold stay under ``ahead_rows`` (:class:`~alertd.service.reads.HeldAhead`: a
-        request of a batch ahead waits there while they are over it). Each new batch is
+        batches go ahead as the budget × (the latency + the work) needs (:meth:`_ahead`),
+        while the rows they hold stay under ``ahead_rows``
+        (:class:`~alertd.service.reads.HeldAhead`: a request of a batch ahead waits there
+        while they are over it). Each new batch is
         sized by the last judged one (the first by :data:`FIRST_BATCH`)."""
         pending: list[tuple[_Batch, int]] = []
         held = self.held_ahead = HeldAhead(self.ahead_rows)
