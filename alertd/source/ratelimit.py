@@ -385,7 +385,7 @@ class RateBudget:
         if self._last_slot is not None:
             natural = max(self._last_slot + self.interval(), arrived)
             self._lost += max(0.0, scheduled - natural)
-            self._idle += max(0.0, self._waiting_since - (self._last_slot + self.interval()))
+            self._idle += max(0.0, self._waiting_since - self._free_from())
         self._last_slot = min(scheduled, now)
         self._last_start = now
 
@@ -423,7 +423,14 @@ class RateBudget:
         if self._last_slot is None:
             return self._idle
         until = self._waiting_since if self._callers else self._clock.monotonic()
-        return self._idle + max(0.0, until - (self._last_slot + self.interval()))
+        return self._idle + max(0.0, until - self._free_from())
+
+    def _free_from(self) -> float:
+        """When the next slot became free: an interval after the last slot, but not before
+        the last start (catching up, the slots lie up to :data:`MAX_LAG` intervals behind
+        the starts, and a caller let through then had been waiting)."""
+        assert self._last_slot is not None
+        return max(self._last_slot + self.interval(), self._last_start)
 
 
 @dataclass(frozen=True, slots=True)

@@ -434,3 +434,12 @@ async def test_a_caller_waiting_for_its_slot_keeps_the_budget_busy() -> None:
     assert budget.idle_seconds() == 0.0
     await waiting
     assert budget.idle_seconds() == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_catching_up_after_a_late_wake_up_is_not_idle() -> None:
+    # Every sleep wakes 50 ms late (a busy loop): the schedule runs behind the starts and the
+    # starts catch up, but callers were waiting all along.
+    clock = LateClock(0.05)
+    budget = RateBudget(100, clock=clock, name="analytics")
+    await acquire_all(budget, clock, 200)
+    assert budget.stats().idle_seconds == pytest.approx(0.0, abs=1e-9)
