@@ -43,9 +43,11 @@ from alertd.rules.schema import Rule
 from alertd.service.world import stripe_stack
 from alertd.sim.testing import API_KEY, SimulatorProcess
 from alertd.sinks import serve_posts
+from alertd.source.ratelimit import MARGIN
 from bench.common import (
     SIM_QUOTA_KEY,
     child_cpu_seconds,
+    figure,
     machine_note,
     print_table,
     simulator_settings,
@@ -55,7 +57,7 @@ from bench.planner import RULES
 from bench.steady import figures, title
 
 _POLL = re.compile(r"poll done .*customers=(\d+) requests=(\d+) queries=(\d+) rows=(\d+) "
-                   r"failures=(\d+) .*seconds=([\d.]+)")
+                   r"failures=(\d+) .*seconds=([\d.]+) budget_idle=([\d.]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class Poll:
     #: The poll's own wall seconds (``seconds=``: from its start, not the previous poll's end;
     #: a poll that overran ``--every`` starts at the scheduler's next tick, not at once).
     seconds: float
+    #: Seconds of the poll the rate budget had a slot free and no request asking for it.
+    budget_idle: float
     cpu: float
     at: float
     rss: float
@@ -169,9 +173,10 @@ async def polls(proc: asyncio.subprocess.Process, count: int, limit: float,
             print("alertd:", text.rstrip()[:300], file=sys.stderr)
         match = _POLL.search(text)
         if match:
-            *numbers, seconds = match.groups()
+            *numbers, seconds, idle = match.groups()
             at = time.time()
             found.append(Poll(*(int(n) for n in numbers), seconds=float(seconds),
+                              budget_idle=float(idle),
                               cpu=child_cpu_seconds(proc.pid), at=at, rss=peak_rss_mb(proc.pid)))
             starts[len(found) - 1:] = [at - float(seconds)]
             print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
@@ -214,10 +219,18 @@ async def run(args: argparse.Namespace) -> None:
                 bound = lower_bound(steady_state_needs(needs, now, since))
                 wall = poll.seconds
                 cpu_before = done[-2].cpu if len(done) > 1 else 0.0
-                print_table(title(cycle, poll.customers, wall, "alertd run, "), figures(
+                table = figures(
                     poll.queries, poll.requests, bound, poll.rows, done[0].rows, wall,
                     poll.cpu - cpu_before, steady=cycle > 0, failures=poll.failures,
-                    rss=poll.rss, who="alertd run"))
+                    rss=poll.rss, who="alertd run")
+                # Where the time went: the budget's own pace, or slots left unused.
+                paced = poll.requests / (args.rate * (1 - MARGIN))
+                pace = f"{args.rate * (1 - MARGIN):g}/s"
+                table.insert(-3, figure(f"wall at the budget's pace (requests ÷ {pace}), s",
+                                        paced, "{:.1f}"))
+                table.insert(-3, figure("budget idle (a slot free, no request), s",
+                                        poll.budget_idle, "{:.1f}"))
+                print_table(title(cycle, poll.customers, wall, "alertd run, "), table)
 
             try:
                 await polls(proc, 1 + args.cycles, args.limit, starts, report)

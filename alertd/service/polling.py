@@ -178,6 +178,11 @@ class PollOutcome:
     #: Wall seconds from the poll's start to its record (``seconds=`` of ``poll done``): what
     #: a poll takes, apart from the wait for its next tick.
     seconds: float = 0.0
+    #: Seconds of the poll in which the rate budget had a slot free and no request asked
+    #: for it (``budget_idle=``; :meth:`RateBudget.idle_seconds
+    #: <alertd.source.ratelimit.RateBudget.idle_seconds>`): a poll slower than its requests ÷
+    #: the rate with little idle was paced by the budget; with much, by alertd's own work.
+    budget_idle: float = 0.0
 
 
 class Poller:
@@ -232,7 +237,7 @@ class Poller:
     ) -> PollOutcome:
         # The gate compares a group's polls of the same customers; a scheduled tick reads
         # customers whose last reads were at other refreshes (min_interval apart at least).
-        started = time.monotonic()
+        started, idle = time.monotonic(), engine.budget().idle_seconds()
         gate = None if customers is not None else self._refreshed.get(group)
         recorder = await PassRecorder.start(pipeline, world.rules, group, now,
                                             lambda: self._meters(engine), gate=gate)
@@ -265,7 +270,8 @@ class Poller:
             self._refreshed[group] = result.refreshed_at
         outcome = PollOutcome(group, result, fresh, failed, recorded.findings,
                               partial=customers is not None, tally=recorder.tally,
-                              seconds=time.monotonic() - started)
+                              seconds=time.monotonic() - started,
+                              budget_idle=engine.budget().idle_seconds() - idle)
         self._observe(outcome, world.settings)
         _log_poll(outcome)
         return outcome
@@ -374,9 +380,10 @@ def _log_poll(outcome: PollOutcome) -> None:
     failing = any(f.rule == SOURCE_FAILURE and f.active for f in outcome.findings)
     log.info(
         "poll done rules=%d customers=%d requests=%d queries=%d rows=%d failures=%d "
-        "refreshed_at=%s recorded=%s firing=%d pending=%d source_failing=%s seconds=%.1f",
+        "refreshed_at=%s recorded=%s firing=%d pending=%d source_failing=%s seconds=%.1f "
+        "budget_idle=%.1f",
         len(outcome.group), len(result.customers), result.requests, result.queries,
         result.rows, len(result.failures),
         iso(result.refreshed_at), outcome.recorded, states["firing"], states["pending"],
-        failing, outcome.seconds,
+        failing, outcome.seconds, outcome.budget_idle,
     )

@@ -86,6 +86,8 @@ WINDOW = 1.0
 #: How far, in intervals, the schedule may run behind before missed slots are given up: a
 #: caller woken this late by a busy event loop loses nothing (the next starts catch up).
 MAX_LAG = 10
+#: The fraction of the rate the pacing keeps unused by default (:class:`RateBudget`).
+MARGIN = 0.03
 #: While catching up, starts are at least this fraction of an interval apart: three times
 #: the pace, never a burst (a run of back-to-back starts that Stripe's jitter could bunch
 #: into one second). A simulated loop busy 60 % of the time in 10 ms blocks gets 95 of 97
@@ -111,6 +113,9 @@ class RateStats:
     #: seconds, by their send instants (at most ``⌊rate · (1 − margin)⌋`` and ``⌊rate⌋``).
     peak_sent: int = 0
     peak_sent_guarded: int = 0
+    #: Seconds the budget had a slot free and no caller asking for it (the client, not the
+    #: budget, set the pace then), summed up to now: :meth:`RateBudget.idle_seconds`.
+    idle_seconds: float = 0.0
 
 
 def recovered_rate(
@@ -195,7 +200,7 @@ class RateBudget:
         rate: float,
         *,
         clock: Clock,
-        margin: float = 0.03,
+        margin: float = MARGIN,
         name: str,
         decrease: float = 0.5,
         recovery: float = 10.0,
@@ -238,6 +243,11 @@ class RateBudget:
         self._last_slot: float | None = None
         self._last_start = -math.inf
         self._lost = 0.0
+        # Idle time (RateBudget.idle_seconds): summed up to the last start, the callers
+        # inside start() and since when one of them has been waiting without a break.
+        self._idle = 0.0
+        self._callers = 0
+        self._waiting_since = 0.0
         self._cut_to = self.rate
         self._cut_at: float | None = None
         self._acquired = 0
@@ -317,6 +327,17 @@ class RateBudget:
         caller cancelled while waiting gives up its turn without counting a start.
         """
         arrived = self._clock.monotonic()
+        self._callers += 1
+        if self._callers == 1:
+            self._waiting_since = arrived
+        try:
+            return await self._start(arrived)
+        finally:
+            self._callers -= 1
+            # The callers still inside have waited since this start at least.
+            self._waiting_since = self._clock.monotonic()
+
+    async def _start(self, arrived: float) -> Start:
         async with self._lock:
             head_at = self._clock.monotonic()
             waited = 0.0
@@ -364,6 +385,7 @@ class RateBudget:
         if self._last_slot is not None:
             natural = max(self._last_slot + self.interval(), arrived)
             self._lost += max(0.0, scheduled - natural)
+            self._idle += max(0.0, self._waiting_since - self._free_from())
         self._last_slot = min(scheduled, now)
         self._last_start = now
 
@@ -388,7 +410,27 @@ class RateBudget:
             lost_seconds=self._lost,
             peak_sent=self._peaks[0].peak,
             peak_sent_guarded=self._peaks[1].peak,
+            idle_seconds=self.idle_seconds(),
         )
+
+    def idle_seconds(self) -> float:
+        """Seconds so far in which a slot of the schedule was free and no caller was asking
+        for one: from each slot's time (an interval after the previous one) to when the next
+        caller arrived, the stretch under way included. Zero while callers keep the budget
+        busy; a poll's share (the difference over the poll) says how much of the budget the
+        client left unused, where a poll slower than ``requests ÷ rate`` lost its time. A
+        caller that gives up its turn counts as busy while it waited. Nondecreasing."""
+        if self._last_slot is None:
+            return self._idle
+        until = self._waiting_since if self._callers else self._clock.monotonic()
+        return self._idle + max(0.0, until - self._free_from())
+
+    def _free_from(self) -> float:
+        """When the next slot became free: an interval after the last slot, but not before
+        the last start (catching up, the slots lie up to :data:`MAX_LAG` intervals behind
+        the starts, and a caller let through then had been waiting)."""
+        assert self._last_slot is not None
+        return max(self._last_slot + self.interval(), self._last_start)
 
 
 @dataclass(frozen=True, slots=True)

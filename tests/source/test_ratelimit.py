@@ -405,3 +405,41 @@ def test_peak_counter(instants: list[float], span: float, expected: int) -> None
         counter.add(at)
     assert counter.peak == expected
     assert most_in_any_window(instants, window=span) == expected
+
+
+async def test_idle_seconds_count_free_slots_nobody_asked_for() -> None:
+    clock = FakeClock()
+    budget = RateBudget(100, clock=clock, name="analytics")
+    interval = 1 / 97
+    assert budget.idle_seconds() == 0.0  # nothing started yet: no schedule to leave unused
+    await acquire_all(budget, clock, 50)  # callers queued all along: never idle
+    assert budget.stats().idle_seconds == pytest.approx(0.0, abs=1e-9)
+    last = clock.monotonic()
+    clock.advance(0.5)  # nobody asks: idle from the slot after the last start, under way
+    assert budget.idle_seconds() == pytest.approx(0.5 - interval)
+    clock.advance(0.5)
+    await budget.acquire()  # arrives a second after the last start, goes at once
+    assert clock.monotonic() == pytest.approx(last + 1.0)
+    assert budget.idle_seconds() == pytest.approx(1.0 - interval)
+    await acquire_all(budget, clock, 20)  # busy again: the figure stays where it was
+    assert budget.idle_seconds() == pytest.approx(1.0 - interval)
+
+
+async def test_a_caller_waiting_for_its_slot_keeps_the_budget_busy() -> None:
+    clock = FakeClock()
+    budget = RateBudget(2, clock=clock, name="analytics")  # a slot every ~0.52 s
+    await budget.acquire()
+    waiting = asyncio.ensure_future(budget.acquire())
+    await asyncio.sleep(0)  # it arrived and sleeps until its slot
+    assert budget.idle_seconds() == 0.0
+    await waiting
+    assert budget.idle_seconds() == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_catching_up_after_a_late_wake_up_is_not_idle() -> None:
+    # Every sleep wakes 50 ms late (a busy loop): the schedule runs behind the starts and the
+    # starts catch up, but callers were waiting all along.
+    clock = LateClock(0.05)
+    budget = RateBudget(100, clock=clock, name="analytics")
+    await acquire_all(budget, clock, 200)
+    assert budget.stats().idle_seconds == pytest.approx(0.0, abs=1e-9)
