@@ -69,8 +69,8 @@ class Poll:
     queries: int
     rows: int
     failures: int
-    #: The poll's own wall seconds (``seconds=``: from its start, not the previous poll's end;
-    #: a poll that overran ``--every`` starts at the scheduler's next tick, not at once).
+    #: The poll's own wall seconds (``seconds=``: from its start, not the previous poll's end,
+    #: so a wait for the scheduler's next tick never counts as the poll's).
     seconds: float
     #: Seconds of the poll the rate budget had a slot free and no request asking for it.
     budget_idle: float
@@ -178,6 +178,7 @@ async def polls(proc: asyncio.subprocess.Process, count: int, limit: float,
             found.append(Poll(*(int(n) for n in numbers), seconds=float(seconds),
                               budget_idle=float(idle),
                               cpu=child_cpu_seconds(proc.pid), at=at, rss=peak_rss_mb(proc.pid)))
+            # This poll's start: in place of the daemon's start for the first, else appended.
             starts[len(found) - 1:] = [at - float(seconds)]
             print(f"  poll {len(found)} done: {numbers[2]} queries, {numbers[3]} rows",
                   flush=True)

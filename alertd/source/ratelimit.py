@@ -419,7 +419,8 @@ class RateBudget:
         caller arrived, the stretch under way included. Zero while callers keep the budget
         busy; a poll's share (the difference over the poll) says how much of the budget the
         client left unused, where a poll slower than ``requests ÷ rate`` lost its time. A
-        caller that gives up its turn counts as busy while it waited. Nondecreasing."""
+        caller that gives up its turn counts as busy while it waited. Nondecreasing while the
+        effective rate holds (a 429's cut moves the next slot, and the stretch under way, later)."""
         if self._last_slot is None:
             return self._idle
         until = self._waiting_since if self._callers else self._clock.monotonic()

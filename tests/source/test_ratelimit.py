@@ -425,14 +425,16 @@ async def test_idle_seconds_count_free_slots_nobody_asked_for() -> None:
     assert budget.idle_seconds() == pytest.approx(1.0 - interval)
 
 
-async def test_a_caller_waiting_for_its_slot_keeps_the_budget_busy() -> None:
+async def test_a_caller_held_past_its_slot_keeps_the_budget_busy() -> None:
     clock = FakeClock()
-    budget = RateBudget(2, clock=clock, name="analytics")  # a slot every ~0.52 s
-    await budget.acquire()
-    waiting = asyncio.ensure_future(budget.acquire())
-    await asyncio.sleep(0)  # it arrived and sleeps until its slot
+    budget = RateBudget(2, clock=clock, name="analytics")  # a slot every ~0.52 s, 1 a second
+    first = await budget.start()  # granted, not yet written to its socket
+    waiting = asyncio.ensure_future(budget.start())
+    await asyncio.sleep(0)  # it asks, and waits for the first start to be sent
+    clock.advance(2.0)  # long past its slot: a caller was asking all along, so not idle
     assert budget.idle_seconds() == 0.0
-    await waiting
+    first.sent(clock.monotonic())
+    (await waiting).sent(clock.monotonic())
     assert budget.idle_seconds() == pytest.approx(0.0, abs=1e-9)
 
 
