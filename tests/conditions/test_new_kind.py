@@ -188,3 +188,40 @@ async def test_check_and_backtest_run_the_kind_against_the_simulator(
         assert (item["state"] == "firing") == (item["value"] % 2 == 0), item
     assert history["firings"], history
     assert all(f["rule"] == "divisible-days" for f in history["firings"])
+
+
+class LoopWatchingKind(DivisibleKind):
+    """``divisible``, noting for each series judged whether an event loop runs in the
+    thread judging it."""
+
+    def __init__(self) -> None:
+        self.on_a_loop: list[bool] = []
+
+    def evaluate(self, rule: Rule, series: Series, customer: Customer, now: int) -> Finding:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.on_a_loop.append(False)
+        else:
+            self.on_a_loop.append(True)
+        return super().evaluate(rule, series, customer, now)
+
+
+async def test_a_pass_judges_its_series_off_the_event_loops_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Judging is CPU that would hold back every send and answer under way: the engine
+    judges each batch in a worker thread (:meth:`alertd.service.engine.Engine._judge_batch`),
+    so no series is judged where the pass's event loop runs."""
+    kind = LoopWatchingKind()
+    registry.register(kind)
+    try:
+        async with running_simulator(customers=3, days=12, now=TEST_NOW) as sim:
+            checked = await asyncio.to_thread(main, [
+                "check", "--dry-run", "-c", str(write_config(tmp_path, sim.url)),
+                "--at", iso(TEST_NOW) or "", "--format", "json"])
+    finally:
+        registry.unregister(kind.type)
+    found = json.loads(capsys.readouterr().out)["findings"]
+    assert checked == 0 and len(found) == 3
+    assert kind.on_a_loop == [False, False, False]
