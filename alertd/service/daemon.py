@@ -345,6 +345,8 @@ class Daemon:
             self.schedule.account = accounts[0].name
             self.pollers = {accounts[0].name: self.poller}
             self.schedules = {accounts[0].name: self.schedule}
+        for account in accounts:
+            self.metrics.watch_account(account.name)
         if settings.state.url is None:
             for account in accounts:
                 self.metrics.leader.labels(account.label).set(1)
@@ -645,6 +647,7 @@ class Daemon:
             return
         job.modify(next_run_time=datetime.now(UTC))  # the trigger goes on from that run
         names, account = job.args[0], job.args[1]
+        self.metrics.on_overrun(self.accounts[0].name if account is None else account)
         schedule = self.schedules.get(account)
         deadlines = schedule is not None and schedule.enabled
         # With deadlines a tick that outlasts the tick is routine under load (the lag gauge,

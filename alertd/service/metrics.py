@@ -14,7 +14,12 @@ tick: ``alertd_deadline_customers`` (customers booked), ``alertd_deadline_due`` 
 whose read was due at the tick, never-read ones included), ``alertd_deadline_lag_seconds``
 (how far past its deadline the most overdue read customer was: the budget falling behind
 shows here first) and ``alertd_deadline_next_timestamp_seconds`` (the earliest deadline booked
-after the tick took its customers).
+after the tick took its customers). And the daemon's polls, per account:
+``alertd_poll_duration_seconds`` (each poll's own wall time), ``alertd_poll_budget_idle_seconds``
+(of it, the seconds the rate budget had a slot free and no request asked for it: a slow poll
+with little idle was paced by the budget, one with much by alertd's own work) and
+``alertd_poll_overruns_total`` (polls that took their interval or longer, each followed by the
+next at once): a poll log line says each of these once, the metrics let an alert say it.
 """
 
 from __future__ import annotations
@@ -123,6 +128,19 @@ class Metrics:
             "alertd_deadline_next_timestamp_seconds", "The earliest deadline booked after the "
             "scheduler's last tick (unix seconds).", scheduler, registry=r,
         )
+        self.poll_duration = Histogram(
+            "alertd_poll_duration_seconds", "Wall seconds of each poll, from its start to its "
+            "alerts recorded.", ["account"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600), registry=r,
+        )
+        self.poll_budget_idle = Counter(
+            "alertd_poll_budget_idle_seconds", "Seconds of polls in which the Stripe rate "
+            "budget had a slot free and no request asked for it.", ["account"], registry=r,
+        )
+        self.poll_overruns = Counter(
+            "alertd_poll_overruns", "Polls that took their interval or longer (the next one "
+            "then started at once).", ["account"], registry=r,
+        )
         self.build_info = Gauge(
             "alertd_build_info", "Build information.", ["version"], registry=r
         )
@@ -155,6 +173,20 @@ class Metrics:
         self.deadline_lag.labels(**labels).set(tick.lag)
         if tick.next_due is not None:
             self.deadline_next.labels(**labels).set(tick.next_due)
+
+    # The daemon's polls.
+    def watch_account(self, account: str) -> None:
+        """Starts ``account``'s poll counters at 0 (a ``rate()`` alert has a series before
+        the first overrun)."""
+        self.poll_overruns.labels(account=account)
+        self.poll_budget_idle.labels(account=account)
+
+    def on_poll(self, account: str, seconds: float, budget_idle: float) -> None:
+        self.poll_duration.labels(account=account).observe(seconds)
+        self.poll_budget_idle.labels(account=account).inc(max(0.0, budget_idle))
+
+    def on_overrun(self, account: str) -> None:
+        self.poll_overruns.labels(account=account).inc()
 
     def forget_schedule(self, account: str, every: float) -> None:
         """Drops a poll group's scheduler series (a reload removed or changed the group)."""

@@ -367,6 +367,7 @@ class Poller:
         elif outcome.recorded and (tally.by_rule_state or not outcome.failed):
             self.census.record(outcome.group, tally, self.account)
         self._set_alert_gauge()
+        self.metrics.on_poll(self.account, outcome.seconds, outcome.budget_idle)
         self.health.stale_reason = self.not_ready_reason(settings)
 
     def _set_alert_gauge(self) -> None:

@@ -35,7 +35,15 @@ from alertd.clock import OffsetClock
 from alertd.service.daemon import Daemon, Overrun, load_checked
 from alertd.service.systemd import SystemdNotifier
 from alertd.sim.testing import TEST_NOW, running_simulator
-from tests.service.test_daemon import Setup, eventually, hooks_sink, rule, write_config
+from tests.service.test_daemon import (
+    Setup,
+    eventually,
+    get,
+    hooks_sink,
+    metric_samples,
+    rule,
+    write_config,
+)
 
 OVERRAN = "poll overran its interval"
 HOUR_JOB = "poll-3600s"
@@ -124,7 +132,7 @@ async def test_a_poll_longer_than_its_interval_is_followed_by_the_next_at_once(
     # then their usage, read in full), over the 2 s interval; the later ones find no fresher
     # data in one answer and end within it.
     caplog.set_level(logging.INFO, logger="alertd.daemon")
-    async with scheduled(tmp_path, "2s", latency=1.2) as (_, jobs):
+    async with scheduled(tmp_path, "2s", latency=1.2) as (s, jobs):
         (first, *_) = await eventually(jobs.overruns, 30, "a poll that overran")
         await eventually(lambda: [e for e in jobs.later(first, "executed") if e.retval is None],
                          30, "a later poll within its interval")
@@ -141,19 +149,36 @@ async def test_a_poll_longer_than_its_interval_is_followed_by_the_next_at_once(
         assert lines[0].startswith(f"{OVERRAN} rules=tokens every=2s interval=2s seconds=")
         assert "account=- (the next poll starts now; more budget (requests_per_second" in lines[0]
         assert "a longer every, or the deadline scheduler (schedule.deadlines: true)" in lines[0]
+        # The metrics count them too, and time every poll that ended.
+        polls = await poll_metrics(s)
+        assert polls["alertd_poll_overruns_total"] == len(lines)
+        assert polls["alertd_poll_duration_seconds_count"] >= len(jobs.of("executed"))
+        assert polls["alertd_poll_duration_seconds_sum"] >= 2.0 * len(lines)
+        assert polls["alertd_poll_budget_idle_seconds_total"] >= 0
 
 
 async def test_a_poll_within_its_interval_leaves_the_schedule_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="alertd.daemon")
-    async with scheduled(tmp_path, "1h", latency=0.0) as (_, jobs):
+    async with scheduled(tmp_path, "1h", latency=0.0) as (s, jobs):
         (first,) = await eventually(lambda: jobs.of("executed"), 30, "the first poll")
         assert first.retval is None
         # The job's next run is where the interval trigger put it: an hour after the first.
         assert first.run_time is not None and first.next_run_time is not None
         assert first.next_run_time - first.run_time >= timedelta(hours=1)
         assert not jobs.of("modified") and not overrun_lines(caplog)
+        polls = await poll_metrics(s)
+        assert polls["alertd_poll_overruns_total"] == 0  # there from the start
+        assert polls["alertd_poll_duration_seconds_count"] == 1
+
+
+async def poll_metrics(s: Setup) -> dict[str, float]:
+    """The daemon's ``alertd_poll_*`` samples of the sole account, from its ``/metrics``."""
+    assert s.daemon.server_url is not None
+    _, samples = metric_samples((await get(f"{s.daemon.server_url}/metrics")).text)
+    return {name: value for (name, labels), value in samples.items()
+            if name.startswith("alertd_poll_") and labels == (("account", ""),)}
 
 
 async def first_poll_overran_by_the_clock(s: Setup) -> None:
