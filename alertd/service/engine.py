@@ -373,17 +373,20 @@ class Engine:
         parallel), a list or search as the directory has it (cached, or listed as it goes;
         :mod:`alertd.service.roster`), only the customers of ``customer_ids`` when given."""
         covered: dict[tuple[str, ...], Covered] = {}
+        explicit: list[tuple[Covered, CustomerSelection]] = []
         for rule in rules:
             selection = selection_for(rule, self.settings.customers)
             key = selection_key(selection)
             if key in covered:
                 covered[key].rules.append(rule.name)
             elif selection.ids is not None:
-                selected = await self.directory.select(selection)
-                covered[key] = Covered([rule.name], Listing(list(selected.customers), done=True),
-                                       selected)
-            else:
+                covered[key] = Covered([rule.name], Listing(done=True))
+                explicit.append((covered[key], selection))
+            else:  # started now: it goes on while the ids are looked up
                 covered[key] = Covered([rule.name], self.directory.listing(selection))
+        for chosen, selection in explicit:
+            chosen.selected = await self.directory.select(selection)
+            chosen.listing = Listing(list(chosen.selected.customers), done=True)
         return Roster(list(covered.values()), set(customer_ids) if customer_ids else None)
 
     async def _report(self, roster: Roster, rules: Mapping[str, Rule], now: int,

@@ -13,11 +13,12 @@ only those of ``customer_ids`` when given. A batch gives each rule the customers
 selection among the batch's, in that selection's order. Knowing that a customer taken from a
 selection is also in a later one needs the later one whole: customers are taken from a
 selection only once every later one is done (so only the last of several selections is
-judged while listed; one selection, the usual case, always is). The customers of the earlier
-selections are known not to be in later walks by the ids already taken.
+judged while listed; one selection, the usual case, always is). A later selection's walk
+skips the customers already taken (those of the earlier ones) by their ids.
 
-Memory: no list is copied; a selection's position index (id → place) is built only when the
-pass has several selections, once per selection, not per rule.
+Memory: no list is copied. Besides the pass's customers by id (which a pass always had), a
+selection after the first gets a position index (id → place) once a batch needs it: one per
+selection, never one per rule.
 """
 
 from __future__ import annotations
