@@ -15,6 +15,10 @@ Contracts:
   finished (or crashed) no longer counts as running, so ``start`` starts it anew; a crash is
   logged with its traceback when it is noticed (by ``running``, ``start`` or ``stop``). A
   ``stop`` that is itself cancelled during the grace still cancels the loop before it goes.
+* :class:`OwnedTasks` holds the one-shot tasks an object starts on its own (the directory's
+  listings and refreshes): each is forgotten when it ends (a crash logged), and
+  :meth:`OwnedTasks.aclose` cancels those still running and waits until they are gone
+  (:meth:`OwnedTasks.join` waits for them to end by themselves).
 * :func:`cancel` aborts a task and waits until it is gone; its exception, if any, is not
   raised but logged (a cancellation is not an exception).
 * :func:`wait_first` returns when any event is set, every task is done, or the timeout
@@ -76,6 +80,42 @@ class Background:
         finally:  # even when this stop is itself cancelled: never leave the loop running
             await cancel(task)
         return finished
+
+
+class OwnedTasks:
+    """One-shot tasks an owner starts and must not leave behind when it closes."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Runs ``work`` as a task, kept until it ends."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        _log_outcome(task)
+
+    async def join(self) -> None:
+        """Waits until every task running now, and any they start, has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # their done callbacks: forgotten
+
+    async def aclose(self) -> None:
+        """Cancels every task still running and waits until each is gone."""
+        while self._tasks:
+            running = list(self._tasks)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            self._tasks.difference_update(running)
 
 
 async def cancel(task: asyncio.Task[Any]) -> None:

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from alertd.clock import FakeClock
-from alertd.tasks import Background, cancel, wait_first
+from alertd.tasks import Background, OwnedTasks, cancel, wait_first
 
 
 async def test_a_loop_that_honours_stop_finishes_within_grace() -> None:
@@ -175,3 +175,31 @@ async def test_cancel_logs_the_error_a_task_ended_with(
         await cancel(asyncio.create_task(asyncio.sleep(3600)))  # a cancellation: no log
     assert [r.getMessage() for r in caplog.records] == [
         "background task test-failing failed: RuntimeError: boom"]
+
+
+async def test_owned_tasks_are_forgotten_when_done_and_cancelled_on_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owned = OwnedTasks()
+    never = asyncio.Event()
+    ran: list[str] = []
+
+    async def quick() -> None:
+        ran.append("quick")
+
+    async def crashing() -> None:
+        raise RuntimeError("boom")
+
+    async def waiting() -> None:
+        await never.wait()
+
+    owned.start(quick(), "test-quick")
+    owned.start(crashing(), "test-crash")
+    await owned.join()
+    assert len(owned) == 0 and ran == ["quick"]
+    assert any("test-crash failed" in r.getMessage() for r in caplog.records)
+    stuck = owned.start(waiting(), "test-stuck")
+    await asyncio.sleep(0)
+    assert len(owned) == 1
+    await owned.aclose()
+    assert stuck.cancelled() and len(owned) == 0

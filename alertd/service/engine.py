@@ -12,7 +12,8 @@ Isolation: whatever goes wrong stays inside the (rule, customer) it belongs to, 
 * A customer id Stripe does not have (unknown or deleted): an ``error`` finding for each rule
   naming it. A configuration problem, not a source failure (``failures`` does not list it).
 * A customer lookup, list or search that fails after retries: ``error`` findings for the rules
-  it served (the customer ``""`` when a whole list failed), and a source failure.
+  it served (the customer ``""`` when a whole list failed), and a source failure. A first
+  listing that fails midway has had the customers it listed judged all the same.
 * A request that fails after retries (a malformed answer included): an ``error`` finding for
   every (rule, customer) it served, and a source failure.
 * A query Stripe would refuse (e.g. filters without a meter), caught before sending: ``error``
@@ -36,6 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from alertd.accounts import with_account
 from alertd.conditions.money import sums_meters, wants_billing, wants_credit
@@ -78,10 +80,11 @@ from alertd.service.reads import (
     save,
     widening_needs,
 )
+from alertd.service.roster import Covered, CustomerProblem, Roster, Taken, problems_of
 from alertd.service.summed import judge_summed, summed_needs
 from alertd.source import Source
 from alertd.source.billing import BillingSource
-from alertd.source.directory import Directory, Selected, selection_key
+from alertd.source.directory import Directory, Listing, Selected, selection_key
 from alertd.source.inflight import batches_ahead, ewma
 from alertd.source.ratelimit import BudgetName, RateBudget
 
@@ -109,7 +112,8 @@ class BatchFindings:
     findings: tuple[Finding, ...]
     #: The series of the batch's active findings (trimmed to :data:`RECENT_BUCKETS`).
     series: Mapping[SeriesKey, Series]
-    #: Every customer of the pass (shared, not copied), for the alerts' customer details.
+    #: Every customer of the pass taken so far, the batch's included (shared, not copied,
+    #: and growing while the pass goes on), for the alerts' customer details.
     customers: Mapping[str, Customer]
     #: The ids of the batch's customers (none for the findings of customers the directory
     #: could not serve).
@@ -188,19 +192,6 @@ class PassResult:
     judged: bool | None = None
     #: With ``on_batch``: the message of the pass's first ``error`` finding (``""``: none).
     problem: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerProblem:
-    """A (rule, customer) the directory could not serve. ``failure`` is ``None`` when Stripe
-    simply has no such customer (a configuration problem), else the lookup's error (a source
-    failure). ``customer`` is ``""`` when a whole list or search failed."""
-
-    rule: str
-    customer: str
-    message: str
-    failure: SourceError | None = None
-    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,22 +275,10 @@ class Engine:
             if key not in loaded:
                 loaded[key] = await self._select(selection)
             selected = loaded[key]
-            if isinstance(selected, SourceError):
-                by_rule[rule.name] = []
-                problems.append(CustomerProblem(
-                    rule.name, "", f"could not read the rule's customers: {selected}", selected))
-                continue
-            by_rule[rule.name] = [c for c in selected.customers if only is None or c.id in only]
-            problems += [CustomerProblem(rule.name, m.customer_id, m.reason, deleted=m.deleted)
-                         for m in selected.missing if only is None or m.customer_id in only]
-            problems += [
-                CustomerProblem(rule.name, customer_id, f"could not read customer {customer_id}: "
-                                f"{exc}", exc)
-                for customer_id, exc in selected.failed if only is None or customer_id in only
-            ]
-        for problem in problems:
-            log.warning("customer unavailable rule=%s customer=%s error=%s", problem.rule,
-                        problem.customer or "*", problem.message)
+            problems += problems_of(rule.name, selected, only)
+            by_rule[rule.name] = [] if isinstance(selected, SourceError) else [
+                c for c in selected.customers if only is None or c.id in only]
+        _log_problems(problems)
         return Selection(by_rule, tuple(problems))
 
     async def _select(self, selection: CustomerSelection) -> Selected | SourceError:
@@ -341,6 +320,10 @@ class Engine:
         the number of customers (the daemon records alert states batch by batch this way,
         and its recorder and status board keep what they show).
 
+        A first listing (nothing cached) does not hold the pass up: batches start with the
+        first page's customers while the next pages are read (:mod:`alertd.service.roster`);
+        the findings are those of a pass from the cached list, in the same order.
+
         Customers are taken in batches of up to :data:`BATCH_CUSTOMERS`: needs of different
         customers never share a request, so planning per batch costs no request, and a batch's
         answers and series are dropped once it is judged — memory stays flat however many
@@ -357,17 +340,10 @@ class Engine:
         """
         sent_before = self._sent() if self._sent is not None else 0
         rules = select_rules(self.rules.rules, rule_names)
-        only = set(customer_ids) if customer_ids else None
-        selection = await self.select_customers(rules, only)
-        by_rule = selection.by_rule
-        customers = {c.id: c for cs in by_rule.values() for c in cs}
+        roster = await self._roster(rules, customer_ids)
+        customers = roster.customers  # complete once the batches are done
         total = _Tally(on_batch=on_batch, customers=customers, account=self.account)
-        _tally_problems(selection.problems, {rule.name: rule for rule in rules}, now, total)
-        if on_batch is not None:
-            problems, total.findings = total.findings, []
-            await _hand_over(total, problems, {}, frozenset(), None)
-        ids = list(customers)
-        await self._run_batches(rules, by_rule, ids, now, total)
+        await self._run_batches(rules, roster, now, total)
         await prune(self.cache, now)
         if self._sent is not None:
             total.requests = self._sent() - sent_before
@@ -387,36 +363,79 @@ class Engine:
             problem=total.problem,
         )
 
+    async def _roster(self, rules: Sequence[Rule], customer_ids: Iterable[str] | None
+                      ) -> Roster:
+        """Each distinct selection of ``rules`` once: explicit ids looked up now (in
+        parallel), a list or search as the directory has it (cached, or listed as it goes;
+        :mod:`alertd.service.roster`), only the customers of ``customer_ids`` when given."""
+        covered: dict[tuple[str, ...], Covered] = {}
+        explicit: list[tuple[Covered, CustomerSelection]] = []
+        for rule in rules:
+            selection = selection_for(rule, self.settings.customers)
+            key = selection_key(selection)
+            if key in covered:
+                covered[key].rules.append(rule.name)
+            elif selection.ids is not None:
+                covered[key] = Covered([rule.name], Listing(done=True))
+                explicit.append((covered[key], selection))
+            else:  # started now: it goes on while the ids are looked up
+                covered[key] = Covered([rule.name], self.directory.listing(selection))
+        for chosen, selection in explicit:
+            chosen.selected = await self.directory.select(selection)
+            chosen.listing = Listing(list(chosen.selected.customers), done=True)
+        return Roster(list(covered.values()), set(customer_ids) if customer_ids else None)
+
+    async def _report(self, roster: Roster, rules: Mapping[str, Rule], now: int,
+                      total: _Tally) -> None:
+        """The ``error`` findings of what the roster's selections could not serve, not yet
+        reported (handed on at once with ``on_batch``)."""
+        problems = roster.problems()
+        if not problems:
+            return
+        _log_problems(problems)
+        _tally_problems(problems, rules, now, total)
+        if total.on_batch is not None:
+            found, total.findings = total.findings, []
+            await _hand_over(total, found, {}, frozenset(), None)
+
     async def _run_batches(
-        self,
-        rules: Sequence[Rule],
-        by_rule: Mapping[str, list[Customer]],
-        ids: Sequence[str],
-        now: int,
-        total: _Tally,
+        self, rules: Sequence[Rule], roster: Roster, now: int, total: _Tally
     ) -> None:
-        """The customers ``ids`` batch by batch, with the next batches' requests already
-        queued while this one's last answers come in and are judged: the rate budget never
-        waits for a batch's slowest answer (at 1 s latency, most of a batch's time). As many
-        batches go ahead as the budget × (the latency + the work) needs (:meth:`_ahead`),
-        while the rows they hold stay under ``ahead_rows``
+        """The roster's customers batch by batch, each batch started as soon as its
+        customers are listed (a first listing goes on meanwhile: :class:`Roster`), with the
+        next batches' requests already queued while this one's last answers come in and are
+        judged: the rate budget never waits for a batch's slowest answer (at 1 s latency,
+        most of a batch's time). As many batches go ahead as the budget × (the latency + the
+        work) needs (:meth:`_ahead`), while the rows they hold stay under ``ahead_rows``
         (:class:`~alertd.service.reads.HeldAhead`: a request of a batch ahead waits there
-        while they are over it). Each new batch is
-        sized by the last judged one (the first by :data:`FIRST_BATCH`)."""
+        while they are over it). Each new batch is sized by the last judged one (the first by
+        :data:`FIRST_BATCH`). What the selections could not serve becomes ``error`` findings
+        as soon as it is known."""
         pending: list[tuple[_Batch, int]] = []
         held = self.held_ahead = HeldAhead(self.ahead_rows)
         self.most_under_way = 0
-        start, size, index = 0, min(FIRST_BATCH, self.batch_customers), 0
+        size, index = min(FIRST_BATCH, self.batch_customers), 0
+        by_name = {rule.name: rule for rule in rules}
         try:
-            while start < len(ids) or pending:
-                if start < len(ids) and (not pending or (
-                        len(pending) <= self._ahead(pending[-1][0]) and held.may_start(index))):
-                    batch = set(ids[start:start + size])
-                    start += len(batch)
-                    pending.append((await self._start_batch(rules, by_rule, batch, now,
-                                                            held, index), len(batch)))
+            while True:
+                await self._report(roster, by_name, now, total)
+                may_start = roster.ready and (not pending or (
+                    len(pending) <= self._ahead(pending[-1][0]) and held.may_start(index)))
+                taken = roster.take(size) if may_start else []
+                if taken:
+                    pending.append((await self._start_batch(rules, roster, taken, now, held,
+                                                            index), len(taken)))
                     index += 1
                     self.most_under_way = max(self.most_under_way, len(pending))
+                    continue
+                if not pending:
+                    if roster.done:
+                        break
+                    await roster.wait()
+                    continue
+                oldest = pending[0][0].outcomes
+                if may_start and not roster.done and not oldest.done():
+                    await _answers_or_customers(oldest, roster)  # whichever comes first
                     continue
                 started, count = pending.pop(0)
                 rows, cached = total.rows, total.cached
@@ -424,6 +443,7 @@ class Engine:
                 held.advance()
                 size = next_batch_size(total.rows - rows, total.cached - cached, count,
                                        self.batch_customers)
+            await self._report(roster, by_name, now, total)  # a listing failed meanwhile
         finally:
             # An error or a cancellation: the batches under way stop their requests too.
             for left, _ in pending:
@@ -458,8 +478,8 @@ class Engine:
     async def _start_batch(
         self,
         rules: Sequence[Rule],
-        by_rule: Mapping[str, list[Customer]],
-        batch: set[str],
+        roster: Roster,
+        batch: Sequence[Taken],
         now: int,
         held: HeldAhead | None = None,
         index: int = 0,
@@ -467,8 +487,7 @@ class Engine:
         """A batch's customers, needs, cache reads and plan, and its fetch under way (each
         request of a batch ahead waiting for ``held`` to be under its bound)."""
         began = time.monotonic()
-        in_batch = {name: [c for c in cs if c.id in batch] for name, cs in by_rule.items()}
-        in_batch = await self.with_billing(rules, in_batch, now)
+        in_batch = await self.with_billing(rules, roster.in_batch(batch), now)
         needs: dict[tuple[str, str], DataNeed] = {}
         summed: dict[tuple[str, str], tuple[DataNeed, ...]] = {}
         early: list[Finding] = []
@@ -490,7 +509,8 @@ class Engine:
         others = [r for r in self.rules.rules if r.name not in names] if self.cache else []
         every_need = [*needs.values(), *(n for pair in summed.values() for n in pair)]
         reads = await prepare(self.cache, every_need, now, self.cache_counts,
-                              widening_needs(others, sorted(batch), now))
+                              widening_needs(others, sorted(t.customer.id for t in batch),
+                                             now))
         if held is not None:
             held.hold(index, reads.cached_rows)
         the_plan = plan(reads.fetch_needs)
@@ -700,6 +720,22 @@ async def _hand_over(total: _Tally, findings: Sequence[Finding],
         total.problem = next((f.message for f in owned if f.state == "error"), "")
     await total.on_batch(BatchFindings(owned, owned_series, total.customers, read,
                                        refreshed_at))
+
+
+async def _answers_or_customers(answers: asyncio.Future[Any], roster: Roster) -> None:
+    """Returns once a batch's ``answers`` are in or the roster has customers to take."""
+    listed = asyncio.ensure_future(roster.wait())
+    try:
+        await asyncio.wait((answers, listed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listed.cancel()
+        await asyncio.gather(listed, return_exceptions=True)
+
+
+def _log_problems(problems: Iterable[CustomerProblem]) -> None:
+    for problem in problems:
+        log.warning("customer unavailable rule=%s customer=%s error=%s", problem.rule,
+                    problem.customer or "*", problem.message)
 
 
 def _tally_problems(

@@ -98,11 +98,15 @@ class DeadlineBook:
         gone = [c for c in self._slot if c not in current]
         for customer in gone:
             self._release(self._slot.pop(customer))
-        for customer in current:
-            if customer not in self._slot:
-                self._book(self._take_slot(customer), -math.inf)
+        self.add(current)
         if gone:
             self._grouped = {k: m for k, m in self._grouped.items() if k.customer in current}
+
+    def add(self, customers: Iterable[str]) -> None:
+        """New customers of the group, due at once (none is dropped)."""
+        for customer in customers:
+            if customer not in self._slot:
+                self._book(self._take_slot(customer), -math.inf)
 
     def figures(self, now: float) -> TickFigures:
         """How many customers are booked and due at ``now``, how far past its deadline the
@@ -398,10 +402,15 @@ class BookReading:
         self.book = book
         self.rules = rules
         self.now = now
+        #: Whether the pass books its customers in as it reads them: a full poll (or one by
+        #: hand) before any tick, decided at its first batch.
+        self.admitting: bool | None = None
 
     def batch(self, found: BatchFindings) -> None:
-        if not len(self.book):
-            self.book.admit(found.customers)  # a full poll (or one by hand) before any tick
+        if self.admitting is None:
+            self.admitting = not len(self.book)
+        if self.admitting:  # batch by batch: a first listing is still going on
+            self.book.add(found.read)
         self.book.observe(self.rules, found.read, found.findings, self.now, found.refreshed_at)
 
     def done(self, result: PassResult) -> None:

@@ -9,7 +9,7 @@ directory — built the same way. Tests pass a ``transport`` (``httpx.MockTransp
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +85,12 @@ async def stripe_stack(
     # polled is then visible from the outside.
     agent = USER_AGENT if settings.state.url is None else \
         f"{USER_AGENT} replica/{replica_name(settings)}"
-    async with StripeHTTP(
-        settings.stripe, api_key, transport=transport, clock=clock, observer=metrics,
-        user_agent=agent,
-    ) as http:
-        directory = Directory(http, clock=clock, refresh=settings.customers.refresh)
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(StripeHTTP(
+            settings.stripe, api_key, transport=transport, clock=clock, observer=metrics,
+            user_agent=agent,
+        ))
+        # Closed before the client: its background refreshes and listings use it.
+        directory = await stack.enter_async_context(
+            Directory(http, clock=clock, refresh=settings.customers.refresh))
         yield StripeStack(http, build_source(http, settings.stripe), directory)

@@ -15,13 +15,31 @@ Explicit ids are looked up one by one, and one id never spoils the others:
 deleted — cached like customers, so a poll loop does not ask every minute) and the ids whose
 lookup failed (not cached, so the next poll asks again). The engine turns each of the last two
 into an ``error`` finding for that (rule, customer) and evaluates everyone else.
+
+Stale while revalidating: listing every customer is one page of 100 after another (each needs
+the previous one's cursor), ~100 s for 10,000 customers at 1 s a request. So no poll waits
+for a listing except the very first: once a list, search, meter list or customer lookup has
+been read, a call after its ``refresh`` has passed gets the previous value at once and starts
+one refresh of it in the background (one per key at a time); the calls after that refresh
+ends get its value. A value is thus served stale from the first call after it expires until
+the refresh that call started ends: for a poll loop calling more often than ``refresh``, at
+most ``refresh`` + one poll interval + the time of one listing after it was read. A refresh
+that fails is logged (``request_id=``) and the previous value kept; the next call starts
+another. The directory owns these tasks: :meth:`Directory.aclose` cancels and awaits them.
+
+The first listing of a selection (nothing cached at all) is offered as it goes:
+:meth:`Directory.listing` returns a :class:`Listing` whose customers grow page by page, shared
+by every caller of that selection, so the engine judges the first pages' customers while the
+next are read. Its complete list is cached when the last page comes; a listing that fails
+midway keeps the customers it had (those already judged stay judged), caches nothing, and
+the next call lists again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar
@@ -33,6 +51,7 @@ from alertd.errors import MalformedResponseError, NotFoundError, SourceError
 from alertd.model import Customer, Meter
 from alertd.source.body import BodyReader
 from alertd.source.http import BodyParser, StripeHTTP
+from alertd.tasks import OwnedTasks
 
 log = logging.getLogger("alertd.source")
 
@@ -68,6 +87,90 @@ class TimedCache(Generic[T]):
             value = await load()
             self.put(key, value)
             return value
+
+
+class RevalidatingCache(TimedCache[T]):
+    """A :class:`TimedCache` whose expired value is still served while one refresh per key
+    runs in the background (a task of ``tasks``); a refresh that fails keeps the value."""
+
+    def __init__(self, clock: Clock, ttl: float, tasks: OwnedTasks, what: str) -> None:
+        super().__init__(clock, ttl)
+        self._tasks = tasks
+        self._what = what
+        self._refreshing: set[Hashable] = set()
+
+    def current(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T | None:
+        """The value of ``key``, fresh or expired (then refreshed in the background), or
+        ``None`` when there has never been one."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock.monotonic() and key not in self._refreshing:
+            self._refreshing.add(key)
+            task = self._tasks.start(self._refresh(key, load),
+                                     name=f"alertd-refresh-{self._what}")
+            task.add_done_callback(lambda _: self._refreshing.discard(key))
+        return entry[1]
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """The value of ``key`` as :meth:`current` has it, else ``load()``'s."""
+        known = self.current(key, load)
+        return known if known is not None else await super().get(key, load)
+
+    async def _refresh(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> None:
+        try:
+            self.put(key, await load())
+        except SourceError as exc:
+            log.warning("refresh failed, the previous value kept what=%s key=%s error=%s "
+                        "request_id=%s", self._what, key_text(key), exc, exc.request_id)
+
+
+def key_text(key: Hashable) -> str:
+    """A cache key for a log line: ``search:email:'a@b'``, ``all``, ``cus_1``."""
+    return ":".join(key) if isinstance(key, tuple) else str(key)
+
+
+class Listing:
+    """The customers of one list or search selection as its pages come, in Stripe's order.
+
+    ``customers`` only grows (a reader keeps its place by index; a cached list is never
+    changed); ``done`` once the last page came or the listing failed (``error``: a
+    :class:`~alertd.errors.SourceError`, or the cancellation of a closed directory)."""
+
+    def __init__(self, customers: list[Customer] | None = None, *, done: bool = False) -> None:
+        self.customers: list[Customer] = [] if customers is None else customers
+        self.done = done
+        self.error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    def extend(self, page: Iterable[Customer]) -> None:
+        self.customers.extend(page)
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.done, self.error = True, error
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self, seen: int) -> None:
+        """Returns once more than ``seen`` customers are listed or the listing is done."""
+        while len(self.customers) <= seen and not self.done:
+            await self._changed.wait()
+
+    async def finished(self) -> None:
+        """Returns once the listing is done (failed or not)."""
+        while not self.done:
+            await self._changed.wait()
+
+    async def complete(self) -> list[Customer]:
+        """Every customer, once the listing is done; its error if it failed."""
+        await self.finished()
+        if self.error is not None:
+            raise self.error
+        return self.customers
 
 
 def selection_key(selection: CustomerSelection) -> tuple[str, ...]:
@@ -125,14 +228,42 @@ class Selected:
 
 
 class Directory:
-    """Customers and meters of the Stripe account, cached for ``refresh`` seconds."""
+    """Customers and meters of the Stripe account, cached for ``refresh`` seconds, then
+    served while refreshed in the background; :meth:`aclose` ends the refreshes and
+    listings under way."""
 
     def __init__(self, http: StripeHTTP, *, clock: Clock, refresh: float) -> None:
         self.http = http
         self.refresh = refresh
-        self._selections: TimedCache[list[Customer]] = TimedCache(clock, refresh)
-        self._customers: TimedCache[Customer | Missing] = TimedCache(clock, refresh)
-        self._meters: TimedCache[dict[str, Meter]] = TimedCache(clock, refresh)
+        self._tasks = OwnedTasks()
+        self._selections: RevalidatingCache[list[Customer]] = RevalidatingCache(
+            clock, refresh, self._tasks, "customers")
+        self._customers: RevalidatingCache[Customer | Missing] = RevalidatingCache(
+            clock, refresh, self._tasks, "customer")
+        self._meters: RevalidatingCache[dict[str, Meter]] = RevalidatingCache(
+            clock, refresh, self._tasks, "meters")
+        self._listings: dict[tuple[str, ...], Listing] = {}
+
+    async def __aenter__(self) -> Directory:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancels the refreshes and first listings under way and waits until they are
+        gone (the callers waiting on such a listing get the cancellation)."""
+        await self._tasks.aclose()
+
+    @property
+    def running(self) -> int:
+        """Refreshes and first listings under way (for tests and shutdown checks)."""
+        return len(self._tasks)
+
+    async def settled(self) -> None:
+        """Waits until the refreshes and first listings under way have ended (failed or
+        not): for tests, and for a caller that wants the values they bring."""
+        await self._tasks.join()
 
     async def select(self, selection: CustomerSelection) -> Selected:
         """The customers ``selection`` chooses, in Stripe's order (ids: in the given order,
@@ -140,11 +271,22 @@ class Directory:
         :class:`~alertd.errors.SourceError`: it names no customer to blame."""
         if selection.ids is not None:
             return await self._select_ids(selection.ids)
+        return Selected(tuple(await self.listing(selection).complete()))
+
+    def listing(self, selection: CustomerSelection) -> Listing:
+        """A list or search selection's customers: the cached ones (a done :class:`Listing`
+        of the cached list, refreshed in the background once expired), else the first
+        listing's as its pages come, started here unless one is under way."""
         key = selection_key(selection)
-        found = await self._selections.get(key, lambda: self._load(selection))
-        for customer in found:
-            self._customers.put(customer.id, customer)
-        return Selected(tuple(found))
+        known = self._selections.current(key, partial(self._load, selection))
+        if known is not None:
+            return Listing(known, done=True)
+        listing = self._listings.get(key)
+        if listing is None:
+            listing = self._listings[key] = Listing()
+            self._tasks.start(self._list_into(key, selection, listing),
+                              name=f"alertd-list-{key[0]}")
+        return listing
 
     async def customers(self, selection: CustomerSelection) -> list[Customer]:
         """The customers ``selection`` chooses, in Stripe's order (ids: in the given order).
@@ -207,10 +349,49 @@ class Directory:
 
     # ----------------------------------------------------------------------- loading
 
+    async def _list_into(self, key: tuple[str, ...], selection: CustomerSelection,
+                         listing: Listing) -> None:
+        """A first listing, page by page into ``listing``; cached whole when it ends well."""
+        try:
+            async for page in self._customer_pages(selection):
+                listing.extend(page)
+            self._remember(key, listing.customers)
+            listing.finish()
+        except SourceError as exc:
+            listing.finish(exc)
+        except asyncio.CancelledError:
+            listing.finish(asyncio.CancelledError("the customer directory was closed"))
+            raise
+        except Exception as exc:  # a bug: its waiters raise it, and the task logs it
+            listing.finish(exc)
+            raise
+        finally:
+            if self._listings.get(key) is listing:
+                del self._listings[key]
+
+    def _remember(self, key: tuple[str, ...], customers: list[Customer]) -> None:
+        self._selections.put(key, customers)
+        for customer in customers:
+            self._customers.put(customer.id, customer)
+
     async def _load(self, selection: CustomerSelection) -> list[Customer]:
+        """A selection's every customer (a refresh); its customers are cached one by one."""
+        customers: list[Customer] = []
+        async for page in self._customer_pages(selection):
+            customers += page
+        for customer in customers:
+            self._customers.put(customer.id, customer)
+        return customers
+
+    def _customer_pages(self, selection: CustomerSelection) -> AsyncIterator[list[Customer]]:
+        """``GET /v1/customers/search`` (following ``next_page``) or ``GET /v1/customers``."""
         if selection.search is not None:
-            return await self._search(selection.search)
-        return await self._list_customers()
+            return self._each_page(
+                "/v1/customers/search", [("query", selection.search)], "customers_search",
+                "page", partial(parse_page, item=parse_customer, cursor="next_page"))
+        return self._each_page(
+            "/v1/customers", [], "customers", "starting_after",
+            partial(parse_page, item=parse_customer, cursor="last_id"))
 
     async def _retrieve(self, customer_id: str) -> Customer | Missing:
         """One customer, or :class:`Missing` when Stripe has none by that id (or deleted it)."""
@@ -235,13 +416,6 @@ class Directory:
             )
         return response.body
 
-    async def _search(self, query: str) -> list[Customer]:
-        """``GET /v1/customers/search``, following ``next_page`` while ``has_more``."""
-        return await self._pages(
-            "/v1/customers/search", [("query", query)], "customers_search", "page",
-            partial(parse_page, item=parse_customer, cursor="next_page"),
-        )
-
     async def _load_meters(self) -> dict[str, Meter]:
         meters = await self._pages(
             "/v1/billing/meters", [], "meters", "starting_after",
@@ -249,18 +423,21 @@ class Directory:
         )
         return {meter.id: meter for meter in meters}
 
-    async def _list_customers(self) -> list[Customer]:
-        return await self._pages(
-            "/v1/customers", [], "customers", "starting_after",
-            partial(parse_page, item=parse_customer, cursor="last_id"),
-        )
-
     async def _pages(
         self, path: str, params: list[tuple[str, str]], endpoint: str, cursor_param: str,
         parse: BodyParser[Page[T]],
     ) -> list[T]:
-        """Every item of a Stripe list or search endpoint, page after page of 100."""
+        """Every item of a Stripe list or search endpoint."""
         items: list[T] = []
+        async for page in self._each_page(path, params, endpoint, cursor_param, parse):
+            items += page
+        return items
+
+    async def _each_page(
+        self, path: str, params: list[tuple[str, str]], endpoint: str, cursor_param: str,
+        parse: BodyParser[Page[T]],
+    ) -> AsyncIterator[list[T]]:
+        """The items of a Stripe list or search endpoint, page after page of 100."""
         cursor: str | None = None
         while True:
             page_params = [*params, ("limit", str(PAGE_SIZE))]
@@ -270,15 +447,15 @@ class Directory:
                 path, page_params, budget="general", endpoint=endpoint, parse=parse
             )
             page = response.body
-            items += page.items
-            if not page.has_more:
-                return items
-            if page.cursor == cursor:
+            if page.has_more and page.cursor == cursor:
                 raise MalformedResponseError(
                     f"unexpected {endpoint} response: the next page is the same page again; "
                     "it was not used",
                     request_id=response.request_id,
                 )
+            yield page.items
+            if not page.has_more:
+                return
             cursor = page.cursor
 
 

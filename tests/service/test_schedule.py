@@ -17,7 +17,8 @@ from alertd.deadlines import Pacing
 from alertd.model import Finding, MeterSpec, Period, SeriesKey, UsageQuery
 from alertd.rules.schema import Rule
 from alertd.service.daemon import Daemon, load_checked
-from alertd.service.schedule import DeadlineBook
+from alertd.service.engine import BatchFindings
+from alertd.service.schedule import BookReading, DeadlineBook
 from alertd.service.systemd import SystemdNotifier
 from alertd.sim.generator import UsageGenerator
 from alertd.sim.testing import TEST_NOW, running_simulator
@@ -93,6 +94,23 @@ def test_requests_per_customer_shrink_what_a_tick_takes() -> None:
     book.observe({"quota": _rule()}, ["c0"], [], TEST_NOW, TEST_NOW, requests=5)
     assert book.requests_per_customer == 3.0                # (1 + 5) / 2
     assert len(book.take(TEST_NOW, requests=9)) == 3
+
+
+def test_a_full_poll_before_any_tick_books_every_batch_as_it_is_read() -> None:
+    # A first listing grows while the pass goes on: each batch sees only the customers
+    # taken so far, and each is booked as it is read, not just the first batch's.
+    book = DeadlineBook(HOUR, PACING)
+    reading = BookReading(book, {"quota": _rule()}, TEST_NOW)
+    customers: dict[str, Any] = {}
+    for batch in (["a", "b"], ["c"]):
+        customers.update(dict.fromkeys(batch))
+        reading.batch(BatchFindings((), {}, customers, frozenset(batch), TEST_NOW))
+    assert len(book) == 3
+    assert all(book.due_at(c) == TEST_NOW + HOUR for c in "abc")
+    # Once booked, a pass (a tick's) adds nobody: its customers come from the book.
+    later = BookReading(book, {"quota": _rule()}, TEST_NOW)
+    later.batch(BatchFindings((), {}, {"d": None}, frozenset({"d"}), TEST_NOW))
+    assert len(book) == 3
 
 
 # --------------------------------------------------------------------------- the daemon

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from alertd.clock import FakeClock
 from alertd.config.settings import CustomerSelection
 from alertd.errors import MalformedResponseError, NotFoundError, PermissionDeniedError
 from alertd.model import Customer, Meter
-from alertd.source.directory import Directory
+from alertd.source.directory import PAGE_SIZE, Directory
 
 from .fakes import Recorder, make_http, reply, stripe_error
 
@@ -147,6 +148,11 @@ async def test_selections_are_cached_for_the_refresh_interval() -> None:
         assert await found.customer("cus_0042") == customer(42)  # filled by the list
         assert len(app.requests) == 2
         clock.advance(601)
+        # Expired: the previous list at once, and a refresh in the background.
+        assert await found.customers(everyone) == first
+        assert len(app.requests) == 2
+        await found.settled()
+        assert len(app.requests) == 4
         assert await found.customers(everyone) == first
         assert len(app.requests) == 4
 
@@ -268,3 +274,154 @@ async def test_select_names_unknown_deleted_and_failed_ids_and_keeps_the_rest() 
     paths = [r.url.path for r in recorder.requests]
     assert paths.count("/v1/customers/cus_flaky") == 2 * (1 + http.settings.max_retries)
     assert paths.count("/v1/customers/cus_nope") == 1
+
+
+class Gated:
+    """A FakeAccount whose customer list waits at the gate while one is set: page 2 of a
+    first listing, or a whole refresh, is then under way until the test opens it."""
+
+    def __init__(self, account: FakeAccount, *, page: int = 1) -> None:
+        self.account = account
+        self.page = page  # the first page that waits (0: every page)
+        self.gate: asyncio.Event | None = None
+        self.failing: list[httpx.Response] = []  # answers of the next ones from ``page``
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/customers":
+            after = request.url.params.get("starting_after")
+            page = 0 if after is None else [c["id"] for c in self.account.customers].index(
+                after) // PAGE_SIZE + 1
+            if page >= self.page:
+                if self.gate is not None:
+                    await self.gate.wait()
+                if self.failing:
+                    return self.failing.pop(0)
+        return self.account(request)
+
+
+async def test_an_expired_list_is_served_while_one_refresh_replaces_it() -> None:
+    account = FakeAccount(customers=150)
+    gated = Gated(account, page=0)
+    app = Recorder(gated)
+    clock = FakeClock()
+    found, http = directory(app, clock, refresh=600)
+    everyone = CustomerSelection(all=True)
+    async with http, found:
+        first = await found.customers(everyone)
+        account.customers.append(customer_json(150))
+        clock.advance(601)
+        gated.gate = asyncio.Event()
+        # Expired: the previous list at once, however often asked, while one refresh waits.
+        assert await found.customers(everyone) == first
+        await asyncio.sleep(0)  # the refresh sends its first page, which waits at the gate
+        assert await found.customers(everyone) == first
+        assert found.running == 1
+        # A customer expires with its list: served too, and looked up again meanwhile.
+        assert await found.customer("cus_0042") == customer(42)
+        gated.gate.set()
+        await found.settled()
+        assert await found.customers(everyone) == [customer(i) for i in range(151)]
+        assert await found.customer("cus_0150") == customer(150)  # filled by the refresh
+    paths = [r.url.path for r in app.requests]
+    assert paths.count("/v1/customers") == 2 + 2  # the first listing, then one refresh
+    assert paths.count("/v1/customers/cus_0042") == 1
+
+
+async def test_a_failed_refresh_keeps_the_old_list_and_the_next_call_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="alertd.source")
+    account = FakeAccount(customers=3)
+    gated = Gated(account, page=0)
+    app = Recorder(gated)
+    clock = FakeClock()
+    found, http = directory(app, clock, refresh=600)
+    everyone = CustomerSelection(all=True)
+    async with http, found:
+        first = await found.customers(everyone)
+        account.customers.append(customer_json(3))
+        clock.advance(601)
+        gated.failing = [stripe_error(403, "no permission", request_id="req_denied")]
+        assert await found.customers(everyone) == first
+        await found.settled()
+        [warning] = [r for r in caplog.records if "refresh failed" in r.getMessage()]
+        assert warning.levelname == "WARNING"
+        assert "request_id=req_denied" in warning.getMessage()
+        assert "key=all" in warning.getMessage()
+        assert await found.customers(everyone) == first  # kept; and refreshed again
+        await found.settled()
+        assert await found.customers(everyone) == [customer(i) for i in range(4)]
+    assert len(app.requests) == 3
+
+
+async def test_aclose_cancels_a_refresh_and_a_first_listing_under_way() -> None:
+    gated = Gated(FakeAccount(customers=150), page=0)
+    clock = FakeClock()
+    found, http = directory(Recorder(gated), clock, refresh=600)
+    async with http:
+        first = await found.customers(CustomerSelection(all=True))
+        clock.advance(601)
+        gated.gate = asyncio.Event()  # never opened
+        assert await found.customers(CustomerSelection(all=True)) == first
+        searching = found.listing(CustomerSelection(search="metadata['plan']:'pro'"))
+        listing = found.listing(CustomerSelection(all=True, refresh=5))
+        assert listing.done  # the stale list, not a new listing
+        await asyncio.sleep(0)
+        assert found.running == 2
+        await found.aclose()
+        assert found.running == 0
+        assert searching.done
+        with pytest.raises(asyncio.CancelledError):
+            await searching.complete()
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("alertd-")]
+    assert left == []
+
+
+async def test_a_first_listing_is_offered_page_by_page_and_shared() -> None:
+    gated = Gated(FakeAccount(customers=250))
+    gated.gate = asyncio.Event()
+    app = Recorder(gated)
+    found, http = directory(app, FakeClock())
+    everyone = CustomerSelection(all=True)
+    async with http, found:
+        listing = found.listing(everyone)
+        await listing.wait(0)
+        assert listing.customers == [customer(i) for i in range(100)]
+        assert not listing.done
+        assert found.listing(CustomerSelection(all=True, refresh=5)) is listing
+        waiting = asyncio.ensure_future(found.customers(everyone))
+        gated.gate.set()
+        assert await listing.complete() == [customer(i) for i in range(250)]
+        assert await waiting == listing.customers
+        assert found.listing(everyone).done  # cached
+    assert len(app.requests) == 3
+
+
+async def test_a_first_listing_failing_midway_keeps_what_it_had_and_caches_nothing() -> None:
+    gated = Gated(FakeAccount(customers=250))
+    gated.failing = [stripe_error(403, "no permission", request_id="req_denied")]
+    gated.gate = asyncio.Event()
+    gated.gate.set()
+    found, http = directory(Recorder(gated), FakeClock())
+    async with http, found:
+        listing = found.listing(CustomerSelection(all=True))
+        with pytest.raises(PermissionDeniedError) as caught:
+            await listing.complete()
+        assert caught.value.request_id == "req_denied"
+        assert listing.customers == [customer(i) for i in range(100)]
+        again = found.listing(CustomerSelection(all=True))
+        assert again is not listing and not again.done  # nothing cached: listed anew
+        assert len(await again.complete()) == 250
+
+
+async def test_expired_meters_are_served_while_refreshed() -> None:
+    account = FakeAccount(meters=3)
+    clock = FakeClock()
+    found, http = directory(Recorder(account), clock, refresh=600)
+    async with http, found:
+        assert await found.check_meters(["mtr_2"]) == []
+        account.meters.pop()
+        clock.advance(601)
+        assert "mtr_2" in await found.meters()  # the previous list, while refreshed
+        await found.settled()
+        assert "mtr_2" not in await found.meters()
