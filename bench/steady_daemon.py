@@ -211,9 +211,15 @@ async def run(args: argparse.Namespace) -> None:
                 lambda: int(sim.stats()["by_endpoint"].get("meter_usage", 0)),
                 warm / max(len(customers), 1)))
             done: list[Poll] = []
+            # The simulator's own count of 429s and of seconds over the budget, by arrivals.
+            seen = [(0, 0)]
 
             def report(cycle: int, poll: Poll) -> None:
                 done.append(poll)
+                stats = sim.stats()
+                limited = int(stats["rate_limited"]), int(
+                    stats["seconds_over_limit"].get("analytics", 0))
+                before, seen[0] = seen[0], limited
                 now = int(starts[cycle])
                 needs = [n for r in rules for c in customers for n in conditions.needs(r, c, now)]
                 since = 10**9 if cycle == 0 else now - int(starts[cycle - 1])
@@ -231,6 +237,11 @@ async def run(args: argparse.Namespace) -> None:
                                         paced, "{:.1f}"))
                 table.insert(-3, figure("budget idle (a slot free, no request), s",
                                         poll.budget_idle, "{:.1f}"))
+                table.insert(-1, figure("429 answers (simulator, all budgets)",
+                                        limited[0] - before[0], "{:d}"))
+                table.insert(-1, figure("seconds over the budget (simulator's arrivals)",
+                                        limited[1] - before[1], "{:d}", target="0",
+                                        check=lambda n: n == 0))
                 print_table(title(cycle, poll.customers, wall, "alertd run, "), table)
 
             try:
