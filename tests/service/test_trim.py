@@ -1,8 +1,14 @@
-"""``release`` gives freed heap pages back to the system (glibc), measured on this process."""
+"""``release`` gives freed heap pages back to the system (glibc), measured on this process;
+``one_arena`` keeps a thread's blocks in the main arena (glibc's own ``malloc_stats``)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from alertd.service.trim import release
 
@@ -24,3 +30,31 @@ def test_release_gives_a_fragmented_heap_back() -> None:
     after = rss_kb()
     assert len(kept) == 600
     assert before - after > 30_000  # most of the ~59 MB freed went back
+
+
+ARENAS = """
+import ctypes, sys, threading
+from alertd.service.trim import one_arena
+if sys.argv[1] == "one":
+    assert one_arena()
+def work() -> None:
+    kept.extend(bytearray(4000) for _ in range(1000))  # malloc'd, in this thread's arena
+kept: list[bytearray] = []
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def arenas(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return len(re.findall(r"^Arena \d+:", done.stderr, re.MULTILINE))
+
+
+def test_one_arena_keeps_a_threads_blocks_in_the_main_arena() -> None:
+    if not release():
+        pytest.skip("not glibc: one_arena does nothing there")
+    assert arenas("default") == 2  # the worker thread got an arena of its own
+    assert arenas("one") == 1
