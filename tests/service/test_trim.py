@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -48,8 +49,9 @@ ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" block per arena, on st
 
 
 def arenas(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's own
     done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True,
-                          check=True, timeout=60)
+                          check=True, timeout=60, env=env)
     return len(re.findall(r"^Arena \d+:", done.stderr, re.MULTILINE))
 
 
