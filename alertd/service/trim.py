@@ -23,7 +23,8 @@ judges each batch in a worker thread (:meth:`Engine._judge_batch
 thread's arena swung as the loop thread's heap did, beside it: the 10,000-customer steady
 cycle's peak RSS rose 135 → 148 MB at 20 ms and 153 → 164 MB at 1 s when judging moved there.
 With one arena (``M_ARENA_MAX`` 1; 3,000 customers, 1 s, steady cycle) it peaked at 135 MB
-instead of 146, the rate unchanged (93.8 requests/s both). Several arenas buy nothing here: the
+instead of 146, the rate unchanged (93.8 requests/s both); 10,000 customers at 1 s: 164 →
+154 MB. Several arenas buy nothing here: the
 threads run Python under one interpreter lock, so they seldom allocate at the same instant.
 """
 
