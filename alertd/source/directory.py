@@ -284,9 +284,20 @@ class Directory:
         listing = self._listings.get(key)
         if listing is None:
             listing = self._listings[key] = Listing()
-            self._tasks.start(self._list_into(key, selection, listing),
-                              name=f"alertd-list-{key[0]}")
+            task = self._tasks.start(self._list_into(key, selection, listing),
+                                     name=f"alertd-list-{key[0]}")
+            # A task cancelled before its first step never runs its body: its listing must
+            # end all the same, or every pass waiting for it would wait for ever.
+            task.add_done_callback(lambda _: self._abandoned(key, listing))
         return listing
+
+    def _abandoned(self, key: tuple[str, ...], listing: Listing) -> None:
+        """After a first listing's task ended: if it never finished its listing (cancelled
+        before it ran), that listing ends as closed and is forgotten."""
+        if not listing.done:
+            listing.finish(asyncio.CancelledError("the customer directory was closed"))
+        if self._listings.get(key) is listing:
+            del self._listings[key]
 
     async def customers(self, selection: CustomerSelection) -> list[Customer]:
         """The customers ``selection`` chooses, in Stripe's order (ids: in the given order).

@@ -377,6 +377,21 @@ async def test_aclose_cancels_a_refresh_and_a_first_listing_under_way() -> None:
     assert left == []
 
 
+async def test_a_listing_closed_before_it_ran_ends_and_is_forgotten() -> None:
+    """Closed before the listing's task took its first step (its body never runs): the
+    listing ends as closed all the same, or every pass waiting for it would wait for ever."""
+    found, http = directory(Recorder(FakeAccount(customers=3)), FakeClock())
+    everyone = CustomerSelection(all=True)
+    async with http:
+        listing = found.listing(everyone)
+        await found.aclose()  # no turn of the loop in between
+        assert listing.done
+        with pytest.raises(asyncio.CancelledError):
+            await listing.complete()
+        assert found.listing(everyone) is not listing  # forgotten: a new one starts
+        await found.aclose()
+
+
 async def test_a_first_listing_is_offered_page_by_page_and_shared() -> None:
     gated = Gated(FakeAccount(customers=250))
     gated.gate = asyncio.Event()
