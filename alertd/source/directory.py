@@ -286,14 +286,13 @@ class Directory:
             listing = self._listings[key] = Listing()
             task = self._tasks.start(self._list_into(key, selection, listing),
                                      name=f"alertd-list-{key[0]}")
-            # A task cancelled before its first step never runs its body: its listing must
-            # end all the same, or every pass waiting for it would wait for ever.
-            task.add_done_callback(lambda _: self._abandoned(key, listing))
+            task.add_done_callback(lambda _: self._ended(key, listing))
         return listing
 
-    def _abandoned(self, key: tuple[str, ...], listing: Listing) -> None:
-        """After a first listing's task ended: if it never finished its listing (cancelled
-        before it ran), that listing ends as closed and is forgotten."""
+    def _ended(self, key: tuple[str, ...], listing: Listing) -> None:
+        """After a first listing's task ended, however: the listing is forgotten, and one
+        it did not finish (cancelled, even before its first step, when its body never runs)
+        ends as closed, or every pass waiting for it would wait for ever."""
         if not listing.done:
             listing.finish(asyncio.CancelledError("the customer directory was closed"))
         if self._listings.get(key) is listing:
@@ -370,18 +369,18 @@ class Directory:
             listing.finish()
         except SourceError as exc:
             listing.finish(exc)
-        except asyncio.CancelledError:
-            listing.finish(asyncio.CancelledError("the customer directory was closed"))
-            raise
         except Exception as exc:  # a bug: its waiters raise it, and the task logs it
             listing.finish(exc)
             raise
-        finally:
+        finally:  # at once: the next call lists again (a cancellation is ended by _ended)
             if self._listings.get(key) is listing:
                 del self._listings[key]
 
     def _remember(self, key: tuple[str, ...], customers: list[Customer]) -> None:
         self._selections.put(key, customers)
+        self._remember_each(customers)
+
+    def _remember_each(self, customers: list[Customer]) -> None:
         for customer in customers:
             self._customers.put(customer.id, customer)
 
@@ -390,8 +389,7 @@ class Directory:
         customers: list[Customer] = []
         async for page in self._customer_pages(selection):
             customers += page
-        for customer in customers:
-            self._customers.put(customer.id, customer)
+        self._remember_each(customers)
         return customers
 
     def _customer_pages(self, selection: CustomerSelection) -> AsyncIterator[list[Customer]]:
