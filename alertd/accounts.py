@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from alertd.alerts import AlertState
-from alertd.buckets import BucketEntry
+from alertd.buckets import BucketEntry, BucketExtent
 from alertd.config.settings import Settings
 from alertd.model import Finding, Series, SeriesKey
 from alertd.notify.pipeline import Lifecycle, retirement
@@ -161,6 +161,15 @@ class AccountView:
         found = await cast(BucketStore, self._store).load_buckets(prefix + k for k in keys)
         return {key.removeprefix(prefix): replace(entry, key=key.removeprefix(prefix))
                 for key, entry in found.items()}
+
+    async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
+        prefix = self._bucket_prefix
+        found = await cast(BucketStore, self._store).load_extents(prefix + k for k in keys)
+        return {key.removeprefix(prefix): replace(extent, key=key.removeprefix(prefix))
+                for key, extent in found.items()}
+
+    async def drop_buckets(self, keys: Iterable[str]) -> None:
+        await cast(BucketStore, self._store).drop_buckets(self._bucket_prefix + k for k in keys)
 
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         await cast(BucketStore, self._store).save_buckets(

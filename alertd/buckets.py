@@ -35,15 +35,24 @@ full each poll (up to 48 hours for a 24-hour window), a week key its whole week.
 Rows equal a cold full read's exactly when nothing before the window changed since it was
 cached: :func:`combine` is cached rows of ``[start, fetched_from)`` followed by the fresh rows,
 both already in the planner's order (bucket, then dimensions).
+
+Extents first, rows later: what to ask Stripe for depends only on an entry's *extent* (its
+range, full-read time and kept hours' end and zone: :class:`BucketExtent`, columns of their own
+in the store), never on its rows. So a poll plans a batch from extents and loads the rows only
+when the batch's answers are about to be judged (:mod:`alertd.service.reads`): the batches
+queued ahead, whose requests keep a slow Stripe busy, hold no cached rows. Between the two
+reads another poll (of another ``every``) may have replaced the entry; :func:`serves` says
+whether the entry loaded still holds what the plan takes from the cache.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -82,6 +91,62 @@ class BucketEntry:
     hours_zone: str = ""
 
 
+class Extent(Protocol):
+    """What planning reads of an entry: a :class:`BucketEntry` or a :class:`BucketExtent`."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def covered_from(self) -> int: ...
+    @property
+    def covered_to(self) -> int: ...
+    @property
+    def full_at(self) -> int: ...
+    @property
+    def hours_to(self) -> int: ...
+    @property
+    def hours_zone(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BucketExtent:
+    """An entry without its rows: what a poll plans from (:func:`fetch_range`,
+    :func:`hours_from`). ``hours_to`` and ``hours_zone`` are ``0`` and ``""`` for an entry that
+    keeps no hours, as stored."""
+
+    key: str
+    covered_from: int
+    covered_to: int
+    full_at: int
+    hours_to: int = 0
+    hours_zone: str = ""
+
+
+def extent_of(entry: Extent) -> BucketExtent:
+    """``entry``'s extent as the store keeps it (no kept hours: ``0`` and ``""``)."""
+    keeps = entry.hours_to > entry.covered_to
+    return BucketExtent(entry.key, entry.covered_from, entry.covered_to, entry.full_at,
+                        entry.hours_to if keeps else 0, entry.hours_zone if keeps else "")
+
+
+def serves(entry: BucketEntry | None, hull: DataNeed, fetched: DataNeed, planned: DataNeed
+           ) -> bool:
+    """Whether ``entry`` holds what a plan made from an extent takes from the cache: the rows
+    of ``[hull start, fetched start)`` (:func:`combine`) and, when ``planned`` starts later
+    than ``fetched``, the kept hours in between in ``planned``'s zone (:func:`kept_hours`).
+    True of the entry the plan was made from; an entry replaced since by another poll
+    usually still serves (it covers the same range, read later)."""
+    if fetched.starts_at > hull.starts_at and (
+            entry is None or entry.covered_from > hull.starts_at
+            or entry.covered_to < fetched.starts_at):
+        return False
+    if planned.starts_at > fetched.starts_at:
+        return (entry is not None and entry.hours_zone == planned.timezone
+                and entry.covered_to == fetched.starts_at
+                and entry.hours_to >= planned.starts_at)
+    return True
+
+
 def cache_key(need: DataNeed) -> str:
     """The key of the rows ``need`` asks for, whatever range it asks them over."""
     spec = need.spec
@@ -116,7 +181,7 @@ def reread_after(key: str, policy: CachePolicy) -> float:
     return policy.full_reread_every * (0.5 + 0.5 * (zlib.crc32(key.encode()) / 2**32))
 
 
-def fetch_range(need: DataNeed, entry: BucketEntry | None, now: int, policy: CachePolicy
+def fetch_range(need: DataNeed, entry: Extent | None, now: int, policy: CachePolicy
                 ) -> DataNeed:
     """The need to ask Stripe for: ``need`` itself (a full read) or the part of it from where
     the entry's buckets were not yet settled when they were read."""
@@ -175,7 +240,7 @@ def hours_settled_before(now: int, zone: str, policy: CachePolicy) -> int:
     return calendar.floor(int(now - policy.settle_window), "hour", zone)
 
 
-def hours_from(planned: DataNeed, fetched: DataNeed, entry: BucketEntry | None) -> DataNeed:
+def hours_from(planned: DataNeed, fetched: DataNeed, entry: Extent | None) -> DataNeed:
     """``planned`` (``fetched`` as hours) starting where ``entry``'s kept hours end, when they
     are the hours of ``fetched``'s first bucket in the zone ``planned`` reads; else itself."""
     if (entry is None or planned.granularity != "hour" or planned == fetched
@@ -218,7 +283,7 @@ def hourly(fetched: DataNeed, policy: CachePolicy) -> DataNeed:
 
 
 def planned_needs(fetched: dict[str, DataNeed], policy: CachePolicy,
-                  entries: dict[str, BucketEntry] | None = None) -> dict[str, DataNeed]:
+                  entries: Mapping[str, Extent] | None = None) -> dict[str, DataNeed]:
     """What to plan for each key of one batch: :func:`hourly`, except where a request of the
     need's own granularity and zone is made for the customer anyway (another key is read in
     full, e.g. a rule just added): then it joins that request instead of costing an hourly one.
@@ -333,9 +398,11 @@ def _same_rows(rows: Sequence[UsageRow], other: Sequence[UsageRow]) -> bool:
 
 
 def key_meter(key: str) -> str | None:
-    """The meter a :func:`cache_key` names; ``ValueError`` for anything else."""
+    """The meter a :func:`cache_key` names, also behind a store's prefix (an account's:
+    ``account=eu\x1f``; JSON escapes a ``\x1f`` inside the key); ``ValueError`` for anything
+    else."""
     try:
-        meter = json.loads(key)[3]
+        meter = json.loads(key.rpartition("\x1f")[2])[3]
     except (TypeError, ValueError, KeyError, IndexError) as exc:
         raise ValueError(f"not a cache key: {exc!r}") from None
     return None if meter is None else str(meter)

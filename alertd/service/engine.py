@@ -43,7 +43,7 @@ from alertd.accounts import with_account
 from alertd.conditions.money import sums_meters, wants_billing, wants_credit
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
-from alertd.errors import NotFoundError, SourceError
+from alertd.errors import NotFoundError, SourceError, StoreError
 from alertd.model import (
     Customer,
     DataNeed,
@@ -70,10 +70,13 @@ from alertd.service.reads import (
     AHEAD_ROWS,
     FETCHED_WEIGHT,
     FIRST_BATCH,
+    ROWS_AHEAD,
+    BatchReads,
     BucketCache,
     CacheCounts,
     HeldAhead,
     Reading,
+    load_entries,
     next_batch_size,
     prepare,
     prune,
@@ -425,6 +428,7 @@ class Engine:
                 if taken:
                     pending.append((await self._start_batch(rules, roster, taken, now, held,
                                                             index), len(taken)))
+                    self._load_ahead(pending, held)
                     index += 1
                     self.most_under_way = max(self.most_under_way, len(pending))
                     continue
@@ -441,14 +445,37 @@ class Engine:
                 rows, cached = total.rows, total.cached
                 await self._finish_batch(rules, started, now, total)
                 held.advance()
+                self._load_ahead(pending, held)
                 size = next_batch_size(total.rows - rows, total.cached - cached, count,
                                        self.batch_customers)
             await self._report(roster, by_name, now, total)  # a listing failed meanwhile
         finally:
             # An error or a cancellation: the batches under way stop their requests too.
+            loads = [left.reading.reads.loading for left, _ in pending]
             for left, _ in pending:
                 left.outcomes.cancel()
-            await asyncio.gather(*(left.outcomes for left, _ in pending), return_exceptions=True)
+            for load in loads:
+                if load is not None:
+                    load.cancel()
+            await asyncio.gather(*(left.outcomes for left, _ in pending),
+                                 *(load for load in loads if load is not None),
+                                 return_exceptions=True)
+
+    def _load_ahead(self, pending: Sequence[tuple[_Batch, int]], held: HeldAhead) -> None:
+        """Starts loading the cached rows of the batch judged next and of the
+        :data:`~alertd.service.reads.ROWS_AHEAD` after it, each once: the batches further
+        ahead hold only their extents (:mod:`alertd.service.reads`)."""
+        for started, _ in pending[:ROWS_AHEAD + 1]:
+            reads = started.reading.reads
+            if reads.loading is None:
+                reads.loading = asyncio.ensure_future(
+                    self._load_entries(reads, held, started.index))
+
+    async def _load_entries(self, reads: BatchReads, held: HeldAhead | None, index: int
+                            ) -> None:
+        await load_entries(self.cache, reads)
+        if held is not None:
+            held.hold(index, reads.cached_rows)
 
     def _ahead(self, latest: _Batch) -> int:
         """Batches under way beyond the awaited one: :data:`FETCH_AHEAD`, or as many as the
@@ -511,8 +538,6 @@ class Engine:
         reads = await prepare(self.cache, every_need, now, self.cache_counts,
                               widening_needs(others, sorted(t.customer.id for t in batch),
                                              now))
-        if held is not None:
-            held.hold(index, reads.cached_rows)
         the_plan = plan(reads.fetch_needs)
         fetching = asyncio.ensure_future(self._fetch_all(the_plan.queries, held, index))
         return _Batch(in_batch, needs, summed, Reading(the_plan, reads), fetching, early,
@@ -525,6 +550,10 @@ class Engine:
         outcomes = await started.outcomes
         began = time.monotonic()
         the_plan, reads = started.reading.plan, started.reading.reads
+        if reads.loading is not None:
+            await reads.loading
+        elif not reads.loaded:
+            await self._load_entries(reads, None, started.index)
         reads.take_alongside(the_plan, outcomes)
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows
@@ -680,6 +709,8 @@ class Engine:
             rows = reading.reads.rows_of(need, reading.plan, outcome)
             return build_series(rule, need, rows, outcome.refreshed_at, now=now,
                                 freshness_lag=self.settings.stripe.freshness_lag)
+        except StoreError as exc:  # its cached rows could not be had (logged by the load)
+            return error_finding(rule, customer.id, now, str(exc))
         except Exception as exc:
             log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
             return error_finding(rule, customer.id, now, internal_error(exc))

@@ -1,16 +1,29 @@
 """What one batch of a pass reads: from the bucket cache, and from Stripe only what may change.
 
 Where it sits: between the engine's needs and its planner (:meth:`Engine._run_batch`). The
-decisions are :mod:`alertd.buckets`' pure functions; this module loads the batch's entries
-from the store, hands the planner one (possibly shrunk) need per cache key, puts each key's
-rows together after the fetch, and saves the new entries that changed (a poll within the hour
-of the last leaves most as they were: :func:`alertd.buckets.unchanged`) — all of one batch at
-a time, so the cache lives on disk and memory stays flat with the number of customers.
+decisions are :mod:`alertd.buckets`' pure functions; this module loads the batch's extents
+from the store, hands the planner one (possibly shrunk) need per cache key, loads the entries
+whose rows the plan takes from the cache (:func:`load_entries`) when the batch is about to be
+judged, puts each key's rows together after the fetch, and saves the new entries that changed
+(a poll within the hour of the last leaves most as they were: :func:`alertd.buckets.unchanged`)
+— all of one batch at a time, so the cache lives on disk and memory stays flat with the
+number of customers.
+
+Why two reads of the store: the batches queued ahead of the judged one keep a slow Stripe's
+requests in flight (~100 at 1 s latency), and each used to hold its cached rows from its
+start (~6,000 a customer for the mixed rule set) while its few steady requests were out; the
+rows held ahead, not the answers, then bounded the look-ahead (:class:`HeldAhead`: a
+600-customer steady cycle at 1 s had 786 requests wait for rows) and raised the peak memory.
+Planning needs only each entry's extent (:class:`~alertd.buckets.BucketExtent`), so a batch
+holds rows only once it is next in line (:data:`ROWS_AHEAD`).
 
 Without a :class:`BucketCache` (a store without the cache, or none) every key is read in full,
 exactly as before the cache. A read-only cache (``check --dry-run``) uses what is stored but
 never writes. A failed or stale answer saves nothing for its keys; a store that fails to
-load or save the cache only costs full reads (logged), never a finding.
+load the extents or save the cache only costs full reads (logged), never a finding. Entries
+that cannot be loaded once planned from (the store failed, another poll replaced an entry
+with one that no longer serves: :func:`~alertd.buckets.serves`) make their keys' series
+``error`` findings for this poll (logged), never a verdict on partial rows.
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ from alertd import conditions
 from alertd.buckets import (
     BucketEntry,
     CachePolicy,
+    Extent,
     cache_key,
     combine,
     cut,
+    extent_of,
     fetch_range,
     hourly,
     hours_settled_before,
@@ -34,6 +49,7 @@ from alertd.buckets import (
     key_needs,
     planned_needs,
     rebucket,
+    serves,
     settled_before,
     unchanged,
     updated,
@@ -70,6 +86,9 @@ FIRST_BATCH = 10
 #: 1 s latency sent 32 requests/s where one bounded by batches sent 43 (bench/README.md).
 #: Measured with ``BATCH_ROWS`` at 100,000, and kept in rows when that was lowered.
 AHEAD_ROWS = 400_000
+#: Batches beyond the judged one whose entries are loaded (their rows held) before it is
+#: judged: the next one's load then overlaps the judging of this one.
+ROWS_AHEAD = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +117,21 @@ class BatchReads:
 
     hulls: dict[str, DataNeed]
     fetched: dict[str, DataNeed]
-    entries: dict[str, BucketEntry]
+    #: The stored extents the batch was planned from.
+    extents: dict[str, Extent]
     #: What the planner plans for each key: its fetched need, or that as hours.
     planned: dict[str, DataNeed] = field(default_factory=dict)
     #: Keys read in full as days (or weeks, months): the hours of their first unsettled
     #: bucket, asked for alongside (:func:`hours_alongside`), so the entry keeps them.
     alongside: dict[str, DataNeed] = field(default_factory=dict)
+    #: The stored entries of the keys whose rows come from the cache, once loaded
+    #: (:func:`load_entries`).
+    entries: dict[str, BucketEntry] = field(default_factory=dict)
+    #: Whether :func:`load_entries` ran; the task that runs it, once started.
+    loaded: bool = False
+    loading: asyncio.Task[None] | None = None
+    #: Why a key's rows cannot be had from the cache (its series: ``error`` findings).
+    unserved: dict[str, str] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
     #: The hours of keys read as hours (kept and fresh), from their fetched need's start; of
@@ -112,7 +140,7 @@ class BatchReads:
 
     @property
     def cached_rows(self) -> int:
-        """The rows of the batch's cache entries (days and kept hours)."""
+        """The rows of the batch's cache entries (days and kept hours) once loaded."""
         return sum(len(e.rows) + len(e.hours) for e in self.entries.values())
 
     @property
@@ -133,11 +161,19 @@ class BatchReads:
         """The planned need whose request serves ``need``."""
         return self.planned[self._keys[need]]
 
+    def from_cache(self, key: str) -> bool:
+        """Whether the plan takes some of ``key``'s rows (or kept hours) from its entry."""
+        hull, fetched, planned = self.hulls[key], self.fetched[key], self.planned[key]
+        return fetched.starts_at > hull.starts_at or planned.starts_at > fetched.starts_at
+
     def rows_of(self, need: DataNeed, the_plan: RequestPlan, outcome: UsageResult
                 ) -> Sequence[UsageRow]:
-        """``need``'s rows: its key's cached and fetched rows, cut to its range."""
+        """``need``'s rows: its key's cached and fetched rows, cut to its range.
+        :class:`~alertd.errors.StoreError` when its cached rows could not be had."""
         key = self._keys[need]
         rows = self._rows.get(key)
+        if rows is None and self.from_cache(key) and key not in self.entries:
+            raise StoreError(self.unserved.get(key, "the cached buckets were not loaded"))
         if rows is None:
             fetched, planned = self.fetched[key], self.planned[key]
             entry = self.entries.get(key)
@@ -240,16 +276,16 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
     if cache is not None:
         wider = key_needs([*needs, *widening])
         hulls = {k: wider[k] for k in hulls}
-    entries: dict[str, BucketEntry] = {}
+    extents: dict[str, Extent] = {}
     if cache is not None and hulls:
         try:
-            entries = await cache.store.load_buckets(hulls)
+            extents = dict(await cache.store.load_extents(hulls))
         except StoreError as exc:
             log.warning("could not read the bucket cache, reading in full error=%s", exc)
     policy = cache.policy if cache is not None else CachePolicy()
-    fetched = {k: fetch_range(h, entries.get(k), now, policy) for k, h in hulls.items()}
-    planned = planned_needs(fetched, policy, entries) if cache is not None else fetched
-    reads = BatchReads(hulls, fetched, entries, planned)
+    fetched = {k: fetch_range(h, extents.get(k), now, policy) for k, h in hulls.items()}
+    planned = planned_needs(fetched, policy, extents) if cache is not None else fetched
+    reads = BatchReads(hulls, fetched, extents, planned)
     if cache is not None and cache.writable:
         # Only where the customer has an hourly request in that zone anyway: never one more.
         hourly_anyway = {(p.customer, p.timezone) for p in planned.values()
@@ -266,13 +302,52 @@ async def prepare(cache: BucketCache | None, needs: Iterable[DataNeed], now: int
     return reads
 
 
+async def load_entries(cache: BucketCache | None, reads: BatchReads) -> None:
+    """Loads the entries of the batch's keys whose rows the plan takes from the cache, and
+    notes in ``reads.unserved`` those it could not have: a failed load, an entry gone or
+    unreadable, or replaced by one that no longer holds those rows
+    (:func:`~alertd.buckets.serves`). Their series become ``error`` findings this poll; the
+    next poll plans them from what is stored then."""
+    wanted = [k for k in reads.hulls if reads.from_cache(k)]
+    reads.loaded = True
+    if cache is None or not wanted:
+        return
+    try:
+        found = await cache.store.load_buckets(wanted)
+    except StoreError as exc:
+        log.warning("could not read the bucket cache error=%s", exc)
+        reads.unserved.update(dict.fromkeys(wanted, f"could not read the bucket cache: {exc}"))
+        return
+    for key in wanted:
+        entry = found.get(key)
+        if serves(entry, reads.hulls[key], reads.fetched[key], reads.planned[key]):
+            assert entry is not None
+            reads.entries[key] = entry
+            continue
+        why = ("gone or unreadable" if entry is None
+               else "replaced by another poll with one of another range")
+        log.warning("cached buckets %s since this poll planned from them; judged next poll "
+                    "key=%s", why, key)
+        reads.unserved[key] = (f"the cached buckets were {why} during the poll; the next "
+                               "poll reads them again")
+    # An unreadable entry's extent is still there: dropped, its next read is a full one.
+    gone = [k for k in wanted if k not in found]
+    if gone and cache.writable:
+        try:
+            await cache.store.drop_buckets(gone)
+        except StoreError as exc:
+            log.warning("could not drop unreadable cached buckets error=%s", exc)
+
+
 async def save(cache: BucketCache | None, reads: BatchReads, good: Sequence[DataNeed],
                now: int) -> None:
-    """Keeps the batch's new entries (a writable cache only): those that changed."""
+    """Keeps the batch's new entries (a writable cache only): those that changed, in rows or
+    in the extent the store's columns hold (which entries stored before those columns lack)."""
     if cache is None or not cache.writable:
         return
     entries = [e for e in reads.new_entries(good, now, cache.policy)
-               if not unchanged(e, reads.entries.get(e.key))]
+               if not (unchanged(e, reads.entries.get(e.key)) and e.key in reads.extents
+                       and extent_of(e) == extent_of(reads.extents[e.key]))]
     try:
         await cache.store.save_buckets(entries, now)
     except StoreError as exc:

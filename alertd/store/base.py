@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from alertd.alerts import AlertState
-from alertd.buckets import BucketEntry
+from alertd.buckets import BucketEntry, BucketExtent
 from alertd.errors import StoreError
 from alertd.model import Alert, Notification, SeriesKey
 from alertd.silences import Silence, SilenceStore
@@ -335,14 +335,21 @@ class Store(SilenceStore, Protocol):
 class BucketStore(Protocol):
     """The bucket cache (:mod:`alertd.buckets`): complete usage buckets kept between polls, so
     a poll asks Stripe only for what may still change. A backend that keeps alert state
-    implements these three too (:mod:`alertd.store.sqlite_buckets`,
+    implements these five too (:mod:`alertd.store.sqlite_buckets`,
     :mod:`alertd.store.pg_buckets`); the daemon runs without a cache on a store that does not
     (it reads everything every poll).
 
-    An entry is one value per key, replaced whole: no method needs more than "the entries of
-    these keys", "replace these entries" and "drop entries nobody wrote since". A read that
-    finds an entry it cannot decode leaves it out (the next poll reads that key in full).
+    An entry is one value per key, replaced whole: no method needs more than "the extents of
+    these keys", "the entries of these keys", "replace these entries", "drop these" and "drop
+    entries nobody wrote since". A read that finds an entry it cannot decode leaves it out: a
+    poll that planned from its extent judges that key's series next poll, dropping the entry
+    (:func:`~alertd.service.reads.load_entries`), so that read is a full one.
     """
+
+    async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
+        """The stored extents of ``keys`` (those there are), without their rows: what a
+        poll plans from."""
+        ...
 
     async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
         """The stored entries of ``keys`` (those there are)."""
@@ -350,6 +357,11 @@ class BucketStore(Protocol):
 
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         """Replaces the entries of the same keys, in one transaction, stamped ``now``."""
+        ...
+
+    async def drop_buckets(self, keys: Iterable[str]) -> None:
+        """Deletes the entries of ``keys`` (one found unreadable: its next read is a full
+        one)."""
         ...
 
     async def prune_buckets(self, before: int) -> int:

@@ -1,7 +1,7 @@
 """The bucket cache on the PostgreSQL store: the :class:`~alertd.store.base.BucketStore` methods.
 
 Where it sits: mixed into :class:`~alertd.store.postgres.PostgresStore` (its connection, lock
-and error handling); the table is migration 4 of :mod:`alertd.store.pg_schema`, with the
+and error handling); the table is migrations 5 and 8 of :mod:`alertd.store.pg_schema`, with the
 columns of SQLite's. What is stored and how it decodes is :mod:`alertd.store.bucket_rows`,
 shared with :mod:`alertd.store.sqlite_buckets`; only the SQL differs (``= ANY`` for a key list,
 ``ON CONFLICT`` to replace). Replicas share the cache: a standby that takes over warms from it.
@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from alertd.buckets import BucketEntry
-from alertd.store.bucket_rows import COLUMNS, chunks, entries_from, entry_params
+from alertd.buckets import BucketEntry, BucketExtent
+from alertd.store.bucket_rows import (
+    COLUMNS,
+    EXTENT_COLUMNS,
+    chunks,
+    entries_from,
+    entry_params,
+    extents_from,
+)
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -25,6 +32,7 @@ _SAVE = (f"INSERT INTO usage_buckets ({', '.join(COLUMNS)}) "
          + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:]))
 _LOAD = ("SELECT key, covered_from, covered_to, full_at, rows FROM usage_buckets "
          "WHERE key = ANY(%s)")
+_EXTENTS = f"SELECT {', '.join(EXTENT_COLUMNS)} FROM usage_buckets WHERE key = ANY(%s)"
 
 
 class PgBuckets:
@@ -48,6 +56,19 @@ class PgBuckets:
 
         return await self._run(load)
 
+    async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
+        chunked = list(chunks(keys))
+
+        async def load(conn: Conn) -> dict[str, BucketExtent]:
+            found: dict[str, BucketExtent] = {}
+            for chunk in chunked:
+                cursor = await conn.execute(_EXTENTS.encode(), (chunk,))
+                found.update(extents_from(
+                    tuple(r[c] for c in EXTENT_COLUMNS) for r in await cursor.fetchall()))
+            return found
+
+        return await self._run(load)
+
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         params = entry_params(entries, now)
 
@@ -57,6 +78,16 @@ class PgBuckets:
 
         if params:
             await self._run(save, write=True)
+
+    async def drop_buckets(self, keys: Iterable[str]) -> None:
+        chunked = list(chunks(keys))
+
+        async def drop(conn: Conn) -> None:
+            for chunk in chunked:
+                await conn.execute(b"DELETE FROM usage_buckets WHERE key = ANY(%s)", (chunk,))
+
+        if chunked:
+            await self._run(drop, write=True)
 
     async def prune_buckets(self, before: int) -> int:
         async def prune(conn: Conn) -> int:

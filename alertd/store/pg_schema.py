@@ -105,7 +105,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX alert_groups_due ON alert_groups ((CASE WHEN flushed_at IS NULL
             THEN created_at + group_wait ELSE flushed_at + group_interval END))""",
     ),
+    (  # 8: a bucket entry's kept hours' end and zone as columns (SQLite 9: why there)
+        "ALTER TABLE usage_buckets ADD COLUMN hours_to BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE usage_buckets ADD COLUMN hours_zone TEXT NOT NULL DEFAULT ''",
+    ),
 )
+
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Any constant: the advisory lock that serialises migrations across replicas.
 _MIGRATION_LOCK = 0x616C7464

@@ -118,6 +118,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX alert_groups_due ON alert_groups ((CASE WHEN flushed_at IS NULL
             THEN created_at + group_wait ELSE flushed_at + group_interval END))""",
     ),
+    (  # 9: a bucket entry's kept hours' end and zone as columns, so a poll plans from the
+        # extents alone and loads rows only for the batch it judges (alertd.buckets). Rows
+        # stored before keep 0 and '' here (their payloads say more): planned as keeping no
+        # hours, such a key reads its first unsettled bucket as hours once, and its next
+        # save writes the columns (alertd.service.reads.save compares them too).
+        "ALTER TABLE usage_buckets ADD COLUMN hours_to INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE usage_buckets ADD COLUMN hours_zone TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 FILE_MODE = 0o600

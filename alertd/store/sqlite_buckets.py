@@ -1,7 +1,7 @@
 """The bucket cache on the SQLite store: the :class:`~alertd.store.base.BucketStore` methods.
 
 Where it sits: mixed into :class:`~alertd.store.sqlite.SqliteStore` (same connection, same
-worker thread, same error handling); the table is migration 4 of :mod:`alertd.store.schema`.
+worker thread, same error handling); the table is migrations 4 and 9 of :mod:`alertd.store.schema`.
 What is stored and how it decodes is :mod:`alertd.store.bucket_rows`, shared with PostgreSQL
 (:mod:`alertd.store.pg_buckets`); only the SQL differs.
 """
@@ -12,8 +12,15 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from alertd.buckets import BucketEntry
-from alertd.store.bucket_rows import COLUMNS, chunks, entries_from, entry_params
+from alertd.buckets import BucketEntry, BucketExtent
+from alertd.store.bucket_rows import (
+    COLUMNS,
+    EXTENT_COLUMNS,
+    chunks,
+    entries_from,
+    entry_params,
+    extents_from,
+)
 
 T = TypeVar("T")
 
@@ -33,10 +40,25 @@ class SqliteBuckets:
         wanted = list(chunks(keys))
         return await self._read(lambda conn: _load(conn, wanted))
 
+    async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
+        chunked = list(chunks(keys))
+        return await self._read(lambda conn: _load_extents(conn, chunked))
+
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         params = entry_params(entries, now)
         if params:
             await self._write(lambda conn: conn.executemany(_SAVE, params))
+
+    async def drop_buckets(self, keys: Iterable[str]) -> None:
+        chunked = list(chunks(keys))
+
+        def drop(conn: sqlite3.Connection) -> None:
+            for chunk in chunked:
+                conn.execute(f"DELETE FROM usage_buckets WHERE key IN "
+                             f"({','.join('?' * len(chunk))})", chunk)
+
+        if chunked:
+            await self._write(drop)
 
     async def prune_buckets(self, before: int) -> int:
         return await self._write(lambda conn: conn.execute(
@@ -48,5 +70,15 @@ def _load(conn: sqlite3.Connection, chunked: list[list[str]]) -> dict[str, Bucke
     for chunk in chunked:
         found.update(entries_from(conn.execute(
             "SELECT key, covered_from, covered_to, full_at, rows FROM usage_buckets "
+            f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
+    return found
+
+
+def _load_extents(conn: sqlite3.Connection, chunked: list[list[str]]
+                  ) -> dict[str, BucketExtent]:
+    found: dict[str, BucketExtent] = {}
+    for chunk in chunked:
+        found.update(extents_from(conn.execute(
+            f"SELECT {', '.join(EXTENT_COLUMNS)} FROM usage_buckets "
             f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
     return found

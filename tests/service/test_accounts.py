@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
+from alertd.accounts import account_store
 from alertd.alerts import SOURCE_FAILURE, STALE_DATA
 from alertd.clock import OffsetClock
 from alertd.commands.check import check_accounts
@@ -26,6 +27,7 @@ from alertd.service.open import Collaborators, open_services
 from alertd.service.systemd import SystemdNotifier
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, running_simulator
+from alertd.store.base import BucketStore
 from alertd.store.postgres import PostgresStore
 from alertd.store.sqlite import SqliteStore
 from tests.service.test_daemon import (
@@ -123,11 +125,19 @@ async def test_two_accounts_are_polled_and_recorded_apart(tmp_path: Path) -> Non
         assert listed == sorted([("eu", "tokens")] * 3 + [("eu", "eu-calls")] * 3
                                 + [("us", "tokens")] * 3)
 
+    with sqlite3.connect(tmp_path / "alertd.db") as conn:
+        cached = [r[0] for r in conn.execute("SELECT key FROM usage_buckets")]
     async with SqliteStore(tmp_path / "alertd.db") as store:
         states = await store.load_states()
         groups = await store.load_groups()
-    with sqlite3.connect(tmp_path / "alertd.db") as conn:
-        cached = [r[0] for r in conn.execute("SELECT key FROM usage_buckets")]
+        # Each account's entries read back through its view (the next poll reads only their
+        # recent hours): before, the prefixed key hid the meter and every entry was unreadable.
+        for name in ("eu", "us"):
+            keys = [k.partition("\x1f")[2] for k in cached if k.startswith(f"account={name}")]
+            view = cast(BucketStore, account_store(store, name))
+            loaded = await view.load_buckets(keys)
+            assert sorted(loaded) == sorted(keys) and all(e.rows for e in loaded.values())
+            assert sorted(await view.load_extents(keys)) == sorted(keys)
     usage = [k for k in states if k.rule not in META]
     assert sorted((k.account, k.rule) for k in usage) == sorted(
         [("eu", "tokens")] * 3 + [("eu", "eu-calls")] * 3 + [("us", "tokens")] * 3)
