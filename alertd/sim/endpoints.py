@@ -96,18 +96,20 @@ class StripeEndpoints:
         version = self._version(request)
         query = usage_query(parse_form(request.query.items()), version, self._exists)
         refreshed_at = self.sim.refreshed_at()
-        body = responses.meter_usage(
-            self.generator.usage(query, refreshed_at),
-            current_shape=version.current_shape,
-            refreshed_at=refreshed_at,
-            livemode=request[LIVEMODE],
-            max_rows=self.sim.config.max_rows,
-            order_key=int.from_bytes(
-                hashlib.blake2b(request.query_string.encode(), digest_size=8).digest(), "big"
-            ),
-            customer=query.customer,
-        )
-        return json_response(body, version)
+        livemode, max_rows = request[LIVEMODE], self.sim.config.max_rows
+        order_key = int.from_bytes(
+            hashlib.blake2b(request.query_string.encode(), digest_size=8).digest(), "big")
+
+        def build() -> str:
+            return responses.meter_usage(
+                self.generator.usage(query, refreshed_at),
+                current_shape=version.current_shape, refreshed_at=refreshed_at,
+                livemode=livemode, max_rows=max_rows, order_key=order_key,
+                customer=query.customer)
+
+        # Built in the simulator's builder thread: the event loop stays free to accept (and
+        # stamp) the requests that arrive meanwhile (see alertd.sim.server).
+        return json_response(await self.sim.build(build), version)
 
     async def summaries(self, request: web.Request) -> web.Response:
         version = self._version(request)

@@ -6,6 +6,16 @@ separate sliding 1-second windows), injected faults, then the endpoint; every re
 a unique ``Request-Id`` and, if configured, a fixed extra latency. ``/__…`` endpoints are the
 simulator's own controls (incidents, clock, faults, stats) and skip the edge.
 
+Answers are built off the event loop. The edge stamps a request's arrival (the instant the rate
+limit and ``/__stats`` count) when the loop first sees it; built on the loop, a large
+``meter_usage`` answer (tens of milliseconds of generator and JSON work) held back every request
+that arrived meanwhile, which were then stamped late and together — a client that kept its 100/s
+budget to the millisecond saw 429s and "seconds over the limit" that it never sent. So
+:meth:`Simulator.build` runs each answer in one dedicated builder thread (one: answers are built
+in arrival order, as before, and the generator is never used by two threads at once), and the
+loop only parses, stamps and writes. Python's GIL still shares one core between them, but it
+switches every few milliseconds, so arrivals are stamped within that of their real instant.
+
 ==========================================================  ======================================
 endpoint                                                    notes
 ==========================================================  ======================================
@@ -36,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -43,7 +54,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -57,6 +68,7 @@ from alertd.sim.stripe_form import StripeRequestError
 from alertd.sim.traffic import Budget, RateLimiter, TrafficStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 _KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 _RATE_MESSAGE = (
     "Request rate limit exceeded. You can learn more about rate limits here "
@@ -166,6 +178,7 @@ class Simulator:
         self._limits = _Limits(self._config)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._builder: concurrent.futures.ThreadPoolExecutor | None = None
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ lifecycle
@@ -182,6 +195,16 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._builder is not None:
+            self._builder.shutdown(wait=True)
+            self._builder = None
+
+    async def build(self, answer: Callable[[], T]) -> T:
+        """``answer()`` run in the builder thread, the loop free meanwhile (see the module)."""
+        if self._builder is None:
+            self._builder = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sim-builder")
+        return await asyncio.get_running_loop().run_in_executor(self._builder, answer)
 
     async def __aenter__(self) -> Simulator:
         await self.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -11,8 +12,10 @@ import httpx
 import pytest
 
 from alertd.sim.faults import Fault
+from alertd.sim.generator import RowGroup, UsageGenerator
 from alertd.sim.server import Simulator
 from alertd.sim.testing import API_KEY, TEST_NOW, SimulatorProcess, running_simulator
+from alertd.sim.validate import UsageQuery
 
 USAGE = "/v1/billing/analytics/meter_usage"
 DAY = 86_400
@@ -258,3 +261,35 @@ async def test_simulator_process() -> None:
         assert process.stats()["requests"] == 1
         pid = process.pid
     assert process.pid is None and pid is not None
+
+
+# ---------------------------------------------------------------------- answers off the loop
+
+
+class SlowGenerator(UsageGenerator):
+    """A generator whose usage answers take until ``release`` is set (at most 10 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(customers=2, seed=7, days=3, now=TEST_NOW)
+        self.building, self.release = threading.Event(), threading.Event()
+
+    def usage(self, query: UsageQuery, as_of: int) -> list[RowGroup]:
+        self.building.set()
+        self.release.wait(10)
+        return super().usage(query, as_of)
+
+
+async def test_a_request_is_answered_and_counted_while_an_answer_is_built() -> None:
+    generator = SlowGenerator()
+    async with Simulator(generator, now=TEST_NOW) as sim, httpx.AsyncClient(
+            base_url=sim.url, auth=(API_KEY, ""), timeout=5) as client:
+        slow = asyncio.create_task(client.get(USAGE, params=PARAMS))
+        assert await asyncio.to_thread(generator.building.wait, 5)
+        # On the loop, the build would hold this request (and its arrival stamp) until done.
+        customers = await client.get("/v1/customers")
+        stats = (await client.get("/__stats")).json()
+        assert not slow.done() and customers.status_code == 200
+        assert stats["by_endpoint"] == {"customers.list": 1, "meter_usage": 1}
+        generator.release.set()
+        answered = await slow
+        assert answered.status_code == 200 and answered.json()["object"] == "billing.analytics.meter_usage"
