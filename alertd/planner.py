@@ -193,6 +193,16 @@ class RequestPlan:
         index, spec = self.assignments[self._position[need]]
         return self.queries[index], spec
 
+    def extended(self, more: RequestPlan) -> RequestPlan:
+        """This plan followed by ``more``'s requests (their indexes after this plan's); a
+        need of both stays served as here."""
+        shift = len(self.queries)
+        added = [(n, (i + shift, spec)) for n, (i, spec) in zip(more.needs, more.assignments,
+                                                                 strict=True)
+                 if n not in self._position]
+        return RequestPlan((*self.queries, *more.queries), (*self.needs, *(n for n, _ in added)),
+                           (*self.assignments, *(a for _, a in added)))
+
 
 def plan(needs: Iterable[DataNeed], *, max_meters: int = MAX_METERS,
          max_group_by: int = MAX_GROUP_BY) -> RequestPlan:

@@ -393,3 +393,16 @@ def test_the_lower_bound_holds_beyond_exact_partitioning(wanted: list[MeterSpec]
     result = plan(needs)
     check_valid(result)
     assert lower_bound(needs) <= len(result.queries)
+
+
+def test_an_extended_plan_serves_both_plans_needs_from_their_own_requests() -> None:
+    first = [need(spec(TOKENS)), need(spec(TOKENS), customer="cus_2")]
+    more = [need(spec(TOKENS), customer="cus_3", granularity="hour"), first[0]]
+    a, b = plan(first), plan(more)
+    both = a.extended(b)
+    assert both.queries == (*a.queries, *b.queries)
+    for n in first:  # a need of both stays served by the first plan's request
+        assert both.serving(n) == a.serving(n)
+        assert both.query_index(n) == a.query_index(n)
+    assert both.serving(more[0]) == b.serving(more[0])
+    assert both.query_index(more[0]) == len(a.queries) + b.query_index(more[0])

@@ -441,9 +441,10 @@ class Engine:
                 if may_start and not roster.done and not oldest.done():
                     await _answers_or_customers(oldest, roster)  # whichever comes first
                     continue
-                started, count = pending.pop(0)
+                started, count = pending[0]
                 rows, cached = total.rows, total.cached
                 await self._finish_batch(rules, started, now, total)
+                pending.pop(0)  # only now: cancelled while judged, its load is ended below
                 held.advance()
                 self._load_ahead(pending, held)
                 size = next_batch_size(total.rows - rows, total.cached - cached, count,
@@ -554,6 +555,12 @@ class Engine:
             await reads.loading
         elif not reads.loaded:
             await self._load_entries(reads, None, started.index)
+        if reads.unserved:  # gone, unreadable or replaced since planned: read in full now
+            repair = plan(reads.repair())
+            self.cache_counts.full += len(repair.needs)
+            outcomes = [*outcomes, *await self._fetch_all(repair.queries)]
+            the_plan = the_plan.extended(repair)
+            started = replace(started, reading=Reading(the_plan, reads))
         reads.take_alongside(the_plan, outcomes)
         rows = sum(len(o.rows) for o in outcomes if isinstance(o, UsageResult))
         self.cache_counts.rows_fetched += rows

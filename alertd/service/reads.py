@@ -157,6 +157,20 @@ class BatchReads:
                 _, spec = the_plan.serving(need)
                 self._hours[key] = extract_rows(need, spec, outcome.rows)
 
+    def repair(self) -> list[DataNeed]:
+        """The keys whose cached rows could not be had (:attr:`unserved`) turned into full
+        reads: what to fetch for them, now, so their series are judged this poll as a cold
+        read would judge them (and, with a writable cache, their entries rewritten)."""
+        needs = []
+        for key in sorted(self.unserved):
+            hull = self.hulls[key]
+            self.fetched[key] = self.planned[key] = hull
+            self.alongside.pop(key, None)
+            self.extents.pop(key, None)
+            needs.append(hull)
+        self.unserved.clear()
+        return needs
+
     def fetched_need(self, need: DataNeed) -> DataNeed:
         """The planned need whose request serves ``need``."""
         return self.planned[self._keys[need]]
@@ -306,8 +320,9 @@ async def load_entries(cache: BucketCache | None, reads: BatchReads) -> None:
     """Loads the entries of the batch's keys whose rows the plan takes from the cache, and
     notes in ``reads.unserved`` those it could not have: a failed load, an entry gone or
     unreadable, or replaced by one that no longer holds those rows
-    (:func:`~alertd.buckets.serves`). Their series become ``error`` findings this poll; the
-    next poll plans them from what is stored then."""
+    (:func:`~alertd.buckets.serves`). The engine reads those in full before it judges the
+    batch (:meth:`BatchReads.repair`: one request more per such key, the price of planning
+    from extents); their series are ``error`` findings only if that read fails too."""
     wanted = [k for k in reads.hulls if reads.from_cache(k)]
     reads.loaded = True
     if cache is None or not wanted:
@@ -326,10 +341,9 @@ async def load_entries(cache: BucketCache | None, reads: BatchReads) -> None:
             continue
         why = ("gone or unreadable" if entry is None
                else "replaced by another poll with one of another range")
-        log.warning("cached buckets %s since this poll planned from them; judged next poll "
-                    "key=%s", why, key)
-        reads.unserved[key] = (f"the cached buckets were {why} during the poll; the next "
-                               "poll reads them again")
+        log.warning("cached buckets %s since this poll planned from them; reading them in "
+                    "full key=%s", why, key)
+        reads.unserved[key] = f"the cached buckets were {why} during the poll"
     # An unreadable entry's extent is still there: dropped, its next read is a full one.
     gone = [k for k in wanted if k not in found]
     if gone and cache.writable:

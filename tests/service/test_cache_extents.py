@@ -90,7 +90,7 @@ def _rows(rows: Sequence[UsageRow]) -> list[UsageRow]:
     return list(UsageColumns.of(rows).rows())
 
 
-async def test_an_unreadable_entry_is_an_error_this_poll_and_a_full_read_the_next(
+async def test_an_unreadable_entry_is_read_in_full_and_judged_as_a_cold_read(
         sim: Simulator, tmp_path: Path) -> None:  # noqa: F811
     path = tmp_path / "state.db"
     async with SqliteStore(path) as store:
@@ -101,23 +101,41 @@ async def test_an_unreadable_entry_is_an_error_this_poll_and_a_full_read_the_nex
                                    "WHERE covered_to > covered_from").rowcount
         assert damaged > 0
         sim.advance(600)
-        found, _ = await findings(sim, RULES, cache)
-        errors = [f for f in found if f[2] == "error"]
-        assert errors and all("gone or unreadable" in f[5] for f in errors)
-        cold, _ = await findings(sim, RULES, None)
-        by_series = {(f[0], f[1], f[3]): f for f in cold}
-        # Series whose entries were unreadable give no verdict; all others judge as a cold read.
-        assert [f for f in found if f[2] != "error"] == [
-            by_series[(f[0], f[1], f[3])] for f in found if f[2] != "error"]
-        with sqlite3.connect(path) as conn:  # dropped and read again in full
+        # Planned from the extents (still readable), the rows found unreadable when loaded:
+        # those keys are read in full before the batch is judged, not left without a verdict.
+        for _ in range(2):  # read-only (check --dry-run): the same each time, nothing dropped
+            engine = await assert_warm_equals_cold(sim, RULES, BucketCache(store, POLICY,
+                                                                           writable=False))
+            assert engine.cache_counts.full == damaged
+        engine = await assert_warm_equals_cold(sim, RULES, cache)
+        assert engine.cache_counts.full == damaged  # read in full and written again
+        with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT COUNT(*) FROM usage_buckets "
                                 "WHERE rows = 'not a payload'").fetchone() == (0,)
         sim.advance(600)
         engine = await assert_warm_equals_cold(sim, RULES, cache)
-        assert engine.cache_counts.full == damaged  # each dropped entry read again in full
-        sim.advance(600)
-        engine = await assert_warm_equals_cold(sim, RULES, cache)
         assert engine.cache_counts.full == 0
+
+
+async def test_an_entry_cut_short_by_another_poll_is_read_in_full(
+        sim: Simulator, backend: Opener) -> None:  # noqa: F811
+    async with backend() as store:
+        cache = BucketCache(store, POLICY)
+        await findings(sim, RULES, cache)
+        sim.advance(600)
+        now = int(sim.now())
+        reads = await prepare(cache, batch_needs(sim), now)
+        moved = next(k for k in reads.hulls if reads.from_cache(k))
+        stored = (await store.load_buckets([moved]))[moved]
+        await store.save_buckets([replace(stored, covered_from=stored.covered_from + 86_400,
+                                          rows=tuple(r for r in _rows(stored.rows)
+                                                     if r.starts_at >= stored.covered_from
+                                                     + 86_400))], now)
+        await load_entries(cache, reads)
+        assert list(reads.unserved) == [moved]
+        repaired = reads.repair()
+        assert repaired == [reads.hulls[moved]] and not reads.from_cache(moved)
+        assert reads.unserved == {} and reads.fetched[moved] == reads.hulls[moved]
 
 
 async def test_entries_stored_before_the_extent_columns_are_planned_and_rewritten(
