@@ -348,8 +348,8 @@ async def test_the_daemon_keeps_the_cache_in_either_store(sim: Simulator,
 def test_batches_take_as_many_customers_as_the_row_budget_holds() -> None:
     # The mixed set: a cold warm-up fetches ~5,800 rows a customer; a warm poll fetches ~280
     # and reads ~5,800 from the cache.
-    assert next_batch_size(58_000, 0, 10, 50) == BATCH_ROWS // (2 * 5_800) == 6
-    assert next_batch_size(2_800, 58_000, 10, 50) == BATCH_ROWS // (2 * 280 + 5_800) == 11
+    assert next_batch_size(58_000, 0, 10, 50) == BATCH_ROWS // (2 * 5_800) == 4  # 50,000 rows
+    assert next_batch_size(2_800, 58_000, 10, 50) == BATCH_ROWS // (2 * 280 + 5_800) == 7
     assert next_batch_size(100, 0, 10, 50) == 50  # never more than the engine's batch
     assert next_batch_size(10**7, 0, 10, 50) == 1  # a customer is never split
     assert next_batch_size(0, 0, 10, 50) == 50  # nothing read (all failed): as many as may be
