@@ -168,9 +168,6 @@ class AccountView:
         return {key.removeprefix(prefix): replace(extent, key=key.removeprefix(prefix))
                 for key, extent in found.items()}
 
-    async def drop_buckets(self, keys: Iterable[str]) -> None:
-        await cast(BucketStore, self._store).drop_buckets(self._bucket_prefix + k for k in keys)
-
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         await cast(BucketStore, self._store).save_buckets(
             (replace(e, key=self._bucket_prefix + e.key) for e in entries), now)

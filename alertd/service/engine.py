@@ -43,7 +43,7 @@ from alertd.accounts import with_account
 from alertd.conditions.money import sums_meters, wants_billing, wants_credit
 from alertd.conditions.series import build_series, is_stale
 from alertd.config.settings import CustomerSelection, Settings
-from alertd.errors import NotFoundError, SourceError, StoreError
+from alertd.errors import NotFoundError, SourceError
 from alertd.model import (
     Customer,
     DataNeed,
@@ -472,11 +472,9 @@ class Engine:
                 reads.loading = asyncio.ensure_future(
                     self._load_entries(reads, held, started.index))
 
-    async def _load_entries(self, reads: BatchReads, held: HeldAhead | None, index: int
-                            ) -> None:
+    async def _load_entries(self, reads: BatchReads, held: HeldAhead, index: int) -> None:
         await load_entries(self.cache, reads)
-        if held is not None:
-            held.hold(index, reads.cached_rows)
+        held.hold(index, reads.cached_rows)
 
     def _ahead(self, latest: _Batch) -> int:
         """Batches under way beyond the awaited one: :data:`FETCH_AHEAD`, or as many as the
@@ -551,10 +549,8 @@ class Engine:
         outcomes = await started.outcomes
         began = time.monotonic()
         the_plan, reads = started.reading.plan, started.reading.reads
-        if reads.loading is not None:
-            await reads.loading
-        elif not reads.loaded:
-            await self._load_entries(reads, None, started.index)
+        assert reads.loading is not None  # the front batch's load: _load_ahead started it
+        await reads.loading
         if reads.unserved:  # gone, unreadable or replaced since planned: read in full now
             repair = plan(reads.repair())
             self.cache_counts.full += len(repair.needs)
@@ -716,8 +712,6 @@ class Engine:
             rows = reading.reads.rows_of(need, reading.plan, outcome)
             return build_series(rule, need, rows, outcome.refreshed_at, now=now,
                                 freshness_lag=self.settings.stripe.freshness_lag)
-        except StoreError as exc:  # its cached rows could not be had (logged by the load)
-            return error_finding(rule, customer.id, now, str(exc))
         except Exception as exc:
             log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
             return error_finding(rule, customer.id, now, internal_error(exc))

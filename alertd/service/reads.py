@@ -21,9 +21,9 @@ Without a :class:`BucketCache` (a store without the cache, or none) every key is
 exactly as before the cache. A read-only cache (``check --dry-run``) uses what is stored but
 never writes. A failed or stale answer saves nothing for its keys; a store that fails to
 load the extents or save the cache only costs full reads (logged), never a finding. Entries
-that cannot be loaded once planned from (the store failed, another poll replaced an entry
-with one that no longer serves: :func:`~alertd.buckets.serves`) make their keys' series
-``error`` findings for this poll (logged), never a verdict on partial rows.
+that cannot be had once planned from (the store failed, the entry is unreadable, another poll
+replaced it with one that no longer serves: :func:`~alertd.buckets.serves`) are read in full
+before the batch is judged (:meth:`BatchReads.repair`, logged), never judged on partial rows.
 """
 
 from __future__ import annotations
@@ -131,10 +131,9 @@ class BatchReads:
     #: The stored entries of the keys whose rows come from the cache, once loaded
     #: (:func:`load_entries`).
     entries: dict[str, BucketEntry] = field(default_factory=dict)
-    #: Whether :func:`load_entries` ran; the task that runs it, once started.
-    loaded: bool = False
+    #: The task that runs :func:`load_entries`, once started.
     loading: asyncio.Task[None] | None = None
-    #: Why a key's rows cannot be had from the cache (its series: ``error`` findings).
+    #: Why a key's rows cannot be had from the cache (it is read in full: :meth:`repair`).
     unserved: dict[str, str] = field(default_factory=dict)
     _keys: dict[DataNeed, str] = field(default_factory=dict)
     _rows: dict[str, Sequence[UsageRow]] = field(default_factory=dict)
@@ -326,9 +325,8 @@ async def load_entries(cache: BucketCache | None, reads: BatchReads) -> None:
     unreadable, or replaced by one that no longer holds those rows
     (:func:`~alertd.buckets.serves`). The engine reads those in full before it judges the
     batch (:meth:`BatchReads.repair`: one request more per such key, the price of planning
-    from extents); their series are ``error`` findings only if that read fails too."""
+    from extents), and save writes their entries again: no key stays unreadable."""
     wanted = [k for k in reads.hulls if reads.from_cache(k)]
-    reads.loaded = True
     if cache is None or not wanted:
         return
     try:
@@ -348,13 +346,6 @@ async def load_entries(cache: BucketCache | None, reads: BatchReads) -> None:
         log.warning("cached buckets %s since this poll planned from them; reading them in "
                     "full key=%s", why, key)
         reads.unserved[key] = f"the cached buckets were {why} during the poll"
-    # An unreadable entry's extent is still there: dropped, its next read is a full one.
-    gone = [k for k in wanted if k not in found]
-    if gone and cache.writable:
-        try:
-            await cache.store.drop_buckets(gone)
-        except StoreError as exc:
-            log.warning("could not drop unreadable cached buckets error=%s", exc)
 
 
 async def save(cache: BucketCache | None, reads: BatchReads, good: Sequence[DataNeed],

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 
 from alertd.conditions.money import SummedSeries, meter_needs, summed_series
 from alertd.conditions.series import build_series
-from alertd.errors import StoreError
 from alertd.model import Customer, DataNeed, Finding, SeriesKey, UsageResult
 from alertd.rules.schema import Rule
 from alertd.service.guarded import (
@@ -114,9 +113,6 @@ def _judge_one(rule: Rule, customer: Customer, needs: tuple[DataNeed, ...], read
                                  freshness_lag=freshness_lag)
             parts[str(need.spec.meter)] = built[0]
         series = summed_series(SeriesKey(rule.name, customer.id), parts)
-    except StoreError as exc:  # its cached rows could not be had (logged by the load)
-        judged.findings.append(error_finding(rule, customer.id, now, str(exc)))
-        return
     except Exception as exc:
         log.exception("building series failed rule=%s customer=%s", rule.name, customer.id)
         judged.findings.append(error_finding(rule, customer.id, now, internal_error(exc)))

@@ -335,15 +335,15 @@ class Store(SilenceStore, Protocol):
 class BucketStore(Protocol):
     """The bucket cache (:mod:`alertd.buckets`): complete usage buckets kept between polls, so
     a poll asks Stripe only for what may still change. A backend that keeps alert state
-    implements these five too (:mod:`alertd.store.sqlite_buckets`,
+    implements these four too (:mod:`alertd.store.sqlite_buckets`,
     :mod:`alertd.store.pg_buckets`); the daemon runs without a cache on a store that does not
     (it reads everything every poll).
 
     An entry is one value per key, replaced whole: no method needs more than "the extents of
-    these keys", "the entries of these keys", "replace these entries", "drop these" and "drop
-    entries nobody wrote since". A read that finds an entry it cannot decode leaves it out: a
-    poll that planned from its extent judges that key's series next poll, dropping the entry
-    (:func:`~alertd.service.reads.load_entries`), so that read is a full one.
+    these keys", "the entries of these keys", "replace these entries" and "drop entries nobody
+    wrote since". A read that finds an entry it cannot decode leaves it out: a poll that
+    planned from its extent reads that key in full and saves it again
+    (:func:`~alertd.service.reads.load_entries`).
     """
 
     async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
@@ -357,11 +357,6 @@ class BucketStore(Protocol):
 
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         """Replaces the entries of the same keys, in one transaction, stamped ``now``."""
-        ...
-
-    async def drop_buckets(self, keys: Iterable[str]) -> None:
-        """Deletes the entries of ``keys`` (one found unreadable: its next read is a full
-        one)."""
         ...
 
     async def prune_buckets(self, before: int) -> int:

@@ -25,6 +25,8 @@ log = logging.getLogger("alertd.store")
 #: The columns, in the order :func:`entry_params` gives their values.
 COLUMNS = ("key", "covered_from", "covered_to", "full_at", "saved_at", "rows", "hours_to",
            "hours_zone")
+#: What :func:`entries_from` reads, in its order.
+ENTRY_COLUMNS = ("key", "covered_from", "covered_to", "full_at", "rows")
 #: What :func:`extents_from` reads, in its order.
 EXTENT_COLUMNS = ("key", "covered_from", "covered_to", "full_at", "hours_to", "hours_zone")
 #: Keys per query: well under SQLite's default limit of 32,766 variables.

@@ -9,7 +9,7 @@ shared with :mod:`alertd.store.sqlite_buckets`; only the SQL differs (``= ANY`` 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -17,6 +17,7 @@ import psycopg
 from alertd.buckets import BucketEntry, BucketExtent
 from alertd.store.bucket_rows import (
     COLUMNS,
+    ENTRY_COLUMNS,
     EXTENT_COLUMNS,
     chunks,
     entries_from,
@@ -25,14 +26,12 @@ from alertd.store.bucket_rows import (
 )
 
 T = TypeVar("T")
+E = TypeVar("E")  # what a row decodes to: an entry or an extent
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 _SAVE = (f"INSERT INTO usage_buckets ({', '.join(COLUMNS)}) "
          f"VALUES ({', '.join(['%s'] * len(COLUMNS))}) ON CONFLICT (key) DO UPDATE SET "
          + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:]))
-_LOAD = ("SELECT key, covered_from, covered_to, full_at, rows FROM usage_buckets "
-         "WHERE key = ANY(%s)")
-_EXTENTS = f"SELECT {', '.join(EXTENT_COLUMNS)} FROM usage_buckets WHERE key = ANY(%s)"
 
 
 class PgBuckets:
@@ -43,28 +42,24 @@ class PgBuckets:
                        ) -> T: ...
 
     async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
-        chunked = list(chunks(keys))
-
-        async def load(conn: Conn) -> dict[str, BucketEntry]:
-            found: dict[str, BucketEntry] = {}
-            for chunk in chunked:
-                cursor = await conn.execute(_LOAD.encode(), (chunk,))
-                found.update(entries_from(
-                    (r["key"], r["covered_from"], r["covered_to"], r["full_at"], r["rows"])
-                    for r in await cursor.fetchall()))
-            return found
-
-        return await self._run(load)
+        return await self._select(ENTRY_COLUMNS, keys, entries_from)
 
     async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
-        chunked = list(chunks(keys))
+        return await self._select(EXTENT_COLUMNS, keys, extents_from)
 
-        async def load(conn: Conn) -> dict[str, BucketExtent]:
-            found: dict[str, BucketExtent] = {}
+    async def _select(self, columns: Sequence[str], keys: Iterable[str],
+                      decode: Callable[[Iterable[Sequence[Any]]], dict[str, E]]
+                      ) -> dict[str, E]:
+        """``columns`` of the rows of ``keys``, decoded (entries or extents)."""
+        chunked = list(chunks(keys))
+        sql = f"SELECT {', '.join(columns)} FROM usage_buckets WHERE key = ANY(%s)".encode()
+
+        async def load(conn: Conn) -> dict[str, E]:
+            found: dict[str, E] = {}
             for chunk in chunked:
-                cursor = await conn.execute(_EXTENTS.encode(), (chunk,))
-                found.update(extents_from(
-                    tuple(r[c] for c in EXTENT_COLUMNS) for r in await cursor.fetchall()))
+                cursor = await conn.execute(sql, (chunk,))
+                found.update(decode(tuple(r[c] for c in columns)
+                                    for r in await cursor.fetchall()))
             return found
 
         return await self._run(load)
@@ -78,16 +73,6 @@ class PgBuckets:
 
         if params:
             await self._run(save, write=True)
-
-    async def drop_buckets(self, keys: Iterable[str]) -> None:
-        chunked = list(chunks(keys))
-
-        async def drop(conn: Conn) -> None:
-            for chunk in chunked:
-                await conn.execute(b"DELETE FROM usage_buckets WHERE key = ANY(%s)", (chunk,))
-
-        if chunked:
-            await self._run(drop, write=True)
 
     async def prune_buckets(self, before: int) -> int:
         async def prune(conn: Conn) -> int:

@@ -9,12 +9,13 @@ What is stored and how it decodes is :mod:`alertd.store.bucket_rows`, shared wit
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alertd.buckets import BucketEntry, BucketExtent
 from alertd.store.bucket_rows import (
     COLUMNS,
+    ENTRY_COLUMNS,
     EXTENT_COLUMNS,
     chunks,
     entries_from,
@@ -23,6 +24,7 @@ from alertd.store.bucket_rows import (
 )
 
 T = TypeVar("T")
+E = TypeVar("E")  # what a row decodes to: an entry or an extent
 
 _SAVE = (f"INSERT OR REPLACE INTO usage_buckets ({', '.join(COLUMNS)}) "
          f"VALUES ({', '.join('?' * len(COLUMNS))})")
@@ -37,48 +39,31 @@ class SqliteBuckets:
         async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
-        wanted = list(chunks(keys))
-        return await self._read(lambda conn: _load(conn, wanted))
+        chunked = list(chunks(keys))
+        return await self._read(lambda conn: _select(conn, ENTRY_COLUMNS, chunked,
+                                                     entries_from))
 
     async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
         chunked = list(chunks(keys))
-        return await self._read(lambda conn: _load_extents(conn, chunked))
+        return await self._read(lambda conn: _select(conn, EXTENT_COLUMNS, chunked,
+                                                     extents_from))
 
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         params = entry_params(entries, now)
         if params:
             await self._write(lambda conn: conn.executemany(_SAVE, params))
 
-    async def drop_buckets(self, keys: Iterable[str]) -> None:
-        chunked = list(chunks(keys))
-
-        def drop(conn: sqlite3.Connection) -> None:
-            for chunk in chunked:
-                conn.execute(f"DELETE FROM usage_buckets WHERE key IN "
-                             f"({','.join('?' * len(chunk))})", chunk)
-
-        if chunked:
-            await self._write(drop)
-
     async def prune_buckets(self, before: int) -> int:
         return await self._write(lambda conn: conn.execute(
             "DELETE FROM usage_buckets WHERE saved_at < ?", (before,)).rowcount)
 
 
-def _load(conn: sqlite3.Connection, chunked: list[list[str]]) -> dict[str, BucketEntry]:
-    found: dict[str, BucketEntry] = {}
+def _select(conn: sqlite3.Connection, columns: Sequence[str], chunked: list[list[str]],
+            decode: Callable[[Iterable[Sequence[Any]]], dict[str, E]]) -> dict[str, E]:
+    """``columns`` of the rows of the chunks' keys, decoded (entries or extents)."""
+    found: dict[str, E] = {}
     for chunk in chunked:
-        found.update(entries_from(conn.execute(
-            "SELECT key, covered_from, covered_to, full_at, rows FROM usage_buckets "
-            f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
-    return found
-
-
-def _load_extents(conn: sqlite3.Connection, chunked: list[list[str]]
-                  ) -> dict[str, BucketExtent]:
-    found: dict[str, BucketExtent] = {}
-    for chunk in chunked:
-        found.update(extents_from(conn.execute(
-            f"SELECT {', '.join(EXTENT_COLUMNS)} FROM usage_buckets "
+        found.update(decode(conn.execute(
+            f"SELECT {', '.join(columns)} FROM usage_buckets "
             f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
     return found

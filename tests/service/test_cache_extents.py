@@ -16,9 +16,10 @@ from alertd.buckets import BucketEntry, BucketExtent, extent_of
 from alertd.errors import StoreError
 from alertd.model import DataNeed, UsageRow
 from alertd.planner import plan
-from alertd.service.reads import BucketCache, load_entries, prepare
+from alertd.service.reads import BatchReads, BucketCache, load_entries, prepare
 from alertd.sim.server import Simulator
 from alertd.store import schema
+from alertd.store.base import BucketStore
 from alertd.store.sqlite import SqliteStore
 from alertd.usage_columns import UsageColumns
 from tests.service.test_bucket_cache import (
@@ -39,13 +40,20 @@ def batch_needs(sim: Simulator) -> list[DataNeed]:  # noqa: F811
             for rule in RULES for p in sim.generator.profiles()]
 
 
+async def planned_after_a_poll(sim: Simulator, store: BucketStore  # noqa: F811
+                               ) -> tuple[BucketCache, BatchReads, int]:
+    """A cache warmed by one poll, and the next poll's batch (10 minutes on) planned."""
+    cache = BucketCache(store, POLICY)
+    await findings(sim, RULES, cache)
+    sim.advance(600)
+    now = int(sim.now())
+    return cache, await prepare(cache, batch_needs(sim), now), now
+
+
 async def test_a_batch_is_planned_from_extents_and_holds_rows_once_loaded(
         sim: Simulator, backend: Opener) -> None:  # noqa: F811
     async with backend() as store:
-        cache = BucketCache(store, POLICY)
-        await findings(sim, RULES, cache)
-        sim.advance(600)
-        reads = await prepare(cache, batch_needs(sim), int(sim.now()))
+        cache, reads, _ = await planned_after_a_poll(sim, store)
         from_cache = [k for k in reads.hulls if reads.from_cache(k)]
         assert from_cache and set(reads.extents) == set(reads.hulls)
         assert all(isinstance(e, BucketExtent) for e in reads.extents.values())
@@ -61,14 +69,10 @@ async def test_a_batch_is_planned_from_extents_and_holds_rows_once_loaded(
             assert extent_of(entry) == reads.extents[key]
 
 
-async def test_an_entry_replaced_after_planning_is_used_only_if_it_still_serves(
+async def test_an_entry_replaced_after_planning_is_used_only_if_it_still_serves_else_read_in_full(
         sim: Simulator, backend: Opener) -> None:  # noqa: F811
     async with backend() as store:
-        cache = BucketCache(store, POLICY)
-        await findings(sim, RULES, cache)
-        sim.advance(600)
-        now = int(sim.now())
-        reads = await prepare(cache, batch_needs(sim), now)
+        cache, reads, now = await planned_after_a_poll(sim, store)
         served, moved = [k for k in reads.hulls if reads.from_cache(k)][:2]
         stored = await store.load_buckets([served, moved])
         # Another poll re-read one in full meanwhile (same range, later full_at) and cut the
@@ -84,6 +88,10 @@ async def test_an_entry_replaced_after_planning_is_used_only_if_it_still_serves(
         need = next(n for n in batch_needs(sim) if reads._keys[n] == moved)
         with pytest.raises(StoreError, match="another range"):
             reads.rows_of(need, plan(reads.fetch_needs), None)  # type: ignore[arg-type]
+        # What the engine does with it before judging: a full read of that key alone.
+        repaired = reads.repair()
+        assert repaired == [reads.hulls[moved]] and not reads.from_cache(moved)
+        assert reads.unserved == {} and reads.fetched[moved] == reads.hulls[moved]
 
 
 def _rows(rows: Sequence[UsageRow]) -> list[UsageRow]:
@@ -115,27 +123,6 @@ async def test_an_unreadable_entry_is_read_in_full_and_judged_as_a_cold_read(
         sim.advance(600)
         engine = await assert_warm_equals_cold(sim, RULES, cache)
         assert engine.cache_counts.full == 0
-
-
-async def test_an_entry_cut_short_by_another_poll_is_read_in_full(
-        sim: Simulator, backend: Opener) -> None:  # noqa: F811
-    async with backend() as store:
-        cache = BucketCache(store, POLICY)
-        await findings(sim, RULES, cache)
-        sim.advance(600)
-        now = int(sim.now())
-        reads = await prepare(cache, batch_needs(sim), now)
-        moved = next(k for k in reads.hulls if reads.from_cache(k))
-        stored = (await store.load_buckets([moved]))[moved]
-        await store.save_buckets([replace(stored, covered_from=stored.covered_from + 86_400,
-                                          rows=tuple(r for r in _rows(stored.rows)
-                                                     if r.starts_at >= stored.covered_from
-                                                     + 86_400))], now)
-        await load_entries(cache, reads)
-        assert list(reads.unserved) == [moved]
-        repaired = reads.repair()
-        assert repaired == [reads.hulls[moved]] and not reads.from_cache(moved)
-        assert reads.unserved == {} and reads.fetched[moved] == reads.hulls[moved]
 
 
 async def test_entries_stored_before_the_extent_columns_are_planned_and_rewritten(
