@@ -236,6 +236,10 @@ def parse_args() -> argparse.Namespace:
                         help="--daemon: give up after this many seconds")
     parser.add_argument("--progress", type=float, default=120.0,
                         help="--daemon: seconds between progress lines")
+    parser.add_argument("--state-url", default=None,
+                        help="--daemon: keep state and cache in this PostgreSQL database "
+                             "(postgresql://...; an empty one: the bench does not clear it) "
+                             "instead of a SQLite file")
     return parser.parse_args()
 
 

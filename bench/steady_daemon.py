@@ -96,12 +96,13 @@ def daemon_rules(every: float) -> list[dict[str, Any]]:
     return rules
 
 
-def write_config(folder: Path, sim: str, sink: str, every: float, rate: float) -> Path:
+def write_config(folder: Path, sim: str, sink: str, every: float, rate: float,
+                 state_url: str | None = None) -> Path:
     (folder / "rules.yaml").write_text(yaml.safe_dump({"rules": daemon_rules(every)}))
     path = folder / "alertd.yaml"
     path.write_text(yaml.safe_dump({
         "stripe": {"api_base": sim, "api_key": API_KEY, "requests_per_second": rate},
-        "state": {"path": str(folder / "state.db")},
+        "state": {"url": state_url} if state_url else {"path": str(folder / "state.db")},
         "server": {"listen": ""}, "rule_files": ["rules.yaml"], "customers": {"all": True},
         "receivers": [{"name": "hooks", "webhook": {"url": f"{sink}/hook"}}],
         "route": {"receiver": "hooks"}, "log_level": "info",
@@ -197,7 +198,8 @@ async def run(args: argparse.Namespace) -> None:
     with SimulatorProcess(customers=args.customers, rate=int(args.rate),
                           latency=args.latency) as sim, tempfile.TemporaryDirectory() as tmp:
         async with serve_posts(ok) as sink:
-            config = write_config(Path(tmp), sim.url, sink, args.every, args.rate)
+            config = write_config(Path(tmp), sim.url, sink, args.every, args.rate,
+                                  args.state_url)
             customers = await _customer_ids(sim.url)
             starts = [time.time()]
             first = int(starts[0])

@@ -39,14 +39,10 @@ class SqliteBuckets:
         async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def load_buckets(self, keys: Iterable[str]) -> dict[str, BucketEntry]:
-        chunked = list(chunks(keys))
-        return await self._read(lambda conn: _select(conn, ENTRY_COLUMNS, chunked,
-                                                     entries_from))
+        return await self._select(ENTRY_COLUMNS, keys, entries_from)
 
     async def load_extents(self, keys: Iterable[str]) -> dict[str, BucketExtent]:
-        chunked = list(chunks(keys))
-        return await self._read(lambda conn: _select(conn, EXTENT_COLUMNS, chunked,
-                                                     extents_from))
+        return await self._select(EXTENT_COLUMNS, keys, extents_from)
 
     async def save_buckets(self, entries: Iterable[BucketEntry], now: int) -> None:
         params = entry_params(entries, now)
@@ -57,13 +53,18 @@ class SqliteBuckets:
         return await self._write(lambda conn: conn.execute(
             "DELETE FROM usage_buckets WHERE saved_at < ?", (before,)).rowcount)
 
+    async def _select(self, columns: Sequence[str], keys: Iterable[str],
+                      decode: Callable[[Iterable[Sequence[Any]]], dict[str, E]]
+                      ) -> dict[str, E]:
+        """``columns`` of the rows of ``keys``, decoded (entries or extents)."""
+        chunked = list(chunks(keys))
 
-def _select(conn: sqlite3.Connection, columns: Sequence[str], chunked: list[list[str]],
-            decode: Callable[[Iterable[Sequence[Any]]], dict[str, E]]) -> dict[str, E]:
-    """``columns`` of the rows of the chunks' keys, decoded (entries or extents)."""
-    found: dict[str, E] = {}
-    for chunk in chunked:
-        found.update(decode(conn.execute(
-            f"SELECT {', '.join(columns)} FROM usage_buckets "
-            f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
-    return found
+        def load(conn: sqlite3.Connection) -> dict[str, E]:
+            found: dict[str, E] = {}
+            for chunk in chunked:
+                found.update(decode(conn.execute(
+                    f"SELECT {', '.join(columns)} FROM usage_buckets "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)))
+            return found
+
+        return await self._read(load)
